@@ -1,0 +1,366 @@
+"""`orca`: the command line for orcad. Each command imports only what it needs, so it starts fast.
+
+Exit status: 0 success; 1 orcad refused the request or it failed; 2 bad usage; 3 orcad is not
+running or not answering; 4 a waited-for run failed; 5 a waited-for run was cancelled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from orca_client.client import Client
+    from orca_client.wire import RunInfo, StatusResult
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+EXIT_RUN_FAILED = 4
+EXIT_RUN_CANCELLED = 5
+EXIT_STATUS_HELP = """exit status:
+  0  success
+  1  orcad refused the request, or it failed
+  2  bad usage
+  3  orcad is not running or not answering
+  4  (--wait) the run failed
+  5  (--wait) the run was cancelled"""
+
+
+class UsageError(Exception):
+    """A command line that cannot be carried out as given."""
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="orca",
+        description="Run, watch, answer and cancel coding-agent sessions managed by orcad.",
+        epilog=EXIT_STATUS_HELP,
+        formatter_class=formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"orca {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, help_text: str, description: str) -> argparse.ArgumentParser:
+        return commands.add_parser(
+            name,
+            help=help_text,
+            description=description,
+            epilog=EXIT_STATUS_HELP,
+            formatter_class=formatter,
+        )
+
+    daemon = command("daemon", "start, stop, inspect or install orcad", "Manage the orcad daemon.")
+    daemon_commands = daemon.add_subparsers(dest="daemon_command", metavar="ACTION", required=True)
+    start = daemon_commands.add_parser(
+        "start",
+        help="start orcad in the background and wait until it is ready",
+        description="Start orcad in the background (its log goes to orcad.log in the state "
+        "directory) and wait until it answers. Does nothing if it is already running.",
+    )
+    start.add_argument("--timeout", type=float, default=15.0, help="seconds to wait (default 15)")
+    start.add_argument("--json", action="store_true", help="print the daemon's hello as JSON")
+    stop = daemon_commands.add_parser(
+        "stop",
+        help="stop orcad cleanly",
+        description="Ask orcad to stop: running sessions end in a recorded state first.",
+    )
+    stop.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (default 60)")
+    status = daemon_commands.add_parser(
+        "status",
+        help="is orcad running? where are its files?",
+        description="Show whether orcad answers, its version, pid and files.",
+    )
+    status.add_argument("--json", action="store_true", help="print as JSON")
+    install = daemon_commands.add_parser(
+        "install",
+        help="write the systemd user unit and print how to enable it",
+        description="Write orcad.service to your systemd user directory, with ExecStart set to "
+        "this installation's orcad, and print the systemctl --user commands that enable it.",
+    )
+    install.add_argument("--force", action="store_true", help="overwrite an existing unit file")
+
+    run = command(
+        "run",
+        "start a run with one command-agent session",
+        "Start a run whose session runs CMD (it speaks the command-agent protocol, see "
+        "docs/agent-protocol.md). CMD is resolved on your PATH; it runs in --cwd.\n\n"
+        "example:\n  orca run --title demo --prompt 'fix the bug' --wait -- python3 agent.py",
+    )
+    run.add_argument("--title", help="a title for the run (default: the command line)")
+    run.add_argument("--cwd", default=None, help="working directory (default: the current one)")
+    run.add_argument("--prompt", help="the prompt: first stdin line and $ORCA_PROMPT")
+    run.add_argument("--wait", action="store_true", help="stream the output, exit by the outcome")
+    run.add_argument("--json", action="store_true", help="print the result as JSON")
+    run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
+
+    status_cmd = command(
+        "status",
+        "show runs, or one run with its sessions",
+        "Without RUN_ID: a table of every run. With RUN_ID (or a unique prefix): the run and "
+        "its sessions.",
+    )
+    status_cmd.add_argument("run_id", nargs="?", metavar="RUN_ID")
+    status_cmd.add_argument("--json", action="store_true", help="print as JSON")
+
+    watch = command(
+        "watch",
+        "print events live",
+        "Print events as they happen, from --after (default: from now). Keeps going across a "
+        "daemon restart, resuming from the last event shown. Stop with Ctrl-C.",
+    )
+    watch.add_argument("run_id", nargs="?", metavar="RUN_ID")
+    watch.add_argument(
+        "--after", type=int, default=None, help="start after this log position (0: all)"
+    )
+    watch.add_argument("--json", action="store_true", help="one JSON event record per line")
+
+    logs = command(
+        "logs",
+        "print a run's output",
+        "Print the output of a run's sessions (stdout to stdout, stderr to stderr).",
+    )
+    logs.add_argument("run_id", metavar="RUN_ID")
+    logs.add_argument(
+        "--follow", "-f", action="store_true", help="keep printing until the run ends"
+    )
+    logs.add_argument("--json", action="store_true", help="one JSON output event per line")
+
+    cancel = command(
+        "cancel",
+        "cancel a run",
+        "End a run cancelled: its processes get SIGTERM, then SIGKILL after the grace period. "
+        "A cancelled run stays cancelled.",
+    )
+    cancel.add_argument("run_id", metavar="RUN_ID")
+    cancel.add_argument("--reason", help="why (recorded in the log)")
+    cancel.add_argument("--json", action="store_true", help="print the result as JSON")
+    return parser
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from orca_client.wire import RunStarted, StartRun
+
+    argv = list(args.argv)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if not argv:
+        raise UsageError(
+            "orca run: give the command to run after --, e.g. orca run -- python3 agent.py"
+        )
+    cwd = os.path.abspath(args.cwd or os.getcwd())
+    argv[0] = _resolve_program(argv[0], cwd)
+    with _client() as client:
+        started: RunStarted = client.request(
+            StartRun(command=argv, cwd=cwd, title=args.title, prompt=args.prompt)
+        )
+        if not args.wait:
+            if args.json:
+                _print_json(started)
+            else:
+                print(started.run_id)
+            return EXIT_OK
+        return _wait_for_run(client, started.run_id, as_json=args.json, stream_output=not args.json)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from orca_client import render
+    from orca_client.wire import Status
+
+    with _client() as client:
+        result: StatusResult = client.request(Status(run_id=args.run_id))
+    if args.json:
+        _print_json(result if args.run_id is None else _run_detail(result))
+    elif args.run_id is None:
+        print(render.runs_table(result))
+    else:
+        print(render.run_detail(result.runs[0], result.sessions))
+    return EXIT_OK
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from orca_client import render
+
+    with _client() as client:
+        after = args.after if args.after is not None else client.hello().head_position
+        run_id = _full_run_id(client, args.run_id) if args.run_id else None
+        for record in client.follow(after=after, run_id=run_id, on_reconnect=_say_reconnecting):
+            print(
+                render.record_json(record) if args.json else render.event_line(record), flush=True
+            )
+    return EXIT_OK
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from orca_client import render
+    from orca_client.wire import ReadEvents
+
+    with _client() as client:
+        run_id = _full_run_id(client, args.run_id)
+        if args.follow:
+            for record in client.follow(after=0, run_id=run_id, on_reconnect=_say_reconnecting):
+                render.write_output(record, as_json=args.json)
+                if render.ends_run(record):
+                    break
+            return EXIT_OK
+        after = 0
+        while True:
+            page = client.request(ReadEvents(after=after, limit=5000, run_id=run_id))
+            for record in page.events:
+                render.write_output(record, as_json=args.json)
+            if not page.events:
+                return EXIT_OK
+            after = page.events[-1].position
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from orca_client.wire import Cancel, CancelResult
+
+    with _client() as client:
+        result: CancelResult = client.request(Cancel(run_id=args.run_id, reason=args.reason))
+    if args.json:
+        _print_json(result)
+    elif result.already_terminal:
+        print(f"run {result.run_id} had already ended: {result.status}")
+    else:
+        print(f"run {result.run_id} cancelled")
+    return EXIT_OK
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    from orca_client import daemon_control
+
+    action = args.daemon_command
+    if action == "start":
+        return daemon_control.start(timeout=args.timeout, as_json=args.json)
+    if action == "stop":
+        return daemon_control.stop(timeout=args.timeout)
+    if action == "status":
+        return daemon_control.status(as_json=args.json)
+    return daemon_control.install(force=args.force)
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "status": cmd_status,
+    "watch": cmd_watch,
+    "logs": cmd_logs,
+    "cancel": cmd_cancel,
+    "daemon": cmd_daemon,
+}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _client() -> Client:
+    from orca_client.client import Client
+
+    return Client()
+
+
+def _version() -> str:
+    from orca_client import __version__
+
+    return __version__
+
+
+def _resolve_program(program: str, cwd: str) -> str:
+    """An absolute path for CMD, looked up on this shell's PATH (orcad's PATH may differ)."""
+    import shutil
+
+    if os.sep in program:
+        path = program if os.path.isabs(program) else os.path.join(cwd, program)
+        return os.path.normpath(path)
+    found = shutil.which(program)
+    if found is None:
+        raise UsageError(f"orca run: command not found on PATH: {program}")
+    return os.path.abspath(found)
+
+
+def _full_run_id(client: Client, run_id: str) -> str:
+    from orca_client.wire import Status
+
+    result: StatusResult = client.request(Status(run_id=run_id))
+    return result.runs[0].run_id
+
+
+def _run_detail(result: StatusResult) -> dict[str, Any]:
+    import msgspec
+
+    run: dict[str, Any] = msgspec.to_builtins(result.runs[0])
+    run["sessions"] = msgspec.to_builtins(result.sessions)
+    return run
+
+
+def _wait_for_run(client: Client, run_id: str, *, as_json: bool, stream_output: bool) -> int:
+    from orca_client import render
+    from orca_client.wire import Status
+
+    for record in client.follow(after=0, run_id=run_id, on_reconnect=_say_reconnecting):
+        if stream_output:
+            render.write_output(record, as_json=False)
+        if render.ends_run(record):
+            break
+    result: StatusResult = client.request(Status(run_id=run_id))
+    run: RunInfo = result.runs[0]
+    if as_json:
+        _print_json(_run_detail(result))
+    else:
+        print(render.outcome_line(run, result.sessions), file=sys.stderr)
+    return {"completed": EXIT_OK, "cancelled": EXIT_RUN_CANCELLED}.get(run.status, EXIT_RUN_FAILED)
+
+
+def _say_reconnecting(reason: str) -> None:
+    print(f"orca: {reason}; waiting for orcad to come back...", file=sys.stderr, flush=True)
+
+
+def _print_json(value: Any) -> None:
+    import msgspec
+
+    sys.stdout.write(msgspec.json.encode(value).decode() + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except UsageError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as exc:
+        return _report(exc)
+
+
+def _report(exc: Exception) -> int:
+    from orca_client.client import DaemonUnavailable, OrcaClientError, RequestFailed
+
+    if isinstance(exc, DaemonUnavailable):
+        print(f"orca: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    if isinstance(exc, RequestFailed):
+        print(f"orca: {exc.code}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if isinstance(exc, OrcaClientError):
+        print(f"orca: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    raise exc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

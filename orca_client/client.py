@@ -1,0 +1,237 @@
+"""A blocking client for orcad: signed requests with typed results, and subscriptions that resume.
+
+`Client.follow` yields every event after a position, in order, with no gap: it resubscribes from
+the last position it yielded after an overflow notice or a daemon restart.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import msgspec
+import zmq
+
+from orca_client.paths import OrcaPaths, read_token, resolve_paths
+from orca_client.wire import (
+    RESULT_TYPES,
+    EventRecord,
+    EventsPushed,
+    Hello,
+    HelloResult,
+    Reply,
+    Request,
+    Subscribe,
+    Subscribed,
+    SubscriptionOverflowed,
+    Unsubscribe,
+    WireError,
+    convert_result,
+    decode_daemon_message,
+    encode_request,
+)
+
+T = TypeVar("T")
+DEFAULT_TIMEOUT = 10.0
+
+
+class OrcaClientError(Exception):
+    """Base of every error the client raises; the message is meant for the user."""
+
+
+class DaemonUnavailable(OrcaClientError):
+    """orcad is not running, or not answering on its socket."""
+
+
+class RequestFailed(OrcaClientError):
+    """orcad refused the request; `code` is the protocol's error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def not_running_hint(paths: OrcaPaths) -> str:
+    return f"orcad is not running (no socket at {paths.socket_file}); start it with `orca daemon start`"
+
+
+class Client:
+    """One DEALER connection to orcad. Not thread-safe; one per thread."""
+
+    def __init__(self, paths: OrcaPaths | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.paths = paths or resolve_paths()
+        self.timeout = timeout
+        self._context = zmq.Context.instance()
+        self._socket: zmq.Socket[bytes] | None = None
+        self._key = b""
+        self._pushes: deque[EventsPushed | SubscriptionOverflowed] = deque()
+
+    # ------------------------------------------------------------------ connection
+
+    def _connect(self) -> zmq.Socket[bytes]:
+        if self._socket is not None:
+            return self._socket
+        if not self.paths.socket_file.exists():
+            raise DaemonUnavailable(not_running_hint(self.paths))
+        try:
+            self._key = read_token(self.paths.token_file)
+        except FileNotFoundError:
+            raise DaemonUnavailable(
+                f"no token at {self.paths.token_file}; is orcad running? start it with `orca daemon start`"
+            ) from None
+        except PermissionError:
+            raise OrcaClientError(
+                f"cannot read the token {self.paths.token_file}: permission denied"
+            ) from None
+        sock = self._context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+        sock.connect(self.paths.socket_endpoint)
+        self._socket = sock
+        return sock
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close(linger=0)
+            self._socket = None
+        self._pushes.clear()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ requests
+
+    def request(self, request: Request, timeout: float | None = None) -> Any:
+        """Send `request` and return its typed result; raises RequestFailed or DaemonUnavailable."""
+        timeout = self.timeout if timeout is None else timeout
+        sock = self._connect()
+        request_id, frames = encode_request(self._key, request)
+        deadline = time.monotonic() + timeout
+        if not sock.poll(_millis(deadline), zmq.POLLOUT):
+            self.close()
+            raise DaemonUnavailable(
+                f"orcad is not accepting connections on {self.paths.socket_file}"
+            )
+        sock.send_multipart(frames)
+        while True:
+            message = self._receive(deadline)
+            if message is None:
+                self.close()
+                raise DaemonUnavailable(f"orcad did not answer within {timeout:.0f}s")
+            if isinstance(message, Reply):
+                if message.id != request_id:
+                    continue
+                if not message.ok:
+                    error = message.error
+                    raise RequestFailed(
+                        error.code if error else "internal", error.message if error else ""
+                    )
+                return convert_result(message.result, RESULT_TYPES[type(request)])
+            self._pushes.append(message)
+
+    def hello(self, timeout: float | None = None) -> HelloResult:
+        result: HelloResult = self.request(Hello(), timeout)
+        return result
+
+    def _receive(self, deadline: float) -> Reply | EventsPushed | SubscriptionOverflowed | None:
+        sock = self._connect()
+        while True:
+            if not sock.poll(_millis(deadline), zmq.POLLIN):
+                return None
+            frames = sock.recv_multipart()
+            try:
+                return decode_daemon_message(self._key, frames)
+            except WireError as exc:
+                if exc.code == "unauthenticated":
+                    raise OrcaClientError(
+                        f"orcad's replies do not match the token in {self.paths.token_file}: "
+                        "restart orcad or check ORCA_HOME"
+                    ) from None
+                raise OrcaClientError(str(exc)) from None
+
+    # ------------------------------------------------------------------ subscriptions
+
+    def follow(
+        self,
+        after: int = 0,
+        run_id: str | None = None,
+        idle_check: float = 2.0,
+        on_reconnect: Callable[[str], None] | None = None,
+        reconnect_for: float = float("inf"),
+    ) -> Iterator[EventRecord]:
+        """Yield every event after `after` in order, forever; survives overflow and restarts.
+
+        `on_reconnect` is told (with a reason) whenever the daemon went away and the
+        subscription is being restored; after `reconnect_for` seconds without a daemon,
+        DaemonUnavailable is raised.
+        """
+        position = after
+        while True:
+            try:
+                instance = self.hello().instance
+                subscription: Subscribed = self.request(Subscribe(after=position, run_id=run_id))
+                for record in self._pump(subscription.subscription, instance, idle_check):
+                    if record.position > position:
+                        position = record.position
+                        yield record
+                        # The caller may stop here; GeneratorExit leaves through `finally`.
+            except DaemonUnavailable as exc:
+                self.close()
+                if on_reconnect is not None:
+                    on_reconnect(str(exc))
+                self._wait_for_daemon(reconnect_for)
+
+    def _pump(self, subscription: str, instance: str, idle_check: float) -> Iterator[EventRecord]:
+        try:
+            while True:
+                message = (
+                    self._pushes.popleft()
+                    if self._pushes
+                    else self._receive(time.monotonic() + idle_check)
+                )
+                if message is None:
+                    if self.hello().instance != instance:
+                        return  # the daemon restarted: resubscribe from our position
+                    continue
+                if isinstance(message, EventsPushed) and message.subscription == subscription:
+                    yield from message.events
+                elif (
+                    isinstance(message, SubscriptionOverflowed)
+                    and message.subscription == subscription
+                ):
+                    return
+        except GeneratorExit:
+            self._unsubscribe(subscription)
+            raise
+
+    def _unsubscribe(self, subscription: str) -> None:
+        try:
+            self.request(Unsubscribe(subscription), timeout=1.0)
+        except OrcaClientError:
+            pass
+
+    def _wait_for_daemon(self, limit: float) -> None:
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            try:
+                self.hello(timeout=2.0)
+                return
+            except DaemonUnavailable:
+                self.close()
+        raise DaemonUnavailable(not_running_hint(self.paths))
+
+
+def _millis(deadline: float) -> int:
+    return max(0, int((deadline - time.monotonic()) * 1000))
+
+
+def decode_event_body(record: EventRecord) -> dict[str, Any]:
+    """The event inside a record, as a dict (`type` names it; see schemas/events/)."""
+    body: dict[str, Any] = msgspec.json.decode(record.event)
+    return body

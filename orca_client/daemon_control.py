@@ -1,0 +1,168 @@
+"""`orca daemon start|stop|status|install`: run orcad in the background and look after it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import msgspec
+
+from orca_client.client import Client, DaemonUnavailable, OrcaClientError
+from orca_client.paths import OrcaPaths, ensure_private_dir, resolve_paths
+from orca_client.systemd_unit import render_unit
+from orca_client.wire import HelloResult, Shutdown
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_UNAVAILABLE = 3
+
+
+def daemon_command() -> list[str]:
+    """How to run orcad from this installation: the `orcad` beside this Python, else -m."""
+    beside = Path(sys.executable).with_name("orcad")
+    if beside.exists():
+        return [str(beside)]
+    return [sys.executable, "-m", "orca_daemon"]
+
+
+def _hello(paths: OrcaPaths, timeout: float = 2.0) -> HelloResult | None:
+    try:
+        with Client(paths, timeout=timeout) as client:
+            return client.hello()
+    except DaemonUnavailable:
+        return None
+
+
+def start(timeout: float, as_json: bool) -> int:
+    paths = resolve_paths()
+    hello = _hello(paths)
+    if hello is not None:
+        _print_hello(hello, as_json, f"orcad is already running (pid {hello.pid})")
+        return EXIT_OK
+    ensure_private_dir(paths.state_dir)
+    log_fd = os.open(paths.daemon_log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        process = subprocess.Popen(
+            daemon_command(),
+            stdin=subprocess.DEVNULL,
+            stdout=log_fd,
+            stderr=log_fd,
+            start_new_session=True,
+            close_fds=True,
+        )
+    finally:
+        os.close(log_fd)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            print(
+                f"orca: orcad exited with status {process.returncode} during start-up:\n"
+                + _tail(paths.daemon_log_file),
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
+        hello = _hello(paths, timeout=1.0) if paths.socket_file.exists() else None
+        if hello is not None:
+            _print_hello(
+                hello, as_json, f"orcad started (pid {hello.pid}); log: {paths.daemon_log_file}"
+            )
+            return EXIT_OK
+        time.sleep(0.05)
+    print(
+        f"orca: orcad did not become ready within {timeout:.0f}s; see {paths.daemon_log_file}",
+        file=sys.stderr,
+    )
+    return EXIT_UNAVAILABLE
+
+
+def stop(timeout: float) -> int:
+    paths = resolve_paths()
+    try:
+        with Client(paths) as client:
+            pid = client.hello().pid
+            client.request(Shutdown())
+    except DaemonUnavailable:
+        print("orcad is not running")
+        return EXIT_OK
+    except OrcaClientError as exc:
+        print(f"orca: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _process_exists(pid):
+            print(f"orcad stopped (pid {pid})")
+            return EXIT_OK
+        time.sleep(0.05)
+    print(f"orca: orcad (pid {pid}) is still stopping after {timeout:.0f}s", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def status(as_json: bool) -> int:
+    paths = resolve_paths()
+    hello = _hello(paths)
+    if hello is None:
+        if as_json:
+            print(
+                msgspec.json.encode({"running": False, "socket": str(paths.socket_file)}).decode()
+            )
+        else:
+            print(
+                f"orcad is not running (no answer on {paths.socket_file}); start it with `orca daemon start`"
+            )
+        return EXIT_UNAVAILABLE
+    if as_json:
+        data = msgspec.to_builtins(hello)
+        data.update(running=True, socket=str(paths.socket_file), config=str(paths.config_file))
+        print(msgspec.json.encode(data).decode())
+        return EXIT_OK
+    uptime = int(time.time() - hello.started_at)
+    print(f"orcad {hello.daemon_version} is running (pid {hello.pid}, up {uptime}s)")
+    print(f"  socket   {paths.socket_file}")
+    print(f"  log      {hello.log_file} (position {hello.head_position})")
+    print(f"  config   {paths.config_file}")
+    return EXIT_OK
+
+
+def install(force: bool) -> int:
+    config_home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    unit_path = config_home / "systemd" / "user" / "orcad.service"
+    if unit_path.exists() and not force:
+        print(f"orca: {unit_path} exists; use --force to overwrite it", file=sys.stderr)
+        return EXIT_FAILED
+    command = daemon_command()
+    exec_start = " ".join(command) if len(command) > 1 else command[0]
+    unit_path.parent.mkdir(parents=True, exist_ok=True)
+    unit_path.write_text(render_unit(exec_start))
+    print(f"wrote {unit_path}")
+    print("enable and start it with:")
+    print("  systemctl --user daemon-reload")
+    print("  systemctl --user enable --now orcad.service")
+    print("then follow its log with: journalctl --user -u orcad -f")
+    if shutil.which("systemctl") is None:
+        print("(systemctl was not found on this machine)")
+    return EXIT_OK
+
+
+def _print_hello(hello: HelloResult, as_json: bool, text: str) -> None:
+    print(msgspec.json.encode(hello).decode() if as_json else text)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return f"(no log at {path})"

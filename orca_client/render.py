@@ -1,0 +1,148 @@
+"""How the CLI shows runs, sessions and events to a person. Pure formatting; no I/O but writes."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import msgspec
+
+from orca_client.wire import TERMINAL_STATUSES, EventRecord, RunInfo, SessionInfo, StatusResult
+
+RUN_ENDING_TYPE = "run_status_changed"
+
+
+def _body(record: EventRecord) -> dict[str, Any]:
+    body: dict[str, Any] = msgspec.json.decode(record.event)
+    return body
+
+
+def _ago(at: float, now: float) -> str:
+    seconds = max(0, int(now - at))
+    if seconds < 60:
+        return f"{seconds}s ago"
+    if seconds < 3600:
+        return f"{seconds // 60}m ago"
+    if seconds < 86400:
+        return f"{seconds // 3600}h ago"
+    return f"{seconds // 86400}d ago"
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def runs_table(result: StatusResult) -> str:
+    """Every run, newest last, one line each."""
+    if not result.runs:
+        return "no runs yet; start one with: orca run -- CMD"
+    now = time.time()
+    rows = [("RUN", "STATUS", "SESSIONS", "UPDATED", "TITLE")]
+    for run in sorted(result.runs, key=lambda r: r.created_at):
+        rows.append(
+            (
+                run.run_id,
+                run.status,
+                str(len(run.session_ids)),
+                _ago(run.updated_at, now),
+                _clip(run.title, 60),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    return "\n".join(
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4]
+        for row in rows
+    )
+
+
+def run_detail(run: RunInfo, sessions: list[SessionInfo]) -> str:
+    """One run with each of its sessions."""
+    now = time.time()
+    lines = [
+        f"run      {run.run_id}",
+        f"title    {run.title}",
+        f"status   {run.status}" + (f" ({run.reason})" if run.reason else ""),
+        f"cwd      {run.cwd}",
+        f"created  {_ago(run.created_at, now)}, updated {_ago(run.updated_at, now)}",
+    ]
+    for session in sessions:
+        lines.append("")
+        lines.append(
+            f"session  {session.session_id}  [{session.agent}/{session.role}]  {session.status}"
+        )
+        lines.append(f"  command  {' '.join(session.command)}")
+        if session.pid is not None:
+            lines.append(f"  pid      {session.pid}")
+        if session.exit_code is not None:
+            lines.append(f"  exit     {session.exit_code}")
+        if session.reason:
+            lines.append(f"  reason   {session.reason}")
+        if session.summary:
+            lines.append(f"  summary  {session.summary}")
+        if session.pending is not None:
+            lines.append(f"  waiting for an answer (request {session.pending.request_id}):")
+            for question in session.pending.questions:
+                secret = " [secret]" if question.is_secret else ""
+                header = f"{question.header}: " if question.header else ""
+                lines.append(f"    {question.id}{secret}  {header}{question.question}")
+                for option in question.options or []:
+                    lines.append(
+                        f"      - {option.label}"
+                        + (f": {option.description}" if option.description else "")
+                    )
+    return "\n".join(lines)
+
+
+def event_line(record: EventRecord) -> str:
+    """One event as a single human-readable line."""
+    body = _body(record)
+    kind = str(body.get("type", "?"))
+    stamp = time.strftime("%H:%M:%S", time.localtime(record.recorded_at))
+    who = body.get("session_id") or body.get("run_id", "")
+    detail = ""
+    if kind == "output_appended":
+        text = str(body.get("text", "")).rstrip("\n")
+        detail = f"{body.get('stream')}: " + _clip(text.replace("\n", " ⏎ "), 100)
+    elif kind == "run_created":
+        detail = f"{body.get('title')!r} in {body.get('cwd')}"
+    elif kind == "session_created":
+        detail = " ".join(body.get("command", []))
+    elif kind == "session_started":
+        detail = f"pid {body.get('pid')}"
+    elif kind in ("session_terminated", "run_status_changed"):
+        detail = str(body.get("status")) + (f" ({body['reason']})" if body.get("reason") else "")
+    elif kind == "question_asked":
+        detail = ", ".join(q.get("id", "?") for q in body.get("questions", []))
+    return f"{record.position:>7} {stamp} {who:<15} {kind:<18} {detail}".rstrip()
+
+
+def record_json(record: EventRecord) -> str:
+    return msgspec.json.encode(record).decode()
+
+
+def write_output(record: EventRecord, *, as_json: bool) -> None:
+    """Print an output event's text to stdout or stderr as the agent wrote it."""
+    body = _body(record)
+    if body.get("type") != "output_appended":
+        return
+    if as_json:
+        sys.stdout.write(record_json(record) + "\n")
+        sys.stdout.flush()
+        return
+    out = sys.stderr if body.get("stream") == "stderr" else sys.stdout
+    out.write(str(body.get("text", "")))
+    out.flush()
+
+
+def ends_run(record: EventRecord) -> bool:
+    """True for the event that moves a run into a terminal status."""
+    body = _body(record)
+    return body.get("type") == RUN_ENDING_TYPE and body.get("status") in TERMINAL_STATUSES
+
+
+def outcome_line(run: RunInfo, sessions: list[SessionInfo]) -> str:
+    reason = f": {run.reason}" if run.reason else ""
+    summaries = [s.summary for s in sessions if s.summary]
+    summary = f" — {summaries[0]}" if summaries else ""
+    return f"run {run.run_id} {run.status}{reason}{summary}"

@@ -1,0 +1,420 @@
+"""The socket protocol: every message as a msgspec Struct, and pure framing, signing and checks.
+
+No I/O here. A message is three ZeroMQ frames, `[PROTOCOL, signature, body]`: `body` is JSON and
+`signature` is the hex HMAC-SHA256 of `PROTOCOL + b"\\n" + body` under the token. A request body also
+carries a fresh nonce and a timestamp, which `ReplayGuard` checks. See docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from collections import deque
+from typing import Any, Literal
+
+import msgspec
+
+PROTOCOL = b"orca/1"
+PROTOCOL_VERSION = 1
+MAX_MESSAGE_BYTES = 1 << 20
+"""The largest request body the daemon accepts; bigger ones get a `too_large` error reply."""
+REPLAY_WINDOW_SECONDS = 60.0
+
+RunStatus = Literal[
+    "queued",
+    "planning",
+    "running",
+    "waiting_for_answer",
+    "reviewing",
+    "completed",
+    "failed",
+    "cancelled",
+]
+SessionStatus = Literal[
+    "created", "running", "waiting_for_answer", "completed", "failed", "cancelled"
+]
+TerminalStatus = Literal["completed", "failed", "cancelled"]
+TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+
+ErrorCode = Literal[
+    "bad_request",
+    "unauthenticated",
+    "replayed",
+    "too_large",
+    "not_found",
+    "conflict",
+    "invalid_state",
+    "shutting_down",
+    "internal",
+]
+
+
+class Struct(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=False):
+    """Base for protocol messages: unknown fields are an error, not silently dropped."""
+
+
+# --------------------------------------------------------------------------- shared views
+
+
+class QuestionOption(Struct, frozen=True):
+    label: str
+    description: str = ""
+
+
+class Question(Struct, frozen=True, rename="camel"):
+    """One question of a request, in the Codex `requestUserInput` shape."""
+
+    id: str
+    question: str
+    header: str = ""
+    options: list[QuestionOption] | None = None
+    is_other: bool = False
+    is_secret: bool = False
+
+
+class PendingQuestion(Struct, frozen=True):
+    """A question request an agent asked and nobody has answered or cleared yet."""
+
+    request_id: str
+    session_id: str
+    questions: list[Question]
+    asked_at: float
+
+
+class SessionInfo(Struct, frozen=True):
+    """The projected state of one session."""
+
+    session_id: str
+    run_id: str
+    agent: str
+    role: str
+    status: SessionStatus
+    command: list[str]
+    cwd: str
+    created_at: float
+    debug_run_id: str | None = None
+    pid: int | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    exit_code: int | None = None
+    reason: str | None = None
+    summary: str | None = None
+    output_events: int = 0
+    pending: PendingQuestion | None = None
+
+
+class RunInfo(Struct, frozen=True):
+    """The projected state of one run; its sessions are listed by id."""
+
+    run_id: str
+    title: str
+    status: RunStatus
+    cwd: str
+    created_at: float
+    updated_at: float
+    session_ids: list[str] = []
+    reason: str | None = None
+    parent_run_id: str | None = None
+
+
+class EventRecord(Struct, frozen=True):
+    """One committed event as a client sees it: its place in the log and its JSON body."""
+
+    position: int
+    stream: str
+    version: int
+    recorded_at: float
+    schema_version: int
+    event: msgspec.Raw
+
+
+# --------------------------------------------------------------------------- requests
+
+
+class Hello(Struct, tag="hello", frozen=True):
+    """Ask for the protocol and daemon version; also a cheap liveness check."""
+
+
+class Status(Struct, tag="status", frozen=True):
+    """All runs, or one run (`run_id`) with its sessions."""
+
+    run_id: str | None = None
+
+
+class StartRun(Struct, tag="run", frozen=True):
+    """Create a run with one command-agent session running `command` in `cwd`."""
+
+    command: list[str]
+    cwd: str
+    title: str | None = None
+    prompt: str | None = None
+
+
+class Cancel(Struct, tag="cancel", frozen=True):
+    """End a run: its sessions are stopped and it becomes `cancelled`."""
+
+    run_id: str
+    reason: str | None = None
+
+
+class ReadEvents(Struct, tag="read", frozen=True):
+    """Committed events with position greater than `after`, at most `limit` of them."""
+
+    after: int = 0
+    limit: int = 1000
+    run_id: str | None = None
+
+
+class Subscribe(Struct, tag="subscribe", frozen=True):
+    """Every event after `after` (catch-up from the log), then live events as they commit."""
+
+    after: int = 0
+    run_id: str | None = None
+
+
+class Unsubscribe(Struct, tag="unsubscribe", frozen=True):
+    subscription: str
+
+
+class Shutdown(Struct, tag="shutdown", frozen=True):
+    """Stop the daemon cleanly, as SIGTERM does."""
+
+
+Request = Hello | Status | StartRun | Cancel | ReadEvents | Subscribe | Unsubscribe | Shutdown
+
+
+class RequestEnvelope(Struct, frozen=True):
+    """A signed request: `id` pairs it with its reply; `nonce` and `ts` defeat replay."""
+
+    id: str
+    nonce: str
+    ts: float
+    request: Request
+
+
+# --------------------------------------------------------------------------- results
+
+
+class HelloResult(Struct, frozen=True):
+    protocol: int
+    daemon_version: str
+    instance: str
+    pid: int
+    started_at: float
+    head_position: int
+    log_file: str
+
+
+class StatusResult(Struct, frozen=True):
+    runs: list[RunInfo]
+    sessions: list[SessionInfo]
+    head_position: int
+
+
+class RunStarted(Struct, frozen=True):
+    run_id: str
+    session_id: str
+    position: int
+
+
+class CancelResult(Struct, frozen=True):
+    run_id: str
+    status: RunStatus
+    already_terminal: bool
+
+
+class EventsPage(Struct, frozen=True):
+    events: list[EventRecord]
+    head_position: int
+
+
+class Subscribed(Struct, frozen=True):
+    subscription: str
+
+
+class Done(Struct, frozen=True):
+    """The result of a request that has nothing to return."""
+
+
+class ErrorInfo(Struct, frozen=True):
+    code: ErrorCode
+    message: str
+
+
+# --------------------------------------------------------------------------- daemon messages
+
+
+class Reply(Struct, tag="reply", tag_field="kind", frozen=True):
+    """The answer to request `id`: `result` when `ok`, else `error`."""
+
+    id: str
+    ok: bool
+    result: Any = None
+    error: ErrorInfo | None = None
+
+
+class EventsPushed(Struct, tag="events", tag_field="kind", frozen=True):
+    """Events for a subscription, in position order, never with a gap."""
+
+    subscription: str
+    events: list[EventRecord]
+
+
+class SubscriptionOverflowed(Struct, tag="overflow", tag_field="kind", frozen=True):
+    """The subscriber fell too far behind; the subscription ended. Subscribe again after
+    `resume_from` (the last position delivered) to continue without a gap."""
+
+    subscription: str
+    resume_from: int
+
+
+DaemonMessage = Reply | EventsPushed | SubscriptionOverflowed
+
+REQUEST_TYPES: tuple[type[Struct], ...] = (
+    Hello,
+    Status,
+    StartRun,
+    Cancel,
+    ReadEvents,
+    Subscribe,
+    Unsubscribe,
+    Shutdown,
+)
+RESULT_TYPES: dict[type[Struct], type[Struct]] = {
+    Hello: HelloResult,
+    Status: StatusResult,
+    StartRun: RunStarted,
+    Cancel: CancelResult,
+    ReadEvents: EventsPage,
+    Subscribe: Subscribed,
+    Unsubscribe: Done,
+    Shutdown: Done,
+}
+
+
+# --------------------------------------------------------------------------- framing
+
+
+class WireError(Exception):
+    """A message that cannot be accepted; `code` and the text go back in the error reply."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code: ErrorCode = code
+        self.message = message
+
+
+_encoder = msgspec.json.Encoder()
+_request_decoder = msgspec.json.Decoder(RequestEnvelope)
+_daemon_decoder = msgspec.json.Decoder(DaemonMessage)  # type: ignore[arg-type]
+
+
+def sign(key: bytes, body: bytes) -> bytes:
+    """The hex HMAC-SHA256 signature of a message body."""
+    return hmac.new(key, PROTOCOL + b"\n" + body, hashlib.sha256).hexdigest().encode()
+
+
+def _verified_body(key: bytes, frames: list[bytes]) -> bytes:
+    if len(frames) != 3:
+        raise WireError(
+            "bad_request", f"expected 3 frames (protocol, signature, body), got {len(frames)}"
+        )
+    protocol, signature, body = frames
+    if protocol != PROTOCOL:
+        raise WireError(
+            "bad_request",
+            f"unsupported protocol {protocol[:32]!r}; this daemon speaks {PROTOCOL!r}",
+        )
+    if len(body) > MAX_MESSAGE_BYTES:
+        raise WireError("too_large", f"message of {len(body)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    if not hmac.compare_digest(sign(key, body), signature):
+        raise WireError("unauthenticated", "bad signature: sign requests with the daemon's token")
+    return body
+
+
+def encode_request(
+    key: bytes, request: Request, request_id: str | None = None
+) -> tuple[str, list[bytes]]:
+    """Frame and sign a request; returns its id and the frames to send."""
+    request_id = request_id or secrets.token_hex(8)
+    envelope = RequestEnvelope(
+        id=request_id, nonce=secrets.token_hex(16), ts=time.time(), request=request
+    )
+    body = _encoder.encode(envelope)
+    return request_id, [PROTOCOL, sign(key, body), body]
+
+
+def decode_request(key: bytes, frames: list[bytes]) -> RequestEnvelope:
+    """Verify and decode a request's frames; raises `WireError` on anything unacceptable."""
+    body = _verified_body(key, frames)
+    try:
+        return _request_decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise WireError("bad_request", f"invalid request: {exc}") from None
+
+
+def request_id_of(body: bytes) -> str:
+    """Best-effort id of an undecodable request, so its error reply can still be paired."""
+    try:
+        value = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return ""
+    if isinstance(value, dict) and isinstance(value.get("id"), str):
+        return str(value["id"])[:128]
+    return ""
+
+
+def encode_daemon_message(key: bytes, message: DaemonMessage) -> list[bytes]:
+    body = _encoder.encode(message)
+    return [PROTOCOL, sign(key, body), body]
+
+
+def decode_daemon_message(key: bytes, frames: list[bytes]) -> DaemonMessage:
+    """Verify and decode a message from the daemon (a client checks the daemon holds the token)."""
+    body = _verified_body(key, frames)
+    try:
+        return _daemon_decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise WireError("bad_request", f"invalid message from daemon: {exc}") from None
+
+
+def convert_result(value: Any, result_type: type[Struct]) -> Any:
+    """Turn a reply's untyped `result` into its result Struct."""
+    return msgspec.convert(value, result_type)
+
+
+class ReplayGuard:
+    """Rejects requests that are too old, from before this daemon started, or seen before.
+
+    Nonces are remembered for the acceptance window only, so memory stays bounded; a request
+    older than the window, or signed before `not_before` (the daemon's start), is refused.
+    """
+
+    def __init__(self, not_before: float, window: float = REPLAY_WINDOW_SECONDS) -> None:
+        self._not_before = not_before
+        self._window = window
+        self._seen: set[str] = set()
+        self._order: deque[tuple[float, str]] = deque()
+
+    def check(self, nonce: str, ts: float, now: float) -> None:
+        self._expire(now)
+        if not 16 <= len(nonce) <= 128:
+            raise WireError("bad_request", "nonce must be 16 to 128 characters")
+        if ts < self._not_before - 1.0:
+            raise WireError("replayed", "request was signed before this daemon started")
+        if abs(now - ts) > self._window:
+            raise WireError(
+                "replayed",
+                f"request timestamp is more than {self._window:.0f}s from the daemon's clock",
+            )
+        if nonce in self._seen:
+            raise WireError("replayed", "nonce already used: this request was replayed")
+        self._seen.add(nonce)
+        self._order.append((now, nonce))
+
+    def _expire(self, now: float) -> None:
+        horizon = now - 2 * self._window
+        while self._order and self._order[0][0] < horizon:
+            self._seen.discard(self._order.popleft()[1])

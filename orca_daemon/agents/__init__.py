@@ -1,0 +1,1 @@
+"""Sans-I/O translators, one per agent protocol: agent lines in, Orca effects out."""

@@ -1,0 +1,145 @@
+"""What each socket request does: reads answer from the projection and the log, writes go
+through the run manager. Requests arrive here already verified and decoded."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import msgspec
+
+from orca_client.wire import (
+    PROTOCOL_VERSION,
+    Cancel,
+    Done,
+    EventsPage,
+    Hello,
+    HelloResult,
+    ReadEvents,
+    Request,
+    Shutdown,
+    StartRun,
+    Status,
+    StatusResult,
+    Subscribe,
+    Subscribed,
+    Unsubscribe,
+    WireError,
+)
+from orca_daemon import __version__
+from orca_daemon.events import run_stream
+from orca_daemon.projection import State
+from orca_daemon.runs import RunManager
+from orca_daemon.store import EventStore
+from orca_daemon.subscriptions import Subscriptions
+
+MAX_READ_LIMIT = 10_000
+MIN_ID_PREFIX = 4
+
+
+class Api:
+    """Dispatches verified requests to the projection, the log and the run manager."""
+
+    def __init__(
+        self,
+        *,
+        store: EventStore,
+        state: State,
+        runs: RunManager,
+        subscriptions: Subscriptions,
+        instance: str,
+        started_at: float,
+        log_file: str,
+        request_shutdown: Callable[[], None],
+    ) -> None:
+        self._store = store
+        self._state = state
+        self._runs = runs
+        self._subscriptions = subscriptions
+        self._instance = instance
+        self._started_at = started_at
+        self._log_file = log_file
+        self._request_shutdown = request_shutdown
+
+    async def handle(self, identity: bytes, request: Request) -> msgspec.Struct:
+        if isinstance(request, Hello):
+            return self._hello()
+        if isinstance(request, Status):
+            return self._status(request.run_id)
+        if isinstance(request, StartRun):
+            return await self._runs.start_run(request)
+        if isinstance(request, Cancel):
+            return await self._runs.cancel(self.resolve_run_id(request.run_id), request.reason)
+        if isinstance(request, ReadEvents):
+            return await self._read(request)
+        if isinstance(request, Subscribe):
+            return self._subscribe(identity, request)
+        if isinstance(request, Unsubscribe):
+            self._subscriptions.close(identity, request.subscription)
+            return Done()
+        if isinstance(request, Shutdown):
+            self._request_shutdown()
+            return Done()
+        raise WireError("bad_request", f"unknown request {type(request).__name__}")
+
+    def after_reply(self, result: msgspec.Struct, delivered: bool) -> None:
+        """Start a subscription's delivery once its reply is on the wire."""
+        if isinstance(result, Subscribed):
+            if delivered:
+                self._subscriptions.start(result.subscription)
+            else:
+                self._subscriptions.discard(result.subscription)
+
+    def resolve_run_id(self, run_id: str) -> str:
+        """A full run id from an id or a unique prefix of at least four characters."""
+        if run_id in self._state.runs:
+            return run_id
+        if len(run_id) >= MIN_ID_PREFIX:
+            matches = [r for r in self._state.runs if r.startswith(run_id)]
+            if len(matches) == 1:
+                return matches[0]
+            if len(matches) > 1:
+                raise WireError(
+                    "bad_request",
+                    f"run id prefix {run_id!r} matches {len(matches)} runs; give more of it",
+                )
+        raise WireError("not_found", f"no run with id {run_id!r}")
+
+    def _hello(self) -> HelloResult:
+        return HelloResult(
+            protocol=PROTOCOL_VERSION,
+            daemon_version=__version__,
+            instance=self._instance,
+            pid=os.getpid(),
+            started_at=self._started_at,
+            head_position=self._store.head_position,
+            log_file=self._log_file,
+        )
+
+    def _status(self, run_id: str | None) -> StatusResult:
+        if run_id is None:
+            runs = list(self._state.runs.values())
+            sessions = list(self._state.sessions.values())
+        else:
+            run = self._state.runs[self.resolve_run_id(run_id)]
+            runs = [run]
+            sessions = [self._state.sessions[s] for s in run.session_ids]
+        return StatusResult(runs=runs, sessions=sessions, head_position=self._state.position)
+
+    async def _read(self, request: ReadEvents) -> EventsPage:
+        if request.after < 0:
+            raise WireError("bad_request", "after must be 0 or greater")
+        if not 1 <= request.limit <= MAX_READ_LIMIT:
+            raise WireError("bad_request", f"limit must be between 1 and {MAX_READ_LIMIT}")
+        stream = None if request.run_id is None else run_stream(self.resolve_run_id(request.run_id))
+        events = await self._store.read_all(request.after, request.limit, stream)
+        return EventsPage(
+            events=[e.to_record() for e in events], head_position=self._store.head_position
+        )
+
+    def _subscribe(self, identity: bytes, request: Subscribe) -> Subscribed:
+        if request.after < 0:
+            raise WireError("bad_request", "after must be 0 or greater")
+        stream = None if request.run_id is None else run_stream(self.resolve_run_id(request.run_id))
+        sub = self._subscriptions.open(identity, request.after, stream)
+        return Subscribed(subscription=sub.id)

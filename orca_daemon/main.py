@@ -1,0 +1,252 @@
+"""`orcad`: wires the log, the projection, the run manager and the socket into one task tree.
+
+Start-up: check paths and token, take the lock, replay the log, reconcile sessions left in
+flight, bind, tell systemd READY. SIGTERM: stop serving, end sessions in a recorded state, let the
+writer finish, close.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import secrets
+import signal
+import sys
+import time
+from collections.abc import Iterator
+
+import anyio
+
+from orca_client.paths import InsecurePathError, OrcaPaths, ensure_private_dir, resolve_paths
+from orca_daemon import __version__
+from orca_daemon.api import Api
+from orca_daemon.config import Config, ConfigError, load_config
+from orca_daemon.projection import State, apply
+from orca_daemon.runs import RunManager
+from orca_daemon.server import Server
+from orca_daemon.sessions import PumpSettings
+from orca_daemon.store import EventStore, StoredEvent
+from orca_daemon.subscriptions import Subscriptions
+from orca_daemon.systemd import Notifier
+from orca_daemon.token import load_or_create_token
+
+log = logging.getLogger("orcad")
+
+MAX_IPC_PATH = 107
+REPLAY_PAGE = 10_000
+
+
+class StartupError(Exception):
+    """orcad cannot start; the message says why and what to do."""
+
+
+@contextlib.contextmanager
+def hold_locks(paths: OrcaPaths) -> Iterator[None]:
+    """Hold an exclusive lock beside the log and the socket for the daemon's lifetime.
+
+    Binding an `ipc://` path that another daemon holds would silently steal it, so a second
+    orcad on the same home must stop here.
+    """
+    handles = []
+    try:
+        for lock_path in paths.lock_files:
+            handle = open(lock_path, "a+")  # noqa: SIM115 - held open for the daemon's life
+            handles.append(handle)
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise StartupError(
+                    f"another orcad is already running for {paths.state_dir} "
+                    f"(it holds {lock_path}); stop it with `orca daemon stop`"
+                ) from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+        yield
+    finally:
+        for handle in handles:
+            handle.close()
+
+
+def prepare(paths: OrcaPaths) -> bytes:
+    """Create or check the private directories and the token; returns the token."""
+    for directory in {paths.state_dir, paths.runtime_dir}:
+        ensure_private_dir(directory)
+    if len(str(paths.socket_file)) > MAX_IPC_PATH:
+        raise StartupError(
+            f"socket path {paths.socket_file} is longer than {MAX_IPC_PATH} characters; "
+            "set ORCA_HOME or XDG_RUNTIME_DIR to a shorter directory"
+        )
+    return load_or_create_token(paths.token_file)
+
+
+class Daemon:
+    """One running orcad: the task tree and its orderly shutdown."""
+
+    def __init__(self, paths: OrcaPaths, config: Config, token: bytes) -> None:
+        self._paths = paths
+        self._config = config
+        self._token = token
+        self._stop = asyncio.Event()
+        self._notifier = Notifier()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        settings = self._config.daemon
+        started_at = time.time()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.request_stop)
+        store = await EventStore.open(self._paths.log_file, settings.synchronous)
+        try:
+            state = await self._replay(store)
+            store.add_listener(lambda events: _fold(state, events))
+            async with anyio.create_task_group() as writer_group:
+                writer_group.start_soon(store.run_writer)
+                try:
+                    await self._serve(store, state, started_at)
+                finally:
+                    store.stop_accepting()
+        finally:
+            await store.close()
+            self._notifier.close()
+
+    async def _replay(self, store: EventStore) -> State:
+        state = State()
+        while page := await store.read_all(after=state.position, limit=REPLAY_PAGE):
+            _fold(state, page)
+        log.info("replayed %d events: %d runs", state.position, len(state.runs))
+        return state
+
+    async def _serve(self, store: EventStore, state: State, started_at: float) -> None:
+        settings = self._config.daemon
+        pump = PumpSettings(
+            output_chunk_chars=settings.output_chunk_chars,
+            output_flush_seconds=settings.output_flush_seconds,
+            max_line_bytes=settings.max_line_bytes,
+        )
+        async with anyio.create_task_group() as work:
+            runs = RunManager(store, state, work, pump, settings.cancel_grace_seconds)
+            await runs.reconcile()
+            server: Server | None = None
+            try:
+                api: Api | None = None
+                server = Server(
+                    self._paths.socket_endpoint,
+                    self._token,
+                    lambda identity, request: _require(api).handle(identity, request),
+                    lambda result, delivered: _require(api).after_reply(result, delivered),
+                    started_at,
+                )
+                subscriptions = Subscriptions(
+                    store, server.send, work, settings.subscriber_queue_events
+                )
+                api = Api(
+                    store=store,
+                    state=state,
+                    runs=runs,
+                    subscriptions=subscriptions,
+                    instance=secrets.token_hex(8),
+                    started_at=started_at,
+                    log_file=str(self._paths.log_file),
+                    request_shutdown=self.request_stop,
+                )
+                server.bind()
+                serving = anyio.CancelScope()
+                work.start_soon(_serve_until, server, work, serving)
+                work.start_soon(self._notifier.run_watchdog, settings.watchdog_fraction)
+                log.info("orcad %s listening on %s", __version__, self._paths.socket_endpoint)
+                self._notifier.ready(f"serving {len(state.runs)} runs")
+                await self._stop.wait()
+                serving.cancel()
+                self._notifier.stopping("stopping sessions")
+                log.info("stopping: ending live sessions")
+                await runs.shutdown()
+                subscriptions.close_all()
+                work.cancel_scope.cancel()
+            finally:
+                if server is not None:
+                    server.close()
+                with contextlib.suppress(FileNotFoundError):
+                    self._paths.socket_file.unlink()
+
+
+async def _serve_until(server: Server, work: anyio.abc.TaskGroup, scope: anyio.CancelScope) -> None:
+    with scope:
+        await server.serve(work)
+
+
+def _require(api: Api | None) -> Api:
+    assert api is not None, "request before the API was ready"
+    return api
+
+
+def _fold(state: State, events: list[StoredEvent]) -> None:
+    for stored in events:
+        apply(state, stored)
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="orcad",
+        description=(
+            "The Orca daemon (foreground). Runs agent sessions, records every event in its log, "
+            "and serves the `orca` CLI and editor plugins over a token-authenticated socket. "
+            "Usually started by `orca daemon start` or the systemd user unit."
+        ),
+        epilog=(
+            "Files: ORCA_HOME puts the log, socket, token and config.toml in one directory; "
+            "otherwise $XDG_STATE_HOME/orca (log), $XDG_RUNTIME_DIR/orca (socket, token) and "
+            "$XDG_CONFIG_HOME/orca/config.toml. ORCA_CONFIG names another config file. "
+            "Exit status: 0 after a clean stop, 1 when it cannot start, 2 on a bad config file."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"orcad {__version__}")
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("ORCA_LOG_LEVEL", "INFO"),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log verbosity (default INFO, or $ORCA_LOG_LEVEL)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    under_systemd = "INVOCATION_ID" in os.environ or "NOTIFY_SOCKET" in os.environ
+    logging.basicConfig(
+        level=args.log_level,
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s"
+        if under_systemd
+        else "%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    paths = resolve_paths()
+    try:
+        config = load_config(paths.config_file)
+    except ConfigError as exc:
+        print(f"orcad: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    try:
+        token = prepare(paths)
+        with hold_locks(paths):
+            asyncio.run(Daemon(paths, config, token).run())
+    except (StartupError, InsecurePathError) as exc:
+        print(f"orcad: refusing to start: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"orcad: cannot start: {exc}", file=sys.stderr)
+        return 1
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,324 @@
+"""Runs and their sessions: create, drive, cancel, reconcile after a restart, stop on shutdown.
+
+Every status decision is made here, under the run's lock, from the projected state, and recorded
+as events; terminal statuses are checked before anything is appended, so they never change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+from collections.abc import Sequence
+from pathlib import Path
+
+import anyio.abc
+
+from orca_client.wire import (
+    TERMINAL_STATUSES,
+    CancelResult,
+    RunStarted,
+    RunStatus,
+    SessionInfo,
+    StartRun,
+    TerminalStatus,
+    WireError,
+)
+from orca_daemon.events import (
+    Event,
+    OutputAppended,
+    RunCreated,
+    RunStatusChanged,
+    SessionCreated,
+    SessionStarted,
+    SessionTerminated,
+    run_stream,
+)
+from orca_daemon.projection import State
+from orca_daemon.sessions import (
+    PumpSettings,
+    SessionOutcome,
+    SessionProcess,
+    SessionSpec,
+    StreamName,
+    process_start_ticks,
+    stop_group,
+)
+from orca_daemon.store import EventStore, StoredEvent
+
+log = logging.getLogger(__name__)
+
+RESTARTED_REASON = "orcad restarted while the session was running"
+STOPPED_REASON = "orcad stopped while the session was running"
+MAX_TITLE_CHARS = 200
+
+
+def new_run_id() -> str:
+    return secrets.token_hex(6)
+
+
+def outcome_status(outcome: SessionOutcome) -> tuple[TerminalStatus, str]:
+    """A session's terminal status: the agent's result line if it gave one, else its exit."""
+    if outcome.spawn_error is not None:
+        return "failed", outcome.spawn_error
+    if outcome.result is not None:
+        if outcome.result.outcome == "done":
+            return "completed", "the agent reported done"
+        return "failed", outcome.result.error or "the agent reported failure"
+    code = outcome.exit_code
+    if code == 0:
+        return "completed", "exited with status 0 without a result line"
+    if code is not None and code < 0:
+        return "failed", f"killed by {signal.Signals(-code).name} without a result line"
+    return "failed", f"exited with status {code} without a result line"
+
+
+def run_status_after(session_statuses: Sequence[str]) -> RunStatus | None:
+    """The run's terminal status once every session is terminal, else None."""
+    if any(status not in TERMINAL_STATUSES for status in session_statuses):
+        return None
+    if all(status == "completed" for status in session_statuses):
+        return "completed"
+    if "failed" in session_statuses:
+        return "failed"
+    return "cancelled"
+
+
+class _Recorder:
+    """Turns one session's facts into events on its run's stream."""
+
+    def __init__(self, manager: RunManager, spec: SessionSpec) -> None:
+        self._manager = manager
+        self._spec = spec
+
+    async def started(self, pid: int, process_start_ticks: int | None) -> None:
+        spec = self._spec
+        await self._manager.record_if_live(
+            spec.run_id,
+            spec.session_id,
+            [SessionStarted(spec.run_id, spec.session_id, pid, process_start_ticks)],
+            run_status="running",
+        )
+
+    async def output(self, stream: StreamName, text: str) -> None:
+        spec = self._spec
+        await self._manager.append(
+            spec.run_id, [OutputAppended(spec.run_id, spec.session_id, stream, text)]
+        )
+
+
+class RunManager:
+    """Owns every live session process; the only place that decides run and session status."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        state: State,
+        task_group: anyio.abc.TaskGroup,
+        settings: PumpSettings,
+        cancel_grace: float,
+    ) -> None:
+        self._store = store
+        self._state = state
+        self._tg = task_group
+        self._settings = settings
+        self._grace = cancel_grace
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._processes: dict[str, SessionProcess] = {}
+        self._drivers: set[asyncio.Event] = set()
+        self._accepting = True
+
+    # ------------------------------------------------------------------ requests
+
+    async def start_run(self, request: StartRun) -> RunStarted:
+        """Record a new run with one command session and start its process."""
+        if not self._accepting:
+            raise WireError("shutting_down", "orcad is shutting down; no new runs")
+        command, cwd = _validate_start(request)
+        run_id = new_run_id()
+        session_id = f"{run_id}.1"
+        title = (request.title or " ".join(command))[:MAX_TITLE_CHARS]
+        stored = await self._store.append(
+            run_stream(run_id),
+            [
+                RunCreated(run_id, title=title, cwd=cwd),
+                SessionCreated(
+                    run_id,
+                    session_id,
+                    agent="command",
+                    command=command,
+                    cwd=cwd,
+                    prompt=request.prompt,
+                ),
+            ],
+            expected_version=0,
+        )
+        spec = SessionSpec(run_id, session_id, command, cwd, request.prompt)
+        done = asyncio.Event()
+        self._drivers.add(done)
+        self._tg.start_soon(self._drive, spec, done)
+        return RunStarted(run_id=run_id, session_id=session_id, position=stored[-1].position)
+
+    async def cancel(self, run_id: str, reason: str | None) -> CancelResult:
+        """End a run cancelled, durably, then stop its processes (SIGTERM, then SIGKILL)."""
+        run = self._state.runs.get(run_id)
+        if run is None:
+            raise WireError("not_found", f"no run with id {run_id!r}")
+        reason = reason or "cancelled by a client"
+        async with self._lock(run_id):
+            run = self._state.runs[run_id]
+            if run.status in TERMINAL_STATUSES:
+                return CancelResult(run_id=run_id, status=run.status, already_terminal=True)
+            live = self._live_sessions(run_id)
+            events: list[Event] = [
+                SessionTerminated(run_id, s.session_id, "cancelled", reason) for s in live
+            ]
+            events.append(RunStatusChanged(run_id, "cancelled", reason))
+            await self.append(run_id, events)
+        for session in live:
+            process = self._processes.get(session.session_id)
+            if process is not None:
+                process.stop(self._grace)
+        return CancelResult(run_id=run_id, status="cancelled", already_terminal=False)
+
+    # ------------------------------------------------------------------ recording
+
+    async def append(self, run_id: str, events: list[Event]) -> list[StoredEvent]:
+        return await self._store.append(run_stream(run_id), events)
+
+    async def record_if_live(
+        self, run_id: str, session_id: str, events: list[Event], run_status: RunStatus | None
+    ) -> None:
+        """Append `events` unless the session is already terminal; then move the run along."""
+        async with self._lock(run_id):
+            session = self._state.sessions.get(session_id)
+            if session is None or session.status in TERMINAL_STATUSES:
+                return
+            run = self._state.runs[run_id]
+            if (
+                run_status is not None
+                and run.status != run_status
+                and run.status not in TERMINAL_STATUSES
+            ):
+                events = [*events, RunStatusChanged(run_id, run_status)]
+            await self.append(run_id, events)
+
+    async def _finish_session(
+        self,
+        spec: SessionSpec,
+        status: TerminalStatus,
+        reason: str,
+        exit_code: int | None,
+        summary: str | None,
+    ) -> None:
+        async with self._lock(spec.run_id):
+            session = self._state.sessions.get(spec.session_id)
+            if session is None or session.status in TERMINAL_STATUSES:
+                return
+            events: list[Event] = [
+                SessionTerminated(spec.run_id, spec.session_id, status, reason, exit_code, summary)
+            ]
+            run_status = run_status_after(
+                [
+                    status if s.session_id == spec.session_id else s.status
+                    for s in self._run_sessions(spec.run_id)
+                ]
+            )
+            if (
+                run_status is not None
+                and self._state.runs[spec.run_id].status not in TERMINAL_STATUSES
+            ):
+                events.append(RunStatusChanged(spec.run_id, run_status, reason))
+            await self.append(spec.run_id, events)
+
+    # ------------------------------------------------------------------ driving
+
+    async def _drive(self, spec: SessionSpec, done: asyncio.Event) -> None:
+        process = SessionProcess(spec, _Recorder(self, spec), self._settings)
+        self._processes[spec.session_id] = process
+        try:
+            outcome = await process.run()
+            status, reason = outcome_status(outcome)
+            summary = outcome.result.summary if outcome.result is not None else None
+            await self._finish_session(spec, status, reason, outcome.exit_code, summary)
+            await process.wait_stopped()
+        except Exception:
+            log.exception("session %s failed inside orcad", spec.session_id)
+            await self._finish_session(spec, "failed", "internal error in orcad", None, None)
+        finally:
+            self._processes.pop(spec.session_id, None)
+            done.set()
+            self._drivers.discard(done)
+
+    async def reconcile(self) -> None:
+        """End sessions that the log shows in flight from an earlier daemon, stopping orphans."""
+        for session in self._state.live_sessions():
+            if session.pid is not None and _is_same_process(
+                session, await self._start_ticks(session)
+            ):
+                log.warning(
+                    "stopping orphaned session %s (pid %d)", session.session_id, session.pid
+                )
+                await stop_group(session.pid, self._grace)
+            spec = SessionSpec(session.run_id, session.session_id, session.command, session.cwd)
+            await self._finish_session(spec, "failed", RESTARTED_REASON, None, None)
+
+    async def _start_ticks(self, session: SessionInfo) -> int | None:
+        events = await self._store.read_stream(run_stream(session.run_id))
+        for stored in reversed(events):
+            event = stored.decode()
+            if isinstance(event, SessionStarted) and event.session_id == session.session_id:
+                return event.process_start_ticks
+        return None
+
+    async def shutdown(self) -> None:
+        """Stop accepting runs; end every live session with a recorded reason; stop processes."""
+        self._accepting = False
+        for session in self._state.live_sessions():
+            spec = SessionSpec(session.run_id, session.session_id, session.command, session.cwd)
+            await self._finish_session(spec, "failed", STOPPED_REASON, None, None)
+        for process in list(self._processes.values()):
+            process.stop(self._grace)
+        for done in list(self._drivers):
+            await done.wait()
+
+    # ------------------------------------------------------------------ helpers
+
+    def _lock(self, run_id: str) -> asyncio.Lock:
+        lock = self._locks.get(run_id)
+        if lock is None:
+            lock = self._locks[run_id] = asyncio.Lock()
+        return lock
+
+    def _run_sessions(self, run_id: str) -> list[SessionInfo]:
+        run = self._state.runs[run_id]
+        return [self._state.sessions[sid] for sid in run.session_ids]
+
+    def _live_sessions(self, run_id: str) -> list[SessionInfo]:
+        return [s for s in self._run_sessions(run_id) if s.status not in TERMINAL_STATUSES]
+
+
+def _is_same_process(session: SessionInfo, recorded_ticks: int | None) -> bool:
+    """True when the pid still names the process the session started (not a reused pid)."""
+    assert session.pid is not None
+    current = process_start_ticks(session.pid)
+    if current is None:
+        return False
+    return recorded_ticks is not None and current == recorded_ticks
+
+
+def _validate_start(request: StartRun) -> tuple[list[str], str]:
+    if not request.command or not request.command[0]:
+        raise WireError("bad_request", "command must name a program to run")
+    if any("\0" in part for part in request.command):
+        raise WireError("bad_request", "command arguments must not contain NUL bytes")
+    cwd = Path(request.cwd)
+    if not cwd.is_absolute():
+        raise WireError("bad_request", f"cwd must be an absolute path, got {request.cwd!r}")
+    if not cwd.is_dir():
+        raise WireError("bad_request", f"cwd {request.cwd!r} is not a directory")
+    if not os.access(cwd, os.X_OK):
+        raise WireError("bad_request", f"cwd {request.cwd!r} is not accessible")
+    return list(request.command), str(cwd)

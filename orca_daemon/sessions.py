@@ -1,0 +1,322 @@
+"""The subprocess pump: runs one agent process in its own process group and drives a translator.
+
+It reads stdout and stderr, feeds stdout lines to the agent's translator, coalesces output into
+bounded chunks for the recorder, and reports how the process ended. It decides no statuses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from orca_daemon.agents.command import CommandTranslator, Output, Result
+from orca_daemon.coalesce import OutputCoalescer
+
+log = logging.getLogger(__name__)
+
+StreamName = Literal["stdout", "stderr"]
+READ_SIZE = 65_536
+
+
+class SessionRecorder(Protocol):
+    """Where a session's facts go; the run manager turns them into events."""
+
+    async def started(self, pid: int, process_start_ticks: int | None) -> None: ...
+
+    async def output(self, stream: StreamName, text: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    run_id: str
+    session_id: str
+    command: list[str]
+    cwd: str
+    prompt: str | None = None
+
+
+@dataclass(frozen=True)
+class PumpSettings:
+    output_chunk_chars: int = 16_384
+    output_flush_seconds: float = 0.05
+    max_line_bytes: int = 1 << 20
+    result_exit_grace_seconds: float = 10.0
+    pipe_drain_seconds: float = 2.0
+
+
+@dataclass
+class SessionOutcome:
+    """How a session's process ended, and what its agent said about it."""
+
+    exit_code: int | None
+    result: Result | None = None
+    spawn_error: str | None = None
+
+
+class LineSplitter:
+    """Bytes in, text lines out; a line longer than `max_bytes` comes out in pieces."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max = max_bytes
+        self._buffer = bytearray()
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def feed(self, data: bytes) -> list[tuple[str, bool]]:
+        """Returns `(text, complete)` pairs: complete lines without newline, or overlong pieces."""
+        self._buffer += data
+        lines: list[tuple[str, bool]] = []
+        while True:
+            newline = self._buffer.find(b"\n")
+            if newline < 0:
+                break
+            if newline > self._max:
+                lines.append((self._decode(self._max), False))
+                continue
+            raw = bytes(self._buffer[:newline])
+            del self._buffer[: newline + 1]
+            lines.append((self._decoder.decode(raw, final=False), True))
+        while len(self._buffer) > self._max:
+            lines.append((self._decode(self._max), False))
+        return lines
+
+    def finish(self) -> list[tuple[str, bool]]:
+        rest = self._decoder.decode(bytes(self._buffer), final=True)
+        self._buffer.clear()
+        return [(rest, True)] if rest else []
+
+    def _decode(self, size: int) -> str:
+        raw = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return self._decoder.decode(raw, final=False)
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (Linux), to tell a reused pid apart."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def signal_group(pgid: int, signum: signal.Signals) -> bool:
+    """Send `signum` to a process group; False when the group no longer exists."""
+    try:
+        os.killpg(pgid, signum)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        log.warning("not allowed to signal process group %d", pgid)
+        return False
+    return True
+
+
+async def stop_group(
+    pgid: int, grace: float, exited: Callable[[], Awaitable[None]] | None = None
+) -> None:
+    """SIGTERM the group, then SIGKILL whatever is left after `grace` seconds."""
+    if not signal_group(pgid, signal.SIGTERM):
+        return
+    deadline = time.monotonic() + grace
+    if exited is not None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(exited(), grace)
+    while time.monotonic() < deadline and _group_exists(pgid):
+        await asyncio.sleep(0.05)
+    signal_group(pgid, signal.SIGKILL)
+
+
+def _group_exists(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class SessionProcess:
+    """One command-agent process: start it, pump its output, stop it on request."""
+
+    def __init__(
+        self, spec: SessionSpec, recorder: SessionRecorder, settings: PumpSettings
+    ) -> None:
+        self.spec = spec
+        self._recorder = recorder
+        self._settings = settings
+        self._translator = CommandTranslator()
+        self._process: asyncio.subprocess.Process | None = None
+        self._coalescers: dict[StreamName, OutputCoalescer] = {
+            name: OutputCoalescer(settings.output_chunk_chars, settings.output_flush_seconds)
+            for name in ("stdout", "stderr")
+        }
+        self._buffered = asyncio.Event()
+        self._flush_lock = asyncio.Lock()
+        self._stopping: asyncio.Task[None] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    async def run(self) -> SessionOutcome:
+        """Run the process to its end; returns how it ended. Output is recorded as it comes."""
+        try:
+            process = await self._spawn()
+        except OSError as exc:
+            return SessionOutcome(
+                exit_code=None, spawn_error=f"could not start {self.spec.command[0]!r}: {exc}"
+            )
+        self._process = process
+        await self._recorder.started(process.pid, process_start_ticks(process.pid))
+        await self._send_prompt(process)
+        flusher = asyncio.ensure_future(self._flush_when_due())
+        try:
+            assert process.stdout is not None and process.stderr is not None
+            pumps = asyncio.gather(
+                self._pump(process.stdout, "stdout"), self._pump(process.stderr, "stderr")
+            )
+            await self._wait_for_exit(process, pumps)
+        finally:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+            await self._flush(force=True)
+            await self._close_stdin(process)
+        return SessionOutcome(exit_code=process.returncode, result=self._translator.result)
+
+    def stop(self, grace: float) -> None:
+        """Begin stopping the process group: SIGTERM now, SIGKILL after `grace` seconds."""
+        process = self._process
+        if process is None or process.returncode is not None or self._stopping is not None:
+            return
+        self._stopping = asyncio.ensure_future(stop_group(process.pid, grace, process.wait))
+
+    async def wait_stopped(self) -> None:
+        if self._stopping is not None:
+            await self._stopping
+
+    async def _spawn(self) -> asyncio.subprocess.Process:
+        env = dict(os.environ)
+        env["ORCA_RUN_ID"] = self.spec.run_id
+        env["ORCA_SESSION_ID"] = self.spec.session_id
+        env.pop("ORCA_PROMPT", None)
+        env.pop("NOTIFY_SOCKET", None)
+        env.pop("WATCHDOG_USEC", None)
+        env.pop("WATCHDOG_PID", None)
+        if self.spec.prompt is not None:
+            env["ORCA_PROMPT"] = self.spec.prompt
+        return await asyncio.create_subprocess_exec(
+            *self.spec.command,
+            cwd=self.spec.cwd,
+            env=env,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+
+    async def _send_prompt(self, process: asyncio.subprocess.Process) -> None:
+        if self.spec.prompt is None or process.stdin is None:
+            return
+        try:
+            process.stdin.write(self._translator.prompt_line(self.spec.prompt))
+            await process.stdin.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            log.info("session %s closed stdin before its prompt", self.spec.session_id)
+
+    async def _close_stdin(self, process: asyncio.subprocess.Process) -> None:
+        if process.stdin is not None and not process.stdin.is_closing():
+            process.stdin.close()
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                await process.stdin.wait_closed()
+
+    async def _wait_for_exit(
+        self, process: asyncio.subprocess.Process, pumps: asyncio.Future[list[None]]
+    ) -> None:
+        """Wait for the process and its pipes; stop a process that lingers after its result."""
+        waiter = asyncio.ensure_future(process.wait())
+        try:
+            while not waiter.done():
+                timeout = (
+                    None
+                    if self._translator.result is None
+                    else self._settings.result_exit_grace_seconds
+                )
+                done, _ = await asyncio.wait({waiter}, timeout=timeout)
+                if not done and self._translator.result is not None:
+                    log.info(
+                        "session %s lingers after its result; stopping it", self.spec.session_id
+                    )
+                    self.stop(grace=2.0)
+                    await waiter
+            # Grandchildren may still hold the pipes open: give them a moment, then end the group.
+            done, _ = await asyncio.wait({pumps}, timeout=self._settings.pipe_drain_seconds)
+            if not done:
+                signal_group(process.pid, signal.SIGKILL)
+                await pumps
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+            if not pumps.done():
+                pumps.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pumps
+
+    async def _pump(self, reader: asyncio.StreamReader, stream: StreamName) -> None:
+        splitter = LineSplitter(self._settings.max_line_bytes)
+        while True:
+            data = await reader.read(READ_SIZE)
+            if not data:
+                break
+            await self._handle_lines(stream, splitter.feed(data))
+        await self._handle_lines(stream, splitter.finish())
+
+    async def _handle_lines(self, stream: StreamName, lines: list[tuple[str, bool]]) -> None:
+        now = time.monotonic()
+        for text, complete in lines:
+            if stream == "stderr" or not complete:
+                await self._buffer(stream, text + "\n" if complete else text, now)
+                continue
+            for effect in self._translator.feed_line(text):
+                if isinstance(effect, Output):
+                    await self._buffer(stream, effect.text, now)
+
+    async def _buffer(self, stream: StreamName, text: str, now: float) -> None:
+        async with self._flush_lock:  # keeps a stream's chunks in order against the flusher
+            for chunk in self._coalescers[stream].add(text, now):
+                await self._recorder.output(stream, chunk)
+        self._buffered.set()
+
+    async def _flush_when_due(self) -> None:
+        while True:
+            await self._buffered.wait()
+            self._buffered.clear()
+            deadlines = [d for c in self._coalescers.values() if (d := c.deadline()) is not None]
+            if deadlines:
+                await asyncio.sleep(max(0.0, min(deadlines) - time.monotonic()))
+                await self._flush(force=False)
+                if any(c.deadline() is not None for c in self._coalescers.values()):
+                    self._buffered.set()
+
+    async def _flush(self, force: bool) -> None:
+        async with self._flush_lock:
+            now = time.monotonic()
+            for name, coalescer in self._coalescers.items():
+                if force or coalescer.due(now):
+                    text = coalescer.take()
+                    if text:
+                        await self._recorder.output(name, text)

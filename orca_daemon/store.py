@@ -1,0 +1,367 @@
+"""The event log: SQLite through aiosqlite, one writer task that group-commits, reads, a live tail.
+
+Every event has a global `position` and a `version` within its stream; `(stream, version)` is
+unique, which gives optimistic concurrency. `append` returns only after its transaction is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import aiosqlite
+import msgspec
+
+from orca_client.wire import EventRecord
+from orca_daemon.events import (
+    SCHEMA_VERSION,
+    AnyEvent,
+    Event,
+    decode_event,
+    encode_event,
+    event_type,
+)
+
+log = logging.getLogger(__name__)
+
+Synchronous = Literal["FULL", "NORMAL", "EXTRA"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    position INTEGER PRIMARY KEY,
+    stream TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    schema_version INTEGER NOT NULL,
+    recorded_at REAL NOT NULL,
+    data BLOB NOT NULL,
+    UNIQUE (stream, version)
+);
+CREATE INDEX IF NOT EXISTS events_by_stream_position ON events (stream, position);
+"""
+INSERT = (
+    "INSERT INTO events (position, stream, version, type, schema_version, recorded_at, data)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+COLUMNS = "position, stream, version, type, schema_version, recorded_at, data"
+MAX_APPENDS_PER_BATCH = 2000
+
+
+class StoreError(Exception):
+    """The log could not take an append (disk full, I/O error, store closed)."""
+
+
+class ConcurrencyError(StoreError):
+    """An append expected a stream version that another append already took."""
+
+
+class StoredEvent(msgspec.Struct, frozen=True):
+    """An event as the log holds it: its place, its type tag and its JSON body."""
+
+    position: int
+    stream: str
+    version: int
+    type: str
+    schema_version: int
+    recorded_at: float
+    data: bytes
+
+    def decode(self) -> AnyEvent:
+        return decode_event(self.data)
+
+    def to_record(self) -> EventRecord:
+        return EventRecord(
+            position=self.position,
+            stream=self.stream,
+            version=self.version,
+            recorded_at=self.recorded_at,
+            schema_version=self.schema_version,
+            event=msgspec.Raw(self.data),
+        )
+
+
+CommitListener = Callable[[list[StoredEvent]], None]
+
+
+@dataclass
+class _PendingAppend:
+    stream: str
+    events: Sequence[Event]
+    expected_version: int | None
+    future: asyncio.Future[list[StoredEvent]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class EventStore:
+    """Appends and reads events. Call `run_writer()` in a task group; appends wait for it."""
+
+    def __init__(
+        self, writer: aiosqlite.Connection, reader: aiosqlite.Connection, head: int, ring_size: int
+    ) -> None:
+        self._writer = writer
+        self._reader = reader
+        self._head = head
+        self._versions: dict[str, int] = {}
+        self._pending: list[_PendingAppend] = []
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._ring: deque[StoredEvent] = deque(maxlen=ring_size)
+        self._listeners: list[CommitListener] = []
+        self._committed = asyncio.Event()
+
+    @classmethod
+    async def open(
+        cls, path: Path, synchronous: Synchronous = "FULL", ring_size: int = 8192
+    ) -> EventStore:
+        """Open (creating if needed) the log at `path` in WAL mode."""
+        writer = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            await writer.execute("PRAGMA journal_mode=WAL")
+            await writer.execute(f"PRAGMA synchronous={synchronous}")
+            await writer.execute("PRAGMA busy_timeout=5000")
+            await writer.executescript(SCHEMA)
+            async with writer.execute("SELECT COALESCE(MAX(position), 0) FROM events") as cursor:
+                row = await cursor.fetchone()
+            reader = await aiosqlite.connect(path, isolation_level=None)
+        except BaseException:
+            await writer.close()
+            raise
+        await reader.execute("PRAGMA query_only=1")
+        head = int(row[0]) if row else 0
+        return cls(writer, reader, head, ring_size)
+
+    @property
+    def head_position(self) -> int:
+        """The position of the last committed event (0 for an empty log)."""
+        return self._head
+
+    # ------------------------------------------------------------------ appending
+
+    async def append(
+        self, stream: str, events: Sequence[Event], expected_version: int | None = None
+    ) -> list[StoredEvent]:
+        """Append `events` to `stream` atomically and durably; returns them as stored.
+
+        With `expected_version`, the stream must be at exactly that version (0: new stream),
+        else `ConcurrencyError`.
+        """
+        if self._closing:
+            raise StoreError("the event store is closed")
+        if not events:
+            return []
+        pending = _PendingAppend(stream, events, expected_version)
+        self._pending.append(pending)
+        self._wake.set()
+        return await pending.future
+
+    async def run_writer(self) -> None:
+        """The single writer: batches every waiting append into one transaction per round."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch = self._pending[:MAX_APPENDS_PER_BATCH]
+                del self._pending[:MAX_APPENDS_PER_BATCH]
+                await self._commit_batch(batch)
+            if self._closing:
+                return
+
+    async def _commit_batch(self, batch: list[_PendingAppend]) -> None:
+        try:
+            await self._load_versions({p.stream for p in batch})
+            accepted, rows, stored = self._plan(batch)
+            if rows:
+                await self._write(rows)
+        except aiosqlite.IntegrityError:
+            # Only possible if something else wrote to the log: re-read and isolate each append.
+            self._versions.clear()
+            if len(batch) > 1:
+                for pending in batch:
+                    await self._commit_batch([pending])
+            else:
+                await self._reset_head()
+                _fail(batch, ConcurrencyError(f"stream {batch[0].stream} was changed concurrently"))
+            return
+        except Exception as exc:
+            log.exception("append failed")
+            self._versions.clear()
+            await self._reset_head()
+            _fail(batch, StoreError(f"the event log could not be written: {exc}"))
+            return
+        self._publish(stored)
+        for pending, events in accepted:
+            if not pending.future.done():
+                pending.future.set_result(events)
+
+    def _plan(
+        self, batch: list[_PendingAppend]
+    ) -> tuple[
+        list[tuple[_PendingAppend, list[StoredEvent]]], list[tuple[object, ...]], list[StoredEvent]
+    ]:
+        accepted: list[tuple[_PendingAppend, list[StoredEvent]]] = []
+        rows: list[tuple[object, ...]] = []
+        stored: list[StoredEvent] = []
+        now = time.time()
+        position = self._head
+        for pending in batch:
+            current = self._versions.get(pending.stream, 0)
+            expected = pending.expected_version
+            if expected is not None and expected != current:
+                pending.future.set_exception(
+                    ConcurrencyError(
+                        f"stream {pending.stream} is at version {current}, "
+                        f"but the append expected version {expected}"
+                    )
+                )
+                continue
+            events: list[StoredEvent] = []
+            for event in pending.events:
+                position += 1
+                current += 1
+                record = StoredEvent(
+                    position,
+                    pending.stream,
+                    current,
+                    event_type(event),
+                    SCHEMA_VERSION,
+                    now,
+                    encode_event(event),
+                )
+                events.append(record)
+                rows.append(
+                    (
+                        position,
+                        record.stream,
+                        current,
+                        record.type,
+                        SCHEMA_VERSION,
+                        now,
+                        record.data,
+                    )
+                )
+            self._versions[pending.stream] = current
+            accepted.append((pending, events))
+            stored.extend(events)
+        return accepted, rows, stored
+
+    async def _write(self, rows: list[tuple[object, ...]]) -> None:
+        await self._writer.execute("BEGIN IMMEDIATE")
+        try:
+            await self._writer.executemany(INSERT, rows)
+            await self._writer.execute("COMMIT")
+        except BaseException:
+            if self._writer.in_transaction:
+                await self._writer.execute("ROLLBACK")
+            raise
+
+    async def _load_versions(self, streams: set[str]) -> None:
+        missing = [s for s in streams if s not in self._versions]
+        if not missing:
+            return
+        marks = ",".join("?" * len(missing))
+        query = f"SELECT stream, MAX(version) FROM events WHERE stream IN ({marks}) GROUP BY stream"
+        async with self._writer.execute(query, missing) as cursor:
+            found = {str(row[0]): int(row[1]) for row in await cursor.fetchall()}
+        for stream in missing:
+            self._versions[stream] = found.get(stream, 0)
+
+    async def _reset_head(self) -> None:
+        async with self._writer.execute("SELECT COALESCE(MAX(position), 0) FROM events") as cursor:
+            row = await cursor.fetchone()
+        self._head = int(row[0]) if row else 0
+
+    def _publish(self, stored: list[StoredEvent]) -> None:
+        if not stored:
+            return
+        self._head = stored[-1].position
+        self._ring.extend(stored)
+        for listener in list(self._listeners):
+            try:
+                listener(stored)
+            except Exception:
+                log.exception("commit listener %r failed", listener)
+        self._committed.set()
+        self._committed = asyncio.Event()
+
+    # ------------------------------------------------------------------ reading
+
+    async def read_all(
+        self, after: int = 0, limit: int = 1000, stream: str | None = None
+    ) -> list[StoredEvent]:
+        """Committed events with position greater than `after`, oldest first."""
+        limit = max(0, limit)
+        if stream is None and self._ring and after >= self._ring[0].position - 1:
+            start = after - self._ring[0].position + 1
+            return [self._ring[i] for i in range(start, min(len(self._ring), start + limit))]
+        if stream is None:
+            query = f"SELECT {COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?"
+            args: tuple[object, ...] = (after, limit)
+        else:
+            query = (
+                f"SELECT {COLUMNS} FROM events WHERE stream = ? AND position > ?"
+                " ORDER BY position LIMIT ?"
+            )
+            args = (stream, after, limit)
+        async with self._reader.execute(query, args) as cursor:
+            rows = await cursor.fetchall()
+        return [_row_to_event(row) for row in rows if int(row[0]) <= self._head]
+
+    async def read_stream(self, stream: str, after_version: int = 0) -> list[StoredEvent]:
+        """Every event of one stream after `after_version`, in order."""
+        query = f"SELECT {COLUMNS} FROM events WHERE stream = ? AND version > ? ORDER BY version"
+        async with self._reader.execute(query, (stream, after_version)) as cursor:
+            rows = await cursor.fetchall()
+        return [_row_to_event(row) for row in rows]
+
+    async def wait_for_commit_after(self, position: int) -> None:
+        """Return once the head is past `position`."""
+        while self._head <= position:
+            await self._committed.wait()
+
+    def add_listener(self, listener: CommitListener) -> None:
+        """Call `listener` with each committed batch, in position order, before appends return."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: CommitListener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    # ------------------------------------------------------------------ closing
+
+    async def close(self) -> None:
+        """Finish pending appends (the writer must still be running) and close the database."""
+        self._closing = True
+        self._wake.set()
+        await self._reader.close()
+        await self._writer.close()
+
+    def stop_accepting(self) -> None:
+        """Refuse new appends; the writer finishes what is queued and returns."""
+        self._closing = True
+        self._wake.set()
+
+
+def _fail(batch: list[_PendingAppend], error: Exception) -> None:
+    for pending in batch:
+        if not pending.future.done():
+            pending.future.set_exception(error)
+
+
+def _row_to_event(row: aiosqlite.Row | tuple[object, ...]) -> StoredEvent:
+    position, stream, version, type_, schema_version, recorded_at, data = tuple(row)
+    return StoredEvent(
+        int(position),  # type: ignore[call-overload]
+        str(stream),
+        int(version),  # type: ignore[call-overload]
+        str(type_),
+        int(schema_version),  # type: ignore[call-overload]
+        float(recorded_at),  # type: ignore[arg-type]
+        bytes(data),  # type: ignore[call-overload]
+    )
