@@ -1,0 +1,153 @@
+"""Fixtures that build real daemons: `orcad` as a subprocess in a temporary ORCA_HOME.
+
+Socket paths must stay under ~107 characters, so homes are made directly under /tmp.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orca_client.client import Client, DaemonUnavailable
+from orca_client.paths import OrcaPaths, resolve_paths
+from orca_client.wire import TERMINAL_STATUSES, RunInfo, Status, StatusResult
+
+REPO = Path(__file__).resolve().parent.parent
+FAKES = Path(__file__).resolve().parent / "fakes"
+
+
+class DaemonProcess:
+    """A real orcad subprocess on a private ORCA_HOME, with helpers to drive it."""
+
+    def __init__(self, home: Path, extra_env: dict[str, str] | None = None) -> None:
+        self.home = home
+        self.env = {**os.environ, "ORCA_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+        self.env.pop("NOTIFY_SOCKET", None)
+        self.env.update(extra_env or {})
+        self.paths: OrcaPaths = resolve_paths(self.env)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.stderr_path = home.parent / f"{home.name}.orcad.stderr"
+
+    def start(self, wait: bool = True, timeout: float = 15.0) -> DaemonProcess:
+        stderr = open(self.stderr_path, "ab")  # noqa: SIM115 - handed to the child
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "orca_daemon"],
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=stderr,
+            stderr=stderr,
+        )
+        stderr.close()
+        if wait:
+            self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(f"orcad exited with {self.process.returncode}:\n{self.output()}")
+            if self.paths.socket_file.exists():
+                try:
+                    with self.client(timeout=1.0) as client:
+                        client.hello()
+                    return
+                except DaemonUnavailable:
+                    pass
+            time.sleep(0.02)
+        raise AssertionError(f"orcad not ready after {timeout}s:\n{self.output()}")
+
+    def client(self, timeout: float = 10.0) -> Client:
+        return Client(self.paths, timeout=timeout)
+
+    def output(self) -> str:
+        try:
+            return self.stderr_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def orca(self, *args: str, input: str | None = None, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        """Run the real `orca` CLI against this daemon."""
+        return subprocess.run(
+            [sys.executable, "-m", "orca_client.cli", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=timeout,
+        )
+
+    def status(self, run_id: str | None = None) -> StatusResult:
+        with self.client() as client:
+            result: StatusResult = client.request(Status(run_id=run_id))
+            return result
+
+    def wait_for_run(self, run_id: str, statuses: frozenset[str] = TERMINAL_STATUSES, timeout: float = 30.0) -> RunInfo:
+        """Poll until the run reaches one of `statuses`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = self.status(run_id).runs[0]
+            if run.status in statuses:
+                return run
+            time.sleep(0.02)
+        raise AssertionError(f"run {run_id} did not reach {sorted(statuses)}: {self.status(run_id)}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        """Signal orcad and wait for it to exit; returns its exit status."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+
+def short_tempdir(prefix: str = "orca-") -> Path:
+    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+
+
+@pytest.fixture
+def orca_home() -> Iterator[Path]:
+    base = short_tempdir()
+    home = base / "h"
+    yield home
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def make_daemon(orca_home: Path) -> Iterator[Callable[..., DaemonProcess]]:
+    """Build (and afterwards stop) daemons on the test's ORCA_HOME."""
+    made: list[DaemonProcess] = []
+
+    def build(**kwargs: Any) -> DaemonProcess:
+        daemon = DaemonProcess(orca_home, **kwargs)
+        made.append(daemon)
+        return daemon
+
+    yield build
+    for daemon in made:
+        if daemon.process is not None and daemon.process.poll() is None:
+            daemon.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def daemon(make_daemon: Callable[..., DaemonProcess]) -> DaemonProcess:
+    """A running orcad on a fresh ORCA_HOME."""
+    return make_daemon().start()
+
+
+def agent(name: str) -> list[str]:
+    """The argv of a test agent script under tests/fakes/."""
+    return [sys.executable, str(FAKES / name)]
