@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
 import zmq
@@ -28,12 +28,11 @@ from orca_client.wire import (
     SubscriptionOverflowed,
     Unsubscribe,
     WireError,
-    convert_result,
     decode_daemon_message,
+    decode_result,
     encode_request,
 )
 
-T = TypeVar("T")
 DEFAULT_TIMEOUT = 10.0
 
 
@@ -131,7 +130,7 @@ class Client:
                     raise RequestFailed(
                         error.code if error else "internal", error.message if error else ""
                     )
-                return convert_result(message.result, RESULT_TYPES[type(request)])
+                return decode_result(message, RESULT_TYPES[type(request)])
             self._pushes.append(message)
 
     def hello(self, timeout: float | None = None) -> HelloResult:

@@ -20,6 +20,10 @@ PROTOCOL = b"orca/1"
 PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 1 << 20
 """The largest request body the daemon accepts; bigger ones get a `too_large` error reply."""
+MAX_DAEMON_MESSAGE_BYTES = 16 << 20
+"""The largest message a client accepts from the daemon (pages are kept far below it)."""
+PAGE_BYTES = 512 << 10
+"""The daemon stops filling a page of events (a read result or a push) past this many bytes."""
 REPLAY_WINDOW_SECONDS = 60.0
 
 RunStatus = Literal[
@@ -247,12 +251,23 @@ class ErrorInfo(Struct, frozen=True):
 
 
 class Reply(Struct, tag="reply", tag_field="kind", frozen=True):
-    """The answer to request `id`: `result` when `ok`, else `error`."""
+    """The answer to request `id`: `result` (the request's result type) when `ok`, else `error`."""
 
     id: str
     ok: bool
-    result: Any = None
+    result: msgspec.Raw
     error: ErrorInfo | None = None
+
+
+NO_RESULT = msgspec.Raw(b"null")
+
+
+def ok_reply(request_id: str, result: msgspec.Struct) -> Reply:
+    return Reply(request_id, True, msgspec.Raw(_encoder.encode(result)))
+
+
+def error_reply(request_id: str, code: ErrorCode, message: str) -> Reply:
+    return Reply(request_id, False, NO_RESULT, ErrorInfo(code, message))
 
 
 class EventsPushed(Struct, tag="events", tag_field="kind", frozen=True):
@@ -316,7 +331,7 @@ def sign(key: bytes, body: bytes) -> bytes:
     return hmac.new(key, PROTOCOL + b"\n" + body, hashlib.sha256).hexdigest().encode()
 
 
-def _verified_body(key: bytes, frames: list[bytes]) -> bytes:
+def _verified_body(key: bytes, frames: list[bytes], limit: int) -> bytes:
     if len(frames) != 3:
         raise WireError(
             "bad_request", f"expected 3 frames (protocol, signature, body), got {len(frames)}"
@@ -327,8 +342,8 @@ def _verified_body(key: bytes, frames: list[bytes]) -> bytes:
             "bad_request",
             f"unsupported protocol {protocol[:32]!r}; this daemon speaks {PROTOCOL!r}",
         )
-    if len(body) > MAX_MESSAGE_BYTES:
-        raise WireError("too_large", f"message of {len(body)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    if len(body) > limit:
+        raise WireError("too_large", f"message of {len(body)} bytes exceeds {limit}")
     if not hmac.compare_digest(sign(key, body), signature):
         raise WireError("unauthenticated", "bad signature: sign requests with the daemon's token")
     return body
@@ -348,7 +363,7 @@ def encode_request(
 
 def decode_request(key: bytes, frames: list[bytes]) -> RequestEnvelope:
     """Verify and decode a request's frames; raises `WireError` on anything unacceptable."""
-    body = _verified_body(key, frames)
+    body = _verified_body(key, frames, MAX_MESSAGE_BYTES)
     try:
         return _request_decoder.decode(body)
     except msgspec.DecodeError as exc:
@@ -373,16 +388,21 @@ def encode_daemon_message(key: bytes, message: DaemonMessage) -> list[bytes]:
 
 def decode_daemon_message(key: bytes, frames: list[bytes]) -> DaemonMessage:
     """Verify and decode a message from the daemon (a client checks the daemon holds the token)."""
-    body = _verified_body(key, frames)
+    body = _verified_body(key, frames, MAX_DAEMON_MESSAGE_BYTES)
     try:
         return _daemon_decoder.decode(body)
     except msgspec.DecodeError as exc:
         raise WireError("bad_request", f"invalid message from daemon: {exc}") from None
 
 
-def convert_result(value: Any, result_type: type[Struct]) -> Any:
-    """Turn a reply's untyped `result` into its result Struct."""
-    return msgspec.convert(value, result_type)
+def decode_result(reply: Reply, result_type: type[Struct]) -> Any:
+    """A successful reply's `result` as its result Struct."""
+    try:
+        return msgspec.json.decode(reply.result, type=result_type)
+    except msgspec.DecodeError as exc:
+        raise WireError(
+            "bad_request", f"invalid {result_type.__name__} from daemon: {exc}"
+        ) from None
 
 
 class ReplayGuard:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import msgspec
 
 from orca_client.wire import (
+    PAGE_BYTES,
     PROTOCOL_VERSION,
     Cancel,
     Done,
@@ -30,7 +31,7 @@ from orca_daemon import __version__
 from orca_daemon.events import run_stream
 from orca_daemon.projection import State
 from orca_daemon.runs import RunManager
-from orca_daemon.store import EventStore
+from orca_daemon.store import EventStore, first_page
 from orca_daemon.subscriptions import Subscriptions
 
 MAX_READ_LIMIT = 10_000
@@ -132,7 +133,9 @@ class Api:
         if not 1 <= request.limit <= MAX_READ_LIMIT:
             raise WireError("bad_request", f"limit must be between 1 and {MAX_READ_LIMIT}")
         stream = None if request.run_id is None else run_stream(self.resolve_run_id(request.run_id))
-        events = await self._store.read_all(request.after, request.limit, stream)
+        events = first_page(
+            await self._store.read_all(request.after, request.limit, stream), PAGE_BYTES
+        )
         return EventsPage(
             events=[e.to_record() for e in events], head_position=self._store.head_position
         )

@@ -20,13 +20,13 @@ import zmq.asyncio
 from orca_client.wire import (
     MAX_MESSAGE_BYTES,
     DaemonMessage,
-    ErrorInfo,
     ReplayGuard,
-    Reply,
     Request,
     WireError,
     decode_request,
     encode_daemon_message,
+    error_reply,
+    ok_reply,
     request_id_of,
 )
 from orca_daemon.subscriptions import Delivery
@@ -79,6 +79,13 @@ class Server:
             task_group.start_soon(self._handle, identity, payload)
 
     async def _handle(self, identity: bytes, payload: list[bytes]) -> None:
+        """Verify, run and answer one request; nothing a peer sends can escape this method."""
+        try:
+            await self._answer(identity, payload)
+        except Exception:
+            log.exception("could not answer a request")
+
+    async def _answer(self, identity: bytes, payload: list[bytes]) -> None:
         request_id = ""
         try:
             envelope = decode_request(self._key, payload)
@@ -89,17 +96,15 @@ class Server:
             if not request_id and len(payload) == 3 and exc.code != "too_large":
                 request_id = request_id_of(payload[2])
             log.info("refused a request: %s: %s", exc.code, exc.message)
-            await self.send(
-                identity, Reply(request_id, False, error=ErrorInfo(exc.code, exc.message))
-            )
+            await self.send(identity, error_reply(request_id, exc.code, exc.message))
             return
         except Exception as exc:
             log.exception("request %s failed", request_id)
-            error = ErrorInfo("internal", f"internal error in orcad: {type(exc).__name__}")
-            await self.send(identity, Reply(request_id, False, error=error))
+            message = f"internal error in orcad: {type(exc).__name__}"
+            await self.send(identity, error_reply(request_id, "internal", message))
             return
         self.requests_served += 1
-        delivery = await self.send(identity, Reply(request_id, True, result=result))
+        delivery = await self.send(identity, ok_reply(request_id, result))
         self._after_reply(result, delivery is Delivery.SENT)
 
     async def send(self, identity: bytes, message: DaemonMessage) -> Delivery:

@@ -72,6 +72,9 @@ class StoredEvent(msgspec.Struct, frozen=True):
     recorded_at: float
     data: bytes
 
+    def size(self) -> int:
+        return len(self.data) + len(self.stream) + 64
+
     def decode(self) -> AnyEvent:
         return decode_event(self.data)
 
@@ -87,6 +90,16 @@ class StoredEvent(msgspec.Struct, frozen=True):
 
 
 CommitListener = Callable[[list[StoredEvent]], None]
+
+
+def first_page(events: list[StoredEvent], max_bytes: int) -> list[StoredEvent]:
+    """The longest prefix of `events` within `max_bytes` (always at least one event)."""
+    total = 0
+    for index, event in enumerate(events):
+        total += event.size()
+        if total > max_bytes and index > 0:
+            return events[:index]
+    return events
 
 
 @dataclass

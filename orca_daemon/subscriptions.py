@@ -8,7 +8,6 @@ subscribe again from there (catch-up reads the log, so nothing is skipped).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 from collections import deque
@@ -18,8 +17,14 @@ from enum import Enum
 
 import anyio.abc
 
-from orca_client.wire import DaemonMessage, EventsPushed, SubscriptionOverflowed, WireError
-from orca_daemon.store import EventStore, StoredEvent
+from orca_client.wire import (
+    PAGE_BYTES,
+    DaemonMessage,
+    EventsPushed,
+    SubscriptionOverflowed,
+    WireError,
+)
+from orca_daemon.store import EventStore, StoredEvent, first_page
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +138,7 @@ class Subscriptions:
             page = await self._store.read_all(after=position, limit=PAGE_EVENTS, stream=sub.stream)
             if not page:
                 return position
+            page = first_page(page, PAGE_BYTES)
             if not await self._push(sub, page):
                 return None
             position = page[-1].position
@@ -143,7 +149,7 @@ class Subscriptions:
             if sub.overflowed:
                 await self._send(sub.identity, SubscriptionOverflowed(sub.id, position))
                 return
-            batch = [e for e in _drain(sub.queue, PAGE_EVENTS) if e.position > position]
+            batch = [e for e in _drain(sub.queue, PAGE_EVENTS, PAGE_BYTES) if e.position > position]
             if batch:
                 if not await self._push(sub, batch):
                     return
@@ -158,9 +164,13 @@ class Subscriptions:
         return await self._send(sub.identity, message) is Delivery.SENT
 
 
-def _drain(queue: deque[StoredEvent], limit: int) -> list[StoredEvent]:
+def _drain(queue: deque[StoredEvent], limit: int, max_bytes: int) -> list[StoredEvent]:
+    """Up to `limit` queued events within `max_bytes` (at least one if any are queued)."""
     items: list[StoredEvent] = []
-    with contextlib.suppress(IndexError):
-        while len(items) < limit:
-            items.append(queue.popleft())
+    size = 0
+    while queue and len(items) < limit:
+        size += queue[0].size()
+        if items and size > max_bytes:
+            break
+        items.append(queue.popleft())
     return items

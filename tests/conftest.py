@@ -23,7 +23,8 @@ from orca_client.paths import OrcaPaths, resolve_paths
 from orca_client.wire import TERMINAL_STATUSES, RunInfo, Status, StatusResult
 
 REPO = Path(__file__).resolve().parent.parent
-FAKES = Path(__file__).resolve().parent / "fakes"
+AGENTS = Path(__file__).resolve().parent / "agents"
+EXAMPLES = REPO / "examples" / "agents"
 
 
 class DaemonProcess:
@@ -57,7 +58,9 @@ class DaemonProcess:
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.poll() is not None:
-                raise AssertionError(f"orcad exited with {self.process.returncode}:\n{self.output()}")
+                raise AssertionError(
+                    f"orcad exited with {self.process.returncode}:\n{self.output()}"
+                )
             if self.paths.socket_file.exists():
                 try:
                     with self.client(timeout=1.0) as client:
@@ -77,7 +80,9 @@ class DaemonProcess:
         except FileNotFoundError:
             return ""
 
-    def orca(self, *args: str, input: str | None = None, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    def orca(
+        self, *args: str, input: str | None = None, timeout: float = 60.0
+    ) -> subprocess.CompletedProcess[str]:
         """Run the real `orca` CLI against this daemon."""
         return subprocess.run(
             [sys.executable, "-m", "orca_client.cli", *args],
@@ -93,7 +98,9 @@ class DaemonProcess:
             result: StatusResult = client.request(Status(run_id=run_id))
             return result
 
-    def wait_for_run(self, run_id: str, statuses: frozenset[str] = TERMINAL_STATUSES, timeout: float = 30.0) -> RunInfo:
+    def wait_for_run(
+        self, run_id: str, statuses: frozenset[str] = TERMINAL_STATUSES, timeout: float = 30.0
+    ) -> RunInfo:
         """Poll until the run reaches one of `statuses`."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -101,7 +108,9 @@ class DaemonProcess:
             if run.status in statuses:
                 return run
             time.sleep(0.02)
-        raise AssertionError(f"run {run_id} did not reach {sorted(statuses)}: {self.status(run_id)}")
+        raise AssertionError(
+            f"run {run_id} did not reach {sorted(statuses)}: {self.status(run_id)}"
+        )
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         """Signal orcad and wait for it to exit; returns its exit status."""
@@ -148,6 +157,7 @@ def daemon(make_daemon: Callable[..., DaemonProcess]) -> DaemonProcess:
     return make_daemon().start()
 
 
-def agent(name: str) -> list[str]:
-    """The argv of a test agent script under tests/fakes/."""
-    return [sys.executable, str(FAKES / name)]
+def agent(name: str, *args: str) -> list[str]:
+    """The argv of a command agent under tests/agents/ (or examples/agents/)."""
+    path = AGENTS / name if (AGENTS / name).exists() else EXAMPLES / name
+    return [sys.executable, str(path), *args]
