@@ -34,6 +34,8 @@ from orca_client.wire import (
 )
 
 DEFAULT_TIMEOUT = 10.0
+LIVENESS_TIMEOUT = 2.0
+"""How long a following client waits for a liveness reply before it reconnects."""
 
 
 class OrcaClientError(Exception):
@@ -194,7 +196,7 @@ class Client:
                     else self._receive(time.monotonic() + idle_check)
                 )
                 if message is None:
-                    if self.hello().instance != instance:
+                    if self.hello(timeout=LIVENESS_TIMEOUT).instance != instance:
                         return  # the daemon restarted: resubscribe from our position
                     continue
                 if isinstance(message, EventsPushed) and message.subscription == subscription:

@@ -38,6 +38,8 @@ Handler = Callable[[bytes, Request], Awaitable[msgspec.Struct]]
 AfterReply = Callable[[msgspec.Struct, bool], None]
 """Told of each successful result and whether its reply reached the peer."""
 HARD_MAX_MESSAGE_BYTES = 4 * MAX_MESSAGE_BYTES
+PEER_SEND_QUEUE_MESSAGES = 64
+"""Messages ZeroMQ queues for one peer before sends to it wait (so memory per peer is bounded)."""
 SEND_RETRY_SECONDS = 0.01
 MAX_SEND_BACKOFF_SECONDS = 0.1
 
@@ -62,6 +64,7 @@ class Server:
         self._socket = self._context.socket(zmq.ROUTER)
         self._socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self._socket.setsockopt(zmq.MAXMSGSIZE, HARD_MAX_MESSAGE_BYTES)
+        self._socket.setsockopt(zmq.SNDHWM, PEER_SEND_QUEUE_MESSAGES)
         self._socket.setsockopt(zmq.LINGER, 500)
         self.requests_served = 0
 

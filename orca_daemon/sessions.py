@@ -213,12 +213,10 @@ class SessionProcess:
         env = dict(os.environ)
         env["ORCA_RUN_ID"] = self.spec.run_id
         env["ORCA_SESSION_ID"] = self.spec.session_id
-        env.pop("ORCA_PROMPT", None)
+        env["ORCA_PROMPT"] = self.spec.prompt or ""
         env.pop("NOTIFY_SOCKET", None)
         env.pop("WATCHDOG_USEC", None)
         env.pop("WATCHDOG_PID", None)
-        if self.spec.prompt is not None:
-            env["ORCA_PROMPT"] = self.spec.prompt
         return await asyncio.create_subprocess_exec(
             *self.spec.command,
             cwd=self.spec.cwd,
@@ -230,10 +228,11 @@ class SessionProcess:
         )
 
     async def _send_prompt(self, process: asyncio.subprocess.Process) -> None:
-        if self.spec.prompt is None or process.stdin is None:
+        """The first stdin line is always the prompt (empty text when none was given)."""
+        if process.stdin is None:
             return
         try:
-            process.stdin.write(self._translator.prompt_line(self.spec.prompt))
+            process.stdin.write(self._translator.prompt_line(self.spec.prompt or ""))
             await process.stdin.drain()
         except (BrokenPipeError, ConnectionResetError):
             log.info("session %s closed stdin before its prompt", self.spec.session_id)
