@@ -34,6 +34,8 @@ from orca_client.wire import (
 )
 
 DEFAULT_TIMEOUT = 10.0
+CONNECT_TIMEOUT = 2.0
+"""How long to wait for the socket to accept a connection before saying orcad is not running."""
 LIVENESS_TIMEOUT = 2.0
 """How long a following client waits for a liveness reply before it reconnects."""
 
@@ -174,7 +176,7 @@ class Client:
         position = after
         while True:
             try:
-                instance = self.hello().instance
+                instance = self.hello(timeout=LIVENESS_TIMEOUT).instance
                 subscription: Subscribed = self.request(Subscribe(after=position, run_id=run_id))
                 for record in self._pump(subscription.subscription, instance, idle_check):
                     if record.position > position:

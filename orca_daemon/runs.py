@@ -14,6 +14,7 @@ import signal
 from collections.abc import Sequence
 from pathlib import Path
 
+import anyio
 import anyio.abc
 
 from orca_client.wire import (
@@ -254,14 +255,15 @@ class RunManager:
 
     async def reconcile(self) -> None:
         """End sessions that the log shows in flight from an earlier daemon, stopping orphans."""
-        for session in self._state.live_sessions():
-            if session.pid is not None and _is_same_process(
-                session, await self._start_ticks(session)
-            ):
-                log.warning(
-                    "stopping orphaned session %s (pid %d)", session.session_id, session.pid
-                )
-                await stop_group(session.pid, self._grace)
+        live = self._state.live_sessions()
+        orphans = [s for s in live if s.pid is not None and _is_same_process(s, await self._start_ticks(s))]
+        for session in orphans:
+            log.warning("stopping orphaned session %s (pid %s)", session.session_id, session.pid)
+        async with anyio.create_task_group() as group:
+            for session in orphans:
+                assert session.pid is not None
+                group.start_soon(stop_group, session.pid, self._grace)
+        for session in live:
             spec = SessionSpec(session.run_id, session.session_id, session.command, session.cwd)
             await self._finish_session(spec, "failed", RESTARTED_REASON, None, None)
 
