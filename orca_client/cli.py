@@ -322,7 +322,7 @@ def _wait_for_run(client: Client, run_id: str, *, as_json: bool, stream_output: 
 
 
 def _say_reconnecting(reason: str) -> None:
-    print(f"orca: {reason}; waiting for orcad to come back...", file=sys.stderr, flush=True)
+    print(f"orca: {reason}", file=sys.stderr, flush=True)
 
 
 def _print_json(value: Any) -> None:

@@ -174,19 +174,22 @@ class Client:
         DaemonUnavailable is raised.
         """
         position = after
+        instance: str | None = None
         while True:
             try:
-                instance = self.hello(timeout=LIVENESS_TIMEOUT).instance
+                hello = self.hello(timeout=LIVENESS_TIMEOUT)
+                if instance is not None and hello.instance != instance and on_reconnect:
+                    on_reconnect(f"orcad restarted; resuming after position {position}")
+                instance = hello.instance
                 subscription: Subscribed = self.request(Subscribe(after=position, run_id=run_id))
                 for record in self._pump(subscription.subscription, instance, idle_check):
                     if record.position > position:
                         position = record.position
                         yield record
-                        # The caller may stop here; GeneratorExit leaves through `finally`.
             except DaemonUnavailable as exc:
                 self.close()
                 if on_reconnect is not None:
-                    on_reconnect(str(exc))
+                    on_reconnect(f"{exc}; waiting for it to come back")
                 self._wait_for_daemon(reconnect_for)
 
     def _pump(self, subscription: str, instance: str, idle_check: float) -> Iterator[EventRecord]:

@@ -36,7 +36,7 @@ from orca_daemon.projection import State, replay
 from orca_daemon.runs import RESTARTED_REASON, run_status_after
 from orca_daemon.store import COLUMNS, StoredEvent
 
-SEED = 2
+SEED = 3
 ROUNDS = 4
 THREADS = 4
 MIN_ACKS_PER_ROUND = 10
