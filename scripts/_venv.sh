@@ -1,0 +1,29 @@
+# Shared by scripts/demo and scripts/test: make .venv (Python >= 3.11) and install Orca into it.
+# Usage: . scripts/_venv.sh [EXTRAS]   (EXTRAS e.g. "dev")
+
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PYTHON=${PYTHON:-}
+if [ -z "$PYTHON" ]; then
+  for candidate in python3.13 python3.12 python3.11 python3; do
+    if command -v "$candidate" >/dev/null 2>&1 &&
+      "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+      PYTHON=$candidate
+      break
+    fi
+  done
+fi
+if [ -z "$PYTHON" ]; then
+  echo "Orca needs Python 3.11 or newer (set PYTHON=/path/to/python3.11)" >&2
+  exit 1
+fi
+VENV="$ROOT/.venv"
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "==> creating $VENV with $PYTHON"
+  "$PYTHON" -m venv "$VENV"
+fi
+spec="$ROOT"
+[ -n "${1:-}" ] && spec="$ROOT[$1]"
+echo "==> installing orca${1:+[$1]} into .venv"
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$spec"
+export PATH="$VENV/bin:$PATH"
