@@ -6,6 +6,7 @@ the last position it yielded after an overflow notice or a daemon restart.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -34,6 +35,7 @@ from orca_client.wire import (
 )
 
 DEFAULT_TIMEOUT = 10.0
+START_HINT = "start it with `orca daemon start`"
 CONNECT_TIMEOUT = 2.0
 """How long to wait for the socket to accept a connection before saying orcad is not running."""
 LIVENESS_TIMEOUT = 2.0
@@ -57,7 +59,7 @@ class RequestFailed(OrcaClientError):
 
 
 def not_running_hint(paths: OrcaPaths) -> str:
-    return f"orcad is not running (no socket at {paths.socket_file}); start it with `orca daemon start`"
+    return f"orcad is not running (no socket at {paths.socket_file}); {START_HINT}"
 
 
 class Client:
@@ -66,7 +68,7 @@ class Client:
     def __init__(self, paths: OrcaPaths | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.paths = paths or resolve_paths()
         self.timeout = timeout
-        self._context = zmq.Context.instance()
+        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self._socket: zmq.Socket[bytes] | None = None
         self._key = b""
         self._pushes: deque[EventsPushed | SubscriptionOverflowed] = deque()
@@ -82,7 +84,7 @@ class Client:
             self._key = read_token(self.paths.token_file)
         except FileNotFoundError:
             raise DaemonUnavailable(
-                f"no token at {self.paths.token_file}; is orcad running? start it with `orca daemon start`"
+                f"no token at {self.paths.token_file}: orcad has never run here; {START_HINT}"
             ) from None
         except PermissionError:
             raise OrcaClientError(
@@ -216,10 +218,8 @@ class Client:
             raise
 
     def _unsubscribe(self, subscription: str) -> None:
-        try:
+        with contextlib.suppress(OrcaClientError):
             self.request(Unsubscribe(subscription), timeout=1.0)
-        except OrcaClientError:
-            pass
 
     def _wait_for_daemon(self, limit: float) -> None:
         deadline = time.monotonic() + limit

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import msgspec
 
-from orca_client.client import Client, DaemonUnavailable, OrcaClientError
+from orca_client.client import START_HINT, Client, DaemonUnavailable, OrcaClientError
 from orca_client.paths import OrcaPaths, ensure_private_dir, resolve_paths
 from orca_client.systemd_unit import render_unit
 from orca_client.wire import HelloResult, Shutdown
@@ -110,9 +110,7 @@ def status(as_json: bool) -> int:
                 msgspec.json.encode({"running": False, "socket": str(paths.socket_file)}).decode()
             )
         else:
-            print(
-                f"orcad is not running (no answer on {paths.socket_file}); start it with `orca daemon start`"
-            )
+            print(f"orcad is not running (no answer on {paths.socket_file}); {START_HINT}")
         return EXIT_UNAVAILABLE
     if as_json:
         data = msgspec.to_builtins(hello)

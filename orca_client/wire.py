@@ -1,7 +1,7 @@
 """The socket protocol: every message as a msgspec Struct, and pure framing, signing and checks.
 
 No I/O here. A message is three ZeroMQ frames, `[PROTOCOL, signature, body]`: `body` is JSON and
-`signature` is the hex HMAC-SHA256 of `PROTOCOL + b"\\n" + body` under the token. A request body also
+`signature` is the hex HMAC-SHA256 of `PROTOCOL + b"\\n" + body` under the token. A request also
 carries a fresh nonce and a timestamp, which `ReplayGuard` checks. See docs/protocol.md.
 """
 
@@ -55,7 +55,7 @@ ErrorCode = Literal[
 ]
 
 
-class Struct(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=False):
+class Struct(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """Base for protocol messages: unknown fields are an error, not silently dropped."""
 
 
@@ -323,7 +323,7 @@ class WireError(Exception):
 
 _encoder = msgspec.json.Encoder()
 _request_decoder = msgspec.json.Decoder(RequestEnvelope)
-_daemon_decoder = msgspec.json.Decoder(DaemonMessage)  # type: ignore[arg-type]
+_daemon_decoder: msgspec.json.Decoder[DaemonMessage] = msgspec.json.Decoder(DaemonMessage)
 
 
 def sign(key: bytes, body: bytes) -> bytes:

@@ -256,7 +256,9 @@ class RunManager:
     async def reconcile(self) -> None:
         """End sessions that the log shows in flight from an earlier daemon, stopping orphans."""
         live = self._state.live_sessions()
-        orphans = [s for s in live if s.pid is not None and _is_same_process(s, await self._start_ticks(s))]
+        orphans = [
+            s for s in live if s.pid is not None and _is_same_process(s, await self._start_ticks(s))
+        ]
         for session in orphans:
             log.warning("stopping orphaned session %s (pid %s)", session.session_id, session.pid)
         async with anyio.create_task_group() as group:

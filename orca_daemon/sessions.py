@@ -125,7 +125,7 @@ def signal_group(pgid: int, signum: signal.Signals) -> bool:
 
 
 async def stop_group(
-    pgid: int, grace: float, exited: Callable[[], Awaitable[None]] | None = None
+    pgid: int, grace: float, exited: Callable[[], Awaitable[object]] | None = None
 ) -> None:
     """SIGTERM the group, then SIGKILL whatever is left after `grace` seconds."""
     if not signal_group(pgid, signal.SIGTERM):
@@ -134,7 +134,9 @@ async def stop_group(
     if exited is not None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(exited(), grace)
-    while time.monotonic() < deadline and _group_exists(pgid):
+    # Other members of the group (or an orphan from an earlier daemon) are not our children,
+    # so there is nothing to wait on: poll until they are gone or the grace period ends.
+    while time.monotonic() < deadline and _group_exists(pgid):  # noqa: ASYNC110
         await asyncio.sleep(0.05)
     signal_group(pgid, signal.SIGKILL)
 
@@ -186,9 +188,7 @@ class SessionProcess:
         flusher = asyncio.ensure_future(self._flush_when_due())
         try:
             assert process.stdout is not None and process.stderr is not None
-            pumps = asyncio.gather(
-                self._pump(process.stdout, "stdout"), self._pump(process.stderr, "stderr")
-            )
+            pumps = asyncio.ensure_future(self._pump_both(process.stdout, process.stderr))
             await self._wait_for_exit(process, pumps)
         finally:
             flusher.cancel()
@@ -244,7 +244,7 @@ class SessionProcess:
                 await process.stdin.wait_closed()
 
     async def _wait_for_exit(
-        self, process: asyncio.subprocess.Process, pumps: asyncio.Future[list[None]]
+        self, process: asyncio.subprocess.Process, pumps: asyncio.Future[None]
     ) -> None:
         """Wait for the process and its pipes; stop a process that lingers after its result."""
         waiter = asyncio.ensure_future(process.wait())
@@ -263,8 +263,8 @@ class SessionProcess:
                     self.stop(grace=2.0)
                     await waiter
             # Grandchildren may still hold the pipes open: give them a moment, then end the group.
-            done, _ = await asyncio.wait({pumps}, timeout=self._settings.pipe_drain_seconds)
-            if not done:
+            drained, _ = await asyncio.wait({pumps}, timeout=self._settings.pipe_drain_seconds)
+            if not drained:
                 signal_group(process.pid, signal.SIGKILL)
                 await pumps
         finally:
@@ -274,6 +274,9 @@ class SessionProcess:
                 pumps.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await pumps
+
+    async def _pump_both(self, stdout: asyncio.StreamReader, stderr: asyncio.StreamReader) -> None:
+        await asyncio.gather(self._pump(stdout, "stdout"), self._pump(stderr, "stderr"))
 
     async def _pump(self, reader: asyncio.StreamReader, stream: StreamName) -> None:
         splitter = LineSplitter(self._settings.max_line_bytes)

@@ -370,11 +370,11 @@ def _fail(batch: list[_PendingAppend], error: Exception) -> None:
 def _row_to_event(row: aiosqlite.Row | tuple[object, ...]) -> StoredEvent:
     position, stream, version, type_, schema_version, recorded_at, data = tuple(row)
     return StoredEvent(
-        int(position),  # type: ignore[call-overload]
+        int(position),
         str(stream),
-        int(version),  # type: ignore[call-overload]
+        int(version),
         str(type_),
-        int(schema_version),  # type: ignore[call-overload]
-        float(recorded_at),  # type: ignore[arg-type]
-        bytes(data),  # type: ignore[call-overload]
+        int(schema_version),
+        float(recorded_at),
+        bytes(data),
     )

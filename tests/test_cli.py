@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLES, REPO, DaemonProcess, agent
+from conftest import REPO, DaemonProcess, agent
 
 SUBCOMMANDS = ["run", "status", "watch", "logs", "cancel", "daemon"]
 
@@ -43,7 +43,9 @@ def test_run_prints_the_run_id_and_json(daemon: DaemonProcess) -> None:
     assert json.loads(as_json.stdout)["run_id"] != run_id
 
 
-def test_run_resolves_the_program_on_the_callers_path(daemon: DaemonProcess, tmp_path: Path) -> None:
+def test_run_resolves_the_program_on_the_callers_path(
+    daemon: DaemonProcess, tmp_path: Path
+) -> None:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     tool = bin_dir / "my-agent"
@@ -52,7 +54,10 @@ def test_run_resolves_the_program_on_the_callers_path(daemon: DaemonProcess, tmp
     env_path = f"{bin_dir}:/usr/bin:/bin"
     result = subprocess.run(
         [sys.executable, "-m", "orca_client.cli", "run", "--wait", "--", "my-agent"],
-        env={**daemon.env, "PATH": env_path}, capture_output=True, text=True, timeout=60,
+        env={**daemon.env, "PATH": env_path},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     assert "found" in result.stderr
@@ -121,13 +126,20 @@ def test_cancel_from_the_cli(daemon: DaemonProcess) -> None:
     assert "cancelled" in result.stdout
     assert daemon.wait_for_run(run_id).status == "cancelled"
     again = daemon.orca("cancel", run_id, "--json")
-    assert json.loads(again.stdout) == {"run_id": run_id, "status": "cancelled", "already_terminal": True}
+    assert json.loads(again.stdout) == {
+        "run_id": run_id,
+        "status": "cancelled",
+        "already_terminal": True,
+    }
 
 
 def test_watch_shows_live_events_and_survives_a_restart(daemon: DaemonProcess) -> None:
     watch = subprocess.Popen(
         [sys.executable, "-m", "orca_client.cli", "watch", "--after", "0", "--json"],
-        env=daemon.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=daemon.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         daemon.orca("run", "--title", "before", "--", "true")
@@ -157,11 +169,16 @@ def _read_until(process: subprocess.Popen[str], needle: str, timeout: float = 30
     raise AssertionError(f"{needle!r} not seen in {lines}")
 
 
-def test_without_a_daemon_the_cli_says_how_to_start_it(make_daemon: object, orca_home: Path) -> None:
+def test_without_a_daemon_the_cli_says_how_to_start_it(
+    make_daemon: object, orca_home: Path
+) -> None:
     env_home = {"ORCA_HOME": str(orca_home)}
     result = subprocess.run(
         [sys.executable, "-m", "orca_client.cli", "status"],
-        env={**_base_env(), **env_home}, capture_output=True, text=True, timeout=30,
+        env={**_base_env(), **env_home},
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert result.returncode == 3
     assert "orca daemon start" in result.stderr
@@ -184,5 +201,3 @@ def test_the_client_package_never_imports_the_daemon() -> None:
     for source in (REPO / "orca_client").rglob("*.py"):
         assert "import orca_daemon" not in source.read_text()
         assert "from orca_daemon" not in source.read_text()
-
-

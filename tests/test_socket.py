@@ -68,7 +68,12 @@ def peer(daemon: DaemonProcess) -> RawPeer:
 
 def envelope(request: dict[str, object], request_id: str = "r1") -> bytes:
     return msgspec.json.encode(
-        {"id": request_id, "nonce": f"{random.getrandbits(128):032x}", "ts": time.time(), "request": request}
+        {
+            "id": request_id,
+            "nonce": f"{random.getrandbits(128):032x}",
+            "ts": time.time(),
+            "request": request,
+        }
     )
 
 
@@ -90,10 +95,18 @@ def refusal(peer: RawPeer, frames: list[bytes]) -> tuple[str, str]:
         (lambda p: [b"just one frame"], "bad_request", "expected 3 frames"),
         (lambda p: [PROTOCOL, b"sig", b"{}", b"extra"], "bad_request", "expected 3 frames"),
         (lambda p: [b"other/9", b"sig", b"{}"], "bad_request", "unsupported protocol"),
-        (lambda p: [PROTOCOL, b"0" * 64, envelope({"type": "hello"})], "unauthenticated", "signature"),
+        (
+            lambda p: [PROTOCOL, b"0" * 64, envelope({"type": "hello"})],
+            "unauthenticated",
+            "signature",
+        ),
         (lambda p: p.signed(b"{not json"), "bad_request", "invalid request"),
         (lambda p: p.signed(b"[1,2,3]"), "bad_request", "invalid request"),
-        (lambda p: p.signed(envelope({"type": "launch_missiles"})), "bad_request", "launch_missiles"),
+        (
+            lambda p: p.signed(envelope({"type": "launch_missiles"})),
+            "bad_request",
+            "launch_missiles",
+        ),
         (lambda p: p.signed(envelope({"type": "status", "run_id": 42})), "bad_request", "run_id"),
         (lambda p: p.signed(envelope({"type": "read", "after": -1})), "bad_request", "after"),
         (lambda p: p.signed(envelope({"type": "read", "limit": 0})), "bad_request", "limit"),
@@ -107,7 +120,11 @@ def refusal(peer: RawPeer, frames: list[bytes]) -> tuple[str, str]:
     ],
 )
 def test_bad_requests_get_a_clear_error_and_the_daemon_carries_on(
-    daemon: DaemonProcess, peer: RawPeer, build: Callable[[RawPeer], list[bytes]], code: str, words: str
+    daemon: DaemonProcess,
+    peer: RawPeer,
+    build: Callable[[RawPeer], list[bytes]],
+    code: str,
+    words: str,
 ) -> None:
     got_code, message = refusal(peer, build(peer))
     assert got_code == code
@@ -128,22 +145,32 @@ def test_an_oversized_request_is_refused(daemon: DaemonProcess, peer: RawPeer) -
     assert_alive(daemon)
 
 
-def test_a_message_beyond_the_hard_limit_drops_only_that_peer(daemon: DaemonProcess, peer: RawPeer) -> None:
+def test_a_message_beyond_the_hard_limit_drops_only_that_peer(
+    daemon: DaemonProcess, peer: RawPeer
+) -> None:
     peer.send([PROTOCOL, b"x", b"y" * (8 * MAX_MESSAGE_BYTES)])
     assert_alive(daemon)
 
 
-def test_an_unauthenticated_run_request_is_not_executed(daemon: DaemonProcess, peer: RawPeer, tmp_path: Path) -> None:
+def test_an_unauthenticated_run_request_is_not_executed(
+    daemon: DaemonProcess, peer: RawPeer, tmp_path: Path
+) -> None:
     marker = tmp_path / "ran"
-    _, frames = encode_request(b"wrong-token" * 4, StartRun(command=["touch", str(marker)], cwd=str(tmp_path)))
+    _, frames = encode_request(
+        b"wrong-token" * 4, StartRun(command=["touch", str(marker)], cwd=str(tmp_path))
+    )
     code, _ = refusal(peer, frames)
     assert code == "unauthenticated"
     assert daemon.status().runs == []
     assert not marker.exists()
 
 
-def test_a_replayed_request_is_refused_and_not_executed(daemon: DaemonProcess, peer: RawPeer) -> None:
-    _, frames = encode_request(peer.key, StartRun(command=agent("reviewer.py"), cwd=str(daemon.home)))
+def test_a_replayed_request_is_refused_and_not_executed(
+    daemon: DaemonProcess, peer: RawPeer
+) -> None:
+    _, frames = encode_request(
+        peer.key, StartRun(command=agent("reviewer.py"), cwd=str(daemon.home))
+    )
     peer.send(frames)
     assert peer.reply().ok
     code, message = refusal(peer, frames)
@@ -153,7 +180,9 @@ def test_a_replayed_request_is_refused_and_not_executed(daemon: DaemonProcess, p
 
 
 def test_a_request_signed_long_ago_is_refused(peer: RawPeer) -> None:
-    body = msgspec.json.encode({"id": "old", "nonce": "a" * 32, "ts": time.time() - 3600, "request": {"type": "hello"}})
+    body = msgspec.json.encode(
+        {"id": "old", "nonce": "a" * 32, "ts": time.time() - 3600, "request": {"type": "hello"}}
+    )
     code, _ = refusal(peer, peer.signed(body))
     assert code == "replayed"
 
