@@ -170,7 +170,17 @@ def cmd_run(args: argparse.Namespace) -> int:
             else:
                 print(started.run_id)
             return EXIT_OK
-        return _wait_for_run(client, started.run_id, as_json=args.json, stream_output=not args.json)
+        try:
+            return _wait_for_run(
+                client, started.run_id, as_json=args.json, stream_output=not args.json
+            )
+        except KeyboardInterrupt:
+            print(
+                f"\norca: stopped waiting; run {started.run_id} goes on "
+                f"(cancel it with: orca cancel {started.run_id})",
+                file=sys.stderr,
+            )
+            return 130
 
 
 def cmd_status(args: argparse.Namespace) -> int:

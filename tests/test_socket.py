@@ -298,3 +298,15 @@ def test_client_follow_survives_a_daemon_restart(make_daemon: Callable[..., Daem
     assert seen == list(range(1, len(seen) + 1))
     with daemon.client() as client:
         assert client.request(Hello()).protocol == 1
+
+
+def test_the_token_appears_in_no_file_and_no_log_line(daemon: DaemonProcess, peer: RawPeer) -> None:
+    daemon.orca("run", "--wait", "--", *agent("reviewer.py"))
+    refusal(peer, [PROTOCOL, b"0" * 64, envelope({"type": "hello"})])
+    daemon.stop()
+    token = daemon.paths.token_file.read_bytes().strip()
+    assert len(token) >= 64
+    for path in daemon.home.rglob("*"):
+        if path.is_file() and path != daemon.paths.token_file:
+            assert token not in path.read_bytes(), path
+    assert token.decode() not in daemon.output()
