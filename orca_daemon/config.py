@@ -5,6 +5,7 @@ A missing file means defaults. A bad file is refused with the file, the key and 
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -72,6 +73,10 @@ def load_config(path: Path) -> Config:
 def _describe(exc: msgspec.ValidationError) -> str:
     """msgspec says `... - at `$.daemon.x``; say `key daemon.x: ...` instead."""
     message = str(exc)
+    unknown = re.match(r"Object contains unknown field `([^`]+)`(?: - at `\$\.(.+)`)?$", message)
+    if unknown:
+        field, where = unknown.groups()
+        return f"key {where + '.' if where else ''}{field}: unknown key"
     if " - at `$." in message:
         text, _, where = message.rpartition(" - at `$.")
         return f"key {where.rstrip('`')}: {text}"

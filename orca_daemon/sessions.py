@@ -82,7 +82,7 @@ class LineSplitter:
                 continue
             raw = bytes(self._buffer[:newline])
             del self._buffer[: newline + 1]
-            lines.append((self._decoder.decode(raw, final=False), True))
+            lines.append((self._decoder.decode(raw, final=True), True))
         while len(self._buffer) > self._max:
             lines.append((self._decode(self._max), False))
         return lines

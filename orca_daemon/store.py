@@ -125,6 +125,8 @@ class EventStore:
         self._pending: list[_PendingAppend] = []
         self._wake = asyncio.Event()
         self._closing = False
+        self._writer_running = False
+        self._writer_done = asyncio.Event()
         self._ring: deque[StoredEvent] = deque(maxlen=ring_size)
         self._listeners: list[CommitListener] = []
         self._committed = asyncio.Event()
@@ -175,16 +177,25 @@ class EventStore:
         return await pending.future
 
     async def run_writer(self) -> None:
-        """The single writer: batches every waiting append into one transaction per round."""
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._pending:
-                batch = self._pending[:MAX_APPENDS_PER_BATCH]
-                del self._pending[:MAX_APPENDS_PER_BATCH]
-                await self._commit_batch(batch)
-            if self._closing:
-                return
+        """The single writer: batches every waiting append into one transaction per round.
+
+        Returns once `stop_accepting` (or `close`) was called and every queued append is done.
+        """
+        self._writer_running = True
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while self._pending:
+                    batch = self._pending[:MAX_APPENDS_PER_BATCH]
+                    del self._pending[:MAX_APPENDS_PER_BATCH]
+                    await self._commit_batch(batch)
+                if self._closing:
+                    return
+        finally:
+            pending, self._pending = self._pending, []
+            _fail(pending, StoreError("the event store stopped before this append was written"))
+            self._writer_done.set()
 
     async def _commit_batch(self, batch: list[_PendingAppend]) -> None:
         try:
@@ -195,18 +206,19 @@ class EventStore:
         except aiosqlite.IntegrityError:
             # Only possible if something else wrote to the log: re-read and isolate each append.
             self._versions.clear()
+            await self._reset_head()
             if len(batch) > 1:
                 for pending in batch:
-                    await self._commit_batch([pending])
+                    if not pending.future.done():
+                        await self._commit_batch([pending])
             else:
-                await self._reset_head()
                 _fail(batch, ConcurrencyError(f"stream {batch[0].stream} was changed concurrently"))
             return
         except Exception as exc:
             log.exception("append failed")
+            _fail(batch, StoreError(f"the event log could not be written: {exc}"))
             self._versions.clear()
             await self._reset_head()
-            _fail(batch, StoreError(f"the event log could not be written: {exc}"))
             return
         self._publish(stored)
         for pending, events in accepted:
@@ -227,6 +239,8 @@ class EventStore:
             current = self._versions.get(pending.stream, 0)
             expected = pending.expected_version
             if expected is not None and expected != current:
+                if pending.future.done():
+                    continue
                 pending.future.set_exception(
                     ConcurrencyError(
                         f"stream {pending.stream} is at version {current}, "
@@ -286,8 +300,15 @@ class EventStore:
             self._versions[stream] = found.get(stream, 0)
 
     async def _reset_head(self) -> None:
-        async with self._writer.execute("SELECT COALESCE(MAX(position), 0) FROM events") as cursor:
-            row = await cursor.fetchone()
+        """Re-read the head after a failed write; leaves it as it was if even that fails."""
+        try:
+            async with self._writer.execute(
+                "SELECT COALESCE(MAX(position), 0) FROM events"
+            ) as cursor:
+                row = await cursor.fetchone()
+        except Exception:
+            log.exception("could not re-read the log's head position")
+            return
         self._head = int(row[0]) if row else 0
 
     def _publish(self, stored: list[StoredEvent]) -> None:
@@ -349,9 +370,13 @@ class EventStore:
     # ------------------------------------------------------------------ closing
 
     async def close(self) -> None:
-        """Finish pending appends (the writer must still be running) and close the database."""
-        self._closing = True
-        self._wake.set()
+        """Let the writer finish every queued append, then close the database."""
+        self.stop_accepting()
+        if self._writer_running:
+            await self._writer_done.wait()
+        else:
+            pending, self._pending = self._pending, []
+            _fail(pending, StoreError("the event store was closed before this append was written"))
         await self._reader.close()
         await self._writer.close()
 

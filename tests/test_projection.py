@@ -1,0 +1,478 @@
+"""The projection (orca_daemon/projection.py): run and session status as a fold over the log.
+
+The example tests fold hand-written event sequences. The property test appends adversarial
+sequences through a real `EventStore`, folds them live in a commit listener as orcad does, and
+checks that live state equals a replay of the log from disk and that terminal statuses never move.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from pathlib import Path
+
+import msgspec
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from orca_client.wire import TERMINAL_STATUSES, PendingQuestion, Question
+from orca_daemon.events import (
+    SCHEMA_VERSION,
+    AnyEvent,
+    OutputAppended,
+    QuestionAnswered,
+    QuestionAsked,
+    QuestionCleared,
+    RunCreated,
+    RunStatusChanged,
+    SessionCreated,
+    SessionStarted,
+    SessionTerminated,
+    encode_event,
+    event_type,
+    run_stream,
+)
+from orca_daemon.projection import State, apply, replay
+from orca_daemon.store import EventStore, StoredEvent
+
+
+class Timeline:
+    """Turns events into `StoredEvent`s as the log would: positions, stream versions, times."""
+
+    def __init__(self) -> None:
+        self.events: list[StoredEvent] = []
+        self._versions: dict[str, int] = {}
+
+    def record(self, *events: AnyEvent) -> list[StoredEvent]:
+        stored = []
+        for event in events:
+            stream = run_stream(event.run_id)
+            self._versions[stream] = self._versions.get(stream, 0) + 1
+            position = len(self.events) + 1
+            record = StoredEvent(
+                position,
+                stream,
+                self._versions[stream],
+                event_type(event),
+                SCHEMA_VERSION,
+                1000.0 + position,
+                encode_event(event),
+            )
+            self.events.append(record)
+            stored.append(record)
+        return stored
+
+    def state(self) -> State:
+        return replay(self.events)
+
+
+QUESTION = Question(id="q", question="Which branch?", options=None)
+
+
+def run_created(run_id: str = "r1") -> RunCreated:
+    return RunCreated(run_id=run_id, title="fix the tests", cwd="/src")
+
+
+def session_created(run_id: str = "r1", session_id: str = "s1") -> SessionCreated:
+    return SessionCreated(
+        run_id=run_id, session_id=session_id, agent="command", command=["agent"], cwd="/src"
+    )
+
+
+def started(session_id: str = "s1", run_id: str = "r1") -> SessionStarted:
+    return SessionStarted(run_id=run_id, session_id=session_id, pid=4242)
+
+
+def asked(request_id: str = "q1", session_id: str = "s1") -> QuestionAsked:
+    return QuestionAsked(
+        run_id="r1", session_id=session_id, request_id=request_id, questions=[QUESTION]
+    )
+
+
+def answered(request_id: str = "q1", session_id: str = "s1") -> QuestionAnswered:
+    return QuestionAnswered(
+        run_id="r1",
+        session_id=session_id,
+        request_id=request_id,
+        answered_by="alice",
+        answers={"q": ["main"]},
+    )
+
+
+def cleared(request_id: str = "q1", session_id: str = "s1") -> QuestionCleared:
+    return QuestionCleared(run_id="r1", session_id=session_id, request_id=request_id, reason="x")
+
+
+def terminated(
+    status: str = "completed", session_id: str = "s1", exit_code: int | None = 0
+) -> SessionTerminated:
+    return SessionTerminated(
+        run_id="r1",
+        session_id=session_id,
+        status=status,  # type: ignore[arg-type]
+        reason=f"agent {status}",
+        exit_code=exit_code,
+        summary="all green" if status == "completed" else None,
+    )
+
+
+def output(text: str = "hi\n", session_id: str = "s1") -> OutputAppended:
+    return OutputAppended(run_id="r1", session_id=session_id, stream="stdout", text=text)
+
+
+def run_status(status: str, run_id: str = "r1", reason: str | None = None) -> RunStatusChanged:
+    return RunStatusChanged(run_id=run_id, status=status, reason=reason)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def test_a_created_run_is_queued_with_its_details() -> None:
+    log = Timeline()
+    log.record(RunCreated(run_id="r1", title="fix", cwd="/src", parent_run_id="r0"))
+    run = log.state().runs["r1"]
+    assert run.status == "queued"
+    assert (run.title, run.cwd, run.parent_run_id) == ("fix", "/src", "r0")
+    assert run.created_at == run.updated_at == 1001.0
+    assert run.session_ids == []
+    assert log.state().position == 1
+
+
+def test_run_status_changes_follow_the_log_until_a_terminal_status() -> None:
+    log = Timeline()
+    log.record(run_created(), run_status("planning"), run_status("running", reason="go"))
+    run = log.state().runs["r1"]
+    assert (run.status, run.reason, run.updated_at) == ("running", "go", 1003.0)
+
+    log.record(run_status("cancelled", reason="user asked"))
+    log.record(run_status("running"), run_status("completed"), run_status("queued"))
+    run = log.state().runs["r1"]
+    assert (run.status, run.reason, run.updated_at) == ("cancelled", "user asked", 1004.0)
+
+
+def test_a_duplicate_run_created_does_not_reset_the_run() -> None:
+    log = Timeline()
+    log.record(run_created(), run_status("running"))
+    log.record(RunCreated(run_id="r1", title="impostor", cwd="/elsewhere"))
+    run = log.state().runs["r1"]
+    assert (run.title, run.status) == ("fix the tests", "running")
+
+
+def test_events_for_unknown_runs_and_sessions_are_ignored_but_advance_the_position() -> None:
+    log = Timeline()
+    log.record(
+        run_status("running", run_id="ghost"),
+        session_created(run_id="ghost", session_id="s9"),
+        started(session_id="s9"),
+        output(session_id="s9"),
+    )
+    state = log.state()
+    assert state.runs == {} and state.sessions == {}
+    assert state.position == 4
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+def test_a_created_session_is_listed_under_its_run() -> None:
+    log = Timeline()
+    log.record(run_created(), session_created(session_id="s1"), session_created(session_id="s2"))
+    state = log.state()
+    assert state.runs["r1"].session_ids == ["s1", "s2"]
+    session = state.sessions["s1"]
+    assert (session.status, session.run_id, session.agent) == ("created", "r1", "command")
+    assert session.pending is None
+    assert [s.session_id for s in state.live_sessions()] == ["s1", "s2"]
+
+
+def test_a_duplicate_session_created_is_ignored() -> None:
+    log = Timeline()
+    log.record(run_created(), session_created(), started())
+    log.record(session_created())
+    state = log.state()
+    assert state.runs["r1"].session_ids == ["s1"]
+    assert state.sessions["s1"].status == "running"
+
+
+def test_a_started_session_is_running_with_its_pid() -> None:
+    log = Timeline()
+    log.record(run_created(), session_created(), started())
+    session = log.state().sessions["s1"]
+    assert (session.status, session.pid, session.started_at) == ("running", 4242, 1003.0)
+
+
+def test_a_question_makes_the_session_wait_with_the_question_pending() -> None:
+    log = Timeline()
+    log.record(run_created(), session_created(), started(), asked("q1"))
+    session = log.state().sessions["s1"]
+    assert session.status == "waiting_for_answer"
+    assert session.pending == PendingQuestion(
+        request_id="q1", session_id="s1", questions=[QUESTION], asked_at=1004.0
+    )
+
+
+def test_an_answer_to_the_pending_question_resumes_the_session() -> None:
+    log = Timeline()
+    log.record(run_created(), session_created(), started(), asked("q1"), answered("q1"))
+    session = log.state().sessions["s1"]
+    assert (session.status, session.pending) == ("running", None)
+
+
+def test_clearing_the_pending_question_resumes_the_session() -> None:
+    log = Timeline()
+    log.record(run_created(), session_created(), started(), asked("q1"), cleared("q1"))
+    session = log.state().sessions["s1"]
+    assert (session.status, session.pending) == ("running", None)
+
+
+def test_an_answer_to_another_request_leaves_the_question_pending() -> None:
+    log = Timeline()
+    log.record(run_created(), session_created(), started(), asked("q2"))
+    log.record(answered("q1"), cleared("q1"))
+    session = log.state().sessions["s1"]
+    assert session.status == "waiting_for_answer"
+    assert session.pending is not None and session.pending.request_id == "q2"
+
+
+def test_an_answer_without_a_question_changes_nothing() -> None:
+    log = Timeline()
+    log.record(run_created(), session_created(), started(), answered("q1"))
+    session = log.state().sessions["s1"]
+    assert (session.status, session.pending) == ("running", None)
+
+
+def test_termination_records_status_reason_exit_code_and_summary() -> None:
+    log = Timeline()
+    log.record(run_created(), session_created(), started(), terminated("completed"))
+    session = log.state().sessions["s1"]
+    assert session.status == "completed"
+    assert (session.reason, session.exit_code, session.summary) == (
+        "agent completed",
+        0,
+        "all green",
+    )
+    assert session.ended_at == 1004.0
+    assert log.state().live_sessions() == []
+
+
+def test_termination_while_waiting_clears_the_pending_question() -> None:
+    log = Timeline()
+    log.record(run_created(), session_created(), started(), asked("q1"))
+    log.record(terminated("failed", exit_code=3))
+    session = log.state().sessions["s1"]
+    assert (session.status, session.exit_code, session.pending) == ("failed", 3, None)
+
+
+def test_a_terminal_session_ignores_everything_that_would_change_its_status() -> None:
+    log = Timeline()
+    log.record(run_created(), session_created(), started(), terminated("cancelled", exit_code=None))
+    before = log.state().sessions["s1"]
+    log.record(
+        started(),
+        asked("q9"),
+        answered("q9"),
+        cleared("q9"),
+        terminated("completed", exit_code=0),
+        terminated("failed", exit_code=1),
+    )
+    after = log.state().sessions["s1"]
+    assert after == before
+    assert after.status == "cancelled" and after.exit_code is None
+
+
+def test_output_is_counted_before_and_after_termination() -> None:
+    log = Timeline()
+    log.record(run_created(), session_created(), output(), started(), output())
+    log.record(terminated(), output("late\n"))
+    session = log.state().sessions["s1"]
+    assert session.output_events == 3
+    assert session.status == "completed"
+
+
+def test_a_session_terminating_does_not_decide_the_runs_status() -> None:
+    log = Timeline()
+    log.record(run_created(), session_created(), started(), terminated("failed"))
+    assert log.state().runs["r1"].status == "queued"
+
+
+def test_incremental_apply_equals_replay_and_views_handed_out_never_change() -> None:
+    log = Timeline()
+    events = log.record(run_created(), session_created(), started(), asked(), answered())
+    state = State()
+    views = []
+    for stored in events:
+        apply(state, stored)
+        views.append((msgspec.json.encode(state.runs["r1"]), dict(state.sessions)))
+    assert state == replay(events)
+    # The session as seen after SessionStarted is still "running" with no pending question,
+    # even though the live state moved on: apply swaps in new values.
+    assert views[2][1]["s1"].status == "running"
+    assert views[3][1]["s1"].status == "waiting_for_answer"
+
+
+def test_replay_into_an_existing_state_continues_it() -> None:
+    log = Timeline()
+    events = log.record(run_created(), session_created(), started(), terminated())
+    state = replay(events[:2])
+    assert replay(events[2:], state) is state
+    assert state == replay(events)
+
+
+# --------------------------------------------------------------------------- property
+
+RUNS = ["r1", "r2"]
+SESSIONS = ["s1", "s2", "s3"]
+REQUESTS = ["q1", "q2"]
+RUN_STATUSES = [
+    "queued",
+    "planning",
+    "running",
+    "waiting_for_answer",
+    "reviewing",
+    "completed",
+    "failed",
+    "cancelled",
+]
+TERMINALS = sorted(TERMINAL_STATUSES)
+
+runs = st.sampled_from(RUNS)
+sessions = st.sampled_from(SESSIONS)
+requests = st.sampled_from(REQUESTS)
+reasons = st.sampled_from(["boom", "done", "user", ""])
+
+adversarial_event = st.one_of(
+    st.builds(RunCreated, run_id=runs, title=st.just("t"), cwd=st.just("/")),
+    st.builds(
+        RunStatusChanged,
+        run_id=runs,
+        status=st.sampled_from(RUN_STATUSES),
+        reason=st.none() | reasons,
+    ),
+    st.builds(
+        SessionCreated,
+        run_id=runs,
+        session_id=sessions,
+        agent=st.just("command"),
+        command=st.just(["a"]),
+        cwd=st.just("/"),
+    ),
+    st.builds(SessionStarted, run_id=runs, session_id=sessions, pid=st.integers(1, 99)),
+    st.builds(
+        OutputAppended,
+        run_id=runs,
+        session_id=sessions,
+        stream=st.sampled_from(["stdout", "stderr"]),
+        text=st.just("x"),
+    ),
+    st.builds(
+        QuestionAsked,
+        run_id=runs,
+        session_id=sessions,
+        request_id=requests,
+        questions=st.just([QUESTION]),
+    ),
+    st.builds(
+        QuestionAnswered,
+        run_id=runs,
+        session_id=sessions,
+        request_id=requests,
+        answered_by=st.just("u"),
+    ),
+    st.builds(
+        QuestionCleared, run_id=runs, session_id=sessions, request_id=requests, reason=reasons
+    ),
+    st.builds(
+        SessionTerminated,
+        run_id=runs,
+        session_id=sessions,
+        status=st.sampled_from(TERMINALS),
+        reason=reasons,
+        exit_code=st.none() | st.integers(-9, 3),
+    ),
+)
+
+# Most sequences start by creating the runs and sessions, so later events hit something.
+prelude = st.booleans().map(
+    lambda full: (
+        [run_created(r) for r in RUNS]
+        + [session_created(run_id=RUNS[i % 2], session_id=s) for i, s in enumerate(SESSIONS)]
+        if full
+        else []
+    )
+)
+
+# Events are appended in rounds; the appends of one round are concurrent (one transaction).
+scenario = st.tuples(
+    prelude,
+    st.lists(st.lists(adversarial_event, min_size=1, max_size=6), min_size=1, max_size=10),
+)
+
+
+def terminal_statuses(state: State) -> dict[str, str]:
+    found = {f"run {r.run_id}": r.status for r in state.runs.values()}
+    found.update({f"session {s.session_id}": s.status for s in state.sessions.values()})
+    return {key: status for key, status in found.items() if status in TERMINAL_STATUSES}
+
+
+async def fold_through_the_store(
+    path: Path, rounds: list[list[AnyEvent]]
+) -> tuple[State, State, list[str]]:
+    """Append `rounds` through a real store with a live-folding listener, as orcad does.
+
+    Returns the live state, a replay of the log read back from disk, and any time a terminal
+    status changed (the listener cannot raise: the store logs and swallows listener errors).
+    """
+    live = State()
+    terminal: dict[str, str] = {}
+    violations: list[str] = []
+
+    def fold(batch: list[StoredEvent]) -> None:
+        for stored in batch:
+            apply(live, stored)
+            now = {f"run {r.run_id}": r.status for r in live.runs.values()} | {
+                f"session {s.session_id}": s.status for s in live.sessions.values()
+            }
+            for key, status in terminal.items():
+                if now.get(key) != status:
+                    violations.append(
+                        f"{key} was {status}, became {now.get(key)} at {stored.type}"
+                        f" (position {stored.position})"
+                    )
+            for key, status in terminal_statuses(live).items():
+                terminal.setdefault(key, status)
+
+    store = await EventStore.open(path, synchronous="NORMAL")
+    writer = asyncio.create_task(store.run_writer())
+    store.add_listener(fold)
+    for events in rounds:
+        await asyncio.gather(*(store.append(run_stream(e.run_id), [e]) for e in events))
+    store.stop_accepting()
+    await writer
+    await store.close()
+
+    reopened = await EventStore.open(path)
+    try:
+        from_disk = replay(await reopened.read_all(limit=1_000_000))
+    finally:
+        await reopened.close()
+    return live, from_disk, violations
+
+
+@settings(
+    max_examples=50,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(scenario)
+def test_live_folding_equals_replay_from_disk_and_terminal_statuses_are_absorbing(
+    case: tuple[list[AnyEvent], list[list[AnyEvent]]],
+) -> None:
+    first, rounds = case
+    rounds = [first, *rounds] if first else rounds
+    with tempfile.TemporaryDirectory() as directory:
+        live, from_disk, violations = asyncio.run(
+            fold_through_the_store(Path(directory) / "events.sqlite3", rounds)
+        )
+    assert violations == []
+    assert live == from_disk
+    assert live.position == sum(len(r) for r in rounds)
