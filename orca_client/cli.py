@@ -30,6 +30,20 @@ EXIT_STATUS_HELP = """exit status:
   5  (--wait) the run was cancelled"""
 
 
+ANSWER_HELP = """Answer a run's pending question.
+
+one question pending:
+  orca answer RUN_ID 'any text, taken verbatim even if it starts with {'
+several pending, by id:
+  orca answer RUN_ID --json '{"q1": "yes", "q2": ["a", "b"]}'
+  orca answer RUN_ID --json '{"answers": {"q1": {"answers": ["yes"]}}}'
+no answer given:
+  on a terminal, asks each question in turn (secret ones without echo)
+
+The answer must name every pending question id and no other; otherwise nothing
+is sent. `orca status RUN_ID` shows the pending questions with their ids."""
+
+
 class UsageError(Exception):
     """A command line that cannot be carried out as given."""
 
@@ -133,6 +147,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     logs.add_argument("--json", action="store_true", help="one JSON output event per line")
 
+    answer = command(
+        "answer",
+        "answer the question a run is waiting on",
+        ANSWER_HELP,
+    )
+    answer.add_argument("run_id", metavar="RUN_ID")
+    answer.add_argument("text", nargs="?", metavar="ANSWER", help="the answer to a lone question")
+    answer.add_argument(
+        "--json", dest="answers_json", metavar="JSON", help="answers by question id"
+    )
+    answer.add_argument("--request", help="which request, when several sessions are waiting")
+
     cancel = command(
         "cancel",
         "cancel a run",
@@ -233,6 +259,43 @@ def cmd_logs(args: argparse.Namespace) -> int:
             after = page.events[-1].position
 
 
+def cmd_answer(args: argparse.Namespace) -> int:
+    from orca_client import answering
+    from orca_client.wire import Answer, AnswerResult
+
+    if args.text is not None and args.answers_json is not None:
+        raise UsageError("orca answer: give ANSWER or --json, not both")
+    answers = None
+    if args.answers_json is not None:
+        try:
+            answers = answering.parse_answers_json(args.answers_json)
+        except ValueError as exc:
+            raise UsageError(f"orca answer: --json: {exc}") from None
+    with _client() as client:
+        text = args.text
+        if text is None and answers is None:
+            if not sys.stdin.isatty():
+                raise UsageError(
+                    "orca answer: give the answer as an argument or with --json "
+                    "(there is no terminal to ask the questions on)"
+                )
+            try:
+                answers = answering.ask_on_terminal(client, args.run_id, args.request)
+            except ValueError as exc:
+                raise UsageError(f"orca answer: {exc}") from None
+        result: AnswerResult = client.request(
+            Answer(
+                run_id=args.run_id,
+                text=text,
+                answers=answers,
+                request_id=args.request,
+                answered_by=answering.who(),
+            )
+        )
+    print(f"answered {result.request_id} of run {result.run_id}; the run is {result.status}")
+    return EXIT_OK
+
+
 def cmd_cancel(args: argparse.Namespace) -> int:
     from orca_client.wire import Cancel, CancelResult
 
@@ -265,6 +328,7 @@ COMMANDS = {
     "status": cmd_status,
     "watch": cmd_watch,
     "logs": cmd_logs,
+    "answer": cmd_answer,
     "cancel": cmd_cancel,
     "daemon": cmd_daemon,
 }

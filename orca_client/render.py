@@ -34,11 +34,13 @@ def _clip(text: str, width: int) -> str:
 
 
 def runs_table(result: StatusResult) -> str:
-    """Every run, newest last, one line each."""
+    """Every run, oldest first, one line each; under a waiting run, its pending questions."""
     if not result.runs:
         return "no runs yet; start one with: orca run -- CMD"
     now = time.time()
+    sessions = {s.session_id: s for s in result.sessions}
     rows = [("RUN", "STATUS", "SESSIONS", "UPDATED", "TITLE")]
+    notes: dict[int, list[str]] = {}
     for run in sorted(result.runs, key=lambda r: r.created_at):
         rows.append(
             (
@@ -49,11 +51,23 @@ def runs_table(result: StatusResult) -> str:
                 _clip(run.title, 60),
             )
         )
+        pending = [sessions[s].pending for s in run.session_ids if s in sessions]
+        notes[len(rows) - 1] = [
+            f"  ↳ {q.id}{' [secret]' if q.is_secret else ''}: {_clip(q.question, 90)}"
+            for p in pending
+            if p is not None
+            for q in p.questions
+        ]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    return "\n".join(
-        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4]
-        for row in rows
-    )
+    lines: list[str] = []
+    for index, row in enumerate(rows):
+        lines.append(
+            "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4]
+        )
+        lines.extend(notes.get(index, []))
+    if any(notes.values()):
+        lines.append("answer with: orca answer RUN_ID 'text' (or --json by question id)")
+    return "\n".join(lines)
 
 
 def run_detail(run: RunInfo, sessions: list[SessionInfo]) -> str:
@@ -84,6 +98,7 @@ def run_detail(run: RunInfo, sessions: list[SessionInfo]) -> str:
             lines.append(f"  waiting for an answer (request {session.pending.request_id}):")
             for question in session.pending.questions:
                 secret = " [secret]" if question.is_secret else ""
+                secret += " [other answers allowed]" if question.is_other else ""
                 header = f"{question.header}: " if question.header else ""
                 lines.append(f"    {question.id}{secret}  {header}{question.question}")
                 for option in question.options or []:

@@ -62,13 +62,15 @@ class Struct(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 # --------------------------------------------------------------------------- shared views
 
 
-class QuestionOption(Struct, frozen=True):
+class QuestionOption(msgspec.Struct, frozen=True):
+    """A suggested answer. Extra fields an agent sends are ignored."""
+
     label: str
     description: str = ""
 
 
-class Question(Struct, frozen=True, rename="camel"):
-    """One question of a request, in the Codex `requestUserInput` shape."""
+class Question(msgspec.Struct, frozen=True, rename="camel"):
+    """One question of a request, in the Codex `requestUserInput` shape (extra fields ignored)."""
 
     id: str
     question: str
@@ -107,6 +109,10 @@ class SessionInfo(Struct, frozen=True):
     summary: str | None = None
     output_events: int = 0
     pending: PendingQuestion | None = None
+    agent_session_id: str | None = None
+    """The agent's own id for the conversation (Codex thread, Claude session), for resuming."""
+    usage: dict[str, Any] | None = None
+    """The latest token usage or cost the agent reported."""
 
 
 class RunInfo(Struct, frozen=True):
@@ -121,6 +127,8 @@ class RunInfo(Struct, frozen=True):
     session_ids: list[str] = []
     reason: str | None = None
     parent_run_id: str | None = None
+    paused_status: RunStatus | None = None
+    """While `waiting_for_answer`: the status the run returns to once answered."""
 
 
 class EventRecord(Struct, frozen=True):
@@ -163,6 +171,21 @@ class Cancel(Struct, tag="cancel", frozen=True):
     reason: str | None = None
 
 
+class Answer(Struct, tag="answer", frozen=True):
+    """Answer a run's pending question request.
+
+    Either `text` (only when exactly one question is pending; taken verbatim) or `answers`,
+    which must name every pending question id and no other. `request_id` picks the request
+    when several sessions of the run are waiting.
+    """
+
+    run_id: str
+    text: str | None = None
+    answers: dict[str, list[str]] | None = None
+    request_id: str | None = None
+    answered_by: str = "unknown"
+
+
 class ReadEvents(Struct, tag="read", frozen=True):
     """Committed events with position greater than `after`, at most `limit` of them."""
 
@@ -186,7 +209,9 @@ class Shutdown(Struct, tag="shutdown", frozen=True):
     """Stop the daemon cleanly, as SIGTERM does."""
 
 
-Request = Hello | Status | StartRun | Cancel | ReadEvents | Subscribe | Unsubscribe | Shutdown
+Request = (
+    Hello | Status | StartRun | Cancel | Answer | ReadEvents | Subscribe | Unsubscribe | Shutdown
+)
 
 
 class RequestEnvelope(Struct, frozen=True):
@@ -227,6 +252,13 @@ class CancelResult(Struct, frozen=True):
     run_id: str
     status: RunStatus
     already_terminal: bool
+
+
+class AnswerResult(Struct, frozen=True):
+    run_id: str
+    session_id: str
+    request_id: str
+    status: RunStatus
 
 
 class EventsPage(Struct, frozen=True):
@@ -292,6 +324,7 @@ REQUEST_TYPES: tuple[type[Struct], ...] = (
     Status,
     StartRun,
     Cancel,
+    Answer,
     ReadEvents,
     Subscribe,
     Unsubscribe,
@@ -302,6 +335,7 @@ RESULT_TYPES: dict[type[Struct], type[Struct]] = {
     Status: StatusResult,
     StartRun: RunStarted,
     Cancel: CancelResult,
+    Answer: AnswerResult,
     ReadEvents: EventsPage,
     Subscribe: Subscribed,
     Unsubscribe: Done,

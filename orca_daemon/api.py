@@ -11,6 +11,7 @@ import msgspec
 from orca_client.wire import (
     PAGE_BYTES,
     PROTOCOL_VERSION,
+    Answer,
     Cancel,
     Done,
     EventsPage,
@@ -69,6 +70,9 @@ class Api:
             return self._status(request.run_id)
         if isinstance(request, StartRun):
             return await self._runs.start_run(request)
+        if isinstance(request, Answer):
+            run_id = self.resolve_run_id(request.run_id)
+            return await self._runs.answer(msgspec.structs.replace(request, run_id=run_id))
         if isinstance(request, Cancel):
             return await self._runs.cancel(self.resolve_run_id(request.run_id), request.reason)
         if isinstance(request, ReadEvents):

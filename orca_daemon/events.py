@@ -6,7 +6,7 @@ with every event; a change to a field's meaning bumps it. Secrets never appear i
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -47,7 +47,8 @@ class SessionStarted(Event, tag="session_started", frozen=True):
 
 class OutputAppended(Event, tag="output_appended", frozen=True):
     session_id: str
-    stream: Literal["stdout", "stderr"]
+    stream: Literal["stdout", "stderr", "orca"]
+    """`orca`: orcad's own notes about the session, e.g. a malformed line it ignored."""
     text: str
 
 
@@ -73,6 +74,20 @@ class QuestionCleared(Event, tag="question_cleared", frozen=True):
     reason: str
 
 
+class UsageRecorded(Event, tag="usage_recorded", frozen=True):
+    """Token usage or cost an agent reported, as the agent reported it."""
+
+    session_id: str
+    data: dict[str, Any]
+
+
+class AgentSessionIdentified(Event, tag="agent_session_identified", frozen=True):
+    """The agent's own id for the conversation (Codex thread id, Claude session id)."""
+
+    session_id: str
+    agent_session_id: str
+
+
 class SessionTerminated(Event, tag="session_terminated", frozen=True):
     session_id: str
     status: TerminalStatus
@@ -94,6 +109,8 @@ AnyEvent = (
     | QuestionAsked
     | QuestionAnswered
     | QuestionCleared
+    | UsageRecorded
+    | AgentSessionIdentified
     | SessionTerminated
     | RunStatusChanged
 )
@@ -105,6 +122,8 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     QuestionAsked,
     QuestionAnswered,
     QuestionCleared,
+    UsageRecorded,
+    AgentSessionIdentified,
     SessionTerminated,
     RunStatusChanged,
 )

@@ -12,6 +12,7 @@ import msgspec
 
 from orca_client.wire import TERMINAL_STATUSES, PendingQuestion, RunInfo, SessionInfo
 from orca_daemon.events import (
+    AgentSessionIdentified,
     AnyEvent,
     OutputAppended,
     QuestionAnswered,
@@ -22,6 +23,7 @@ from orca_daemon.events import (
     SessionCreated,
     SessionStarted,
     SessionTerminated,
+    UsageRecorded,
 )
 from orca_daemon.store import StoredEvent
 
@@ -54,9 +56,7 @@ def apply(state: State, stored: StoredEvent) -> State:
     elif isinstance(event, RunStatusChanged):
         run = state.runs.get(event.run_id)
         if run is not None and run.status not in TERMINAL_STATUSES:
-            state.runs[run.run_id] = replace(
-                run, status=event.status, reason=event.reason, updated_at=at
-            )
+            state.runs[run.run_id] = _change_run_status(run, event, at)
     elif isinstance(event, SessionCreated):
         run = state.runs.get(event.run_id)
         if run is not None and event.session_id not in state.sessions:
@@ -72,11 +72,27 @@ def apply(state: State, stored: StoredEvent) -> State:
     return state
 
 
+def _change_run_status(run: RunInfo, event: RunStatusChanged, at: float) -> RunInfo:
+    """A new status; entering `waiting_for_answer` remembers the phase to return to."""
+    paused = run.paused_status
+    if event.status == "waiting_for_answer":
+        paused = run.status if run.status != "waiting_for_answer" else paused
+    else:
+        paused = None
+    return replace(
+        run, status=event.status, reason=event.reason, updated_at=at, paused_status=paused
+    )
+
+
 def evolve_session(session: SessionInfo, event: AnyEvent, at: float) -> SessionInfo:
     """The pure per-session fold; a terminal session keeps its status whatever comes next."""
     terminal = session.status in TERMINAL_STATUSES
     if isinstance(event, OutputAppended):
         return replace(session, output_events=session.output_events + 1)
+    if isinstance(event, UsageRecorded):
+        return replace(session, usage=event.data)
+    if isinstance(event, AgentSessionIdentified):
+        return replace(session, agent_session_id=event.agent_session_id)
     if terminal:
         return session
     if isinstance(event, SessionStarted):

@@ -19,7 +19,10 @@ import anyio.abc
 
 from orca_client.wire import (
     TERMINAL_STATUSES,
+    Answer,
+    AnswerResult,
     CancelResult,
+    PendingQuestion,
     RunStarted,
     RunStatus,
     SessionInfo,
@@ -27,17 +30,25 @@ from orca_client.wire import (
     TerminalStatus,
     WireError,
 )
+from orca_daemon.agents.base import Identified, QuestionsAsked, QuestionsWithdrawn, Usage
+from orca_daemon.agents.command import CommandTranslator
 from orca_daemon.events import (
+    AgentSessionIdentified,
     Event,
     OutputAppended,
+    QuestionAnswered,
+    QuestionAsked,
+    QuestionCleared,
     RunCreated,
     RunStatusChanged,
     SessionCreated,
     SessionStarted,
     SessionTerminated,
+    UsageRecorded,
     run_stream,
 )
 from orca_daemon.projection import State
+from orca_daemon.questions import resolve_answers, split_secrets
 from orca_daemon.sessions import (
     PumpSettings,
     SessionOutcome,
@@ -108,6 +119,23 @@ class _Recorder:
         await self._manager.append(
             spec.run_id, [OutputAppended(spec.run_id, spec.session_id, stream, text)]
         )
+
+    async def question_asked(self, asked: QuestionsAsked) -> None:
+        await self._manager.record_question(self._spec, asked)
+
+    async def question_withdrawn(self, withdrawn: QuestionsWithdrawn) -> None:
+        await self._manager.clear_question(self._spec, withdrawn.request_id, withdrawn.reason)
+
+    async def usage(self, usage: Usage) -> None:
+        spec = self._spec
+        await self._manager.append(
+            spec.run_id, [UsageRecorded(spec.run_id, spec.session_id, usage.data)]
+        )
+
+    async def identified(self, identified: Identified) -> None:
+        spec = self._spec
+        event = AgentSessionIdentified(spec.run_id, spec.session_id, identified.agent_session_id)
+        await self._manager.append(spec.run_id, [event])
 
 
 class RunManager:
@@ -181,8 +209,63 @@ class RunManager:
         for session in live:
             process = self._processes.get(session.session_id)
             if process is not None:
-                process.stop(self._grace)
+                self._tg.start_soon(process.cancel, reason, self._grace)
         return CancelResult(run_id=run_id, status="cancelled", already_terminal=False)
+
+    async def answer(self, request: Answer) -> AnswerResult:
+        """Record the answer to a pending question request, then hand it to the agent.
+
+        Nothing reaches the agent unless the answer names exactly the pending ids; secret
+        answers are delivered but never recorded.
+        """
+        run_id = request.run_id
+        async with self._lock(run_id):
+            run = self._state.runs[run_id]
+            if run.status in TERMINAL_STATUSES:
+                raise WireError(
+                    "invalid_state", f"run {run_id} has ended ({run.status}); nothing to answer"
+                )
+            pending = self._pending_request(run_id, request.request_id)
+            answers = resolve_answers(pending.questions, request.text, request.answers)
+            kept, redacted = split_secrets(pending.questions, answers)
+            events: list[Event] = [
+                QuestionAnswered(
+                    run_id,
+                    pending.session_id,
+                    pending.request_id,
+                    answered_by=request.answered_by[:MAX_TITLE_CHARS],
+                    answers=kept,
+                    redacted_ids=redacted,
+                )
+            ]
+            events.extend(self._resume_events(run_id, resolved_session=pending.session_id))
+            await self.append(run_id, events)
+            status = self._state.runs[run_id].status
+        process = self._processes.get(pending.session_id)
+        if process is not None:
+            await process.answer(pending.request_id, answers)
+        return AnswerResult(run_id, pending.session_id, pending.request_id, status)
+
+    async def record_question(self, spec: SessionSpec, asked: QuestionsAsked) -> None:
+        """The agent asked: record the request and put the run in `waiting_for_answer`."""
+        event = QuestionAsked(spec.run_id, spec.session_id, asked.request_id, asked.questions)
+        await self.record_if_live(spec.run_id, spec.session_id, [event], "waiting_for_answer")
+
+    async def clear_question(self, spec: SessionSpec, request_id: str, reason: str) -> None:
+        """The agent withdrew its question: clear it; the run resumes if nothing else waits."""
+        async with self._lock(spec.run_id):
+            session = self._state.sessions.get(spec.session_id)
+            if (
+                session is None
+                or session.pending is None
+                or session.pending.request_id != request_id
+            ):
+                return
+            events: list[Event] = [
+                QuestionCleared(spec.run_id, spec.session_id, request_id, reason)
+            ]
+            events.extend(self._resume_events(spec.run_id, resolved_session=spec.session_id))
+            await self.append(spec.run_id, events)
 
     # ------------------------------------------------------------------ recording
 
@@ -227,17 +310,18 @@ class RunManager:
                     for s in self._run_sessions(spec.run_id)
                 ]
             )
-            if (
-                run_status is not None
-                and self._state.runs[spec.run_id].status not in TERMINAL_STATUSES
-            ):
+            if self._state.runs[spec.run_id].status in TERMINAL_STATUSES:
+                pass
+            elif run_status is not None:
                 events.append(RunStatusChanged(spec.run_id, run_status, reason))
+            else:
+                events.extend(self._resume_events(spec.run_id, resolved_session=spec.session_id))
             await self.append(spec.run_id, events)
 
     # ------------------------------------------------------------------ driving
 
     async def _drive(self, spec: SessionSpec, done: asyncio.Event) -> None:
-        process = SessionProcess(spec, _Recorder(self, spec), self._settings)
+        process = SessionProcess(spec, CommandTranslator(), _Recorder(self, spec), self._settings)
         self._processes[spec.session_id] = process
         try:
             outcome = await process.run()
@@ -289,6 +373,40 @@ class RunManager:
             await done.wait()
 
     # ------------------------------------------------------------------ helpers
+
+    def _pending_request(self, run_id: str, request_id: str | None) -> PendingQuestion:
+        pending = [s.pending for s in self._live_sessions(run_id) if s.pending is not None]
+        if request_id is not None:
+            pending = [p for p in pending if p.request_id == request_id]
+            if not pending:
+                raise WireError(
+                    "invalid_state",
+                    f"run {run_id} has no pending question request {request_id!r} "
+                    "(it was answered or cleared, or never existed)",
+                )
+        if not pending:
+            raise WireError("invalid_state", f"run {run_id} is not waiting for an answer")
+        if len(pending) > 1:
+            ids = ", ".join(f"{p.request_id} ({p.session_id})" for p in pending)
+            raise WireError(
+                "bad_request",
+                f"several sessions of run {run_id} are waiting: pick one with --request: {ids}",
+            )
+        return pending[0]
+
+    def _resume_events(self, run_id: str, resolved_session: str) -> list[Event]:
+        """A waiting run goes back to the phase it was in once no session waits any more."""
+        run = self._state.runs[run_id]
+        if run.status != "waiting_for_answer":
+            return []
+        still_waiting = [
+            s
+            for s in self._live_sessions(run_id)
+            if s.pending is not None and s.session_id != resolved_session
+        ]
+        if still_waiting:
+            return []
+        return [RunStatusChanged(run_id, run.paused_status or "running")]
 
     def _lock(self, run_id: str) -> asyncio.Lock:
         lock = self._locks.get(run_id)

@@ -17,12 +17,24 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from orca_daemon.agents.command import CommandTranslator, Output, Result
+from orca_daemon.agents.base import (
+    Effect,
+    Identified,
+    Note,
+    Output,
+    QuestionsAsked,
+    QuestionsWithdrawn,
+    Result,
+    Send,
+    Translator,
+    Usage,
+)
 from orca_daemon.coalesce import OutputCoalescer
 
 log = logging.getLogger(__name__)
 
-StreamName = Literal["stdout", "stderr"]
+StreamName = Literal["stdout", "stderr", "orca"]
+"""`orca` carries orcad's own notes about a session (a malformed line it ignored, say)."""
 READ_SIZE = 65_536
 
 
@@ -32,6 +44,14 @@ class SessionRecorder(Protocol):
     async def started(self, pid: int, process_start_ticks: int | None) -> None: ...
 
     async def output(self, stream: StreamName, text: str) -> None: ...
+
+    async def question_asked(self, asked: QuestionsAsked) -> None: ...
+
+    async def question_withdrawn(self, withdrawn: QuestionsWithdrawn) -> None: ...
+
+    async def usage(self, usage: Usage) -> None: ...
+
+    async def identified(self, identified: Identified) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -152,23 +172,29 @@ def _group_exists(pgid: int) -> bool:
 
 
 class SessionProcess:
-    """One command-agent process: start it, pump its output, stop it on request."""
+    """One agent process: start it, pump its output through its translator, stop it on request."""
 
     def __init__(
-        self, spec: SessionSpec, recorder: SessionRecorder, settings: PumpSettings
+        self,
+        spec: SessionSpec,
+        translator: Translator,
+        recorder: SessionRecorder,
+        settings: PumpSettings,
     ) -> None:
         self.spec = spec
+        self._translator = translator
         self._recorder = recorder
         self._settings = settings
-        self._translator = CommandTranslator()
         self._process: asyncio.subprocess.Process | None = None
         self._coalescers: dict[StreamName, OutputCoalescer] = {
             name: OutputCoalescer(settings.output_chunk_chars, settings.output_flush_seconds)
-            for name in ("stdout", "stderr")
+            for name in ("stdout", "stderr", "orca")
         }
         self._buffered = asyncio.Event()
         self._flush_lock = asyncio.Lock()
+        self._stdin_lock = asyncio.Lock()
         self._stopping: asyncio.Task[None] | None = None
+        self._result: Result | None = None
 
     @property
     def pid(self) -> int | None:
@@ -184,9 +210,9 @@ class SessionProcess:
             )
         self._process = process
         await self._recorder.started(process.pid, process_start_ticks(process.pid))
-        await self._send_prompt(process)
         flusher = asyncio.ensure_future(self._flush_when_due())
         try:
+            await self._carry_out(self._translator.start(self.spec.prompt or ""), "stdout")
             assert process.stdout is not None and process.stderr is not None
             pumps = asyncio.ensure_future(self._pump_both(process.stdout, process.stderr))
             await self._wait_for_exit(process, pumps)
@@ -195,8 +221,21 @@ class SessionProcess:
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher
             await self._flush(force=True)
-            await self._close_stdin(process)
-        return SessionOutcome(exit_code=process.returncode, result=self._translator.result)
+            await self._close_stdin()
+        return SessionOutcome(exit_code=process.returncode, result=self._result)
+
+    async def answer(self, request_id: str, answers: dict[str, list[str]]) -> None:
+        """Hand the user's answers to the agent."""
+        await self._carry_out(self._translator.answer(request_id, answers), "stdout")
+
+    async def cancel(self, reason: str, grace: float) -> None:
+        """Tell the agent it is cancelled (in its protocol), then stop its process group."""
+        if self._process is not None and self._process.returncode is None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    self._carry_out(self._translator.cancel(reason), "stdout"), 1.0
+                )
+        self.stop(grace)
 
     def stop(self, grace: float) -> None:
         """Begin stopping the process group: SIGTERM now, SIGKILL after `grace` seconds."""
@@ -214,9 +253,8 @@ class SessionProcess:
         env["ORCA_RUN_ID"] = self.spec.run_id
         env["ORCA_SESSION_ID"] = self.spec.session_id
         env["ORCA_PROMPT"] = self.spec.prompt or ""
-        env.pop("NOTIFY_SOCKET", None)
-        env.pop("WATCHDOG_USEC", None)
-        env.pop("WATCHDOG_PID", None)
+        for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "INVOCATION_ID"):
+            env.pop(name, None)
         return await asyncio.create_subprocess_exec(
             *self.spec.command,
             cwd=self.spec.cwd,
@@ -227,21 +265,29 @@ class SessionProcess:
             start_new_session=True,
         )
 
-    async def _send_prompt(self, process: asyncio.subprocess.Process) -> None:
-        """The first stdin line is always the prompt (empty text when none was given)."""
-        if process.stdin is None:
+    async def _write(self, line: bytes) -> None:
+        process = self._process
+        if process is None or process.stdin is None:
             return
-        try:
-            process.stdin.write(self._translator.prompt_line(self.spec.prompt or ""))
-            await process.stdin.drain()
-        except (BrokenPipeError, ConnectionResetError):
-            log.info("session %s closed stdin before its prompt", self.spec.session_id)
+        async with self._stdin_lock:
+            if process.stdin.is_closing():
+                log.info("session %s: stdin is closed; dropped a line", self.spec.session_id)
+                return
+            try:
+                process.stdin.write(line)
+                await process.stdin.drain()
+            except (BrokenPipeError, ConnectionResetError):
+                log.info("session %s closed its stdin", self.spec.session_id)
 
-    async def _close_stdin(self, process: asyncio.subprocess.Process) -> None:
-        if process.stdin is not None and not process.stdin.is_closing():
-            process.stdin.close()
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                await process.stdin.wait_closed()
+    async def _close_stdin(self) -> None:
+        process = self._process
+        if process is None or process.stdin is None:
+            return
+        async with self._stdin_lock:
+            if not process.stdin.is_closing():
+                process.stdin.close()
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    await process.stdin.wait_closed()
 
     async def _wait_for_exit(
         self, process: asyncio.subprocess.Process, pumps: asyncio.Future[None]
@@ -250,13 +296,10 @@ class SessionProcess:
         waiter = asyncio.ensure_future(process.wait())
         try:
             while not waiter.done():
-                timeout = (
-                    None
-                    if self._translator.result is None
-                    else self._settings.result_exit_grace_seconds
-                )
+                lingering = self._result is not None
+                timeout = self._settings.result_exit_grace_seconds if lingering else None
                 done, _ = await asyncio.wait({waiter}, timeout=timeout)
-                if not done and self._translator.result is not None:
+                if not done and self._result is not None:
                     log.info(
                         "session %s lingers after its result; stopping it", self.spec.session_id
                     )
@@ -277,6 +320,7 @@ class SessionProcess:
 
     async def _pump_both(self, stdout: asyncio.StreamReader, stderr: asyncio.StreamReader) -> None:
         await asyncio.gather(self._pump(stdout, "stdout"), self._pump(stderr, "stderr"))
+        await self._carry_out(self._translator.finish(), "stdout")
 
     async def _pump(self, reader: asyncio.StreamReader, stream: StreamName) -> None:
         splitter = LineSplitter(self._settings.max_line_bytes)
@@ -288,18 +332,42 @@ class SessionProcess:
         await self._handle_lines(stream, splitter.finish())
 
     async def _handle_lines(self, stream: StreamName, lines: list[tuple[str, bool]]) -> None:
-        now = time.monotonic()
         for text, complete in lines:
             if stream == "stderr" or not complete:
-                await self._buffer(stream, text + "\n" if complete else text, now)
-                continue
-            for effect in self._translator.feed_line(text):
-                if isinstance(effect, Output):
-                    await self._buffer(stream, effect.text, now)
+                await self._buffer(stream, text + "\n" if complete else text)
+            else:
+                await self._carry_out(self._translator.feed_line(text), stream)
 
-    async def _buffer(self, stream: StreamName, text: str, now: float) -> None:
+    async def _carry_out(self, effects: list[Effect], stream: StreamName) -> None:
+        """Do what the translator said, in order; output before a question stays before it."""
+        for effect in effects:
+            if isinstance(effect, Output):
+                await self._buffer(stream, effect.text)
+            elif isinstance(effect, Send):
+                await self._write(effect.line)
+            elif isinstance(effect, Note):
+                await self._buffer("orca", effect.text.rstrip("\n") + "\n")
+            elif isinstance(effect, Result):
+                if self._result is None:
+                    self._result = effect
+                    await self._close_stdin()
+            else:
+                await self._flush(force=True)
+                await self._record(effect)
+
+    async def _record(self, effect: Effect) -> None:
+        if isinstance(effect, QuestionsAsked):
+            await self._recorder.question_asked(effect)
+        elif isinstance(effect, QuestionsWithdrawn):
+            await self._recorder.question_withdrawn(effect)
+        elif isinstance(effect, Usage):
+            await self._recorder.usage(effect)
+        elif isinstance(effect, Identified):
+            await self._recorder.identified(effect)
+
+    async def _buffer(self, stream: StreamName, text: str) -> None:
         async with self._flush_lock:  # keeps a stream's chunks in order against the flusher
-            for chunk in self._coalescers[stream].add(text, now):
+            for chunk in self._coalescers[stream].add(text, time.monotonic()):
                 await self._recorder.output(stream, chunk)
         self._buffered.set()
 

@@ -10,7 +10,8 @@ import json
 
 import pytest
 
-from orca_daemon.agents.command import CommandTranslator, Output, Result
+from orca_daemon.agents.base import Output, Result, Send
+from orca_daemon.agents.command import CommandTranslator
 
 
 @pytest.fixture
@@ -135,7 +136,9 @@ def test_only_the_first_result_counts_and_later_ones_are_output(
 def test_the_prompt_line_is_one_json_object_on_one_line(
     translator: CommandTranslator, prompt: str
 ) -> None:
-    line = translator.prompt_line(prompt)
+    (effect,) = translator.start(prompt)
+    assert isinstance(effect, Send)
+    line = effect.line
     assert line.endswith(b"\n")
     assert line.count(b"\n") == 1, "the prompt must not break the one-object-per-line framing"
     assert json.loads(line.decode("utf-8")) == {"type": "prompt", "text": prompt}

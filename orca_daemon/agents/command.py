@@ -1,7 +1,7 @@
 """The command-agent protocol (docs/agent-protocol.md) as a pure translator: lines in, effects out.
 
-An agent prints one JSON object a line: `{"type":"output","text":...}` or
-`{"type":"result","outcome":"done"|"failed","summary":...,"error":...}`. Anything else is output.
+An agent prints one JSON object a line: `output`, `result`, `question`, `question_cleared`.
+Anything else is output. orcad writes `prompt`, `answer` and `cancel` lines to its stdin.
 """
 
 from __future__ import annotations
@@ -10,22 +10,17 @@ from typing import Literal
 
 import msgspec
 
-
-class Output(msgspec.Struct, frozen=True):
-    """Text the agent produced, for the session's output."""
-
-    text: str
-
-
-class Result(msgspec.Struct, frozen=True):
-    """The agent's own verdict: its terminal marker."""
-
-    outcome: Literal["done", "failed"]
-    summary: str | None = None
-    error: str | None = None
-
-
-Effect = Output | Result
+from orca_client.wire import Question
+from orca_daemon.agents.base import (
+    Effect,
+    Note,
+    Output,
+    QuestionsAsked,
+    QuestionsWithdrawn,
+    Result,
+    Send,
+    validate_questions,
+)
 
 
 class _OutputLine(msgspec.Struct, tag="output", tag_field="type"):
@@ -38,38 +33,108 @@ class _ResultLine(msgspec.Struct, tag="result", tag_field="type"):
     error: str | None = None
 
 
-_line_decoder = msgspec.json.Decoder(_OutputLine | _ResultLine)
+class _QuestionLine(msgspec.Struct, tag="question", tag_field="type"):
+    questions: list[Question]
+
+
+class _QuestionClearedLine(msgspec.Struct, tag="question_cleared", tag_field="type"):
+    pass
+
+
+_line_decoder = msgspec.json.Decoder(
+    _OutputLine | _ResultLine | _QuestionLine | _QuestionClearedLine
+)
 
 
 class _PromptLine(msgspec.Struct, tag="prompt", tag_field="type"):
     text: str
 
 
+class _AnswerBody(msgspec.Struct):
+    answers: list[str]
+
+
+class _AnswerLine(msgspec.Struct, tag="answer", tag_field="type"):
+    answers: dict[str, _AnswerBody]
+
+
+class _CancelLine(msgspec.Struct, tag="cancel", tag_field="type"):
+    reason: str
+
+
 _encoder = msgspec.json.Encoder()
 
 
+def _line(message: msgspec.Struct) -> Send:
+    return Send(_encoder.encode(message) + b"\n")
+
+
 class CommandTranslator:
-    """Translates a command agent's stdout lines; remembers the first result line."""
+    """Translates a command agent's stdout; remembers its first result and pending question."""
 
     def __init__(self) -> None:
         self.result: Result | None = None
+        self._pending: str | None = None
+        self._asked = 0
 
-    def prompt_line(self, prompt: str) -> bytes:
-        """The first stdin line that hands the agent its prompt."""
-        return _encoder.encode(_PromptLine(prompt)) + b"\n"
+    def start(self, prompt: str) -> list[Effect]:
+        return [_line(_PromptLine(prompt))]
 
     def feed_line(self, line: str) -> list[Effect]:
-        """One stdout line (without its newline) in; the effects it has out."""
         stripped = line.strip()
         if not stripped.startswith("{"):
             return [Output(line + "\n")]
         try:
             message = _line_decoder.decode(stripped)
+        except msgspec.ValidationError as exc:
+            if _is_question(stripped):
+                return [Output(line + "\n"), Note(f"ignored a malformed question line: {exc}")]
+            return [Output(line + "\n")]
         except msgspec.DecodeError:
             return [Output(line + "\n")]
         if isinstance(message, _OutputLine):
             return [Output(message.text)]
-        if self.result is not None:
-            return [Output(line + "\n")]
-        self.result = Result(message.outcome, message.summary, message.error)
-        return [self.result]
+        if isinstance(message, _ResultLine):
+            if self.result is not None:
+                return [Output(line + "\n")]
+            self.result = Result(message.outcome, message.summary, message.error)
+            return [self.result]
+        if isinstance(message, _QuestionLine):
+            return self._ask(message.questions, line)
+        return self._withdraw("the agent cleared its question")
+
+    def answer(self, request_id: str, answers: dict[str, list[str]]) -> list[Effect]:
+        if request_id != self._pending:
+            return []
+        self._pending = None
+        return [_line(_AnswerLine({qid: _AnswerBody(values) for qid, values in answers.items()}))]
+
+    def cancel(self, reason: str) -> list[Effect]:
+        self._pending = None
+        return [_line(_CancelLine(reason))]
+
+    def finish(self) -> list[Effect]:
+        return self._withdraw("the agent's output ended")
+
+    def _ask(self, questions: list[Question], line: str) -> list[Effect]:
+        problem = validate_questions(questions)
+        if problem is not None:
+            return [Output(line + "\n"), Note(f"ignored a malformed question line: {problem}")]
+        effects = self._withdraw("the agent asked a new question")
+        self._asked += 1
+        self._pending = f"q{self._asked}"
+        return [*effects, QuestionsAsked(self._pending, questions)]
+
+    def _withdraw(self, reason: str) -> list[Effect]:
+        if self._pending is None:
+            return []
+        request_id, self._pending = self._pending, None
+        return [QuestionsWithdrawn(request_id, reason)]
+
+
+def _is_question(text: str) -> bool:
+    try:
+        value = msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        return False
+    return isinstance(value, dict) and value.get("type") == "question"

@@ -1,0 +1,109 @@
+"""What every agent translator emits and accepts: the effects the subprocess pump carries out.
+
+A translator is sans-I/O: lines from the agent in, effects out; answers and cancels in, lines for
+the agent out (as `Send` effects). `validate_questions` is shared by every protocol.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Protocol
+
+import msgspec
+
+from orca_client.wire import Question
+
+MAX_QUESTIONS = 20
+
+
+class Output(msgspec.Struct, frozen=True):
+    """Text the agent produced."""
+
+    text: str
+
+
+class Note(msgspec.Struct, frozen=True):
+    """orcad's own remark about the session (a malformed line, a protocol mismatch)."""
+
+    text: str
+
+
+class Result(msgspec.Struct, frozen=True):
+    """The agent's own verdict at its terminal marker."""
+
+    outcome: Literal["done", "failed"]
+    summary: str | None = None
+    error: str | None = None
+
+
+class QuestionsAsked(msgspec.Struct, frozen=True):
+    request_id: str
+    questions: list[Question]
+
+
+class QuestionsWithdrawn(msgspec.Struct, frozen=True):
+    """The agent cleared its question request itself (or its turn ended)."""
+
+    request_id: str
+    reason: str
+
+
+class Send(msgspec.Struct, frozen=True):
+    """A line (with its newline) to write to the agent's stdin."""
+
+    line: bytes
+
+
+class Usage(msgspec.Struct, frozen=True):
+    """Token usage or cost the agent reported."""
+
+    data: dict[str, Any]
+
+
+class Identified(msgspec.Struct, frozen=True):
+    """The agent's own id for this conversation (a Codex thread, a Claude session)."""
+
+    agent_session_id: str
+
+
+Effect = Output | Note | Result | QuestionsAsked | QuestionsWithdrawn | Send | Usage | Identified
+
+
+class Translator(Protocol):
+    """One agent protocol, without I/O."""
+
+    def start(self, prompt: str) -> list[Effect]:
+        """Effects at start-up (typically the first lines to send)."""
+        ...
+
+    def feed_line(self, line: str) -> list[Effect]:
+        """One complete stdout line (without its newline) in; its effects out."""
+        ...
+
+    def answer(self, request_id: str, answers: dict[str, list[str]]) -> list[Effect]:
+        """The user's answers to a pending request, as lines for the agent."""
+        ...
+
+    def cancel(self, reason: str) -> list[Effect]:
+        """What to tell the agent before its process group is signalled."""
+        ...
+
+    def finish(self) -> list[Effect]:
+        """Stdout has ended: any last effects (a protocol that never finished, say)."""
+        ...
+
+
+def validate_questions(questions: list[Question]) -> str | None:
+    """Why a question request cannot be accepted, or None when it can."""
+    if not questions:
+        return "a question request needs at least one question"
+    if len(questions) > MAX_QUESTIONS:
+        return f"a question request may have at most {MAX_QUESTIONS} questions"
+    ids = [q.id for q in questions]
+    if any(not qid.strip() for qid in ids):
+        return "every question needs a non-empty id"
+    duplicates = sorted({qid for qid in ids if ids.count(qid) > 1})
+    if duplicates:
+        return f"duplicate question ids: {', '.join(duplicates)}"
+    if any(not q.question.strip() for q in questions):
+        return "every question needs its text in `question`"
+    return None

@@ -1,0 +1,62 @@
+"""Answer validation and redaction: pure rules for what an answer must name and what is kept.
+
+An answer names every pending question id and no other; a lone pending question also takes
+plain text, verbatim. Secret answers are never put in an event. Error messages name ids only,
+never a value, so a secret cannot leak through one.
+"""
+
+from __future__ import annotations
+
+from orca_client.wire import Question, WireError
+
+MAX_ANSWER_CHARS = 100_000
+
+
+def resolve_answers(
+    questions: list[Question], text: str | None, answers: dict[str, list[str]] | None
+) -> dict[str, list[str]]:
+    """The answers to deliver, keyed by question id; raises WireError when they do not fit."""
+    if text is not None and answers is not None:
+        raise WireError("bad_request", "give the answer as text or as answers by id, not both")
+    ids = [q.id for q in questions]
+    if text is not None:
+        if len(questions) != 1:
+            raise WireError(
+                "bad_request",
+                f"{len(questions)} questions are pending ({', '.join(ids)}): "
+                'answer each by id (orca answer RUN_ID --json \'{"id": "answer", ...}\')',
+            )
+        resolved = {ids[0]: [text]}
+    elif answers is None:
+        raise WireError("bad_request", "no answer given")
+    else:
+        missing = [qid for qid in ids if qid not in answers]
+        unknown = sorted(qid for qid in answers if qid not in ids)
+        problems = []
+        if unknown:
+            problems.append(f"unknown question ids: {', '.join(unknown)}")
+        if missing:
+            problems.append(f"missing answers for: {', '.join(missing)}")
+        if problems:
+            raise WireError(
+                "bad_request",
+                "; ".join(problems) + f" (pending ids: {', '.join(ids)}); nothing was sent",
+            )
+        resolved = {qid: list(answers[qid]) for qid in ids}
+    for qid, values in resolved.items():
+        if not values:
+            raise WireError("bad_request", f"the answer to {qid} is empty")
+        if sum(len(v) for v in values) > MAX_ANSWER_CHARS:
+            raise WireError(
+                "bad_request", f"the answer to {qid} is longer than {MAX_ANSWER_CHARS} characters"
+            )
+    return resolved
+
+
+def split_secrets(
+    questions: list[Question], answers: dict[str, list[str]]
+) -> tuple[dict[str, list[str]], list[str]]:
+    """The answers that may be recorded, and the ids of secret ones that must not be."""
+    secret = {q.id for q in questions if q.is_secret}
+    kept = {qid: values for qid, values in answers.items() if qid not in secret}
+    return kept, sorted(secret & answers.keys())
