@@ -48,8 +48,41 @@ class DaemonSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
             raise ValueError("daemon.watchdog_fraction must be between 0 and 1")
 
 
+HookCommand = str | list[str]
+"""A hook command: a list is run as is; a string is run by `/bin/sh -c`."""
+
+
+class HookSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Commands run on events, each with the event as JSON on stdin, each exactly once."""
+
+    on_question: HookCommand | None = None
+    """A session asked a question (the run is now waiting for an answer)."""
+    on_complete: HookCommand | None = None
+    """A run completed."""
+    on_error: HookCommand | None = None
+    """A run failed."""
+    timeout_seconds: float = 30.0
+
+    def __post_init__(self) -> None:
+        _positive("hooks.timeout_seconds", self.timeout_seconds)
+        for name in ("on_question", "on_complete", "on_error"):
+            command = getattr(self, name)
+            if command is not None and not command:
+                raise ValueError(f"hooks.{name} must name a command")
+
+    def commands(self) -> dict[str, list[str]]:
+        """The configured hooks as argv lists, by name."""
+        found: dict[str, list[str]] = {}
+        for name in ("on_question", "on_complete", "on_error"):
+            command = getattr(self, name)
+            if command is not None:
+                found[name] = ["/bin/sh", "-c", command] if isinstance(command, str) else command
+        return found
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     daemon: DaemonSettings = msgspec.field(default_factory=DaemonSettings)
+    hooks: HookSettings = msgspec.field(default_factory=HookSettings)
 
 
 def load_config(path: Path) -> Config:

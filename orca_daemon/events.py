@@ -88,6 +88,23 @@ class AgentSessionIdentified(Event, tag="agent_session_identified", frozen=True)
     agent_session_id: str
 
 
+class HookStarted(Event, tag="hook_started", frozen=True):
+    """A hook was started for the event at `trigger_position` (it never starts twice)."""
+
+    hook: str
+    trigger_position: int
+    command: list[str]
+
+
+class HookFinished(Event, tag="hook_finished", frozen=True):
+    hook: str
+    trigger_position: int
+    ok: bool
+    reason: str
+    exit_code: int | None = None
+    output_tail: str = ""
+
+
 class SessionTerminated(Event, tag="session_terminated", frozen=True):
     session_id: str
     status: TerminalStatus
@@ -111,6 +128,8 @@ AnyEvent = (
     | QuestionCleared
     | UsageRecorded
     | AgentSessionIdentified
+    | HookStarted
+    | HookFinished
     | SessionTerminated
     | RunStatusChanged
 )
@@ -124,6 +143,8 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     QuestionCleared,
     UsageRecorded,
     AgentSessionIdentified,
+    HookStarted,
+    HookFinished,
     SessionTerminated,
     RunStatusChanged,
 )

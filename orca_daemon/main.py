@@ -25,6 +25,7 @@ from orca_client.paths import InsecurePathError, OrcaPaths, ensure_private_dir, 
 from orca_daemon import __version__
 from orca_daemon.api import Api
 from orca_daemon.config import Config, ConfigError, load_config
+from orca_daemon.hooks import HookRunner
 from orca_daemon.projection import State, apply
 from orca_daemon.runs import RunManager
 from orca_daemon.server import Server
@@ -135,6 +136,14 @@ class Daemon:
         async with anyio.create_task_group() as work:
             runs = RunManager(store, state, work, pump, settings.cancel_grace_seconds)
             await runs.reconcile()
+            hooks = HookRunner(
+                store,
+                state,
+                self._config.hooks.commands(),
+                self._config.hooks.timeout_seconds,
+                work,
+            )
+            await hooks.start()
             server: Server | None = None
             try:
                 api: Api | None = None
@@ -169,6 +178,7 @@ class Daemon:
                 self._notifier.stopping("stopping sessions")
                 log.info("stopping: ending live sessions")
                 await runs.shutdown()
+                await hooks.stop(grace=settings.cancel_grace_seconds)
                 subscriptions.close_all()
                 work.cancel_scope.cancel()
             finally:

@@ -14,6 +14,8 @@ from orca_client.wire import TERMINAL_STATUSES, PendingQuestion, RunInfo, Sessio
 from orca_daemon.events import (
     AgentSessionIdentified,
     AnyEvent,
+    HookFinished,
+    HookStarted,
     OutputAppended,
     QuestionAnswered,
     QuestionAsked,
@@ -41,6 +43,8 @@ class State:
     position: int = 0
     runs: dict[str, RunInfo] = field(default_factory=dict)
     sessions: dict[str, SessionInfo] = field(default_factory=dict)
+    hooks_running: dict[tuple[str, int], HookStarted] = field(default_factory=dict)
+    """Hooks started and not yet finished, by (hook name, trigger position)."""
 
     def live_sessions(self) -> list[SessionInfo]:
         """Sessions that have not reached a terminal status."""
@@ -57,6 +61,10 @@ def apply(state: State, stored: StoredEvent) -> State:
         run = state.runs.get(event.run_id)
         if run is not None and run.status not in TERMINAL_STATUSES:
             state.runs[run.run_id] = _change_run_status(run, event, at)
+    elif isinstance(event, HookStarted):
+        state.hooks_running[(event.hook, event.trigger_position)] = event
+    elif isinstance(event, HookFinished):
+        state.hooks_running.pop((event.hook, event.trigger_position), None)
     elif isinstance(event, SessionCreated):
         run = state.runs.get(event.run_id)
         if run is not None and event.session_id not in state.sessions:

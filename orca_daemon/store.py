@@ -44,7 +44,15 @@ CREATE TABLE IF NOT EXISTS events (
     UNIQUE (stream, version)
 );
 CREATE INDEX IF NOT EXISTS events_by_stream_position ON events (stream, position);
+CREATE TABLE IF NOT EXISTS tracking (
+    name TEXT PRIMARY KEY,
+    position INTEGER NOT NULL
+);
 """
+TRACK = (
+    "INSERT INTO tracking (name, position) VALUES (?, ?)"
+    " ON CONFLICT (name) DO UPDATE SET position = MAX(position, excluded.position)"
+)
 INSERT = (
     "INSERT INTO events (position, stream, version, type, schema_version, recorded_at, data)"
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -107,6 +115,7 @@ class _PendingAppend:
     stream: str
     events: Sequence[Event]
     expected_version: int | None
+    tracking: tuple[str, int] | None = None
     future: asyncio.Future[list[StoredEvent]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -167,11 +176,32 @@ class EventStore:
         With `expected_version`, the stream must be at exactly that version (0: new stream),
         else `ConcurrencyError`.
         """
+        return await self._enqueue(_PendingAppend(stream, events, expected_version))
+
+    async def append_tracked(
+        self, stream: str, events: Sequence[Event], tracking: tuple[str, int]
+    ) -> list[StoredEvent]:
+        """Append `events` and record, in the same transaction, that reaction `tracking[0]`
+        has handled the log up to position `tracking[1]` (see `read_tracking`)."""
+        return await self._enqueue(_PendingAppend(stream, events, None, tracking))
+
+    async def save_tracking(self, name: str, position: int) -> None:
+        """Record that reaction `name` has handled the log up to `position`."""
+        await self._enqueue(_PendingAppend("", [], None, (name, position)))
+
+    async def read_tracking(self, name: str) -> int | None:
+        """The position reaction `name` last recorded, or None if it never did."""
+        async with self._reader.execute(
+            "SELECT position FROM tracking WHERE name = ?", (name,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return None if row is None else int(row[0])
+
+    async def _enqueue(self, pending: _PendingAppend) -> list[StoredEvent]:
         if self._closing:
             raise StoreError("the event store is closed")
-        if not events:
+        if not pending.events and pending.tracking is None:
             return []
-        pending = _PendingAppend(stream, events, expected_version)
         self._pending.append(pending)
         self._wake.set()
         return await pending.future
@@ -199,10 +229,11 @@ class EventStore:
 
     async def _commit_batch(self, batch: list[_PendingAppend]) -> None:
         try:
-            await self._load_versions({p.stream for p in batch})
+            await self._load_versions({p.stream for p in batch if p.events})
             accepted, rows, stored = self._plan(batch)
-            if rows:
-                await self._write(rows)
+            tracking = [p.tracking for p in accepted_pending(accepted) if p.tracking is not None]
+            if rows or tracking:
+                await self._write(rows, tracking)
         except aiosqlite.IntegrityError:
             # Only possible if something else wrote to the log: re-read and isolate each append.
             self._versions.clear()
@@ -278,10 +309,12 @@ class EventStore:
             stored.extend(events)
         return accepted, rows, stored
 
-    async def _write(self, rows: list[tuple[object, ...]]) -> None:
+    async def _write(self, rows: list[tuple[object, ...]], tracking: list[tuple[str, int]]) -> None:
         await self._writer.execute("BEGIN IMMEDIATE")
         try:
             await self._writer.executemany(INSERT, rows)
+            if tracking:
+                await self._writer.executemany(TRACK, tracking)
             await self._writer.execute("COMMIT")
         except BaseException:
             if self._writer.in_transaction:
@@ -384,6 +417,12 @@ class EventStore:
         """Refuse new appends; the writer finishes what is queued and returns."""
         self._closing = True
         self._wake.set()
+
+
+def accepted_pending(
+    accepted: list[tuple[_PendingAppend, list[StoredEvent]]],
+) -> list[_PendingAppend]:
+    return [pending for pending, _ in accepted]
 
 
 def _fail(batch: list[_PendingAppend], error: Exception) -> None:

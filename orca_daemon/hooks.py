@@ -1,0 +1,196 @@
+"""Hooks: commands run on events (`on_question`, `on_complete`, `on_error`), each exactly once.
+
+The runner follows the log like a subscriber. Before a hook runs, `HookStarted` is appended in
+the same transaction as the runner's tracking position, so a restarted daemon neither repeats
+a hook (its `HookStarted` is in the log) nor skips one (tracking stops before its trigger). A hook
+that a crash interrupted is recorded as failed, not run again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections import deque
+
+import anyio.abc
+import msgspec
+
+from orca_daemon.events import (
+    AnyEvent,
+    HookFinished,
+    HookStarted,
+    QuestionAsked,
+    RunStatusChanged,
+    run_stream,
+)
+from orca_daemon.projection import State
+from orca_daemon.sessions import stop_group
+from orca_daemon.store import EventStore, StoredEvent
+
+log = logging.getLogger(__name__)
+
+TRACKING = "hooks"
+SAVE_INTERVAL_SECONDS = 2.0
+OUTPUT_TAIL_CHARS = 2000
+RESTARTED_REASON = "orcad restarted while the hook ran"
+TRIGGER_TYPES = frozenset({"question_asked", "run_status_changed"})
+
+
+def hook_for(event: AnyEvent) -> str | None:
+    """Which hook an event triggers, if any."""
+    if isinstance(event, QuestionAsked):
+        return "on_question"
+    if isinstance(event, RunStatusChanged):
+        return {"completed": "on_complete", "failed": "on_error"}.get(event.status)
+    return None
+
+
+class HookRunner:
+    """Fires configured hooks for committed events, in log order, exactly once each."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        state: State,
+        commands: dict[str, list[str]],
+        timeout: float,
+        task_group: anyio.abc.TaskGroup,
+    ) -> None:
+        self._store = store
+        self._state = state
+        self._commands = commands
+        self._timeout = timeout
+        self._tg = task_group
+        self._queue: deque[StoredEvent] = deque()
+        self._wake = asyncio.Event()
+        self._position = 0
+        self._saved = 0
+        self._running: set[asyncio.Event] = set()
+        self._stopped = False
+
+    async def start(self) -> None:
+        """Recover from an earlier daemon and begin following the log."""
+        tracked = await self._store.read_tracking(TRACKING)
+        if tracked is None:  # first start: hooks are for what happens from now on
+            tracked = self._store.head_position
+            await self._store.save_tracking(TRACKING, tracked)
+        self._position = self._saved = tracked
+        for started in list(self._state.hooks_running.values()):
+            await self._finish(started, ok=False, reason=RESTARTED_REASON)
+        self._store.add_listener(self._on_commit)
+        self._tg.start_soon(self._follow)
+        self._tg.start_soon(self._save_periodically)
+
+    async def stop(self, grace: float) -> None:
+        """Stop firing; give running hooks `grace` seconds; record how far the log was handled."""
+        self._stopped = True
+        self._store.remove_listener(self._on_commit)
+        with anyio.move_on_after(grace):
+            for done in list(self._running):
+                await done.wait()
+        await self._store.save_tracking(TRACKING, self._position)
+
+    def _on_commit(self, events: list[StoredEvent]) -> None:
+        self._queue.extend(e for e in events if e.type in TRIGGER_TYPES)
+        self._wake.set()
+
+    async def _follow(self) -> None:
+        while not self._stopped:
+            page = await self._store.read_all(after=self._position, limit=500)
+            if not page:
+                break
+            for stored in page:
+                await self._handle(stored)
+        while not self._stopped:
+            while self._queue and not self._stopped:
+                stored = self._queue.popleft()
+                if stored.position > self._position:
+                    await self._handle(stored)
+            self._position = max(self._position, self._store.head_position)
+            self._wake.clear()
+            if not self._queue:
+                await self._wake.wait()
+
+    async def _handle(self, stored: StoredEvent) -> None:
+        if stored.type in TRIGGER_TYPES:
+            event = stored.decode()
+            hook = hook_for(event)
+            command = self._commands.get(hook) if hook else None
+            if hook is not None and command is not None:
+                started = HookStarted(event.run_id, hook, stored.position, command)
+                await self._store.append_tracked(
+                    run_stream(event.run_id), [started], (TRACKING, stored.position)
+                )
+                self._saved = max(self._saved, stored.position)
+                done = asyncio.Event()
+                self._running.add(done)
+                self._tg.start_soon(self._run, started, stored, done)
+        self._position = stored.position
+
+    async def _save_periodically(self) -> None:
+        while not self._stopped:
+            await asyncio.sleep(SAVE_INTERVAL_SECONDS)
+            if self._position > self._saved:
+                position = self._position
+                await self._store.save_tracking(TRACKING, position)
+                self._saved = position
+
+    async def _run(self, started: HookStarted, trigger: StoredEvent, done: asyncio.Event) -> None:
+        try:
+            ok, reason, code, tail = await self._execute(started, trigger)
+            await self._finish(started, ok, reason, code, tail)
+        except Exception:
+            log.exception("hook %s failed inside orcad", started.hook)
+        finally:
+            done.set()
+            self._running.discard(done)
+
+    async def _execute(
+        self, started: HookStarted, trigger: StoredEvent
+    ) -> tuple[bool, str, int | None, str]:
+        payload = msgspec.json.encode({"hook": started.hook, "record": trigger.to_record()})
+        env = {**os.environ, "ORCA_HOOK": started.hook, "ORCA_RUN_ID": started.run_id}
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *started.command,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            return False, f"could not start the hook: {exc}", None, ""
+        try:
+            output, _ = await asyncio.wait_for(process.communicate(payload), self._timeout)
+        except TimeoutError:
+            await stop_group(process.pid, 1.0, process.wait)
+            return False, f"timed out after {self._timeout:g}s", process.returncode, ""
+        except asyncio.CancelledError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            raise
+        tail = output.decode("utf-8", "replace")[-OUTPUT_TAIL_CHARS:]
+        if process.returncode == 0:
+            return True, "exited with status 0", 0, tail
+        return False, f"exited with status {process.returncode}", process.returncode, tail
+
+    async def _finish(
+        self,
+        started: HookStarted,
+        ok: bool,
+        reason: str,
+        exit_code: int | None = None,
+        tail: str = "",
+    ) -> None:
+        finished = HookFinished(
+            started.run_id, started.hook, started.trigger_position, ok, reason, exit_code, tail
+        )
+        if not ok:
+            log.warning(
+                "hook %s for position %d failed: %s", started.hook, started.trigger_position, reason
+            )
+        await self._store.append(run_stream(started.run_id), [finished])
