@@ -6,12 +6,14 @@ running or not answering; 4 a waited-for run failed; 5 a waited-for run was canc
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import argparse
+
     from orca_client.client import Client
     from orca_client.wire import RunInfo, StatusResult
 
@@ -44,6 +46,10 @@ The answer must name every pending question id and no other; otherwise nothing
 is sent. `orca status RUN_ID` shows the pending questions with their ids."""
 
 
+Args = Any
+"""Parsed arguments: an argparse Namespace, or the SimpleNamespace of `_quick_parse`."""
+
+
 class UsageError(Exception):
     """A command line that cannot be carried out as given."""
 
@@ -52,6 +58,8 @@ class UsageError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse
+
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         prog="orca",
@@ -174,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
 # --------------------------------------------------------------------------- commands
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_run(args: Args) -> int:
     from orca_client.wire import RunStarted, StartRun
 
     argv = list(args.argv)
@@ -209,7 +217,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 130
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def cmd_status(args: Args) -> int:
     from orca_client import render
     from orca_client.wire import Status
 
@@ -224,7 +232,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_watch(args: argparse.Namespace) -> int:
+def cmd_watch(args: Args) -> int:
     from orca_client import render
 
     with _client() as client:
@@ -237,7 +245,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_logs(args: argparse.Namespace) -> int:
+def cmd_logs(args: Args) -> int:
     from orca_client import render
     from orca_client.wire import ReadEvents
 
@@ -259,7 +267,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
             after = page.events[-1].position
 
 
-def cmd_answer(args: argparse.Namespace) -> int:
+def cmd_answer(args: Args) -> int:
     from orca_client import answering
     from orca_client.wire import Answer, AnswerResult
 
@@ -296,7 +304,7 @@ def cmd_answer(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_cancel(args: argparse.Namespace) -> int:
+def cmd_cancel(args: Args) -> int:
     from orca_client.wire import Cancel, CancelResult
 
     with _client() as client:
@@ -310,7 +318,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_daemon(args: argparse.Namespace) -> int:
+def cmd_daemon(args: Args) -> int:
     from orca_client import daemon_control
 
     action = args.daemon_command
@@ -405,9 +413,24 @@ def _print_json(value: Any) -> None:
     sys.stdout.write(msgspec.json.encode(value).decode() + "\n")
 
 
+def _quick_parse(argv: list[str]) -> SimpleNamespace | None:
+    """`orca status [RUN_ID] [--json]` without argparse: the command people run most, kept fast.
+
+    Anything else (help, errors, other commands) goes through the full parser.
+    """
+    if not argv or argv[0] != "status":
+        return None
+    rest = [a for a in argv[1:] if a != "--json"]
+    if len(rest) > 1 or any(a.startswith("-") for a in rest):
+        return None
+    return SimpleNamespace(
+        command="status", run_id=rest[0] if rest else None, json="--json" in argv
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = _quick_parse(argv) or build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except UsageError as exc:

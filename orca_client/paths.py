@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 SOCKET_NAME = "orcad.sock"
 TOKEN_NAME = "token"
@@ -17,8 +17,7 @@ LOCK_NAME = "orcad.lock"
 DAEMON_LOG_NAME = "orcad.log"
 
 
-@dataclass(frozen=True)
-class OrcaPaths:
+class OrcaPaths(NamedTuple):
     """The resolved locations of the event log, socket, token and config file."""
 
     state_dir: Path

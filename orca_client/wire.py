@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
+import os
 import time
 from collections import deque
 from typing import Any, Literal
@@ -387,9 +387,9 @@ def encode_request(
     key: bytes, request: Request, request_id: str | None = None
 ) -> tuple[str, list[bytes]]:
     """Frame and sign a request; returns its id and the frames to send."""
-    request_id = request_id or secrets.token_hex(8)
+    request_id = request_id or os.urandom(8).hex()
     envelope = RequestEnvelope(
-        id=request_id, nonce=secrets.token_hex(16), ts=time.time(), request=request
+        id=request_id, nonce=os.urandom(16).hex(), ts=time.time(), request=request
     )
     body = _encoder.encode(envelope)
     return request_id, [PROTOCOL, sign(key, body), body]

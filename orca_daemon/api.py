@@ -63,11 +63,26 @@ class Api:
         self._log_file = log_file
         self._request_shutdown = request_shutdown
 
-    async def handle(self, identity: bytes, request: Request) -> msgspec.Struct:
+    def answer_now(self, identity: bytes, request: Request) -> msgspec.Struct | None:
+        """Requests answered from memory, without waiting; None for the others."""
         if isinstance(request, Hello):
             return self._hello()
         if isinstance(request, Status):
             return self._status(request.run_id)
+        if isinstance(request, Subscribe):
+            return self._subscribe(identity, request)
+        if isinstance(request, Unsubscribe):
+            self._subscriptions.close(identity, request.subscription)
+            return Done()
+        if isinstance(request, Shutdown):
+            self._request_shutdown()
+            return Done()
+        return None
+
+    async def answer(self, identity: bytes, request: Request) -> msgspec.Struct:
+        quick = self.answer_now(identity, request)
+        if quick is not None:
+            return quick
         if isinstance(request, StartRun):
             return await self._runs.start_run(request)
         if isinstance(request, Answer):
@@ -77,14 +92,6 @@ class Api:
             return await self._runs.cancel(self.resolve_run_id(request.run_id), request.reason)
         if isinstance(request, ReadEvents):
             return await self._read(request)
-        if isinstance(request, Subscribe):
-            return self._subscribe(identity, request)
-        if isinstance(request, Unsubscribe):
-            self._subscriptions.close(identity, request.subscription)
-            return Done()
-        if isinstance(request, Shutdown):
-            self._request_shutdown()
-            return Done()
         raise WireError("bad_request", f"unknown request {type(request).__name__}")
 
     def after_reply(self, result: msgspec.Struct, delivered: bool) -> None:

@@ -144,16 +144,8 @@ class Daemon:
                 work,
             )
             await hooks.start()
-            server: Server | None = None
+            server = Server(self._paths.socket_endpoint, self._token, started_at)
             try:
-                api: Api | None = None
-                server = Server(
-                    self._paths.socket_endpoint,
-                    self._token,
-                    lambda identity, request: _require(api).handle(identity, request),
-                    lambda result, delivered: _require(api).after_reply(result, delivered),
-                    started_at,
-                )
                 subscriptions = Subscriptions(
                     store, server.send, work, settings.subscriber_queue_events
                 )
@@ -169,7 +161,7 @@ class Daemon:
                 )
                 server.bind()
                 serving = anyio.CancelScope()
-                work.start_soon(_serve_until, server, work, serving)
+                work.start_soon(_serve_until, server, work, api, serving)
                 work.start_soon(self._notifier.run_watchdog, settings.watchdog_fraction)
                 log.info("orcad %s listening on %s", __version__, self._paths.socket_endpoint)
                 self._notifier.ready(f"serving {len(state.runs)} runs")
@@ -182,20 +174,16 @@ class Daemon:
                 subscriptions.close_all()
                 work.cancel_scope.cancel()
             finally:
-                if server is not None:
-                    server.close()
+                server.close()
                 with contextlib.suppress(FileNotFoundError):
                     self._paths.socket_file.unlink()
 
 
-async def _serve_until(server: Server, work: anyio.abc.TaskGroup, scope: anyio.CancelScope) -> None:
+async def _serve_until(
+    server: Server, work: anyio.abc.TaskGroup, api: Api, scope: anyio.CancelScope
+) -> None:
     with scope:
-        await server.serve(work)
-
-
-def _require(api: Api | None) -> Api:
-    assert api is not None, "request before the API was ready"
-    return api
+        await server.serve(work, api)
 
 
 def _fold(state: State, events: list[StoredEvent]) -> None:

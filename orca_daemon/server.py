@@ -10,18 +10,19 @@ import asyncio
 import errno
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import anyio.abc
 import msgspec
 import zmq
-import zmq.asyncio
 
 from orca_client.wire import (
     MAX_MESSAGE_BYTES,
     DaemonMessage,
     ReplayGuard,
+    Reply,
     Request,
+    RequestEnvelope,
     WireError,
     decode_request,
     encode_daemon_message,
@@ -33,10 +34,23 @@ from orca_daemon.subscriptions import Delivery
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[bytes, Request], Awaitable[msgspec.Struct]]
-"""Handles one verified request from a peer identity; raises `WireError` to refuse it."""
-AfterReply = Callable[[msgspec.Struct, bool], None]
-"""Told of each successful result and whether its reply reached the peer."""
+
+class RequestHandler(Protocol):
+    """What the server needs from the API: quick answers inline, slow ones in a task."""
+
+    def answer_now(self, identity: bytes, request: Request) -> msgspec.Struct | None:
+        """The result of a request that needs no waiting, or None to use `answer`."""
+        ...
+
+    async def answer(self, identity: bytes, request: Request) -> msgspec.Struct:
+        """The result of any request; raises `WireError` to refuse it."""
+        ...
+
+    def after_reply(self, result: msgspec.Struct, delivered: bool) -> None:
+        """Told of each successful result and whether its reply reached the peer."""
+        ...
+
+
 HARD_MAX_MESSAGE_BYTES = 4 * MAX_MESSAGE_BYTES
 PEER_SEND_QUEUE_MESSAGES = 64
 """Messages ZeroMQ queues for one peer before sends to it wait (so memory per peer is bounded)."""
@@ -45,84 +59,139 @@ MAX_SEND_BACKOFF_SECONDS = 0.1
 
 
 class Server:
-    """Receives requests, runs each through `handler`, replies; pushes subscription messages."""
+    """Receives requests and answers them; pushes subscription messages.
 
-    def __init__(
-        self,
-        endpoint: str,
-        key: bytes,
-        handler: Handler,
-        after_reply: AfterReply,
-        started_at: float,
-    ) -> None:
+    A plain ZeroMQ socket driven by the event loop's reader callback: requests that need no
+    waiting (hello, status) are answered inline, the rest in a task of their own.
+    """
+
+    def __init__(self, endpoint: str, key: bytes, started_at: float) -> None:
         self._endpoint = endpoint
         self._key = key
-        self._handler = handler
-        self._after_reply = after_reply
         self._guard = ReplayGuard(not_before=started_at)
-        self._context = zmq.asyncio.Context()
+        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._socket = self._context.socket(zmq.ROUTER)
         self._socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self._socket.setsockopt(zmq.MAXMSGSIZE, HARD_MAX_MESSAGE_BYTES)
         self._socket.setsockopt(zmq.SNDHWM, PEER_SEND_QUEUE_MESSAGES)
         self._socket.setsockopt(zmq.LINGER, 500)
+        self._readable = asyncio.Event()
         self.requests_served = 0
 
     def bind(self) -> None:
         self._socket.bind(self._endpoint)
 
-    async def serve(self, task_group: anyio.abc.TaskGroup) -> None:
-        """Receive until cancelled; slow requests run in their own task so others go on."""
-        while True:
-            frames = await self._socket.recv_multipart(copy=True)
-            if len(frames) < 2:
-                log.warning("dropped a message without a routing identity")
-                continue
-            identity, payload = frames[0], frames[1:]
-            task_group.start_soon(self._handle, identity, payload)
-
-    async def _handle(self, identity: bytes, payload: list[bytes]) -> None:
-        """Verify, run and answer one request; nothing a peer sends can escape this method."""
+    async def serve(self, task_group: anyio.abc.TaskGroup, handler: RequestHandler) -> None:
+        """Receive until cancelled."""
+        loop = asyncio.get_running_loop()
+        descriptor = int(self._socket.getsockopt(zmq.FD))
+        loop.add_reader(descriptor, self._readable.set)
         try:
-            await self._answer(identity, payload)
-        except Exception:
-            log.exception("could not answer a request")
+            while True:
+                # The descriptor is edge-triggered: drain everything, then wait for the next edge.
+                while self._has_input():
+                    frames = self._socket.recv_multipart(zmq.NOBLOCK)
+                    self._dispatch(frames, task_group, handler)
+                self._readable.clear()
+                if not self._has_input():
+                    await self._readable.wait()
+        finally:
+            loop.remove_reader(descriptor)
 
-    async def _answer(self, identity: bytes, payload: list[bytes]) -> None:
+    def _has_input(self) -> bool:
+        return bool(int(self._socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN)
+
+    def _dispatch(
+        self, frames: list[bytes], task_group: anyio.abc.TaskGroup, handler: RequestHandler
+    ) -> None:
+        if len(frames) < 2:
+            log.warning("dropped a message without a routing identity")
+            return
+        identity, payload = frames[0], frames[1:]
         request_id = ""
         try:
             envelope = decode_request(self._key, payload)
             request_id = envelope.id
             self._guard.check(envelope.nonce, envelope.ts, time.time())
-            result = await self._handler(identity, envelope.request)
+            result = handler.answer_now(identity, envelope.request)
         except WireError as exc:
             if not request_id and len(payload) == 3 and exc.code != "too_large":
                 request_id = request_id_of(payload[2])
             log.info("refused a request: %s: %s", exc.code, exc.message)
-            await self.send(identity, error_reply(request_id, exc.code, exc.message))
+            self._reply(task_group, identity, error_reply(request_id, exc.code, exc.message))
             return
         except Exception as exc:
-            log.exception("request %s failed", request_id)
-            message = f"internal error in orcad: {type(exc).__name__}"
-            await self.send(identity, error_reply(request_id, "internal", message))
+            self._internal_error(task_group, identity, request_id, exc)
+            return
+        if result is None:
+            task_group.start_soon(self._answer_later, identity, envelope, handler)
             return
         self.requests_served += 1
-        delivery = await self.send(identity, ok_reply(request_id, result))
-        self._after_reply(result, delivery is Delivery.SENT)
+        delivered = self._send_now(identity, ok_reply(request_id, result))
+        if delivered is None:
+            task_group.start_soon(
+                self._send_then_tell, identity, ok_reply(request_id, result), result, handler
+            )
+        else:
+            handler.after_reply(result, delivered is Delivery.SENT)
+
+    async def _answer_later(
+        self, identity: bytes, envelope: RequestEnvelope, handler: RequestHandler
+    ) -> None:
+        """Run a request that waits (for the log, a process); nothing escapes this method."""
+        try:
+            try:
+                result = await handler.answer(identity, envelope.request)
+            except WireError as exc:
+                log.info("refused a request: %s: %s", exc.code, exc.message)
+                await self.send(identity, error_reply(envelope.id, exc.code, exc.message))
+                return
+            self.requests_served += 1
+            await self._send_then_tell(identity, ok_reply(envelope.id, result), result, handler)
+        except Exception as exc:
+            log.exception("request %s failed", envelope.id)
+            message = f"internal error in orcad: {type(exc).__name__}"
+            await self.send(identity, error_reply(envelope.id, "internal", message))
+
+    async def _send_then_tell(
+        self, identity: bytes, reply: Reply, result: msgspec.Struct, handler: RequestHandler
+    ) -> None:
+        delivery = await self.send(identity, reply)
+        handler.after_reply(result, delivery is Delivery.SENT)
+
+    def _internal_error(
+        self, task_group: anyio.abc.TaskGroup, identity: bytes, request_id: str, exc: Exception
+    ) -> None:
+        log.error("request %s failed", request_id, exc_info=exc)
+        message = f"internal error in orcad: {type(exc).__name__}"
+        self._reply(task_group, identity, error_reply(request_id, "internal", message))
+
+    def _reply(self, task_group: anyio.abc.TaskGroup, identity: bytes, reply: Reply) -> None:
+        if self._send_now(identity, reply) is None:
+            task_group.start_soon(self.send, identity, reply)
+
+    def _send_now(self, identity: bytes, message: DaemonMessage) -> Delivery | None:
+        """Try to send without waiting: SENT, GONE, or None when the peer's queue is full."""
+        frames = [identity, *encode_daemon_message(self._key, message)]
+        try:
+            self._socket.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+        except zmq.ZMQError as exc:
+            if exc.errno == errno.EHOSTUNREACH:
+                return Delivery.GONE
+            if exc.errno != errno.EAGAIN:
+                raise
+            return None
+        finally:
+            self._readable.set()  # a send can swallow the descriptor's edge: look again
+        return Delivery.SENT
 
     async def send(self, identity: bytes, message: DaemonMessage) -> Delivery:
         """Send to one peer; waits while its queue is full; GONE once it has disconnected."""
-        frames = [identity, *encode_daemon_message(self._key, message)]
         backoff = SEND_RETRY_SECONDS
         while True:
-            try:
-                await self._socket.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
-                return Delivery.SENT
-            except zmq.ZMQError as exc:
-                if exc.errno == errno.EHOSTUNREACH:
-                    return Delivery.GONE
-                if exc.errno != errno.EAGAIN:
-                    raise
+            delivery = self._send_now(identity, message)
+            if delivery is not None:
+                return delivery
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_SEND_BACKOFF_SECONDS)
 
