@@ -30,7 +30,13 @@ from orca_client.wire import (
     TerminalStatus,
     WireError,
 )
-from orca_daemon.agents.base import Identified, QuestionsAsked, QuestionsWithdrawn, Usage
+from orca_daemon.agents.base import (
+    Identified,
+    PhaseChanged,
+    QuestionsAsked,
+    QuestionsWithdrawn,
+    Usage,
+)
 from orca_daemon.agents.command import CommandTranslator
 from orca_daemon.events import (
     AgentSessionIdentified,
@@ -125,6 +131,9 @@ class _Recorder:
 
     async def question_withdrawn(self, withdrawn: QuestionsWithdrawn) -> None:
         await self._manager.clear_question(self._spec, withdrawn.request_id, withdrawn.reason)
+
+    async def phase(self, changed: PhaseChanged) -> None:
+        await self._manager.change_phase(self._spec, changed.phase)
 
     async def usage(self, usage: Usage) -> None:
         spec = self._spec
@@ -250,6 +259,17 @@ class RunManager:
         """The agent asked: record the request and put the run in `waiting_for_answer`."""
         event = QuestionAsked(spec.run_id, spec.session_id, asked.request_id, asked.questions)
         await self.record_if_live(spec.run_id, spec.session_id, [event], "waiting_for_answer")
+
+    async def change_phase(self, spec: SessionSpec, phase: RunStatus) -> None:
+        """The agent moved to another phase; a waiting or ended run keeps its status."""
+        async with self._lock(spec.run_id):
+            session = self._state.sessions.get(spec.session_id)
+            run = self._state.runs[spec.run_id]
+            if session is None or session.status in TERMINAL_STATUSES:
+                return
+            if run.status in TERMINAL_STATUSES or run.status in ("waiting_for_answer", phase):
+                return
+            await self.append(spec.run_id, [RunStatusChanged(spec.run_id, phase)])
 
     async def clear_question(self, spec: SessionSpec, request_id: str, reason: str) -> None:
         """The agent withdrew its question: clear it; the run resumes if nothing else waits."""

@@ -22,6 +22,7 @@ from orca_daemon.agents.base import (
     Identified,
     Note,
     Output,
+    PhaseChanged,
     QuestionsAsked,
     QuestionsWithdrawn,
     Result,
@@ -50,6 +51,8 @@ class SessionRecorder(Protocol):
     async def question_withdrawn(self, withdrawn: QuestionsWithdrawn) -> None: ...
 
     async def usage(self, usage: Usage) -> None: ...
+
+    async def phase(self, changed: PhaseChanged) -> None: ...
 
     async def identified(self, identified: Identified) -> None: ...
 
@@ -362,6 +365,8 @@ class SessionProcess:
             await self._recorder.question_withdrawn(effect)
         elif isinstance(effect, Usage):
             await self._recorder.usage(effect)
+        elif isinstance(effect, PhaseChanged):
+            await self._recorder.phase(effect)
         elif isinstance(effect, Identified):
             await self._recorder.identified(effect)
 

@@ -47,6 +47,15 @@ class QuestionsWithdrawn(msgspec.Struct, frozen=True):
     reason: str
 
 
+Phase = Literal["planning", "running", "reviewing"]
+
+
+class PhaseChanged(msgspec.Struct, frozen=True):
+    """The agent says which phase of its work it is in; the run's status follows."""
+
+    phase: Phase
+
+
 class Send(msgspec.Struct, frozen=True):
     """A line (with its newline) to write to the agent's stdin."""
 
@@ -65,7 +74,17 @@ class Identified(msgspec.Struct, frozen=True):
     agent_session_id: str
 
 
-Effect = Output | Note | Result | QuestionsAsked | QuestionsWithdrawn | Send | Usage | Identified
+Effect = (
+    Output
+    | Note
+    | Result
+    | QuestionsAsked
+    | QuestionsWithdrawn
+    | PhaseChanged
+    | Send
+    | Usage
+    | Identified
+)
 
 
 class Translator(Protocol):

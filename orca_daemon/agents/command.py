@@ -15,6 +15,8 @@ from orca_daemon.agents.base import (
     Effect,
     Note,
     Output,
+    Phase,
+    PhaseChanged,
     QuestionsAsked,
     QuestionsWithdrawn,
     Result,
@@ -41,8 +43,12 @@ class _QuestionClearedLine(msgspec.Struct, tag="question_cleared", tag_field="ty
     pass
 
 
+class _PhaseLine(msgspec.Struct, tag="phase", tag_field="type"):
+    phase: Phase
+
+
 _line_decoder = msgspec.json.Decoder(
-    _OutputLine | _ResultLine | _QuestionLine | _QuestionClearedLine
+    _OutputLine | _ResultLine | _QuestionLine | _QuestionClearedLine | _PhaseLine
 )
 
 
@@ -101,6 +107,8 @@ class CommandTranslator:
             return [self.result]
         if isinstance(message, _QuestionLine):
             return self._ask(message.questions, line)
+        if isinstance(message, _PhaseLine):
+            return [PhaseChanged(message.phase)]
         return self._withdraw("the agent cleared its question")
 
     def answer(self, request_id: str, answers: dict[str, list[str]]) -> list[Effect]:
