@@ -113,8 +113,22 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         "start a run with one command-agent session",
         "Start a run whose session runs CMD (it speaks the command-agent protocol, see "
-        "docs/agent-protocol.md). CMD is resolved on your PATH; it runs in --cwd.\n\n"
-        "example:\n  orca run --title demo --prompt 'fix the bug' --wait -- python3 agent.py",
+        "docs/agent-protocol.md), or a configured agent (--agent) on a prompt. CMD is resolved "
+        "on your PATH; it runs in --cwd.\n\nexamples:\n"
+        "  orca run --title demo --prompt 'fix the bug' --wait -- python3 agent.py\n"
+        "  orca run --agent codex --cwd ~/src/app 'make the failing test pass'\n"
+        "  orca run --agent codex --follow-up 7933 'now add a changelog entry'",
+    )
+    run.add_argument(
+        "--agent",
+        metavar="NAME",
+        help="run a configured agent (codex, codex-exec, claude, or [agents.NAME] in config.toml) "
+        "on PROMPT instead of a command",
+    )
+    run.add_argument(
+        "--follow-up",
+        metavar="RUN_ID",
+        help="with --agent: continue that run's conversation (same agent), so it keeps its context",
     )
     run.add_argument("--title", help="a title for the run (default: the command line)")
     run.add_argument("--cwd", default=None, help="working directory (default: the current one)")
@@ -188,16 +202,38 @@ def cmd_run(args: Args) -> int:
     argv = list(args.argv)
     if argv and argv[0] == "--":
         argv = argv[1:]
-    if not argv:
-        raise UsageError(
-            "orca run: give the command to run after --, e.g. orca run -- python3 agent.py"
-        )
     cwd = os.path.abspath(args.cwd or os.getcwd())
-    argv[0] = _resolve_program(argv[0], cwd)
-    with _client() as client:
-        started: RunStarted = client.request(
-            StartRun(command=argv, cwd=cwd, title=args.title, prompt=args.prompt)
+    if args.agent is not None:
+        if args.prompt is not None and argv:
+            raise UsageError("orca run: give the prompt as PROMPT or --prompt, not both")
+        prompt = args.prompt if args.prompt is not None else " ".join(argv)
+        if not prompt:
+            raise UsageError(
+                f"orca run: agent {args.agent} needs a prompt: orca run --agent NAME 'PROMPT'"
+            )
+        request = StartRun(
+            cwd=cwd,
+            agent=args.agent,
+            prompt=prompt,
+            title=args.title,
+            follow_up=args.follow_up,
+            search_path=os.environ.get("PATH"),
+            codex_path=os.environ.get("ORCA_CODEX_PATH"),
         )
+    else:
+        if args.follow_up is not None:
+            raise UsageError(
+                "orca run: --follow-up continues an agent's conversation: give --agent"
+            )
+        if not argv:
+            raise UsageError(
+                "orca run: give the command to run after --, e.g. orca run -- python3 agent.py "
+                "(or an agent: orca run --agent codex 'PROMPT')"
+            )
+        argv[0] = _resolve_program(argv[0], cwd)
+        request = StartRun(command=argv, cwd=cwd, title=args.title, prompt=args.prompt)
+    with _client() as client:
+        started: RunStarted = client.request(request)
         if not args.wait:
             if args.json:
                 _print_json(started)

@@ -156,12 +156,20 @@ class Status(Struct, tag="status", frozen=True):
 
 
 class StartRun(Struct, tag="run", frozen=True):
-    """Create a run with one command-agent session running `command` in `cwd`."""
+    """Create a run with one session in `cwd`: either `command` (a command agent) or the
+    configured `agent` (by name, e.g. `codex`, `codex-exec`, `claude`) with `prompt`."""
 
-    command: list[str]
     cwd: str
+    command: list[str] = []
+    agent: str | None = None
     title: str | None = None
     prompt: str | None = None
+    follow_up: str | None = None
+    """With `agent`: continue the agent's conversation from this earlier run (same agent)."""
+    search_path: str | None = None
+    """The client's PATH, where agent CLIs are looked for (orcad's own PATH may be shorter)."""
+    codex_path: str | None = None
+    """The client's ORCA_CODEX_PATH: the codex binary to use, over every other choice."""
 
 
 class Cancel(Struct, tag="cancel", frozen=True):

@@ -8,9 +8,11 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import msgspec
+
+T = TypeVar("T")
 
 
 class ConfigError(Exception):
@@ -80,17 +82,106 @@ class HookSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
         return found
 
 
+Adapter = Literal["command", "codex", "codex-exec", "claude"]
+PROJECT_CONFIG = Path(".orca") / "config.toml"
+"""A project's own settings, found in a run's working directory or the nearest parent."""
+
+
+class AgentSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
+    """`[agents.NAME]`. Every key is optional; unset keys (None) fall back, set ones win —
+    so a project's explicit `false` beats a global `true`."""
+
+    adapter: Adapter | None = None
+    command: list[str] | None = None
+    """`command`: the program and its arguments. Other adapters: the CLI binary (and options)."""
+    args: list[str] | None = None
+    """Extra arguments appended to the CLI's command line (codex-exec, claude)."""
+    model: str | None = None
+    sandbox: Literal["read-only", "workspace-write", "danger-full-access"] | None = None
+    approval_policy: Literal["untrusted", "on-failure", "on-request", "never"] | None = None
+    multi_agent: bool | None = None
+    """codex: Codex's `features.multi_agent` for this agent (unset: Codex's config decides)."""
+    tool_permission: Literal["allow", "deny"] | None = None
+    """claude: what to answer Claude's tool-permission requests with (default allow)."""
+    env: dict[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.command is not None and (not self.command or not self.command[0]):
+            raise ValueError("command must name a program")
+
+    def over(self, base: AgentSettings) -> AgentSettings:
+        """These settings, with every unset key taken from `base`."""
+        values = {
+            name: getattr(self, name) if getattr(self, name) is not None else getattr(base, name)
+            for name in self.__struct_fields__
+        }
+        return AgentSettings(**values)
+
+    @property
+    def adapter_name(self) -> Adapter:
+        return self.adapter or "command"
+
+
+BUILTIN_AGENTS = {
+    "codex": AgentSettings(adapter="codex"),
+    "codex-exec": AgentSettings(adapter="codex-exec"),
+    "claude": AgentSettings(adapter="claude"),
+}
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     daemon: DaemonSettings = msgspec.field(default_factory=DaemonSettings)
     hooks: HookSettings = msgspec.field(default_factory=HookSettings)
+    agents: dict[str, AgentSettings] = msgspec.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, agent in self.agents.items():
+            if agent.adapter_name == "command" and agent.command is None:
+                raise ValueError(f'agents.{name}.command is required for adapter = "command"')
+
+    def agent(self, name: str, cwd: Path) -> AgentSettings:
+        """An agent's settings for a run in `cwd`: the project's over the global over built-ins."""
+        base = self.agents.get(name) or BUILTIN_AGENTS.get(name)
+        project = load_project_agents(cwd).get(name)
+        if base is None and project is None:
+            known = ", ".join(sorted({*BUILTIN_AGENTS, *self.agents}))
+            raise ConfigError(f"no agent named {name!r} (configured: {known})")
+        merged = project.over(base) if project is not None and base is not None else project or base
+        assert merged is not None
+        if merged.adapter_name == "command" and merged.command is None:
+            raise ConfigError(f'agent {name!r} has adapter "command" but no command')
+        return merged
+
+
+class ProjectConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """What a project's `.orca/config.toml` may set."""
+
+    agents: dict[str, AgentSettings] = msgspec.field(default_factory=dict)
+
+
+def find_project_config(cwd: Path) -> Path | None:
+    for directory in (cwd, *cwd.parents):
+        candidate = directory / PROJECT_CONFIG
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_project_agents(cwd: Path) -> dict[str, AgentSettings]:
+    path = find_project_config(cwd)
+    return {} if path is None else _load(path, ProjectConfig).agents
 
 
 def load_config(path: Path) -> Config:
     """Read and validate `path`; a missing file gives the defaults."""
+    if not path.exists():
+        return Config()
+    return _load(path, Config)
+
+
+def _load(path: Path, kind: type[T]) -> T:
     try:
         raw = path.read_bytes()
-    except FileNotFoundError:
-        return Config()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config file: {exc}") from None
     try:
@@ -98,7 +189,7 @@ def load_config(path: Path) -> Config:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     try:
-        return msgspec.convert(data, Config)
+        return msgspec.convert(data, kind)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{path}: {_describe(exc)}") from None
 

@@ -134,7 +134,7 @@ class Daemon:
             max_line_bytes=settings.max_line_bytes,
         )
         async with anyio.create_task_group() as work:
-            runs = RunManager(store, state, work, pump, settings.cancel_grace_seconds)
+            runs = RunManager(store, state, work, pump, settings.cancel_grace_seconds, self._config)
             await runs.reconcile()
             hooks = HookRunner(
                 store,

@@ -35,9 +35,12 @@ from orca_daemon.agents.base import (
     PhaseChanged,
     QuestionsAsked,
     QuestionsWithdrawn,
+    Translator,
     Usage,
 )
-from orca_daemon.agents.command import CommandTranslator
+from orca_daemon.agents.binaries import BinaryNotFound
+from orca_daemon.agents.registry import Launch, LaunchContext, command_launch, plan_launch
+from orca_daemon.config import Config, ConfigError
 from orca_daemon.events import (
     AgentSessionIdentified,
     Event,
@@ -157,7 +160,9 @@ class RunManager:
         task_group: anyio.abc.TaskGroup,
         settings: PumpSettings,
         cancel_grace: float,
+        config: Config,
     ) -> None:
+        self._config = config
         self._store = store
         self._state = state
         self._tg = task_group
@@ -171,13 +176,17 @@ class RunManager:
     # ------------------------------------------------------------------ requests
 
     async def start_run(self, request: StartRun) -> RunStarted:
-        """Record a new run with one command session and start its process."""
+        """Record a new run with one session and start its process."""
         if not self._accepting:
             raise WireError("shutting_down", "orcad is shutting down; no new runs")
-        command, cwd = _validate_start(request)
+        cwd = _validate_cwd(request.cwd)
+        agent = request.agent or "command"
+        launch = await self._launch(request, cwd)
+        command = launch.command
         run_id = new_run_id()
         session_id = f"{run_id}.1"
-        title = (request.title or " ".join(command))[:MAX_TITLE_CHARS]
+        default_title = f"{agent}: {request.prompt}" if request.agent else " ".join(command)
+        title = (request.title or default_title)[:MAX_TITLE_CHARS]
         stored = await self._store.append(
             run_stream(run_id),
             [
@@ -185,7 +194,7 @@ class RunManager:
                 SessionCreated(
                     run_id,
                     session_id,
-                    agent="command",
+                    agent=agent,
                     command=command,
                     cwd=cwd,
                     prompt=request.prompt,
@@ -193,11 +202,50 @@ class RunManager:
             ],
             expected_version=0,
         )
-        spec = SessionSpec(run_id, session_id, command, cwd, request.prompt)
+        spec = SessionSpec(run_id, session_id, command, cwd, request.prompt, launch.env)
         done = asyncio.Event()
         self._drivers.add(done)
-        self._tg.start_soon(self._drive, spec, done)
+        self._tg.start_soon(self._drive, spec, launch.translator, done)
         return RunStarted(run_id=run_id, session_id=session_id, position=stored[-1].position)
+
+    async def _launch(self, request: StartRun, cwd: str) -> Launch:
+        """What to run: the request's command, or its configured agent (binary found off-loop)."""
+        if request.agent is None:
+            if request.follow_up is not None:
+                raise WireError("bad_request", "a follow-up continues an agent: give --agent")
+            return command_launch(_validate_command(request.command))
+        if request.command:
+            raise WireError("bad_request", "give either a command or an agent, not both")
+        if not request.prompt:
+            raise WireError("bad_request", f"agent {request.agent!r} needs a prompt")
+        try:
+            settings = self._config.agent(request.agent, Path(cwd))
+        except ConfigError as exc:
+            raise WireError("bad_request", str(exc)) from None
+        context = LaunchContext(
+            cwd=cwd,
+            search_path=request.search_path or os.environ.get("PATH", ""),
+            codex_path=request.codex_path or os.environ.get("ORCA_CODEX_PATH"),
+            claude_path=os.environ.get("ORCA_CLAUDE_PATH"),
+            resume=self._conversation_of(request.follow_up, request.agent),
+        )
+        try:
+            return await anyio.to_thread.run_sync(plan_launch, settings, context)
+        except BinaryNotFound as exc:
+            raise WireError("bad_request", str(exc)) from None
+
+    def _conversation_of(self, run_id: str | None, agent: str) -> str | None:
+        """The agent's own conversation id from an earlier run, to continue it."""
+        if run_id is None:
+            return None
+        run = self._state.runs.get(run_id)
+        if run is None:
+            raise WireError("not_found", f"no run with id {run_id!r} to follow up")
+        for session_id in reversed(run.session_ids):
+            session = self._state.sessions[session_id]
+            if session.agent == agent and session.agent_session_id:
+                return session.agent_session_id
+        raise WireError("invalid_state", f"run {run_id} has no {agent} conversation to continue")
 
     async def cancel(self, run_id: str, reason: str | None) -> CancelResult:
         """End a run cancelled, durably, then stop its processes (SIGTERM, then SIGKILL)."""
@@ -340,8 +388,8 @@ class RunManager:
 
     # ------------------------------------------------------------------ driving
 
-    async def _drive(self, spec: SessionSpec, done: asyncio.Event) -> None:
-        process = SessionProcess(spec, CommandTranslator(), _Recorder(self, spec), self._settings)
+    async def _drive(self, spec: SessionSpec, translator: Translator, done: asyncio.Event) -> None:
+        process = SessionProcess(spec, translator, _Recorder(self, spec), self._settings)
         self._processes[spec.session_id] = process
         try:
             outcome = await process.run()
@@ -451,16 +499,20 @@ def _is_same_process(session: SessionInfo, recorded_ticks: int | None) -> bool:
     return recorded_ticks is not None and current == recorded_ticks
 
 
-def _validate_start(request: StartRun) -> tuple[list[str], str]:
-    if not request.command or not request.command[0]:
-        raise WireError("bad_request", "command must name a program to run")
-    if any("\0" in part for part in request.command):
+def _validate_command(command: list[str]) -> list[str]:
+    if not command or not command[0]:
+        raise WireError("bad_request", "command must name a program to run (or give an agent)")
+    if any("\0" in part for part in command):
         raise WireError("bad_request", "command arguments must not contain NUL bytes")
-    cwd = Path(request.cwd)
+    return list(command)
+
+
+def _validate_cwd(text: str) -> str:
+    cwd = Path(text)
     if not cwd.is_absolute():
-        raise WireError("bad_request", f"cwd must be an absolute path, got {request.cwd!r}")
+        raise WireError("bad_request", f"cwd must be an absolute path, got {text!r}")
     if not cwd.is_dir():
-        raise WireError("bad_request", f"cwd {request.cwd!r} is not a directory")
+        raise WireError("bad_request", f"cwd {text!r} is not a directory")
     if not os.access(cwd, os.X_OK):
-        raise WireError("bad_request", f"cwd {request.cwd!r} is not accessible")
-    return list(request.command), str(cwd)
+        raise WireError("bad_request", f"cwd {text!r} is not accessible")
+    return str(cwd)

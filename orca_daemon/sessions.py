@@ -14,10 +14,11 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from orca_daemon.agents.base import (
+    CloseInput,
     Effect,
     Identified,
     Note,
@@ -64,6 +65,8 @@ class SessionSpec:
     command: list[str]
     cwd: str
     prompt: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    """Extra environment for the agent (from its configuration)."""
 
 
 @dataclass(frozen=True)
@@ -252,7 +255,7 @@ class SessionProcess:
             await self._stopping
 
     async def _spawn(self) -> asyncio.subprocess.Process:
-        env = dict(os.environ)
+        env = {**os.environ, **self.spec.env}
         env["ORCA_RUN_ID"] = self.spec.run_id
         env["ORCA_SESSION_ID"] = self.spec.session_id
         env["ORCA_PROMPT"] = self.spec.prompt or ""
@@ -348,6 +351,8 @@ class SessionProcess:
                 await self._buffer(stream, effect.text)
             elif isinstance(effect, Send):
                 await self._write(effect.line)
+            elif isinstance(effect, CloseInput):
+                await self._close_stdin()
             elif isinstance(effect, Note):
                 await self._buffer("orca", effect.text.rstrip("\n") + "\n")
             elif isinstance(effect, Result):

@@ -62,6 +62,10 @@ class Send(msgspec.Struct, frozen=True):
     line: bytes
 
 
+class CloseInput(msgspec.Struct, frozen=True):
+    """Close the agent's stdin: it has everything it will get."""
+
+
 class Usage(msgspec.Struct, frozen=True):
     """Token usage or cost the agent reported."""
 
@@ -82,6 +86,7 @@ Effect = (
     | QuestionsWithdrawn
     | PhaseChanged
     | Send
+    | CloseInput
     | Usage
     | Identified
 )

@@ -1,0 +1,244 @@
+"""Claude Code's bidirectional stream-json mode as a pure translator.
+
+`claude --output-format stream-json --verbose --input-format stream-json --permission-prompt-tool
+stdio`: the prompt goes in as a `user` line; `AskUserQuestion` arrives as a `can_use_tool`
+`control_request` and its answer returns as the `control_response` (an `allow` whose
+`updatedInput` carries `answers` keyed by question text). The `result` line decides success.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import msgspec
+
+from orca_client.wire import Question, QuestionOption
+from orca_daemon.agents.base import (
+    Effect,
+    Identified,
+    Note,
+    Output,
+    QuestionsAsked,
+    QuestionsWithdrawn,
+    Result,
+    Send,
+    Usage,
+    validate_questions,
+)
+from orca_daemon.agents.codex import MAX_SUMMARY_CHARS, verdict_of
+
+_encoder = msgspec.json.Encoder()
+USAGE_FIELDS = ("total_cost_usd", "usage", "num_turns", "duration_ms", "session_id", "subtype")
+
+
+def claude_argv(
+    binary: list[str], *, model: str | None, resume_session: str | None, extra: list[str]
+) -> list[str]:
+    argv = [
+        *binary,
+        "--output-format",
+        "stream-json",
+        "--verbose",
+        "--input-format",
+        "stream-json",
+        "--permission-prompt-tool",
+        "stdio",
+    ]
+    if model:
+        argv += ["--model", model]
+    if resume_session:
+        argv.append(f"--resume={resume_session}")
+    return argv + extra
+
+
+@dataclass
+class _PendingAsk:
+    control_id: str
+    tool_input: dict[str, Any]
+    questions: list[Question]
+
+
+def _line(value: Any) -> Send:
+    return Send(_encoder.encode(value) + b"\n")
+
+
+def _reply(control_id: str, response: dict[str, Any]) -> Send:
+    return _line(
+        {
+            "type": "control_response",
+            "response": {"subtype": "success", "request_id": control_id, "response": response},
+        }
+    )
+
+
+class ClaudeTranslator:
+    """One conversation: the prompt, tool permissions, questions, the result."""
+
+    def __init__(self, label: str, tool_permission: Literal["allow", "deny"] = "allow") -> None:
+        self._label = label
+        self._tool_permission = tool_permission
+        self._asks: dict[str, _PendingAsk] = {}
+        self._counter = itertools.count(1)
+        self._done = False
+        self._last_text = ""
+
+    def start(self, prompt: str) -> list[Effect]:
+        message = {
+            "type": "user",
+            "message": {"role": "user", "content": prompt},
+            "parent_tool_use_id": None,
+            "session_id": "default",
+        }
+        return [_line(message)]
+
+    def answer(self, request_id: str, answers: dict[str, list[str]]) -> list[Effect]:
+        ask = self._asks.pop(request_id, None)
+        if ask is None:
+            return []
+        by_text = {q.question: ", ".join(answers.get(q.id, [])) for q in ask.questions}
+        updated = {**ask.tool_input, "answers": by_text}
+        return [_reply(ask.control_id, {"behavior": "allow", "updatedInput": updated})]
+
+    def cancel(self, reason: str) -> list[Effect]:
+        effects: list[Effect] = [
+            _reply(ask.control_id, {"behavior": "deny", "message": f"cancelled: {reason}"})
+            for ask in self._asks.values()
+        ]
+        self._asks.clear()
+        interrupt = {"subtype": "interrupt"}
+        effects.append(
+            _line(
+                {
+                    "type": "control_request",
+                    "request_id": f"orca_{next(self._counter)}",
+                    "request": interrupt,
+                }
+            )
+        )
+        return effects
+
+    def finish(self) -> list[Effect]:
+        if self._done:
+            return []
+        self._done = True
+        return [Result("failed", error=f"{self._label} exited without a result line")]
+
+    def feed_line(self, line: str) -> list[Effect]:
+        try:
+            message = msgspec.json.decode(line)
+        except msgspec.DecodeError:
+            return [Output(line + "\n")] if line.strip() else []
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            return [Output(line + "\n")]
+        try:
+            return self._on_message(message)
+        except (KeyError, TypeError, AttributeError) as exc:
+            return [Note(f"claude printed a line orca could not read ({exc!r}): {line[:200]}")]
+
+    def _on_message(self, message: dict[str, Any]) -> list[Effect]:
+        kind = message["type"]
+        if kind == "system" and message.get("subtype") == "init" and message.get("session_id"):
+            return [Identified(str(message["session_id"]))]
+        if kind == "assistant":
+            return self._on_assistant(message.get("message") or {})
+        if kind == "result":
+            return self._on_result(message)
+        if kind == "control_request":
+            return self._on_control_request(
+                str(message["request_id"]), message.get("request") or {}
+            )
+        if kind == "control_cancel_request":
+            return self._on_cancel_request(str(message.get("request_id")))
+        return []
+
+    def _on_assistant(self, body: dict[str, Any]) -> list[Effect]:
+        texts = [
+            str(block.get("text", ""))
+            for block in body.get("content") or []
+            if isinstance(block, dict) and block.get("type") == "text"
+        ]
+        if not texts:
+            return []
+        self._last_text = texts[-1]
+        return [Output("".join(t if t.endswith("\n") else t + "\n" for t in texts))]
+
+    def _on_result(self, message: dict[str, Any]) -> list[Effect]:
+        if self._done:
+            return []
+        self._done = True
+        usage = Usage({key: message[key] for key in USAGE_FIELDS if key in message})
+        withdrawn: list[Effect] = [
+            QuestionsWithdrawn(request_id, "claude's turn ended") for request_id in self._asks
+        ]
+        self._asks.clear()
+        text = str(message.get("result") or self._last_text or "")
+        if message.get("subtype") == "success" and not message.get("is_error"):
+            result = verdict_of(text) or Result("done", summary=text[-MAX_SUMMARY_CHARS:] or None)
+        else:
+            errors = message.get("errors") or []
+            detail = "; ".join(str(e) for e in errors) or text or str(message.get("subtype"))
+            result = Result("failed", error=detail[-MAX_SUMMARY_CHARS:])
+        return [*withdrawn, usage, result]
+
+    def _on_control_request(self, control_id: str, request: dict[str, Any]) -> list[Effect]:
+        if request.get("subtype") != "can_use_tool":
+            error = {
+                "subtype": "error",
+                "request_id": control_id,
+                "error": "orca does not handle this",
+            }
+            return [_line({"type": "control_response", "response": error})]
+        tool_input = request.get("input") or {}
+        if request.get("tool_name") == "AskUserQuestion":
+            return self._ask(control_id, tool_input)
+        if self._tool_permission == "allow":
+            return [_reply(control_id, {"behavior": "allow", "updatedInput": tool_input})]
+        note = Note(f"denied claude the tool {request.get('tool_name')} (tool_permission = deny)")
+        denial = {"behavior": "deny", "message": "orca is configured to deny tool use"}
+        return [note, _reply(control_id, denial)]
+
+    def _ask(self, control_id: str, tool_input: dict[str, Any]) -> list[Effect]:
+        raw = tool_input.get("questions")
+        if not isinstance(raw, list) or not raw:
+            denial = {"behavior": "deny", "message": "AskUserQuestion needs questions"}
+            return [
+                Note("claude asked AskUserQuestion without questions; orca refused it"),
+                _reply(control_id, denial),
+            ]
+        questions = [
+            Question(
+                id=f"q{index}",
+                question=str(item.get("question", "")),
+                header=str(item.get("header", "")),
+                options=[
+                    QuestionOption(str(o.get("label", "")), str(o.get("description", "")))
+                    for o in item.get("options") or []
+                    if isinstance(o, dict)
+                ]
+                or None,
+                is_other=True,
+            )
+            for index, item in enumerate(raw, 1)
+            if isinstance(item, dict)
+        ]
+        texts = [q.question for q in questions]
+        problem = validate_questions(questions) or (
+            "two questions have the same text" if len(set(texts)) != len(texts) else None
+        )
+        if problem is not None:
+            denial = {"behavior": "deny", "message": problem}
+            return [
+                Note(f"claude asked an unusable question ({problem}); orca refused it"),
+                _reply(control_id, denial),
+            ]
+        request_id = f"claude-{control_id}"
+        self._asks[request_id] = _PendingAsk(control_id, tool_input, questions)
+        return [QuestionsAsked(request_id, questions)]
+
+    def _on_cancel_request(self, control_id: str) -> list[Effect]:
+        request_id = f"claude-{control_id}"
+        if self._asks.pop(request_id, None) is None:
+            return []
+        return [QuestionsWithdrawn(request_id, "claude cancelled its question")]
