@@ -120,7 +120,8 @@ class Client:
         if not sock.poll(_millis(deadline), zmq.POLLOUT):
             self.close()
             raise DaemonUnavailable(
-                f"orcad is not accepting connections on {self.paths.socket_file}"
+                f"orcad is not accepting connections on {self.paths.socket_file} "
+                f"(a socket left by a stopped daemon?); {START_HINT}"
             )
         sock.send_multipart(frames)
         while True:

@@ -7,6 +7,7 @@ as events; terminal statuses are checked before anything is appended, so they ne
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -65,6 +66,7 @@ from orca_daemon.sessions import (
     SessionSpec,
     StreamName,
     process_start_ticks,
+    processes_of_sessions,
     stop_group,
 )
 from orca_daemon.store import EventStore, StoredEvent
@@ -171,6 +173,7 @@ class RunManager:
         self._locks: dict[str, asyncio.Lock] = {}
         self._processes: dict[str, SessionProcess] = {}
         self._drivers: set[asyncio.Event] = set()
+        self._starting: set[asyncio.Event] = set()
         self._accepting = True
 
     # ------------------------------------------------------------------ requests
@@ -179,6 +182,15 @@ class RunManager:
         """Record a new run with one session and start its process."""
         if not self._accepting:
             raise WireError("shutting_down", "orcad is shutting down; no new runs")
+        starting = asyncio.Event()
+        self._starting.add(starting)
+        try:
+            return await self._start_run(request)
+        finally:
+            starting.set()
+            self._starting.discard(starting)
+
+    async def _start_run(self, request: StartRun) -> RunStarted:
         cwd = _validate_cwd(request.cwd)
         agent = request.agent or "command"
         launch = await self._launch(request, cwd)
@@ -392,6 +404,9 @@ class RunManager:
         process = SessionProcess(spec, translator, _Recorder(self, spec), self._settings)
         self._processes[spec.session_id] = process
         try:
+            if not self._accepting:  # shutting down: the session ends stopped, never started
+                await self._finish_session(spec, "failed", STOPPED_REASON, None, None)
+                return
             outcome = await process.run()
             status, reason = outcome_status(outcome)
             summary = outcome.result.summary if outcome.result is not None else None
@@ -408,15 +423,24 @@ class RunManager:
     async def reconcile(self) -> None:
         """End sessions that the log shows in flight from an earlier daemon, stopping orphans."""
         live = self._state.live_sessions()
-        orphans = [
-            s for s in live if s.pid is not None and _is_same_process(s, await self._start_ticks(s))
-        ]
-        for session in orphans:
-            log.warning("stopping orphaned session %s (pid %s)", session.session_id, session.pid)
+        groups: set[int] = set()
+        for session in live:
+            if session.pid is not None and _is_same_process(
+                session, await self._start_ticks(session)
+            ):
+                groups.add(session.pid)
+        # An agent started just before a crash may not have its pid in the log: find it by the
+        # ORCA_SESSION_ID in its environment.
+        found = processes_of_sessions({s.session_id for s in live})
+        for session_id, pids in found.items():
+            for pid in pids:
+                with contextlib.suppress(OSError):
+                    groups.add(os.getpgid(pid))
+            log.warning("stopping orphaned processes %s of session %s", pids, session_id)
+        groups.discard(os.getpgrp())
         async with anyio.create_task_group() as group:
-            for session in orphans:
-                assert session.pid is not None
-                group.start_soon(stop_group, session.pid, self._grace)
+            for pgid in groups:
+                group.start_soon(stop_group, pgid, self._grace)
         for session in live:
             spec = SessionSpec(session.run_id, session.session_id, session.command, session.cwd)
             await self._finish_session(spec, "failed", RESTARTED_REASON, None, None)
@@ -432,6 +456,8 @@ class RunManager:
     async def shutdown(self) -> None:
         """Stop accepting runs; end every live session with a recorded reason; stop processes."""
         self._accepting = False
+        for starting in list(self._starting):  # runs being created now end stopped too
+            await starting.wait()
         for session in self._state.live_sessions():
             spec = SessionSpec(session.run_id, session.session_id, session.command, session.cwd)
             await self._finish_session(spec, "failed", STOPPED_REASON, None, None)

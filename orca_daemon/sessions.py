@@ -138,6 +138,35 @@ def process_start_ticks(pid: int) -> int | None:
         return None
 
 
+def processes_of_sessions(session_ids: set[str]) -> dict[str, list[int]]:
+    """Live processes (Linux /proc) whose environment names one of these sessions.
+
+    Finds an agent even when the daemon died before recording its pid, and its children too.
+    """
+    found: dict[str, list[int]] = {}
+    if not session_ids:
+        return found
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return found
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as handle:
+                environ = handle.read()
+        except OSError:
+            continue
+        for variable in environ.split(b"\0"):
+            if variable.startswith(b"ORCA_SESSION_ID="):
+                session_id = variable[len(b"ORCA_SESSION_ID=") :].decode(errors="replace")
+                if session_id in session_ids:
+                    found.setdefault(session_id, []).append(int(entry))
+                break
+    return found
+
+
 def signal_group(pgid: int, signum: signal.Signals) -> bool:
     """Send `signum` to a process group; False when the group no longer exists."""
     try:
@@ -200,6 +229,7 @@ class SessionProcess:
         self._flush_lock = asyncio.Lock()
         self._stdin_lock = asyncio.Lock()
         self._stopping: asyncio.Task[None] | None = None
+        self._stop_grace: float | None = None
         self._result: Result | None = None
 
     @property
@@ -208,6 +238,8 @@ class SessionProcess:
 
     async def run(self) -> SessionOutcome:
         """Run the process to its end; returns how it ended. Output is recorded as it comes."""
+        if self._stop_grace is not None:
+            return SessionOutcome(exit_code=None, spawn_error="stopped before it started")
         try:
             process = await self._spawn()
         except OSError as exc:
@@ -215,6 +247,8 @@ class SessionProcess:
                 exit_code=None, spawn_error=f"could not start {self.spec.command[0]!r}: {exc}"
             )
         self._process = process
+        if self._stop_grace is not None:  # stop() came while the process was being spawned
+            self.stop(self._stop_grace)
         await self._recorder.started(process.pid, process_start_ticks(process.pid))
         flusher = asyncio.ensure_future(self._flush_when_due())
         try:
@@ -244,7 +278,12 @@ class SessionProcess:
         self.stop(grace)
 
     def stop(self, grace: float) -> None:
-        """Begin stopping the process group: SIGTERM now, SIGKILL after `grace` seconds."""
+        """Begin stopping the process group: SIGTERM now, SIGKILL after `grace` seconds.
+
+        Before the process exists, it makes sure it is stopped as soon as it does (or never starts).
+        """
+        if self._stop_grace is None:
+            self._stop_grace = grace
         process = self._process
         if process is None or process.returncode is not None or self._stopping is not None:
             return

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import sqlite3
 import sys
 import threading
@@ -18,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
-
 from conftest import DaemonProcess
+
 from orca_client.client import Client, DaemonUnavailable, OrcaClientError
 from orca_client.wire import (
     TERMINAL_STATUSES,
@@ -36,7 +37,7 @@ from orca_daemon.projection import State, replay
 from orca_daemon.runs import RESTARTED_REASON, run_status_after
 from orca_daemon.store import COLUMNS, StoredEvent
 
-SEED = 3
+SEED = 20240611
 ROUNDS = 4
 THREADS = 4
 MIN_ACKS_PER_ROUND = 10
@@ -304,7 +305,19 @@ def check_orphans_gone(before: State, before_events: list[StoredEvent]) -> int:
     return len(orphans)
 
 
-# --------------------------------------------------------------------------- the test
+# --------------------------------------------------------------------------- the tests
+
+
+def kill_leftover_agents(pid_dir: Path) -> None:
+    """SIGKILL agents (ours, by pid file) that are still running, so none outlive the test."""
+    for pid_file in pid_dir.glob("*.pid"):
+        try:
+            pid = int(pid_file.read_text())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if process_running(pid) and (str(AGENT).encode() in cmdline or b"sleep" in cmdline):
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_kill9_at_random_moments_loses_nothing(
@@ -313,12 +326,18 @@ def test_kill9_at_random_moments_loses_nothing(
     rng = random.Random(SEED)
     orca_home.mkdir(mode=0o700)
     os.chmod(orca_home, 0o700)
-    # A short grace keeps the restarts quick: orphans are stopped one after another.
+    # Keep restarts quick: an orphan that exits on SIGTERM may linger as a zombie (when init
+    # is slow to reap it), and orcad waits the whole grace for it.
     (orca_home / "config.toml").write_text("[daemon]\ncancel_grace_seconds = 0.3\n")
     pid_dir = orca_home.parent / "pids"
     pid_dir.mkdir()
+    try:
+        run_kill9_rounds(make_daemon(), rng, pid_dir)
+    finally:
+        kill_leftover_agents(pid_dir)
 
-    daemon = make_daemon()
+
+def run_kill9_rounds(daemon: DaemonProcess, rng: random.Random, pid_dir: Path) -> None:
     acked: list[tuple[RunStarted, str]] = []
     before: State | None = None
     before_events: list[StoredEvent] = []
@@ -353,25 +372,69 @@ def test_kill9_at_random_moments_loses_nothing(
             snapshot = client.request(Status())
         load.killed.set()
         daemon.kill()
-        assert daemon.process is not None and daemon.process.returncode == -9
+        assert daemon.process is not None and daemon.process.returncode == -signal.SIGKILL
         load.join()
         assert not load.errors, load.errors
         acked.extend(load.acked)
         before, before_events = replay_file(daemon.paths.log_file)
         assert before.live_sessions(), "no session was in flight at the kill"
-        print("LIVE", [(x.status, x.pid, (pid_dir / f"{x.session_id}.pid").exists()) for x in before.live_sessions()])
 
     # Still serving after all that: a new run completes, then a clean stop.
     with daemon.client() as client:
         started: RunStarted = client.request(
-            StartRun(command=[*dur_agent(), "--lines", "2"], cwd=str(pid_dir))
+            StartRun(command=dur_agent("--lines", "2"), cwd=str(pid_dir))
         )
     final = daemon.wait_for_run(started.run_id)
     assert final.status == "completed", (final, daemon.status(started.run_id).sessions)
     assert daemon.stop() == 0
 
-    print("STATS", len(acked), reconciled, orphans, time.monotonic() - started_at)
     assert len(acked) >= ROUNDS * MIN_ACKS_PER_ROUND
-    assert reconciled >= ROUNDS  # at least the long sessions of each round
+    assert reconciled >= ROUNDS * THREADS  # at least each thread's first (long) session
     assert orphans >= ROUNDS
     assert time.monotonic() - started_at < 60
+
+
+def test_agent_spawned_but_not_yet_recorded_is_stopped_after_restart(
+    make_daemon: Callable[..., DaemonProcess], orca_home: Path
+) -> None:
+    """kill -9 between an agent's spawn and the commit of its SessionStarted event.
+
+    The agent freezes orcad (SIGSTOP to its parent) as its first act, which holds orcad exactly
+    in that window; orcad is then killed. The log shows the session `created` with no pid, but
+    its process is alive: the restarted orcad must still not leave it running.
+    """
+    daemon = make_daemon().start()
+    pid_dir = orca_home.parent / "pids"
+    pid_dir.mkdir()
+    script = 'kill -STOP "$PPID"; echo $$ > "$0/$ORCA_SESSION_ID.pid"; exec sleep 60'
+    with daemon.client() as client:
+        started: RunStarted = client.request(
+            StartRun(command=["/bin/sh", "-c", script, str(pid_dir)], cwd=str(pid_dir))
+        )
+    pid_file = pid_dir / f"{started.session_id}.pid"
+    wait_until(
+        lambda: pid_file.exists() and pid_file.read_text().strip().isdigit(),
+        timeout=10,
+        what="the agent to freeze orcad and write its pid",
+    )
+    agent_pid = int(pid_file.read_text())
+    try:
+        daemon.kill()
+        before, _ = replay_file(daemon.paths.log_file)
+        session = before.sessions[started.session_id]
+        assert (session.status, session.pid) == ("created", None), "SessionStarted got committed"
+        assert process_running(agent_pid)
+
+        daemon.start()
+        after = daemon.status(started.run_id)
+        assert after.sessions[0].status == "failed"
+        assert after.sessions[0].reason == RESTARTED_REASON
+        assert after.runs[0].status == "failed"
+        wait_until(
+            lambda: not process_running(agent_pid),
+            timeout=5,
+            what=f"the unrecorded agent (pid {agent_pid}) of the killed orcad to be stopped",
+        )
+    finally:
+        if process_running(agent_pid):
+            os.kill(agent_pid, signal.SIGKILL)
