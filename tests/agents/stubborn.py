@@ -4,7 +4,6 @@ only SIGKILL stops it. Writes its pid first."""
 import json
 import os
 import signal
-import sys
 import time
 
 
