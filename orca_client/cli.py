@@ -41,6 +41,8 @@ several pending, by id:
   orca answer RUN_ID --json '{"answers": {"q1": {"answers": ["yes"]}}}'
 no answer given:
   on a terminal, asks each question in turn (secret ones without echo)
+from a script, without putting the answer on a command line (where `ps` shows it):
+  printf %s "$ANSWER" | orca answer RUN_ID -        (or: --json -)
 
 The answer must name every pending question id and no other; otherwise nothing
 is sent. `orca status RUN_ID` shows the pending questions with their ids."""
@@ -310,13 +312,14 @@ def cmd_answer(args: Args) -> int:
     if args.text is not None and args.answers_json is not None:
         raise UsageError("orca answer: give ANSWER or --json, not both")
     answers = None
+    text = sys.stdin.read() if args.text == "-" else args.text
     if args.answers_json is not None:
+        source = sys.stdin.read() if args.answers_json == "-" else args.answers_json
         try:
-            answers = answering.parse_answers_json(args.answers_json)
+            answers = answering.parse_answers_json(source)
         except ValueError as exc:
             raise UsageError(f"orca answer: --json: {exc}") from None
     with _client() as client:
-        text = args.text
         if text is None and answers is None:
             if not sys.stdin.isatty():
                 raise UsageError(
