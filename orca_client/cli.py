@@ -42,7 +42,7 @@ several pending, by id:
 no answer given:
   on a terminal, asks each question in turn (secret ones without echo)
 from a script, without putting the answer on a command line (where `ps` shows it):
-  printf %s "$ANSWER" | orca answer RUN_ID -        (or: --json -)
+  echo "$ANSWER" | orca answer RUN_ID -   (one trailing newline is dropped; or --json -)
 
 The answer must name every pending question id and no other; otherwise nothing
 is sent. `orca status RUN_ID` shows the pending questions with their ids."""
@@ -312,7 +312,7 @@ def cmd_answer(args: Args) -> int:
     if args.text is not None and args.answers_json is not None:
         raise UsageError("orca answer: give ANSWER or --json, not both")
     answers = None
-    text = sys.stdin.read() if args.text == "-" else args.text
+    text = _strip_newline(sys.stdin.read()) if args.text == "-" else args.text
     if args.answers_json is not None:
         source = sys.stdin.read() if args.answers_json == "-" else args.answers_json
         try:
@@ -440,6 +440,11 @@ def _wait_for_run(client: Client, run_id: str, *, as_json: bool, stream_output: 
     else:
         print(render.outcome_line(run, result.sessions), file=sys.stderr)
     return {"completed": EXIT_OK, "cancelled": EXIT_RUN_CANCELLED}.get(run.status, EXIT_RUN_FAILED)
+
+
+def _strip_newline(text: str) -> str:
+    """Input read from stdin loses one trailing newline (as `$(...)` does); nothing else."""
+    return text[:-1] if text.endswith("\n") else text
 
 
 def _say_reconnecting(reason: str) -> None:
