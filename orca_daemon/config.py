@@ -135,13 +135,24 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     agents: dict[str, AgentSettings] = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name, agent in self.agents.items():
-            if agent.adapter_name == "command" and agent.command is None:
+        for name in self.agents:
+            if (
+                self.global_agent(name).adapter_name == "command"
+                and self.agents[name].command is None
+            ):
                 raise ValueError(f'agents.{name}.command is required for adapter = "command"')
+
+    def global_agent(self, name: str) -> AgentSettings | None:
+        """The config file's settings for `name`, over the built-in ones of that name."""
+        configured = self.agents.get(name)
+        builtin = BUILTIN_AGENTS.get(name)
+        if configured is not None and builtin is not None:
+            return configured.over(builtin)
+        return configured or builtin
 
     def agent(self, name: str, cwd: Path) -> AgentSettings:
         """An agent's settings for a run in `cwd`: the project's over the global over built-ins."""
-        base = self.agents.get(name) or BUILTIN_AGENTS.get(name)
+        base = self.global_agent(name)
         project = load_project_agents(cwd).get(name)
         if base is None and project is None:
             known = ", ".join(sorted({*BUILTIN_AGENTS, *self.agents}))
@@ -188,20 +199,33 @@ def _load(path: Path, kind: type[T]) -> T:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    agents = data.pop("agents", {})
+    if not isinstance(agents, dict):
+        raise ConfigError(f"{path}: key agents: expected tables, one per agent ([agents.NAME])")
+    # Each agent on its own, so an error names it (`agents.NAME.key`), not `agents[...]`.
+    for name, table in agents.items():
+        try:
+            msgspec.convert(table, AgentSettings)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(f"{path}: {_describe(exc, f'agents.{name}')}") from None
     try:
-        return msgspec.convert(data, kind)
+        return msgspec.convert({**data, "agents": agents}, kind)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{path}: {_describe(exc)}") from None
 
 
-def _describe(exc: msgspec.ValidationError) -> str:
+def _describe(exc: msgspec.ValidationError, prefix: str = "") -> str:
     """msgspec says `... - at `$.daemon.x``; say `key daemon.x: ...` instead."""
     message = str(exc)
     unknown = re.match(r"Object contains unknown field `([^`]+)`(?: - at `\$\.(.+)`)?$", message)
     if unknown:
         field, where = unknown.groups()
-        return f"key {where + '.' if where else ''}{field}: unknown key"
+        return f"key {_join(prefix, where, field)}: unknown key"
     if " - at `$." in message:
         text, _, where = message.rpartition(" - at `$.")
-        return f"key {where.rstrip('`')}: {text}"
-    return message
+        return f"key {_join(prefix, where.rstrip('`'))}: {text}"
+    return f"key {prefix}: {message}" if prefix else message
+
+
+def _join(*parts: str | None) -> str:
+    return ".".join(part for part in parts if part)
