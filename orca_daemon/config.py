@@ -135,11 +135,9 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     agents: dict[str, AgentSettings] = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in self.agents:
-            if (
-                self.global_agent(name).adapter_name == "command"
-                and self.agents[name].command is None
-            ):
+        for name, configured in self.agents.items():
+            merged = self.global_agent(name) or configured
+            if merged.adapter_name == "command" and merged.command is None:
                 raise ValueError(f'agents.{name}.command is required for adapter = "command"')
 
     def global_agent(self, name: str) -> AgentSettings | None:
