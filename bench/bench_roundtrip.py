@@ -107,7 +107,9 @@ class OrcaDaemon:
         try:
             with self.client() as client:
                 for index in range(count):
-                    client.request(StartRun(["true"], cwd=str(self.base), title=f"bench {index}"))
+                    client.request(
+                        StartRun(command=["true"], cwd=str(self.base), title=f"bench {index}")
+                    )
                 deadline = time.monotonic() + timeout
                 while time.monotonic() < deadline:
                     result: StatusResult = client.request(Status())

@@ -36,6 +36,7 @@ TRACKING = "hooks"
 SAVE_INTERVAL_SECONDS = 2.0
 OUTPUT_TAIL_CHARS = 2000
 RESTARTED_REASON = "orcad restarted while the hook ran"
+STOPPED_REASON = "orcad stopped while the hook ran"
 TRIGGER_TYPES = frozenset({"question_asked", "run_status_changed"})
 
 
@@ -66,9 +67,11 @@ class HookRunner:
         self._tg = task_group
         self._queue: deque[StoredEvent] = deque()
         self._wake = asyncio.Event()
+        self._progress = asyncio.Event()
         self._position = 0
         self._saved = 0
-        self._running: set[asyncio.Event] = set()
+        self._running: dict[asyncio.Event, anyio.CancelScope] = {}
+        """Hooks started and not finished: each one's completion event and cancel scope."""
         self._stopped = False
 
     async def start(self) -> None:
@@ -86,12 +89,27 @@ class HookRunner:
 
     async def stop(self, grace: float) -> None:
         """Stop firing; give running hooks `grace` seconds; record how far the log was handled."""
+        await self._catch_up_to(self._store.head_position, grace)  # e.g. runs the stop just ended
         self._stopped = True
+        self._wake.set()
         self._store.remove_listener(self._on_commit)
-        with anyio.move_on_after(grace):
-            for done in list(self._running):
-                await done.wait()
+        await self._wait_for_hooks(grace)
+        for scope in self._running.values():  # still running after the grace period
+            scope.cancel()
+        await self._wait_for_hooks(grace)
+        # Triggers not handled yet lie after this position: the next orcad fires them.
         await self._store.save_tracking(TRACKING, self._position)
+
+    async def _catch_up_to(self, position: int, limit: float) -> None:
+        with anyio.move_on_after(limit):
+            while self._position < position:
+                self._progress.clear()
+                await self._progress.wait()
+
+    async def _wait_for_hooks(self, limit: float) -> None:
+        with anyio.move_on_after(limit):
+            while self._running:
+                await next(iter(self._running)).wait()
 
     def _on_commit(self, events: list[StoredEvent]) -> None:
         self._queue.extend(e for e in events if e.type in TRIGGER_TYPES)
@@ -109,7 +127,9 @@ class HookRunner:
                 stored = self._queue.popleft()
                 if stored.position > self._position:
                     await self._handle(stored)
-            self._position = max(self._position, self._store.head_position)
+            if not self._queue:  # every trigger up to the head has been handled
+                self._position = max(self._position, self._store.head_position)
+                self._progress.set()
             self._wake.clear()
             if not self._queue:
                 await self._wake.wait()
@@ -121,13 +141,18 @@ class HookRunner:
             command = self._commands.get(hook) if hook else None
             if hook is not None and command is not None:
                 started = HookStarted(event.run_id, hook, stored.position, command)
-                await self._store.append_tracked(
-                    run_stream(event.run_id), [started], (TRACKING, stored.position)
-                )
+                done, scope = asyncio.Event(), anyio.CancelScope()
+                self._running[done] = scope  # before the append, so `stop` waits for it
+                try:
+                    await self._store.append_tracked(
+                        run_stream(event.run_id), [started], (TRACKING, stored.position)
+                    )
+                except BaseException:
+                    self._running.pop(done, None)
+                    done.set()
+                    raise
                 self._saved = max(self._saved, stored.position)
-                done = asyncio.Event()
-                self._running.add(done)
-                self._tg.start_soon(self._run, started, stored, done)
+                self._tg.start_soon(self._run, started, stored, done, scope)
         self._position = stored.position
 
     async def _save_periodically(self) -> None:
@@ -138,15 +163,26 @@ class HookRunner:
                 await self._store.save_tracking(TRACKING, position)
                 self._saved = position
 
-    async def _run(self, started: HookStarted, trigger: StoredEvent, done: asyncio.Event) -> None:
+    async def _run(
+        self,
+        started: HookStarted,
+        trigger: StoredEvent,
+        done: asyncio.Event,
+        scope: anyio.CancelScope,
+    ) -> None:
         try:
-            ok, reason, code, tail = await self._execute(started, trigger)
-            await self._finish(started, ok, reason, code, tail)
+            outcome = None
+            with scope:
+                outcome = await self._execute(started, trigger)
+            if outcome is None:  # `stop` gave up waiting for it
+                await self._finish(started, ok=False, reason=STOPPED_REASON)
+            else:
+                await self._finish(started, *outcome)
         except Exception:
             log.exception("hook %s failed inside orcad", started.hook)
         finally:
             done.set()
-            self._running.discard(done)
+            self._running.pop(done, None)
 
     async def _execute(
         self, started: HookStarted, trigger: StoredEvent
