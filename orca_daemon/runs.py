@@ -12,6 +12,7 @@ import logging
 import os
 import secrets
 import signal
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -69,13 +70,15 @@ from orca_daemon.sessions import (
     processes_of_sessions,
     stop_group,
 )
-from orca_daemon.store import EventStore, StoredEvent
+from orca_daemon.store import EventStore, StoredEvent, StoreError
 
 log = logging.getLogger(__name__)
 
 RESTARTED_REASON = "orcad restarted while the session was running"
 STOPPED_REASON = "orcad stopped while the session was running"
 MAX_TITLE_CHARS = 200
+MAX_OUTPUT_IN_FLIGHT = 8
+"""Output chunks a session may have queued for the log before its pump waits for them."""
 
 
 def new_run_id() -> str:
@@ -115,6 +118,7 @@ class _Recorder:
     def __init__(self, manager: RunManager, spec: SessionSpec) -> None:
         self._manager = manager
         self._spec = spec
+        self._in_flight: deque[asyncio.Future[list[StoredEvent]]] = deque()
 
     async def started(self, pid: int, process_start_ticks: int | None) -> None:
         spec = self._spec
@@ -126,10 +130,21 @@ class _Recorder:
         )
 
     async def output(self, stream: StreamName, text: str) -> None:
+        """Queue the chunk without waiting for its commit (the log keeps queue order), so the
+        pump goes on reading; wait only when too many chunks are in flight."""
         spec = self._spec
-        await self._manager.append(
-            spec.run_id, [OutputAppended(spec.run_id, spec.session_id, stream, text)]
-        )
+        event = OutputAppended(spec.run_id, spec.session_id, stream, text)
+        self._in_flight.append(self._manager.append_nowait(spec.run_id, [event]))
+        while len(self._in_flight) > MAX_OUTPUT_IN_FLIGHT:
+            await self._in_flight.popleft()
+
+    async def settle(self) -> None:
+        """Wait until every queued output chunk is written (or has failed, which is logged)."""
+        while self._in_flight:
+            try:
+                await self._in_flight.popleft()
+            except StoreError:
+                log.exception("session %s: output could not be written", self._spec.session_id)
 
     async def question_asked(self, asked: QuestionsAsked) -> None:
         await self._manager.record_question(self._spec, asked)
@@ -352,6 +367,9 @@ class RunManager:
     async def append(self, run_id: str, events: list[Event]) -> list[StoredEvent]:
         return await self._store.append(run_stream(run_id), events)
 
+    def append_nowait(self, run_id: str, events: list[Event]) -> asyncio.Future[list[StoredEvent]]:
+        return self._store.append_nowait(run_stream(run_id), events)
+
     async def record_if_live(
         self, run_id: str, session_id: str, events: list[Event], run_status: RunStatus | None
     ) -> None:
@@ -401,13 +419,15 @@ class RunManager:
     # ------------------------------------------------------------------ driving
 
     async def _drive(self, spec: SessionSpec, translator: Translator, done: asyncio.Event) -> None:
-        process = SessionProcess(spec, translator, _Recorder(self, spec), self._settings)
+        recorder = _Recorder(self, spec)
+        process = SessionProcess(spec, translator, recorder, self._settings)
         self._processes[spec.session_id] = process
         try:
             if not self._accepting:  # shutting down: the session ends stopped, never started
                 await self._finish_session(spec, "failed", STOPPED_REASON, None, None)
                 return
             outcome = await process.run()
+            await recorder.settle()
             status, reason = outcome_status(outcome)
             summary = outcome.result.summary if outcome.result is not None else None
             await self._finish_session(spec, status, reason, outcome.exit_code, summary)

@@ -99,6 +99,11 @@ class LineSplitter:
         """Returns `(text, complete)` pairs: complete lines without newline, or overlong pieces."""
         self._buffer += data
         lines: list[tuple[str, bool]] = []
+        end = self._buffer.rfind(b"\n")
+        if 0 <= end < self._max:  # no line here can be overlong: decode the lines at once
+            block = self._decoder.decode(bytes(self._buffer[:end]), final=True)
+            del self._buffer[: end + 1]
+            lines = [(line, True) for line in block.split("\n")]
         while True:
             newline = self._buffer.find(b"\n")
             if newline < 0:
@@ -204,6 +209,16 @@ def _group_exists(pgid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _join_outputs(effects: list[Effect]) -> list[Effect]:
+    joined: list[Effect] = []
+    for effect in effects:
+        if isinstance(effect, Output) and joined and isinstance(joined[-1], Output):
+            joined[-1] = Output(joined[-1].text + effect.text)
+        else:
+            joined.append(effect)
+    return joined
 
 
 class SessionProcess:
@@ -377,11 +392,14 @@ class SessionProcess:
         await self._handle_lines(stream, splitter.finish())
 
     async def _handle_lines(self, stream: StreamName, lines: list[tuple[str, bool]]) -> None:
+        """One read's lines: their effects, with adjacent output joined into one piece."""
+        effects: list[Effect] = []
         for text, complete in lines:
             if stream == "stderr" or not complete:
-                await self._buffer(stream, text + "\n" if complete else text)
+                effects.append(Output(text + "\n" if complete else text))
             else:
-                await self._carry_out(self._translator.feed_line(text), stream)
+                effects.extend(self._translator.feed_line(text))
+        await self._carry_out(_join_outputs(effects), stream)
 
     async def _carry_out(self, effects: list[Effect], stream: StreamName) -> None:
         """Do what the translator said, in order; output before a question stays before it."""

@@ -58,6 +58,7 @@ INSERT = (
 )
 COLUMNS = "position, stream, version, type, schema_version, recorded_at, data"
 MAX_APPENDS_PER_BATCH = 2000
+RING_BYTES = 16 << 20
 WAL_CHECKPOINT_PAGES = 4000
 """Checkpoint the WAL at about 16 MB rather than SQLite's 4 MB: fewer, larger checkpoints."""
 
@@ -137,7 +138,10 @@ class EventStore:
         self._closing = False
         self._writer_running = False
         self._writer_done = asyncio.Event()
-        self._ring: deque[StoredEvent] = deque(maxlen=ring_size)
+        self._ring: deque[StoredEvent] = deque()
+        self._ring_size = ring_size
+        self._ring_bytes = 0
+        """Recent events kept in memory for subscribers, bounded in count and in bytes."""
         self._listeners: list[CommitListener] = []
         self._committed = asyncio.Event()
 
@@ -199,14 +203,25 @@ class EventStore:
             row = await cursor.fetchone()
         return None if row is None else int(row[0])
 
+    def append_nowait(
+        self, stream: str, events: Sequence[Event]
+    ) -> asyncio.Future[list[StoredEvent]]:
+        """Queue an append now and return its future: appends are written in the order they
+        were queued, so a caller may go on and await the future later."""
+        return self._submit(_PendingAppend(stream, events, None))
+
     async def _enqueue(self, pending: _PendingAppend) -> list[StoredEvent]:
+        return await self._submit(pending)
+
+    def _submit(self, pending: _PendingAppend) -> asyncio.Future[list[StoredEvent]]:
         if self._closing:
             raise StoreError("the event store is closed")
         if not pending.events and pending.tracking is None:
-            return []
+            pending.future.set_result([])
+            return pending.future
         self._pending.append(pending)
         self._wake.set()
-        return await pending.future
+        return pending.future
 
     async def run_writer(self) -> None:
         """The single writer: batches every waiting append into one transaction per round.
@@ -351,6 +366,11 @@ class EventStore:
             return
         self._head = stored[-1].position
         self._ring.extend(stored)
+        self._ring_bytes += sum(len(e.data) for e in stored)
+        while len(self._ring) > 1 and (
+            self._ring_bytes > RING_BYTES or len(self._ring) > self._ring_size
+        ):
+            self._ring_bytes -= len(self._ring.popleft().data)
         for listener in list(self._listeners):
             try:
                 listener(stored)
