@@ -84,7 +84,10 @@ def stop(timeout: float) -> int:
     try:
         with Client(paths) as client:
             pid = client.hello().pid
-            client.request(Shutdown())
+            try:
+                client.request(Shutdown(), timeout=5.0)
+            except DaemonUnavailable:
+                pass  # it may have stopped before its reply went out: watch the process below
     except DaemonUnavailable:
         print("orcad is not running")
         return EXIT_OK
