@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -84,10 +85,9 @@ def stop(timeout: float) -> int:
     try:
         with Client(paths) as client:
             pid = client.hello().pid
-            try:
+            # It may stop before its reply goes out: either way, watch the process below.
+            with contextlib.suppress(DaemonUnavailable):
                 client.request(Shutdown(), timeout=5.0)
-            except DaemonUnavailable:
-                pass  # it may have stopped before its reply went out: watch the process below
     except DaemonUnavailable:
         print("orcad is not running")
         return EXIT_OK
