@@ -212,12 +212,19 @@ def _group_exists(pgid: int) -> bool:
 
 
 def _join_outputs(effects: list[Effect]) -> list[Effect]:
+    """Adjacent outputs as one (joined once, not pairwise), other effects in place."""
     joined: list[Effect] = []
+    texts: list[str] = []
     for effect in effects:
-        if isinstance(effect, Output) and joined and isinstance(joined[-1], Output):
-            joined[-1] = Output(joined[-1].text + effect.text)
-        else:
-            joined.append(effect)
+        if isinstance(effect, Output):
+            texts.append(effect.text)
+            continue
+        if texts:
+            joined.append(Output("".join(texts)))
+            texts = []
+        joined.append(effect)
+    if texts:
+        joined.append(Output("".join(texts)))
     return joined
 
 
