@@ -397,33 +397,38 @@ def run_kill9_rounds(daemon: DaemonProcess, rng: random.Random, pid_dir: Path) -
 def test_agent_spawned_but_not_yet_recorded_is_stopped_after_restart(
     make_daemon: Callable[..., DaemonProcess], orca_home: Path
 ) -> None:
-    """kill -9 between an agent's spawn and the commit of its SessionStarted event.
+    """kill -9 while an agent's processes are not (all) known to the log.
 
-    The agent freezes orcad (SIGSTOP to its parent) as its first act, which holds orcad exactly
-    in that window; orcad is then killed. The log shows the session `created` with no pid, but
-    its process is alive: the restarted orcad must still not leave it running.
+    The agent starts a child in a process group of its own (so the recorded pid's group does not
+    hold it), then freezes orcad (SIGSTOP to its parent), which usually also holds orcad before
+    SessionStarted is committed; orcad is then killed. Whatever the log recorded, the restarted
+    orcad must find both processes by the session id in their environment and stop them.
     """
     daemon = make_daemon().start()
     pid_dir = orca_home.parent / "pids"
     pid_dir.mkdir()
-    script = 'kill -STOP "$PPID"; echo $$ > "$0/$ORCA_SESSION_ID.pid"; exec sleep 60'
+    script = (
+        'setsid sleep 60 & echo $! > "$0/$ORCA_SESSION_ID.child"; '
+        'kill -STOP "$PPID"; echo $$ > "$0/$ORCA_SESSION_ID.pid"; exec sleep 60'
+    )
     with daemon.client() as client:
         started: RunStarted = client.request(
             StartRun(command=["/bin/sh", "-c", script, str(pid_dir)], cwd=str(pid_dir))
         )
     pid_file = pid_dir / f"{started.session_id}.pid"
+    child_file = pid_dir / f"{started.session_id}.child"
     wait_until(
         lambda: pid_file.exists() and pid_file.read_text().strip().isdigit(),
         timeout=10,
         what="the agent to freeze orcad and write its pid",
     )
     agent_pid = int(pid_file.read_text())
+    child_pid = int(child_file.read_text())
     try:
         daemon.kill()
         before, _ = replay_file(daemon.paths.log_file)
-        session = before.sessions[started.session_id]
-        assert (session.status, session.pid) == ("created", None), "SessionStarted got committed"
-        assert process_running(agent_pid)
+        assert before.sessions[started.session_id].status in ("created", "running")
+        assert process_running(agent_pid) and process_running(child_pid)
 
         daemon.start()
         after = daemon.status(started.run_id)
@@ -431,10 +436,11 @@ def test_agent_spawned_but_not_yet_recorded_is_stopped_after_restart(
         assert after.sessions[0].reason == RESTARTED_REASON
         assert after.runs[0].status == "failed"
         wait_until(
-            lambda: not process_running(agent_pid),
+            lambda: not process_running(agent_pid) and not process_running(child_pid),
             timeout=5,
-            what=f"the unrecorded agent (pid {agent_pid}) of the killed orcad to be stopped",
+            what=f"the agent ({agent_pid}) and its child ({child_pid}) of the killed orcad to stop",
         )
     finally:
-        if process_running(agent_pid):
-            os.kill(agent_pid, signal.SIGKILL)
+        for pid in (agent_pid, child_pid):
+            if process_running(pid):
+                os.kill(pid, signal.SIGKILL)
