@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 
 import anyio
+import msgspec
 
 from orca_client.paths import InsecurePathError, OrcaPaths, ensure_private_dir, resolve_paths
 from orca_daemon import __version__
@@ -187,8 +188,18 @@ async def _serve_until(
 
 
 def _fold(state: State, events: list[StoredEvent]) -> None:
+    """Apply each event; one that cannot be read is logged and skipped, never fatal."""
     for stored in events:
-        apply(state, stored)
+        try:
+            apply(state, stored)
+        except msgspec.ValidationError as exc:
+            log.error(
+                "skipped unreadable event at position %d (%s): %s",
+                stored.position,
+                stored.type,
+                exc,
+            )
+            state.position = stored.position
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:

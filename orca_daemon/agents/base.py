@@ -72,6 +72,20 @@ class Usage(msgspec.Struct, frozen=True):
     data: dict[str, Any]
 
 
+def usage_of(value: Any) -> list[Effect]:
+    """A Usage effect for an agent's usage object; anything that is not an object is a note."""
+    if isinstance(value, dict):
+        return [Usage({str(k): v for k, v in value.items()})]
+    return [Note(f"ignored usage that is not an object: {str(value)[:200]}")]
+
+
+def text_of(value: Any) -> str | None:
+    """An agent-supplied field as text (None stays None), whatever JSON type it came as."""
+    if value is None or isinstance(value, str):
+        return value
+    return msgspec.json.encode(value).decode()
+
+
 class Identified(msgspec.Struct, frozen=True):
     """The agent's own id for this conversation (a Codex thread, a Claude session)."""
 

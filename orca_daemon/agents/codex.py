@@ -24,7 +24,8 @@ from orca_daemon.agents.base import (
     QuestionsWithdrawn,
     Result,
     Send,
-    Usage,
+    text_of,
+    usage_of,
     validate_questions,
 )
 
@@ -215,7 +216,7 @@ class CodexAppServerTranslator:
         if method == "item/completed":
             return self._on_item(params["item"])
         if method == "thread/tokenUsage/updated":
-            return [Usage(params.get("tokenUsage") or {})]
+            return usage_of(params.get("tokenUsage") or {})
         if method == "serverRequest/resolved":
             request_id = f"codex-{params.get('requestId')}"
             if self._questions.pop(request_id, None) is None:
@@ -265,7 +266,7 @@ class CodexAppServerTranslator:
             result = Result("failed", error="the turn was interrupted")
         else:
             error = turn.get("error") or {}
-            message = error.get("message") if isinstance(error, dict) else None
+            message = text_of(error.get("message")) if isinstance(error, dict) else None
             result = Result("failed", error=message or f"the turn ended {status}")
         self._done = True
         return [*effects, result]

@@ -2,7 +2,7 @@
 
 The prompt goes in on stdin (the argument is `-`); `thread.started` gives the thread id that a
 follow-up resumes with `codex exec resume <id>`; `turn.completed` / `turn.failed` end the session
-and a top-level `error` is only a note.
+and a top-level `error` (a stream error codex may recover from) is recorded as a note.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from orca_daemon.agents.base import (
     Output,
     Result,
     Send,
-    Usage,
+    text_of,
+    usage_of,
 )
 from orca_daemon.agents.codex import MAX_COMMAND_OUTPUT_CHARS, MAX_SUMMARY_CHARS, verdict_of
 
@@ -88,12 +89,11 @@ class CodexExecTranslator:
         if kind == "item.completed":
             return self._on_item(event["item"])
         if kind == "turn.completed":
-            return self._end(Usage(event.get("usage") or {}), self._verdict())
+            return self._end(usage_of(event.get("usage") or {}), self._verdict())
         if kind == "turn.failed":
-            error = event.get("error") or {}
-            return self._end(
-                None, Result("failed", error=str(error.get("message") or "turn failed"))
-            )
+            error = event.get("error")
+            message = text_of(error.get("message")) if isinstance(error, dict) else None
+            return self._end([], Result("failed", error=message or "turn failed"))
         if kind == "error":
             return [Note(f"codex exec error: {event.get('message')}")]
         return []
@@ -124,8 +124,8 @@ class CodexExecTranslator:
         summary = self._last_message[-MAX_SUMMARY_CHARS:] or None
         return verdict_of(self._last_message) or Result("done", summary=summary)
 
-    def _end(self, usage: Usage | None, result: Result) -> list[Effect]:
+    def _end(self, usage: list[Effect], result: Result) -> list[Effect]:
         if self._done:
             return []
         self._done = True
-        return [usage, result] if usage is not None else [result]
+        return [*usage, result]
