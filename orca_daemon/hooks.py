@@ -28,12 +28,13 @@ from orca_daemon.events import (
 )
 from orca_daemon.projection import State
 from orca_daemon.sessions import stop_group
-from orca_daemon.store import EventStore, StoredEvent
+from orca_daemon.store import EventStore, StoredEvent, StoreError
 
 log = logging.getLogger(__name__)
 
 TRACKING = "hooks"
 SAVE_INTERVAL_SECONDS = 2.0
+RETRY_SECONDS = 1.0
 OUTPUT_TAIL_CHARS = 2000
 RESTARTED_REASON = "orcad restarted while the hook ran"
 STOPPED_REASON = "orcad stopped while the hook ran"
@@ -98,7 +99,10 @@ class HookRunner:
             scope.cancel()
         await self._wait_for_hooks(grace)
         # Triggers not handled yet lie after this position: the next orcad fires them.
-        await self._store.save_tracking(TRACKING, self._position)
+        try:
+            await self._store.save_tracking(TRACKING, self._position)
+        except StoreError:
+            log.exception("could not record how far hooks have read the log")
 
     async def _catch_up_to(self, position: int, limit: float) -> None:
         with anyio.move_on_after(limit):
@@ -121,18 +125,28 @@ class HookRunner:
             if not page:
                 break
             for stored in page:
-                await self._handle(stored)
+                await self._handle_retrying(stored)
         while not self._stopped:
             while self._queue and not self._stopped:
                 stored = self._queue.popleft()
                 if stored.position > self._position:
-                    await self._handle(stored)
+                    await self._handle_retrying(stored)
             if not self._queue:  # every trigger up to the head has been handled
                 self._position = max(self._position, self._store.head_position)
                 self._progress.set()
             self._wake.clear()
             if not self._queue:
                 await self._wake.wait()
+
+    async def _handle_retrying(self, stored: StoredEvent) -> None:
+        """Handle one event; while the log cannot be written, wait and try again (in order)."""
+        while not self._stopped:
+            try:
+                await self._handle(stored)
+                return
+            except StoreError:
+                log.exception("hook for position %d not started yet; retrying", stored.position)
+                await asyncio.sleep(RETRY_SECONDS)
 
     async def _handle(self, stored: StoredEvent) -> None:
         if stored.type in TRIGGER_TYPES:
@@ -160,7 +174,11 @@ class HookRunner:
             await asyncio.sleep(SAVE_INTERVAL_SECONDS)
             if self._position > self._saved:
                 position = self._position
-                await self._store.save_tracking(TRACKING, position)
+                try:
+                    await self._store.save_tracking(TRACKING, position)
+                except StoreError:
+                    log.exception("could not record how far hooks have read the log; will retry")
+                    continue
                 self._saved = position
 
     async def _run(

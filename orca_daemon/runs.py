@@ -134,17 +134,23 @@ class _Recorder:
         pump goes on reading; wait only when too many chunks are in flight."""
         spec = self._spec
         event = OutputAppended(spec.run_id, spec.session_id, stream, text)
-        self._in_flight.append(self._manager.append_nowait(spec.run_id, [event]))
+        try:
+            self._in_flight.append(self._manager.append_nowait(spec.run_id, [event]))
+        except StoreError:
+            log.exception("session %s: output could not be queued", spec.session_id)
         while len(self._in_flight) > MAX_OUTPUT_IN_FLIGHT:
-            await self._in_flight.popleft()
+            await self._settle_one()
 
     async def settle(self) -> None:
         """Wait until every queued output chunk is written (or has failed, which is logged)."""
         while self._in_flight:
-            try:
-                await self._in_flight.popleft()
-            except StoreError:
-                log.exception("session %s: output could not be written", self._spec.session_id)
+            await self._settle_one()
+
+    async def _settle_one(self) -> None:
+        try:
+            await self._in_flight.popleft()
+        except StoreError:
+            log.exception("session %s: output could not be written", self._spec.session_id)
 
     async def question_asked(self, asked: QuestionsAsked) -> None:
         await self._manager.record_question(self._spec, asked)
@@ -311,6 +317,13 @@ class RunManager:
                 )
             pending = self._pending_request(run_id, request.request_id)
             answers = resolve_answers(pending.questions, request.text, request.answers)
+            process = self._processes.get(pending.session_id)
+            reply = process.take_answer(pending.request_id, answers) if process else None
+            if process is None or reply is None:
+                raise WireError(
+                    "invalid_state",
+                    f"the agent no longer waits for request {pending.request_id}; nothing was sent",
+                )
             kept, redacted = split_secrets(pending.questions, answers)
             events: list[Event] = [
                 QuestionAnswered(
@@ -325,9 +338,7 @@ class RunManager:
             events.extend(self._resume_events(run_id, resolved_session=pending.session_id))
             await self.append(run_id, events)
             status = self._state.runs[run_id].status
-        process = self._processes.get(pending.session_id)
-        if process is not None:
-            await process.answer(pending.request_id, answers)
+        await process.deliver(reply)
         return AnswerResult(run_id, pending.session_id, pending.request_id, status)
 
     async def record_question(self, spec: SessionSpec, asked: QuestionsAsked) -> None:
@@ -434,7 +445,11 @@ class RunManager:
             await process.wait_stopped()
         except Exception:
             log.exception("session %s failed inside orcad", spec.session_id)
-            await self._finish_session(spec, "failed", "internal error in orcad", None, None)
+            process.stop(self._grace)
+            try:
+                await self._finish_session(spec, "failed", "internal error in orcad", None, None)
+            except Exception:
+                log.exception("session %s: could not record its end", spec.session_id)
         finally:
             self._processes.pop(spec.session_id, None)
             done.set()

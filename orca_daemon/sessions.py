@@ -280,15 +280,21 @@ class SessionProcess:
             await self._wait_for_exit(process, pumps)
         finally:
             flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await flusher
             await self._flush(force=True)
             await self._close_stdin()
         return SessionOutcome(exit_code=process.returncode, result=self._result)
 
-    async def answer(self, request_id: str, answers: dict[str, list[str]]) -> None:
-        """Hand the user's answers to the agent."""
-        await self._carry_out(self._translator.answer(request_id, answers), "stdout")
+    def take_answer(self, request_id: str, answers: dict[str, list[str]]) -> list[Effect] | None:
+        """The agent's reply lines for these answers, or None when the agent no longer waits
+        for that request (it withdrew it, or its turn ended, since the log last said so)."""
+        effects = self._translator.answer(request_id, answers)
+        return effects or None
+
+    async def deliver(self, effects: list[Effect]) -> None:
+        """Write reply lines from `take_answer` to the agent."""
+        await self._carry_out(effects, "stdout")
 
     async def cancel(self, reason: str, grace: float) -> None:
         """Tell the agent it is cancelled (in its protocol), then stop its process group."""
