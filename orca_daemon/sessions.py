@@ -143,6 +143,31 @@ def process_start_ticks(pid: int) -> int | None:
         return None
 
 
+async def exited(process: asyncio.subprocess.Process) -> None:
+    """Return once the process has exited, even while something else still holds its pipes
+    (`Process.wait()` also waits for the pipes to close)."""
+    if process.returncode is not None:
+        return
+    try:
+        descriptor = os.pidfd_open(process.pid)
+    except (AttributeError, OSError):  # no pidfd (old kernel, or already reaped)
+        while process.returncode is None:  # noqa: ASYNC110 - nothing to wait on but the watcher
+            await asyncio.sleep(0.05)
+        return
+    loop = asyncio.get_running_loop()
+    readable = asyncio.Event()
+    loop.add_reader(descriptor, readable.set)
+    try:
+        await readable.wait()
+    finally:
+        loop.remove_reader(descriptor)
+        os.close(descriptor)
+    for _ in range(200):  # the child watcher reaps it and sets returncode just after
+        if process.returncode is not None:
+            return
+        await asyncio.sleep(0.005)
+
+
 def processes_of_sessions(session_ids: set[str]) -> dict[str, list[int]]:
     """Live processes (Linux /proc) whose environment names one of these sessions.
 
@@ -253,6 +278,7 @@ class SessionProcess:
         self._stopping: asyncio.Task[None] | None = None
         self._stop_grace: float | None = None
         self._result: Result | None = None
+        self._result_seen = asyncio.Event()
 
     @property
     def pid(self) -> int | None:
@@ -315,7 +341,9 @@ class SessionProcess:
         process = self._process
         if process is None or process.returncode is not None or self._stopping is not None:
             return
-        self._stopping = asyncio.ensure_future(stop_group(process.pid, grace, process.wait))
+        self._stopping = asyncio.ensure_future(
+            stop_group(process.pid, grace, lambda: exited(process))
+        )
 
     async def wait_stopped(self) -> None:
         if self._stopping is not None:
@@ -365,31 +393,49 @@ class SessionProcess:
     async def _wait_for_exit(
         self, process: asyncio.subprocess.Process, pumps: asyncio.Future[None]
     ) -> None:
-        """Wait for the process and its pipes; stop a process that lingers after its result."""
-        waiter = asyncio.ensure_future(process.wait())
+        """Wait for the process; stop one that lingers after its result; leave nothing behind."""
+        waiter = asyncio.ensure_future(exited(process))
+        result_seen = asyncio.ensure_future(self._result_seen.wait())
         try:
-            while not waiter.done():
-                lingering = self._result is not None
-                timeout = self._settings.result_exit_grace_seconds if lingering else None
-                done, _ = await asyncio.wait({waiter}, timeout=timeout)
-                if not done and self._result is not None:
+            await asyncio.wait({waiter, result_seen}, return_when=asyncio.FIRST_COMPLETED)
+            if not waiter.done():  # the agent gave its result: it has a grace period to exit
+                grace = self._settings.result_exit_grace_seconds
+                done, _ = await asyncio.wait({waiter}, timeout=grace)
+                if not done:
                     log.info(
                         "session %s lingers after its result; stopping it", self.spec.session_id
                     )
                     self.stop(grace=2.0)
                     await waiter
-            # Grandchildren may still hold the pipes open: give them a moment, then end the group.
+            await self._end_leftovers(process.pid)
+            # Whatever still holds the pipes (it left the group and the session) is not waited for.
             drained, _ = await asyncio.wait({pumps}, timeout=self._settings.pipe_drain_seconds)
             if not drained:
-                signal_group(process.pid, signal.SIGKILL)
-                await pumps
+                log.warning(
+                    "session %s: something still holds its output pipes", self.spec.session_id
+                )
         finally:
-            if not waiter.done():
-                waiter.cancel()
-            if not pumps.done():
-                pumps.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await pumps
+            for task in (waiter, result_seen, pumps):
+                if not task.done():
+                    task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await pumps
+
+    async def _end_leftovers(self, pgid: int) -> None:
+        """Stop what the agent left running: its process group, and any process that carries
+        this session's id in its environment (children that left the group included)."""
+        leftovers = {pgid} if _group_exists(pgid) else set()
+        for pid in processes_of_sessions({self.spec.session_id}).get(self.spec.session_id, []):
+            with contextlib.suppress(OSError):
+                leftovers.add(os.getpgid(pid))
+        leftovers.discard(os.getpgrp())
+        if leftovers:
+            log.info(
+                "session %s: stopping leftover process groups %s",
+                self.spec.session_id,
+                sorted(leftovers),
+            )
+            await asyncio.gather(*(stop_group(group, 2.0) for group in leftovers))
 
     async def _pump_both(self, stdout: asyncio.StreamReader, stderr: asyncio.StreamReader) -> None:
         await asyncio.gather(self._pump(stdout, "stdout"), self._pump(stderr, "stderr"))
@@ -428,6 +474,7 @@ class SessionProcess:
             elif isinstance(effect, Result):
                 if self._result is None:
                     self._result = effect
+                    self._result_seen.set()
                     await self._close_stdin()
             else:
                 await self._flush(force=True)
