@@ -242,6 +242,8 @@ class HelloResult(Struct, frozen=True):
     started_at: float
     head_position: int
     log_file: str
+    subscriptions: int = 0
+    """Open subscriptions (a disconnected peer's are closed at once)."""
 
 
 class StatusResult(Struct, frozen=True):

@@ -65,6 +65,7 @@ class Api:
 
     def answer_now(self, identity: bytes, request: Request) -> msgspec.Struct | None:
         """Requests answered from memory, without waiting; None for the others."""
+        self._subscriptions.heard_from(identity)
         if isinstance(request, Hello):
             return self._hello()
         if isinstance(request, Status):
@@ -80,9 +81,7 @@ class Api:
         return None
 
     async def answer(self, identity: bytes, request: Request) -> msgspec.Struct:
-        quick = self.answer_now(identity, request)
-        if quick is not None:
-            return quick
+        """The requests that wait (for the log or a process); `answer_now` handles the rest."""
         if isinstance(request, StartRun):
             return await self._runs.start_run(request)
         if isinstance(request, Answer):
@@ -126,6 +125,7 @@ class Api:
             started_at=self._started_at,
             head_position=self._store.head_position,
             log_file=self._log_file,
+            subscriptions=len(self._subscriptions),
         )
 
     def _status(self, run_id: str | None) -> StatusResult:

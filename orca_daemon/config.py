@@ -5,6 +5,7 @@ A missing file means defaults. A bad file is refused with the file, the key and 
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from pathlib import Path
@@ -20,8 +21,8 @@ class ConfigError(Exception):
 
 
 def _positive(key: str, value: float) -> None:
-    if value <= 0:
-        raise ValueError(f"{key} must be greater than 0, got {value}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{key} must be a finite number greater than 0, got {value}")
 
 
 class DaemonSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -37,6 +38,8 @@ class DaemonSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """An agent line longer than this is recorded as plain output in pieces."""
     subscriber_queue_events: int = 10_000
     """Events a subscriber may fall behind before it is told to resume from its position."""
+    subscription_lease_seconds: float = 60.0
+    """A subscriber that neither sends a request nor takes an event for this long is dropped."""
     watchdog_fraction: float = 0.5
     """Ping the systemd watchdog at this fraction of WatchdogSec."""
 
@@ -46,6 +49,7 @@ class DaemonSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
         _positive("daemon.output_flush_seconds", self.output_flush_seconds)
         _positive("daemon.max_line_bytes", self.max_line_bytes)
         _positive("daemon.subscriber_queue_events", self.subscriber_queue_events)
+        _positive("daemon.subscription_lease_seconds", self.subscription_lease_seconds)
         if not 0 < self.watchdog_fraction < 1:
             raise ValueError("daemon.watchdog_fraction must be between 0 and 1")
 

@@ -148,7 +148,11 @@ class Daemon:
             server = Server(self._paths.socket_endpoint, self._token, started_at)
             try:
                 subscriptions = Subscriptions(
-                    store, server.send, work, settings.subscriber_queue_events
+                    store,
+                    server.send,
+                    work,
+                    settings.subscriber_queue_events,
+                    settings.subscription_lease_seconds,
                 )
                 api = Api(
                     store=store,

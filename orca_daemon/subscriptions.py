@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from orca_daemon.store import EventStore, StoredEvent, first_page
 log = logging.getLogger(__name__)
 
 PAGE_EVENTS = 500
+LEASE_SECONDS = 60.0
 MAX_SUBSCRIPTIONS = 1024
 
 
@@ -49,6 +51,8 @@ class Subscription:
     capacity: int
     queue: deque[StoredEvent] = field(default_factory=deque)
     overflowed: bool = False
+    last_heard: float = field(default_factory=time.monotonic)
+    """When the peer last sent a request or took a push (monotonic seconds)."""
     closed: bool = False
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -70,14 +74,21 @@ class Subscriptions:
     """Every open subscription, fed by the store's commit listener and sent by one task each."""
 
     def __init__(
-        self, store: EventStore, send: Sender, task_group: anyio.abc.TaskGroup, capacity: int
+        self,
+        store: EventStore,
+        send: Sender,
+        task_group: anyio.abc.TaskGroup,
+        capacity: int,
+        lease: float = LEASE_SECONDS,
     ) -> None:
+        self._lease = lease
         self._store = store
         self._send = send
         self._tg = task_group
         self._capacity = capacity
         self._subs: dict[str, Subscription] = {}
         store.add_listener(self._on_commit)
+        task_group.start_soon(self._expire_silent)
 
     def open(self, identity: bytes, after: int, stream: str | None) -> Subscription:
         if len(self._subs) >= MAX_SUBSCRIPTIONS:
@@ -105,6 +116,23 @@ class Subscriptions:
         if sub is None or sub.identity != identity:
             raise WireError("not_found", f"no subscription {subscription_id!r} on this connection")
         self._end(sub)
+
+    def heard_from(self, identity: bytes) -> None:
+        """A request came from this peer: its subscriptions are alive."""
+        now = time.monotonic()
+        for sub in self._subs.values():
+            if sub.identity == identity:
+                sub.last_heard = now
+
+    async def _expire_silent(self) -> None:
+        """End subscriptions whose peer went quiet: nothing sent to it, nothing heard from it,
+        for the lease (a live client sends `hello` while it waits; a gone one cannot)."""
+        while True:
+            await asyncio.sleep(self._lease / 4)
+            horizon = time.monotonic() - self._lease
+            for sub in [s for s in self._subs.values() if s.last_heard < horizon]:
+                log.info("subscription %s: its peer went silent; ending it", sub.id)
+                self._end(sub)
 
     def close_all(self) -> None:
         for sub in list(self._subs.values()):
@@ -161,7 +189,10 @@ class Subscriptions:
 
     async def _push(self, sub: Subscription, events: list[StoredEvent]) -> bool:
         message = EventsPushed(sub.id, [e.to_record() for e in events])
-        return await self._send(sub.identity, message) is Delivery.SENT
+        sent = await self._send(sub.identity, message) is Delivery.SENT
+        if sent:
+            sub.last_heard = time.monotonic()
+        return sent
 
 
 def _drain(queue: deque[StoredEvent], limit: int, max_bytes: int) -> list[StoredEvent]:

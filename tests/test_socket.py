@@ -310,3 +310,31 @@ def test_the_token_appears_in_no_file_and_no_log_line(daemon: DaemonProcess, pee
         if path.is_file() and path != daemon.paths.token_file:
             assert token not in path.read_bytes(), path
     assert token.decode() not in daemon.output()
+
+
+def test_a_silent_subscriber_is_dropped_after_its_lease(
+    make_daemon: Callable[..., DaemonProcess], orca_home: Path
+) -> None:
+    orca_home.mkdir(mode=0o700, parents=True)
+    (orca_home / "config.toml").write_text("[daemon]\nsubscription_lease_seconds = 1.0\n")
+    daemon = make_daemon().start()
+    gone = RawPeer(daemon)
+    _, frames = encode_request(gone.key, Subscribe(after=0))
+    gone.send(frames)
+    assert gone.reply().ok
+    gone.close()
+    with daemon.client() as client:
+        follow = client.follow(after=0, idle_check=0.2)  # a live subscriber keeps its lease
+        client.request(StartRun(command=["true"], cwd=str(daemon.home)))
+        next(follow)
+        deadline = time.monotonic() + 10
+        while client.hello().subscriptions > 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.hello().subscriptions == 1
+        keep_until = time.monotonic() + 1.5  # longer than the lease, while this peer talks
+        while time.monotonic() < keep_until:
+            client.hello()
+            time.sleep(0.1)
+        assert next(follow).position == 2
+        assert client.hello().subscriptions == 1
+        follow.close()
