@@ -50,8 +50,11 @@ def who() -> str:
         return "orca-cli"
 
 
-def ask_on_terminal(client: Client, run_id: str, request_id: str | None) -> dict[str, list[str]]:
-    """Show each pending question with its options and read the answers (secrets without echo)."""
+def ask_on_terminal(
+    client: Client, run_id: str, request_id: str | None
+) -> tuple[str, dict[str, list[str]]]:
+    """Show each pending question with its options and read the answers (secrets without echo);
+    returns the request answered, so the answer cannot land on a question that replaced it."""
     from orca_client.wire import Status, StatusResult
 
     status: StatusResult = client.request(Status(run_id=run_id))
@@ -63,7 +66,8 @@ def ask_on_terminal(client: Client, run_id: str, request_id: str | None) -> dict
         raise SystemExit(
             f"orca answer: {which} pending question request; see `orca status {run_id}`"
         )
-    return {q.id: [_ask(q, pending[0])] for q in pending[0].questions}
+    request = pending[0]
+    return request.request_id, {q.id: [_ask(q, request)] for q in request.questions}
 
 
 def _ask(question: Question, pending: PendingQuestion) -> str:

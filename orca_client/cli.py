@@ -319,6 +319,7 @@ def cmd_answer(args: Args) -> int:
             answers = answering.parse_answers_json(source)
         except ValueError as exc:
             raise UsageError(f"orca answer: --json: {exc}") from None
+    request_id = args.request
     with _client() as client:
         if text is None and answers is None:
             if not sys.stdin.isatty():
@@ -327,7 +328,7 @@ def cmd_answer(args: Args) -> int:
                     "(there is no terminal to ask the questions on)"
                 )
             try:
-                answers = answering.ask_on_terminal(client, args.run_id, args.request)
+                request_id, answers = answering.ask_on_terminal(client, args.run_id, args.request)
             except ValueError as exc:
                 raise UsageError(f"orca answer: {exc}") from None
         result: AnswerResult = client.request(
@@ -335,7 +336,7 @@ def cmd_answer(args: Args) -> int:
                 run_id=args.run_id,
                 text=text,
                 answers=answers,
-                request_id=args.request,
+                request_id=request_id,
                 answered_by=answering.who(),
             )
         )

@@ -155,12 +155,11 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     def agent(self, name: str, cwd: Path) -> AgentSettings:
         """An agent's settings for a run in `cwd`: the project's over the global over built-ins."""
         base = self.global_agent(name)
-        project = load_project_agents(cwd).get(name)
-        if base is None and project is None:
+        if base is None:
             known = ", ".join(sorted({*BUILTIN_AGENTS, *self.agents}))
             raise ConfigError(f"no agent named {name!r} (configured: {known})")
-        merged = project.over(base) if project is not None and base is not None else project or base
-        assert merged is not None
+        project = load_project_agents(cwd).get(name)
+        merged = base if project is None else project.over(base)
         if merged.adapter_name == "command" and merged.command is None:
             raise ConfigError(f'agent {name!r} has adapter "command" but no command')
         return merged
@@ -180,9 +179,25 @@ def find_project_config(cwd: Path) -> Path | None:
     return None
 
 
+PROJECT_KEYS = frozenset({"model", "multi_agent"})
+"""What a repository may set for an agent. Not a command, arguments, environment, sandbox or
+approval policy: a cloned repository must not choose what runs on your machine, or how freely."""
+
+
 def load_project_agents(cwd: Path) -> dict[str, AgentSettings]:
     path = find_project_config(cwd)
-    return {} if path is None else _load(path, ProjectConfig).agents
+    if path is None:
+        return {}
+    agents = _load(path, ProjectConfig).agents
+    for name, agent in agents.items():
+        refused = sorted(key for key in agent.__struct_fields__ if getattr(agent, key) is not None)
+        refused = [key for key in refused if key not in PROJECT_KEYS]
+        if refused:
+            raise ConfigError(
+                f"{path}: key agents.{name}.{refused[0]}: not allowed in a project file (only "
+                f"{', '.join(sorted(PROJECT_KEYS))}); set it in your own config.toml"
+            )
+    return agents
 
 
 def load_config(path: Path) -> Config:

@@ -135,3 +135,25 @@ def test_a_watchdog_fraction_outside_0_and_1_is_refused(tmp_path: Path, value: s
 def test_the_settings_cannot_be_built_invalid_in_code_either() -> None:
     with pytest.raises(ValueError, match=r"daemon\.cancel_grace_seconds"):
         DaemonSettings(cancel_grace_seconds=-1.0)
+
+
+def test_a_project_file_may_not_choose_what_runs(tmp_path: Path) -> None:
+    project = tmp_path / "repo"
+    (project / ".orca").mkdir(parents=True)
+    (project / ".orca" / "config.toml").write_text('[agents.codex]\ncommand = ["/tmp/evil"]\n')
+    with pytest.raises(ConfigError, match=r"agents\.codex\.command: not allowed in a project file"):
+        Config().agent("codex", project)
+    (project / ".orca" / "config.toml").write_text(
+        "[agents.codex]\nmulti_agent = false\nmodel = 'm'\n"
+    )
+    (project / "sub").mkdir()
+    settings = Config().agent("codex", project / "sub")
+    assert (settings.adapter, settings.multi_agent, settings.model) == ("codex", False, "m")
+
+
+def test_nan_and_infinity_are_refused(tmp_path: Path) -> None:
+    for value in ("nan", "inf"):
+        path = tmp_path / f"{value}.toml"
+        path.write_text(f"[daemon]\noutput_flush_seconds = {value}\n")
+        with pytest.raises(ConfigError, match="output_flush_seconds"):
+            load_config(path)
