@@ -27,7 +27,7 @@ from orca_daemon.events import (
     run_stream,
 )
 from orca_daemon.projection import State
-from orca_daemon.sessions import stop_group
+from orca_daemon.sessions import child_env, stop_group
 from orca_daemon.store import EventStore, StoredEvent, StoreError
 
 log = logging.getLogger(__name__)
@@ -206,7 +206,7 @@ class HookRunner:
         self, started: HookStarted, trigger: StoredEvent
     ) -> tuple[bool, str, int | None, str]:
         payload = msgspec.json.encode({"hook": started.hook, "record": trigger.to_record()})
-        env = {**os.environ, "ORCA_HOOK": started.hook, "ORCA_RUN_ID": started.run_id}
+        env = child_env(ORCA_HOOK=started.hook, ORCA_RUN_ID=started.run_id)
         try:
             process = await asyncio.create_subprocess_exec(
                 *started.command,

@@ -143,6 +143,18 @@ def process_start_ticks(pid: int) -> int | None:
         return None
 
 
+MAX_ENV_PROMPT_BYTES = 64 * 1024
+DAEMON_ONLY_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "INVOCATION_ID")
+
+
+def child_env(extra: dict[str, str] | None = None, **orca: str) -> dict[str, str]:
+    """The environment for a process orcad starts (an agent, a hook): orcad's own, without
+    what belongs to orcad alone (systemd's notify socket and watchdog), plus `extra` and `orca`."""
+    env = {k: v for k, v in os.environ.items() if k not in DAEMON_ONLY_VARIABLES}
+    env.pop("ORCA_PROMPT_ON_STDIN_ONLY", None)
+    return {**env, **(extra or {}), **orca}
+
+
 async def exited(process: asyncio.subprocess.Process) -> None:
     """Return once the process has exited, even while something else still holds its pipes
     (`Process.wait()` also waits for the pipes to close)."""
@@ -350,12 +362,19 @@ class SessionProcess:
             await self._stopping
 
     async def _spawn(self) -> asyncio.subprocess.Process:
-        env = {**os.environ, **self.spec.env}
-        env["ORCA_RUN_ID"] = self.spec.run_id
-        env["ORCA_SESSION_ID"] = self.spec.session_id
-        env["ORCA_PROMPT"] = self.spec.prompt or ""
-        for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "INVOCATION_ID"):
-            env.pop(name, None)
+        prompt = self.spec.prompt or ""
+        env = child_env(
+            self.spec.env,
+            ORCA_RUN_ID=self.spec.run_id,
+            ORCA_SESSION_ID=self.spec.session_id,
+            # One environment string may not exceed 128 KiB on Linux: a longer prompt is only
+            # on stdin, and ORCA_PROMPT_ON_STDIN_ONLY says so.
+            **(
+                {"ORCA_PROMPT": prompt}
+                if len(prompt.encode()) <= MAX_ENV_PROMPT_BYTES
+                else {"ORCA_PROMPT": "", "ORCA_PROMPT_ON_STDIN_ONLY": "1"}
+            ),
+        )
         return await asyncio.create_subprocess_exec(
             *self.spec.command,
             cwd=self.spec.cwd,

@@ -231,3 +231,12 @@ def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
             return
         time.sleep(0.02)
     raise AssertionError("condition not met in time")
+
+
+def test_a_prompt_too_long_for_the_environment_goes_on_stdin_only(daemon: DaemonProcess) -> None:
+    prompt = "p" * 200_000
+    started = start(daemon, agent("echo_context.py"), prompt=prompt)
+    assert daemon.wait_for_run(started.run_id).status == "completed"
+    context = json.loads(output_of(daemon, started.run_id))
+    assert json.loads(context["stdin"])["text"] == prompt
+    assert context["prompt_env"] == ""
