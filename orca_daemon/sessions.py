@@ -88,19 +88,24 @@ class SessionOutcome:
 
 
 class LineSplitter:
-    """Bytes in, text lines out; a line longer than `max_bytes` comes out in pieces."""
+    """Bytes in, text lines out; a line longer than `max_bytes` comes out in pieces.
+
+    Pieces are `(text, False)`: raw output, never a protocol line — the tail of an overlong line
+    included (it ends with its newline), so a fragment of JSON is never taken for a message.
+    """
 
     def __init__(self, max_bytes: int) -> None:
         self._max = max_bytes
         self._buffer = bytearray()
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._inside_long_line = False
 
     def feed(self, data: bytes) -> list[tuple[str, bool]]:
         """Returns `(text, complete)` pairs: complete lines without newline, or overlong pieces."""
         self._buffer += data
         lines: list[tuple[str, bool]] = []
         end = self._buffer.rfind(b"\n")
-        if 0 <= end < self._max:  # no line here can be overlong: decode the lines at once
+        if 0 <= end < self._max and not self._inside_long_line:  # no overlong line: all at once
             block = self._decoder.decode(bytes(self._buffer[:end]), final=True)
             del self._buffer[: end + 1]
             lines = [(line, True) for line in block.split("\n")]
@@ -109,19 +114,30 @@ class LineSplitter:
             if newline < 0:
                 break
             if newline > self._max:
-                lines.append((self._decode(self._max), False))
+                lines.append(self._piece(self._max))
                 continue
-            raw = bytes(self._buffer[:newline])
+            raw = bytes(self._buffer[: newline + 1])
             del self._buffer[: newline + 1]
-            lines.append((self._decoder.decode(raw, final=True), True))
+            text = self._decoder.decode(raw, final=True)
+            if self._inside_long_line:
+                self._inside_long_line = False
+                lines.append((text, False))
+            else:
+                lines.append((text[:-1], True))
         while len(self._buffer) > self._max:
-            lines.append((self._decode(self._max), False))
+            lines.append(self._piece(self._max))
         return lines
 
     def finish(self) -> list[tuple[str, bool]]:
         rest = self._decoder.decode(bytes(self._buffer), final=True)
         self._buffer.clear()
-        return [(rest, True)] if rest else []
+        if not rest:
+            return []
+        return [(rest, not self._inside_long_line)]
+
+    def _piece(self, size: int) -> tuple[str, bool]:
+        self._inside_long_line = True
+        return self._decode(size), False
 
     def _decode(self, size: int) -> str:
         raw = bytes(self._buffer[:size])

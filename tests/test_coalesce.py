@@ -135,12 +135,12 @@ def test_a_line_of_exactly_max_bytes_is_complete() -> None:
     assert splitter.feed(b"abcd\n") == [("abcd", True)]
 
 
-def test_an_overlong_line_comes_out_in_max_byte_pieces() -> None:
+def test_an_overlong_line_comes_out_in_max_byte_pieces_with_its_tail_as_raw_output() -> None:
     splitter = LineSplitter(max_bytes=4)
     assert splitter.feed(b"abcdefghij\nok\n") == [
         ("abcd", False),
         ("efgh", False),
-        ("ij", True),
+        ("ij\n", False),
         ("ok", True),
     ]
 
@@ -149,7 +149,8 @@ def test_an_overlong_line_without_a_newline_is_emitted_as_it_grows() -> None:
     splitter = LineSplitter(max_bytes=4)
     assert splitter.feed(b"abc") == []
     assert splitter.feed(b"defghij") == [("abcd", False), ("efgh", False)]
-    assert splitter.feed(b"k\n") == [("ijk", True)]
+    assert splitter.feed(b"k\n") == [("ijk\n", False)]
+    assert splitter.feed(b'{"type":"x"}\n') == [('{"type":"x"}', True)]
 
 
 def test_a_multibyte_character_split_across_feeds_decodes_whole() -> None:
@@ -163,8 +164,8 @@ def test_a_multibyte_character_split_across_feeds_decodes_whole() -> None:
 def test_a_multibyte_character_cut_by_an_overlong_piece_is_not_mangled() -> None:
     splitter = LineSplitter(max_bytes=4)
     pieces = splitter.feed("ab€cd\n".encode())
-    assert "".join(text for text, _ in pieces) == "ab€cd"
-    assert [complete for _, complete in pieces] == [False, True]
+    assert "".join(text for text, _ in pieces) == "ab€cd\n"
+    assert [complete for _, complete in pieces] == [False, False]
 
 
 def test_invalid_utf8_is_replaced_not_fatal() -> None:
