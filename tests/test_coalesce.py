@@ -150,7 +150,7 @@ def test_an_overlong_line_without_a_newline_is_emitted_as_it_grows() -> None:
     assert splitter.feed(b"abc") == []
     assert splitter.feed(b"defghij") == [("abcd", False), ("efgh", False)]
     assert splitter.feed(b"k\n") == [("ijk\n", False)]
-    assert splitter.feed(b'{"type":"x"}\n') == [('{"type":"x"}', True)]
+    assert splitter.feed(b"ok\n") == [("ok", True)]
 
 
 def test_a_multibyte_character_split_across_feeds_decodes_whole() -> None:
