@@ -104,7 +104,13 @@ def evolve_session(session: SessionInfo, event: AnyEvent, at: float) -> SessionI
     if terminal:
         return session
     if isinstance(event, SessionStarted):
-        return replace(session, status="running", pid=event.pid, started_at=at)
+        return replace(
+            session,
+            status="running",
+            pid=event.pid,
+            process_start_ticks=event.process_start_ticks,
+            started_at=at,
+        )
     if isinstance(event, QuestionAsked):
         pending = PendingQuestion(event.request_id, session.session_id, event.questions, at)
         return replace(session, status="waiting_for_answer", pending=pending)

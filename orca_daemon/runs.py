@@ -456,17 +456,13 @@ class RunManager:
             self._drivers.discard(done)
 
     async def reconcile(self) -> None:
-        """End sessions that the log shows in flight from an earlier daemon, stopping orphans."""
+        """End sessions that the log shows in flight from an earlier daemon, and stop every
+        process an earlier daemon left behind: by recorded pid (checked against its start
+        time), and by the ORCA_SESSION_ID in its environment — which also finds agents whose pid
+        never reached the log, and those of sessions recorded as ended just before a crash."""
         live = self._state.live_sessions()
-        groups: set[int] = set()
-        for session in live:
-            if session.pid is not None and _is_same_process(
-                session, await self._start_ticks(session)
-            ):
-                groups.add(session.pid)
-        # An agent started just before a crash may not have its pid in the log: find it by the
-        # ORCA_SESSION_ID in its environment.
-        found = processes_of_sessions({s.session_id for s in live})
+        groups = {s.pid for s in live if s.pid is not None and _is_same_process(s)}
+        found = processes_of_sessions(set(self._state.sessions))
         for session_id, pids in found.items():
             for pid in pids:
                 with contextlib.suppress(OSError):
@@ -479,14 +475,6 @@ class RunManager:
         for session in live:
             spec = SessionSpec(session.run_id, session.session_id, session.command, session.cwd)
             await self._finish_session(spec, "failed", RESTARTED_REASON, None, None)
-
-    async def _start_ticks(self, session: SessionInfo) -> int | None:
-        events = await self._store.read_stream(run_stream(session.run_id))
-        for stored in reversed(events):
-            event = stored.decode()
-            if isinstance(event, SessionStarted) and event.session_id == session.session_id:
-                return event.process_start_ticks
-        return None
 
     async def shutdown(self) -> None:
         """Stop accepting runs; end every live session with a recorded reason; stop processes."""
@@ -551,13 +539,11 @@ class RunManager:
         return [s for s in self._run_sessions(run_id) if s.status not in TERMINAL_STATUSES]
 
 
-def _is_same_process(session: SessionInfo, recorded_ticks: int | None) -> bool:
+def _is_same_process(session: SessionInfo) -> bool:
     """True when the pid still names the process the session started (not a reused pid)."""
     assert session.pid is not None
     current = process_start_ticks(session.pid)
-    if current is None:
-        return False
-    return recorded_ticks is not None and current == recorded_ticks
+    return current is not None and current == session.process_start_ticks
 
 
 def _validate_command(command: list[str]) -> list[str]:

@@ -412,3 +412,29 @@ def test_claude_tool_permission_and_cancelled_questions() -> None:
         QuestionsWithdrawn(asked.request_id, "claude cancelled its question")
     ]
     assert claude.finish() == [Result("failed", error="claude exited without a result line")]
+
+
+def test_a_newer_codex_question_replaces_and_refuses_the_older() -> None:
+    codex = started_codex()
+    (first,) = codex.feed_line(
+        line(
+            {
+                "id": 5,
+                "method": "item/tool/requestUserInput",
+                "params": {"questions": [{"id": "a", "question": "1?"}]},
+            }
+        )
+    )
+    assert isinstance(first, QuestionsAsked)
+    effects = codex.feed_line(
+        line(
+            {
+                "id": 6,
+                "method": "item/tool/requestUserInput",
+                "params": {"questions": [{"id": "b", "question": "2?"}]},
+            }
+        )
+    )
+    assert sent(effects)[0]["id"] == 5 and "superseded" in sent(effects)[0]["error"]["message"]
+    assert QuestionsWithdrawn(first.request_id, "superseded by a newer question") in effects
+    assert isinstance(effects[-1], QuestionsAsked) and effects[-1].questions[0].id == "b"

@@ -233,9 +233,15 @@ class ClaudeTranslator:
                 Note(f"claude asked an unusable question ({problem}); orca refused it"),
                 _reply(control_id, denial),
             ]
+        # One pending request per session: a newer one replaces (and refuses) the older.
+        superseded: list[Effect] = []
+        for old_id, old in self._asks.items():
+            denial = {"behavior": "deny", "message": "superseded by a newer question"}
+            superseded += [_reply(old.control_id, denial), QuestionsWithdrawn(old_id, "superseded")]
+        self._asks.clear()
         request_id = f"claude-{control_id}"
         self._asks[request_id] = _PendingAsk(control_id, tool_input, questions)
-        return [QuestionsAsked(request_id, questions)]
+        return [*superseded, QuestionsAsked(request_id, questions)]
 
     def _on_cancel_request(self, control_id: str) -> list[Effect]:
         request_id = f"claude-{control_id}"

@@ -205,9 +205,17 @@ class CodexAppServerTranslator:
                 Note(f"codex asked an unusable question ({problem}); orca refused it"),
                 Send(jsonrpc.error_response(rpc_id, -32602, problem)),
             ]
+        # One pending request per session: a newer one replaces (and refuses) the older.
+        superseded: list[Effect] = []
+        for old_id, old_rpc in self._questions.items():
+            superseded.append(
+                Send(jsonrpc.error_response(old_rpc, -32000, "superseded by a newer question"))
+            )
+            superseded.append(QuestionsWithdrawn(old_id, "superseded by a newer question"))
+        self._questions.clear()
         request_id = f"codex-{rpc_id}"
         self._questions[request_id] = rpc_id
-        return [QuestionsAsked(request_id, questions)]
+        return [*superseded, QuestionsAsked(request_id, questions)]
 
     def _on_notification(self, method: str, params: dict[str, Any]) -> list[Effect]:
         if method == "item/agentMessage/delta":
