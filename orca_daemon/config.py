@@ -105,6 +105,9 @@ class AgentSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omi
     approval_policy: Literal["untrusted", "on-failure", "on-request", "never"] | None = None
     multi_agent: bool | None = None
     """codex: Codex's `features.multi_agent` for this agent (unset: Codex's config decides)."""
+    questions: bool | None = None
+    """codex: let Codex ask questions outside plan mode (its `default_mode_request_user_input`
+    feature; default true). Set false for a Codex too old to know the feature."""
     tool_permission: Literal["allow", "deny"] | None = None
     """claude: what to answer Claude's tool-permission requests with (default allow)."""
     env: dict[str, str] | None = None

@@ -28,6 +28,8 @@ from orca_client.wire import EventRecord, ReadEvents, RunStarted, SessionInfo, S
 
 FAKES = Path(__file__).resolve().parent / "fakes"
 FAKE_CODEX = FAKES / "codex"
+QUESTIONS_ON = ["-c", "features.default_mode_request_user_input=true"]
+"""What orca passes so Codex may ask questions outside plan mode."""
 FAKE_CLAUDE = FAKES / "claude"
 DEADLINE = 20.0
 
@@ -200,7 +202,7 @@ def test_codex_app_server_run_completes_with_output_usage_and_thread_id(agents: 
     run = agents.wait(run_id)
     assert run.status == "completed", agents.session(run_id)
     session = agents.session(run_id)
-    assert session.command == [str(FAKE_CODEX), "app-server"]
+    assert session.command == [str(FAKE_CODEX), *QUESTIONS_ON, "app-server"]
     assert session.agent == "codex"
     output = agents.output(run_id)
     assert "fake codex did: SCENARIO=done make the tests pass" in output
@@ -680,7 +682,7 @@ def test_finding_12_project_false_beats_global_true(
     assert command[:3] == [str(FAKE_CODEX), "-c", "features.multi_agent=false"]
     assert "features.multi_agent=true" not in command
     argv = next(r for r in agents.fake_log(run_id) if r["event"] == "argv")
-    assert argv["overrides"] == ["features.multi_agent=false"]
+    assert argv["overrides"] == ["features.multi_agent=false", QUESTIONS_ON[1]]
 
 
 @pytest.mark.parametrize("global_config", sorted(GLOBAL_MULTI_AGENT))
@@ -717,7 +719,7 @@ def test_finding_12_project_setting_without_a_global_one(agents: Agents) -> None
     ]
     plain = agents.start("codex", "SCENARIO=done")
     assert agents.wait(plain).status == "completed"
-    assert agents.session(plain).command == [str(FAKE_CODEX), "app-server"]
+    assert agents.session(plain).command == [str(FAKE_CODEX), *QUESTIONS_ON, "app-server"]
 
 
 def test_a_bad_project_config_is_refused_naming_the_file_and_key(agents: Agents) -> None:

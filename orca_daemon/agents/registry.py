@@ -67,6 +67,9 @@ def plan_launch(settings: AgentSettings, context: LaunchContext) -> Launch:
     binary = list(codex.command)
     if settings.multi_agent is not None:
         binary += ["-c", f"features.multi_agent={'true' if settings.multi_agent else 'false'}"]
+    if adapter == "codex" and settings.questions is not False:
+        # Codex asks (item/tool/requestUserInput) only in plan mode unless this is on.
+        binary += ["-c", "features.default_mode_request_user_input=true"]
     if adapter == "codex-exec":
         argv = exec_argv(
             binary,
