@@ -147,6 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status_cmd.add_argument("run_id", nargs="?", metavar="RUN_ID")
     status_cmd.add_argument("--json", action="store_true", help="print as JSON")
+    status_cmd.add_argument(
+        "--all",
+        action="store_true",
+        help="every ended run too (default: live runs and the 50 newest)",
+    )
 
     watch = command(
         "watch",
@@ -260,7 +265,9 @@ def cmd_status(args: Args) -> int:
     from orca_client.wire import Status
 
     with _client() as client:
-        result: StatusResult = client.request(Status(run_id=args.run_id))
+        result: StatusResult = client.request(
+            Status(run_id=args.run_id, ended=None if args.all else 50)
+        )
     if args.json:
         _print_json(result if args.run_id is None else _run_detail(result))
     elif args.run_id is None:
@@ -469,7 +476,7 @@ def _quick_parse(argv: list[str]) -> SimpleNamespace | None:
     if len(rest) > 1 or any(a.startswith("-") for a in rest):
         return None
     return SimpleNamespace(
-        command="status", run_id=rest[0] if rest else None, json="--json" in argv
+        command="status", run_id=rest[0] if rest else None, json="--json" in argv, all=False
     )
 
 

@@ -67,6 +67,8 @@ def runs_table(result: StatusResult) -> str:
         lines.extend(notes.get(index, []))
     if any(notes.values()):
         lines.append("answer with: orca answer RUN_ID 'text' (or --json by question id)")
+    if result.ended_not_shown:
+        lines.append(f"({result.ended_not_shown} older ended runs not shown: orca status --all)")
     return "\n".join(lines)
 
 

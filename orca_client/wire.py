@@ -152,9 +152,11 @@ class Hello(Struct, tag="hello", frozen=True):
 
 
 class Status(Struct, tag="status", frozen=True):
-    """All runs, or one run (`run_id`) with its sessions."""
+    """One run (`run_id`) with its sessions; or every live run and the `ended` most recently
+    created runs that have ended (None: all of them), with their sessions."""
 
     run_id: str | None = None
+    ended: int | None = 50
 
 
 class StartRun(Struct, tag="run", frozen=True):
@@ -252,6 +254,8 @@ class StatusResult(Struct, frozen=True):
     runs: list[RunInfo]
     sessions: list[SessionInfo]
     head_position: int
+    ended_not_shown: int = 0
+    """Ended runs left out by `ended`."""
 
 
 class RunStarted(Struct, frozen=True):

@@ -11,6 +11,7 @@ import msgspec
 from orca_client.wire import (
     PAGE_BYTES,
     PROTOCOL_VERSION,
+    TERMINAL_STATUSES,
     Answer,
     Cancel,
     Done,
@@ -19,6 +20,7 @@ from orca_client.wire import (
     HelloResult,
     ReadEvents,
     Request,
+    RunInfo,
     Shutdown,
     StartRun,
     Status,
@@ -69,7 +71,7 @@ class Api:
         if isinstance(request, Hello):
             return self._hello()
         if isinstance(request, Status):
-            return self._status(request.run_id)
+            return self._status(request)
         if isinstance(request, Subscribe):
             return self._subscribe(identity, request)
         if isinstance(request, Unsubscribe):
@@ -128,15 +130,33 @@ class Api:
             subscriptions=len(self._subscriptions),
         )
 
-    def _status(self, run_id: str | None) -> StatusResult:
-        if run_id is None:
-            runs = list(self._state.runs.values())
-            sessions = list(self._state.sessions.values())
+    def _status(self, request: Status) -> StatusResult:
+        if request.run_id is not None:
+            runs = [self._state.runs[self.resolve_run_id(request.run_id)]]
+            hidden = 0
         else:
-            run = self._state.runs[self.resolve_run_id(run_id)]
-            runs = [run]
-            sessions = [self._state.sessions[s] for s in run.session_ids]
-        return StatusResult(runs=runs, sessions=sessions, head_position=self._state.position)
+            runs, hidden = self._recent_runs(request.ended)
+        sessions = [self._state.sessions[s] for run in runs for s in run.session_ids]
+        return StatusResult(
+            runs=runs, sessions=sessions, head_position=self._state.position, ended_not_shown=hidden
+        )
+
+    def _recent_runs(self, ended: int | None) -> tuple[list[RunInfo], int]:
+        """Every live run, and the `ended` newest ended ones (runs are kept in creation order)."""
+        if ended is not None and ended < 0:
+            raise WireError("bad_request", "ended must be 0 or more (or null for all)")
+        kept: list[RunInfo] = []
+        hidden = 0
+        for run in reversed(self._state.runs.values()):
+            if run.status not in TERMINAL_STATUSES:
+                kept.append(run)
+            elif ended is None or ended > 0:
+                kept.append(run)
+                ended = None if ended is None else ended - 1
+            else:
+                hidden += 1
+        kept.reverse()
+        return kept, hidden
 
     async def _read(self, request: ReadEvents) -> EventsPage:
         if request.after < 0:

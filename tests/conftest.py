@@ -94,8 +94,9 @@ class DaemonProcess:
         )
 
     def status(self, run_id: str | None = None) -> StatusResult:
+        """One run, or every run (live and ended)."""
         with self.client() as client:
-            result: StatusResult = client.request(Status(run_id=run_id))
+            result: StatusResult = client.request(Status(run_id=run_id, ended=None))
             return result
 
     def wait_for_run(

@@ -201,3 +201,19 @@ def test_the_client_package_never_imports_the_daemon() -> None:
     for source in (REPO / "orca_client").rglob("*.py"):
         assert "import orca_daemon" not in source.read_text()
         assert "from orca_daemon" not in source.read_text()
+
+
+def test_status_lists_live_runs_and_the_newest_ended_ones(daemon: DaemonProcess) -> None:
+    from orca_client.wire import StartRun, Status, StatusResult
+
+    with daemon.client() as client:
+        live = client.request(StartRun(command=agent("long_task.py", "60"), cwd=str(daemon.home)))
+        ended = [client.request(StartRun(command=["true"], cwd=str(daemon.home))) for _ in range(4)]
+        for started in ended:
+            daemon.wait_for_run(started.run_id)
+        few: StatusResult = client.request(Status(ended=2))
+    assert [r.run_id for r in few.runs] == [live.run_id, ended[2].run_id, ended[3].run_id]
+    assert few.ended_not_shown == 2
+    assert {s.run_id for s in few.sessions} == {r.run_id for r in few.runs}
+    assert len(json.loads(daemon.orca("status", "--all", "--json").stdout)["runs"]) == 5
+    daemon.orca("cancel", live.run_id)

@@ -369,7 +369,7 @@ def run_kill9_rounds(daemon: DaemonProcess, rng: random.Random, pid_dir: Path) -
         check_live_projection_matches_log(daemon)
         time.sleep(rng.uniform(0.0, 0.5))  # the random moment of the kill, not a condition
         with daemon.client(timeout=CLIENT_TIMEOUT) as client:
-            snapshot = client.request(Status())
+            snapshot = client.request(Status(ended=None))
         load.killed.set()
         daemon.kill()
         assert daemon.process is not None and daemon.process.returncode == -signal.SIGKILL
