@@ -226,6 +226,7 @@ def cmd_run(args: Args) -> int:
             follow_up=args.follow_up,
             search_path=os.environ.get("PATH"),
             codex_path=os.environ.get("ORCA_CODEX_PATH"),
+            claude_path=os.environ.get("ORCA_CLAUDE_PATH"),
         )
     else:
         if args.follow_up is not None:

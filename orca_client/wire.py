@@ -174,6 +174,8 @@ class StartRun(Struct, tag="run", frozen=True):
     """The client's PATH, where agent CLIs are looked for (orcad's own PATH may be shorter)."""
     codex_path: str | None = None
     """The client's ORCA_CODEX_PATH: the codex binary to use, over every other choice."""
+    claude_path: str | None = None
+    """The client's ORCA_CLAUDE_PATH: the claude binary to use, over every other choice."""
 
 
 class Cancel(Struct, tag="cancel", frozen=True):

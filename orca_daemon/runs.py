@@ -259,7 +259,7 @@ class RunManager:
             cwd=cwd,
             search_path=request.search_path or os.environ.get("PATH", ""),
             codex_path=request.codex_path or os.environ.get("ORCA_CODEX_PATH"),
-            claude_path=os.environ.get("ORCA_CLAUDE_PATH"),
+            claude_path=request.claude_path or os.environ.get("ORCA_CLAUDE_PATH"),
             resume=self._conversation_of(request.follow_up, request.agent),
         )
         try:
@@ -400,32 +400,34 @@ class RunManager:
 
     async def _finish_session(
         self,
-        spec: SessionSpec,
+        run_id: str,
+        session_id: str,
         status: TerminalStatus,
         reason: str,
-        exit_code: int | None,
-        summary: str | None,
+        exit_code: int | None = None,
+        summary: str | None = None,
     ) -> None:
-        async with self._lock(spec.run_id):
-            session = self._state.sessions.get(spec.session_id)
+        """Record a session's end (unless it already ended) and, when it was the last, the run's."""
+        async with self._lock(run_id):
+            session = self._state.sessions.get(session_id)
             if session is None or session.status in TERMINAL_STATUSES:
                 return
             events: list[Event] = [
-                SessionTerminated(spec.run_id, spec.session_id, status, reason, exit_code, summary)
+                SessionTerminated(run_id, session_id, status, reason, exit_code, summary)
             ]
             run_status = run_status_after(
                 [
-                    status if s.session_id == spec.session_id else s.status
-                    for s in self._run_sessions(spec.run_id)
+                    status if s.session_id == session_id else s.status
+                    for s in self._run_sessions(run_id)
                 ]
             )
-            if self._state.runs[spec.run_id].status in TERMINAL_STATUSES:
+            if self._state.runs[run_id].status in TERMINAL_STATUSES:
                 pass
             elif run_status is not None:
-                events.append(RunStatusChanged(spec.run_id, run_status, reason))
+                events.append(RunStatusChanged(run_id, run_status, reason))
             else:
-                events.extend(self._resume_events(spec.run_id, resolved_session=spec.session_id))
-            await self.append(spec.run_id, events)
+                events.extend(self._resume_events(run_id, resolved_session=session_id))
+            await self.append(run_id, events)
 
     # ------------------------------------------------------------------ driving
 
@@ -435,19 +437,23 @@ class RunManager:
         self._processes[spec.session_id] = process
         try:
             if not self._accepting:  # shutting down: the session ends stopped, never started
-                await self._finish_session(spec, "failed", STOPPED_REASON, None, None)
+                await self._finish_session(spec.run_id, spec.session_id, "failed", STOPPED_REASON)
                 return
             outcome = await process.run()
             await recorder.settle()
             status, reason = outcome_status(outcome)
             summary = outcome.result.summary if outcome.result is not None else None
-            await self._finish_session(spec, status, reason, outcome.exit_code, summary)
+            await self._finish_session(
+                spec.run_id, spec.session_id, status, reason, outcome.exit_code, summary
+            )
             await process.wait_stopped()
         except Exception:
             log.exception("session %s failed inside orcad", spec.session_id)
             process.stop(self._grace)
             try:
-                await self._finish_session(spec, "failed", "internal error in orcad", None, None)
+                await self._finish_session(
+                    spec.run_id, spec.session_id, "failed", "internal error in orcad"
+                )
             except Exception:
                 log.exception("session %s: could not record its end", spec.session_id)
         finally:
@@ -473,8 +479,9 @@ class RunManager:
             for pgid in groups:
                 group.start_soon(stop_group, pgid, self._grace)
         for session in live:
-            spec = SessionSpec(session.run_id, session.session_id, session.command, session.cwd)
-            await self._finish_session(spec, "failed", RESTARTED_REASON, None, None)
+            await self._finish_session(
+                session.run_id, session.session_id, "failed", RESTARTED_REASON
+            )
 
     async def shutdown(self) -> None:
         """Stop accepting runs; end every live session with a recorded reason; stop processes."""
@@ -482,8 +489,7 @@ class RunManager:
         for starting in list(self._starting):  # runs being created now end stopped too
             await starting.wait()
         for session in self._state.live_sessions():
-            spec = SessionSpec(session.run_id, session.session_id, session.command, session.cwd)
-            await self._finish_session(spec, "failed", STOPPED_REASON, None, None)
+            await self._finish_session(session.run_id, session.session_id, "failed", STOPPED_REASON)
         for process in list(self._processes.values()):
             process.stop(self._grace)
         for done in list(self._drivers):

@@ -76,7 +76,6 @@ class Server:
         self._socket.setsockopt(zmq.SNDHWM, PEER_SEND_QUEUE_MESSAGES)
         self._socket.setsockopt(zmq.LINGER, 500)
         self._readable = asyncio.Event()
-        self.requests_served = 0
 
     def bind(self) -> None:
         self._socket.bind(self._endpoint)
@@ -126,7 +125,6 @@ class Server:
         if result is None:
             task_group.start_soon(self._answer_later, identity, envelope, handler)
             return
-        self.requests_served += 1
         delivered = self._send_now(identity, ok_reply(request_id, result))
         if delivered is None:
             task_group.start_soon(
@@ -146,7 +144,6 @@ class Server:
                 log.info("refused a request: %s: %s", exc.code, exc.message)
                 await self.send(identity, error_reply(envelope.id, exc.code, exc.message))
                 return
-            self.requests_served += 1
             await self._send_then_tell(identity, ok_reply(envelope.id, result), result, handler)
         except Exception as exc:
             log.exception("request %s failed", envelope.id)

@@ -308,10 +308,6 @@ class SessionProcess:
         self._result: Result | None = None
         self._result_seen = asyncio.Event()
 
-    @property
-    def pid(self) -> int | None:
-        return None if self._process is None else self._process.pid
-
     async def run(self) -> SessionOutcome:
         """Run the process to its end; returns how it ended. Output is recorded as it comes."""
         if self._stop_grace is not None:

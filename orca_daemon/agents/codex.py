@@ -56,6 +56,13 @@ class CodexSettings:
     """Continue this thread (`thread/resume`) instead of starting one."""
 
 
+def command_output(command: object, exit_code: object, status: object, output: object) -> Output:
+    """A command the agent ran, as output: `$ command  (exit N, status)` and its output's tail."""
+    tail = str(output or "")[-MAX_COMMAND_OUTPUT_CHARS:]
+    ending = "" if tail.endswith("\n") or not tail else "\n"
+    return Output(f"$ {command}  (exit {exit_code}, {status})\n{tail}{ending}")
+
+
 def verdict_of(message: str) -> Result | None:
     """A `{"outcome": "done"|"failed", ...}` object on the last non-empty line, if there is one."""
     lines = [line for line in message.strip().splitlines() if line.strip()]
@@ -247,11 +254,14 @@ class CodexAppServerTranslator:
                 return [Output("\n")]
             return [Output(text + "\n")] if text else []
         if kind == "commandExecution":
-            output = str(item.get("aggregatedOutput") or "")[-MAX_COMMAND_OUTPUT_CHARS:]
-            header = (
-                f"$ {item.get('command')}  (exit {item.get('exitCode')}, {item.get('status')})\n"
-            )
-            return [Output(header + output + ("" if output.endswith("\n") or not output else "\n"))]
+            return [
+                command_output(
+                    item.get("command"),
+                    item.get("exitCode"),
+                    item.get("status"),
+                    item.get("aggregatedOutput"),
+                )
+            ]
         if kind == "fileChange":
             changes = item.get("changes") or []
             lines = [f"{(c.get('kind') or {}).get('type', '?')} {c.get('path')}\n" for c in changes]

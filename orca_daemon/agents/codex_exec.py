@@ -22,7 +22,7 @@ from orca_daemon.agents.base import (
     text_of,
     usage_of,
 )
-from orca_daemon.agents.codex import MAX_COMMAND_OUTPUT_CHARS, MAX_SUMMARY_CHARS, verdict_of
+from orca_daemon.agents.codex import MAX_SUMMARY_CHARS, command_output, verdict_of
 
 
 def exec_argv(
@@ -104,11 +104,14 @@ class CodexExecTranslator:
             self._last_message = str(item.get("text") or "")
             return [Output(self._last_message + "\n")]
         if kind == "command_execution":
-            output = str(item.get("aggregated_output") or "")[-MAX_COMMAND_OUTPUT_CHARS:]
-            header = (
-                f"$ {item.get('command')}  (exit {item.get('exit_code')}, {item.get('status')})\n"
-            )
-            return [Output(header + output + ("" if output.endswith("\n") or not output else "\n"))]
+            return [
+                command_output(
+                    item.get("command"),
+                    item.get("exit_code"),
+                    item.get("status"),
+                    item.get("aggregated_output"),
+                )
+            ]
         if kind == "file_change":
             changes = item.get("changes") or []
             return (

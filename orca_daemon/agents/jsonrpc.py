@@ -28,10 +28,6 @@ class Message(msgspec.Struct, frozen=True):
         return self.method is not None and self.id is not None
 
     @property
-    def is_notification(self) -> bool:
-        return self.method is not None and self.id is None
-
-    @property
     def is_response(self) -> bool:
         return self.method is None and self.id is not None
 
