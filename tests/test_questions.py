@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 import pytest
 from conftest import DaemonProcess, agent
+from test_runs import process_exists
 
 from orca_client.client import RequestFailed
 from orca_client.wire import (
@@ -131,18 +132,6 @@ def refused(daemon: DaemonProcess, run_id: str, **kwargs: Any) -> RequestFailed:
 
 def statuses_of(daemon: DaemonProcess, run_id: str) -> list[str]:
     return [str(e["status"]) for e in of_type(daemon, run_id, "run_status_changed")]
-
-
-def process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().split(") ")[1][0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def write_config(home: Path, text: str) -> None:
