@@ -85,6 +85,9 @@ class Api:
     async def answer(self, identity: bytes, request: Request) -> msgspec.Struct:
         """The requests that wait (for the log or a process); `answer_now` handles the rest."""
         if isinstance(request, StartRun):
+            if request.follow_up is not None:
+                follow_up = self.resolve_run_id(request.follow_up)
+                request = msgspec.structs.replace(request, follow_up=follow_up)
             return await self._runs.start_run(request)
         if isinstance(request, Answer):
             run_id = self.resolve_run_id(request.run_id)
