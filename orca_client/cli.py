@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = command(
         "run",
-        "start a run with one command-agent session",
+        "start a run: a command, or an agent such as codex or claude",
         "Start a run whose session runs CMD (it speaks the command-agent protocol, see "
         "docs/agent-protocol.md), or a configured agent (--agent) on a prompt. CMD is resolved "
         "on your PATH; it runs in --cwd.\n\nexamples:\n"
