@@ -16,11 +16,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from orca_client.client import Client, DaemonUnavailable
 from orca_client.paths import OrcaPaths, resolve_paths
-from orca_client.wire import TERMINAL_STATUSES, RunInfo, Status, StatusResult
+from orca_client.wire import (
+    TERMINAL_STATUSES,
+    EventRecord,
+    ReadEvents,
+    RunInfo,
+    Status,
+    StatusResult,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 AGENTS = Path(__file__).resolve().parent / "agents"
@@ -162,3 +170,52 @@ def agent(name: str, *args: str) -> list[str]:
     """The argv of a command agent under tests/agents/ (or examples/agents/)."""
     path = AGENTS / name if (AGENTS / name).exists() else EXAMPLES / name
     return [sys.executable, str(path), *args]
+
+
+def wait_until(condition: Callable[[], Any], what: str = "", timeout: float = 20.0) -> Any:
+    """Poll `condition` until it returns something truthy (returned); fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
+
+
+def process_exists(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def records_of(daemon: DaemonProcess, run_id: str) -> list[EventRecord]:
+    """Every event of one run, read page by page over the socket."""
+    records: list[EventRecord] = []
+    with daemon.client() as client:
+        while True:
+            after = records[-1].position if records else 0
+            page = client.request(ReadEvents(after=after, limit=1000, run_id=run_id))
+            if not page.events:
+                return records
+            records.extend(page.events)
+
+
+def events_of(daemon: DaemonProcess, run_id: str) -> list[dict[str, Any]]:
+    return [msgspec.json.decode(r.event) for r in records_of(daemon, run_id)]
+
+
+def output_of(daemon: DaemonProcess, run_id: str, stream: str = "stdout") -> str:
+    """A run's recorded output on one stream, joined."""
+    return "".join(
+        str(e["text"])
+        for e in events_of(daemon, run_id)
+        if e["type"] == "output_appended" and e["stream"] == stream
+    )

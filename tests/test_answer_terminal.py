@@ -12,8 +12,8 @@ import subprocess
 import sys
 import time
 
-from conftest import DaemonProcess
-from test_runs import output_of, start
+from conftest import DaemonProcess, output_of
+from test_runs import start
 
 from orca_client.wire import StartRun
 

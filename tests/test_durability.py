@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
-from conftest import DaemonProcess
+from conftest import DaemonProcess, wait_until
 
 from orca_client.client import Client, DaemonUnavailable, OrcaClientError
 from orca_client.wire import (
@@ -98,15 +98,6 @@ def process_running(pid: int, start_ticks: int | None = None) -> bool:
     if start_ticks is not None and ticks != start_ticks:
         return False  # the pid was reused by an unrelated process
     return letter not in ("Z", "X")
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    assert condition(), f"timed out after {timeout}s waiting for {what}"
 
 
 def read_all_events(daemon: DaemonProcess) -> tuple[list[EventRecord], int]:

@@ -15,17 +15,8 @@ from typing import Any
 
 import msgspec
 import pytest
-from conftest import AGENTS, DaemonProcess
-from test_questions import (
-    DONE,
-    of_type,
-    process_exists,
-    q,
-    start,
-    wait_pending,
-    wait_until,
-    write_config,
-)
+from conftest import AGENTS, DaemonProcess, process_exists, wait_until
+from test_questions import DONE, of_type, q, start, wait_pending, write_config
 
 from orca_client.wire import EventRecord, ReadEvents
 

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import DaemonProcess, agent
-from test_runs import process_exists, start, wait_until
+from conftest import DaemonProcess, agent, process_exists, wait_until
+from test_runs import start
 
 
 @pytest.mark.parametrize("mode", ["detached", "background"])

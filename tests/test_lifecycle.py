@@ -18,8 +18,8 @@ from pathlib import Path
 import msgspec
 import pytest
 import zmq
-from conftest import DaemonProcess
-from test_durability import process_running, replay_file, wait_until
+from conftest import DaemonProcess, wait_until
+from test_durability import process_running, replay_file
 
 from orca_client.paths import read_token
 from orca_client.wire import (

@@ -12,23 +12,26 @@ import os
 import re
 import secrets
 import stat
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
-from conftest import DaemonProcess, agent
-from test_runs import process_exists
+from conftest import (
+    DaemonProcess,
+    agent,
+    events_of,
+    output_of,
+    process_exists,
+    records_of,
+    wait_until,
+)
 
 from orca_client.client import RequestFailed
 from orca_client.wire import (
     Answer,
     AnswerResult,
-    EventRecord,
     PendingQuestion,
-    ReadEvents,
     RunStarted,
     StartRun,
 )
@@ -45,31 +48,8 @@ def start(daemon: DaemonProcess, script: dict[str, Any], **kwargs: Any) -> str:
     return started.run_id
 
 
-def records_of(daemon: DaemonProcess, run_id: str) -> list[EventRecord]:
-    records: list[EventRecord] = []
-    with daemon.client() as client:
-        while True:
-            after = records[-1].position if records else 0
-            page = client.request(ReadEvents(after=after, limit=1000, run_id=run_id))
-            if not page.events:
-                return records
-            records.extend(page.events)
-
-
-def events_of(daemon: DaemonProcess, run_id: str) -> list[dict[str, Any]]:
-    return [msgspec.json.decode(r.event) for r in records_of(daemon, run_id)]
-
-
 def of_type(daemon: DaemonProcess, run_id: str, kind: str) -> list[dict[str, Any]]:
     return [e for e in events_of(daemon, run_id) if e["type"] == kind]
-
-
-def output_of(daemon: DaemonProcess, run_id: str, stream: str = "stdout") -> str:
-    return "".join(
-        str(e["text"])
-        for e in events_of(daemon, run_id)
-        if e["type"] == "output_appended" and e["stream"] == stream
-    )
 
 
 def received(daemon: DaemonProcess, run_id: str) -> list[dict[str, Any]]:
@@ -79,15 +59,6 @@ def received(daemon: DaemonProcess, run_id: str) -> list[dict[str, Any]]:
         for line in output_of(daemon, run_id).splitlines()
         if line.startswith("received ")
     ]
-
-
-def wait_until(condition: Callable[[], object], timeout: float = 20.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"condition not met in time: {what or condition}")
 
 
 def wait_received(daemon: DaemonProcess, run_id: str, count: int) -> list[dict[str, Any]]:

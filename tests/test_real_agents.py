@@ -15,14 +15,13 @@ import secrets
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
-from conftest import DaemonProcess
+from conftest import DaemonProcess, wait_until
 
 from orca_client.wire import EventRecord, ReadEvents, RunStarted, SessionInfo, StartRun
 
@@ -32,17 +31,6 @@ QUESTIONS_ON = ["-c", "features.default_mode_request_user_input=true"]
 """What orca passes so Codex may ask questions outside plan mode."""
 FAKE_CLAUDE = FAKES / "claude"
 DEADLINE = 20.0
-
-
-def wait_until(condition: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:
-    """Poll `condition` until it returns something truthy; fail naming `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 class Agents:

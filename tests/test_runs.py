@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 
-import msgspec
 import pytest
-from conftest import DaemonProcess, agent
+from conftest import DaemonProcess, agent, events_of, output_of, process_exists, wait_until
 
 from orca_client.client import RequestFailed
-from orca_client.wire import Cancel, CancelResult, EventRecord, ReadEvents, RunStarted, StartRun
+from orca_client.wire import Cancel, CancelResult, RunStarted, StartRun
 
 
 def start(daemon: DaemonProcess, command: list[str], **kwargs: object) -> RunStarted:
@@ -21,29 +19,6 @@ def start(daemon: DaemonProcess, command: list[str], **kwargs: object) -> RunSta
     with daemon.client() as client:
         started: RunStarted = client.request(StartRun(command=command, cwd=cwd, **kwargs))  # type: ignore[arg-type]
         return started
-
-
-def events_of(daemon: DaemonProcess, run_id: str) -> list[dict[str, object]]:
-    return [msgspec.json.decode(r.event) for r in records_of(daemon, run_id)]
-
-
-def records_of(daemon: DaemonProcess, run_id: str) -> list[EventRecord]:
-    records: list[EventRecord] = []
-    with daemon.client() as client:
-        while True:
-            after = records[-1].position if records else 0
-            page = client.request(ReadEvents(after=after, limit=1000, run_id=run_id))
-            if not page.events:
-                return records
-            records.extend(page.events)
-
-
-def output_of(daemon: DaemonProcess, run_id: str, stream: str = "stdout") -> str:
-    return "".join(
-        str(e["text"])
-        for e in events_of(daemon, run_id)
-        if e["type"] == "output_appended" and e["stream"] == stream
-    )
 
 
 def test_run_completes_when_the_agent_reports_done(daemon: DaemonProcess) -> None:
@@ -210,27 +185,6 @@ def test_invalid_run_requests_are_refused(
 def test_status_accepts_a_unique_run_id_prefix(daemon: DaemonProcess) -> None:
     started = start(daemon, agent("reviewer.py"))
     assert daemon.status(started.run_id[:6]).runs[0].run_id == started.run_id
-
-
-def process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().split(") ")[1][0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
 
 
 def test_a_prompt_too_long_for_the_environment_goes_on_stdin_only(daemon: DaemonProcess) -> None:
