@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from orca_client.plan import Plan
+
 PROTOCOL = b"orca/1"
 PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 1 << 20
@@ -26,6 +28,8 @@ PAGE_BYTES = 512 << 10
 """The daemon stops filling a page of events (a read result or a push) past this many bytes."""
 REPLAY_WINDOW_SECONDS = 60.0
 
+RunKind = Literal["single", "fanout", "parent", "plan"]
+OrchestrationMode = Literal["parallel", "sequential"]
 RunStatus = Literal[
     "queued",
     "planning",
@@ -89,6 +93,32 @@ class PendingQuestion(Struct, frozen=True):
     asked_at: float
 
 
+class WorktreeInfo(Struct, frozen=True):
+    """The git worktree a session runs in, on its own branch."""
+
+    repo: str
+    path: str
+    branch: str
+    removed: bool = False
+
+
+class TaskInfo(Struct, frozen=True):
+    """The projected state of one task of a plan run."""
+
+    task_id: str
+    title: str
+    status: str
+    """`pending | in_progress | done | failed | cancelled`."""
+    depends_on: list[str] = []
+    attempt: int = 0
+    """Attempts started so far."""
+    max_retries: int = 0
+    session_id: str | None = None
+    """The session of the latest attempt."""
+    reason: str | None = None
+    summary: str | None = None
+
+
 class SessionInfo(Struct, frozen=True):
     """The projected state of one session."""
 
@@ -115,6 +145,14 @@ class SessionInfo(Struct, frozen=True):
     """The agent's own id for the conversation (Codex thread, Claude session), for resuming."""
     usage: dict[str, Any] | None = None
     """The latest token usage or cost the agent reported."""
+    task_id: str | None = None
+    """In a plan run: the task this session is an attempt at."""
+    attempt: int = 1
+    in_worktree: bool = False
+    """The session runs in a git worktree of its own (`worktree` once it is created)."""
+    worktree: WorktreeInfo | None = None
+    last_activity_at: float | None = None
+    """When the session last did anything recorded (started, wrote output, asked, ...)."""
 
 
 class RunInfo(Struct, frozen=True):
@@ -131,6 +169,23 @@ class RunInfo(Struct, frozen=True):
     parent_run_id: str | None = None
     paused_status: RunStatus | None = None
     """While `waiting_for_answer`: the status the run returns to once answered."""
+    kind: RunKind = "single"
+    """`single`: one session. `fanout`: workers on one prompt, then one orchestrator.
+    `parent`: one child run per repository. `plan`: a task graph."""
+    prompt: str | None = None
+    debug_run_id: str | None = None
+    """A fan-out's id, shared by its worker sessions and its orchestrator."""
+    orchestrator_session_id: str | None = None
+    task_file: str | None = None
+    """A fan-out's synthesis file, which its orchestrator writes."""
+    result: str | None = None
+    """A fan-out's outcome: its orchestrator's summary."""
+    orchestration_mode: OrchestrationMode | None = None
+    """A parent run's: children all at once (up to a limit) or one after another."""
+    child_run_ids: list[str] = []
+    repo: str | None = None
+    """The configured repository the run works in, by name."""
+    tasks: list[TaskInfo] = []
 
 
 class EventRecord(Struct, frozen=True):
@@ -153,10 +208,12 @@ class Hello(Struct, tag="hello", frozen=True):
 
 class Status(Struct, tag="status", frozen=True):
     """One run (`run_id`) with its sessions; or every live run and the `ended` most recently
-    created runs that have ended (None: all of them), with their sessions."""
+    created runs that have ended (None: all of them), with their sessions. With `tree`, a run
+    comes with all its descendant runs (children, their children, ...)."""
 
     run_id: str | None = None
     ended: int | None = 50
+    tree: bool = False
 
 
 class StartRun(Struct, tag="run", frozen=True):
@@ -176,6 +233,88 @@ class StartRun(Struct, tag="run", frozen=True):
     """The client's ORCA_CODEX_PATH: the codex binary to use, over every other choice."""
     claude_path: str | None = None
     """The client's ORCA_CLAUDE_PATH: the claude binary to use, over every other choice."""
+    repos: list[str] = []
+    """Configured repositories (`[[repos]]` names) to run in: one runs directly, several fan
+    out one child run each under a parent run."""
+    project: str | None = None
+    """Without `repos`: the project's repositories, else every enabled one (see `feature`)."""
+    feature: str | None = None
+    """Without `repos`: the feature's repositories first."""
+    mode: Literal["exec", "plan"] | None = None
+    """`plan`: resolve repositories from `feature`/`project`/all even if neither is given."""
+    orchestration_mode: OrchestrationMode = "parallel"
+    continue_on_failure: bool = False
+    """Sequential children: go on after a failed child (default: the rest are not started)."""
+    max_parallel: int | None = None
+    """Parallel children at once (default: `orchestration.max_parallel_children`)."""
+    worktree: bool | None = None
+    """Run each session in its own git worktree (default: the agent's `worktree` setting)."""
+
+
+class StartDebug(Struct, tag="debug", frozen=True):
+    """A fan-out: one worker session per agent in `agents` (names may repeat) on `prompt`; once
+    every worker is terminal, one `orchestrator` session synthesizes their outputs into
+    `task_file`."""
+
+    cwd: str
+    agents: list[str]
+    prompt: str
+    orchestrator: str | None = None
+    """A configured agent (default: `orchestration.orchestrator`)."""
+    task_file: str | None = None
+    """Where the synthesis goes (default: synthesis.md in the run's folder)."""
+    title: str | None = None
+    worktree: bool | None = None
+    search_path: str | None = None
+    codex_path: str | None = None
+    claude_path: str | None = None
+
+
+class Orchestrate(Struct, tag="orchestrate", frozen=True):
+    """Start a fan-out's orchestrator now; live workers are cancelled first. Idempotent: a
+    fan-out has one orchestrator, ever."""
+
+    run_id: str
+    requested_by: str = "unknown"
+
+
+class StartPlan(Struct, tag="plan", frozen=True):
+    """Run `plan` as a task graph in `cwd`; tasks without an agent use `agent`."""
+
+    cwd: str
+    plan: Plan
+    agent: str | None = None
+    title: str | None = None
+    max_parallel: int | None = None
+    """Tasks at once (default: `orchestration.max_parallel_tasks`)."""
+    cancel_dependants: bool = True
+    """When a task fails for good, cancel the tasks that depend on it (else they stay pending
+    and the run fails once nothing else can run)."""
+    worktree: bool | None = None
+    search_path: str | None = None
+    codex_path: str | None = None
+    claude_path: str | None = None
+
+
+class RetryTask(Struct, tag="retry_task", frozen=True):
+    """Start a new attempt at a task of a live plan run: its current session is cancelled."""
+
+    run_id: str
+    task_id: str
+
+
+class Doctor(Struct, tag="doctor", frozen=True):
+    """What a run's live sessions are doing: pid, heartbeat, output tail; stuck ones flagged."""
+
+    run_id: str
+    stuck_after: float | None = None
+    """Seconds without activity after which a session counts as stuck (default: config)."""
+
+
+class Clean(Struct, tag="clean", frozen=True):
+    """Remove the git worktrees of an ended run (their branches are kept)."""
+
+    run_id: str
 
 
 class Cancel(Struct, tag="cancel", frozen=True):
@@ -183,6 +322,8 @@ class Cancel(Struct, tag="cancel", frozen=True):
 
     run_id: str
     reason: str | None = None
+    session_id: str | None = None
+    """Cancel only this session (e.g. one worker of a fan-out); the run goes on."""
 
 
 class Answer(Struct, tag="answer", frozen=True):
@@ -224,7 +365,21 @@ class Shutdown(Struct, tag="shutdown", frozen=True):
 
 
 Request = (
-    Hello | Status | StartRun | Cancel | Answer | ReadEvents | Subscribe | Unsubscribe | Shutdown
+    Hello
+    | Status
+    | StartRun
+    | StartDebug
+    | Orchestrate
+    | StartPlan
+    | RetryTask
+    | Doctor
+    | Clean
+    | Cancel
+    | Answer
+    | ReadEvents
+    | Subscribe
+    | Unsubscribe
+    | Shutdown
 )
 
 
@@ -262,8 +417,57 @@ class StatusResult(Struct, frozen=True):
 
 class RunStarted(Struct, frozen=True):
     run_id: str
-    session_id: str
+    session_id: str | None
+    """The run's first session; None for a parent run, whose work is in its children."""
     position: int
+    session_ids: list[str] = []
+    child_run_ids: list[str] = []
+    task_file: str | None = None
+
+
+class OrchestrateResult(Struct, frozen=True):
+    run_id: str
+    session_id: str
+    """The orchestrator session (the existing one when `already_triggered`)."""
+    already_triggered: bool
+    cancelled_workers: list[str] = []
+
+
+class TaskRetried(Struct, frozen=True):
+    run_id: str
+    task_id: str
+    attempt: int
+
+
+class SessionHealth(Struct, frozen=True):
+    """One live session as `orca doctor` shows it."""
+
+    session_id: str
+    task_id: str | None
+    status: str
+    pid: int | None
+    alive: bool
+    last_heartbeat: float | None
+    """When orcad last saw the process alive."""
+    last_activity_at: float | None
+    stuck: bool
+    why: str
+    output_tail: str
+    retry_command: str | None
+
+
+class DoctorResult(Struct, frozen=True):
+    run_id: str
+    status: RunStatus
+    sessions: list[SessionHealth]
+    stuck_after: float
+
+
+class CleanResult(Struct, frozen=True):
+    run_id: str
+    removed: list[str]
+    already_gone: list[str]
+    branches_kept: list[str]
 
 
 class CancelResult(Struct, frozen=True):
@@ -341,6 +545,12 @@ REQUEST_TYPES: tuple[type[Struct], ...] = (
     Hello,
     Status,
     StartRun,
+    StartDebug,
+    Orchestrate,
+    StartPlan,
+    RetryTask,
+    Doctor,
+    Clean,
     Cancel,
     Answer,
     ReadEvents,
@@ -352,6 +562,12 @@ RESULT_TYPES: dict[type[Struct], type[Struct]] = {
     Hello: HelloResult,
     Status: StatusResult,
     StartRun: RunStarted,
+    StartDebug: RunStarted,
+    Orchestrate: OrchestrateResult,
+    StartPlan: RunStarted,
+    RetryTask: TaskRetried,
+    Doctor: DoctorResult,
+    Clean: CleanResult,
     Cancel: CancelResult,
     Answer: AnswerResult,
     ReadEvents: EventsPage,

@@ -14,14 +14,20 @@ from orca_client.wire import (
     TERMINAL_STATUSES,
     Answer,
     Cancel,
+    Clean,
+    Doctor,
     Done,
     EventsPage,
     Hello,
     HelloResult,
+    Orchestrate,
     ReadEvents,
     Request,
+    RetryTask,
     RunInfo,
     Shutdown,
+    StartDebug,
+    StartPlan,
     StartRun,
     Status,
     StatusResult,
@@ -30,7 +36,7 @@ from orca_client.wire import (
     Unsubscribe,
     WireError,
 )
-from orca_daemon import __version__
+from orca_daemon import __version__, maintenance
 from orca_daemon.events import run_stream
 from orca_daemon.projection import State
 from orca_daemon.runs import RunManager
@@ -93,7 +99,25 @@ class Api:
             run_id = self.resolve_run_id(request.run_id)
             return await self._runs.answer(msgspec.structs.replace(request, run_id=run_id))
         if isinstance(request, Cancel):
-            return await self._runs.cancel(self.resolve_run_id(request.run_id), request.reason)
+            return await self._runs.cancel(
+                self.resolve_run_id(request.run_id), request.reason, request.session_id
+            )
+        if isinstance(request, StartDebug):
+            return await self._runs.fanout.start(request)
+        if isinstance(request, Orchestrate):
+            run_id = self.resolve_run_id(request.run_id)
+            return await self._runs.fanout.orchestrate(run_id, request.requested_by)
+        if isinstance(request, StartPlan):
+            return await self._runs.plans.start(request)
+        if isinstance(request, RetryTask):
+            return await self._runs.plans.retry(
+                self.resolve_run_id(request.run_id), request.task_id
+            )
+        if isinstance(request, Doctor):
+            run_id = self.resolve_run_id(request.run_id)
+            return await maintenance.doctor(self._runs, run_id, request.stuck_after)
+        if isinstance(request, Clean):
+            return await maintenance.clean(self._runs, self.resolve_run_id(request.run_id))
         if isinstance(request, ReadEvents):
             return await self._read(request)
         raise WireError("bad_request", f"unknown request {type(request).__name__}")
@@ -136,6 +160,8 @@ class Api:
     def _status(self, request: Status) -> StatusResult:
         if request.run_id is not None:
             runs = [self._state.runs[self.resolve_run_id(request.run_id)]]
+            if request.tree:
+                runs = self._with_descendants(runs)
             hidden = 0
         else:
             runs, hidden = self._recent_runs(request.ended)
@@ -143,6 +169,16 @@ class Api:
         return StatusResult(
             runs=runs, sessions=sessions, head_position=self._state.position, ended_not_shown=hidden
         )
+
+    def _with_descendants(self, runs: list[RunInfo]) -> list[RunInfo]:
+        """Each run followed by its children, depth first."""
+        found: list[RunInfo] = []
+        stack = list(reversed(runs))
+        while stack:
+            run = stack.pop()
+            found.append(run)
+            stack.extend(self._state.runs[c] for c in reversed(run.child_run_ids))
+        return found
 
     def _recent_runs(self, ended: int | None) -> tuple[list[RunInfo], int]:
         """Every live run, and the `ended` newest ended ones (runs are kept in creation order)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 import tomllib
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -54,6 +55,14 @@ class DaemonSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
             raise ValueError("daemon.watchdog_fraction must be between 0 and 1")
 
 
+HOOK_NAMES = (
+    "on_question",
+    "on_complete",
+    "on_error",
+    "on_task_complete",
+    "on_task_fail",
+    "on_orchestrated",
+)
 HookCommand = str | list[str]
 """A hook command: a list is run as is; a string is run by `/bin/sh -c`."""
 
@@ -67,11 +76,17 @@ class HookSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """A run completed."""
     on_error: HookCommand | None = None
     """A run failed."""
+    on_task_complete: HookCommand | None = None
+    """A plan task is done (its agent succeeded and every verify command passed)."""
+    on_task_fail: HookCommand | None = None
+    """A plan task failed for good (no retries left)."""
+    on_orchestrated: HookCommand | None = None
+    """A fan-out's orchestrator ended (the event names the synthesis file)."""
     timeout_seconds: float = 30.0
 
     def __post_init__(self) -> None:
         _positive("hooks.timeout_seconds", self.timeout_seconds)
-        for name in ("on_question", "on_complete", "on_error"):
+        for name in HOOK_NAMES:
             command = getattr(self, name)
             if command is not None and not command:
                 raise ValueError(f"hooks.{name} must name a command")
@@ -79,7 +94,7 @@ class HookSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     def commands(self) -> dict[str, list[str]]:
         """The configured hooks as argv lists, by name."""
         found: dict[str, list[str]] = {}
-        for name in ("on_question", "on_complete", "on_error"):
+        for name in HOOK_NAMES:
             command = getattr(self, name)
             if command is not None:
                 found[name] = ["/bin/sh", "-c", command] if isinstance(command, str) else command
@@ -111,6 +126,8 @@ class AgentSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omi
     tool_permission: Literal["allow", "deny"] | None = None
     """claude: what to answer Claude's tool-permission requests with (default allow)."""
     env: dict[str, str] | None = None
+    worktree: bool | None = None
+    """Run each session of this agent in its own git worktree (default false)."""
 
     def __post_init__(self) -> None:
         if self.command is not None and (not self.command or not self.command[0]):
@@ -133,15 +150,74 @@ BUILTIN_AGENTS = {
     "codex": AgentSettings(adapter="codex"),
     "codex-exec": AgentSettings(adapter="codex-exec"),
     "claude": AgentSettings(adapter="claude"),
+    "synthesizer": AgentSettings(
+        adapter="command", command=[sys.executable, "-m", "orca_daemon.synthesizer"]
+    ),
 }
+"""`synthesizer` is the orchestrator that ships with Orca: it needs no model, and writes a
+synthesis of a fan-out's outputs (outcomes, agreements, each worker's findings)."""
+
+
+class OrchestrationSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """`[orchestration]`: fan-outs, parent runs and plans."""
+
+    orchestrator: str = "synthesizer"
+    """The agent that synthesizes a fan-out's outputs (`orca debug --orchestrator` overrides)."""
+    per_worker_chars: int = 30_000
+    """A worker's output beyond this is cut (its end is kept) in the orchestrator's prompt."""
+    total_chars: int = 100_000
+    """All workers' output together in the orchestrator's prompt, shared fairly."""
+    max_parallel_children: int = 4
+    max_parallel_tasks: int = 4
+    verify_timeout_seconds: float = 600.0
+    stuck_after_seconds: float = 600.0
+    """`orca doctor` flags a live session with no activity for this long."""
+    heartbeat_seconds: float = 5.0
+    """How often orcad checks that each session's process is alive."""
+
+    def __post_init__(self) -> None:
+        for key in (
+            "per_worker_chars",
+            "total_chars",
+            "max_parallel_children",
+            "max_parallel_tasks",
+            "verify_timeout_seconds",
+            "stuck_after_seconds",
+            "heartbeat_seconds",
+        ):
+            _positive(f"orchestration.{key}", getattr(self, key))
+        if not self.orchestrator:
+            raise ValueError("orchestration.orchestrator must name an agent")
+
+
+class RepoSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """`[[repos]]`: a repository runs may work in, and the projects and features it serves."""
+
+    name: str
+    path: str
+    enabled: bool = True
+    projects: list[str] = []
+    features: list[str] = []
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("repos: every repository needs a name")
+        if not Path(self.path).expanduser().is_absolute():
+            raise ValueError(f"repos: {self.name}: path must be absolute, got {self.path!r}")
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     daemon: DaemonSettings = msgspec.field(default_factory=DaemonSettings)
     hooks: HookSettings = msgspec.field(default_factory=HookSettings)
     agents: dict[str, AgentSettings] = msgspec.field(default_factory=dict)
+    orchestration: OrchestrationSettings = msgspec.field(default_factory=OrchestrationSettings)
+    repos: list[RepoSettings] = []
 
     def __post_init__(self) -> None:
+        names = [repo.name for repo in self.repos]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"repos: the name {twice[0]!r} is used twice")
         for name, configured in self.agents.items():
             merged = self.global_agent(name) or configured
             if merged.adapter_name == "command" and merged.command is None:

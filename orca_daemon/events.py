@@ -10,7 +10,8 @@ from typing import Any, Literal
 
 import msgspec
 
-from orca_client.wire import Question, RunStatus, TerminalStatus
+from orca_client.plan import Plan
+from orca_client.wire import OrchestrationMode, Question, RunKind, RunStatus, TerminalStatus
 
 SCHEMA_VERSION = 1
 
@@ -21,10 +22,58 @@ class Event(msgspec.Struct, frozen=True, tag_field="type", forbid_unknown_fields
     run_id: str
 
 
+class FanOutSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """How a fan-out ends: which agent synthesizes, where, and how much output it reads."""
+
+    orchestrator: str
+    task_file: str
+    per_worker_chars: int
+    total_chars: int
+    worktree: bool = False
+
+
+class ChildTarget(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One child run a parent run will start: a configured repository."""
+
+    repo: str
+    path: str
+
+
+class ChildrenSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A parent run's children and how to run them. Each child runs `agent` on the parent's
+    prompt, or `command`, in its repository."""
+
+    mode: OrchestrationMode
+    targets: list[ChildTarget]
+    max_parallel: int
+    continue_on_failure: bool = False
+    agent: str | None = None
+    command: list[str] = []
+    worktree: bool = False
+
+
+class PlanSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A plan run's task graph and how to run it."""
+
+    plan: Plan
+    max_parallel: int
+    cancel_dependants: bool = True
+    agent: str | None = None
+    """The agent of tasks that name none."""
+    worktree: bool = False
+    verify_timeout_seconds: float = 600.0
+
+
 class RunCreated(Event, tag="run_created", frozen=True):
     title: str
     cwd: str
     parent_run_id: str | None = None
+    kind: RunKind = "single"
+    prompt: str | None = None
+    repo: str | None = None
+    fanout: FanOutSpec | None = None
+    children: ChildrenSpec | None = None
+    plan: PlanSpec | None = None
 
 
 class SessionCreated(Event, tag="session_created", frozen=True):
@@ -36,6 +85,10 @@ class SessionCreated(Event, tag="session_created", frozen=True):
     prompt: str | None = None
     debug_run_id: str | None = None
     """Set when the session is one of a fan-out's sessions, which share this id."""
+    task_id: str | None = None
+    attempt: int = 1
+    worktree: bool = False
+    """Run in a git worktree of its own, created before the agent starts."""
 
 
 class SessionStarted(Event, tag="session_started", frozen=True):
@@ -118,6 +171,62 @@ class RunStatusChanged(Event, tag="run_status_changed", frozen=True):
     reason: str | None = None
 
 
+class OrchestratorTriggered(Event, tag="orchestrator_triggered", frozen=True):
+    """A fan-out's one orchestrator was decided on. Appended at an expected stream version, so
+    of two triggers that race, one loses; the orchestrator's `SessionCreated` follows it in the
+    same transaction."""
+
+    debug_run_id: str
+    session_id: str
+    triggered_by: str
+    worker_statuses: dict[str, str]
+    truncated: bool
+
+
+class OrchestrationFinished(Event, tag="orchestration_finished", frozen=True):
+    """A fan-out's orchestrator ended; its synthesis is in `task_file` when it completed."""
+
+    debug_run_id: str
+    session_id: str
+    status: TerminalStatus
+    task_file: str
+    summary: str | None = None
+
+
+class TaskStatusChanged(Event, tag="task_status_changed", frozen=True):
+    """A plan task moved: `in_progress` starts attempt `attempt` in `session_id`."""
+
+    task_id: str
+    status: Literal["pending", "in_progress", "done", "failed", "cancelled"]
+    reason: str | None = None
+    attempt: int = 0
+    session_id: str | None = None
+    summary: str | None = None
+
+
+class VerifyFinished(Event, tag="verify_finished", frozen=True):
+    """One of a task's verify commands ran (orcad runs them after the agent reports done)."""
+
+    task_id: str
+    attempt: int
+    command: str
+    ok: bool
+    exit_code: int | None
+    output_tail: str = ""
+
+
+class WorktreeCreated(Event, tag="worktree_created", frozen=True):
+    session_id: str
+    repo: str
+    path: str
+    branch: str
+
+
+class WorktreeRemoved(Event, tag="worktree_removed", frozen=True):
+    session_id: str
+    path: str
+
+
 AnyEvent = (
     RunCreated
     | SessionCreated
@@ -132,6 +241,12 @@ AnyEvent = (
     | HookFinished
     | SessionTerminated
     | RunStatusChanged
+    | OrchestratorTriggered
+    | OrchestrationFinished
+    | TaskStatusChanged
+    | VerifyFinished
+    | WorktreeCreated
+    | WorktreeRemoved
 )
 EVENT_TYPES: tuple[type[Event], ...] = (
     RunCreated,
@@ -147,6 +262,12 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     HookFinished,
     SessionTerminated,
     RunStatusChanged,
+    OrchestratorTriggered,
+    OrchestrationFinished,
+    TaskStatusChanged,
+    VerifyFinished,
+    WorktreeCreated,
+    WorktreeRemoved,
 )
 
 _encoder = msgspec.json.Encoder()

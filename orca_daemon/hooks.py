@@ -1,4 +1,5 @@
-"""Hooks: commands run on events (`on_question`, `on_complete`, `on_error`), each exactly once.
+"""Hooks: commands run on events (`on_question`, `on_complete`, `on_error`, `on_task_complete`,
+`on_task_fail`, `on_orchestrated`), each exactly once.
 
 The runner follows the log like a subscriber. Before a hook runs, `HookStarted` is appended in
 the same transaction as the runner's tracking position, so a restarted daemon neither repeats
@@ -22,8 +23,10 @@ from orca_daemon.events import (
     AnyEvent,
     HookFinished,
     HookStarted,
+    OrchestrationFinished,
     QuestionAsked,
     RunStatusChanged,
+    TaskStatusChanged,
     run_stream,
 )
 from orca_daemon.projection import State
@@ -38,7 +41,9 @@ RETRY_SECONDS = 1.0
 OUTPUT_TAIL_CHARS = 2000
 RESTARTED_REASON = "orcad restarted while the hook ran"
 STOPPED_REASON = "orcad stopped while the hook ran"
-TRIGGER_TYPES = frozenset({"question_asked", "run_status_changed"})
+TRIGGER_TYPES = frozenset(
+    {"question_asked", "run_status_changed", "task_status_changed", "orchestration_finished"}
+)
 
 
 def hook_for(event: AnyEvent) -> str | None:
@@ -47,6 +52,10 @@ def hook_for(event: AnyEvent) -> str | None:
         return "on_question"
     if isinstance(event, RunStatusChanged):
         return {"completed": "on_complete", "failed": "on_error"}.get(event.status)
+    if isinstance(event, TaskStatusChanged):
+        return {"done": "on_task_complete", "failed": "on_task_fail"}.get(event.status)
+    if isinstance(event, OrchestrationFinished):
+        return "on_orchestrated"
     return None
 
 

@@ -135,8 +135,12 @@ class Daemon:
             max_line_bytes=settings.max_line_bytes,
         )
         async with anyio.create_task_group() as work:
-            runs = RunManager(store, state, work, pump, settings.cancel_grace_seconds, self._config)
+            runs_dir = self._paths.state_dir / "runs"
+            runs = RunManager(
+                store, state, work, pump, settings.cancel_grace_seconds, self._config, runs_dir
+            )
             await runs.reconcile()
+            work.start_soon(runs.heartbeat, self._config.orchestration.heartbeat_seconds)
             hooks = HookRunner(
                 store,
                 state,

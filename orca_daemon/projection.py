@@ -10,12 +10,21 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from orca_client.wire import TERMINAL_STATUSES, PendingQuestion, RunInfo, SessionInfo
+from orca_client.wire import (
+    TERMINAL_STATUSES,
+    PendingQuestion,
+    RunInfo,
+    SessionInfo,
+    TaskInfo,
+    WorktreeInfo,
+)
 from orca_daemon.events import (
     AgentSessionIdentified,
     AnyEvent,
     HookFinished,
     HookStarted,
+    OrchestrationFinished,
+    OrchestratorTriggered,
     OutputAppended,
     QuestionAnswered,
     QuestionAsked,
@@ -25,7 +34,11 @@ from orca_daemon.events import (
     SessionCreated,
     SessionStarted,
     SessionTerminated,
+    TaskStatusChanged,
     UsageRecorded,
+    VerifyFinished,
+    WorktreeCreated,
+    WorktreeRemoved,
 )
 from orca_daemon.store import StoredEvent
 
@@ -45,6 +58,15 @@ class State:
     sessions: dict[str, SessionInfo] = field(default_factory=dict)
     hooks_running: dict[tuple[str, int], HookStarted] = field(default_factory=dict)
     """Hooks started and not yet finished, by (hook name, trigger position)."""
+    run_versions: dict[str, int] = field(default_factory=dict)
+    """Each run's stream version: what an append expecting nothing new since must name."""
+    prompts: dict[str, str] = field(default_factory=dict)
+    """The prompts of live sessions (to start them again after a restart)."""
+    created: dict[str, RunCreated] = field(default_factory=dict)
+    """How each fan-out, parent and plan run was set up (its `RunCreated`)."""
+    run_answers: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    """Each run's answered questions as (question, answer), secret ones left out: what the run
+    has learned, handed to its later sessions."""
 
     def live_sessions(self) -> list[SessionInfo]:
         """Sessions that have not reached a terminal status."""
@@ -55,8 +77,17 @@ def apply(state: State, stored: StoredEvent) -> State:
     """Fold one committed event into `state` and return it."""
     event = stored.decode()
     at = stored.recorded_at
+    state.run_versions[event.run_id] = stored.version
     if isinstance(event, RunCreated):
-        state.runs.setdefault(event.run_id, _new_run(event, at))
+        if event.run_id not in state.runs:
+            state.runs[event.run_id] = _new_run(event, at)
+            if event.kind != "single":
+                state.created[event.run_id] = event
+            parent = state.runs.get(event.parent_run_id or "")
+            if parent is not None:
+                state.runs[parent.run_id] = replace(
+                    parent, child_run_ids=[*parent.child_run_ids, event.run_id]
+                )
     elif isinstance(event, RunStatusChanged):
         run = state.runs.get(event.run_id)
         if run is not None and run.status not in TERMINAL_STATUSES:
@@ -65,19 +96,72 @@ def apply(state: State, stored: StoredEvent) -> State:
         state.hooks_running[(event.hook, event.trigger_position)] = event
     elif isinstance(event, HookFinished):
         state.hooks_running.pop((event.hook, event.trigger_position), None)
+    elif isinstance(event, OrchestratorTriggered):
+        run = state.runs.get(event.run_id)
+        if run is not None and run.orchestrator_session_id is None:
+            state.runs[run.run_id] = replace(
+                run, orchestrator_session_id=event.session_id, updated_at=at
+            )
+    elif isinstance(event, OrchestrationFinished):
+        run = state.runs.get(event.run_id)
+        if run is not None:
+            state.runs[run.run_id] = replace(run, result=event.summary, updated_at=at)
+    elif isinstance(event, TaskStatusChanged):
+        run = state.runs.get(event.run_id)
+        if run is not None:
+            state.runs[run.run_id] = _change_task(run, event, at)
+    elif isinstance(event, VerifyFinished):
+        pass
     elif isinstance(event, SessionCreated):
         run = state.runs.get(event.run_id)
         if run is not None and event.session_id not in state.sessions:
             state.sessions[event.session_id] = _new_session(event, at)
+            if event.prompt is not None:
+                state.prompts[event.session_id] = event.prompt
             state.runs[run.run_id] = replace(
                 run, session_ids=[*run.session_ids, event.session_id], updated_at=at
             )
     else:
         session = state.sessions.get(event.session_id)
         if session is not None:
+            if isinstance(event, QuestionAnswered):
+                _learn(state, session, event)
+            elif isinstance(event, SessionTerminated):
+                state.prompts.pop(event.session_id, None)
             state.sessions[session.session_id] = evolve_session(session, event, at)
     state.position = stored.position
     return state
+
+
+def _change_task(run: RunInfo, event: TaskStatusChanged, at: float) -> RunInfo:
+    """A plan task's new status; a task that is done, failed or cancelled stays so."""
+    tasks = list(run.tasks)
+    for index, task in enumerate(tasks):
+        if task.task_id != event.task_id:
+            continue
+        if task.status in ("done", "failed", "cancelled"):
+            return run
+        tasks[index] = replace(
+            task,
+            status=event.status,
+            reason=event.reason,
+            attempt=max(task.attempt, event.attempt),
+            session_id=event.session_id or task.session_id,
+            summary=event.summary if event.summary is not None else task.summary,
+        )
+        return replace(run, tasks=tasks, updated_at=at)
+    return run
+
+
+def _learn(state: State, session: SessionInfo, event: QuestionAnswered) -> None:
+    pending = session.pending
+    if pending is None or pending.request_id != event.request_id:
+        return
+    learned = state.run_answers.setdefault(session.run_id, [])
+    for question in pending.questions:
+        answer = event.answers.get(question.id)
+        if answer is not None and question.id not in event.redacted_ids:
+            learned.append((question.question, "; ".join(answer)))
 
 
 def _change_run_status(run: RunInfo, event: RunStatusChanged, at: float) -> RunInfo:
@@ -96,7 +180,14 @@ def evolve_session(session: SessionInfo, event: AnyEvent, at: float) -> SessionI
     """The pure per-session fold; a terminal session keeps its status whatever comes next."""
     terminal = session.status in TERMINAL_STATUSES
     if isinstance(event, OutputAppended):
-        return replace(session, output_events=session.output_events + 1)
+        return replace(session, output_events=session.output_events + 1, last_activity_at=at)
+    if isinstance(event, WorktreeCreated):
+        worktree = WorktreeInfo(repo=event.repo, path=event.path, branch=event.branch)
+        return replace(session, worktree=worktree)
+    if isinstance(event, WorktreeRemoved):
+        if session.worktree is None:
+            return session
+        return replace(session, worktree=replace(session.worktree, removed=True))
     if isinstance(event, UsageRecorded):
         return replace(session, usage=event.data)
     if isinstance(event, AgentSessionIdentified):
@@ -110,14 +201,15 @@ def evolve_session(session: SessionInfo, event: AnyEvent, at: float) -> SessionI
             pid=event.pid,
             process_start_ticks=event.process_start_ticks,
             started_at=at,
+            last_activity_at=at,
         )
     if isinstance(event, QuestionAsked):
         pending = PendingQuestion(event.request_id, session.session_id, event.questions, at)
-        return replace(session, status="waiting_for_answer", pending=pending)
+        return replace(session, status="waiting_for_answer", pending=pending, last_activity_at=at)
     if isinstance(event, QuestionAnswered | QuestionCleared):
         if session.pending is None or session.pending.request_id != event.request_id:
             return session
-        return replace(session, status="running", pending=None)
+        return replace(session, status="running", pending=None, last_activity_at=at)
     if isinstance(event, SessionTerminated):
         return replace(
             session,
@@ -140,6 +232,18 @@ def replay(events: list[StoredEvent], state: State | None = None) -> State:
 
 
 def _new_run(event: RunCreated, at: float) -> RunInfo:
+    tasks = []
+    if event.plan is not None:
+        tasks = [
+            TaskInfo(
+                task_id=task.id,
+                title=task.title or task.id,
+                status="pending",
+                depends_on=task.depends_on,
+                max_retries=task.max_retries,
+            )
+            for task in event.plan.plan.tasks
+        ]
     return RunInfo(
         run_id=event.run_id,
         title=event.title,
@@ -148,6 +252,13 @@ def _new_run(event: RunCreated, at: float) -> RunInfo:
         created_at=at,
         updated_at=at,
         parent_run_id=event.parent_run_id,
+        kind=event.kind,
+        prompt=event.prompt,
+        debug_run_id=event.run_id if event.fanout is not None else None,
+        task_file=event.fanout.task_file if event.fanout is not None else None,
+        orchestration_mode=event.children.mode if event.children is not None else None,
+        repo=event.repo,
+        tasks=tasks,
     )
 
 
@@ -162,4 +273,7 @@ def _new_session(event: SessionCreated, at: float) -> SessionInfo:
         cwd=event.cwd,
         created_at=at,
         debug_run_id=event.debug_run_id,
+        task_id=event.task_id,
+        attempt=event.attempt,
+        in_worktree=event.worktree,
     )

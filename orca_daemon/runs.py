@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import secrets
 import signal
+import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
@@ -25,12 +29,14 @@ from orca_client.wire import (
     AnswerResult,
     CancelResult,
     PendingQuestion,
+    RunInfo,
     RunStarted,
     RunStatus,
     SessionInfo,
     StartRun,
     TerminalStatus,
     WireError,
+    WorktreeInfo,
 )
 from orca_daemon.agents.base import (
     Identified,
@@ -46,6 +52,7 @@ from orca_daemon.config import Config, ConfigError
 from orca_daemon.events import (
     AgentSessionIdentified,
     Event,
+    OrchestrationFinished,
     OutputAppended,
     QuestionAnswered,
     QuestionAsked,
@@ -55,7 +62,9 @@ from orca_daemon.events import (
     SessionCreated,
     SessionStarted,
     SessionTerminated,
+    TaskStatusChanged,
     UsageRecorded,
+    WorktreeCreated,
     run_stream,
 )
 from orca_daemon.projection import State
@@ -71,10 +80,17 @@ from orca_daemon.sessions import (
     stop_group,
 )
 from orca_daemon.store import EventStore, StoredEvent, StoreError
+from orca_daemon.worktrees import WorktreeError, create_worktree
+
+if TYPE_CHECKING:
+    from orca_daemon.parents import RepoTarget
 
 log = logging.getLogger(__name__)
 
 RESTARTED_REASON = "orcad restarted while the session was running"
+RESTARTABLE_ROLES = frozenset({"orchestrator", "task"})
+"""Sessions orcad decided on by itself: started on restart when an earlier orcad recorded them
+but died before starting them."""
 STOPPED_REASON = "orcad stopped while the session was running"
 MAX_TITLE_CHARS = 200
 MAX_OUTPUT_IN_FLIGHT = 8
@@ -173,8 +189,61 @@ class _Recorder:
         await self._manager.append(spec.run_id, [event])
 
 
+@dataclass(frozen=True)
+class ClientContext:
+    """Where the requesting client finds agent CLIs (its PATH and binary overrides)."""
+
+    search_path: str | None = None
+    codex_path: str | None = None
+    claude_path: str | None = None
+
+
+@dataclass
+class NewSession:
+    """A session about to be recorded: `created(run_id)` is its `SessionCreated`."""
+
+    session_id: str
+    agent: str
+    command: list[str]
+    cwd: str
+    prompt: str | None
+    role: str = "worker"
+    debug_run_id: str | None = None
+    task_id: str | None = None
+    attempt: int = 1
+    worktree: bool = False
+
+    def created(self, run_id: str) -> SessionCreated:
+        return SessionCreated(
+            run_id,
+            self.session_id,
+            agent=self.agent,
+            command=self.command,
+            cwd=self.cwd,
+            role=self.role,
+            prompt=self.prompt,
+            debug_run_id=self.debug_run_id,
+            task_id=self.task_id,
+            attempt=self.attempt,
+            worktree=self.worktree,
+        )
+
+
+@dataclass
+class Prepared:
+    """A launch worked out before the session is recorded, or why there is none."""
+
+    launch: Launch | None
+    error: str | None = None
+    command: list[str] = field(default_factory=list)
+
+
 class RunManager:
-    """Owns every live session process; the only place that decides run and session status."""
+    """Owns every live session process; the only place that decides run and session status.
+
+    Fan-outs, parent runs and plans are driven by their coordinators (`fanout`, `parents`,
+    `plans`), which this manager calls after each change and which use its primitives.
+    """
 
     def __init__(
         self,
@@ -184,123 +253,260 @@ class RunManager:
         settings: PumpSettings,
         cancel_grace: float,
         config: Config,
+        runs_dir: Path | None = None,
     ) -> None:
-        self._config = config
-        self._store = store
-        self._state = state
+        from orca_daemon.fanout import FanOutCoordinator
+        from orca_daemon.parents import ParentCoordinator
+        from orca_daemon.plans import PlanCoordinator
+
+        self.config = config
+        self.store = store
+        self.state = state
         self._tg = task_group
         self._settings = settings
         self._grace = cancel_grace
+        self.runs_dir = runs_dir or Path(os.environ.get("TMPDIR", "/tmp")) / "orca-runs"
+        """Each run's folder (`RUNS_DIR/RUN_ID`): a fan-out's synthesis, worktrees."""
         self._locks: dict[str, asyncio.Lock] = {}
         self._processes: dict[str, SessionProcess] = {}
         self._drivers: set[asyncio.Event] = set()
         self._starting: set[asyncio.Event] = set()
-        self._accepting = True
+        self._clients: dict[str, ClientContext] = {}
+        self.heartbeats: dict[str, float] = {}
+        """When each live session's process was last seen alive."""
+        self.accepting = True
+        self.fanout = FanOutCoordinator(self)
+        self.parents = ParentCoordinator(self)
+        self.plans = PlanCoordinator(self)
 
     # ------------------------------------------------------------------ requests
 
     async def start_run(self, request: StartRun) -> RunStarted:
-        """Record a new run with one session and start its process."""
-        if not self._accepting:
+        """Record a new run with one session and start its process (or, for several
+        repositories, a parent run with one child run per repository)."""
+        async with self.starting():
+            targets = self.parents.resolve_targets(request)
+            if targets is not None and len(targets) > 1:
+                return await self.parents.start(request, targets)
+            return await self._start_run(request, targets[0] if targets else None)
+
+    @contextlib.asynccontextmanager
+    async def starting(self) -> AsyncIterator[None]:
+        """Held while a request creates a run, so that shutdown waits for it to be recorded."""
+        if not self.accepting:
             raise WireError("shutting_down", "orcad is shutting down; no new runs")
         starting = asyncio.Event()
         self._starting.add(starting)
         try:
-            return await self._start_run(request)
+            yield
         finally:
             starting.set()
             self._starting.discard(starting)
 
-    async def _start_run(self, request: StartRun) -> RunStarted:
-        cwd = _validate_cwd(request.cwd)
+    async def _start_run(self, request: StartRun, target: RepoTarget | None) -> RunStarted:
+        cwd = _validate_cwd(target.path if target is not None else request.cwd)
         agent = request.agent or "command"
-        launch = await self._launch(request, cwd)
-        command = launch.command
-        run_id = new_run_id()
-        session_id = f"{run_id}.1"
-        default_title = f"{agent}: {request.prompt}" if request.agent else " ".join(command)
-        title = (request.title or default_title)[:MAX_TITLE_CHARS]
-        stored = await self._store.append(
-            run_stream(run_id),
-            [
-                RunCreated(run_id, title=title, cwd=cwd),
-                SessionCreated(
-                    run_id,
-                    session_id,
-                    agent=agent,
-                    command=command,
-                    cwd=cwd,
-                    prompt=request.prompt,
-                ),
-            ],
-            expected_version=0,
+        client = client_context(request)
+        resume = self._conversation_of(request.follow_up, agent) if request.agent else None
+        if request.agent is None and request.follow_up is not None:
+            raise WireError("bad_request", "a follow-up continues an agent: give --agent")
+        launch = await self.prepare_launch(
+            request.agent, request.command, request.prompt, cwd, client, resume
         )
-        spec = SessionSpec(run_id, session_id, command, cwd, request.prompt, launch.env)
-        done = asyncio.Event()
-        self._drivers.add(done)
-        self._tg.start_soon(self._drive, spec, launch.translator, done)
-        return RunStarted(run_id=run_id, session_id=session_id, position=stored[-1].position)
+        run_id = new_run_id()
+        default_title = f"{agent}: {request.prompt}" if request.agent else " ".join(launch.command)
+        title = (request.title or default_title)[:MAX_TITLE_CHARS]
+        new = NewSession(
+            f"{run_id}.1",
+            agent,
+            launch.command,
+            cwd,
+            request.prompt,
+            worktree=self.wants_worktree(request.agent, request.worktree),
+        )
+        created = RunCreated(
+            run_id,
+            title=title,
+            cwd=cwd,
+            prompt=request.prompt,
+            repo=target.repo if target is not None else None,
+        )
+        stored = await self.store.append(
+            run_stream(run_id), [created, new.created(run_id)], expected_version=0
+        )
+        self._clients[run_id] = client
+        self.begin_session(run_id, new.session_id, Prepared(launch))
+        return RunStarted(run_id=run_id, session_id=new.session_id, position=stored[-1].position)
 
-    async def _launch(self, request: StartRun, cwd: str) -> Launch:
-        """What to run: the request's command, or its configured agent (binary found off-loop)."""
-        if request.agent is None:
-            if request.follow_up is not None:
-                raise WireError("bad_request", "a follow-up continues an agent: give --agent")
-            return command_launch(_validate_command(request.command))
-        if request.command:
+    async def prepare_launch(
+        self,
+        agent: str | None,
+        command: Sequence[str],
+        prompt: str | None,
+        cwd: str,
+        client: ClientContext,
+        resume: str | None = None,
+    ) -> Launch:
+        """What to run: `command` (a command agent), or the configured `agent` (its binary is
+        found off the event loop). Raises `WireError` with what is wrong."""
+        if agent is None or (agent == "command" and command):
+            return command_launch(_validate_command(list(command)))
+        if command:
             raise WireError("bad_request", "give either a command or an agent, not both")
-        if not request.prompt:
-            raise WireError("bad_request", f"agent {request.agent!r} needs a prompt")
+        if not prompt:
+            raise WireError("bad_request", f"agent {agent!r} needs a prompt")
         try:
-            settings = self._config.agent(request.agent, Path(cwd))
+            settings = self.config.agent(agent, Path(cwd))
         except ConfigError as exc:
             raise WireError("bad_request", str(exc)) from None
         context = LaunchContext(
             cwd=cwd,
-            search_path=request.search_path or os.environ.get("PATH", ""),
-            codex_path=request.codex_path or os.environ.get("ORCA_CODEX_PATH"),
-            claude_path=request.claude_path or os.environ.get("ORCA_CLAUDE_PATH"),
-            resume=self._conversation_of(request.follow_up, request.agent),
+            search_path=client.search_path or os.environ.get("PATH", ""),
+            codex_path=client.codex_path or os.environ.get("ORCA_CODEX_PATH"),
+            claude_path=client.claude_path or os.environ.get("ORCA_CLAUDE_PATH"),
+            resume=resume,
         )
         try:
             return await anyio.to_thread.run_sync(plan_launch, settings, context)
         except BinaryNotFound as exc:
             raise WireError("bad_request", str(exc)) from None
 
+    async def prepare(
+        self, run_id: str, agent: str, prompt: str | None, cwd: str, command: Sequence[str] = ()
+    ) -> Prepared:
+        """A launch for a session decided by orcad itself (an orchestrator, a plan task): a
+        failure is kept to be recorded as the session's end, not raised."""
+        client = self._clients.get(run_id, ClientContext())
+        try:
+            launch = await self.prepare_launch(
+                None if agent == "command" else agent, command, prompt, cwd, client
+            )
+        except WireError as exc:
+            return Prepared(None, exc.message, list(command))
+        return Prepared(launch, None, launch.command)
+
+    def remember_client(self, run_id: str, client: ClientContext) -> None:
+        self._clients[run_id] = client
+
+    def client_of(self, run_id: str) -> ClientContext:
+        return self._clients.get(run_id, ClientContext())
+
+    def spawn(self, func: Callable[..., Awaitable[None]], *args: object) -> None:
+        """Run `func(*args)` in the daemon's task group; an error is logged, not raised."""
+
+        async def guarded() -> None:
+            try:
+                await func(*args)
+            except Exception:
+                log.exception("background work %s failed", getattr(func, "__name__", func))
+
+        self._tg.start_soon(guarded)
+
+    def process_of(self, session_id: str) -> SessionProcess | None:
+        return self._processes.get(session_id)
+
+    def wants_worktree(self, agent: str | None, requested: bool | None) -> bool:
+        """A request's explicit choice, else the agent's `worktree` setting, else no."""
+        if requested is not None:
+            return requested
+        if agent is None:
+            return False
+        configured = self.config.global_agent(agent)
+        return bool(configured is not None and configured.worktree)
+
+    def begin_session(self, run_id: str, session_id: str, prepared: Prepared) -> None:
+        """Start a recorded session's process (or record why it cannot start)."""
+        run = self.state.runs[run_id]
+        session = self.state.sessions[session_id]
+        if prepared.launch is None:
+            reason = f"could not start: {prepared.error}"
+            self._tg.start_soon(self._finish_quietly, run_id, session_id, reason)
+            return
+        spec = SessionSpec(
+            run_id,
+            session_id,
+            prepared.launch.command,
+            session.cwd,
+            self.state.prompts.get(session.session_id),
+            {**prepared.launch.env, **session_env(run, session)},
+        )
+        done = asyncio.Event()
+        self._drivers.add(done)
+        self._tg.start_soon(self._drive, spec, prepared.launch.translator, done)
+
+    async def _finish_quietly(self, run_id: str, session_id: str, reason: str) -> None:
+        try:
+            await self.finish_session(run_id, session_id, "failed", reason)
+        except StoreError:
+            log.exception("session %s: could not record its end", session_id)
+
     def _conversation_of(self, run_id: str | None, agent: str) -> str | None:
         """The agent's own conversation id from an earlier run, to continue it."""
         if run_id is None:
             return None
-        run = self._state.runs.get(run_id)
+        run = self.state.runs.get(run_id)
         if run is None:
             raise WireError("not_found", f"no run with id {run_id!r} to follow up")
         for session_id in reversed(run.session_ids):
-            session = self._state.sessions[session_id]
+            session = self.state.sessions[session_id]
             if session.agent == agent and session.agent_session_id:
                 return session.agent_session_id
         raise WireError("invalid_state", f"run {run_id} has no {agent} conversation to continue")
 
-    async def cancel(self, run_id: str, reason: str | None) -> CancelResult:
-        """End a run cancelled, durably, then stop its processes (SIGTERM, then SIGKILL)."""
-        run = self._state.runs.get(run_id)
+    async def cancel(
+        self, run_id: str, reason: str | None, session_id: str | None = None
+    ) -> CancelResult:
+        """End a run cancelled, durably, then stop its processes (SIGTERM, then SIGKILL). A
+        parent's live children are cancelled first. With `session_id`, only that session."""
+        run = self.state.runs.get(run_id)
         if run is None:
             raise WireError("not_found", f"no run with id {run_id!r}")
         reason = reason or "cancelled by a client"
-        async with self._lock(run_id):
-            run = self._state.runs[run_id]
+        if session_id is not None:
+            return await self._cancel_session(run, session_id, reason)
+        async with self.lock(run_id):
+            run = self.state.runs[run_id]
             if run.status in TERMINAL_STATUSES:
                 return CancelResult(run_id=run_id, status=run.status, already_terminal=True)
             live = self._live_sessions(run_id)
             events: list[Event] = [
                 SessionTerminated(run_id, s.session_id, "cancelled", reason) for s in live
             ]
+            events.extend(
+                TaskStatusChanged(run_id, task.task_id, "cancelled", reason)
+                for task in run.tasks
+                if task.status in ("pending", "in_progress")
+            )
             events.append(RunStatusChanged(run_id, "cancelled", reason))
             await self.append(run_id, events)
-        for session in live:
-            process = self._processes.get(session.session_id)
+        self._stop_processes([s.session_id for s in live], reason)
+        for child_id in self.state.runs[run_id].child_run_ids:  # the parent ended first: no
+            await self.cancel(child_id, f"its parent run was cancelled: {reason}")  # new child
+        self.after_change(run_id)
+        return CancelResult(run_id=run_id, status="cancelled", already_terminal=False)
+
+    async def _cancel_session(self, run: RunInfo, session_id: str, reason: str) -> CancelResult:
+        session = self.state.sessions.get(session_id)
+        if session is None or session.run_id != run.run_id:
+            raise WireError("not_found", f"run {run.run_id} has no session {session_id!r}")
+        ended = await self.cancel_sessions(run.run_id, [session_id], reason)
+        status = self.state.runs[run.run_id].status
+        return CancelResult(run_id=run.run_id, status=status, already_terminal=not ended)
+
+    async def cancel_sessions(self, run_id: str, session_ids: list[str], reason: str) -> list[str]:
+        """Cancel these sessions of a run (the live ones); returns those it ended."""
+        ended = []
+        for session_id in session_ids:
+            if await self.finish_session(run_id, session_id, "cancelled", reason):
+                ended.append(session_id)
+        self._stop_processes(ended, reason)
+        return ended
+
+    def _stop_processes(self, session_ids: list[str], reason: str) -> None:
+        for session_id in session_ids:
+            process = self._processes.get(session_id)
             if process is not None:
                 self._tg.start_soon(process.cancel, reason, self._grace)
-        return CancelResult(run_id=run_id, status="cancelled", already_terminal=False)
 
     async def answer(self, request: Answer) -> AnswerResult:
         """Record the answer to a pending question request, then hand it to the agent.
@@ -309,8 +515,8 @@ class RunManager:
         answers are delivered but never recorded.
         """
         run_id = request.run_id
-        async with self._lock(run_id):
-            run = self._state.runs[run_id]
+        async with self.lock(run_id):
+            run = self.state.runs[run_id]
             if run.status in TERMINAL_STATUSES:
                 raise WireError(
                     "invalid_state", f"run {run_id} has ended ({run.status}); nothing to answer"
@@ -337,7 +543,7 @@ class RunManager:
             ]
             events.extend(self._resume_events(run_id, resolved_session=pending.session_id))
             await self.append(run_id, events)
-            status = self._state.runs[run_id].status
+            status = self.state.runs[run_id].status
         await process.deliver(reply)
         return AnswerResult(run_id, pending.session_id, pending.request_id, status)
 
@@ -348,9 +554,9 @@ class RunManager:
 
     async def change_phase(self, spec: SessionSpec, phase: RunStatus) -> None:
         """The agent moved to another phase; a waiting or ended run keeps its status."""
-        async with self._lock(spec.run_id):
-            session = self._state.sessions.get(spec.session_id)
-            run = self._state.runs[spec.run_id]
+        async with self.lock(spec.run_id):
+            session = self.state.sessions.get(spec.session_id)
+            run = self.state.runs[spec.run_id]
             if session is None or session.status in TERMINAL_STATUSES:
                 return
             if run.status in TERMINAL_STATUSES or run.status in ("waiting_for_answer", phase):
@@ -359,8 +565,8 @@ class RunManager:
 
     async def clear_question(self, spec: SessionSpec, request_id: str, reason: str) -> None:
         """The agent withdrew its question: clear it; the run resumes if nothing else waits."""
-        async with self._lock(spec.run_id):
-            session = self._state.sessions.get(spec.session_id)
+        async with self.lock(spec.run_id):
+            session = self.state.sessions.get(spec.session_id)
             if (
                 session is None
                 or session.pending is None
@@ -375,21 +581,23 @@ class RunManager:
 
     # ------------------------------------------------------------------ recording
 
-    async def append(self, run_id: str, events: list[Event]) -> list[StoredEvent]:
-        return await self._store.append(run_stream(run_id), events)
+    async def append(
+        self, run_id: str, events: list[Event], expected_version: int | None = None
+    ) -> list[StoredEvent]:
+        return await self.store.append(run_stream(run_id), events, expected_version)
 
     def append_nowait(self, run_id: str, events: list[Event]) -> asyncio.Future[list[StoredEvent]]:
-        return self._store.append_nowait(run_stream(run_id), events)
+        return self.store.append_nowait(run_stream(run_id), events)
 
     async def record_if_live(
         self, run_id: str, session_id: str, events: list[Event], run_status: RunStatus | None
     ) -> None:
         """Append `events` unless the session is already terminal; then move the run along."""
-        async with self._lock(run_id):
-            session = self._state.sessions.get(session_id)
+        async with self.lock(run_id):
+            session = self.state.sessions.get(session_id)
             if session is None or session.status in TERMINAL_STATUSES:
                 return
-            run = self._state.runs[run_id]
+            run = self.state.runs[run_id]
             if (
                 run_status is not None
                 and run.status != run_status
@@ -398,7 +606,7 @@ class RunManager:
                 events = [*events, RunStatusChanged(run_id, run_status)]
             await self.append(run_id, events)
 
-    async def _finish_session(
+    async def finish_session(
         self,
         run_id: str,
         session_id: str,
@@ -406,52 +614,102 @@ class RunManager:
         reason: str,
         exit_code: int | None = None,
         summary: str | None = None,
-    ) -> None:
-        """Record a session's end (unless it already ended) and, when it was the last, the run's."""
-        async with self._lock(run_id):
-            session = self._state.sessions.get(session_id)
+    ) -> bool:
+        """Record a session's end (unless it already ended) and what follows for its run;
+        False when it had already ended."""
+        async with self.lock(run_id):
+            session = self.state.sessions.get(session_id)
             if session is None or session.status in TERMINAL_STATUSES:
-                return
+                return False
             events: list[Event] = [
                 SessionTerminated(run_id, session_id, status, reason, exit_code, summary)
             ]
+            events.extend(self._run_events_after(session, status, reason, summary))
+            await self.append(run_id, events)
+        self.heartbeats.pop(session_id, None)
+        self.after_change(run_id)
+        return True
+
+    def _run_events_after(
+        self, session: SessionInfo, status: TerminalStatus, reason: str, summary: str | None
+    ) -> list[Event]:
+        """What a session's end means for its run. A single run ends with its last session; a
+        fan-out ends with its orchestrator; a plan's coordinator decides after the fact."""
+        run = self.state.runs[session.run_id]
+        if run.status in TERMINAL_STATUSES:
+            return []
+        if run.kind == "fanout" and session.session_id == run.orchestrator_session_id:
+            finished = OrchestrationFinished(
+                run.run_id,
+                run.debug_run_id or run.run_id,
+                session.session_id,
+                status,
+                run.task_file or "",
+                summary,
+            )
+            return [finished, RunStatusChanged(run.run_id, status, reason)]
+        if run.kind == "single":
             run_status = run_status_after(
                 [
-                    status if s.session_id == session_id else s.status
-                    for s in self._run_sessions(run_id)
+                    status if s.session_id == session.session_id else s.status
+                    for s in self._run_sessions(run.run_id)
                 ]
             )
-            if self._state.runs[run_id].status in TERMINAL_STATUSES:
-                pass
-            elif run_status is not None:
-                events.append(RunStatusChanged(run_id, run_status, reason))
-            else:
-                events.extend(self._resume_events(run_id, resolved_session=session_id))
-            await self.append(run_id, events)
+            if run_status is not None:
+                return [RunStatusChanged(run.run_id, run_status, reason)]
+        return self._resume_events(run.run_id, resolved_session=session.session_id)
+
+    def after_change(self, run_id: str) -> None:
+        """Let the coordinators react to a run's change (in the background, each decision
+        made again from the log under the run's lock, so reacting twice is harmless)."""
+        if self.accepting:
+            self._tg.start_soon(self._react, run_id)
+
+    async def _react(self, run_id: str) -> None:
+        try:
+            run = self.state.runs[run_id]
+            if run.kind == "fanout" and run.status not in TERMINAL_STATUSES:
+                await self.fanout.trigger_when_ready(run_id)
+            elif run.kind == "plan" and run.status not in TERMINAL_STATUSES:
+                await self.plans.advance(run_id)
+            run = self.state.runs[run_id]
+            if run.status in TERMINAL_STATUSES and run.parent_run_id is not None:
+                await self.parents.advance(run.parent_run_id)
+        except Exception:
+            log.exception(
+                "run %s: could not carry on its orchestration; retried on restart", run_id
+            )
 
     # ------------------------------------------------------------------ driving
 
     async def _drive(self, spec: SessionSpec, translator: Translator, done: asyncio.Event) -> None:
         recorder = _Recorder(self, spec)
-        process = SessionProcess(spec, translator, recorder, self._settings)
-        self._processes[spec.session_id] = process
+        process: SessionProcess | None = None
         try:
-            if not self._accepting:  # shutting down: the session ends stopped, never started
-                await self._finish_session(spec.run_id, spec.session_id, "failed", STOPPED_REASON)
+            if not self.accepting:  # shutting down: the session ends stopped, never started
+                await self.finish_session(spec.run_id, spec.session_id, "failed", STOPPED_REASON)
                 return
+            placed = await self._in_worktree(spec)
+            if placed is None:
+                return
+            spec = placed
+            recorder = _Recorder(self, spec)
+            process = SessionProcess(spec, translator, recorder, self._settings)
+            self._processes[spec.session_id] = process
             outcome = await process.run()
             await recorder.settle()
             status, reason = outcome_status(outcome)
             summary = outcome.result.summary if outcome.result is not None else None
-            await self._finish_session(
+            await self.finish_session(
                 spec.run_id, spec.session_id, status, reason, outcome.exit_code, summary
             )
             await process.wait_stopped()
         except Exception:
             log.exception("session %s failed inside orcad", spec.session_id)
-            process.stop(self._grace)
+            if process is not None:
+                process.stop(self._grace)
             try:
-                await self._finish_session(
+                await self.finish_session(
                     spec.run_id, spec.session_id, "failed", "internal error in orcad"
                 )
             except Exception:
@@ -461,14 +719,39 @@ class RunManager:
             done.set()
             self._drivers.discard(done)
 
+    async def _in_worktree(self, spec: SessionSpec) -> SessionSpec | None:
+        """The spec to run: in its own git worktree when the session asks for one (created and
+        recorded first); None when that failed (the session is ended failed)."""
+        session = self.state.sessions[spec.session_id]
+        if not session.in_worktree:
+            return spec
+        if session.worktree is not None:  # created before a restart
+            return dataclasses.replace(spec, cwd=_inside(session.worktree, spec.cwd))
+        root = self.runs_dir
+        try:
+            tree = await anyio.to_thread.run_sync(
+                create_worktree, spec.cwd, root, spec.run_id, spec.session_id
+            )
+        except (WorktreeError, OSError) as exc:
+            await self.finish_session(
+                spec.run_id, spec.session_id, "failed", f"could not create its worktree: {exc}"
+            )
+            return None
+        event = WorktreeCreated(spec.run_id, spec.session_id, tree.repo, tree.path, tree.branch)
+        await self.record_if_live(spec.run_id, spec.session_id, [event], None)
+        return dataclasses.replace(spec, cwd=tree.cwd)
+
     async def reconcile(self) -> None:
         """End sessions that the log shows in flight from an earlier daemon, and stop every
         process an earlier daemon left behind: by recorded pid (checked against its start
         time), and by the ORCA_SESSION_ID in its environment — which also finds agents whose pid
-        never reached the log, and those of sessions recorded as ended just before a crash."""
-        live = self._state.live_sessions()
+        never reached the log, and those of sessions recorded as ended just before a crash.
+
+        A session orcad itself decided on (an orchestrator, a plan task) that never started is
+        started now. Then every live fan-out, plan and parent run carries on from its log."""
+        live = self.state.live_sessions()
         groups = {s.pid for s in live if s.pid is not None and _is_same_process(s)}
-        found = processes_of_sessions(set(self._state.sessions))
+        found = processes_of_sessions(set(self.state.sessions))
         for session_id, pids in found.items():
             for pid in pids:
                 with contextlib.suppress(OSError):
@@ -478,18 +761,59 @@ class RunManager:
         async with anyio.create_task_group() as group:
             for pgid in groups:
                 group.start_soon(stop_group, pgid, self._grace)
+        unstarted = [
+            s
+            for s in live
+            if s.status == "created" and s.role in RESTARTABLE_ROLES and s.session_id not in found
+        ]
         for session in live:
-            await self._finish_session(
-                session.run_id, session.session_id, "failed", RESTARTED_REASON
+            if session not in unstarted:
+                await self.finish_session(
+                    session.run_id, session.session_id, "failed", RESTARTED_REASON
+                )
+        for session in unstarted:
+            log.info("starting session %s, which an earlier orcad recorded", session.session_id)
+            prepared = await self.prepare(
+                session.run_id,
+                session.agent,
+                self.state.prompts.get(session.session_id),
+                session.cwd,
+                session.command,
             )
+            self.begin_session(session.run_id, session.session_id, prepared)
+        for run in list(self.state.runs.values()):
+            if run.status not in TERMINAL_STATUSES and run.kind != "single":
+                await self._react(run.run_id)
+        self._check_worktrees()
+
+    def _check_worktrees(self) -> None:
+        """Say which recorded worktrees (not removed with `orca clean`) no longer exist."""
+        for session in self.state.sessions.values():
+            tree = session.worktree
+            if tree is not None and not tree.removed and not os.path.isdir(tree.path):
+                log.warning(
+                    "worktree %s of session %s (branch %s) no longer exists",
+                    tree.path,
+                    session.session_id,
+                    tree.branch,
+                )
+
+    async def heartbeat(self, interval: float) -> None:
+        """Every `interval` seconds, note which live sessions' processes are still alive."""
+        while True:
+            now = time.time()
+            for session_id, process in list(self._processes.items()):
+                if process.alive():
+                    self.heartbeats[session_id] = now
+            await anyio.sleep(interval)
 
     async def shutdown(self) -> None:
         """Stop accepting runs; end every live session with a recorded reason; stop processes."""
-        self._accepting = False
+        self.accepting = False
         for starting in list(self._starting):  # runs being created now end stopped too
             await starting.wait()
-        for session in self._state.live_sessions():
-            await self._finish_session(session.run_id, session.session_id, "failed", STOPPED_REASON)
+        for session in self.state.live_sessions():
+            await self.finish_session(session.run_id, session.session_id, "failed", STOPPED_REASON)
         for process in list(self._processes.values()):
             process.stop(self._grace)
         for done in list(self._drivers):
@@ -519,7 +843,7 @@ class RunManager:
 
     def _resume_events(self, run_id: str, resolved_session: str) -> list[Event]:
         """A waiting run goes back to the phase it was in once no session waits any more."""
-        run = self._state.runs[run_id]
+        run = self.state.runs[run_id]
         if run.status != "waiting_for_answer":
             return []
         still_waiting = [
@@ -531,18 +855,47 @@ class RunManager:
             return []
         return [RunStatusChanged(run_id, run.paused_status or "running")]
 
-    def _lock(self, run_id: str) -> asyncio.Lock:
+    def lock(self, run_id: str) -> asyncio.Lock:
         lock = self._locks.get(run_id)
         if lock is None:
             lock = self._locks[run_id] = asyncio.Lock()
         return lock
 
     def _run_sessions(self, run_id: str) -> list[SessionInfo]:
-        run = self._state.runs[run_id]
-        return [self._state.sessions[sid] for sid in run.session_ids]
+        run = self.state.runs[run_id]
+        return [self.state.sessions[sid] for sid in run.session_ids]
 
     def _live_sessions(self, run_id: str) -> list[SessionInfo]:
         return [s for s in self._run_sessions(run_id) if s.status not in TERMINAL_STATUSES]
+
+
+def client_context(request: object) -> ClientContext:
+    """The client's agent lookup settings from a request that carries them."""
+    return ClientContext(
+        search_path=getattr(request, "search_path", None),
+        codex_path=getattr(request, "codex_path", None),
+        claude_path=getattr(request, "claude_path", None),
+    )
+
+
+def session_env(run: RunInfo, session: SessionInfo) -> dict[str, str]:
+    """What orcad tells a session about its place in the run, as environment variables."""
+    env: dict[str, str] = {}
+    if session.debug_run_id is not None:
+        env["ORCA_DEBUG_RUN_ID"] = session.debug_run_id
+    if session.role == "orchestrator" and run.task_file is not None:
+        env["ORCA_TASK_FILE"] = run.task_file
+    if session.task_id is not None:
+        env["ORCA_TASK_ID"] = session.task_id
+        env["ORCA_TASK_ATTEMPT"] = str(session.attempt)
+    if run.repo is not None:
+        env["ORCA_REPO"] = run.repo
+    return env
+
+
+def _inside(tree: WorktreeInfo, cwd: str) -> str:
+    """Where in the worktree `cwd` (a directory of its repository) is."""
+    return str(Path(tree.path) / Path(cwd).relative_to(tree.repo))
 
 
 def _is_same_process(session: SessionInfo) -> bool:

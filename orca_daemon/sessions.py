@@ -369,6 +369,17 @@ class SessionProcess:
             stop_group(process.pid, grace, lambda: exited(process))
         )
 
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def alive(self) -> bool:
+        """True while the agent's process runs (a zombie not yet reaped counts as ended)."""
+        process = self._process
+        if process is None or process.returncode is not None:
+            return False
+        return process_start_ticks(process.pid) is not None
+
     async def wait_stopped(self) -> None:
         if self._stopping is not None:
             await self._stopping

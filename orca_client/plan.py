@@ -1,0 +1,154 @@
+"""Plans: a JSON task graph, its validation, and the pure scheduling rules. No I/O.
+
+A plan is `{"title": ..., "tasks": [{"id", "title", "prompt", "agent", "depends_on",
+"acceptance", "verify", "max_retries"}, ...]}`. The graph must be a DAG whose dependencies all
+name tasks of the plan. Shared by `orca plan validate` (client side) and orcad.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+
+import msgspec
+
+TaskStatus = str
+"""`pending | in_progress | done | failed | cancelled`."""
+TASK_TERMINAL = frozenset({"done", "failed", "cancelled"})
+TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAX_TASKS = 10_000
+MAX_RETRIES = 20
+
+
+class PlanError(ValueError):
+    """A plan that cannot be run; the message names the tasks at fault."""
+
+
+class PlanTask(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One task of a plan."""
+
+    id: str
+    prompt: str
+    title: str = ""
+    agent: str | None = None
+    """A configured agent; None: the plan's default agent (from `orca plan run --agent`)."""
+    depends_on: list[str] = []
+    acceptance: list[str] = []
+    """Acceptance criteria, given to the agent with its prompt."""
+    verify: list[str] = []
+    """Shell commands orcad runs in the task's directory after the agent reports success; the
+    task is done only when every one exits 0."""
+    max_retries: int = 0
+    """Further attempts after a failed one (agent failure or a failing verify command)."""
+
+
+class Plan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    title: str
+    tasks: list[PlanTask]
+    summary: str = ""
+
+
+def parse_plan(data: bytes | str) -> Plan:
+    """Decode and validate a plan document; raises `PlanError` with what is wrong."""
+    try:
+        plan = msgspec.json.decode(data, type=Plan)
+    except msgspec.ValidationError as exc:
+        raise PlanError(f"not a valid plan: {_describe(exc)}") from None
+    except msgspec.DecodeError as exc:
+        raise PlanError(f"not valid JSON: {exc}") from None
+    validate_plan(plan)
+    return plan
+
+
+def _describe(exc: msgspec.ValidationError) -> str:
+    message = str(exc)
+    if " - at `$." in message:
+        text, _, where = message.rpartition(" - at `$.")
+        return f"{where.rstrip('`')}: {text}"
+    return message
+
+
+def validate_plan(plan: Plan) -> None:
+    """Every rule a plan must keep: ids, retries, dependencies, and no cycle."""
+    if not plan.title.strip():
+        raise PlanError("the plan needs a title")
+    if not plan.tasks:
+        raise PlanError("the plan has no tasks")
+    if len(plan.tasks) > MAX_TASKS:
+        raise PlanError(f"the plan has {len(plan.tasks)} tasks; at most {MAX_TASKS} are allowed")
+    seen: set[str] = set()
+    for task in plan.tasks:
+        if not TASK_ID.match(task.id):
+            raise PlanError(
+                f"task id {task.id!r} is not allowed: use letters, digits, '_', '.' or '-' "
+                "(at most 64, starting with a letter or digit)"
+            )
+        if task.id in seen:
+            raise PlanError(f"task id {task.id!r} is used twice")
+        seen.add(task.id)
+        if not task.prompt.strip():
+            raise PlanError(f"task {task.id} has an empty prompt")
+        if not 0 <= task.max_retries <= MAX_RETRIES:
+            raise PlanError(f"task {task.id}: max_retries must be between 0 and {MAX_RETRIES}")
+        if any(not command.strip() for command in task.verify):
+            raise PlanError(f"task {task.id} has an empty verify command")
+    unknown = [
+        f"{task.id} -> {dep}" for task in plan.tasks for dep in task.depends_on if dep not in seen
+    ]
+    if unknown:
+        raise PlanError(f"unknown dependencies: {', '.join(unknown)}")
+    itself = [task.id for task in plan.tasks if task.id in task.depends_on]
+    if itself:
+        raise PlanError(f"tasks that depend on themselves: {', '.join(itself)}")
+    cycle = find_cycle({task.id: task.depends_on for task in plan.tasks})
+    if cycle:
+        raise PlanError(f"the plan has a dependency cycle: {' -> '.join(cycle)}")
+
+
+def find_cycle(depends_on: Mapping[str, Iterable[str]]) -> list[str]:
+    """One dependency cycle as a path that ends where it starts (`a -> b -> a`), or []."""
+    white, grey, black = 0, 1, 2
+    colour = dict.fromkeys(depends_on, white)
+    for root in depends_on:
+        if colour[root] != white:
+            continue
+        path: list[str] = [root]
+        stack = [iter(depends_on[root])]
+        colour[root] = grey
+        while stack:
+            step = next(stack[-1], None)
+            if step is None:
+                stack.pop()
+                colour[path.pop()] = black
+                continue
+            if colour.get(step) == grey:
+                return [*path[path.index(step) :], step]
+            if colour.get(step) == white:
+                colour[step] = grey
+                path.append(step)
+                stack.append(iter(depends_on[step]))
+    return []
+
+
+def dependants_of(tasks: Iterable[PlanTask], task_id: str) -> list[str]:
+    """Every task that depends on `task_id`, directly or through others, in plan order."""
+    tasks = list(tasks)
+    found: set[str] = {task_id}
+    changed = True
+    while changed:
+        changed = False
+        for task in tasks:
+            if task.id not in found and any(dep in found for dep in task.depends_on):
+                found.add(task.id)
+                changed = True
+    return [task.id for task in tasks if task.id in found and task.id != task_id]
+
+
+def ready_tasks(tasks: Iterable[PlanTask], status: Mapping[str, TaskStatus]) -> list[str]:
+    """Pending tasks whose dependencies are all done, in plan order."""
+    return [
+        task.id
+        for task in tasks
+        if status.get(task.id) == "pending"
+        and all(status.get(dep) == "done" for dep in task.depends_on)
+    ]

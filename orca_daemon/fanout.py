@@ -1,0 +1,273 @@
+"""Fan-outs: several workers on one prompt, then exactly one orchestrator that synthesizes.
+
+The orchestrator is decided by an `OrchestratorTriggered` event appended at the run stream's
+expected version, with the orchestrator's `SessionCreated` in the same transaction: of two
+triggers that race (two clients, a client and orcad, two daemons on one log), the second append
+loses and finds the first one's orchestrator. A daemon killed before the trigger triggers on
+restart; one killed after it, before the orchestrator started, starts it on restart.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from orca_client.wire import (
+    TERMINAL_STATUSES,
+    OrchestrateResult,
+    RunStarted,
+    StartDebug,
+    WireError,
+)
+from orca_daemon.events import (
+    FanOutSpec,
+    OrchestratorTriggered,
+    OutputAppended,
+    RunCreated,
+    RunStatusChanged,
+    run_stream,
+)
+from orca_daemon.orchestrator_prompt import WorkerReport, build_orchestrator_prompt
+from orca_daemon.store import ConcurrencyError
+
+if TYPE_CHECKING:
+    from orca_daemon.runs import RunManager
+
+log = logging.getLogger(__name__)
+
+MAX_WORKERS = 256
+TRIGGER_ATTEMPTS = 20
+SYNTHESIS_NAME = "synthesis.md"
+
+
+class FanOutCoordinator:
+    """Starts fan-outs and triggers each one's orchestrator exactly once."""
+
+    def __init__(self, runs: RunManager) -> None:
+        self._runs = runs
+
+    async def start(self, request: StartDebug) -> RunStarted:
+        from orca_daemon.runs import (
+            MAX_TITLE_CHARS,
+            NewSession,
+            Prepared,
+            _validate_cwd,
+            client_context,
+            new_run_id,
+        )
+
+        runs = self._runs
+        async with runs.starting():
+            cwd = _validate_cwd(request.cwd)
+            if not request.agents:
+                raise WireError("bad_request", "a fan-out needs at least one agent")
+            if len(request.agents) > MAX_WORKERS:
+                raise WireError(
+                    "bad_request",
+                    f"a fan-out has at most {MAX_WORKERS} workers, got {len(request.agents)}",
+                )
+            if not request.prompt.strip():
+                raise WireError("bad_request", "a fan-out needs a prompt")
+            settings = runs.config.orchestration
+            orchestrator = request.orchestrator or settings.orchestrator
+            client = client_context(request)
+            launches = {}
+            for agent in dict.fromkeys([*request.agents, orchestrator]):  # each checked once
+                launches[agent] = await runs.prepare_launch(agent, [], request.prompt, cwd, client)
+            run_id = new_run_id()
+            task_file = self._task_file(request.task_file, run_id)
+            title = (request.title or f"fan-out: {request.prompt}")[:MAX_TITLE_CHARS]
+            workers = [
+                NewSession(
+                    f"{run_id}.{index}",
+                    agent,
+                    launches[agent].command,
+                    cwd,
+                    request.prompt,
+                    debug_run_id=run_id,
+                    worktree=runs.wants_worktree(agent, request.worktree),
+                )
+                for index, agent in enumerate(request.agents, start=1)
+            ]
+            spec = FanOutSpec(
+                orchestrator=orchestrator,
+                task_file=task_file,
+                per_worker_chars=settings.per_worker_chars,
+                total_chars=settings.total_chars,
+                worktree=bool(request.worktree),
+            )
+            created = RunCreated(
+                run_id, title=title, cwd=cwd, kind="fanout", prompt=request.prompt, fanout=spec
+            )
+            stored = await runs.store.append(
+                run_stream(run_id),
+                [created, *(w.created(run_id) for w in workers)],
+                expected_version=0,
+            )
+            runs.remember_client(run_id, client)
+            for worker in workers:
+                runs.begin_session(run_id, worker.session_id, Prepared(launches[worker.agent]))
+        return RunStarted(
+            run_id=run_id,
+            session_id=workers[0].session_id,
+            position=stored[-1].position,
+            session_ids=[w.session_id for w in workers],
+            task_file=task_file,
+        )
+
+    def _task_file(self, requested: str | None, run_id: str) -> str:
+        """The synthesis file: the client's (absolute, in an existing directory), or one in the
+        run's own folder, which is created private."""
+        if requested is not None:
+            path = Path(requested)
+            if not path.is_absolute():
+                raise WireError("bad_request", f"task file must be an absolute path: {requested}")
+            if not path.parent.is_dir():
+                raise WireError("bad_request", f"task file's directory does not exist: {requested}")
+            if path.is_dir():
+                raise WireError("bad_request", f"task file is a directory: {requested}")
+            return str(path)
+        folder = self._runs.runs_dir / run_id
+        try:
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise WireError("internal", f"cannot create the run's folder {folder}: {exc}") from None
+        return str(folder / SYNTHESIS_NAME)
+
+    async def trigger_when_ready(self, run_id: str) -> None:
+        """orcad's own trigger: once every worker is terminal."""
+        await self._trigger(run_id, triggered_by="orcad", cancel_live=False)
+
+    async def orchestrate(self, run_id: str, requested_by: str) -> OrchestrateResult:
+        """A client's trigger: live workers are cancelled, then the orchestrator starts."""
+        run = self._runs.state.runs[run_id]
+        if run.kind != "fanout":
+            raise WireError(
+                "invalid_state", f"run {run_id} is not a fan-out (orca debug starts one)"
+            )
+        result = await self._trigger(run_id, triggered_by=requested_by, cancel_live=True)
+        assert result is not None
+        return result
+
+    async def _trigger(
+        self, run_id: str, *, triggered_by: str, cancel_live: bool
+    ) -> OrchestrateResult | None:
+        runs = self._runs
+        cancelled: list[str] = []
+        for _ in range(TRIGGER_ATTEMPTS):
+            run = runs.state.runs[run_id]
+            if run.orchestrator_session_id is not None:
+                return OrchestrateResult(run_id, run.orchestrator_session_id, True, cancelled)
+            if run.status in TERMINAL_STATUSES:
+                if not cancel_live:
+                    return None
+                raise WireError(
+                    "invalid_state",
+                    f"run {run_id} has ended ({run.status}) without an orchestrator; an ended "
+                    "run never changes",
+                )
+            workers = [runs.state.sessions[s] for s in run.session_ids]
+            live = [w.session_id for w in workers if w.status not in TERMINAL_STATUSES]
+            if live:
+                if not cancel_live:
+                    return None
+                cancelled += await runs.cancel_sessions(
+                    run_id, live, f"orchestration requested by {triggered_by}"
+                )
+                continue
+            if not runs.accepting:
+                return None
+            prompt, truncated = await self._prompt(run_id)
+            spec = self._spec(run_id)
+            prepared = await runs.prepare(run_id, spec.orchestrator, prompt, run.cwd)
+            triggered = await self._append_trigger(
+                run_id, prompt, truncated, prepared.command, triggered_by
+            )
+            if triggered is None:
+                continue
+            runs.begin_session(run_id, triggered, prepared)
+            log.info("run %s: orchestrator %s started (%s)", run_id, triggered, triggered_by)
+            return OrchestrateResult(run_id, triggered, False, cancelled)
+        raise WireError("conflict", f"run {run_id} kept changing; try orca orchestrate again")
+
+    async def _append_trigger(
+        self, run_id: str, prompt: str, truncated: bool, command: list[str], triggered_by: str
+    ) -> str | None:
+        """Record the trigger and the orchestrator session at the version the decision was made
+        on; None when the run changed meanwhile (decide again)."""
+        from orca_daemon.runs import NewSession
+
+        runs = self._runs
+        async with runs.lock(run_id):
+            run = runs.state.runs[run_id]
+            version = runs.state.run_versions[run_id]
+            workers = [runs.state.sessions[s] for s in run.session_ids]
+            if run.orchestrator_session_id is not None or run.status in TERMINAL_STATUSES:
+                return None
+            if any(w.status not in TERMINAL_STATUSES for w in workers):
+                return None
+            spec = self._spec(run_id)
+            session = NewSession(
+                f"{run_id}.{len(workers) + 1}",
+                spec.orchestrator,
+                command,
+                run.cwd,
+                prompt,
+                role="orchestrator",
+                debug_run_id=run.debug_run_id,
+                worktree=spec.worktree,
+            )
+            trigger = OrchestratorTriggered(
+                run_id,
+                debug_run_id=run.debug_run_id or run_id,
+                session_id=session.session_id,
+                triggered_by=triggered_by[:200],
+                worker_statuses={w.session_id: w.status for w in workers},
+                truncated=truncated,
+            )
+            events = [trigger, session.created(run_id), RunStatusChanged(run_id, "reviewing")]
+            try:
+                await runs.append(run_id, events, expected_version=version)
+            except ConcurrencyError:
+                return None
+            return session.session_id
+
+    def _spec(self, run_id: str) -> FanOutSpec:
+        spec = self._runs.state.created[run_id].fanout
+        assert spec is not None
+        return spec
+
+    async def _prompt(self, run_id: str) -> tuple[str, bool]:
+        runs = self._runs
+        run = runs.state.runs[run_id]
+        spec = self._spec(run_id)
+        output: dict[str, list[str]] = {s: [] for s in run.session_ids}
+        for stored in await runs.store.read_stream(run_stream(run_id)):
+            if stored.type != "output_appended":
+                continue
+            event = stored.decode()
+            assert isinstance(event, OutputAppended)
+            if event.stream == "stdout" and event.session_id in output:
+                output[event.session_id].append(event.text)
+        reports = []
+        for session_id in run.session_ids:
+            session = runs.state.sessions[session_id]
+            reports.append(
+                WorkerReport(
+                    session_id=session_id,
+                    agent=session.agent,
+                    status=session.status,
+                    reason=session.reason,
+                    summary=session.summary,
+                    output="".join(output[session_id]),
+                )
+            )
+        return build_orchestrator_prompt(
+            debug_run_id=run.debug_run_id or run_id,
+            task=run.prompt or "",
+            task_file=spec.task_file,
+            workers=reports,
+            per_worker=spec.per_worker_chars,
+            total=spec.total_chars,
+        )

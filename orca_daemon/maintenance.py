@@ -1,0 +1,118 @@
+"""`orca doctor` and `orca clean`: what a run's sessions are doing, and removing its worktrees."""
+
+from __future__ import annotations
+
+import shlex
+import time
+from typing import TYPE_CHECKING
+
+import anyio
+
+from orca_client.wire import (
+    TERMINAL_STATUSES,
+    CleanResult,
+    DoctorResult,
+    SessionHealth,
+    WireError,
+)
+from orca_daemon.events import OutputAppended, WorktreeRemoved, run_stream
+from orca_daemon.worktrees import WorktreeError, remove_worktree
+
+if TYPE_CHECKING:
+    from orca_daemon.runs import RunManager
+
+TAIL_CHARS = 2000
+
+
+async def doctor(runs: RunManager, run_id: str, stuck_after: float | None) -> DoctorResult:
+    """Every live session of the run (and of its child runs): pid, whether its process is
+    alive, its last heartbeat and activity, its output's tail, and how to retry it."""
+    limit = (
+        stuck_after if stuck_after is not None else runs.config.orchestration.stuck_after_seconds
+    )
+    if limit <= 0:
+        raise WireError("bad_request", "stuck_after must be greater than 0")
+    run = runs.state.runs[run_id]
+    run_ids = [run_id, *run.child_run_ids]
+    now = time.time()
+    health = []
+    for rid in run_ids:
+        member = runs.state.runs[rid]
+        live = [
+            runs.state.sessions[s]
+            for s in member.session_ids
+            if runs.state.sessions[s].status not in TERMINAL_STATUSES
+        ]
+        if not live:
+            continue
+        tails = await _output_tails(runs, rid, {s.session_id for s in live})
+        for session in live:
+            process = runs.process_of(session.session_id)
+            alive = process is not None and process.alive()
+            activity = session.last_activity_at or session.created_at
+            idle = now - activity
+            if session.status == "waiting_for_answer":
+                stuck, why = False, "waiting for an answer (orca answer)"
+            elif process is None or (session.pid is not None and not alive):
+                stuck, why = True, "its process is not running"
+            elif idle > limit:
+                stuck, why = True, f"no activity for {idle:.0f}s (limit {limit:g}s)"
+            else:
+                stuck, why = False, f"active {idle:.0f}s ago"
+            retry = None
+            if session.task_id is not None:
+                retry = f"orca plan retry {shlex.quote(rid)} {shlex.quote(session.task_id)}"
+            health.append(
+                SessionHealth(
+                    session_id=session.session_id,
+                    task_id=session.task_id,
+                    status=session.status,
+                    pid=session.pid,
+                    alive=alive,
+                    last_heartbeat=runs.heartbeats.get(session.session_id),
+                    last_activity_at=session.last_activity_at,
+                    stuck=stuck,
+                    why=why,
+                    output_tail=tails.get(session.session_id, ""),
+                    retry_command=retry,
+                )
+            )
+    return DoctorResult(run_id=run_id, status=run.status, sessions=health, stuck_after=limit)
+
+
+async def _output_tails(runs: RunManager, run_id: str, session_ids: set[str]) -> dict[str, str]:
+    tails: dict[str, str] = {}
+    for stored in await runs.store.read_stream(run_stream(run_id)):
+        if stored.type != "output_appended":
+            continue
+        event = stored.decode()
+        assert isinstance(event, OutputAppended)
+        if event.session_id in session_ids:
+            tails[event.session_id] = (tails.get(event.session_id, "") + event.text)[-TAIL_CHARS:]
+    return tails
+
+
+async def clean(runs: RunManager, run_id: str) -> CleanResult:
+    """Remove the worktrees of an ended run (and its child runs); branches are kept."""
+    run = runs.state.runs[run_id]
+    if run.status not in TERMINAL_STATUSES:
+        raise WireError(
+            "invalid_state",
+            f"run {run_id} is {run.status}: cancel it (orca cancel {run_id}) or let it end first",
+        )
+    removed: list[str] = []
+    gone: list[str] = []
+    branches: list[str] = []
+    for rid in [run_id, *run.child_run_ids]:
+        for session_id in runs.state.runs[rid].session_ids:
+            tree = runs.state.sessions[session_id].worktree
+            if tree is None or tree.removed:
+                continue
+            try:
+                existed = await anyio.to_thread.run_sync(remove_worktree, tree.repo, tree.path)
+            except WorktreeError as exc:
+                raise WireError("internal", f"could not remove {tree.path}: {exc}") from None
+            (removed if existed else gone).append(tree.path)
+            branches.append(tree.branch)
+            await runs.append(rid, [WorktreeRemoved(rid, session_id, tree.path)])
+    return CleanResult(run_id=run_id, removed=removed, already_gone=gone, branches_kept=branches)

@@ -1,0 +1,419 @@
+"""Plan runs: a task graph run to the end, each task in its own session.
+
+Ready tasks (every dependency done) start in parallel up to a limit. A task is done when its
+agent reported success and every `verify` command, run here by orcad, exited 0; otherwise it is
+tried again up to `max_retries` times, then fails and (by default) cancels its dependants. Each
+task's prompt carries what the run learned: the summaries of the tasks it depends on and the
+answers given to questions earlier in the run. Task status is projected from
+`TaskStatusChanged` events; every decision is made under the run's lock from the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from typing import TYPE_CHECKING, Literal
+
+from orca_client.plan import Plan, PlanError, PlanTask, dependants_of, ready_tasks, validate_plan
+from orca_client.wire import (
+    TERMINAL_STATUSES,
+    RunInfo,
+    RunStarted,
+    StartPlan,
+    TaskInfo,
+    TaskRetried,
+    WireError,
+)
+from orca_daemon.config import ConfigError
+from orca_daemon.events import (
+    Event,
+    PlanSpec,
+    RunCreated,
+    RunStatusChanged,
+    TaskStatusChanged,
+    VerifyFinished,
+    run_stream,
+)
+from orca_daemon.sessions import child_env
+
+if TYPE_CHECKING:
+    from orca_daemon.runs import RunManager
+
+log = logging.getLogger(__name__)
+
+VERIFY_TAIL_CHARS = 2000
+SUMMARY_CHARS = 4000
+
+
+class PlanCoordinator:
+    """Starts plan runs and moves their tasks along after every change."""
+
+    def __init__(self, runs: RunManager) -> None:
+        self._runs = runs
+        self._verifying: set[tuple[str, str, int]] = set()
+
+    async def start(self, request: StartPlan) -> RunStarted:
+        from orca_daemon.runs import MAX_TITLE_CHARS, _validate_cwd, client_context, new_run_id
+
+        runs = self._runs
+        async with runs.starting():
+            cwd = _validate_cwd(request.cwd)
+            try:
+                validate_plan(request.plan)
+            except PlanError as exc:
+                raise WireError("bad_request", f"invalid plan: {exc}") from None
+            self._check_agents(request.plan, request.agent, cwd)
+            limit = request.max_parallel or runs.config.orchestration.max_parallel_tasks
+            if limit < 1:
+                raise WireError("bad_request", "max_parallel must be at least 1")
+            run_id = new_run_id()
+            spec = PlanSpec(
+                plan=request.plan,
+                max_parallel=limit,
+                cancel_dependants=request.cancel_dependants,
+                agent=request.agent,
+                worktree=bool(request.worktree),
+                verify_timeout_seconds=runs.config.orchestration.verify_timeout_seconds,
+            )
+            title = (request.title or f"plan: {request.plan.title}")[:MAX_TITLE_CHARS]
+            created = RunCreated(run_id, title=title, cwd=cwd, kind="plan", plan=spec)
+            stored = await runs.store.append(run_stream(run_id), [created], expected_version=0)
+            runs.remember_client(run_id, client_context(request))
+        await self.advance(run_id)
+        return RunStarted(run_id=run_id, session_id=None, position=stored[-1].position)
+
+    def _check_agents(self, plan: Plan, default: str | None, cwd: str) -> None:
+        from pathlib import Path
+
+        for task in plan.tasks:
+            agent = task.agent or default
+            if agent is None:
+                raise WireError(
+                    "bad_request",
+                    f"task {task.id} names no agent: give it one, or a default with --agent",
+                )
+            try:
+                self._runs.config.agent(agent, Path(cwd))
+            except ConfigError as exc:
+                raise WireError("bad_request", f"task {task.id}: {exc}") from None
+
+    # ------------------------------------------------------------------ moving along
+
+    async def advance(self, run_id: str) -> None:
+        """Settle attempts that ended, start ready tasks, end the run when nothing is left."""
+        runs = self._runs
+        async with runs.lock(run_id):
+            run = runs.state.runs[run_id]
+            if run.status in TERMINAL_STATUSES or not runs.accepting:
+                return
+            events: list[Event] = []
+            for task in run.tasks:
+                if task.status == "in_progress":
+                    events += self._settle(run, task)
+            if events:
+                await runs.append(run_id, events)
+                run = runs.state.runs[run_id]
+            await self._start_ready(run)
+            run = runs.state.runs[run_id]
+            ending = self._ending(run)
+            if ending is not None:
+                await runs.append(run_id, [ending])
+        if ending is not None:
+            runs.after_change(run_id)
+
+    def _settle(self, run: RunInfo, task: TaskInfo) -> list[Event]:
+        """Events for an in-progress task whose session ended (none while it runs or is being
+        verified)."""
+        runs = self._runs
+        session = runs.state.sessions.get(task.session_id or "")
+        if session is None or session.status not in TERMINAL_STATUSES:
+            return []
+        key = (run.run_id, task.task_id, task.attempt)
+        if key in self._verifying:
+            return []
+        plan_task = self._task(run.run_id, task.task_id)
+        if session.status == "completed":
+            if plan_task.verify:
+                self._verifying.add(key)
+                runs.spawn(self._verify, run.run_id, plan_task, task.attempt, session.cwd)
+                return []
+            return [
+                TaskStatusChanged(
+                    run.run_id,
+                    task.task_id,
+                    "done",
+                    "the agent reported done",
+                    summary=session.summary,
+                )
+            ]
+        if session.status == "cancelled":
+            return self._give_up(
+                run, task, "cancelled", f"its session was cancelled: {session.reason}"
+            )
+        return self._failed_attempt(run, task, f"attempt {task.attempt} failed: {session.reason}")
+
+    def _failed_attempt(self, run: RunInfo, task: TaskInfo, why: str) -> list[Event]:
+        if task.attempt <= task.max_retries:
+            return [
+                TaskStatusChanged(
+                    run.run_id,
+                    task.task_id,
+                    "pending",
+                    f"{why}; retrying ({task.max_retries - task.attempt + 1} retries left)",
+                )
+            ]
+        return self._give_up(run, task, "failed", why)
+
+    def _give_up(
+        self, run: RunInfo, task: TaskInfo, status: Literal["failed", "cancelled"], why: str
+    ) -> list[Event]:
+        """The task ends for good; by default, its dependants are cancelled with it."""
+        events: list[Event] = [TaskStatusChanged(run.run_id, task.task_id, status, why)]
+        spec = self._spec(run.run_id)
+        if spec.cancel_dependants:
+            live = {t.task_id for t in run.tasks if t.status in ("pending", "in_progress")}
+            for dependant in dependants_of(spec.plan.tasks, task.task_id):
+                if dependant in live:
+                    events.append(
+                        TaskStatusChanged(
+                            run.run_id,
+                            dependant,
+                            "cancelled",
+                            f"it depends on task {task.task_id}, which {status}",
+                        )
+                    )
+        return events
+
+    async def _start_ready(self, run: RunInfo) -> None:
+        from orca_daemon.runs import NewSession
+
+        runs = self._runs
+        spec = self._spec(run.run_id)
+        status = {t.task_id: t.status for t in run.tasks}
+        running = sum(1 for t in run.tasks if t.status == "in_progress")
+        ready = ready_tasks(spec.plan.tasks, status)[: max(0, spec.max_parallel - running)]
+        if not ready:
+            return
+        if run.status == "queued":
+            await runs.append(run.run_id, [RunStatusChanged(run.run_id, "running")])
+        tasks = {t.task_id: t for t in run.tasks}
+        for task_id in ready:
+            plan_task = self._task(run.run_id, task_id)
+            attempt = tasks[task_id].attempt + 1
+            agent = plan_task.agent or spec.agent or "command"
+            prompt = self.task_prompt(run, plan_task, spec)
+            prepared = await runs.prepare(run.run_id, agent, prompt, run.cwd)
+            session = NewSession(
+                f"{run.run_id}.{task_id}.{attempt}",
+                agent,
+                prepared.command,
+                run.cwd,
+                prompt,
+                role="task",
+                task_id=task_id,
+                attempt=attempt,
+                worktree=spec.worktree,
+            )
+            started = TaskStatusChanged(
+                run.run_id,
+                task_id,
+                "in_progress",
+                f"attempt {attempt}",
+                attempt=attempt,
+                session_id=session.session_id,
+            )
+            await runs.append(run.run_id, [session.created(run.run_id), started])
+            runs.begin_session(run.run_id, session.session_id, prepared)
+
+    def _ending(self, run: RunInfo) -> RunStatusChanged | None:
+        """The run's end once no task runs and none can start."""
+        if any(t.status == "in_progress" for t in run.tasks):
+            return None
+        spec = self._spec(run.run_id)
+        status = {t.task_id: t.status for t in run.tasks}
+        if ready_tasks(spec.plan.tasks, status):
+            return None
+        if all(t.status == "done" for t in run.tasks):
+            return RunStatusChanged(run.run_id, "completed", f"all {len(run.tasks)} tasks done")
+        failed = [t.task_id for t in run.tasks if t.status == "failed"]
+        cancelled = [t.task_id for t in run.tasks if t.status == "cancelled"]
+        blocked = [t.task_id for t in run.tasks if t.status == "pending"]
+        parts = []
+        if failed:
+            parts.append(f"failed: {', '.join(failed)}")
+        if cancelled:
+            parts.append(f"cancelled: {', '.join(cancelled)}")
+        if blocked:
+            parts.append(f"never started (a dependency did not finish): {', '.join(blocked)}")
+        return RunStatusChanged(run.run_id, "failed", "tasks " + "; ".join(parts))
+
+    # ------------------------------------------------------------------ verify
+
+    async def _verify(self, run_id: str, task: PlanTask, attempt: int, cwd: str) -> None:
+        """Run the task's verify commands in order; the first failure fails the attempt."""
+        runs = self._runs
+        key = (run_id, task.id, attempt)
+        timeout = self._spec(run_id).verify_timeout_seconds
+        try:
+            failure = None
+            for command in task.verify:
+                ok, code, tail = await run_verify(command, cwd, timeout, task.id)
+                await runs.append(
+                    run_id, [VerifyFinished(run_id, task.id, attempt, command, ok, code, tail)]
+                )
+                if not ok:
+                    failure = f"verify command failed ({_exit_text(code, timeout)}): {command}"
+                    break
+            async with runs.lock(run_id):
+                run = runs.state.runs[run_id]
+                info = next(t for t in run.tasks if t.task_id == task.id)
+                if run.status in TERMINAL_STATUSES or info.status != "in_progress":
+                    return
+                if info.attempt != attempt:
+                    return
+                if failure is None:
+                    session = runs.state.sessions.get(info.session_id or "")
+                    events: list[Event] = [
+                        TaskStatusChanged(
+                            run_id,
+                            task.id,
+                            "done",
+                            f"done; {len(task.verify)} verify commands passed",
+                            summary=session.summary if session is not None else None,
+                        )
+                    ]
+                else:
+                    events = self._failed_attempt(run, info, f"attempt {attempt}: {failure}")
+                await runs.append(run_id, events)
+        finally:
+            self._verifying.discard(key)
+        runs.after_change(run_id)
+
+    # ------------------------------------------------------------------ retry
+
+    async def retry(self, run_id: str, task_id: str) -> TaskRetried:
+        """A new attempt at an in-progress task (a stuck one, say): its session is cancelled."""
+        runs = self._runs
+        run = runs.state.runs[run_id]
+        if run.kind != "plan":
+            raise WireError("invalid_state", f"run {run_id} is not a plan run")
+        if run.status in TERMINAL_STATUSES:
+            raise WireError(
+                "invalid_state",
+                f"run {run_id} has ended ({run.status}); an ended run never changes: run the "
+                "plan again with orca plan run",
+            )
+        async with runs.lock(run_id):
+            run = runs.state.runs[run_id]
+            task = next((t for t in run.tasks if t.task_id == task_id), None)
+            if task is None:
+                raise WireError("not_found", f"run {run_id} has no task {task_id!r}")
+            if task.status != "in_progress":
+                raise WireError(
+                    "invalid_state",
+                    f"task {task_id} is {task.status}: only a task in progress can be retried "
+                    "(a failed or cancelled task has ended for good)",
+                )
+            old_session = task.session_id
+            self._verifying.discard((run_id, task_id, task.attempt))
+            await runs.append(
+                run_id,
+                [TaskStatusChanged(run_id, task_id, "pending", "a client asked to retry it")],
+            )
+        if old_session is not None:
+            await runs.cancel_sessions(run_id, [old_session], "replaced by a retry")
+        await self.advance(run_id)
+        attempt = next(t.attempt for t in runs.state.runs[run_id].tasks if t.task_id == task_id)
+        return TaskRetried(run_id=run_id, task_id=task_id, attempt=attempt)
+
+    # ------------------------------------------------------------------ prompts
+
+    def task_prompt(self, run: RunInfo, task: PlanTask, spec: PlanSpec) -> str:
+        """The task's prompt with what the run learned: answers given earlier in the run, and
+        the summaries of the tasks it depends on (directly or not)."""
+        lines = [task.prompt]
+        if task.acceptance:
+            lines += ["", "Acceptance criteria:", *(f"- {item}" for item in task.acceptance)]
+        if task.verify:
+            lines += [
+                "",
+                "After you report done, orcad runs these commands; the task is done only if "
+                "every one exits 0:",
+                *(f"- {command}" for command in task.verify),
+            ]
+        lines += ["", f'This is task {task.id} of the plan "{spec.plan.title}" (run {run.run_id}).']
+        ancestors = _ancestors(spec.plan.tasks, task.id)
+        infos = {t.task_id: t for t in run.tasks}
+        if ancestors:
+            lines += ["", "What the tasks it builds on found:"]
+            for dep in ancestors:
+                summary = infos[dep].summary or "(no summary reported)"
+                lines.append(f"- {dep} ({infos[dep].title}): {summary[:SUMMARY_CHARS]}")
+        learned = self._runs.state.run_answers.get(run.run_id, [])
+        if learned:
+            lines += ["", "Answers given earlier in this run:"]
+            lines += [f"- Q: {question}\n  A: {answer}" for question, answer in learned]
+        return "\n".join(lines)
+
+    def _spec(self, run_id: str) -> PlanSpec:
+        spec = self._runs.state.created[run_id].plan
+        assert spec is not None
+        return spec
+
+    def _task(self, run_id: str, task_id: str) -> PlanTask:
+        return next(t for t in self._spec(run_id).plan.tasks if t.id == task_id)
+
+
+def _ancestors(tasks: list[PlanTask], task_id: str) -> list[str]:
+    """The tasks `task_id` depends on, directly or through others, in plan order."""
+    by_id = {t.id: t for t in tasks}
+    found: set[str] = set()
+    stack = list(by_id[task_id].depends_on)
+    while stack:
+        dep = stack.pop()
+        if dep not in found:
+            found.add(dep)
+            stack.extend(by_id[dep].depends_on)
+    return [t.id for t in tasks if t.id in found]
+
+
+def _exit_text(code: int | None, timeout: float) -> str:
+    if code is None:
+        return f"timed out after {timeout:g}s"
+    return f"exit status {code}"
+
+
+async def run_verify(
+    command: str, cwd: str, limit: float, task_id: str
+) -> tuple[bool, int | None, str]:
+    """Run one verify command with `/bin/sh -c`; (passed, exit status or None, output tail)."""
+    try:
+        process = await asyncio.create_subprocess_exec(
+            "/bin/sh",
+            "-c",
+            command,
+            cwd=cwd,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=child_env(ORCA_TASK_ID=task_id),
+            start_new_session=True,
+        )
+    except OSError as exc:
+        return False, None, f"could not start: {exc}"
+    try:
+        output, _ = await asyncio.wait_for(process.communicate(), limit)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        await process.wait()
+        return False, None, ""
+    except asyncio.CancelledError:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        raise
+    tail = output.decode("utf-8", "replace")[-VERIFY_TAIL_CHARS:]
+    return process.returncode == 0, process.returncode, tail
