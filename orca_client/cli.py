@@ -137,16 +137,54 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--prompt", help="the prompt: first stdin line and $ORCA_PROMPT")
     run.add_argument("--wait", action="store_true", help="stream the output, exit by the outcome")
     run.add_argument("--json", action="store_true", help="print the result as JSON")
+    where = run.add_argument_group(
+        "repositories",
+        "Run in configured repositories ([[repos]] in config.toml) instead of --cwd. One "
+        "repository runs directly; several start a parent run with one child run each. Without "
+        "--repo: the feature's repositories, else the project's, else every enabled one.",
+    )
+    where.add_argument(
+        "--repo", action="append", default=[], metavar="NAME", help="a repository (repeatable)"
+    )
+    where.add_argument("--project", metavar="P", help="the project's repositories")
+    where.add_argument("--feature", metavar="F", help="the feature's repositories, first")
+    where.add_argument(
+        "--mode",
+        choices=["exec", "plan"],
+        help="plan: resolve repositories even without --repo/--project/--feature",
+    )
+    where.add_argument(
+        "--sequential",
+        action="store_true",
+        help="children one after another (default: in parallel); a failed child stops the rest",
+    )
+    where.add_argument(
+        "--continue-on-failure",
+        action="store_true",
+        help="with --sequential: go on after a failed child",
+    )
+    where.add_argument(
+        "--max-parallel", type=int, metavar="N", help="parallel children at once (default 4)"
+    )
+    run.add_argument(
+        "--worktree",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run the session in its own git worktree (default: the agent's `worktree` setting)",
+    )
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
 
     status_cmd = command(
         "status",
         "show runs, or one run with its sessions",
         "Without RUN_ID: a table of every run. With RUN_ID (or a unique prefix): the run and "
-        "its sessions.",
+        "its sessions, a fan-out's workers and orchestrator, a plan's tasks, a parent's children.",
     )
     status_cmd.add_argument("run_id", nargs="?", metavar="RUN_ID")
     status_cmd.add_argument("--json", action="store_true", help="print as JSON")
+    status_cmd.add_argument(
+        "--tree", action="store_true", help="with RUN_ID: the run and all its descendant runs"
+    )
     status_cmd.add_argument(
         "--all",
         action="store_true",
@@ -196,7 +234,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cancel.add_argument("run_id", metavar="RUN_ID")
     cancel.add_argument("--reason", help="why (recorded in the log)")
+    cancel.add_argument(
+        "--session",
+        metavar="SESSION_ID",
+        help="cancel only this session (e.g. one worker of a fan-out); the run goes on",
+    )
     cancel.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    from orca_client import cli_orchestration
+
+    cli_orchestration.add_commands(command)
     return parser
 
 
@@ -204,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: Args) -> int:
+    import msgspec
+
     from orca_client.wire import RunStarted, StartRun
 
     argv = list(args.argv)
@@ -240,17 +289,33 @@ def cmd_run(args: Args) -> int:
             )
         argv[0] = _resolve_program(argv[0], cwd)
         request = StartRun(command=argv, cwd=cwd, title=args.title, prompt=args.prompt)
-    with _client() as client:
-        started: RunStarted = client.request(request)
+    if args.continue_on_failure and not args.sequential:
+        raise UsageError("orca run: --continue-on-failure goes with --sequential")
+    request = msgspec.structs.replace(
+        request,
+        repos=args.repo,
+        project=args.project,
+        feature=args.feature,
+        mode=args.mode,
+        orchestration_mode="sequential" if args.sequential else "parallel",
+        continue_on_failure=args.continue_on_failure,
+        max_parallel=args.max_parallel,
+        worktree=args.worktree,
+    )
+    with client() as connection:
+        started: RunStarted = connection.request(request)
         if not args.wait:
             if args.json:
-                _print_json(started)
+                print_json(started)
             else:
                 print(started.run_id)
+                if started.child_run_ids:
+                    children = ", ".join(started.child_run_ids)
+                    print(f"parent run; children so far: {children}", file=sys.stderr)
             return EXIT_OK
         try:
-            return _wait_for_run(
-                client, started.run_id, as_json=args.json, stream_output=not args.json
+            return wait_for_run(
+                connection, started.run_id, as_json=args.json, stream_output=not args.json
             )
         except KeyboardInterrupt:
             print(
@@ -265,12 +330,16 @@ def cmd_status(args: Args) -> int:
     from orca_client import render
     from orca_client.wire import Status
 
-    with _client() as client:
-        result: StatusResult = client.request(
-            Status(run_id=args.run_id, ended=None if args.all else 50)
+    if args.tree and args.run_id is None:
+        raise UsageError("orca status: --tree needs a RUN_ID")
+    with client() as connection:
+        result: StatusResult = connection.request(
+            Status(run_id=args.run_id, ended=None if args.all else 50, tree=args.tree)
         )
     if args.json:
-        _print_json(result if args.run_id is None else _run_detail(result))
+        print_json(result if args.run_id is None or args.tree else _run_detail(result))
+    elif args.tree:
+        print(render.run_tree(result))
     elif args.run_id is None:
         print(render.runs_table(result))
     else:
@@ -281,10 +350,10 @@ def cmd_status(args: Args) -> int:
 def cmd_watch(args: Args) -> int:
     from orca_client import render
 
-    with _client() as client:
-        after = args.after if args.after is not None else client.hello().head_position
-        run_id = _full_run_id(client, args.run_id) if args.run_id else None
-        for record in client.follow(after=after, run_id=run_id, on_reconnect=_say_reconnecting):
+    with client() as connection:
+        after = args.after if args.after is not None else connection.hello().head_position
+        run_id = _full_run_id(connection, args.run_id) if args.run_id else None
+        for record in connection.follow(after=after, run_id=run_id, on_reconnect=_say_reconnecting):
             print(
                 render.record_json(record) if args.json else render.event_line(record), flush=True
             )
@@ -295,17 +364,17 @@ def cmd_logs(args: Args) -> int:
     from orca_client import render
     from orca_client.wire import ReadEvents
 
-    with _client() as client:
-        run_id = _full_run_id(client, args.run_id)
+    with client() as connection:
+        run_id = _full_run_id(connection, args.run_id)
         if args.follow:
-            for record in client.follow(after=0, run_id=run_id, on_reconnect=_say_reconnecting):
+            for record in connection.follow(after=0, run_id=run_id, on_reconnect=_say_reconnecting):
                 render.write_output(record, as_json=args.json)
                 if render.ends_run(record):
                     break
             return EXIT_OK
         after = 0
         while True:
-            page = client.request(ReadEvents(after=after, limit=5000, run_id=run_id))
+            page = connection.request(ReadEvents(after=after, limit=5000, run_id=run_id))
             for record in page.events:
                 render.write_output(record, as_json=args.json)
             if not page.events:
@@ -328,7 +397,7 @@ def cmd_answer(args: Args) -> int:
         except ValueError as exc:
             raise UsageError(f"orca answer: --json: {exc}") from None
     request_id = args.request
-    with _client() as client:
+    with client() as connection:
         if text is None and answers is None:
             if not sys.stdin.isatty():
                 raise UsageError(
@@ -336,10 +405,12 @@ def cmd_answer(args: Args) -> int:
                     "(there is no terminal to ask the questions on)"
                 )
             try:
-                request_id, answers = answering.ask_on_terminal(client, args.run_id, args.request)
+                request_id, answers = answering.ask_on_terminal(
+                    connection, args.run_id, args.request
+                )
             except ValueError as exc:
                 raise UsageError(f"orca answer: {exc}") from None
-        result: AnswerResult = client.request(
+        result: AnswerResult = connection.request(
             Answer(
                 run_id=args.run_id,
                 text=text,
@@ -355,10 +426,15 @@ def cmd_answer(args: Args) -> int:
 def cmd_cancel(args: Args) -> int:
     from orca_client.wire import Cancel, CancelResult
 
-    with _client() as client:
-        result: CancelResult = client.request(Cancel(run_id=args.run_id, reason=args.reason))
+    with client() as connection:
+        result: CancelResult = connection.request(
+            Cancel(run_id=args.run_id, reason=args.reason, session_id=args.session)
+        )
     if args.json:
-        _print_json(result)
+        print_json(result)
+    elif args.session is not None:
+        ended = "had already ended" if result.already_terminal else "cancelled"
+        print(f"session {args.session} {ended}; run {result.run_id} is {result.status}")
     elif result.already_terminal:
         print(f"run {result.run_id} had already ended: {result.status}")
     else:
@@ -379,8 +455,19 @@ def cmd_daemon(args: Args) -> int:
     return daemon_control.install(force=args.force)
 
 
+def cmd_orchestration(args: Args) -> int:
+    from orca_client import cli_orchestration
+
+    return cli_orchestration.run(args)
+
+
 COMMANDS = {
     "run": cmd_run,
+    "debug": cmd_orchestration,
+    "orchestrate": cmd_orchestration,
+    "plan": cmd_orchestration,
+    "doctor": cmd_orchestration,
+    "clean": cmd_orchestration,
     "status": cmd_status,
     "watch": cmd_watch,
     "logs": cmd_logs,
@@ -393,7 +480,7 @@ COMMANDS = {
 # --------------------------------------------------------------------------- helpers
 
 
-def _client() -> Client:
+def client() -> Client:
     from orca_client.client import Client
 
     return Client()
@@ -418,10 +505,10 @@ def _resolve_program(program: str, cwd: str) -> str:
     return os.path.abspath(found)
 
 
-def _full_run_id(client: Client, run_id: str) -> str:
+def _full_run_id(connection: Client, run_id: str) -> str:
     from orca_client.wire import Status
 
-    result: StatusResult = client.request(Status(run_id=run_id))
+    result: StatusResult = connection.request(Status(run_id=run_id))
     return result.runs[0].run_id
 
 
@@ -433,19 +520,20 @@ def _run_detail(result: StatusResult) -> dict[str, Any]:
     return run
 
 
-def _wait_for_run(client: Client, run_id: str, *, as_json: bool, stream_output: bool) -> int:
+def wait_for_run(connection: Client, run_id: str, *, as_json: bool, stream_output: bool) -> int:
+    """Follow a run until it ends (streaming its output), then print how it ended."""
     from orca_client import render
     from orca_client.wire import Status
 
-    for record in client.follow(after=0, run_id=run_id, on_reconnect=_say_reconnecting):
+    for record in connection.follow(after=0, run_id=run_id, on_reconnect=_say_reconnecting):
         if stream_output:
             render.write_output(record, as_json=False)
         if render.ends_run(record):
             break
-    result: StatusResult = client.request(Status(run_id=run_id))
+    result: StatusResult = connection.request(Status(run_id=run_id))
     run: RunInfo = result.runs[0]
     if as_json:
-        _print_json(_run_detail(result))
+        print_json(_run_detail(result))
     else:
         print(render.outcome_line(run, result.sessions), file=sys.stderr)
     return {"completed": EXIT_OK, "cancelled": EXIT_RUN_CANCELLED}.get(run.status, EXIT_RUN_FAILED)
@@ -460,7 +548,7 @@ def _say_reconnecting(reason: str) -> None:
     print(f"orca: {reason}", file=sys.stderr, flush=True)
 
 
-def _print_json(value: Any) -> None:
+def print_json(value: Any) -> None:
     import msgspec
 
     sys.stdout.write(msgspec.json.encode(value).decode() + "\n")
@@ -477,7 +565,11 @@ def _quick_parse(argv: list[str]) -> SimpleNamespace | None:
     if len(rest) > 1 or any(a.startswith("-") for a in rest):
         return None
     return SimpleNamespace(
-        command="status", run_id=rest[0] if rest else None, json="--json" in argv, all=False
+        command="status",
+        run_id=rest[0] if rest else None,
+        json="--json" in argv,
+        all=False,
+        tree=False,
     )
 
 

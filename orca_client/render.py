@@ -8,7 +8,14 @@ from typing import Any
 
 import msgspec
 
-from orca_client.wire import TERMINAL_STATUSES, EventRecord, RunInfo, SessionInfo, StatusResult
+from orca_client.wire import (
+    TERMINAL_STATUSES,
+    DoctorResult,
+    EventRecord,
+    RunInfo,
+    SessionInfo,
+    StatusResult,
+)
 
 RUN_ENDING_TYPE = "run_status_changed"
 
@@ -73,7 +80,7 @@ def runs_table(result: StatusResult) -> str:
 
 
 def run_detail(run: RunInfo, sessions: list[SessionInfo]) -> str:
-    """One run with each of its sessions."""
+    """One run with each of its sessions (a plan's tasks, a parent's children)."""
     now = time.time()
     lines = [
         f"run      {run.run_id}",
@@ -82,11 +89,18 @@ def run_detail(run: RunInfo, sessions: list[SessionInfo]) -> str:
         f"cwd      {run.cwd}",
         f"created  {_ago(run.created_at, now)}, updated {_ago(run.updated_at, now)}",
     ]
+    lines += _orchestration_lines(run, sessions)
     for session in sessions:
         lines.append("")
         lines.append(
             f"session  {session.session_id}  [{session.agent}/{session.role}]  {session.status}"
         )
+        if session.task_id is not None:
+            lines.append(f"  task     {session.task_id} (attempt {session.attempt})")
+        if session.worktree is not None:
+            tree = session.worktree
+            state = " (removed)" if tree.removed else ""
+            lines.append(f"  worktree {tree.path} on branch {tree.branch}{state}")
         lines.append(f"  command  {' '.join(session.command)}")
         if session.pid is not None:
             lines.append(f"  pid      {session.pid}")
@@ -108,6 +122,96 @@ def run_detail(run: RunInfo, sessions: list[SessionInfo]) -> str:
                         f"      - {option.label}"
                         + (f": {option.description}" if option.description else "")
                     )
+    return "\n".join(lines)
+
+
+def _orchestration_lines(run: RunInfo, sessions: list[SessionInfo]) -> list[str]:
+    lines: list[str] = []
+    if run.repo is not None:
+        lines.append(f"repo     {run.repo}")
+    if run.parent_run_id is not None:
+        lines.append(f"parent   {run.parent_run_id}")
+    if run.kind == "fanout":
+        workers = [s for s in sessions if s.role == "worker"]
+        ended = sum(s.status in TERMINAL_STATUSES for s in workers)
+        lines.append(f"fan-out  {run.debug_run_id}: {ended} of {len(workers)} workers ended")
+        if run.orchestrator_session_id is None:
+            lines.append("orchestrator  starts when every worker has ended")
+        else:
+            orchestrator = next(
+                (s for s in sessions if s.session_id == run.orchestrator_session_id), None
+            )
+            state = orchestrator.status if orchestrator is not None else "?"
+            lines.append(f"orchestrator  {run.orchestrator_session_id} ({state})")
+        lines.append(f"task file     {run.task_file}")
+        if run.result:
+            lines.append(f"result        {run.result}")
+    if run.kind == "parent":
+        lines.append(
+            f"children {len(run.child_run_ids)} started, {run.orchestration_mode}: "
+            f"{', '.join(run.child_run_ids) or 'none yet'} (orca status {run.run_id} --tree)"
+        )
+    if run.tasks:
+        counts: dict[str, int] = {}
+        for task in run.tasks:
+            counts[task.status] = counts.get(task.status, 0) + 1
+        lines.append("tasks    " + ", ".join(f"{n} {status}" for status, n in counts.items()))
+        width = max(len(t.task_id) for t in run.tasks)
+        for task in run.tasks:
+            detail = task.reason or ""
+            if task.status == "done" and task.summary:
+                detail = task.summary
+            after = f" after {', '.join(task.depends_on)}" if task.depends_on else ""
+            lines.append(
+                f"  {task.task_id.ljust(width)}  {task.status:<11}  "
+                f"#{task.attempt}{after}  {_clip(detail, 80)}".rstrip()
+            )
+    return lines
+
+
+def run_tree(result: StatusResult) -> str:
+    """A run and its descendants, one line each, indented by depth."""
+    runs = {run.run_id: run for run in result.runs}
+    root = result.runs[0]
+    lines: list[str] = []
+
+    def walk(run: RunInfo, depth: int) -> None:
+        where = f" [{run.repo}]" if run.repo else ""
+        lines.append(
+            f"{'  ' * depth}{run.run_id}  {run.status:<18} {run.kind:<7}{where}  "
+            f"{_clip(run.title, 60)}"
+        )
+        for child in run.child_run_ids:
+            if child in runs:
+                walk(runs[child], depth + 1)
+
+    walk(root, 0)
+    return "\n".join(lines)
+
+
+def doctor_report(result: DoctorResult) -> str:
+    """`orca doctor`: each live session, stuck ones first, with what to do about them."""
+    now = time.time()
+    if not result.sessions:
+        return f"run {result.run_id} is {result.status}: no live sessions"
+    lines = [f"run {result.run_id} is {result.status}; stuck after {result.stuck_after:g}s"]
+    for health in sorted(result.sessions, key=lambda h: not h.stuck):
+        flag = "STUCK" if health.stuck else "ok"
+        task = f" task {health.task_id}" if health.task_id else ""
+        lines += [
+            "",
+            f"{flag:<5} {health.session_id}{task}  {health.status}: {health.why}",
+            f"  pid {health.pid if health.pid is not None else '-'} "
+            f"({'alive' if health.alive else 'not running'}), heartbeat "
+            + (_ago(health.last_heartbeat, now) if health.last_heartbeat else "none")
+            + ", last activity "
+            + (_ago(health.last_activity_at, now) if health.last_activity_at else "none"),
+        ]
+        if health.output_tail:
+            tail = health.output_tail.rstrip("\n").splitlines()[-5:]
+            lines += ["  output tail:", *(f"    {line}" for line in tail)]
+        if health.stuck and health.retry_command:
+            lines.append(f"  retry with: {health.retry_command}")
     return "\n".join(lines)
 
 
@@ -160,6 +264,6 @@ def ends_run(record: EventRecord) -> bool:
 
 def outcome_line(run: RunInfo, sessions: list[SessionInfo]) -> str:
     reason = f": {run.reason}" if run.reason else ""
-    summaries = [s.summary for s in sessions if s.summary]
-    summary = f" — {summaries[0]}" if summaries else ""
+    summaries = [run.result] if run.result else [s.summary for s in sessions if s.summary]
+    summary = f" — {summaries[0]}" if (summaries and run.kind == "single") or run.result else ""
     return f"run {run.run_id} {run.status}{reason}{summary}"

@@ -1,0 +1,313 @@
+"""`orca debug`, `orca orchestrate`, `orca plan`, `orca doctor`, `orca clean`: orchestration
+commands of the CLI. Parsers are added by `add_commands`; `cli.main` dispatches to `run`."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import argparse
+
+Args = Any
+CommandFactory = Callable[[str, str, str], "argparse.ArgumentParser"]
+
+DEBUG_HELP = """Fan one task out to several agents, then have one orchestrator synthesize.
+
+Each agent in --agents (configured names; one may repeat) gets PROMPT in its own session.
+Once every one of them has ended (completed, failed or cancelled), orcad starts exactly one
+orchestrator session (--orchestrator, default: [orchestration] orchestrator in config.toml,
+which is the built-in `synthesizer`) with a prompt built from every worker's status and output,
+and it writes its synthesis to the task file. The run ends with the orchestrator.
+
+examples:
+  orca debug --agents codex,claude,codex 'why does test_login fail on CI only?'
+  orca debug --agents reviewer,reviewer --orchestrator codex --task-file ~/notes/bug.md 'PROMPT'
+  orca cancel RUN_ID --session RUN_ID.2   (stop one worker; the others go on)
+  orca orchestrate RUN_ID                 (synthesize now: live workers are cancelled)"""
+
+PLAN_HELP = """Run a plan as a task graph, or check one.
+
+A plan is a JSON file: {"title": "...", "tasks": [{"id": "a", "title": "...", "prompt": "...",
+"agent": "codex", "depends_on": [], "acceptance": ["..."], "verify": ["pytest -q"],
+"max_retries": 1}, ...]}. Dependencies must form a DAG. Ready tasks run in parallel (up to
+--max-parallel); a task is done when its agent reports success and each verify command exits
+0; a failed task is retried max_retries times, then fails and cancels its dependants. Each task
+is told the summaries of the tasks it builds on and the answers given earlier in the run.
+
+examples:
+  orca plan validate plan.json
+  orca plan run plan.json --agent codex --wait
+  orca doctor RUN_ID            (stuck tasks: pid, heartbeat, output tail, retry command)
+  orca plan retry RUN_ID TASK_ID"""
+
+
+def add_commands(command: CommandFactory) -> None:
+    """Add the orchestration commands to the `orca` parser."""
+    debug = command("debug", "fan a task out to several agents, then synthesize", DEBUG_HELP)
+    debug.add_argument(
+        "--agents",
+        required=True,
+        metavar="A,B,...",
+        help="comma-separated configured agents, one worker each (names may repeat)",
+    )
+    debug.add_argument("--orchestrator", metavar="AGENT", help="the agent that synthesizes")
+    debug.add_argument(
+        "--task-file", metavar="PATH", help="where the synthesis goes (default: the run's folder)"
+    )
+    _common_start(debug)
+    debug.add_argument("prompt", nargs="+", metavar="PROMPT")
+
+    orchestrate = command(
+        "orchestrate",
+        "start a fan-out's orchestrator now",
+        "Start the orchestrator of fan-out RUN_ID now, cancelling workers still running. "
+        "Idempotent: a fan-out has exactly one orchestrator; asking again names the existing one.",
+    )
+    orchestrate.add_argument("run_id", metavar="RUN_ID")
+    orchestrate.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    plan = command("plan", "run or validate a plan (a task graph)", PLAN_HELP)
+    actions = plan.add_subparsers(dest="plan_command", metavar="ACTION", required=True)
+    plan_run = actions.add_parser(
+        "run", help="run a plan", description="Run PLAN.json as a task graph."
+    )
+    plan_run.add_argument("plan_file", metavar="PLAN.json", help="the plan ('-': stdin)")
+    plan_run.add_argument("--agent", metavar="NAME", help="the agent of tasks that name none")
+    plan_run.add_argument("--max-parallel", type=int, metavar="N", help="tasks at once")
+    plan_run.add_argument(
+        "--keep-dependants",
+        action="store_true",
+        help="a task that fails for good leaves its dependants pending instead of cancelling "
+        "them (the run then fails once nothing else can run)",
+    )
+    _common_start(plan_run)
+    validate = actions.add_parser(
+        "validate",
+        help="check a plan without running it",
+        description="Check PLAN.json: its shape, task ids, dependencies (unknown ones, cycles). "
+        "Exit status 0 when it can run, 2 when it cannot.",
+    )
+    validate.add_argument("plan_file", metavar="PLAN.json", help="the plan ('-': stdin)")
+    validate.add_argument("--json", action="store_true", help="print the plan's tasks as JSON")
+    retry = actions.add_parser(
+        "retry",
+        help="start a new attempt at a task in progress",
+        description="Cancel TASK_ID's current session and start a new attempt (for a stuck "
+        "task: see orca doctor). The new attempt counts against the task's max_retries.",
+    )
+    retry.add_argument("run_id", metavar="RUN_ID")
+    retry.add_argument("task_id", metavar="TASK_ID")
+    retry.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    doctor = command(
+        "doctor",
+        "diagnose a run's live sessions",
+        "Show each live session of RUN_ID (and of its child runs): pid, whether its process is "
+        "alive, its last heartbeat and activity, the tail of its output, and for a stuck plan "
+        "task the command that retries it.",
+    )
+    doctor.add_argument("run_id", metavar="RUN_ID")
+    doctor.add_argument(
+        "--stuck-after",
+        type=float,
+        metavar="SECONDS",
+        help="no activity for this long counts as stuck (default: config, 600)",
+    )
+    doctor.add_argument("--json", action="store_true", help="print as JSON")
+
+    clean = command(
+        "clean",
+        "remove an ended run's git worktrees",
+        "Remove the git worktrees of RUN_ID's sessions (and of its child runs). The run must "
+        "have ended. Branches are kept, so no commit is lost.",
+    )
+    clean.add_argument("run_id", metavar="RUN_ID")
+    clean.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _common_start(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--title", help="a title for the run")
+    parser.add_argument("--cwd", default=None, help="working directory (default: the current one)")
+    parser.add_argument(
+        "--worktree",
+        action="store_true",
+        default=None,
+        help="run each session in its own git worktree (branch orca/RUN/SESSION)",
+    )
+    parser.add_argument(
+        "--wait", action="store_true", help="stream the output, exit by the outcome"
+    )
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def run(args: Args) -> int:
+    """Carry out an orchestration command; returns the exit status."""
+    handlers: dict[str, Callable[[Args], int]] = {
+        "debug": cmd_debug,
+        "orchestrate": cmd_orchestrate,
+        "plan": cmd_plan,
+        "doctor": cmd_doctor,
+        "clean": cmd_clean,
+    }
+    return handlers[args.command](args)
+
+
+def cmd_debug(args: Args) -> int:
+    from orca_client.cli import UsageError, client, print_json, wait_for_run
+    from orca_client.wire import RunStarted, StartDebug
+
+    agents = [name.strip() for name in args.agents.split(",")]
+    if not all(agents):
+        raise UsageError("orca debug: --agents: empty agent name (use A,B,C)")
+    prompt = " ".join(args.prompt)
+    task_file = os.path.abspath(os.path.expanduser(args.task_file)) if args.task_file else None
+    request = StartDebug(
+        cwd=os.path.abspath(args.cwd or os.getcwd()),
+        agents=agents,
+        prompt=prompt,
+        orchestrator=args.orchestrator,
+        task_file=task_file,
+        title=args.title,
+        worktree=args.worktree,
+        search_path=os.environ.get("PATH"),
+        codex_path=os.environ.get("ORCA_CODEX_PATH"),
+        claude_path=os.environ.get("ORCA_CLAUDE_PATH"),
+    )
+    with client() as connection:
+        started: RunStarted = connection.request(request)
+        if not args.wait:
+            if args.json:
+                print_json(started)
+            else:
+                print(started.run_id)
+                print(
+                    f"{len(started.session_ids)} workers; synthesis to {started.task_file}",
+                    file=sys.stderr,
+                )
+            return 0
+        code = wait_for_run(connection, started.run_id, as_json=args.json, stream_output=False)
+    if not args.json:
+        print(f"synthesis: {started.task_file}", file=sys.stderr)
+    return code
+
+
+def cmd_orchestrate(args: Args) -> int:
+    from orca_client import answering
+    from orca_client.cli import client, print_json
+    from orca_client.wire import Orchestrate, OrchestrateResult
+
+    with client() as connection:
+        result: OrchestrateResult = connection.request(
+            Orchestrate(run_id=args.run_id, requested_by=answering.who())
+        )
+    if args.json:
+        print_json(result)
+    elif result.already_triggered:
+        print(f"run {result.run_id} already has its orchestrator: {result.session_id}")
+    else:
+        cancelled = (
+            f" (cancelled {len(result.cancelled_workers)} live workers)"
+            if result.cancelled_workers
+            else ""
+        )
+        print(f"run {result.run_id}: orchestrator {result.session_id} started{cancelled}")
+    return 0
+
+
+def _read_plan(path: str) -> Any:
+    from orca_client.cli import UsageError
+    from orca_client.plan import PlanError, parse_plan
+
+    try:
+        data = sys.stdin.buffer.read() if path == "-" else open(path, "rb").read()  # noqa: SIM115
+    except OSError as exc:
+        raise UsageError(f"orca plan: cannot read {path}: {exc.strerror}") from None
+    try:
+        return parse_plan(data)
+    except PlanError as exc:
+        raise UsageError(f"orca plan: {path}: {exc}") from None
+
+
+def cmd_plan(args: Args) -> int:
+    from orca_client.cli import client, print_json, wait_for_run
+    from orca_client.wire import RetryTask, RunStarted, StartPlan, TaskRetried
+
+    if args.plan_command == "validate":
+        plan = _read_plan(args.plan_file)
+        if args.json:
+            print_json(plan)
+        else:
+            edges = sum(len(task.depends_on) for task in plan.tasks)
+            print(f"{args.plan_file}: valid: {len(plan.tasks)} tasks, {edges} dependencies")
+        return 0
+    if args.plan_command == "retry":
+        with client() as connection:
+            retried: TaskRetried = connection.request(
+                RetryTask(run_id=args.run_id, task_id=args.task_id)
+            )
+        if args.json:
+            print_json(retried)
+        else:
+            print(f"task {retried.task_id} of run {retried.run_id}: attempt {retried.attempt}")
+        return 0
+    plan = _read_plan(args.plan_file)
+    request = StartPlan(
+        cwd=os.path.abspath(args.cwd or os.getcwd()),
+        plan=plan,
+        agent=args.agent,
+        title=args.title,
+        max_parallel=args.max_parallel,
+        cancel_dependants=not args.keep_dependants,
+        worktree=args.worktree,
+        search_path=os.environ.get("PATH"),
+        codex_path=os.environ.get("ORCA_CODEX_PATH"),
+        claude_path=os.environ.get("ORCA_CLAUDE_PATH"),
+    )
+    with client() as connection:
+        started: RunStarted = connection.request(request)
+        if not args.wait:
+            if args.json:
+                print_json(started)
+            else:
+                print(started.run_id)
+            return 0
+        return wait_for_run(connection, started.run_id, as_json=args.json, stream_output=False)
+
+
+def cmd_doctor(args: Args) -> int:
+    from orca_client import render
+    from orca_client.cli import client, print_json
+    from orca_client.wire import Doctor, DoctorResult
+
+    with client() as connection:
+        result: DoctorResult = connection.request(
+            Doctor(run_id=args.run_id, stuck_after=args.stuck_after)
+        )
+    if args.json:
+        print_json(result)
+    else:
+        print(render.doctor_report(result))
+    return 0
+
+
+def cmd_clean(args: Args) -> int:
+    from orca_client.cli import client, print_json
+    from orca_client.wire import Clean, CleanResult
+
+    with client() as connection:
+        result: CleanResult = connection.request(Clean(run_id=args.run_id))
+    if args.json:
+        print_json(result)
+        return 0
+    for path in result.removed:
+        print(f"removed {path}")
+    for path in result.already_gone:
+        print(f"already gone: {path}")
+    if result.branches_kept:
+        print(f"branches kept: {', '.join(result.branches_kept)}")
+    if not (result.removed or result.already_gone):
+        print(f"run {result.run_id} has no worktrees to remove")
+    return 0
