@@ -11,6 +11,8 @@ import sys
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
+from orca_client.usage import UsageError
+
 if TYPE_CHECKING:
     import argparse
 
@@ -50,10 +52,6 @@ is sent. `orca status RUN_ID` shows the pending questions with their ids."""
 
 Args = Any
 """Parsed arguments: an argparse Namespace, or the SimpleNamespace of `_quick_parse`."""
-
-
-class UsageError(Exception):
-    """A command line that cannot be carried out as given."""
 
 
 # --------------------------------------------------------------------------- parser

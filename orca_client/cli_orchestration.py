@@ -156,7 +156,8 @@ def run(args: Args) -> int:
 
 
 def cmd_debug(args: Args) -> int:
-    from orca_client.cli import UsageError, client, print_json, wait_for_run
+    from orca_client.cli import client, print_json, wait_for_run
+    from orca_client.usage import UsageError
     from orca_client.wire import RunStarted, StartDebug
 
     agents = [name.strip() for name in args.agents.split(",")]
@@ -218,8 +219,8 @@ def cmd_orchestrate(args: Args) -> int:
 
 
 def _read_plan(path: str) -> Any:
-    from orca_client.cli import UsageError
     from orca_client.plan import PlanError, parse_plan
+    from orca_client.usage import UsageError
 
     try:
         data = sys.stdin.buffer.read() if path == "-" else open(path, "rb").read()  # noqa: SIM115

@@ -136,6 +136,8 @@ class Api:
             return run_id
         if len(run_id) >= MIN_ID_PREFIX:
             matches = [r for r in self._state.runs if r.startswith(run_id)]
+            if len(matches) > 1:  # a parent's prefix also matches its children: the parent
+                matches = [m for m in matches if self._state.runs[m].parent_run_id not in matches]
             if len(matches) == 1:
                 return matches[0]
             if len(matches) > 1:
