@@ -385,3 +385,49 @@ def test_finding_09_many_runs_ended_by_a_daemon_stop_each_fire_on_error_once(
     fired = Counter(c["run_id"] for c in calls(log) if c["hook"] == "on_error")
     assert {run_id: fired[run_id] for run_id in waiting} == dict.fromkeys(waiting, 1)
     assert_each_trigger_once(daemon)
+
+
+# --------------------------------------------------------------------------- plan task hooks
+
+
+def test_task_hooks_fire_once_per_task_outcome_not_per_attempt(
+    make_daemon: Callable[..., DaemonProcess], orca_home: Path, tmp_path: Path
+) -> None:
+    from conftest import EXAMPLES
+
+    from orca_client.plan import Plan, PlanTask
+    from orca_client.wire import StartPlan
+
+    log = tmp_path / "hooks.jsonl"
+    agents = (
+        f'[agents.good]\ncommand = ["{sys.executable}", "{EXAMPLES / "reviewer.py"}"]\n'
+        f'[agents.bad]\ncommand = ["{sys.executable}", "{EXAMPLES / "failing.py"}"]\n'
+    )
+    write_config(
+        orca_home,
+        hooks_config(on_task_complete=hook(log), on_task_fail=hook(log)) + agents,
+    )
+    daemon = make_daemon().start()
+    plan = Plan(
+        title="hooks",
+        tasks=[
+            PlanTask(id="ok", prompt="fine", agent="good"),
+            PlanTask(id="broken", prompt="fails twice", agent="bad", max_retries=1),
+        ],
+    )
+    with daemon.client() as client:
+        run_id = client.request(StartPlan(cwd=str(tmp_path), plan=plan)).run_id
+    assert daemon.wait_for_run(run_id).status == "failed"
+    wait_hooks_settled(daemon, 2)
+    daemon.kill()  # a restart right after must not fire them again
+    daemon = make_daemon().start()
+    time.sleep(0.5)  # give a wrongly repeated hook the time to show up
+    assert_each_trigger_once(daemon)
+    fired = sorted((c["hook"], c["stdin"]["record"]["event"]["task_id"]) for c in calls(log))
+    assert fired == [("on_task_complete", "ok"), ("on_task_fail", "broken")]
+    attempts = [
+        e
+        for _, e in all_events(daemon)
+        if e["type"] == "task_status_changed" and e["task_id"] == "broken"
+    ]
+    assert [e["status"] for e in attempts] == ["in_progress", "pending", "in_progress", "failed"]
