@@ -53,6 +53,15 @@ async def doctor(runs: RunManager, run_id: str, stuck_after: float | None) -> Do
             idle = now - activity
             if session.status == "waiting_for_answer":
                 stuck, why = False, "waiting for an answer (orca answer)"
+            elif session.status == "created" and session.pid is None:
+                # Not started yet: its worktree (or its process) is still being made.
+                doing = (
+                    "creating its worktree"
+                    if session.in_worktree and session.worktree is None
+                    else "starting"
+                )
+                stuck = idle > limit
+                why = f"{doing} for {idle:.0f}s" + (f" (limit {limit:g}s)" if stuck else "")
             elif process is None or (session.pid is not None and not alive):
                 stuck, why = True, "its process is not running"
             elif idle > limit:
@@ -104,15 +113,16 @@ async def clean(runs: RunManager, run_id: str) -> CleanResult:
     gone: list[str] = []
     branches: list[str] = []
     for rid in [run_id, *run.child_run_ids]:
-        for session_id in runs.state.runs[rid].session_ids:
-            tree = runs.state.sessions[session_id].worktree
-            if tree is None or tree.removed:
-                continue
-            try:
-                existed = await anyio.to_thread.run_sync(remove_worktree, tree.repo, tree.path)
-            except WorktreeError as exc:
-                raise WireError("internal", f"could not remove {tree.path}: {exc}") from None
-            (removed if existed else gone).append(tree.path)
-            branches.append(tree.branch)
-            await runs.append(rid, [WorktreeRemoved(rid, session_id, tree.path)])
+        async with runs.lock(rid):  # two cleans at once: the second finds them removed
+            for session_id in runs.state.runs[rid].session_ids:
+                tree = runs.state.sessions[session_id].worktree
+                if tree is None or tree.removed:
+                    continue
+                try:
+                    existed = await anyio.to_thread.run_sync(remove_worktree, tree.repo, tree.path)
+                except WorktreeError as exc:
+                    raise WireError("internal", f"could not remove {tree.path}: {exc}") from None
+                (removed if existed else gone).append(tree.path)
+                branches.append(tree.branch)
+                await runs.append(rid, [WorktreeRemoved(rid, session_id, tree.path)])
     return CleanResult(run_id=run_id, removed=removed, already_gone=gone, branches_kept=branches)

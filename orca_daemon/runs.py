@@ -693,6 +693,13 @@ class RunManager:
             if placed is None:
                 return
             spec = placed
+            # Nothing awaits from here until the process is registered, so a cancel or a stop
+            # that came while the worktree was made is seen now, and a later one finds it.
+            if self.state.sessions[spec.session_id].status in TERMINAL_STATUSES:
+                return
+            if not self.accepting:
+                await self.finish_session(spec.run_id, spec.session_id, "failed", STOPPED_REASON)
+                return
             recorder = _Recorder(self, spec)
             process = SessionProcess(spec, translator, recorder, self._settings)
             self._processes[spec.session_id] = process
@@ -738,7 +745,7 @@ class RunManager:
             )
             return None
         event = WorktreeCreated(spec.run_id, spec.session_id, tree.repo, tree.path, tree.branch)
-        await self.record_if_live(spec.run_id, spec.session_id, [event], None)
+        await self.append(spec.run_id, [event])  # even if the session ended: `clean` needs it
         return dataclasses.replace(spec, cwd=tree.cwd)
 
     async def reconcile(self) -> None:
@@ -895,7 +902,7 @@ def session_env(run: RunInfo, session: SessionInfo) -> dict[str, str]:
 
 def _inside(tree: WorktreeInfo, cwd: str) -> str:
     """Where in the worktree `cwd` (a directory of its repository) is."""
-    return str(Path(tree.path) / Path(cwd).relative_to(tree.repo))
+    return str(Path(tree.path) / Path(cwd).resolve().relative_to(Path(tree.repo).resolve()))
 
 
 def _is_same_process(session: SessionInfo) -> bool:

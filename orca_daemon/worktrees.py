@@ -32,6 +32,8 @@ def branch_name(run_id: str, session_id: str) -> str:
 
 
 def _git(args: list[str], cwd: str) -> str:
+    if not Path(cwd).is_dir():  # else subprocess's FileNotFoundError reads as "no git"
+        raise WorktreeError(f"{cwd} is not a directory (any more)")
     try:
         done = subprocess.run(
             ["git", *args],
@@ -62,19 +64,54 @@ def create_worktree(cwd: str, root: Path, run_id: str, session_id: str) -> Workt
     """`git worktree add -b orca/RUN/SESSION ROOT/RUN/SESSION HEAD` for the repo of `cwd`."""
     repo = repository_of(cwd)
     path = root / run_id / session_id
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     branch = branch_name(run_id, session_id)
-    if not path.exists():
-        _git(["worktree", "add", "-b", branch, str(path), "HEAD"], repo)
     inside = Path(cwd).resolve().relative_to(Path(repo).resolve())
+    if path.exists():  # made before a restart, not yet recorded: only if it is that worktree
+        if not _is_worktree_on(path, branch):
+            raise WorktreeError(f"{path} exists but is not the worktree of branch {branch}")
+    else:
+        _check_head(repo, inside)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _git(["worktree", "add", "-b", branch, str(path), "HEAD"], repo)
     return Worktree(repo=repo, path=str(path), branch=branch, cwd=str(path / inside))
+
+
+def _check_head(repo: str, inside: Path) -> None:
+    """A worktree is a checkout of HEAD: there must be one, holding the session's directory."""
+    try:
+        _git(["rev-parse", "--verify", "--quiet", "HEAD^{commit}"], repo)
+    except WorktreeError:
+        raise WorktreeError(f"{repo} has no commit yet; a worktree needs one") from None
+    if inside == Path("."):
+        return
+    try:
+        kind = _git(["cat-file", "-t", f"HEAD:{inside.as_posix()}"], repo)
+    except WorktreeError:
+        kind = ""
+    if kind != "tree":
+        raise WorktreeError(
+            f"{inside} is not a directory in the HEAD commit of {repo} (untracked or ignored?), "
+            "so a worktree would not have it"
+        )
+
+
+def _is_worktree_on(path: Path, branch: str) -> bool:
+    try:
+        top = _git(["rev-parse", "--show-toplevel"], str(path))
+        head = _git(["rev-parse", "--abbrev-ref", "HEAD"], str(path))
+    except WorktreeError:
+        return False
+    return Path(top).resolve() == path.resolve() and head == branch
 
 
 def remove_worktree(repo: str, path: str) -> bool:
     """Remove a worktree (its branch stays); False when it was already gone."""
+    if not Path(repo).is_dir():
+        if Path(path).exists():
+            raise WorktreeError(f"its repository {repo} no longer exists; remove {path} by hand")
+        return False
     if not Path(path).exists():
-        if Path(repo).is_dir():
-            _git(["worktree", "prune"], repo)
+        _git(["worktree", "prune"], repo)
         return False
     _git(["worktree", "remove", "--force", path], repo)
     return True
