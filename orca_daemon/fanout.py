@@ -9,6 +9,7 @@ restart; one killed after it, before the orchestrator started, starts it on rest
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +21,7 @@ from orca_client.wire import (
     StartDebug,
     WireError,
 )
+from orca_daemon.agents.registry import Launch
 from orca_daemon.events import (
     FanOutSpec,
     OrchestratorTriggered,
@@ -32,7 +34,7 @@ from orca_daemon.orchestrator_prompt import WorkerReport, build_orchestrator_pro
 from orca_daemon.store import ConcurrencyError
 
 if TYPE_CHECKING:
-    from orca_daemon.runs import RunManager
+    from orca_daemon.runs import ClientContext, RunManager
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +74,17 @@ class FanOutCoordinator:
             settings = runs.config.orchestration
             orchestrator = request.orchestrator or settings.orchestrator
             client = client_context(request)
-            launches = {}
+            launches: dict[str, Launch] = {}
             for agent in dict.fromkeys([*request.agents, orchestrator]):  # each checked once
                 launches[agent] = await runs.prepare_launch(agent, [], request.prompt, cwd, client)
+            own: list[Launch] = []  # a launch per worker: a translator holds one session's state
+            for index, agent in enumerate(request.agents):
+                first = request.agents.index(agent) == index
+                own.append(
+                    launches[agent]
+                    if first
+                    else await self._copy(launches[agent], agent, request.prompt, cwd, client)
+                )
             run_id = new_run_id()
             task_file = self._task_file(request.task_file, run_id)
             title = (request.title or f"fan-out: {request.prompt}")[:MAX_TITLE_CHARS]
@@ -106,8 +116,8 @@ class FanOutCoordinator:
                 expected_version=0,
             )
             runs.remember_client(run_id, client)
-            for worker in workers:
-                runs.begin_session(run_id, worker.session_id, Prepared(launches[worker.agent]))
+            for worker, launch in zip(workers, own, strict=True):
+                runs.begin_session(run_id, worker.session_id, Prepared(launch))
         return RunStarted(
             run_id=run_id,
             session_id=workers[0].session_id,
@@ -115,6 +125,17 @@ class FanOutCoordinator:
             session_ids=[w.session_id for w in workers],
             task_file=task_file,
         )
+
+    async def _copy(
+        self, launch: Launch, agent: str, prompt: str, cwd: str, client: ClientContext
+    ) -> Launch:
+        """Another worker's launch of the same agent, with a translator of its own (a copy of
+        the unused one; a new launch when that cannot be copied)."""
+        try:
+            translator = copy.deepcopy(launch.translator)
+        except (TypeError, copy.Error):
+            return await self._runs.prepare_launch(agent, [], prompt, cwd, client)
+        return Launch(list(launch.command), translator, dict(launch.env))
 
     def _task_file(self, requested: str | None, run_id: str) -> str:
         """The synthesis file: the client's (absolute, in an existing directory), or one in the
@@ -147,7 +168,10 @@ class FanOutCoordinator:
                 "invalid_state", f"run {run_id} is not a fan-out (orca debug starts one)"
             )
         result = await self._trigger(run_id, triggered_by=requested_by, cancel_live=True)
-        assert result is not None
+        if result is None:  # only while orcad stops: the next orcad triggers it
+            raise WireError(
+                "shutting_down", f"orcad is shutting down; run {run_id} is orchestrated on restart"
+            )
         return result
 
     async def _trigger(

@@ -138,11 +138,12 @@ class _Recorder:
 
     async def started(self, pid: int, process_start_ticks: int | None) -> None:
         spec = self._spec
+        session = self._manager.state.sessions[spec.session_id]
         await self._manager.record_if_live(
             spec.run_id,
             spec.session_id,
             [SessionStarted(spec.run_id, spec.session_id, pid, process_start_ticks)],
-            run_status="running",
+            run_status=None if session.role == "orchestrator" else "running",  # it reviews
         )
 
     async def output(self, stream: StreamName, text: str) -> None:
@@ -780,12 +781,13 @@ class RunManager:
                 )
         for session in unstarted:
             log.info("starting session %s, which an earlier orcad recorded", session.session_id)
+            recorded = session.command if session.agent == "command" else ()
             prepared = await self.prepare(
                 session.run_id,
                 session.agent,
                 self.state.prompts.get(session.session_id),
                 session.cwd,
-                session.command,
+                recorded,
             )
             self.begin_session(session.run_id, session.session_id, prepared)
         for run in list(self.state.runs.values()):
