@@ -190,10 +190,10 @@ async def exited(process: asyncio.subprocess.Process) -> None:
     finally:
         loop.remove_reader(descriptor)
         os.close(descriptor)
-    for _ in range(200):  # the child watcher reaps it and sets returncode just after
+    for attempt in range(2000):  # the child watcher reaps it and sets returncode just after
         if process.returncode is not None:
             return
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(0 if attempt < 20 else 0.001)
 
 
 def processes_of_sessions(session_ids: set[str]) -> dict[str, list[int]]:
@@ -467,7 +467,8 @@ class SessionProcess:
         """Stop what the agent left running: its process group, and any process that carries
         this session's id in its environment (children that left the group included)."""
         leftovers = {pgid} if _group_exists(pgid) else set()
-        for pid in processes_of_sessions({self.spec.session_id}).get(self.spec.session_id, []):
+        found = await asyncio.to_thread(processes_of_sessions, {self.spec.session_id})
+        for pid in found.get(self.spec.session_id, []):
             with contextlib.suppress(OSError):
                 leftovers.add(os.getpgid(pid))
         leftovers.discard(os.getpgrp())
