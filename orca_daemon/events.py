@@ -60,7 +60,8 @@ class PlanSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     cancel_dependants: bool = True
     agent: str | None = None
     """The agent of tasks that name none."""
-    worktree: bool = False
+    worktree: bool | None = None
+    """Each task in a worktree of its own; None: as each task's agent is configured."""
     verify_timeout_seconds: float = 600.0
 
 

@@ -105,7 +105,7 @@ class FanOutCoordinator:
                 task_file=task_file,
                 per_worker_chars=settings.per_worker_chars,
                 total_chars=settings.total_chars,
-                worktree=bool(request.worktree),
+                worktree=runs.wants_worktree(orchestrator, request.worktree),
             )
             created = RunCreated(
                 run_id, title=title, cwd=cwd, kind="fanout", prompt=request.prompt, fanout=spec
@@ -182,7 +182,10 @@ class FanOutCoordinator:
         for _ in range(TRIGGER_ATTEMPTS):
             run = runs.state.runs[run_id]
             if run.orchestrator_session_id is not None:
-                return OrchestrateResult(run_id, run.orchestrator_session_id, True, cancelled)
+                # Cancelling the last live workers makes orcad's own trigger fire at once: the
+                # orchestrator then comes from this request, not from before it.
+                already = not cancelled
+                return OrchestrateResult(run_id, run.orchestrator_session_id, already, cancelled)
             if run.status in TERMINAL_STATUSES:
                 if not cancel_live:
                     return None

@@ -112,7 +112,9 @@ class ParentCoordinator:
             await runs.prepare_launch(
                 request.agent, request.command, request.prompt, target.path, client
             )
-        limit = request.max_parallel or runs.config.orchestration.max_parallel_children
+        limit = request.max_parallel
+        if limit is None:
+            limit = runs.config.orchestration.max_parallel_children
         if limit < 1:
             raise WireError("bad_request", "max_parallel must be at least 1")
         run_id = new_run_id()

@@ -15,6 +15,8 @@ import contextlib
 import logging
 import os
 import signal
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from orca_client.plan import Plan, PlanError, PlanTask, dependants_of, ready_tasks, validate_plan
@@ -22,6 +24,7 @@ from orca_client.wire import (
     TERMINAL_STATUSES,
     RunInfo,
     RunStarted,
+    SessionInfo,
     StartPlan,
     TaskInfo,
     TaskRetried,
@@ -46,6 +49,8 @@ log = logging.getLogger(__name__)
 
 VERIFY_TAIL_CHARS = 2000
 SUMMARY_CHARS = 4000
+WANTED_POLL_SECONDS = 0.1
+"""How often a running verify command checks that its attempt is still wanted."""
 
 
 class PlanCoordinator:
@@ -66,7 +71,9 @@ class PlanCoordinator:
             except PlanError as exc:
                 raise WireError("bad_request", f"invalid plan: {exc}") from None
             self._check_agents(request.plan, request.agent, cwd)
-            limit = request.max_parallel or runs.config.orchestration.max_parallel_tasks
+            limit = request.max_parallel
+            if limit is None:
+                limit = runs.config.orchestration.max_parallel_tasks
             if limit < 1:
                 raise WireError("bad_request", "max_parallel must be at least 1")
             run_id = new_run_id()
@@ -75,7 +82,7 @@ class PlanCoordinator:
                 max_parallel=limit,
                 cancel_dependants=request.cancel_dependants,
                 agent=request.agent,
-                worktree=bool(request.worktree),
+                worktree=request.worktree,
                 verify_timeout_seconds=runs.config.orchestration.verify_timeout_seconds,
             )
             title = (request.title or f"plan: {request.plan.title}")[:MAX_TITLE_CHARS]
@@ -86,8 +93,6 @@ class PlanCoordinator:
         return RunStarted(run_id=run_id, session_id=None, position=stored[-1].position)
 
     def _check_agents(self, plan: Plan, default: str | None, cwd: str) -> None:
-        from pathlib import Path
-
         for task in plan.tasks:
             agent = task.agent or default
             if agent is None:
@@ -138,7 +143,7 @@ class PlanCoordinator:
         if session.status == "completed":
             if plan_task.verify:
                 self._verifying.add(key)
-                runs.spawn(self._verify, run.run_id, plan_task, task.attempt, session.cwd)
+                runs.spawn(self._verify, run.run_id, plan_task, task.attempt, session)
                 return []
             return [
                 TaskStatusChanged(
@@ -215,7 +220,9 @@ class PlanCoordinator:
                 role="task",
                 task_id=task_id,
                 attempt=attempt,
-                worktree=spec.worktree,
+                worktree=(
+                    spec.worktree if spec.worktree is not None else runs.wants_worktree(agent, None)
+                ),
             )
             started = TaskStatusChanged(
                 run.run_id,
@@ -252,15 +259,40 @@ class PlanCoordinator:
 
     # ------------------------------------------------------------------ verify
 
-    async def _verify(self, run_id: str, task: PlanTask, attempt: int, cwd: str) -> None:
-        """Run the task's verify commands in order; the first failure fails the attempt."""
+    async def _verify(
+        self, run_id: str, task: PlanTask, attempt: int, session: SessionInfo
+    ) -> None:
+        """Run the task's verify commands in order, where its agent worked (its worktree, if
+        it had one); the first failure fails the attempt. The commands carry the session's id
+        in their environment, so a restarted orcad finds and stops any left behind."""
         runs = self._runs
         key = (run_id, task.id, attempt)
         timeout = self._spec(run_id).verify_timeout_seconds
+        cwd = _worked_in(session)
+        env = {
+            "ORCA_RUN_ID": run_id,
+            "ORCA_SESSION_ID": session.session_id,
+            "ORCA_TASK_ID": task.id,
+            "ORCA_TASK_ATTEMPT": str(attempt),
+        }
+
+        def wanted() -> bool:
+            """Still the attempt in progress (not retried, the run not ended)."""
+            run = runs.state.runs[run_id]
+            info = next(t for t in run.tasks if t.task_id == task.id)
+            return (
+                key in self._verifying
+                and run.status not in TERMINAL_STATUSES
+                and (info.status, info.attempt) == ("in_progress", attempt)
+            )
+
         try:
             failure = None
             for command in task.verify:
-                ok, code, tail = await run_verify(command, cwd, timeout, task.id)
+                verdict = await run_verify(command, cwd, timeout, env, wanted)
+                if verdict is None:
+                    return  # nobody waits for this attempt any more; its command was stopped
+                ok, code, tail = verdict
                 await runs.append(
                     run_id, [VerifyFinished(run_id, task.id, attempt, command, ok, code, tail)]
                 )
@@ -274,15 +306,14 @@ class PlanCoordinator:
                     return
                 if info.attempt != attempt:
                     return
-                if failure is None:
-                    session = runs.state.sessions.get(info.session_id or "")
+                if failure is None:  # the session ended before verify began: its summary is final
                     events: list[Event] = [
                         TaskStatusChanged(
                             run_id,
                             task.id,
                             "done",
                             f"done; {len(task.verify)} verify commands passed",
-                            summary=session.summary if session is not None else None,
+                            summary=session.summary,
                         )
                     ]
                 else:
@@ -386,10 +417,28 @@ def _exit_text(code: int | None, timeout: float) -> str:
     return f"exit status {code}"
 
 
+def _worked_in(session: SessionInfo) -> str:
+    """Where the session's agent ran: its cwd, or the same place in its worktree."""
+    tree = session.worktree
+    if tree is None:
+        return session.cwd
+    try:
+        inside = Path(session.cwd).resolve().relative_to(Path(tree.repo).resolve())
+    except ValueError:
+        return tree.path
+    return str(Path(tree.path) / inside)
+
+
 async def run_verify(
-    command: str, cwd: str, limit: float, task_id: str
-) -> tuple[bool, int | None, str]:
-    """Run one verify command with `/bin/sh -c`; (passed, exit status or None, output tail)."""
+    command: str,
+    cwd: str,
+    limit: float,
+    env: dict[str, str],
+    wanted: Callable[[], bool] = lambda: True,
+) -> tuple[bool, int | None, str] | None:
+    """Run one verify command with `/bin/sh -c` in its own process group; (passed, exit status
+    or None on a timeout, output tail). None when `wanted()` turned false while it ran: the
+    command was stopped."""
     try:
         process = await asyncio.create_subprocess_exec(
             "/bin/sh",
@@ -399,21 +448,33 @@ async def run_verify(
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
-            env=child_env(ORCA_TASK_ID=task_id),
+            env=child_env(env),
             start_new_session=True,
         )
     except OSError as exc:
         return False, None, f"could not start: {exc}"
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    output = asyncio.ensure_future(process.communicate())
     try:
-        output, _ = await asyncio.wait_for(process.communicate(), limit)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        await process.wait()
-        return False, None, ""
+        while not output.done():
+            remaining = deadline - loop.time()
+            if remaining <= 0 or not wanted():
+                break
+            await asyncio.wait({output}, timeout=min(WANTED_POLL_SECONDS, remaining))
     except asyncio.CancelledError:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
+        output.cancel()
+        _kill_group(process.pid)
         raise
-    tail = output.decode("utf-8", "replace")[-VERIFY_TAIL_CHARS:]
+    if not output.done():
+        output.cancel()
+        _kill_group(process.pid)
+        await process.wait()
+        return None if not wanted() else (False, None, "")
+    tail = output.result()[0].decode("utf-8", "replace")[-VERIFY_TAIL_CHARS:]
     return process.returncode == 0, process.returncode, tail
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)

@@ -673,6 +673,8 @@ class RunManager:
                 await self.fanout.trigger_when_ready(run_id)
             elif run.kind == "plan" and run.status not in TERMINAL_STATUSES:
                 await self.plans.advance(run_id)
+            elif run.kind == "parent" and run.status not in TERMINAL_STATUSES:
+                await self.parents.advance(run_id)
             run = self.state.runs[run_id]
             if run.status in TERMINAL_STATUSES and run.parent_run_id is not None:
                 await self.parents.advance(run.parent_run_id)

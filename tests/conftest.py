@@ -192,7 +192,7 @@ def process_exists(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as handle:
             return handle.read().split(") ")[1][0] != "Z"
-    except FileNotFoundError:
+    except OSError:  # gone between the kill and the read (ENOENT, or ESRCH mid-read)
         return False
 
 
@@ -219,3 +219,20 @@ def output_of(daemon: DaemonProcess, run_id: str, stream: str = "stdout") -> str
         for e in events_of(daemon, run_id)
         if e["type"] == "output_appended" and e["stream"] == stream
     )
+
+
+def all_records(daemon: DaemonProcess) -> list[EventRecord]:
+    """Every event of the whole log, in order."""
+    records: list[EventRecord] = []
+    with daemon.client() as client:
+        while True:
+            after = records[-1].position if records else 0
+            page = client.request(ReadEvents(after=after, limit=1000))
+            if not page.events:
+                return records
+            records.extend(page.events)
+
+
+def all_events(daemon: DaemonProcess) -> list[tuple[int, dict[str, Any]]]:
+    """Every event of the whole log, decoded, with its position."""
+    return [(r.position, msgspec.json.decode(r.event)) for r in all_records(daemon)]

@@ -141,9 +141,7 @@ def test_plan_run_wait_shows_every_task_done(configured: DaemonProcess, tmp_path
 def test_doctor_shows_a_running_session(configured: DaemonProcess) -> None:
     started = configured.orca("run", "--agent", "slow", "wait")
     run_id = started.stdout.strip()
-    wait_until(
-        lambda: configured.status(run_id).sessions[0].status == "running", "session running"
-    )
+    wait_until(lambda: configured.status(run_id).sessions[0].status == "running", "session running")
     report = configured.orca("doctor", run_id)
     assert report.returncode == 0, report.stderr
     assert f"{run_id}.1" in report.stdout and "alive" in report.stdout

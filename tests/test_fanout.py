@@ -375,11 +375,14 @@ def test_concurrent_orchestrate_requests_and_the_automatic_trigger_start_one_orc
     orchestrator = trigger["session_id"]
     assert {r.session_id for r in results} == {orchestrator}
     assert all(r.run_id == run_id for r in results)
-    winners = [i for i, r in enumerate(results) if not r.already_triggered]
-    if trigger["triggered_by"] == "orcad":
-        assert winners == []
-    else:
-        assert [f"client-{i}" for i in winners] == [trigger["triggered_by"]]
+    # "Not already triggered" only from a request that caused it: the one that triggered, or one
+    # whose cancelling of the last live workers let orcad's own trigger fire.
+    winners = {i for i, r in enumerate(results) if not r.already_triggered}
+    causes = {i for i, r in enumerate(results) if r.cancelled_workers}
+    if trigger["triggered_by"] != "orcad":
+        causes.add(int(trigger["triggered_by"].removeprefix("client-")))
+        assert int(trigger["triggered_by"].removeprefix("client-")) in winners
+    assert winners <= causes
     # Each worker was cancelled by at most one request, and only a live one.
     cancelled = [w for r in results for w in r.cancelled_workers]
     assert len(cancelled) == len(set(cancelled))

@@ -15,10 +15,15 @@ from typing import Any
 
 import msgspec
 import pytest
-from conftest import AGENTS, DaemonProcess, process_exists, wait_until
+from conftest import (
+    AGENTS,
+    DaemonProcess,
+    all_events,
+    all_records,
+    process_exists,
+    wait_until,
+)
 from test_questions import DONE, of_type, q, start, wait_pending, write_config
-
-from orca_client.wire import EventRecord, ReadEvents
 
 FAIL: dict[str, Any] = {"result": {"outcome": "failed", "error": "it broke"}}
 RESTARTED_REASON = "orcad restarted while the hook ran"
@@ -32,21 +37,6 @@ def hooks_config(timeout: float = 10.0, **hooks: list[str] | str) -> str:
     lines = ["[hooks]", f"timeout_seconds = {timeout}"]
     lines += [f"{name} = {json.dumps(command)}" for name, command in hooks.items()]
     return "\n".join(lines) + "\n"
-
-
-def all_records(daemon: DaemonProcess) -> list[EventRecord]:
-    records: list[EventRecord] = []
-    with daemon.client() as client:
-        while True:
-            after = records[-1].position if records else 0
-            page = client.request(ReadEvents(after=after, limit=1000))
-            if not page.events:
-                return records
-            records.extend(page.events)
-
-
-def all_events(daemon: DaemonProcess) -> list[tuple[int, dict[str, Any]]]:
-    return [(r.position, msgspec.json.decode(r.event)) for r in all_records(daemon)]
 
 
 def hook_events(daemon: DaemonProcess, kind: str) -> list[dict[str, Any]]:
