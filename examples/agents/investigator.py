@@ -43,7 +43,9 @@ def main() -> int:
                 hits = [w for w in words if w in line.lower()]
                 if hits and matches < MAX_MATCHES:
                     matches += 1
-                    say({"type": "output", "text": f"{path}:{number}: mentions {', '.join(hits)}\n"})
+                    say(
+                        {"type": "output", "text": f"{path}:{number}: mentions {', '.join(hits)}\n"}
+                    )
     places = "place mentions" if matches == 1 else "places mention"
     verdict = f"{matches} {places} the prompt's words in {min(seen, MAX_FILES)} files"
     say({"type": "output", "text": f"conclusion: {verdict}\n"})
