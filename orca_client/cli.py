@@ -226,9 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     cancel = command(
         "cancel",
-        "cancel a run",
+        "cancel a run, or one of its sessions",
         "End a run cancelled: its processes get SIGTERM, then SIGKILL after the grace period. "
-        "A cancelled run stays cancelled.",
+        "A cancelled run stays cancelled; a parent run's live children are cancelled with it. "
+        "With --session, only that session ends (a fan-out's worker, a plan task's attempt) and "
+        "the run goes on.",
     )
     cancel.add_argument("run_id", metavar="RUN_ID")
     cancel.add_argument("--reason", help="why (recorded in the log)")
