@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 
 VERIFY_TAIL_CHARS = 2000
 SUMMARY_CHARS = 4000
+CONTEXT_CHARS = 20_000
+"""Earlier tasks' summaries in a task's prompt, at most (its direct dependencies' always)."""
 WANTED_POLL_SECONDS = 0.1
 """How often a running verify command checks that its attempt is still wanted."""
 
@@ -363,31 +365,8 @@ class PlanCoordinator:
     # ------------------------------------------------------------------ prompts
 
     def task_prompt(self, run: RunInfo, task: PlanTask, spec: PlanSpec) -> str:
-        """The task's prompt with what the run learned: answers given earlier in the run, and
-        the summaries of the tasks it depends on (directly or not)."""
-        lines = [task.prompt]
-        if task.acceptance:
-            lines += ["", "Acceptance criteria:", *(f"- {item}" for item in task.acceptance)]
-        if task.verify:
-            lines += [
-                "",
-                "After you report done, orcad runs these commands; the task is done only if "
-                "every one exits 0:",
-                *(f"- {command}" for command in task.verify),
-            ]
-        lines += ["", f'This is task {task.id} of the plan "{spec.plan.title}" (run {run.run_id}).']
-        ancestors = _ancestors(spec.plan.tasks, task.id)
-        infos = {t.task_id: t for t in run.tasks}
-        if ancestors:
-            lines += ["", "What the tasks it builds on found:"]
-            for dep in ancestors:
-                summary = infos[dep].summary or "(no summary reported)"
-                lines.append(f"- {dep} ({infos[dep].title}): {summary[:SUMMARY_CHARS]}")
         learned = self._runs.state.run_answers.get(run.run_id, [])
-        if learned:
-            lines += ["", "Answers given earlier in this run:"]
-            lines += [f"- Q: {question}\n  A: {answer}" for question, answer in learned]
-        return "\n".join(lines)
+        return build_task_prompt(run, task, spec, learned)
 
     def _spec(self, run_id: str) -> PlanSpec:
         spec = self._runs.state.created[run_id].plan
@@ -398,17 +377,55 @@ class PlanCoordinator:
         return next(t for t in self._spec(run_id).plan.tasks if t.id == task_id)
 
 
+def build_task_prompt(
+    run: RunInfo, task: PlanTask, spec: PlanSpec, learned: list[tuple[str, str]]
+) -> str:
+    """The task's prompt with what the run learned: answers given earlier in the run, and
+    the summaries of the tasks it depends on (directly or not)."""
+    lines = [task.prompt]
+    if task.acceptance:
+        lines += ["", "Acceptance criteria:", *(f"- {item}" for item in task.acceptance)]
+    if task.verify:
+        lines += [
+            "",
+            "After you report done, orcad runs these commands; the task is done only if "
+            "every one exits 0:",
+            *(f"- {command}" for command in task.verify),
+        ]
+    lines += ["", f'This is task {task.id} of the plan "{spec.plan.title}" (run {run.run_id}).']
+    infos = {t.task_id: t for t in run.tasks}
+    found: dict[str, str] = {}
+    room = CONTEXT_CHARS
+    ancestors = _ancestors(spec.plan.tasks, task.id)  # the nearest first
+    for dep in ancestors:
+        summary = (infos[dep].summary or "(no summary reported)")[:SUMMARY_CHARS]
+        line = f"- {dep} ({infos[dep].title}): {summary}"
+        if found and len(line) > room:  # direct dependencies come first and always fit
+            break
+        found[dep] = line
+        room -= len(line)
+    if found:
+        lines += ["", "What the tasks it builds on found:"]
+        lines += [found[t.id] for t in spec.plan.tasks if t.id in found]
+        left_out = len(ancestors) - len(found)
+        if left_out:
+            lines.append(f"({left_out} earlier tasks left out, to keep this prompt short)")
+    if learned:
+        lines += ["", "Answers given earlier in this run:"]
+        lines += [f"- Q: {question}\n  A: {answer}" for question, answer in learned]
+    return "\n".join(lines)
+
+
 def _ancestors(tasks: list[PlanTask], task_id: str) -> list[str]:
-    """The tasks `task_id` depends on, directly or through others, in plan order."""
+    """The tasks `task_id` depends on, directly or through others: the nearest first."""
     by_id = {t.id: t for t in tasks}
-    found: set[str] = set()
-    stack = list(by_id[task_id].depends_on)
-    while stack:
-        dep = stack.pop()
-        if dep not in found:
-            found.add(dep)
-            stack.extend(by_id[dep].depends_on)
-    return [t.id for t in tasks if t.id in found]
+    found: dict[str, None] = {}
+    frontier = list(by_id[task_id].depends_on)
+    while frontier:
+        step = [dep for dep in dict.fromkeys(frontier) if dep not in found]
+        found.update(dict.fromkeys(step))
+        frontier = [up for dep in step for up in by_id[dep].depends_on]
+    return list(found)
 
 
 def _exit_text(code: int | None, timeout: float) -> str:

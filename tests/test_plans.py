@@ -8,6 +8,7 @@ from what the agent itself received.
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import subprocess
@@ -717,3 +718,38 @@ def test_a_task_recorded_but_never_started_is_started_on_restart(
     assert run.status == "completed", daemon.status(run_id)
     assert (run.tasks[0].status, run.tasks[0].attempt) == ("done", 1)
     assert bench.seen("a")["env"]["ORCA_SESSION_ID"] == session_id
+
+
+# --------------------------------------------------------------------------- prompt context
+
+
+def test_a_long_chain_gives_the_nearest_summaries_within_a_limit_and_says_so() -> None:
+    from orca_client.wire import RunInfo, TaskInfo
+    from orca_daemon.events import PlanSpec
+    from orca_daemon.plans import CONTEXT_CHARS, SUMMARY_CHARS, build_task_prompt
+
+    ids = [f"t{i:02}" for i in range(30)]
+    tasks = [task(ids[0])] + [task(t, before) for before, t in itertools.pairwise(ids)]
+    spec = PlanSpec(plan=Plan(title="chain", tasks=tasks), max_parallel=1)
+    run = RunInfo(
+        run_id="r",
+        title="chain",
+        status="running",
+        cwd="/",
+        created_at=0.0,
+        updated_at=0.0,
+        kind="plan",
+        tasks=[
+            TaskInfo(task_id=t, title=t, status="done", summary=f"{t}:" + "x" * 10_000)
+            for t in ids[:-1]
+        ]
+        + [TaskInfo(task_id=ids[-1], title=ids[-1], status="pending")],
+    )
+    prompt = build_task_prompt(run, tasks[-1], spec, [("Which runtime?", "python3.11")])
+    shown = [t for t in ids[:-1] if f"- {t} ({t}): {t}:" in prompt]
+    fits = CONTEXT_CHARS // (SUMMARY_CHARS + len("- t00 (t00): "))
+    assert shown == ids[-1 - fits : -1]  # the nearest ancestors, in plan order
+    assert f"({29 - fits} earlier tasks left out, to keep this prompt short)" in prompt
+    assert "x" * (SUMMARY_CHARS + 1) not in prompt
+    assert "- Q: Which runtime?\n  A: python3.11" in prompt
+    assert len(prompt) < CONTEXT_CHARS + 2_000
