@@ -129,16 +129,21 @@ def add_commands(command: CommandFactory) -> None:
 
 
 def _common_start(parser: argparse.ArgumentParser) -> None:
+    import argparse
+
     parser.add_argument("--title", help="a title for the run")
     parser.add_argument("--cwd", default=None, help="working directory (default: the current one)")
     parser.add_argument(
         "--worktree",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         default=None,
-        help="run each session in its own git worktree (branch orca/RUN/SESSION)",
+        help="run each session in its own git worktree, on branch orca/RUN/SESSION "
+        "(default: each agent's `worktree` setting)",
     )
     parser.add_argument(
-        "--wait", action="store_true", help="stream the output, exit by the outcome"
+        "--wait",
+        action="store_true",
+        help="wait until the run ends (orca logs RUN_ID shows the output), exit by the outcome",
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 

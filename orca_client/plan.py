@@ -92,6 +92,8 @@ def validate_plan(plan: Plan) -> None:
             raise PlanError(f"task {task.id}: max_retries must be between 0 and {MAX_RETRIES}")
         if any(not command.strip() for command in task.verify):
             raise PlanError(f"task {task.id} has an empty verify command")
+        if any("\0" in text for text in (task.prompt, task.title, *task.verify)):
+            raise PlanError(f"task {task.id} has a NUL character in its prompt, title or verify")
     unknown = [
         f"{task.id} -> {dep}" for task in plan.tasks for dep in task.depends_on if dep not in seen
     ]

@@ -22,6 +22,16 @@ class Event(msgspec.Struct, frozen=True, tag_field="type", forbid_unknown_fields
     run_id: str
 
 
+class AgentLookup(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Where the client that started a run finds agent CLIs (its PATH, ORCA_CODEX_PATH,
+    ORCA_CLAUDE_PATH): kept so that the sessions orcad starts later, after a restart too, find
+    the same binaries."""
+
+    search_path: str | None = None
+    codex_path: str | None = None
+    claude_path: str | None = None
+
+
 class FanOutSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """How a fan-out ends: which agent synthesizes, where, and how much output it reads."""
 
@@ -75,6 +85,8 @@ class RunCreated(Event, tag="run_created", frozen=True):
     fanout: FanOutSpec | None = None
     children: ChildrenSpec | None = None
     plan: PlanSpec | None = None
+    agent_lookup: AgentLookup | None = None
+    """A fan-out's, parent's or plan's: where its later sessions' agent CLIs are found."""
 
 
 class SessionCreated(Event, tag="session_created", frozen=True):

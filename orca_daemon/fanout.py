@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 
 MAX_WORKERS = 256
 TRIGGER_ATTEMPTS = 20
+STOP_WAIT_SECONDS = 2.0
+"""Beyond the cancel grace period: how long the orchestrator waits for cancelled workers'
+processes to exit and their output to be written."""
 SYNTHESIS_NAME = "synthesis.md"
 
 
@@ -108,7 +111,13 @@ class FanOutCoordinator:
                 worktree=runs.wants_worktree(orchestrator, request.worktree),
             )
             created = RunCreated(
-                run_id, title=title, cwd=cwd, kind="fanout", prompt=request.prompt, fanout=spec
+                run_id,
+                title=title,
+                cwd=cwd,
+                kind="fanout",
+                prompt=request.prompt,
+                fanout=spec,
+                agent_lookup=client,
             )
             stored = await runs.store.append(
                 run_stream(run_id),
@@ -203,6 +212,8 @@ class FanOutCoordinator:
                     run_id, live, f"orchestration requested by {triggered_by}"
                 )
                 continue
+            # Workers just cancelled may still be writing their last output: read it all.
+            await runs.wait_stopped(run.session_ids, runs.cancel_grace + STOP_WAIT_SECONDS)
             if not runs.accepting:
                 return None
             prompt, truncated = await self._prompt(run_id)
@@ -231,6 +242,8 @@ class FanOutCoordinator:
             version = runs.state.run_versions[run_id]
             workers = [runs.state.sessions[s] for s in run.session_ids]
             if run.orchestrator_session_id is not None or run.status in TERMINAL_STATUSES:
+                return None
+            if not runs.accepting:  # stopping: the next orcad triggers it
                 return None
             if any(w.status not in TERMINAL_STATUSES for w in workers):
                 return None
@@ -292,7 +305,7 @@ class FanOutCoordinator:
             )
         return build_orchestrator_prompt(
             debug_run_id=run.debug_run_id or run_id,
-            task=run.prompt or "",
+            task=runs.state.created[run_id].prompt or "",
             task_file=spec.task_file,
             workers=reports,
             per_worker=spec.per_worker_chars,

@@ -130,7 +130,13 @@ class ParentCoordinator:
             worktree=runs.wants_worktree(request.agent, request.worktree),
         )
         created = RunCreated(
-            run_id, title=title, cwd=cwd, kind="parent", prompt=request.prompt, children=spec
+            run_id,
+            title=title,
+            cwd=cwd,
+            kind="parent",
+            prompt=request.prompt,
+            children=spec,
+            agent_lookup=client,
         )
         stored = await runs.store.append(run_stream(run_id), [created], expected_version=0)
         runs.remember_client(run_id, client)
@@ -194,15 +200,14 @@ class ParentCoordinator:
         target = spec.targets[index]
         child_id = f"{parent.run_id}-{index + 1}"
         agent = spec.agent or "command"
-        prepared = await runs.prepare(
-            parent.run_id, agent, parent.prompt, target.path, spec.command
-        )
+        prompt = runs.state.created[parent.run_id].prompt  # whole: the view's is cut
+        prepared = await runs.prepare(parent.run_id, agent, prompt, target.path, spec.command)
         session = NewSession(
             f"{child_id}.1",
             agent,
             prepared.command,
             target.path,
-            parent.prompt,
+            prompt,
             worktree=spec.worktree,
         )
         created = RunCreated(
@@ -210,7 +215,7 @@ class ParentCoordinator:
             title=f"{target.repo}: {parent.title}"[:MAX_TITLE_CHARS],
             cwd=target.path,
             parent_run_id=parent.run_id,
-            prompt=parent.prompt,
+            prompt=prompt,
             repo=target.repo,
         )
         try:

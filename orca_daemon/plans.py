@@ -88,7 +88,14 @@ class PlanCoordinator:
                 verify_timeout_seconds=runs.config.orchestration.verify_timeout_seconds,
             )
             title = (request.title or f"plan: {request.plan.title}")[:MAX_TITLE_CHARS]
-            created = RunCreated(run_id, title=title, cwd=cwd, kind="plan", plan=spec)
+            created = RunCreated(
+                run_id,
+                title=title,
+                cwd=cwd,
+                kind="plan",
+                plan=spec,
+                agent_lookup=client_context(request),
+            )
             stored = await runs.store.append(run_stream(run_id), [created], expected_version=0)
             runs.remember_client(run_id, client_context(request))
         await self.advance(run_id)
@@ -291,7 +298,11 @@ class PlanCoordinator:
         try:
             failure = None
             for command in task.verify:
-                verdict = await run_verify(command, cwd, timeout, env, wanted)
+                try:
+                    verdict = await run_verify(command, cwd, timeout, env, wanted)
+                except Exception as exc:  # whatever keeps it from running fails the attempt
+                    log.exception("task %s: verify command %r could not run", task.id, command)
+                    verdict = False, None, f"could not run it: {exc}"
                 if verdict is None:
                     return  # nobody waits for this attempt any more; its command was stopped
                 ok, code, tail = verdict
@@ -299,7 +310,8 @@ class PlanCoordinator:
                     run_id, [VerifyFinished(run_id, task.id, attempt, command, ok, code, tail)]
                 )
                 if not ok:
-                    failure = f"verify command failed ({_exit_text(code, timeout)}): {command}"
+                    why = tail if code is None and tail else _exit_text(code, timeout)
+                    failure = f"verify command failed ({why}): {command}"
                     break
             async with runs.lock(run_id):
                 run = runs.state.runs[run_id]
@@ -323,7 +335,7 @@ class PlanCoordinator:
                 await runs.append(run_id, events)
         finally:
             self._verifying.discard(key)
-        runs.after_change(run_id)
+            runs.after_change(run_id)
 
     # ------------------------------------------------------------------ retry
 
@@ -367,6 +379,14 @@ class PlanCoordinator:
     def task_prompt(self, run: RunInfo, task: PlanTask, spec: PlanSpec) -> str:
         learned = self._runs.state.run_answers.get(run.run_id, [])
         return build_task_prompt(run, task, spec, learned)
+
+    def superseded(self, session: SessionInfo) -> bool:
+        """A task session that its task no longer waits for (a retry replaced it)."""
+        if session.task_id is None:
+            return False
+        run = self._runs.state.runs[session.run_id]
+        task = next((t for t in run.tasks if t.task_id == session.task_id), None)
+        return task is None or task.status != "in_progress" or task.session_id != session.session_id
 
     def _spec(self, run_id: str) -> PlanSpec:
         spec = self._runs.state.created[run_id].plan

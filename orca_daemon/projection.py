@@ -231,6 +231,16 @@ def replay(events: list[StoredEvent], state: State | None = None) -> State:
     return state
 
 
+PROMPT_PREVIEW_CHARS = 2000
+"""A run's prompt in its view (status replies) is cut here; the whole of it is in the log."""
+
+
+def _preview(prompt: str | None) -> str | None:
+    if prompt is None or len(prompt) <= PROMPT_PREVIEW_CHARS:
+        return prompt
+    return prompt[:PROMPT_PREVIEW_CHARS] + f"… ({len(prompt)} characters in all)"
+
+
 def _new_run(event: RunCreated, at: float) -> RunInfo:
     tasks = []
     if event.plan is not None:
@@ -253,7 +263,7 @@ def _new_run(event: RunCreated, at: float) -> RunInfo:
         updated_at=at,
         parent_run_id=event.parent_run_id,
         kind=event.kind,
-        prompt=event.prompt,
+        prompt=_preview(event.prompt),
         debug_run_id=event.run_id if event.fanout is not None else None,
         task_file=event.fanout.task_file if event.fanout is not None else None,
         orchestration_mode=event.children.mode if event.children is not None else None,

@@ -50,6 +50,7 @@ from orca_daemon.agents.binaries import BinaryNotFound
 from orca_daemon.agents.registry import Launch, LaunchContext, command_launch, plan_launch
 from orca_daemon.config import Config, ConfigError
 from orca_daemon.events import (
+    AgentLookup,
     AgentSessionIdentified,
     Event,
     OrchestrationFinished,
@@ -89,6 +90,9 @@ log = logging.getLogger(__name__)
 
 RESTARTED_REASON = "orcad restarted while the session was running"
 RESTARTABLE_ROLES = frozenset({"orchestrator", "task"})
+REACT_RETRY_SECONDS = (1.0, 5.0, 30.0)
+"""When carrying on a run's orchestration fails (the log could not be written, say): wait, and
+try again; after the last, the next orcad carries on at start-up."""
 """Sessions orcad decided on by itself: started on restart when an earlier orcad recorded them
 but died before starting them."""
 STOPPED_REASON = "orcad stopped while the session was running"
@@ -138,12 +142,14 @@ class _Recorder:
 
     async def started(self, pid: int, process_start_ticks: int | None) -> None:
         spec = self._spec
-        session = self._manager.state.sessions[spec.session_id]
+        run = self._manager.state.runs[spec.run_id]
         await self._manager.record_if_live(
             spec.run_id,
             spec.session_id,
             [SessionStarted(spec.run_id, spec.session_id, pid, process_start_ticks)],
-            run_status=None if session.role == "orchestrator" else "running",  # it reviews
+            # The first session moves a queued run on; a later one (a plan task, a worker or an
+            # orchestrator that starts late) leaves a waiting or reviewing run as it is.
+            run_status="running" if run.status == "queued" else None,
         )
 
     async def output(self, stream: StreamName, text: str) -> None:
@@ -190,13 +196,8 @@ class _Recorder:
         await self._manager.append(spec.run_id, [event])
 
 
-@dataclass(frozen=True)
-class ClientContext:
-    """Where the requesting client finds agent CLIs (its PATH and binary overrides)."""
-
-    search_path: str | None = None
-    codex_path: str | None = None
-    claude_path: str | None = None
+ClientContext = AgentLookup
+"""Where the requesting client finds agent CLIs (its PATH and binary overrides)."""
 
 
 @dataclass
@@ -271,8 +272,11 @@ class RunManager:
         self._locks: dict[str, asyncio.Lock] = {}
         self._processes: dict[str, SessionProcess] = {}
         self._drivers: set[asyncio.Event] = set()
+        self._done: dict[str, asyncio.Event] = {}
+        """Set when a session's driver has finished (its process exited, its output written)."""
         self._starting: set[asyncio.Event] = set()
         self._clients: dict[str, ClientContext] = {}
+        self._react_failures: dict[str, int] = {}
         self.heartbeats: dict[str, float] = {}
         """When each live session's process was last seen alive."""
         self.accepting = True
@@ -377,7 +381,7 @@ class RunManager:
     ) -> Prepared:
         """A launch for a session decided by orcad itself (an orchestrator, a plan task): a
         failure is kept to be recorded as the session's end, not raised."""
-        client = self._clients.get(run_id, ClientContext())
+        client = self.client_of(run_id)
         try:
             launch = await self.prepare_launch(
                 None if agent == "command" else agent, command, prompt, cwd, client
@@ -389,8 +393,22 @@ class RunManager:
     def remember_client(self, run_id: str, client: ClientContext) -> None:
         self._clients[run_id] = client
 
+    @property
+    def cancel_grace(self) -> float:
+        """Seconds between SIGTERM and SIGKILL when a session is stopped."""
+        return self._grace
+
     def client_of(self, run_id: str) -> ClientContext:
-        return self._clients.get(run_id, ClientContext())
+        """The client lookup a run was started with (a child run: its parent's), from memory
+        or, after a restart, from the run's `RunCreated`."""
+        known = self._clients.get(run_id)
+        if known is not None:
+            return known
+        created = self.state.created.get(run_id)
+        if created is not None and created.agent_lookup is not None:
+            return created.agent_lookup
+        parent = self.state.runs[run_id].parent_run_id if run_id in self.state.runs else None
+        return self.client_of(parent) if parent is not None else ClientContext()
 
     def spawn(self, func: Callable[..., Awaitable[None]], *args: object) -> None:
         """Run `func(*args)` in the daemon's task group; an error is logged, not raised."""
@@ -433,6 +451,7 @@ class RunManager:
         )
         done = asyncio.Event()
         self._drivers.add(done)
+        self._done[session_id] = done
         self._tg.start_soon(self._drive, spec, prepared.launch.translator, done)
 
     async def _finish_quietly(self, run_id: str, session_id: str, reason: str) -> None:
@@ -679,9 +698,20 @@ class RunManager:
             if run.status in TERMINAL_STATUSES and run.parent_run_id is not None:
                 await self.parents.advance(run.parent_run_id)
         except Exception:
+            tries = self._react_failures[run_id] = self._react_failures.get(run_id, 0) + 1
+            if tries > len(REACT_RETRY_SECONDS):
+                log.exception(
+                    "run %s: could not carry on its orchestration; retried on restart", run_id
+                )
+                return
+            delay = REACT_RETRY_SECONDS[tries - 1]
             log.exception(
-                "run %s: could not carry on its orchestration; retried on restart", run_id
+                "run %s: could not carry on its orchestration; again in %gs", run_id, delay
             )
+            await anyio.sleep(delay)
+            self.after_change(run_id)
+        else:
+            self._react_failures.pop(run_id, None)
 
     # ------------------------------------------------------------------ driving
 
@@ -689,8 +719,8 @@ class RunManager:
         recorder = _Recorder(self, spec)
         process: SessionProcess | None = None
         try:
-            if not self.accepting:  # shutting down: the session ends stopped, never started
-                await self.finish_session(spec.run_id, spec.session_id, "failed", STOPPED_REASON)
+            if not self.accepting:  # shutting down: the session never starts
+                await self._not_started(spec)
                 return
             placed = await self._in_worktree(spec)
             if placed is None:
@@ -701,7 +731,7 @@ class RunManager:
             if self.state.sessions[spec.session_id].status in TERMINAL_STATUSES:
                 return
             if not self.accepting:
-                await self.finish_session(spec.run_id, spec.session_id, "failed", STOPPED_REASON)
+                await self._not_started(spec)
                 return
             recorder = _Recorder(self, spec)
             process = SessionProcess(spec, translator, recorder, self._settings)
@@ -726,8 +756,34 @@ class RunManager:
                 log.exception("session %s: could not record its end", spec.session_id)
         finally:
             self._processes.pop(spec.session_id, None)
+            self.heartbeats.pop(spec.session_id, None)
             done.set()
             self._drivers.discard(done)
+            self._done.pop(spec.session_id, None)
+
+    async def _not_started(self, spec: SessionSpec) -> None:
+        """orcad stops before the session's process started: one that orcad decided on itself
+        is left recorded, for the next orcad to start; any other ends failed."""
+        session = self.state.sessions[spec.session_id]
+        if not self.restartable(session):
+            await self.finish_session(spec.run_id, spec.session_id, "failed", STOPPED_REASON)
+
+    def restartable(self, session: SessionInfo) -> bool:
+        """A session that never started and that orcad itself decided on (an orchestrator, a
+        plan task, a child run's): the next orcad starts it rather than failing it."""
+        if session.status != "created":
+            return False
+        run = self.state.runs[session.run_id]
+        return session.role in RESTARTABLE_ROLES or run.parent_run_id is not None
+
+    async def wait_stopped(self, session_ids: Sequence[str], limit: float) -> None:
+        """Wait (up to `limit` seconds) until these sessions' processes have exited and all
+        their output is in the log."""
+        with anyio.move_on_after(limit):
+            for session_id in session_ids:
+                done = self._done.get(session_id)
+                if done is not None:
+                    await done.wait()
 
     async def _in_worktree(self, spec: SessionSpec) -> SessionSpec | None:
         """The spec to run: in its own git worktree when the session asks for one (created and
@@ -771,16 +827,17 @@ class RunManager:
         async with anyio.create_task_group() as group:
             for pgid in groups:
                 group.start_soon(stop_group, pgid, self._grace)
-        unstarted = [
-            s
-            for s in live
-            if s.status == "created" and s.role in RESTARTABLE_ROLES and s.session_id not in found
-        ]
+        unstarted = [s for s in live if self.restartable(s) and s.session_id not in found]
         for session in live:
-            if session not in unstarted:
+            if session in unstarted and self.plans.superseded(session):
+                await self.finish_session(
+                    session.run_id, session.session_id, "cancelled", "replaced by a retry"
+                )
+            elif session not in unstarted:
                 await self.finish_session(
                     session.run_id, session.session_id, "failed", RESTARTED_REASON
                 )
+        unstarted = [s for s in unstarted if not self.plans.superseded(s)]
         for session in unstarted:
             log.info("starting session %s, which an earlier orcad recorded", session.session_id)
             recorded = session.command if session.agent == "command" else ()
@@ -824,7 +881,10 @@ class RunManager:
         for starting in list(self._starting):  # runs being created now end stopped too
             await starting.wait()
         for session in self.state.live_sessions():
-            await self.finish_session(session.run_id, session.session_id, "failed", STOPPED_REASON)
+            if not self.restartable(session):
+                await self.finish_session(
+                    session.run_id, session.session_id, "failed", STOPPED_REASON
+                )
         for process in list(self._processes.values()):
             process.stop(self._grace)
         for done in list(self._drivers):

@@ -390,11 +390,11 @@ class SessionProcess:
             self.spec.env,
             ORCA_RUN_ID=self.spec.run_id,
             ORCA_SESSION_ID=self.spec.session_id,
-            # One environment string may not exceed 128 KiB on Linux: a longer prompt is only
-            # on stdin, and ORCA_PROMPT_ON_STDIN_ONLY says so.
+            # One environment string may not exceed 128 KiB on Linux, nor hold a NUL: such a
+            # prompt is only on stdin, and ORCA_PROMPT_ON_STDIN_ONLY says so.
             **(
                 {"ORCA_PROMPT": prompt}
-                if len(prompt.encode()) <= MAX_ENV_PROMPT_BYTES
+                if len(prompt.encode()) <= MAX_ENV_PROMPT_BYTES and "\0" not in prompt
                 else {"ORCA_PROMPT": "", "ORCA_PROMPT_ON_STDIN_ONLY": "1"}
             ),
         )

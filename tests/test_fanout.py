@@ -15,6 +15,7 @@ import asyncio
 import json
 import os
 import random
+import signal
 import sys
 import threading
 import time
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import AGENTS, DaemonProcess, events_of, records_of, wait_until
+from conftest import AGENTS, DaemonProcess, events_of, output_of, records_of, wait_until
 from test_hooks import calls, hook, hook_events, hooks_config, wait_hooks_settled
 from test_questions import write_config
 
@@ -961,3 +962,81 @@ def test_cli_debug_then_orchestrate(
     assert_synthesis(run, sessions)
     refused = daemon.orca("debug", "--agents", "ok,nobody", PROMPT)
     assert refused.returncode != 0 and "no agent named 'nobody'" in refused.stderr
+
+
+def test_a_daemon_stop_leaves_an_unstarted_orchestrator_to_the_next_orcad(
+    make_daemon: Callable[..., DaemonProcess], orca_home: Path, tmp_path: Path
+) -> None:
+    from test_worktrees import make_repo
+
+    repo = make_repo(tmp_path / "repo")
+    arm, gate, waiting = tmp_path / "arm", tmp_path / "gate", tmp_path / "waiting"
+    hook = repo / ".git" / "hooks" / "post-checkout"
+    hook.write_text(  # once armed, `git worktree add` waits for the gate
+        f"#!/bin/sh\nif [ -e '{arm}' ]; then touch '{waiting}'\n"
+        f"  while [ ! -e '{gate}' ]; do sleep 0.02; done\nfi\n"
+    )
+    hook.chmod(0o755)
+    go = tmp_path / "go"
+    fan_config(orca_home, workers_config(go))
+    daemon = make_daemon().start()
+    run_id = start_debug(daemon, ["held"], cwd=str(repo), worktree=True).run_id
+    wait_until(
+        lambda: run_and_sessions(daemon, run_id)[1][f"{run_id}.1"].status == "running",
+        "the worker to run in its worktree",
+    )
+    arm.touch()
+    go.touch()  # the worker ends; the orchestrator is recorded, and its worktree waits
+    wait_until(waiting.exists, "the orchestrator's worktree to be under way")
+    assert daemon.process is not None
+    daemon.process.send_signal(signal.SIGTERM)
+    gate.touch()
+    assert daemon.process.wait(30) == 0
+    arm.unlink()
+
+    daemon = make_daemon().start()
+    assert daemon.wait_for_run(run_id).status == "completed"
+    assert_one_orchestrator(daemon, run_id, 1)
+    _, sessions = run_and_sessions(daemon, run_id)
+    orchestrator = sessions[f"{run_id}.2"]
+    assert orchestrator.reason == "the agent reported done", orchestrator
+    assert orchestrator.worktree is not None  # made before the stop, used after it
+    assert_orchestration_finished(daemon, run_id, "completed")
+
+
+def test_orchestrate_waits_for_cancelled_workers_last_output(
+    make_daemon: Callable[..., DaemonProcess], orca_home: Path
+) -> None:
+    talker = AGENTS / "last_words.py"
+    write_config(orca_home, f'[agents.talker]\ncommand = ["{sys.executable}", "{talker}"]\n')
+    daemon = make_daemon().start()
+    run_id = start_debug(daemon, ["talker"]).run_id
+    wait_until(
+        lambda: (
+            "investigating"
+            in "".join(
+                e.get("text", "") for e in of_type(events_of(daemon, run_id), "output_appended")
+            )
+        ),
+        "the worker to be at work",
+    )
+    result: OrchestrateResult = request(daemon, Orchestrate(run_id, requested_by="test"))
+    assert result.cancelled_workers == [f"{run_id}.1"]
+    created = [
+        e
+        for e in of_type(events_of(daemon, run_id), "session_created")
+        if e["role"] == "orchestrator"
+    ]
+    assert "FINAL-FINDINGS: the cache key omits the user" in created[0]["prompt"]
+    assert daemon.wait_for_run(run_id).status == "completed"
+
+
+def test_a_worker_that_prints_nul_characters_does_not_break_the_orchestrator(
+    make_daemon: Callable[..., DaemonProcess], orca_home: Path
+) -> None:
+    fan_config(orca_home, {"nul": {"say": ["binary\u0000junk"], "summary": "odd"}})
+    daemon = make_daemon().start()
+    run_id = start_debug(daemon, ["nul"]).run_id
+    run = daemon.wait_for_run(run_id)
+    assert run.status == "completed", run
+    assert "binary\u0000junk" in output_of(daemon, run_id)

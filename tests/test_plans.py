@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -753,3 +755,79 @@ def test_a_long_chain_gives_the_nearest_summaries_within_a_limit_and_says_so() -
     assert "x" * (SUMMARY_CHARS + 1) not in prompt
     assert "- Q: Which runtime?\n  A: python3.11" in prompt
     assert len(prompt) < CONTEXT_CHARS + 2_000
+
+
+# --------------------------------------------------------------------------- agent lookup
+
+
+def test_a_task_started_after_a_restart_finds_its_cli_where_the_client_said(
+    make_daemon: Callable[..., DaemonProcess], orca_home: Path, bench: Bench, tmp_path: Path
+) -> None:
+    fakes = Path(__file__).resolve().parent / "fakes"
+    assert not shutil.which("claude", path=os.environ.get("PATH")), "orcad must not find it"
+    configure(orca_home, bench)
+    env = {"FAKE_CLAUDE_HOME": str(tmp_path / "claude-home"), "ORCA_CLAUDE_PATH": ""}
+    daemon = make_daemon(extra_env=env).start()
+    bench.steps({"a": {"1": HANG}})
+    first = task("a", max_retries=1)
+    then = PlanTask(id="b", prompt="sum up", agent="claude", depends_on=["a"])
+    request = StartPlan(
+        cwd=str(bench.work),
+        plan=Plan(title="lookup", tasks=[first, then]),
+        agent="task",
+        search_path=f"{fakes}:{os.environ.get('PATH', '')}",
+    )
+    with daemon.client() as client:
+        run_id = client.request(request).run_id
+    wait_until(bench.started("a").exists, what="task a to start")
+    daemon.kill()  # the client's PATH is known only from the log now
+    daemon = make_daemon(extra_env=env).start()
+    run = daemon.wait_for_run(run_id)
+    assert run.status == "completed", run
+    claude = [s for s in daemon.status(run_id).sessions if s.task_id == "b"]
+    assert [(s.agent, s.status) for s in claude] == [("claude", "completed")]
+    assert claude[0].command[0] == str(fakes / "claude")
+
+
+def test_a_task_that_starts_while_another_waits_leaves_the_run_waiting(
+    plan_daemon: DaemonProcess, bench: Bench
+) -> None:
+    go = bench.work / "go"
+    bench.steps(
+        {
+            "asks": {"*": [{"ask": [{"id": "db", "question": "Which database?"}]}]},
+            "first": {"*": [{"wait_file": str(go)}]},
+        }
+    )
+    run_id = start_plan(
+        plan_daemon, bench, task("asks"), task("first"), task("then", "first"), max_parallel=3
+    )
+    wait_until(
+        lambda: plan_daemon.status(run_id).runs[0].status == "waiting_for_answer",
+        what="task asks to ask",
+    )
+    go.touch()  # `first` ends and `then` starts while `asks` still waits
+    wait_until(bench.started("then").exists, what="task then to start")
+    wait_until(
+        lambda: (
+            {t.task_id: t.status for t in plan_daemon.status(run_id).runs[0].tasks}["then"]
+            == "done"
+        ),
+        what="task then to be done",
+    )
+    assert plan_daemon.status(run_id).runs[0].status == "waiting_for_answer"
+    with plan_daemon.client() as client:
+        client.request(Answer(run_id=run_id, text="postgres"))
+    assert plan_daemon.wait_for_run(run_id).status == "completed"
+    assert run_statuses(plan_daemon, run_id) == [
+        "running",
+        "waiting_for_answer",
+        "running",
+        "completed",
+    ]
+
+
+def test_a_nul_character_in_a_task_is_refused_by_name() -> None:
+    bad = {"title": "t", "tasks": [{"id": "a", "prompt": "p", "verify": ["true\u0000; rm -rf"]}]}
+    with pytest.raises(PlanError, match="task a has a NUL character"):
+        parse_plan(json.dumps(bad))
