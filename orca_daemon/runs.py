@@ -903,7 +903,13 @@ class RunManager:
                     "(it was answered or cleared, or never existed)",
                 )
         if not pending:
-            raise WireError("invalid_state", f"run {run_id} is not waiting for an answer")
+            waiting = [
+                child
+                for child in self.state.runs[run_id].child_run_ids
+                if self.state.runs[child].status == "waiting_for_answer"
+            ]
+            hint = f"; its child run {waiting[0]} is: orca answer {waiting[0]}" if waiting else ""
+            raise WireError("invalid_state", f"run {run_id} is not waiting for an answer{hint}")
         if len(pending) > 1:
             ids = ", ".join(f"{p.request_id} ({p.session_id})" for p in pending)
             raise WireError(

@@ -22,6 +22,7 @@ from test_questions import write_config
 
 from orca_client.client import RequestFailed
 from orca_client.wire import (
+    Answer,
     Cancel,
     CancelResult,
     RunInfo,
@@ -483,3 +484,19 @@ def test_a_parent_whose_children_were_interrupted_ends_after_a_restart(
         ("a", "failed"),
         ("b", "failed"),
     ]
+
+
+def test_answering_a_parent_points_to_the_child_that_waits(
+    make_daemon: Callable[..., DaemonProcess], orca_home: Path, repos: Repos
+) -> None:
+    daemon = configured(make_daemon, orca_home, repos, "a", "b")
+    repos.repo_steps({"a": [{"ask": [{"id": "q", "question": "Which branch?"}]}]})
+    parent_id = start(daemon, repos, repos=["a", "b"], prompt="go").run_id
+    waiting = f"{parent_id}-1"
+    daemon.wait_for_run(waiting, frozenset({"waiting_for_answer"}))
+    error = refused(daemon, Answer(run_id=parent_id, text="main"))
+    assert error.code == "invalid_state"
+    assert f"its child run {waiting} is: orca answer {waiting}" in str(error)
+    with daemon.client() as client:
+        client.request(Answer(run_id=waiting, text="main"))
+    assert daemon.wait_for_run(parent_id).status == "completed"
