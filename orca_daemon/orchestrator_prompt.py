@@ -21,8 +21,18 @@ class WorkerReport:
 
 
 WORKER_HEADER = "### Worker {index} of {count}: session {session_id}, agent {agent}: {status}"
-OUTPUT_START = "----- output of {session_id} -----"
-OUTPUT_END = "----- end of output of {session_id} -----"
+OUTPUT_START = "{fence} output of {session_id} {fence}"
+OUTPUT_END = "{fence} end of output of {session_id} {fence}"
+
+
+def fence_for(outputs: list[str]) -> str:
+    """The dashes that delimit outputs: five, or more when an output holds five (as Markdown
+    lengthens a code fence), so that no worker's output can end its own section early or
+    fake another worker's."""
+    fence = "-----"
+    while any(fence in output for output in outputs):
+        fence += "-"
+    return fence
 
 
 def share(lengths: list[int], per_worker: int, total: int) -> list[int]:
@@ -52,6 +62,7 @@ def build_orchestrator_prompt(
 ) -> tuple[str, bool]:
     """The prompt and whether any output was cut."""
     kept = share([len(w.output) for w in workers], per_worker, total)
+    fence = fence_for([w.output for w in workers])
     truncated = any(k < len(w.output) for k, w in zip(kept, workers, strict=True))
     counts = {s: sum(w.status == s for w in workers) for s in ("completed", "failed", "cancelled")}
     lines = [
@@ -105,8 +116,8 @@ def build_orchestrator_prompt(
         else:
             lines.append(f"Output: {len(output)} characters.")
         lines += [
-            OUTPUT_START.format(session_id=worker.session_id),
+            OUTPUT_START.format(fence=fence, session_id=worker.session_id),
             output.rstrip("\n"),
-            OUTPUT_END.format(session_id=worker.session_id),
+            OUTPUT_END.format(fence=fence, session_id=worker.session_id),
         ]
     return "\n".join(lines) + "\n", truncated

@@ -21,7 +21,7 @@ from pathlib import Path
 HEADER = re.compile(
     r"^### Worker (\d+) of (\d+): session (\S+), agent (.+): (completed|failed|cancelled)$"
 )
-START = re.compile(r"^----- output of (\S+) -----$")
+START = re.compile(r"^(-{5,}) output of (\S+) (-{5,})$")
 TASK_HEADING = "## Task given to every worker"
 CONCLUSION_LINES = 3
 
@@ -60,8 +60,8 @@ def parse(prompt: str) -> tuple[str, list[Worker]]:
             workers[-1].summary = line.removeprefix("Summary: ")
         elif workers and line.startswith("Output: ") and "TRUNCATED" in line:
             workers[-1].truncated = True
-        elif workers and START.match(line):
-            end = f"----- end of output of {workers[-1].session_id} -----"
+        elif workers and (start := START.match(line)) and start[1] == start[3]:
+            end = f"{start[1]} end of output of {workers[-1].session_id} {start[1]}"
             index += 1
             while index < len(lines) and lines[index] != end:
                 workers[-1].lines.append(lines[index])
