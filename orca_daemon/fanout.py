@@ -212,13 +212,14 @@ class FanOutCoordinator:
                     run_id, live, f"orchestration requested by {triggered_by}"
                 )
                 continue
+            created = runs.state.created[run_id]  # kept while the run is live
             # Workers just cancelled may still be writing their last output: read it all.
             await runs.wait_stopped(run.session_ids, runs.cancel_grace + STOP_WAIT_SECONDS)
             if not runs.accepting:
                 return None
-            prompt, truncated = await self._prompt(run_id)
-            spec = self._spec(run_id)
-            prepared = await runs.prepare(run_id, spec.orchestrator, prompt, run.cwd)
+            prompt, truncated = await self._prompt(run_id, created)
+            assert created.fanout is not None
+            prepared = await runs.prepare(run_id, created.fanout.orchestrator, prompt, run.cwd)
             triggered = await self._append_trigger(
                 run_id, prompt, truncated, prepared.command, triggered_by
             )
@@ -278,10 +279,11 @@ class FanOutCoordinator:
         assert spec is not None
         return spec
 
-    async def _prompt(self, run_id: str) -> tuple[str, bool]:
+    async def _prompt(self, run_id: str, created: RunCreated) -> tuple[str, bool]:
         runs = self._runs
         run = runs.state.runs[run_id]
-        spec = self._spec(run_id)
+        spec = created.fanout
+        assert spec is not None
         output: dict[str, list[str]] = {s: [] for s in run.session_ids}
         for stored in await runs.store.read_stream(run_stream(run_id)):
             if stored.type != "output_appended":
@@ -305,7 +307,7 @@ class FanOutCoordinator:
             )
         return build_orchestrator_prompt(
             debug_run_id=run.debug_run_id or run_id,
-            task=runs.state.created[run_id].prompt or "",
+            task=created.prompt or "",
             task_file=spec.task_file,
             workers=reports,
             per_worker=spec.per_worker_chars,

@@ -276,7 +276,11 @@ class PlanCoordinator:
         in their environment, so a restarted orcad finds and stops any left behind."""
         runs = self._runs
         key = (run_id, task.id, attempt)
-        timeout = self._spec(run_id).verify_timeout_seconds
+        created = runs.state.created.get(run_id)
+        if created is None or created.plan is None:  # the run ended meanwhile
+            self._verifying.discard(key)
+            return
+        timeout = created.plan.verify_timeout_seconds
         cwd = _worked_in(session)
         env = {
             "ORCA_RUN_ID": run_id,

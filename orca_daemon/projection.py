@@ -63,7 +63,7 @@ class State:
     prompts: dict[str, str] = field(default_factory=dict)
     """The prompts of live sessions (to start them again after a restart)."""
     created: dict[str, RunCreated] = field(default_factory=dict)
-    """How each fan-out, parent and plan run was set up (its `RunCreated`)."""
+    """How each live fan-out, parent and plan run was set up (its `RunCreated`)."""
     run_answers: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     """Each run's answered questions as (question, answer), secret ones left out: what the run
     has learned, handed to its later sessions."""
@@ -92,6 +92,8 @@ def apply(state: State, stored: StoredEvent) -> State:
         run = state.runs.get(event.run_id)
         if run is not None and run.status not in TERMINAL_STATUSES:
             state.runs[run.run_id] = _change_run_status(run, event, at)
+            if event.status in TERMINAL_STATUSES:  # nothing is decided for it any more
+                state.created.pop(run.run_id, None)
     elif isinstance(event, HookStarted):
         state.hooks_running[(event.hook, event.trigger_position)] = event
     elif isinstance(event, HookFinished):

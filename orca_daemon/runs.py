@@ -695,8 +695,10 @@ class RunManager:
             elif run.kind == "parent" and run.status not in TERMINAL_STATUSES:
                 await self.parents.advance(run_id)
             run = self.state.runs[run_id]
-            if run.status in TERMINAL_STATUSES and run.parent_run_id is not None:
-                await self.parents.advance(run.parent_run_id)
+            if run.status in TERMINAL_STATUSES:
+                self._clients.pop(run_id, None)
+                if run.parent_run_id is not None:
+                    await self.parents.advance(run.parent_run_id)
         except Exception:
             tries = self._react_failures[run_id] = self._react_failures.get(run_id, 0) + 1
             if tries > len(REACT_RETRY_SECONDS):

@@ -476,3 +476,25 @@ def test_live_folding_equals_replay_from_disk_and_terminal_statuses_are_absorbin
     assert violations == []
     assert live == from_disk
     assert live.position == sum(len(r) for r in rounds)
+
+
+def test_a_plan_projects_task_statuses_and_forgets_its_setup_once_it_ends() -> None:
+    from orca_client.plan import Plan, PlanTask
+    from orca_daemon.events import PlanSpec, TaskStatusChanged
+
+    plan = Plan(title="p", tasks=[PlanTask(id="a", prompt="x"), PlanTask(id="b", prompt="y")])
+    timeline = Timeline()
+    timeline.record(
+        RunCreated("r", title="t", cwd="/", kind="plan", plan=PlanSpec(plan=plan, max_parallel=1)),
+        TaskStatusChanged("r", "a", "in_progress", attempt=1, session_id="r.a.1"),
+        TaskStatusChanged("r", "a", "done", summary="fine"),
+        TaskStatusChanged("r", "a", "failed"),  # a done task stays done
+    )
+    state = timeline.state()
+    assert "r" in state.created
+    tasks = {t.task_id: (t.status, t.attempt, t.summary) for t in state.runs["r"].tasks}
+    assert tasks == {"a": ("done", 1, "fine"), "b": ("pending", 0, None)}
+    timeline.record(RunStatusChanged("r", "failed", "b never ran"))
+    state = timeline.state()
+    assert "r" not in state.created
+    assert state.runs["r"].tasks[0].status == "done"
