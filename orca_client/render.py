@@ -235,6 +235,19 @@ def event_line(record: EventRecord) -> str:
         detail = str(body.get("status")) + (f" ({body['reason']})" if body.get("reason") else "")
     elif kind == "question_asked":
         detail = ", ".join(q.get("id", "?") for q in body.get("questions", []))
+    elif kind == "task_status_changed":
+        detail = f"{body.get('task_id')} {body.get('status')}" + (
+            f" ({body['reason']})" if body.get("reason") else ""
+        )
+    elif kind == "verify_finished":
+        verdict = "passed" if body.get("ok") else f"failed ({body.get('exit_code')})"
+        detail = f"{body.get('task_id')}: {verdict}: {body.get('command')}"
+    elif kind == "orchestrator_triggered":
+        detail = f"{body.get('session_id')} by {body.get('triggered_by')}"
+    elif kind == "orchestration_finished":
+        detail = f"{body.get('status')}: {body.get('task_file')}"
+    elif kind in ("worktree_created", "worktree_removed"):
+        detail = str(body.get("path")) + (f" on {body['branch']}" if body.get("branch") else "")
     return f"{record.position:>7} {stamp} {who:<15} {kind:<18} {detail}".rstrip()
 
 

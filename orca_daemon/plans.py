@@ -330,7 +330,7 @@ class PlanCoordinator:
                             run_id,
                             task.id,
                             "done",
-                            f"done; {len(task.verify)} verify commands passed",
+                            _verified(len(task.verify)),
                             summary=session.summary,
                         )
                     ]
@@ -450,6 +450,10 @@ def _ancestors(tasks: list[PlanTask], task_id: str) -> list[str]:
         found.update(dict.fromkeys(step))
         frontier = [up for dep in step for up in by_id[dep].depends_on]
     return list(found)
+
+
+def _verified(count: int) -> str:
+    return f"done; {count} verify command{'' if count == 1 else 's'} passed"
 
 
 def _exit_text(code: int | None, timeout: float) -> str:

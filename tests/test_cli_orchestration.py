@@ -195,3 +195,27 @@ def test_run_with_no_repositories_configured_is_refused(configured: DaemonProces
         "config.toml" in refused.stderr
     )
     assert configured.status().runs == []
+
+
+def test_watch_describes_orchestration_events(configured: DaemonProcess, tmp_path: Path) -> None:
+    plan = {
+        "title": "watched",
+        "tasks": [{"id": "only", "prompt": "look", "verify": ["true"]}],
+    }
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(plan))
+    ran = configured.orca("plan", "run", str(path), "--agent", "reviewer", "--wait")
+    assert ran.returncode == 0, ran.stderr
+    fanned = configured.orca("debug", "--agents", "reviewer", "--wait", "look")
+    assert fanned.returncode == 0, fanned.stderr
+    from orca_client import render
+    from orca_client.wire import ReadEvents
+
+    with configured.client() as client:
+        lines = [render.event_line(r) for r in client.request(ReadEvents(limit=1000)).events]
+    text = "\n".join(lines)
+    assert "task_status_changed only in_progress (attempt 1)" in text
+    assert "verify_finished    only: passed: true" in text
+    assert "task_status_changed only done (done; 1 verify command passed)" in text
+    assert " by " in next(line for line in lines if "orchestrator_triggered" in line)
+    assert "synthesis.md" in next(line for line in lines if "orchestration_finished" in line)

@@ -304,7 +304,7 @@ def test_failing_verify_fails_attempt_1_and_attempt_2_passes(
     assert run.status == "completed", run
     (build,) = run.tasks
     assert (build.status, build.attempt) == ("done", 2)
-    assert build.reason == "done; 1 verify commands passed"
+    assert build.reason == "done; 1 verify command passed"
 
     events = [e for _, e in positioned(plan_daemon, run_id)]
     verified = [e for e in events if e["type"] == "verify_finished"]
