@@ -285,9 +285,7 @@ class FanOutCoordinator:
         spec = created.fanout
         assert spec is not None
         output: dict[str, list[str]] = {s: [] for s in run.session_ids}
-        for stored in await runs.store.read_stream(run_stream(run_id)):
-            if stored.type != "output_appended":
-                continue
+        for stored in await runs.store.read_stream(run_stream(run_id), 0, "output_appended"):
             event = stored.decode()
             assert isinstance(event, OutputAppended)
             if event.stream == "stdout" and event.session_id in output:

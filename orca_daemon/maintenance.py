@@ -91,9 +91,7 @@ async def doctor(runs: RunManager, run_id: str, stuck_after: float | None) -> Do
 
 async def _output_tails(runs: RunManager, run_id: str, session_ids: set[str]) -> dict[str, str]:
     tails: dict[str, str] = {}
-    for stored in await runs.store.read_stream(run_stream(run_id)):
-        if stored.type != "output_appended":
-            continue
+    for stored in await runs.store.read_stream(run_stream(run_id), 0, "output_appended"):
         event = stored.decode()
         assert isinstance(event, OutputAppended)
         if event.session_id in session_ids:

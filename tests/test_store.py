@@ -159,6 +159,9 @@ async def test_read_stream_returns_one_streams_events_after_a_version(store: Eve
     ]
     assert await store.read_stream("run-a", after_version=3) == []
     assert await store.read_stream("run-missing") == []
+    only_output = await store.read_stream("run-a", event_type="output_appended")
+    assert [e.version for e in only_output] == [2, 3]
+    assert await store.read_stream("run-a", event_type="run_status_changed") == []
 
 
 async def test_read_all_pages_with_after_and_limit(store: EventStore) -> None:
