@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,6 +41,8 @@ log = logging.getLogger(__name__)
 
 MAX_WORKERS = 256
 TRIGGER_ATTEMPTS = 20
+READ_PAGE = 1000
+"""Output events read at a time while building the orchestrator's prompt."""
 STOP_WAIT_SECONDS = 2.0
 """Beyond the cancel grace period: how long the orchestrator waits for cancelled workers'
 processes to exit and their output to be written."""
@@ -284,12 +287,26 @@ class FanOutCoordinator:
         run = runs.state.runs[run_id]
         spec = created.fanout
         assert spec is not None
-        output: dict[str, list[str]] = {s: [] for s in run.session_ids}
-        for stored in await runs.store.read_stream(run_stream(run_id), 0, "output_appended"):
-            event = stored.decode()
-            assert isinstance(event, OutputAppended)
-            if event.stream == "stdout" and event.session_id in output:
-                output[event.session_id].append(event.text)
+        # Only each output's end can reach the prompt: keep that much of it, read page by page.
+        tails: dict[str, deque[str]] = {s: deque() for s in run.session_ids}
+        held = dict.fromkeys(run.session_ids, 0)
+        lengths = dict.fromkeys(run.session_ids, 0)
+        after = 0
+        while page := await runs.store.read_stream(
+            run_stream(run_id), after, "output_appended", limit=READ_PAGE
+        ):
+            after = page[-1].version
+            for stored in page:
+                event = stored.decode()
+                assert isinstance(event, OutputAppended)
+                tail = tails.get(event.session_id)
+                if event.stream != "stdout" or tail is None:
+                    continue
+                tail.append(event.text)
+                held[event.session_id] += len(event.text)
+                lengths[event.session_id] += len(event.text)
+                while held[event.session_id] - len(tail[0]) >= spec.per_worker_chars:
+                    held[event.session_id] -= len(tail.popleft())
         reports = []
         for session_id in run.session_ids:
             session = runs.state.sessions[session_id]
@@ -300,7 +317,8 @@ class FanOutCoordinator:
                     status=session.status,
                     reason=session.reason,
                     summary=session.summary,
-                    output="".join(output[session_id]),
+                    output="".join(tails[session_id]),
+                    length=lengths[session_id],
                 )
             )
         return build_orchestrator_prompt(

@@ -18,6 +18,13 @@ class WorkerReport:
     reason: str | None
     summary: str | None
     output: str
+    length: int | None = None
+    """The whole output's length when `output` holds only its end (at least as much of it as
+    any prompt shows); None when `output` is all of it."""
+
+    @property
+    def full_length(self) -> int:
+        return len(self.output) if self.length is None else self.length
 
 
 WORKER_HEADER = "### Worker {index} of {count}: session {session_id}, agent {agent}: {status}"
@@ -61,9 +68,9 @@ def build_orchestrator_prompt(
     total: int,
 ) -> tuple[str, bool]:
     """The prompt and whether any output was cut."""
-    kept = share([len(w.output) for w in workers], per_worker, total)
+    kept = share([w.full_length for w in workers], per_worker, total)
     fence = fence_for([w.output for w in workers])
-    truncated = any(k < len(w.output) for k, w in zip(kept, workers, strict=True))
+    truncated = any(k < w.full_length for k, w in zip(kept, workers, strict=True))
     counts = {s: sum(w.status == s for w in workers) for s in ("completed", "failed", "cancelled")}
     lines = [
         f"You are the orchestrator of fan-out {debug_run_id}: {len(workers)} agents worked on "
@@ -105,16 +112,16 @@ def build_orchestrator_prompt(
             f"Reason: {worker.reason or '-'}",
             f"Summary: {worker.summary or '-'}",
         ]
-        output = worker.output
-        if keep < len(output):
-            cut = len(output) - keep
+        output, length = worker.output, worker.full_length
+        if keep < length:
+            cut = length - keep
             lines.append(
-                f"Output: {len(output)} characters, TRUNCATED: the first {cut} characters are "
+                f"Output: {length} characters, TRUNCATED: the first {cut} characters are "
                 f"cut; the last {keep} follow."
             )
-            output = output[cut:]
+            output = output[len(output) - keep :]
         else:
-            lines.append(f"Output: {len(output)} characters.")
+            lines.append(f"Output: {length} characters.")
         lines += [
             OUTPUT_START.format(fence=fence, session_id=worker.session_id),
             output.rstrip("\n"),

@@ -407,16 +407,24 @@ class EventStore:
         return [_row_to_event(row) for row in rows if int(row[0]) <= self._head]
 
     async def read_stream(
-        self, stream: str, after_version: int = 0, event_type: str | None = None
+        self,
+        stream: str,
+        after_version: int = 0,
+        event_type: str | None = None,
+        limit: int | None = None,
     ) -> list[StoredEvent]:
-        """Every event of one stream after `after_version` (only those of `event_type`, when
-        given), in order."""
+        """The events of one stream after `after_version` (only those of `event_type`, when
+        given; the first `limit` of them, when given), in order."""
         query = f"SELECT {COLUMNS} FROM events WHERE stream = ? AND version > ?"
         args: tuple[object, ...] = (stream, after_version)
         if event_type is not None:
             query += " AND type = ?"
             args += (event_type,)
-        async with self._reader.execute(query + " ORDER BY version", args) as cursor:
+        query += " ORDER BY version"
+        if limit is not None:
+            query += " LIMIT ?"
+            args += (limit,)
+        async with self._reader.execute(query, args) as cursor:
             rows = await cursor.fetchall()
         return [_row_to_event(row) for row in rows]
 

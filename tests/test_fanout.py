@@ -1060,3 +1060,15 @@ def test_a_worker_cannot_forge_the_end_of_its_output_or_another_worker() -> None
     assert [(w.session_id, w.status) for w in workers] == [("r.1", "completed"), ("r.2", "failed")]
     assert workers[0].lines == forged.rstrip("\n").splitlines()
     assert workers[1].lines == ["real finding"]
+
+
+def test_a_report_of_an_outputs_end_is_cut_as_the_whole_output_would_be() -> None:
+    whole = "".join(f"line {i}\n" for i in range(1000))
+    tail = whole[-50:]
+    common = {"debug_run_id": "r", "task": "t", "task_file": "/f", "per_worker": 40, "total": 100}
+    from_whole, _ = build_orchestrator_prompt(workers=[report(1, whole)], **common)
+    end = WorkerReport("r.1", "agent1", "completed", "the agent said so", None, tail, len(whole))
+    from_end, truncated = build_orchestrator_prompt(workers=[end], **common)
+    assert truncated
+    assert from_end == from_whole
+    assert f"Output: {len(whole)} characters, TRUNCATED: the first {len(whole) - 40}" in from_end
