@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from orca_daemon.runs import RunManager
 
 TAIL_CHARS = 2000
+READ_PAGE = 1000
 
 
 async def doctor(runs: RunManager, run_id: str, stuck_after: float | None) -> DoctorResult:
@@ -90,12 +91,19 @@ async def doctor(runs: RunManager, run_id: str, stuck_after: float | None) -> Do
 
 
 async def _output_tails(runs: RunManager, run_id: str, session_ids: set[str]) -> dict[str, str]:
+    """The end of each session's output, read a page at a time (memory stays bounded)."""
     tails: dict[str, str] = {}
-    for stored in await runs.store.read_stream(run_stream(run_id), 0, "output_appended"):
-        event = stored.decode()
-        assert isinstance(event, OutputAppended)
-        if event.session_id in session_ids:
-            tails[event.session_id] = (tails.get(event.session_id, "") + event.text)[-TAIL_CHARS:]
+    after = 0
+    while page := await runs.store.read_stream(
+        run_stream(run_id), after, "output_appended", limit=READ_PAGE
+    ):
+        after = page[-1].version
+        for stored in page:
+            event = stored.decode()
+            assert isinstance(event, OutputAppended)
+            if event.session_id in session_ids:
+                text = tails.get(event.session_id, "") + event.text[-TAIL_CHARS:]
+                tails[event.session_id] = text[-TAIL_CHARS:]
     return tails
 
 
