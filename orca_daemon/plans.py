@@ -19,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+import anyio
+
 from orca_client.plan import Plan, PlanError, PlanTask, dependants_of, ready_tasks, validate_plan
 from orca_client.wire import (
     TERMINAL_STATUSES,
@@ -41,6 +43,7 @@ from orca_daemon.events import (
     run_stream,
 )
 from orca_daemon.sessions import child_env
+from orca_daemon.worktrees import WorktreeError, commit_all
 
 if TYPE_CHECKING:
     from orca_daemon.runs import RunManager
@@ -150,7 +153,7 @@ class PlanCoordinator:
             return []
         plan_task = self._task(run.run_id, task.task_id)
         if session.status == "completed":
-            if plan_task.verify:
+            if plan_task.verify or _has_worktree(session):  # verify, commit: off the lock
                 self._verifying.add(key)
                 runs.spawn(self._verify, run.run_id, plan_task, task.attempt, session)
                 return []
@@ -317,6 +320,19 @@ class PlanCoordinator:
                     why = tail if code is None and tail else _exit_text(code, timeout)
                     failure = f"verify command failed ({why}): {command}"
                     break
+            done = _verified(len(task.verify))
+            if failure is None and _has_worktree(session) and wanted():
+                assert session.worktree is not None
+                message = f"orca: task {task.id} of run {run_id} (attempt {attempt})"
+                try:
+                    commit = await anyio.to_thread.run_sync(
+                        commit_all, session.worktree.path, message
+                    )
+                except WorktreeError as exc:
+                    failure = f"its work could not be committed: {exc}"
+                else:
+                    if commit is not None:  # its dependants' worktrees start from this
+                        done += f"; its work is commit {commit[:12]} on {session.worktree.branch}"
             async with runs.lock(run_id):
                 run = runs.state.runs[run_id]
                 info = next(t for t in run.tasks if t.task_id == task.id)
@@ -330,7 +346,7 @@ class PlanCoordinator:
                             run_id,
                             task.id,
                             "done",
-                            _verified(len(task.verify)),
+                            done,
                             summary=session.summary,
                         )
                     ]
@@ -383,6 +399,22 @@ class PlanCoordinator:
     def task_prompt(self, run: RunInfo, task: PlanTask, spec: PlanSpec) -> str:
         learned = self._runs.state.run_answers.get(run.run_id, [])
         return build_task_prompt(run, task, spec, learned)
+
+    def worktree_bases(self, session: SessionInfo) -> list[str]:
+        """Where a plan task's worktree starts: the branches of the tasks it depends on (each
+        holds their work, committed when they were done), so that it builds on them."""
+        created = self._runs.state.created.get(session.run_id)
+        if session.task_id is None or created is None or created.plan is None:
+            return []
+        infos = {t.task_id: t for t in self._runs.state.runs[session.run_id].tasks}
+        task = next(t for t in created.plan.plan.tasks if t.id == session.task_id)
+        bases = []
+        for dep in task.depends_on:
+            done = self._runs.state.sessions.get(infos[dep].session_id or "")
+            if done is not None and _has_worktree(done):
+                assert done.worktree is not None
+                bases.append(done.worktree.branch)
+        return bases
 
     def superseded(self, session: SessionInfo) -> bool:
         """A task session that its task no longer waits for (a retry replaced it)."""
@@ -453,7 +485,13 @@ def _ancestors(tasks: list[PlanTask], task_id: str) -> list[str]:
 
 
 def _verified(count: int) -> str:
+    if not count:
+        return "the agent reported done"
     return f"done; {count} verify command{'' if count == 1 else 's'} passed"
+
+
+def _has_worktree(session: SessionInfo) -> bool:
+    return session.worktree is not None and not session.worktree.removed
 
 
 def _exit_text(code: int | None, timeout: float) -> str:

@@ -797,8 +797,9 @@ class RunManager:
             return dataclasses.replace(spec, cwd=_inside(session.worktree, spec.cwd))
         root = self.runs_dir
         try:
+            bases = self.plans.worktree_bases(session)  # a plan task builds on its dependencies
             tree = await anyio.to_thread.run_sync(
-                create_worktree, spec.cwd, root, spec.run_id, spec.session_id
+                create_worktree, spec.cwd, root, spec.run_id, spec.session_id, bases
             )
         except (WorktreeError, OSError) as exc:
             await self.finish_session(

@@ -6,6 +6,7 @@ Blocking (they run `git`): call them off the event loop.
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,8 +61,14 @@ def repository_of(cwd: str) -> str:
         raise WorktreeError(f"{cwd} is not inside a git repository; a worktree needs one") from None
 
 
-def create_worktree(cwd: str, root: Path, run_id: str, session_id: str) -> Worktree:
-    """`git worktree add -b orca/RUN/SESSION ROOT/RUN/SESSION HEAD` for the repo of `cwd`."""
+def create_worktree(
+    cwd: str, root: Path, run_id: str, session_id: str, bases: Sequence[str] = ()
+) -> Worktree:
+    """`git worktree add -b orca/RUN/SESSION ROOT/RUN/SESSION HEAD` for the repo of `cwd`.
+
+    With `bases` (branches: a plan task's dependencies' work), the worktree starts from the
+    first and merges the others; a merge that conflicts removes the worktree and says so.
+    """
     repo = repository_of(cwd)
     path = root / run_id / session_id
     branch = branch_name(run_id, session_id)
@@ -72,8 +79,36 @@ def create_worktree(cwd: str, root: Path, run_id: str, session_id: str) -> Workt
     else:
         _check_head(repo, inside)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        _git(["worktree", "add", "-b", branch, str(path), "HEAD"], repo)
+        _git(["worktree", "add", "-b", branch, str(path), bases[0] if bases else "HEAD"], repo)
+        try:
+            for other in bases[1:]:
+                _git([*_identity(repo), "merge", "--no-edit", "-q", other], str(path))
+        except WorktreeError as exc:
+            _git(["worktree", "remove", "--force", str(path)], repo)
+            _git(["branch", "-D", branch], repo)
+            raise WorktreeError(
+                f"the work of the tasks it depends on does not merge ({', '.join(bases)}): {exc}"
+            ) from None
     return Worktree(repo=repo, path=str(path), branch=branch, cwd=str(path / inside))
+
+
+def commit_all(path: str, message: str) -> str | None:
+    """Commit everything changed in the worktree at `path` (new files too) on its branch;
+    the new commit's id, or None when nothing changed."""
+    _git(["add", "-A"], path)
+    if not _git(["status", "--porcelain"], path):
+        return None
+    _git([*_identity(path), "commit", "-q", "-m", message], path)
+    return _git(["rev-parse", "HEAD"], path)
+
+
+def _identity(where: str) -> list[str]:
+    """The git config that names a committer: none when the user has one, else Orca's."""
+    try:
+        _git(["config", "user.email"], where)
+        return []
+    except WorktreeError:
+        return ["-c", "user.name=Orca", "-c", "user.email=orca@localhost"]
 
 
 def _check_head(repo: str, inside: Path) -> None:

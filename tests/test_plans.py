@@ -21,7 +21,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from conftest import AGENTS, DaemonProcess, process_exists, records_of, wait_until
+from conftest import AGENTS, DaemonProcess, events_of, process_exists, records_of, wait_until
 from graph_script import GraphScript
 from test_fanout import write_log
 from test_questions import write_config
@@ -831,3 +831,92 @@ def test_a_nul_character_in_a_task_is_refused_by_name() -> None:
     bad = {"title": "t", "tasks": [{"id": "a", "prompt": "p", "verify": ["true\u0000; rm -rf"]}]}
     with pytest.raises(PlanError, match="task a has a NUL character"):
         parse_plan(json.dumps(bad))
+
+
+# --------------------------------------------------------------------------- worktrees chained
+
+
+def git_repo(path: Path) -> None:
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=path, check=True, capture_output=True)
+
+    git("init", "-q", "-b", "main")
+    (path / "README").write_text("hello\n")
+    git("add", "README")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "init")
+
+
+def test_in_worktrees_each_task_builds_on_the_work_of_those_it_depends_on(
+    plan_daemon: DaemonProcess, bench: Bench
+) -> None:
+    git_repo(bench.work)
+    reads = [{"say_file": name} for name in ("a.txt", "b.txt", "c.txt")]
+    bench.steps(
+        {
+            "a": {"*": [{"write": ["a.txt", "from a"]}]},
+            "b": {"*": [*reads, {"write": ["b.txt", "from b"]}]},
+            "c": {"*": [*reads, {"write": ["c.txt", "from c"]}]},
+            "d": {"*": reads},
+        }
+    )
+    run_id = start_plan(
+        plan_daemon,
+        bench,
+        task("a"),
+        task("b", "a"),
+        task("c", "a"),
+        task("d", "b", "c"),
+        worktree=True,
+    )
+    run = plan_daemon.wait_for_run(run_id)
+    assert run.status == "completed", run
+    sessions = {s.task_id: s for s in plan_daemon.status(run_id).sessions}
+
+    def said(task_id: str) -> str:
+        return "".join(
+            e["text"]
+            for e in events_of(plan_daemon, run_id)
+            if e["type"] == "output_appended" and e["session_id"] == sessions[task_id].session_id
+        )
+
+    assert "a.txt: from a" in said("b") and "no b.txt" in said("b") and "no c.txt" in said("b")
+    assert "a.txt: from a" in said("c") and "no b.txt" in said("c")
+    assert all(f"{n}.txt: from {n}" in said("d") for n in "abc")  # both branches merged
+    tasks = {t.task_id: t for t in run.tasks}
+    tree = sessions["a"].worktree
+    assert tree is not None
+    assert "its work is commit" in str(tasks["a"].reason) and tree.branch in str(tasks["a"].reason)
+    assert "its work is commit" not in str(tasks["d"].reason)  # d changed nothing
+    assert not (bench.work / "a.txt").exists()  # the main checkout is untouched
+    log = subprocess.run(
+        ["git", "log", "--format=%s", tree.branch], cwd=bench.work, capture_output=True, text=True
+    ).stdout
+    assert log.splitlines()[0] == f"orca: task a of run {run_id} (attempt 1)"
+
+
+def test_in_worktrees_work_that_does_not_merge_fails_the_task_clearly(
+    plan_daemon: DaemonProcess, bench: Bench
+) -> None:
+    git_repo(bench.work)
+    bench.steps(
+        {
+            "b": {"*": [{"write": ["same.txt", "b's version\n"]}]},
+            "c": {"*": [{"write": ["same.txt", "c's version\n"]}]},
+        }
+    )
+    run_id = start_plan(
+        plan_daemon, bench, task("b"), task("c"), task("d", "b", "c"), worktree=True
+    )
+    run = plan_daemon.wait_for_run(run_id)
+    assert run.status == "failed"
+    d = next(t for t in run.tasks if t.task_id == "d")
+    assert d.status == "failed"
+    assert "the work of the tasks it depends on does not merge" in str(d.reason)
+    assert not bench.started("d").exists()  # its agent never ran
+    branches = subprocess.run(
+        ["git", "branch", "--list", f"orca/{run_id}/*"],
+        cwd=bench.work,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert f"{run_id}.d." not in branches  # the failed worktree and its branch are gone

@@ -19,6 +19,8 @@ A STEP is an object with one key:
 
     {"say": "text"}                     an output line with text + "\\n"
     {"touch": "path"}                   create the file (relative: to the working directory)
+    {"write": ["path", "text"]}         write the file (relative: to the working directory)
+    {"say_file": "path"}                an output line with the file's text, or "no path"
     {"wait_file": "path"}               wait until it exists (30 s at most, then fail)
     {"ask": [QUESTION, ...]}            a question line, then wait for the answer line
     {"result": {...}}                   a result line ({"outcome": ..., "summary"/"error"})
@@ -79,6 +81,15 @@ def main() -> int:
         elif kind == "touch":
             with open(value, "a"):
                 pass
+        elif kind == "write":
+            with open(value[0], "w") as handle:
+                handle.write(value[1])
+        elif kind == "say_file":
+            try:
+                with open(value) as handle:
+                    out(f"{value}: {handle.read()}")
+            except FileNotFoundError:
+                out(f"no {value}")
         elif kind == "wait_file":
             wait_file(value)
         elif kind == "ask":
