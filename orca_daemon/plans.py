@@ -430,7 +430,7 @@ class PlanCoordinator:
         return spec
 
     def _task(self, run_id: str, task_id: str) -> PlanTask:
-        return next(t for t in self._spec(run_id).plan.tasks if t.id == task_id)
+        return self._spec(run_id).plan.tasks[self._runs.state.task_index[run_id][task_id]]
 
 
 def build_task_prompt(

@@ -62,6 +62,8 @@ class State:
     """Each run's stream version: what an append expecting nothing new since must name."""
     prompts: dict[str, str] = field(default_factory=dict)
     """The prompts of live sessions (to start them again after a restart)."""
+    task_index: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Each plan run's tasks by id: their place in `RunInfo.tasks`."""
     created: dict[str, RunCreated] = field(default_factory=dict)
     """How each live fan-out, parent and plan run was set up (its `RunCreated`)."""
     run_answers: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
@@ -83,6 +85,9 @@ def apply(state: State, stored: StoredEvent) -> State:
             state.runs[event.run_id] = _new_run(event, at)
             if event.kind != "single":
                 state.created[event.run_id] = event
+            if event.plan is not None:
+                tasks = event.plan.plan.tasks
+                state.task_index[event.run_id] = {t.id: i for i, t in enumerate(tasks)}
             parent = state.runs.get(event.parent_run_id or "")
             if parent is not None:
                 state.runs[parent.run_id] = replace(
@@ -111,7 +116,9 @@ def apply(state: State, stored: StoredEvent) -> State:
     elif isinstance(event, TaskStatusChanged):
         run = state.runs.get(event.run_id)
         if run is not None:
-            state.runs[run.run_id] = _change_task(run, event, at)
+            index = state.task_index.get(run.run_id, {}).get(event.task_id)
+            if index is not None:
+                state.runs[run.run_id] = _change_task(run, index, event, at)
     elif isinstance(event, VerifyFinished):
         pass
     elif isinstance(event, SessionCreated):
@@ -135,24 +142,21 @@ def apply(state: State, stored: StoredEvent) -> State:
     return state
 
 
-def _change_task(run: RunInfo, event: TaskStatusChanged, at: float) -> RunInfo:
-    """A plan task's new status; a task that is done, failed or cancelled stays so."""
+def _change_task(run: RunInfo, index: int, event: TaskStatusChanged, at: float) -> RunInfo:
+    """Task `index`'s new status; a task that is done, failed or cancelled stays so."""
+    task = run.tasks[index]
+    if task.status in ("done", "failed", "cancelled"):
+        return run
     tasks = list(run.tasks)
-    for index, task in enumerate(tasks):
-        if task.task_id != event.task_id:
-            continue
-        if task.status in ("done", "failed", "cancelled"):
-            return run
-        tasks[index] = replace(
-            task,
-            status=event.status,
-            reason=event.reason,
-            attempt=max(task.attempt, event.attempt),
-            session_id=event.session_id or task.session_id,
-            summary=event.summary if event.summary is not None else task.summary,
-        )
-        return replace(run, tasks=tasks, updated_at=at)
-    return run
+    tasks[index] = replace(
+        task,
+        status=event.status,
+        reason=event.reason,
+        attempt=max(task.attempt, event.attempt),
+        session_id=event.session_id or task.session_id,
+        summary=event.summary if event.summary is not None else task.summary,
+    )
+    return replace(run, tasks=tasks, updated_at=at)
 
 
 def _learn(state: State, session: SessionInfo, event: QuestionAnswered) -> None:
