@@ -112,6 +112,8 @@ class TaskInfo(Struct, frozen=True):
     depends_on: list[str] = []
     attempt: int = 0
     """Attempts started so far."""
+    interrupted: int = 0
+    """Attempts that orcad stopping or restarting ended: they do not count as failures."""
     max_retries: int = 0
     session_id: str | None = None
     """The session of the latest attempt."""

@@ -215,6 +215,9 @@ class TaskStatusChanged(Event, tag="task_status_changed", frozen=True):
     attempt: int = 0
     session_id: str | None = None
     summary: str | None = None
+    interrupted: bool = False
+    """`pending` again because orcad stopped or restarted under the attempt: not counted
+    against the task's `max_retries`."""
 
 
 class VerifyFinished(Event, tag="verify_finished", frozen=True):

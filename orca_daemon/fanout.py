@@ -220,11 +220,12 @@ class FanOutCoordinator:
             await runs.wait_stopped(run.session_ids, runs.cancel_grace + STOP_WAIT_SECONDS)
             if not runs.accepting:
                 return None
+            version = runs.state.run_versions[run_id]  # the prompt is of the run up to here
             prompt, truncated = await self._prompt(run_id, created)
             assert created.fanout is not None
             prepared = await runs.prepare(run_id, created.fanout.orchestrator, prompt, run.cwd)
             triggered = await self._append_trigger(
-                run_id, prompt, truncated, prepared.command, triggered_by
+                run_id, version, prompt, truncated, prepared.command, triggered_by
             )
             if triggered is None:
                 continue
@@ -234,16 +235,21 @@ class FanOutCoordinator:
         raise WireError("conflict", f"run {run_id} kept changing; try orca orchestrate again")
 
     async def _append_trigger(
-        self, run_id: str, prompt: str, truncated: bool, command: list[str], triggered_by: str
+        self,
+        run_id: str,
+        version: int,
+        prompt: str,
+        truncated: bool,
+        command: list[str],
+        triggered_by: str,
     ) -> str | None:
-        """Record the trigger and the orchestrator session at the version the decision was made
-        on; None when the run changed meanwhile (decide again)."""
+        """Record the trigger and the orchestrator session at `version`, the run's version
+        that the prompt was built from; None when the run changed since (decide again)."""
         from orca_daemon.runs import NewSession
 
         runs = self._runs
         async with runs.lock(run_id):
             run = runs.state.runs[run_id]
-            version = runs.state.run_versions[run_id]
             workers = [runs.state.sessions[s] for s in run.session_ids]
             if run.orchestrator_session_id is not None or run.status in TERMINAL_STATUSES:
                 return None

@@ -42,6 +42,11 @@ def fence_for(outputs: list[str]) -> str:
     return fence
 
 
+def _one_line(text: str | None) -> str:
+    """A worker's reason or summary on one line, so that it cannot start a section of its own."""
+    return " ".join((text or "-").split()) or "-"
+
+
 def share(lengths: list[int], per_worker: int, total: int) -> list[int]:
     """How many characters of each output to keep: at most `per_worker` each and `total` in
     all, the total split evenly with any unused share passed on to longer outputs."""
@@ -109,8 +114,8 @@ def build_orchestrator_prompt(
                 agent=worker.agent,
                 status=worker.status,
             ),
-            f"Reason: {worker.reason or '-'}",
-            f"Summary: {worker.summary or '-'}",
+            f"Reason: {_one_line(worker.reason)}",
+            f"Summary: {_one_line(worker.summary)}",
         ]
         output, length = worker.output, worker.full_length
         if keep < length:

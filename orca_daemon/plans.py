@@ -42,6 +42,7 @@ from orca_daemon.events import (
     VerifyFinished,
     run_stream,
 )
+from orca_daemon.runs import RESTARTED_REASON, STOPPED_REASON
 from orca_daemon.sessions import child_env
 from orca_daemon.worktrees import WorktreeError, commit_all
 
@@ -51,6 +52,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 VERIFY_TAIL_CHARS = 2000
+INTERRUPTED = frozenset({RESTARTED_REASON, STOPPED_REASON})
+"""How a session ends when orcad stops or restarts under it: its attempt does not count."""
 SUMMARY_CHARS = 4000
 CONTEXT_CHARS = 20_000
 """Earlier tasks' summaries in a task's prompt, at most (its direct dependencies' always)."""
@@ -87,7 +90,7 @@ class PlanCoordinator:
                 max_parallel=limit,
                 cancel_dependants=request.cancel_dependants,
                 agent=request.agent,
-                worktree=request.worktree,
+                worktree=self._worktree_mode(request),
                 verify_timeout_seconds=runs.config.orchestration.verify_timeout_seconds,
             )
             title = (request.title or f"plan: {request.plan.title}")[:MAX_TITLE_CHARS]
@@ -103,6 +106,15 @@ class PlanCoordinator:
             runs.remember_client(run_id, client_context(request))
         await self.advance(run_id)
         return RunStarted(run_id=run_id, session_id=None, position=stored[-1].position)
+
+    def _worktree_mode(self, request: StartPlan) -> bool:
+        """Worktrees for every task or for none (a task in the main checkout would not see its
+        dependencies' branches, nor they its work): the request's choice, else worktrees when
+        any task's agent is configured with `worktree = true`."""
+        if request.worktree is not None:
+            return request.worktree
+        agents = {task.agent or request.agent for task in request.plan.tasks}
+        return any(self._runs.wants_worktree(agent, None) for agent in agents if agent)
 
     def _check_agents(self, plan: Plan, default: str | None, cwd: str) -> None:
         for task in plan.tasks:
@@ -170,16 +182,27 @@ class PlanCoordinator:
             return self._give_up(
                 run, task, "cancelled", f"its session was cancelled: {session.reason}"
             )
-        return self._failed_attempt(run, task, f"attempt {task.attempt} failed: {session.reason}")
-
-    def _failed_attempt(self, run: RunInfo, task: TaskInfo, why: str) -> list[Event]:
-        if task.attempt <= task.max_retries:
+        if session.reason in INTERRUPTED:  # not the task's fault: it runs again, uncounted
             return [
                 TaskStatusChanged(
                     run.run_id,
                     task.task_id,
                     "pending",
-                    f"{why}; retrying ({task.max_retries - task.attempt + 1} retries left)",
+                    f"attempt {task.attempt} was interrupted ({session.reason}); it runs again",
+                    interrupted=True,
+                )
+            ]
+        return self._failed_attempt(run, task, f"attempt {task.attempt} failed: {session.reason}")
+
+    def _failed_attempt(self, run: RunInfo, task: TaskInfo, why: str) -> list[Event]:
+        counted = task.attempt - task.interrupted
+        if counted <= task.max_retries:
+            return [
+                TaskStatusChanged(
+                    run.run_id,
+                    task.task_id,
+                    "pending",
+                    f"{why}; retrying ({task.max_retries - counted + 1} retries left)",
                 )
             ]
         return self._give_up(run, task, "failed", why)
@@ -232,9 +255,7 @@ class PlanCoordinator:
                 role="task",
                 task_id=task_id,
                 attempt=attempt,
-                worktree=(
-                    spec.worktree if spec.worktree is not None else runs.wants_worktree(agent, None)
-                ),
+                worktree=bool(spec.worktree),
             )
             started = TaskStatusChanged(
                 run.run_id,
@@ -304,7 +325,20 @@ class PlanCoordinator:
 
         try:
             failure = None
-            for command in task.verify:
+            done = _verified(len(task.verify))
+            if _has_worktree(session) and wanted():  # before verify, which may leave files
+                assert session.worktree is not None
+                message = f"orca: task {task.id} of run {run_id} (attempt {attempt})"
+                try:
+                    commit = await anyio.to_thread.run_sync(
+                        commit_all, session.worktree.path, message
+                    )
+                except WorktreeError as exc:
+                    failure = f"its work could not be committed: {exc}"
+                else:
+                    if commit is not None:  # its dependants' worktrees start from this
+                        done += f"; its work is commit {commit[:12]} on {session.worktree.branch}"
+            for command in task.verify if failure is None else []:
                 try:
                     verdict = await run_verify(command, cwd, timeout, env, wanted)
                 except Exception as exc:  # whatever keeps it from running fails the attempt
@@ -320,19 +354,6 @@ class PlanCoordinator:
                     why = tail if code is None and tail else _exit_text(code, timeout)
                     failure = f"verify command failed ({why}): {command}"
                     break
-            done = _verified(len(task.verify))
-            if failure is None and _has_worktree(session) and wanted():
-                assert session.worktree is not None
-                message = f"orca: task {task.id} of run {run_id} (attempt {attempt})"
-                try:
-                    commit = await anyio.to_thread.run_sync(
-                        commit_all, session.worktree.path, message
-                    )
-                except WorktreeError as exc:
-                    failure = f"its work could not be committed: {exc}"
-                else:
-                    if commit is not None:  # its dependants' worktrees start from this
-                        done += f"; its work is commit {commit[:12]} on {session.worktree.branch}"
             async with runs.lock(run_id):
                 run = runs.state.runs[run_id]
                 info = next(t for t in run.tasks if t.task_id == task.id)

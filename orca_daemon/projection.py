@@ -153,6 +153,7 @@ def _change_task(run: RunInfo, index: int, event: TaskStatusChanged, at: float) 
         status=event.status,
         reason=event.reason,
         attempt=max(task.attempt, event.attempt),
+        interrupted=task.interrupted + event.interrupted,
         session_id=event.session_id or task.session_id,
         summary=event.summary if event.summary is not None else task.summary,
     )

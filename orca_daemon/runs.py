@@ -702,6 +702,7 @@ class RunManager:
         except Exception:
             tries = self._react_failures[run_id] = self._react_failures.get(run_id, 0) + 1
             if tries > len(REACT_RETRY_SECONDS):
+                self._react_failures.pop(run_id, None)  # a later change tries afresh
                 log.exception(
                     "run %s: could not carry on its orchestration; retried on restart", run_id
                 )
@@ -776,7 +777,13 @@ class RunManager:
         if session.status != "created":
             return False
         run = self.state.runs[session.run_id]
-        return session.role in RESTARTABLE_ROLES or run.parent_run_id is not None
+        if run.parent_run_id is not None:  # a child run's, unless its parent has ended
+            return self.state.runs[run.parent_run_id].status not in TERMINAL_STATUSES
+        return session.role in RESTARTABLE_ROLES
+
+    def _parent_ended(self, session: SessionInfo) -> bool:
+        parent = self.state.runs[session.run_id].parent_run_id
+        return parent is not None and self.state.runs[parent].status in TERMINAL_STATUSES
 
     async def wait_stopped(self, session_ids: Sequence[str], limit: float) -> None:
         """Wait (up to `limit` seconds) until these sessions' processes have exited and all
@@ -836,6 +843,10 @@ class RunManager:
                 await self.finish_session(
                     session.run_id, session.session_id, "cancelled", "replaced by a retry"
                 )
+            elif session not in unstarted and self._parent_ended(session):
+                await self.finish_session(
+                    session.run_id, session.session_id, "cancelled", "its parent run has ended"
+                )
             elif session not in unstarted:
                 await self.finish_session(
                     session.run_id, session.session_id, "failed", RESTARTED_REASON
@@ -854,7 +865,7 @@ class RunManager:
             self.begin_session(session.run_id, session.session_id, prepared)
         for run in list(self.state.runs.values()):
             if run.status not in TERMINAL_STATUSES and run.kind != "single":
-                await self._react(run.run_id)
+                self.after_change(run.run_id)  # in the background: start-up does not wait
         self._check_worktrees()
 
     def _check_worktrees(self) -> None:

@@ -76,20 +76,57 @@ def create_worktree(
     if path.exists():  # made before a restart, not yet recorded: only if it is that worktree
         if not _is_worktree_on(path, branch):
             raise WorktreeError(f"{path} exists but is not the worktree of branch {branch}")
+        _abort_merge(str(path))  # a crash in the middle of one
     else:
         _check_head(repo, inside)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         _git(["worktree", "add", "-b", branch, str(path), bases[0] if bases else "HEAD"], repo)
-        try:
-            for other in bases[1:]:
-                _git([*_identity(repo), "merge", "--no-edit", "-q", other], str(path))
-        except WorktreeError as exc:
-            _git(["worktree", "remove", "--force", str(path)], repo)
-            _git(["branch", "-D", branch], repo)
-            raise WorktreeError(
-                f"the work of the tasks it depends on does not merge ({', '.join(bases)}): {exc}"
-            ) from None
+    try:
+        for other in bases[1:]:
+            if not _contains(str(path), other):  # (merged before a crash: not again)
+                _merge(str(path), other)
+    except WorktreeError as exc:
+        _git(["worktree", "remove", "--force", str(path)], repo)
+        _git(["branch", "-D", branch], repo)
+        raise WorktreeError(
+            f"the work of the tasks it depends on ({', '.join(bases)}) could not be merged: {exc}"
+        ) from None
     return Worktree(repo=repo, path=str(path), branch=branch, cwd=str(path / inside))
+
+
+QUIET_COMMIT = ["-c", "commit.gpgsign=false"]
+"""orcad's own commits and merges are bookkeeping: never signed (no passphrase prompt), and run
+with --no-verify (the user's hooks are for the user's commits)."""
+
+
+def _merge(path: str, other: str) -> None:
+    try:
+        _git(
+            [*_identity(path), *QUIET_COMMIT, "merge", "--no-edit", "--no-verify", "-q", other],
+            path,
+        )
+    except WorktreeError as exc:
+        conflicted = _git(["diff", "--name-only", "--diff-filter=U"], path).split()
+        _abort_merge(path)
+        if conflicted:
+            raise WorktreeError(f"merging {other} conflicts in {', '.join(conflicted)}") from None
+        raise exc
+
+
+def _contains(path: str, other: str) -> bool:
+    try:
+        _git(["merge-base", "--is-ancestor", other, "HEAD"], path)
+        return True
+    except WorktreeError:
+        return False
+
+
+def _abort_merge(path: str) -> None:
+    try:
+        _git(["rev-parse", "--verify", "--quiet", "MERGE_HEAD"], path)
+    except WorktreeError:
+        return
+    _git(["merge", "--abort"], path)
 
 
 def commit_all(path: str, message: str) -> str | None:
@@ -98,7 +135,7 @@ def commit_all(path: str, message: str) -> str | None:
     _git(["add", "-A"], path)
     if not _git(["status", "--porcelain"], path):
         return None
-    _git([*_identity(path), "commit", "-q", "-m", message], path)
+    _git([*_identity(path), *QUIET_COMMIT, "commit", "--no-verify", "-q", "-m", message], path)
     return _git(["rev-parse", "HEAD"], path)
 
 
