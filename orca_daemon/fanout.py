@@ -54,6 +54,8 @@ class FanOutCoordinator:
 
     def __init__(self, runs: RunManager) -> None:
         self._runs = runs
+        self._requested: dict[str, int] = {}
+        """Runs a client's `orchestrate` is under way for, and how many."""
 
     async def start(self, request: StartDebug) -> RunStarted:
         from orca_daemon.runs import (
@@ -169,8 +171,10 @@ class FanOutCoordinator:
         return str(folder / SYNTHESIS_NAME)
 
     async def trigger_when_ready(self, run_id: str) -> None:
-        """orcad's own trigger: once every worker is terminal."""
-        await self._trigger(run_id, triggered_by="orcad", cancel_live=False)
+        """orcad's own trigger: once every worker is terminal (and no client is triggering it
+        now: the workers it cancels would otherwise hand the trigger to orcad)."""
+        if run_id not in self._requested:
+            await self._trigger(run_id, triggered_by="orcad", cancel_live=False)
 
     async def orchestrate(self, run_id: str, requested_by: str) -> OrchestrateResult:
         """A client's trigger: live workers are cancelled, then the orchestrator starts."""
@@ -179,7 +183,14 @@ class FanOutCoordinator:
             raise WireError(
                 "invalid_state", f"run {run_id} is not a fan-out (orca debug starts one)"
             )
-        result = await self._trigger(run_id, triggered_by=requested_by, cancel_live=True)
+        self._requested[run_id] = self._requested.get(run_id, 0) + 1
+        try:
+            result = await self._trigger(run_id, triggered_by=requested_by, cancel_live=True)
+        finally:
+            self._requested[run_id] -= 1
+            if not self._requested[run_id]:
+                del self._requested[run_id]
+                self._runs.after_change(run_id)  # orcad's own trigger, if this one did not
         if result is None:  # only while orcad stops: the next orcad triggers it
             raise WireError(
                 "shutting_down", f"orcad is shutting down; run {run_id} is orchestrated on restart"
