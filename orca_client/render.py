@@ -198,15 +198,15 @@ def doctor_report(result: DoctorResult) -> str:
     for health in sorted(result.sessions, key=lambda h: not h.stuck):
         flag = "STUCK" if health.stuck else "ok"
         task = f" task {health.task_id}" if health.task_id else ""
-        lines += [
-            "",
-            f"{flag:<5} {health.session_id}{task}  {health.status}: {health.why}",
-            f"  pid {health.pid if health.pid is not None else '-'} "
-            f"({'alive' if health.alive else 'not running'}), heartbeat "
-            + (_ago(health.last_heartbeat, now) if health.last_heartbeat else "none")
-            + ", last activity "
-            + (_ago(health.last_activity_at, now) if health.last_activity_at else "none"),
-        ]
+        lines += ["", f"{flag:<5} {health.session_id}{task}  {health.status}: {health.why}"]
+        if health.status != "verifying":  # the agent is done: orcad runs the commands
+            lines.append(
+                f"  pid {health.pid if health.pid is not None else '-'} "
+                f"({'alive' if health.alive else 'not running'}), heartbeat "
+                + (_ago(health.last_heartbeat, now) if health.last_heartbeat else "none")
+                + ", last activity "
+                + (_ago(health.last_activity_at, now) if health.last_activity_at else "none")
+            )
         if health.output_tail:
             tail = health.output_tail.rstrip("\n").splitlines()[-5:]
             lines += ["  output tail:", *(f"    {line}" for line in tail)]

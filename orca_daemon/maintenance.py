@@ -87,7 +87,39 @@ async def doctor(runs: RunManager, run_id: str, stuck_after: float | None) -> Do
                     retry_command=retry,
                 )
             )
+    health += _verifying(runs, run_id, now, limit)
     return DoctorResult(run_id=run_id, status=run.status, sessions=health, stuck_after=limit)
+
+
+def _verifying(runs: RunManager, run_id: str, now: float, limit: float) -> list[SessionHealth]:
+    """Plan tasks whose agent is done and whose verify commands orcad is running now."""
+    run = runs.state.runs[run_id]
+    if run.status in TERMINAL_STATUSES:
+        return []
+    found = []
+    for task in run.tasks:
+        session = runs.state.sessions.get(task.session_id or "")
+        if task.status != "in_progress" or session is None or session.status != "completed":
+            continue
+        since = now - (session.ended_at or now)
+        stuck = since > limit
+        why = f"orcad has been running its verify commands for {since:.0f}s"
+        found.append(
+            SessionHealth(
+                session_id=session.session_id,
+                task_id=task.task_id,
+                status="verifying",
+                pid=None,
+                alive=False,
+                last_heartbeat=None,
+                last_activity_at=session.ended_at,
+                stuck=stuck,
+                why=why + (f" (limit {limit:g}s)" if stuck else ""),
+                output_tail="",
+                retry_command=f"orca plan retry {shlex.quote(run_id)} {shlex.quote(task.task_id)}",
+            )
+        )
+    return found
 
 
 async def _output_tails(runs: RunManager, run_id: str, session_ids: set[str]) -> dict[str, str]:

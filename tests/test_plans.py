@@ -946,3 +946,32 @@ def test_one_task_agent_configured_for_worktrees_puts_the_whole_plan_in_worktree
     assert all(s.worktree is not None for s in sessions), sessions
     assert "a.txt: from a" in output_of(daemon, run_id)
     assert not (bench.work / "a.txt").exists()
+
+
+def test_doctor_shows_a_task_whose_verify_commands_hang_and_retry_gets_it_going(
+    plan_daemon: DaemonProcess, bench: Bench
+) -> None:
+    from orca_client.wire import Doctor, DoctorResult
+
+    gate = bench.work / "verified"
+    run_id = start_plan(
+        plan_daemon,
+        bench,
+        task("slow", verify=[f"test -e {gate} || sleep 60"], max_retries=1),
+    )
+    wait_until(
+        lambda: any(s.status == "completed" for s in plan_daemon.status(run_id).sessions),
+        what="the agent done, its verify running",
+    )
+    with plan_daemon.client() as client:
+        report: DoctorResult = client.request(Doctor(run_id=run_id, stuck_after=0.2))
+    (health,) = report.sessions
+    assert (health.task_id, health.status) == ("slow", "verifying")
+    assert "running its verify commands" in health.why
+    assert health.retry_command == f"orca plan retry {run_id} slow"
+    gate.touch()
+    with plan_daemon.client() as client:
+        client.request(RetryTask(run_id=run_id, task_id="slow"))
+    run = plan_daemon.wait_for_run(run_id)
+    assert run.status == "completed", run
+    assert run.tasks[0].attempt == 2
