@@ -16,7 +16,7 @@ from orca_client.wire import (
     WireError,
 )
 from orca_daemon.events import OutputAppended, WorktreeRemoved, run_stream
-from orca_daemon.worktrees import WorktreeError, remove_worktree
+from orca_daemon.worktrees import WorktreeError, remove_unrecorded, remove_worktree
 
 if TYPE_CHECKING:
     from orca_daemon.runs import RunManager
@@ -150,7 +150,10 @@ async def clean(runs: RunManager, run_id: str) -> CleanResult:
     removed: list[str] = []
     gone: list[str] = []
     branches: list[str] = []
-    for rid in [run_id, *run.child_run_ids]:
+    members = [run_id, *run.child_run_ids]
+    sessions = [s for rid in members for s in runs.state.runs[rid].session_ids]
+    await runs.wait_stopped(sessions, runs.cancel_grace + 2.0)  # a cancelled agent may linger
+    for rid in members:
         async with runs.lock(rid):  # two cleans at once: the second finds them removed
             for session_id in runs.state.runs[rid].session_ids:
                 tree = runs.state.sessions[session_id].worktree
@@ -163,4 +166,16 @@ async def clean(runs: RunManager, run_id: str) -> CleanResult:
                 (removed if existed else gone).append(tree.path)
                 branches.append(tree.branch)
                 await runs.append(rid, [WorktreeRemoved(rid, session_id, tree.path)])
+        # One made just before a crash, whose WorktreeCreated never reached the log.
+        recorded = {
+            tree.path
+            for s in runs.state.runs[rid].session_ids
+            if (tree := runs.state.sessions[s].worktree) is not None
+        }
+        folder = runs.runs_dir / rid
+        try:
+            unrecorded = await anyio.to_thread.run_sync(remove_unrecorded, folder, recorded)
+        except WorktreeError as exc:
+            raise WireError("internal", f"could not remove a worktree in {folder}: {exc}") from None
+        removed += unrecorded
     return CleanResult(run_id=run_id, removed=removed, already_gone=gone, branches_kept=branches)

@@ -176,6 +176,21 @@ def _is_worktree_on(path: Path, branch: str) -> bool:
     return Path(top).resolve() == path.resolve() and head == branch
 
 
+def remove_unrecorded(folder: Path, recorded: set[str]) -> list[str]:
+    """Remove the git worktrees in a run's folder that the log does not name (made just
+    before a crash); their paths."""
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in sorted(folder.iterdir()):
+        if str(path) in recorded or not (path / ".git").is_file():
+            continue
+        common = Path(_git(["rev-parse", "--path-format=absolute", "--git-common-dir"], str(path)))
+        _git(["worktree", "remove", "--force", str(path)], str(common.parent))
+        removed.append(str(path))
+    return removed
+
+
 def remove_worktree(repo: str, path: str) -> bool:
     """Remove a worktree (its branch stays); False when it was already gone."""
     if not Path(repo).is_dir():

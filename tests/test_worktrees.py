@@ -434,3 +434,20 @@ def test_orcad_stops_promptly_when_stopped_while_a_worktree_is_made(
         assert daemon.process.wait(4) == 0
     except subprocess.TimeoutExpired:
         pytest.fail("orcad still runs 4 s after SIGTERM: it waits for an agent it started late")
+
+
+def test_clean_removes_a_worktree_that_a_crash_kept_out_of_the_log(
+    daemon: DaemonProcess, repo: Path
+) -> None:
+    started = start(daemon, repo, worktree=True)
+    assert daemon.wait_for_run(started.run_id).status == "completed"
+    recorded = tree_path(daemon, started)
+    # As `git worktree add` leaves it when orcad dies before recording WorktreeCreated:
+    lost = recorded.parent / f"{started.run_id}.9"
+    git(repo, "worktree", "add", "-q", "-b", f"orca/{started.run_id}/lost", str(lost), "HEAD")
+    assert str(lost) in worktrees_of(repo)
+
+    result = clean(daemon, started.run_id)
+    assert result.removed == [str(recorded), str(lost)]
+    assert not lost.exists() and str(lost) not in worktrees_of(repo)
+    assert branch_exists(repo, f"orca/{started.run_id}/lost")  # branches are kept
