@@ -741,6 +741,9 @@ class RunManager:
             self._processes[spec.session_id] = process
             outcome = await process.run()
             await recorder.settle()
+            if not self.accepting and self.restartable(self.state.sessions[spec.session_id]):
+                await process.wait_stopped()  # the stop came before its start was recorded:
+                return  # the next orcad starts it
             status, reason = outcome_status(outcome)
             summary = outcome.result.summary if outcome.result is not None else None
             await self.finish_session(
