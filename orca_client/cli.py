@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from orca_client.usage import UsageError
 
@@ -273,9 +273,7 @@ def cmd_run(args: Args) -> int:
             prompt=prompt,
             title=args.title,
             follow_up=args.follow_up,
-            search_path=os.environ.get("PATH"),
-            codex_path=os.environ.get("ORCA_CODEX_PATH"),
-            claude_path=os.environ.get("ORCA_CLAUDE_PATH"),
+            **agent_lookup(),
         )
     else:
         if args.follow_up is not None:
@@ -484,6 +482,22 @@ def client() -> Client:
     from orca_client.client import Client
 
     return Client()
+
+
+class AgentLookup(TypedDict):
+    search_path: str | None
+    codex_path: str | None
+    claude_path: str | None
+
+
+def agent_lookup() -> AgentLookup:
+    """Where this shell finds agent CLIs, for a request's `search_path`, `codex_path` and
+    `claude_path` (orcad's own PATH may be shorter)."""
+    return {
+        "search_path": os.environ.get("PATH"),
+        "codex_path": os.environ.get("ORCA_CODEX_PATH"),
+        "claude_path": os.environ.get("ORCA_CLAUDE_PATH"),
+    }
 
 
 def _version() -> str:

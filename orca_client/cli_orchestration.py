@@ -161,7 +161,7 @@ def run(args: Args) -> int:
 
 
 def cmd_debug(args: Args) -> int:
-    from orca_client.cli import client, print_json, wait_for_run
+    from orca_client.cli import agent_lookup, client, print_json, wait_for_run
     from orca_client.usage import UsageError
     from orca_client.wire import RunStarted, StartDebug
 
@@ -178,9 +178,7 @@ def cmd_debug(args: Args) -> int:
         task_file=task_file,
         title=args.title,
         worktree=args.worktree,
-        search_path=os.environ.get("PATH"),
-        codex_path=os.environ.get("ORCA_CODEX_PATH"),
-        claude_path=os.environ.get("ORCA_CLAUDE_PATH"),
+        **agent_lookup(),
     )
     with client() as connection:
         started: RunStarted = connection.request(request)
@@ -238,7 +236,7 @@ def _read_plan(path: str) -> Any:
 
 
 def cmd_plan(args: Args) -> int:
-    from orca_client.cli import client, print_json, wait_for_run
+    from orca_client.cli import agent_lookup, client, print_json, wait_for_run
     from orca_client.wire import RetryTask, RunStarted, StartPlan, TaskRetried
 
     if args.plan_command == "validate":
@@ -268,9 +266,7 @@ def cmd_plan(args: Args) -> int:
         max_parallel=args.max_parallel,
         cancel_dependants=not args.keep_dependants,
         worktree=args.worktree,
-        search_path=os.environ.get("PATH"),
-        codex_path=os.environ.get("ORCA_CODEX_PATH"),
-        claude_path=os.environ.get("ORCA_CLAUDE_PATH"),
+        **agent_lookup(),
     )
     with client() as connection:
         started: RunStarted = connection.request(request)

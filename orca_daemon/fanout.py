@@ -205,10 +205,7 @@ class FanOutCoordinator:
         for _ in range(TRIGGER_ATTEMPTS):
             run = runs.state.runs[run_id]
             if run.orchestrator_session_id is not None:
-                # Cancelling the last live workers makes orcad's own trigger fire at once: the
-                # orchestrator then comes from this request, not from before it.
-                already = not cancelled
-                return OrchestrateResult(run_id, run.orchestrator_session_id, already, cancelled)
+                return OrchestrateResult(run_id, run.orchestrator_session_id, True, cancelled)
             if run.status in TERMINAL_STATUSES:
                 if not cancel_live:
                     return None

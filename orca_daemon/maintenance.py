@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shlex
 import time
 from typing import TYPE_CHECKING
@@ -31,8 +32,8 @@ async def doctor(runs: RunManager, run_id: str, stuck_after: float | None) -> Do
     limit = (
         stuck_after if stuck_after is not None else runs.config.orchestration.stuck_after_seconds
     )
-    if limit <= 0:
-        raise WireError("bad_request", "stuck_after must be greater than 0")
+    if not (math.isfinite(limit) and limit > 0):
+        raise WireError("bad_request", f"stuck_after must be a number greater than 0, got {limit}")
     run = runs.state.runs[run_id]
     run_ids = [run_id, *run.child_run_ids]
     now = time.time()

@@ -453,23 +453,30 @@ def test_orchestrate_refuses_what_is_not_a_live_fan_out(
     assert daemon.wait_for_run(single.run_id).status == "completed"
 
 
-def test_cancelling_the_orchestrator_ends_the_fan_out_cancelled(
-    make_daemon: Callable[..., DaemonProcess], orca_home: Path, tmp_path: Path
-) -> None:
-    go = tmp_path / "go"
+def orchestrator_running(
+    make_daemon: Callable[..., DaemonProcess], orca_home: Path, go: Path
+) -> tuple[DaemonProcess, str]:
+    """A fan-out of one worker whose orchestrator runs (and synthesizes) once `go` exists."""
     agents = workers_config(go)
     agents["slow"] = {"wait_file": str(go), "synthesize": True}
     fan_config(orca_home, agents, orchestrator="slow")
     daemon = make_daemon().start()
     run_id = start_debug(daemon, ["ok"]).run_id
-    orchestrator = f"{run_id}.2"
     wait_until(
         lambda: any(
-            s.session_id == orchestrator and s.status == "running"
+            s.role == "orchestrator" and s.status == "running"
             for s in daemon.status(run_id).sessions
         ),
         "the orchestrator to start",
     )
+    return daemon, run_id
+
+
+def test_cancelling_the_orchestrator_ends_the_fan_out_cancelled(
+    make_daemon: Callable[..., DaemonProcess], orca_home: Path, tmp_path: Path
+) -> None:
+    daemon, run_id = orchestrator_running(make_daemon, orca_home, tmp_path / "go")
+    orchestrator = f"{run_id}.2"
     assert request(daemon, Cancel(run_id, "no synthesis", session_id=orchestrator)).status == (
         "cancelled"
     )
@@ -483,18 +490,7 @@ def test_a_fan_out_is_reviewing_while_its_orchestrator_runs(
     make_daemon: Callable[..., DaemonProcess], orca_home: Path, tmp_path: Path
 ) -> None:
     go = tmp_path / "go"
-    agents = workers_config(go)
-    agents["slow"] = {"wait_file": str(go), "synthesize": True}
-    fan_config(orca_home, agents, orchestrator="slow")
-    daemon = make_daemon().start()
-    run_id = start_debug(daemon, ["ok"]).run_id
-    wait_until(
-        lambda: any(
-            s.role == "orchestrator" and s.status == "running"
-            for s in daemon.status(run_id).sessions
-        ),
-        "the orchestrator to start",
-    )
+    daemon, run_id = orchestrator_running(make_daemon, orca_home, go)
     try:
         assert daemon.status(run_id).runs[0].status == "reviewing"
     finally:

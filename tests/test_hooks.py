@@ -411,10 +411,20 @@ def test_task_hooks_fire_once_per_task_outcome_not_per_attempt(
     wait_hooks_settled(daemon, 2)
     daemon.kill()  # a restart right after must not fire them again
     daemon = make_daemon().start()
-    time.sleep(0.5)  # give a wrongly repeated hook the time to show up
+    # Hooks fire in log order: once a later task's hook has fired, a wrongly repeated one
+    # for the earlier tasks would have fired before it.
+    later = Plan(title="later", tasks=[PlanTask(id="after", prompt="fine", agent="good")])
+    with daemon.client() as client:
+        after = client.request(StartPlan(cwd=str(tmp_path), plan=later)).run_id
+    assert daemon.wait_for_run(after).status == "completed"
+    wait_until(lambda: any(c["run_id"] == after for c in calls(log)), "the later task's hook")
     assert_each_trigger_once(daemon)
     fired = sorted((c["hook"], c["stdin"]["record"]["event"]["task_id"]) for c in calls(log))
-    assert fired == [("on_task_complete", "ok"), ("on_task_fail", "broken")]
+    assert fired == [
+        ("on_task_complete", "after"),
+        ("on_task_complete", "ok"),
+        ("on_task_fail", "broken"),
+    ]
     attempts = [
         e
         for _, e in all_events(daemon)
