@@ -19,6 +19,7 @@ Restart=on-failure
 RestartSec=2
 WatchdogSec=30
 TimeoutStopSec=60
+LimitNOFILE=65536
 KillMode=mixed
 UMask=0077
 StateDirectory=orca

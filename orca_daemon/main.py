@@ -27,6 +27,7 @@ from orca_daemon import __version__
 from orca_daemon.api import Api
 from orca_daemon.config import Config, ConfigError, load_config
 from orca_daemon.hooks import HookRunner
+from orca_daemon.limits import connection_cap, descriptor_limit, raise_descriptor_limit
 from orca_daemon.projection import State, apply
 from orca_daemon.runs import RunManager
 from orca_daemon.server import Server
@@ -149,11 +150,16 @@ class Daemon:
                 work,
             )
             await hooks.start()
-            server = Server(self._paths.socket_endpoint, self._token, started_at)
+            server = Server(
+                self._paths.socket_endpoint,
+                self._token,
+                started_at,
+                connection_cap(descriptor_limit()),
+            )
             try:
                 subscriptions = Subscriptions(
                     store,
-                    server.send,
+                    server,
                     work,
                     settings.subscriber_queue_events,
                     settings.subscription_lease_seconds,
@@ -245,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         if under_systemd
         else "%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    raise_descriptor_limit()
     paths = resolve_paths()
     try:
         config = load_config(paths.config_file)
