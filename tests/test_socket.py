@@ -12,81 +12,27 @@ import msgspec
 import pytest
 import zmq
 from conftest import DaemonProcess, agent
+from socket_support import RawPeer, assert_alive, envelope, refusal
 
 from orca_client.client import Client
-from orca_client.paths import read_token
 from orca_client.wire import (
     MAX_MESSAGE_BYTES,
     PROTOCOL,
     EventRecord,
     EventsPushed,
     Hello,
-    Reply,
     StartRun,
     Status,
     StatusResult,
     Subscribe,
     SubscriptionOverflowed,
-    decode_daemon_message,
     encode_request,
-    sign,
 )
-
-
-class RawPeer:
-    """A bare DEALER socket speaking to orcad frame by frame."""
-
-    def __init__(self, daemon: DaemonProcess) -> None:
-        self.key = read_token(daemon.paths.token_file)
-        self.socket = zmq.Context.instance().socket(zmq.DEALER)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.connect(daemon.paths.socket_endpoint)
-
-    def send(self, frames: list[bytes]) -> None:
-        self.socket.send_multipart(frames)
-
-    def receive(self, timeout: float = 5.0) -> Reply | EventsPushed | SubscriptionOverflowed:
-        assert self.socket.poll(int(timeout * 1000)), "no message from orcad"
-        return decode_daemon_message(self.key, self.socket.recv_multipart())
-
-    def reply(self, timeout: float = 5.0) -> Reply:
-        message = self.receive(timeout)
-        assert isinstance(message, Reply)
-        return message
-
-    def signed(self, body: bytes) -> list[bytes]:
-        return [PROTOCOL, sign(self.key, body), body]
-
-    def close(self) -> None:
-        self.socket.close()
 
 
 @pytest.fixture
 def peer(daemon: DaemonProcess) -> RawPeer:
     return RawPeer(daemon)
-
-
-def envelope(request: dict[str, object], request_id: str = "r1") -> bytes:
-    return msgspec.json.encode(
-        {
-            "id": request_id,
-            "nonce": f"{random.getrandbits(128):032x}",
-            "ts": time.time(),
-            "request": request,
-        }
-    )
-
-
-def assert_alive(daemon: DaemonProcess) -> None:
-    with daemon.client(timeout=5.0) as client:
-        assert client.hello().protocol == 1
-
-
-def refusal(peer: RawPeer, frames: list[bytes]) -> tuple[str, str]:
-    peer.send(frames)
-    reply = peer.reply()
-    assert not reply.ok and reply.error is not None
-    return reply.error.code, reply.error.message
 
 
 @pytest.mark.parametrize(
@@ -137,11 +83,13 @@ def test_error_replies_carry_the_request_id_when_it_can_be_read(peer: RawPeer) -
     assert peer.reply().id == "abc"
 
 
-def test_an_oversized_request_is_refused(daemon: DaemonProcess, peer: RawPeer) -> None:
-    body = envelope({"type": "status", "run_id": "x" * (MAX_MESSAGE_BYTES + 10)})
-    code, message = refusal(peer, peer.signed(body))
-    assert code == "too_large"
-    assert str(MAX_MESSAGE_BYTES) in message
+def test_an_oversized_request_is_refused_with_its_id(daemon: DaemonProcess, peer: RawPeer) -> None:
+    body = envelope({"type": "status", "run_id": "x" * (MAX_MESSAGE_BYTES + 10)}, "big")
+    peer.send(peer.signed(body))
+    reply = peer.reply()
+    assert reply.id == "big"  # so that the client that sent it is told, not left waiting
+    assert reply.error is not None and reply.error.code == "too_large"
+    assert str(MAX_MESSAGE_BYTES) in reply.error.message
     assert_alive(daemon)
 
 
