@@ -113,6 +113,22 @@ def test_an_agent_path_in_the_environment_that_is_not_utf8_is_bad_usage(
     assert "ORCA_CODEX_PATH" in stderr and "not valid UTF-8" in stderr
 
 
+def test_daemon_start_refuses_a_home_whose_name_is_not_utf8(scratch: Path) -> None:
+    home = os.path.join(os.fsencode(scratch), b"caf\xe9")
+    env = {os.fsencode(k): os.fsencode(v) for k, v in clean_env().items()}
+    result = subprocess.run(
+        [sys.executable, "-m", "orca_client.cli", "daemon", "start"],
+        env={**env, b"ORCA_HOME": home},
+        capture_output=True,
+        timeout=60,
+    )
+    stderr = result.stderr.decode(errors="replace")
+    assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr
+    assert result.returncode == 1
+    assert "not valid UTF-8" in stderr
+    assert not os.path.exists(home)
+
+
 def test_an_unreadable_orca_home_is_refused(scratch: Path) -> None:
     home = scratch / "h"
     home.mkdir(mode=0o700)
