@@ -505,23 +505,21 @@ class AgentLookup(TypedDict):
 def agent_lookup() -> AgentLookup:
     """Where this shell finds agent CLIs, for a request's `search_path`, `codex_path` and
     `claude_path` (orcad's own PATH may be shorter); a relative binary path is made absolute."""
-    found: dict[str, str | None] = {}
-    for key, variable in (
-        ("search_path", "PATH"),
-        ("codex_path", "ORCA_CODEX_PATH"),
-        ("claude_path", "ORCA_CLAUDE_PATH"),
-    ):
-        value = os.environ.get(variable) or None
-        if value is not None:
-            checked_text(value, f"${variable}")
-            if key != "search_path":
-                value = os.path.abspath(value)
-        found[key] = value
+
+    def binary(variable: str) -> str | None:
+        path = _environment(variable)
+        return os.path.abspath(path) if path else None
+
     return {
-        "search_path": found["search_path"],
-        "codex_path": found["codex_path"],
-        "claude_path": found["claude_path"],
+        "search_path": _environment("PATH"),
+        "codex_path": binary("ORCA_CODEX_PATH"),
+        "claude_path": binary("ORCA_CLAUDE_PATH"),
     }
+
+
+def _environment(variable: str) -> str | None:
+    value = os.environ.get(variable) or None
+    return None if value is None else checked_text(value, f"${variable}")
 
 
 def working_directory(given: str | None) -> str:

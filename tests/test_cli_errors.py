@@ -97,9 +97,7 @@ def test_a_working_directory_that_is_not_utf8_is_bad_usage(
 def test_an_agent_path_in_the_environment_that_is_not_utf8_is_bad_usage(
     daemon: DaemonProcess,
 ) -> None:
-    env = {**daemon.env}
-    env_bytes = os.environb.copy()
-    env_bytes.update({os.fsencode(k): os.fsencode(v) for k, v in env.items()})
+    env_bytes = {os.fsencode(k): os.fsencode(v) for k, v in daemon.env.items()}
     env_bytes[b"ORCA_CODEX_PATH"] = b"/opt/caf\xe9/codex"
     result = subprocess.run(
         [sys.executable, "-m", "orca_client.cli", "run", "--agent", "codex", "hi"],
