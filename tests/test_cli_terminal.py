@@ -15,6 +15,8 @@ import time
 
 from conftest import DaemonProcess, agent, wait_until
 
+from orca_client.render import one_line, visible
+
 NASTY = "\x1b[2J\x1b[Hclear\x1b]0;pwned\x07 \x9b31mred\rover\x08\x08 \u202eevil\x7f"
 """What tests/agents/hostile_text.py puts in every piece of text it sends."""
 SHOWN = "␛[2J␛[Hclear␛]0;pwned␇ \\x9b31mred␍over␈␈ \\u202eevil␡"
@@ -154,3 +156,9 @@ def read_until(fd: int, needle: bytes, timeout: float = 20.0) -> bytes:
         assert chunk, seen
         seen += chunk
     return seen
+
+
+def test_visible_keeps_line_structure_and_shows_everything_else() -> None:
+    assert visible("a\tb\r\nc\n") == "a\tb\r\nc\n"
+    assert visible("x\ry\x00\x1b\x7f\x9b\u2066\udcff") == "x␍y␀␛␡\\x9b\\u2066\\udcff"
+    assert one_line("a\nb\tc\r\nd\re") == "a ⏎ b c ⏎ d␍e"
