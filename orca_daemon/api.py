@@ -39,6 +39,7 @@ from orca_client.wire import (
 from orca_daemon import __version__, maintenance
 from orca_daemon.events import run_stream
 from orca_daemon.projection import State
+from orca_daemon.request_checks import check_start
 from orca_daemon.runs import RunManager
 from orca_daemon.store import EventStore, first_page
 from orca_daemon.subscriptions import Subscriptions
@@ -90,6 +91,8 @@ class Api:
 
     async def answer(self, identity: bytes, request: Request) -> msgspec.Struct:
         """The requests that wait (for the log or a process); `answer_now` handles the rest."""
+        if isinstance(request, StartRun | StartDebug | StartPlan):
+            check_start(request)
         if isinstance(request, StartRun):
             if request.follow_up is not None:
                 follow_up = self.resolve_run_id(request.follow_up)
