@@ -79,7 +79,13 @@ class Client:
     def _connect(self) -> zmq.Socket[bytes]:
         if self._socket is not None:
             return self._socket
-        if not self.paths.socket_file.exists():
+        try:
+            socket_present = self.paths.socket_file.exists()
+        except OSError as exc:  # e.g. a runtime directory it may not enter
+            raise OrcaClientError(
+                f"cannot look for orcad's socket {self.paths.socket_file}: {exc.strerror}"
+            ) from None
+        if not socket_present:
             raise DaemonUnavailable(not_running_hint(self.paths))
         try:
             self._key = read_token(self.paths.token_file)

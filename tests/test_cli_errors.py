@@ -167,3 +167,29 @@ def test_daemon_start_refuses_a_home_another_user_owns(scratch: Path) -> None:
     code, stderr = orca(["daemon", "start"], clean_env(ORCA_HOME=str(home)))
     assert code == 1
     assert "owned by uid" in stderr and str(home) in stderr
+
+
+def test_the_client_library_reports_an_unreadable_home_as_its_own_error(scratch: Path) -> None:
+    """Not only the CLI: any caller of `Client` gets an OrcaClientError, not a PermissionError."""
+    home = scratch / "h"
+    home.mkdir(mode=0o700)
+    home.chmod(0o000)
+    program = (
+        "from orca_client.client import Client, OrcaClientError\n"
+        "from orca_client.paths import resolve_paths\n"
+        "try:\n"
+        "    Client(resolve_paths()).hello()\n"
+        "except OrcaClientError as exc:\n"
+        "    print('refused:', exc)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", program],
+        env=clean_env(ORCA_HOME=str(home)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=as_an_ordinary_user,
+    )
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.stdout.startswith("refused: cannot look for orcad's socket"), result.stdout
+    assert "Permission denied" in result.stdout
