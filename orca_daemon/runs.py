@@ -532,7 +532,8 @@ class RunManager:
         """Record the answer to a pending question request, then hand it to the agent.
 
         Nothing reaches the agent unless the answer names exactly the pending ids; secret
-        answers are delivered but never recorded.
+        answers are delivered but never recorded. The reply lines are queued for the agent's
+        stdin, never waited for: `delivered` says whether they are in its pipe yet.
         """
         run_id = request.run_id
         async with self.lock(run_id):
@@ -544,6 +545,12 @@ class RunManager:
             pending = self._pending_request(run_id, request.request_id)
             answers = resolve_answers(pending.questions, request.text, request.answers)
             process = self._processes.get(pending.session_id)
+            if process is not None and not process.accepts_input():
+                raise WireError(
+                    "invalid_state",
+                    f"the agent has not read what orcad already sent it; nothing was recorded: "
+                    f"answer {pending.request_id} again once it reads its input",
+                )
             reply = process.take_answer(pending.request_id, answers) if process else None
             if process is None or reply is None:
                 raise WireError(
@@ -564,8 +571,8 @@ class RunManager:
             events.extend(self._resume_events(run_id, resolved_session=pending.session_id))
             await self.append(run_id, events)
             status = self.state.runs[run_id].status
-        await process.deliver(reply)
-        return AnswerResult(run_id, pending.session_id, pending.request_id, status)
+        delivered = await process.deliver(reply)
+        return AnswerResult(run_id, pending.session_id, pending.request_id, status, delivered)
 
     async def record_question(self, spec: SessionSpec, asked: QuestionsAsked) -> None:
         """The agent asked: record the request and put the run in `waiting_for_answer`."""

@@ -1,7 +1,9 @@
 """The subprocess pump: runs one agent process in its own process group and drives a translator.
 
-It reads stdout and stderr, feeds stdout lines to the agent's translator, coalesces output into
-bounded chunks for the recorder, and reports how the process ended. It decides no statuses.
+It reads stdout and stderr, feeds stdout lines to the agent's translator, writes the translator's
+lines to stdin from a task of its own (so that an agent that does not read never stalls the pump),
+coalesces output into bounded chunks for the recorder, and reports how the process ended. It
+decides no statuses.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import logging
 import os
 import signal
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -281,6 +284,102 @@ def _join_outputs(effects: list[Effect]) -> list[Effect]:
     return joined
 
 
+MAX_UNREAD_INPUT_LINES = 1024
+MAX_UNREAD_INPUT_BYTES = 16 << 20
+"""How much input orcad keeps for an agent that has not read it yet (besides its pipe)."""
+
+
+class InputWriter:
+    """An agent's stdin: lines go out in order from one task (`run`), so neither the pump nor a
+    request ever waits for an agent that does not read; what waits is bounded."""
+
+    def __init__(self, stdin: asyncio.StreamWriter) -> None:
+        self._stdin = stdin
+        # drain() then returns only once everything written is in the pipe.
+        stdin.transport.set_write_buffer_limits(high=0)
+        self._queue: deque[bytes] = deque()
+        self._queued_bytes = 0
+        self._unconfirmed = 0
+        """What the transport still held after the last write (its buffer is gone once the
+        agent has closed the pipe, so this is what is known to be unread then, at most)."""
+        self._wake = asyncio.Event()
+        self._written = asyncio.Event()
+        self._written.set()
+        self._closing = False
+
+    def has_room(self) -> bool:
+        lines, unread = self.unwritten()
+        return lines < MAX_UNREAD_INPUT_LINES and unread < MAX_UNREAD_INPUT_BYTES
+
+    def send(self, line: bytes, force: bool = False) -> bool:
+        """Queue `line`; False when it is dropped: the input is closed, or (unless `force`) too
+        much already waits for the agent to read it."""
+        if self._closing or self._stdin.is_closing() or not (force or self.has_room()):
+            return False
+        self._written.clear()
+        if not self._queue and self._buffered() == 0:
+            self._hand_over(line)  # in order: nothing waits before it; the pipe takes what fits
+        else:
+            self._queue.append(line)
+            self._queued_bytes += len(line)
+        self._wake.set()
+        return True
+
+    def close(self) -> None:
+        """Close the agent's stdin once every queued line is written."""
+        self._closing = True
+        self._wake.set()
+
+    def unwritten(self) -> tuple[int, int]:
+        """Lines queued, and bytes not yet in the pipe (queued or in the transport's buffer)."""
+        transport = self._stdin.transport
+        held = self._unconfirmed if transport.is_closing() else transport.get_write_buffer_size()
+        return len(self._queue), self._queued_bytes + held
+
+    async def wait_written(self) -> None:
+        """Return once everything sent so far is in the pipe."""
+        await self._written.wait()
+
+    async def run(self) -> None:
+        """Write queued lines as the agent reads; ends when the input is closed (by orcad or by
+        the agent). The owner cancels it when the agent has exited."""
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while True:
+                    await self._stdin.drain()
+                    self._unconfirmed = 0
+                    if not self._queue:
+                        break
+                    line = self._queue.popleft()
+                    self._queued_bytes -= len(line)
+                    self._hand_over(line)
+                self._written.set()
+                if self._closing:
+                    self._stdin.close()
+                    return
+        except (BrokenPipeError, ConnectionResetError):  # the agent closed its stdin
+            self._closing = True
+
+    def abandon(self) -> tuple[int, int]:
+        """The agent has exited: drop what it never read; returns (lines, bytes) dropped."""
+        dropped = self.unwritten()
+        self._queue.clear()
+        self._queued_bytes = 0
+        self._closing = True
+        if not self._stdin.transport.is_closing():
+            self._stdin.transport.abort()
+        return dropped
+
+    def _hand_over(self, line: bytes) -> None:
+        self._stdin.write(line)
+        self._unconfirmed = self._buffered()
+
+    def _buffered(self) -> int:
+        return self._stdin.transport.get_write_buffer_size()
+
+
 class SessionProcess:
     """One agent process: start it, pump its output through its translator, stop it on request."""
 
@@ -302,7 +401,9 @@ class SessionProcess:
         }
         self._buffered = asyncio.Event()
         self._flush_lock = asyncio.Lock()
-        self._stdin_lock = asyncio.Lock()
+        self._input: InputWriter | None = None
+        self._dropped_input = 0
+        """Lines orcad had for the agent but dropped while it ran (too much waited unread)."""
         self._stopping: asyncio.Task[None] | None = None
         self._stop_grace: float | None = None
         self._result: Result | None = None
@@ -322,18 +423,24 @@ class SessionProcess:
         if self._stop_grace is not None:  # stop() came while the process was being spawned
             self.stop(self._stop_grace)
         await self._recorder.started(process.pid, process_start_ticks(process.pid))
+        assert process.stdin is not None and process.stdout is not None
+        assert process.stderr is not None
+        self._input = InputWriter(process.stdin)
         flusher = asyncio.ensure_future(self._flush_when_due())
+        writer = asyncio.ensure_future(self._input.run())
+        # Read first: an agent that prints before it reads its prompt must never stall orcad.
+        pumps = asyncio.ensure_future(self._pump_both(process.stdout, process.stderr))
         try:
-            await self._carry_out(self._translator.start(self.spec.prompt or ""), "stdout")
-            assert process.stdout is not None and process.stderr is not None
-            pumps = asyncio.ensure_future(self._pump_both(process.stdout, process.stderr))
+            start = self._translator.start(self.spec.prompt or "")
+            await self._carry_out(start, "stdout", force=True)
             await self._wait_for_exit(process, pumps)
         finally:
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await flusher
+            for task in (flusher, writer, pumps):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await self._note_unread_input(*self._input.abandon())
             await self._flush(force=True)
-            await self._close_stdin()
         return SessionOutcome(exit_code=process.returncode, result=self._result)
 
     def take_answer(self, request_id: str, answers: dict[str, list[str]]) -> list[Effect] | None:
@@ -342,17 +449,23 @@ class SessionProcess:
         effects = self._translator.answer(request_id, answers)
         return effects or None
 
-    async def deliver(self, effects: list[Effect]) -> None:
-        """Write reply lines from `take_answer` to the agent."""
-        await self._carry_out(effects, "stdout")
+    def accepts_input(self) -> bool:
+        """False while too much of what orcad sent the agent waits for it to read."""
+        return self._input is None or self._input.has_room()
+
+    async def deliver(self, effects: list[Effect]) -> bool:
+        """Send reply lines from `take_answer` to the agent without waiting for it to read them;
+        True when they are already in its stdin pipe, False when they wait in orcad (queued)."""
+        await self._carry_out(effects, "stdout", force=True)
+        return self._input is not None and self._input.unwritten()[1] == 0
 
     async def cancel(self, reason: str, grace: float) -> None:
         """Tell the agent it is cancelled (in its protocol), then stop its process group."""
         if self._process is not None and self._process.returncode is None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(
-                    self._carry_out(self._translator.cancel(reason), "stdout"), 1.0
-                )
+                await self._carry_out(self._translator.cancel(reason), "stdout", force=True)
+                if self._input is not None:  # a moment to read it before the signal
+                    await asyncio.wait_for(self._input.wait_written(), 1.0)
         self.stop(grace)
 
     def stop(self, grace: float) -> None:
@@ -408,29 +521,38 @@ class SessionProcess:
             start_new_session=True,
         )
 
-    async def _write(self, line: bytes) -> None:
-        process = self._process
-        if process is None or process.stdin is None:
-            return
-        async with self._stdin_lock:
-            if process.stdin.is_closing():
-                log.info("session %s: stdin is closed; dropped a line", self.spec.session_id)
-                return
-            try:
-                process.stdin.write(line)
-                await process.stdin.drain()
-            except (BrokenPipeError, ConnectionResetError):
-                log.info("session %s closed its stdin", self.spec.session_id)
+    def _send(self, line: bytes, force: bool) -> bool:
+        """Queue a line for the agent's stdin; False when it was dropped."""
+        if self._input is None:
+            return False
+        if self._input.send(line, force):
+            return True
+        if self._input.has_room() or force:
+            log.info("session %s: its stdin is closed; dropped a line", self.spec.session_id)
+            return False
+        self._dropped_input += 1
+        if self._dropped_input == 1:
+            log.warning(
+                "session %s: the agent does not read its input; dropping lines for it",
+                self.spec.session_id,
+            )
+        return False
 
-    async def _close_stdin(self) -> None:
-        process = self._process
-        if process is None or process.stdin is None:
-            return
-        async with self._stdin_lock:
-            if not process.stdin.is_closing():
-                process.stdin.close()
-                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                    await process.stdin.wait_closed()
+    async def _note_unread_input(self, lines: int, unread: int) -> None:
+        """The agent has exited: say in its log what it was sent and never read."""
+        if self._dropped_input:
+            await self._buffer(
+                "orca",
+                f"orcad dropped {self._dropped_input} line(s) for the agent: it did not read "
+                f"its input (at most {MAX_UNREAD_INPUT_BYTES} bytes wait for it)\n",
+            )
+        if unread:
+            log.info("session %s: the agent never read %d bytes", self.spec.session_id, unread)
+            await self._buffer(
+                "orca",
+                f"the agent exited without reading up to {unread} bytes of its input "
+                f"({lines} more line(s) queued); orcad dropped them\n",
+            )
 
     async def _wait_for_exit(
         self, process: asyncio.subprocess.Process, pumps: asyncio.Future[None]
@@ -503,22 +625,29 @@ class SessionProcess:
                 effects.extend(self._translator.feed_line(text))
         await self._carry_out(_join_outputs(effects), stream)
 
-    async def _carry_out(self, effects: list[Effect], stream: StreamName) -> None:
-        """Do what the translator said, in order; output before a question stays before it."""
+    async def _carry_out(
+        self, effects: list[Effect], stream: StreamName, force: bool = False
+    ) -> None:
+        """Do what the translator said, in order; output before a question stays before it.
+
+        Lines for the agent are queued, never waited for; `force` queues them even when much
+        waits unread (the prompt, an answer, a cancel: bounded by what clients may send)."""
         for effect in effects:
             if isinstance(effect, Output):
                 await self._buffer(stream, effect.text)
             elif isinstance(effect, Send):
-                await self._write(effect.line)
+                self._send(effect.line, force)
             elif isinstance(effect, CloseInput):
-                await self._close_stdin()
+                if self._input is not None:
+                    self._input.close()
             elif isinstance(effect, Note):
                 await self._buffer("orca", effect.text.rstrip("\n") + "\n")
             elif isinstance(effect, Result):
                 if self._result is None:
                     self._result = effect
                     self._result_seen.set()
-                    await self._close_stdin()
+                    if self._input is not None:
+                        self._input.close()
             else:
                 await self._flush(force=True)
                 await self._record(effect)
