@@ -77,6 +77,7 @@ from orca_daemon.sessions import (
     SessionSpec,
     StreamName,
     process_start_ticks,
+    process_table,
     processes_of_sessions,
     stop_group,
 )
@@ -891,12 +892,16 @@ class RunManager:
                 )
 
     async def heartbeat(self, interval: float) -> None:
-        """Every `interval` seconds, note which live sessions' processes are still alive."""
+        """Every `interval` seconds, note which live sessions' processes are still alive, and
+        what they have started (it is stopped with them)."""
         while True:
             now = time.time()
-            for session_id, process in list(self._processes.items()):
+            processes = list(self._processes.items())
+            table = await anyio.to_thread.run_sync(process_table) if processes else {}
+            for session_id, process in processes:
                 if process.alive():
                     self.heartbeats[session_id] = now
+                    process.note_descendants(table)
             await anyio.sleep(interval)
 
     async def shutdown(self) -> None:

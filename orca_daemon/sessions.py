@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import ctypes
 import logging
 import os
 import signal
+import sys
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -148,18 +150,86 @@ class LineSplitter:
         return self._decoder.decode(raw, final=False)
 
 
-def process_start_ticks(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (Linux), to tell a reused pid apart."""
+def _stat_fields(pid: int | str) -> list[bytes]:
+    """/proc/PID/stat after the command name: state, ppid, pgrp, ...; [] when it is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
             stat = handle.read()
     except OSError:
-        return None
-    fields = stat[stat.rfind(b")") + 2 :].split()
+        return []
+    return stat[stat.rfind(b")") + 2 :].split()
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (Linux), to tell a reused pid apart."""
     try:
-        return int(fields[19])
+        return int(_stat_fields(pid)[19])
     except (IndexError, ValueError):
         return None
+
+
+def _running_since(pid: int) -> int | None:
+    """The start ticks of a process that runs (None when it is gone or a zombie)."""
+    fields = _stat_fields(pid)
+    return process_start_ticks(pid) if fields and fields[0] != b"Z" else None
+
+
+ProcessTable = dict[int, tuple[int, int]]
+"""Live processes: pid -> (parent pid, start ticks)."""
+
+
+def process_table() -> ProcessTable:
+    """Every live process (Linux /proc; zombies left out), with its parent and start time."""
+    table: ProcessTable = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return table
+    for entry in entries:
+        fields = _stat_fields(entry) if entry.isdigit() else []
+        try:
+            if fields and fields[0] != b"Z":
+                table[int(entry)] = (int(fields[1]), int(fields[19]))
+        except (IndexError, ValueError):
+            continue
+    return table
+
+
+def descendants(table: ProcessTable, roots: Iterable[int]) -> set[int]:
+    """The pids below `roots` (not the roots themselves), by parent links."""
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _) in table.items():
+        children.setdefault(parent, []).append(pid)
+    found: set[int] = set()
+    pending = list(roots)
+    while pending:
+        for child in children.get(pending.pop(), []):
+            if child not in found:
+                found.add(child)
+                pending.append(child)
+    return found
+
+
+def _libc_prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return prctl
+
+
+_PRCTL = _libc_prctl()
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _become_subreaper() -> None:
+    """Run in the agent's process just before exec (the bit survives exec): a descendant whose
+    parent exits re-parents to the agent, so all it starts stays in its tree while it runs, even
+    a process that calls setsid and clears its environment."""
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
 MAX_ENV_PROMPT_BYTES = 64 * 1024
@@ -255,6 +325,30 @@ async def stop_group(
     while time.monotonic() < deadline and _group_exists(pgid):  # noqa: ASYNC110
         await asyncio.sleep(0.05)
     signal_group(pgid, signal.SIGKILL)
+
+
+async def stop_processes(processes: dict[int, int], grace: float) -> None:
+    """SIGTERM these processes (pid -> start ticks; a reused pid is left alone), then SIGKILL
+    whatever is left after `grace` seconds. They need not be our children."""
+
+    def still(pid: int) -> bool:
+        return _running_since(pid) == processes[pid]
+
+    def signal_each(pids: Iterable[int], signum: signal.Signals) -> list[int]:
+        signalled = []
+        for pid in pids:
+            if still(pid):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signum)
+                    signalled.append(pid)
+        return signalled
+
+    left = signal_each(processes, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while left and time.monotonic() < deadline:  # not our children: nothing to wait on
+        await asyncio.sleep(0.05)
+        left = [pid for pid in left if still(pid)]
+    signal_each(left, signal.SIGKILL)
 
 
 def _group_exists(pgid: int) -> bool:
@@ -408,6 +502,8 @@ class SessionProcess:
         self._stop_grace: float | None = None
         self._result: Result | None = None
         self._result_seen = asyncio.Event()
+        self._descendants: dict[int, int] = {}
+        """The agent's descendants seen so far (pid -> start ticks), stopped with it."""
 
     async def run(self) -> SessionOutcome:
         """Run the process to its end; returns how it ended. Output is recorded as it comes."""
@@ -478,9 +574,26 @@ class SessionProcess:
         process = self._process
         if process is None or process.returncode is not None or self._stopping is not None:
             return
-        self._stopping = asyncio.ensure_future(
-            stop_group(process.pid, grace, lambda: exited(process))
-        )
+        self._stopping = asyncio.ensure_future(self._stop_now(process, grace))
+
+    async def _stop_now(self, process: asyncio.subprocess.Process, grace: float) -> None:
+        await self._track_descendants()  # while the agent lives, they are all below it
+        await stop_group(process.pid, grace, lambda: exited(process))
+
+    def note_descendants(self, table: ProcessTable) -> None:
+        """Remember the agent's descendants in `table` (a `process_table()`), and forget those
+        that have ended. Those it remembers are stopped when the session ends, even after the
+        agent's exit has re-parented them away from it."""
+        known = {
+            pid: ticks
+            for pid, ticks in self._descendants.items()
+            if _running_since(pid) == ticks  # (a table taken earlier may miss it)
+        }
+        roots = set(known)
+        if self._process is not None and self._process.returncode is None:  # not reaped: its pid
+            roots.add(self._process.pid)  # is still its own
+        found = descendants(table, roots) - roots
+        self._descendants = {**known, **{pid: table[pid][1] for pid in found}}
 
     @property
     def pid(self) -> int | None:
@@ -496,6 +609,9 @@ class SessionProcess:
     async def wait_stopped(self) -> None:
         if self._stopping is not None:
             await self._stopping
+
+    async def _track_descendants(self) -> None:
+        self.note_descendants(await asyncio.to_thread(process_table))
 
     async def _spawn(self) -> asyncio.subprocess.Process:
         prompt = self.spec.prompt or ""
@@ -519,6 +635,8 @@ class SessionProcess:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
+            # Only a ctypes call between fork and exec: safe with orcad's threads.
+            preexec_fn=_become_subreaper if _PRCTL is not None else None,
         )
 
     def _send(self, line: bytes, force: bool) -> bool:
@@ -586,21 +704,28 @@ class SessionProcess:
                 await pumps
 
     async def _end_leftovers(self, pgid: int) -> None:
-        """Stop what the agent left running: its process group, and any process that carries
-        this session's id in its environment (children that left the group included)."""
+        """Stop what the agent left running: its process group, any process that carries this
+        session's id in its environment (children that left the group included), and every
+        descendant of the agent seen while it ran (those that left its session too)."""
         leftovers = {pgid} if _group_exists(pgid) else set()
         found = await asyncio.to_thread(processes_of_sessions, {self.spec.session_id})
         for pid in found.get(self.spec.session_id, []):
             with contextlib.suppress(OSError):
                 leftovers.add(os.getpgid(pid))
         leftovers.discard(os.getpgrp())
-        if leftovers:
+        await self._track_descendants()  # and what those started since
+        strays = dict(self._descendants)
+        strays.pop(os.getpid(), None)
+        if leftovers or strays:
             log.info(
-                "session %s: stopping leftover process groups %s",
+                "session %s: stopping leftover process groups %s and processes %s",
                 self.spec.session_id,
                 sorted(leftovers),
+                sorted(strays),
             )
-            await asyncio.gather(*(stop_group(group, 2.0) for group in leftovers))
+            await asyncio.gather(
+                stop_processes(strays, 2.0), *(stop_group(group, 2.0) for group in leftovers)
+            )
 
     async def _pump_both(self, stdout: asyncio.StreamReader, stderr: asyncio.StreamReader) -> None:
         await asyncio.gather(self._pump(stdout, "stdout"), self._pump(stderr, "stderr"))
@@ -648,6 +773,7 @@ class SessionProcess:
                     self._result_seen.set()
                     if self._input is not None:
                         self._input.close()
+                    await self._track_descendants()  # before the agent exits and they leave it
             else:
                 await self._flush(force=True)
                 await self._record(effect)
