@@ -455,6 +455,8 @@ class InputWriter:
                     return
         except (BrokenPipeError, ConnectionResetError):  # the agent closed its stdin
             self._closing = True
+        finally:
+            self._written.set()  # nothing more will be written: nobody waits for it
 
     def abandon(self) -> tuple[int, int]:
         """The agent has exited: drop what it never read; returns (lines, bytes) dropped."""
@@ -462,8 +464,9 @@ class InputWriter:
         self._queue.clear()
         self._queued_bytes = 0
         self._closing = True
-        if not self._stdin.transport.is_closing():
-            self._stdin.transport.abort()
+        transport = self._stdin.transport
+        if not transport.is_closing() or transport.get_write_buffer_size():  # (not yet closed)
+            transport.abort()
         return dropped
 
     def _hand_over(self, line: bytes) -> None:
