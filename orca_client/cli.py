@@ -430,6 +430,8 @@ def cmd_answer(args: Args) -> int:
             f"answered {result.request_id} of run {result.run_id}; the run is {result.status}"
         )
     )
+    if not result.delivered:
+        print("the agent has not read its input yet; orcad keeps the answer until it does")
     return EXIT_OK
 
 

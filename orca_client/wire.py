@@ -485,6 +485,8 @@ class AnswerResult(Struct, frozen=True):
     session_id: str
     request_id: str
     status: RunStatus
+    delivered: bool = True
+    """False when the answer waits in orcad for the agent to read its input (it gets it then)."""
 
 
 class EventsPage(Struct, frozen=True):
