@@ -6,10 +6,12 @@ once a run or session is completed, failed or cancelled, no later event changes 
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 
 import msgspec
 
+from orca_client.plan import PlanGraph
 from orca_client.wire import (
     TERMINAL_STATUSES,
     PendingQuestion,
@@ -46,11 +48,64 @@ replace = msgspec.structs.replace
 
 
 @dataclass
+class PlanProgress:
+    """Where a live plan run's tasks stand, kept up to date event by event by `apply`, so that
+    what runs next is known at a cost that depends on what changed, not on the plan's size."""
+
+    graph: PlanGraph
+    waiting: list[int]
+    """Per task (by place in the plan): how many of its dependencies are not done yet."""
+    ready: set[int]
+    """Pending tasks with nothing left to wait for."""
+    in_progress: set[int] = field(default_factory=set)
+    _ready_heap: list[int] = field(default_factory=list)
+    """`ready` in plan order (a heap; entries no longer ready are dropped when met)."""
+
+    @classmethod
+    def start(cls, graph: PlanGraph) -> PlanProgress:
+        waiting = [len(deps) for deps in graph.depends_on]
+        ready = [place for place, count in enumerate(waiting) if not count]
+        return cls(graph, waiting, set(ready), _ready_heap=ready)  # ascending: a heap already
+
+    def first_ready(self, count: int) -> list[int]:
+        """Up to `count` ready tasks, first in plan order first."""
+        heap = self._ready_heap
+        found: list[int] = []
+        while heap and len(found) < count:
+            place = heapq.heappop(heap)
+            if place in self.ready and (not found or found[-1] != place):
+                found.append(place)
+        for place in found:
+            heapq.heappush(heap, place)
+        return found
+
+    def moved(self, place: int, old: str, new: str, tasks: list[TaskInfo]) -> None:
+        """Task `place` went from `old` to `new` (`tasks` already shows the new status)."""
+        self.ready.discard(place)
+        self.in_progress.discard(place)
+        if new == "in_progress":
+            self.in_progress.add(place)
+        elif new == "pending" and not self.waiting[place]:
+            self._make_ready(place)
+        elif new == "done":
+            for dependant in self.graph.dependants[place]:
+                self.waiting[dependant] -= 1
+                if not self.waiting[dependant] and tasks[dependant].status == "pending":
+                    self._make_ready(dependant)
+
+    def _make_ready(self, place: int) -> None:
+        if place not in self.ready:
+            self.ready.add(place)
+            heapq.heappush(self._ready_heap, place)
+
+
+@dataclass
 class State:
     """Every run and session as projected so far, and the log position reached.
 
     The values are immutable Structs; `apply` swaps in new ones, so a view handed to a client
-    never changes under it.
+    never changes under it. One exception: a plan run's `tasks` list is updated in place (one
+    task's change must not copy 10,000 tasks); views handed out copy what they show of it.
     """
 
     position: int = 0
@@ -64,6 +119,8 @@ class State:
     """The prompts of live sessions (to start them again after a restart)."""
     task_index: dict[str, dict[str, int]] = field(default_factory=dict)
     """Each plan run's tasks by id: their place in `RunInfo.tasks`."""
+    plans: dict[str, PlanProgress] = field(default_factory=dict)
+    """Each live plan run's graph and where its tasks stand."""
     created: dict[str, RunCreated] = field(default_factory=dict)
     """How each live fan-out, parent and plan run was set up (its `RunCreated`)."""
     run_answers: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
@@ -86,8 +143,9 @@ def apply(state: State, stored: StoredEvent) -> State:
             if event.kind != "single":
                 state.created[event.run_id] = event
             if event.plan is not None:
-                tasks = event.plan.plan.tasks
-                state.task_index[event.run_id] = {t.id: i for i, t in enumerate(tasks)}
+                graph = PlanGraph(event.plan.plan.tasks)
+                state.task_index[event.run_id] = graph.index
+                state.plans[event.run_id] = PlanProgress.start(graph)
             parent = state.runs.get(event.parent_run_id or "")
             if parent is not None:
                 state.runs[parent.run_id] = replace(
@@ -99,6 +157,7 @@ def apply(state: State, stored: StoredEvent) -> State:
             state.runs[run.run_id] = _change_run_status(run, event, at)
             if event.status in TERMINAL_STATUSES:  # nothing is decided for it any more
                 state.created.pop(run.run_id, None)
+                state.plans.pop(run.run_id, None)
     elif isinstance(event, HookStarted):
         state.hooks_running[(event.hook, event.trigger_position)] = event
     elif isinstance(event, HookFinished):
@@ -118,7 +177,12 @@ def apply(state: State, stored: StoredEvent) -> State:
         if run is not None:
             index = state.task_index.get(run.run_id, {}).get(event.task_id)
             if index is not None:
-                state.runs[run.run_id] = _change_task(run, index, event, at)
+                old = run.tasks[index].status
+                if _change_task(run, index, event):
+                    state.runs[run.run_id] = replace(run, updated_at=at)
+                    progress = state.plans.get(run.run_id)
+                    if progress is not None:
+                        progress.moved(index, old, event.status, run.tasks)
     elif isinstance(event, VerifyFinished):
         pass
     elif isinstance(event, SessionCreated):
@@ -142,13 +206,13 @@ def apply(state: State, stored: StoredEvent) -> State:
     return state
 
 
-def _change_task(run: RunInfo, index: int, event: TaskStatusChanged, at: float) -> RunInfo:
-    """Task `index`'s new status; a task that is done, failed or cancelled stays so."""
+def _change_task(run: RunInfo, index: int, event: TaskStatusChanged) -> bool:
+    """Task `index`'s new status, in place; False when it is done, failed or cancelled (it stays
+    so)."""
     task = run.tasks[index]
     if task.status in ("done", "failed", "cancelled"):
-        return run
-    tasks = list(run.tasks)
-    tasks[index] = replace(
+        return False
+    run.tasks[index] = replace(
         task,
         status=event.status,
         reason=event.reason,
@@ -157,7 +221,7 @@ def _change_task(run: RunInfo, index: int, event: TaskStatusChanged, at: float) 
         session_id=event.session_id or task.session_id,
         summary=event.summary if event.summary is not None else task.summary,
     )
-    return replace(run, tasks=tasks, updated_at=at)
+    return True
 
 
 def _learn(state: State, session: SessionInfo, event: QuestionAnswered) -> None:
