@@ -25,7 +25,7 @@ class PlanError(ValueError):
     """A plan that cannot be run; the message names the tasks at fault."""
 
 
-class PlanTask(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class PlanTask(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     """One task of a plan."""
 
     id: str
@@ -43,7 +43,7 @@ class PlanTask(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Further attempts after a failed one (agent failure or a failing verify command)."""
 
 
-class Plan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class Plan(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     title: str
     tasks: list[PlanTask]
     summary: str = ""
