@@ -118,17 +118,20 @@ class PlanCoordinator:
         return any(self._runs.wants_worktree(agent, None) for agent in agents if agent)
 
     def _check_agents(self, plan: Plan, default: str | None, cwd: str) -> None:
+        """Each agent the plan names is configured (looked up once, for its first task)."""
+        first_task: dict[str | None, str] = {}
         for task in plan.tasks:
-            agent = task.agent or default
+            first_task.setdefault(task.agent or default, task.id)
+        for agent, task_id in first_task.items():
             if agent is None:
                 raise WireError(
                     "bad_request",
-                    f"task {task.id} names no agent: give it one, or a default with --agent",
+                    f"task {task_id} names no agent: give it one, or a default with --agent",
                 )
             try:
                 self._runs.config.agent(agent, Path(cwd))
             except ConfigError as exc:
-                raise WireError("bad_request", f"task {task.id}: {exc}") from None
+                raise WireError("bad_request", f"task {task_id}: {exc}") from None
 
     # ------------------------------------------------------------------ moving along
 
