@@ -2,6 +2,8 @@
 
 Replay at start-up and live updates use the same `apply`. Terminal statuses are absorbing:
 once a run or session is completed, failed or cancelled, no later event changes its status.
+Texts that agents and clients write (summaries, reasons, questions, prompts) are kept to
+`VIEW_TEXT_CHARS` each, with a marker saying how much more the log holds.
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ from dataclasses import dataclass, field
 import msgspec
 
 from orca_client.plan import PlanGraph
+from orca_client.view_text import bounded, bounded_or_none
 from orca_client.wire import (
     TERMINAL_STATUSES,
     PendingQuestion,
+    Question,
+    QuestionOption,
     RunInfo,
     SessionInfo,
     TaskInfo,
@@ -171,7 +176,8 @@ def apply(state: State, stored: StoredEvent) -> State:
     elif isinstance(event, OrchestrationFinished):
         run = state.runs.get(event.run_id)
         if run is not None:
-            state.runs[run.run_id] = replace(run, result=event.summary, updated_at=at)
+            result = bounded_or_none(event.summary, run.run_id)
+            state.runs[run.run_id] = replace(run, result=result, updated_at=at)
     elif isinstance(event, TaskStatusChanged):
         run = state.runs.get(event.run_id)
         if run is not None:
@@ -215,11 +221,11 @@ def _change_task(run: RunInfo, index: int, event: TaskStatusChanged) -> bool:
     run.tasks[index] = replace(
         task,
         status=event.status,
-        reason=event.reason,
+        reason=bounded_or_none(event.reason, run.run_id),
         attempt=max(task.attempt, event.attempt),
         interrupted=task.interrupted + event.interrupted,
         session_id=event.session_id or task.session_id,
-        summary=event.summary if event.summary is not None else task.summary,
+        summary=bounded(event.summary, run.run_id) if event.summary is not None else task.summary,
     )
     return True
 
@@ -242,9 +248,8 @@ def _change_run_status(run: RunInfo, event: RunStatusChanged, at: float) -> RunI
         paused = run.status if run.status != "waiting_for_answer" else paused
     else:
         paused = None
-    return replace(
-        run, status=event.status, reason=event.reason, updated_at=at, paused_status=paused
-    )
+    reason = bounded_or_none(event.reason, run.run_id)
+    return replace(run, status=event.status, reason=reason, updated_at=at, paused_status=paused)
 
 
 def evolve_session(session: SessionInfo, event: AnyEvent, at: float) -> SessionInfo:
@@ -275,7 +280,8 @@ def evolve_session(session: SessionInfo, event: AnyEvent, at: float) -> SessionI
             last_activity_at=at,
         )
     if isinstance(event, QuestionAsked):
-        pending = PendingQuestion(event.request_id, session.session_id, event.questions, at)
+        questions = [_bounded_question(q, session.run_id) for q in event.questions]
+        pending = PendingQuestion(event.request_id, session.session_id, questions, at)
         return replace(session, status="waiting_for_answer", pending=pending, last_activity_at=at)
     if isinstance(event, QuestionAnswered | QuestionCleared):
         if session.pending is None or session.pending.request_id != event.request_id:
@@ -285,9 +291,9 @@ def evolve_session(session: SessionInfo, event: AnyEvent, at: float) -> SessionI
         return replace(
             session,
             status=event.status,
-            reason=event.reason,
+            reason=bounded(event.reason, session.run_id),
             exit_code=event.exit_code,
-            summary=event.summary,
+            summary=bounded_or_none(event.summary, session.run_id),
             ended_at=at,
             pending=None,
         )
@@ -302,14 +308,20 @@ def replay(events: list[StoredEvent], state: State | None = None) -> State:
     return state
 
 
-PROMPT_PREVIEW_CHARS = 2000
-"""A run's prompt in its view (status replies) is cut here; the whole of it is in the log."""
-
-
-def _preview(prompt: str | None) -> str | None:
-    if prompt is None or len(prompt) <= PROMPT_PREVIEW_CHARS:
-        return prompt
-    return prompt[:PROMPT_PREVIEW_CHARS] + f"… ({len(prompt)} characters in all)"
+def _bounded_question(question: Question, run_id: str) -> Question:
+    """A question as a view shows it (its id whole: answers must name it)."""
+    options = question.options
+    if options is not None:
+        options = [
+            QuestionOption(bounded(o.label, run_id), bounded(o.description, run_id))
+            for o in options
+        ]
+    return replace(
+        question,
+        question=bounded(question.question, run_id),
+        header=bounded(question.header, run_id),
+        options=options,
+    )
 
 
 def _new_run(event: RunCreated, at: float) -> RunInfo:
@@ -318,7 +330,7 @@ def _new_run(event: RunCreated, at: float) -> RunInfo:
         tasks = [
             TaskInfo(
                 task_id=task.id,
-                title=task.title or task.id,
+                title=bounded(task.title or task.id, event.run_id),
                 status="pending",
                 depends_on=task.depends_on,
                 max_retries=task.max_retries,
@@ -327,14 +339,14 @@ def _new_run(event: RunCreated, at: float) -> RunInfo:
         ]
     return RunInfo(
         run_id=event.run_id,
-        title=event.title,
+        title=bounded(event.title, event.run_id),
         status="queued",
         cwd=event.cwd,
         created_at=at,
         updated_at=at,
         parent_run_id=event.parent_run_id,
         kind=event.kind,
-        prompt=_preview(event.prompt),
+        prompt=bounded_or_none(event.prompt, event.run_id),
         debug_run_id=event.run_id if event.fanout is not None else None,
         task_file=event.fanout.task_file if event.fanout is not None else None,
         orchestration_mode=event.children.mode if event.children is not None else None,

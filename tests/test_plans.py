@@ -34,6 +34,7 @@ from graph_script import GraphScript
 from test_fanout import write_log
 from test_questions import write_config
 
+from orca_client.cli import fetch_status
 from orca_client.client import RequestFailed
 from orca_client.plan import (
     Plan,
@@ -53,6 +54,7 @@ from orca_client.wire import (
     StartPlan,
     StartRun,
     Status,
+    StatusResult,
     TaskInfo,
     TaskRetried,
 )
@@ -328,6 +330,10 @@ def test_a_10000_task_plan_whose_root_fails_ends_while_orcad_answers(
         statuses = [task["status"] for task in shown["tasks"]]
         assert (statuses.count("failed"), statuses.count("cancelled")) == (1, BIG - 1)
         assert [s["task_id"] for s in shown["sessions"]] == ["t0"]
+    with daemon.client() as client:  # its 10,000 tasks over pages of 64 KiB, put back together
+        whole: StatusResult = client.request(Status(run_id=run_id))
+        paged = fetch_status(client, Status(run_id=run_id, page_bytes=64 << 10))
+    assert msgspec.to_builtins(paged.runs) == msgspec.to_builtins(whole.runs)
 
 
 # --------------------------------------------------------------------------- order
