@@ -376,7 +376,9 @@ def fetch_status(connection: Client, request: Status) -> StatusResult:
         sessions += page.sessions
     else:
         raise OrcaClientError(f"orcad's status did not end after {MAX_STATUS_PAGES} pages")
-    return msgspec.structs.replace(first, runs=list(runs.values()), sessions=sessions)
+    return msgspec.structs.replace(
+        first, runs=list(runs.values()), sessions=sessions, next_cursor=None
+    )
 
 
 def cmd_watch(args: Args) -> int:

@@ -120,6 +120,7 @@ def test_status_comes_in_pages_that_the_cli_puts_back_together(
         assert len(msgspec.json.encode(first)) < page_bytes + 3_000  # one item more at most
         paged = fetch_status(client, Status(ended=None, page_bytes=page_bytes))
         assert comparable(paged) == comparable(whole)
+        assert paged.next_cursor is None
         one = fetch_status(client, Status(run_id=run_ids[3], page_bytes=page_bytes))
         assert comparable(one) == comparable(client.request(Status(run_id=run_ids[3])))
 
