@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orca_client.plan import Plan, PlanTask, ready_tasks
-from orca_client.wire import TERMINAL_STATUSES, PendingQuestion, Question
+from orca_client.view_text import VIEW_TEXT_CHARS, bounded
+from orca_client.wire import TERMINAL_STATUSES, PendingQuestion, Question, QuestionOption
 from orca_daemon.events import (
     SCHEMA_VERSION,
     AnyEvent,
@@ -589,3 +590,36 @@ def test_plan_progress_follows_the_tasks_as_they_move() -> None:
         in_progress = {t for t, s in statuses.items() if s == "in_progress"}
         assert {tasks[i].id for i in progress.in_progress} == in_progress
     assert progress.first_ready(1) == []
+
+
+# --------------------------------------------------------------------------- bounded texts
+
+
+def test_agent_text_is_kept_short_in_views_and_whole_in_the_log() -> None:
+    """Defect 7: a view keeps each text an agent wrote to VIEW_TEXT_CHARS, with a marker; the
+    question's id stays whole (answers name it); replay folds to the same."""
+    long = "x" * 50_000
+    short = long[:VIEW_TEXT_CHARS] + "… (46,000 more characters; see `orca logs r1`)"
+    question = Question(
+        id="q-" + "i" * 5_000,
+        question=long,
+        header=long,
+        options=[QuestionOption(label=long, description=long)],
+    )
+    log = Timeline()
+    log.record(run_created(), session_created(), started())
+    log.record(QuestionAsked(run_id="r1", session_id="s1", request_id="q1", questions=[question]))
+    pending = log.state().sessions["s1"].pending
+    assert pending is not None
+    shown = pending.questions[0]
+    assert (shown.id, shown.question, shown.header) == (question.id, short, short)
+    assert shown.options == [QuestionOption(label=short, description=short)]
+    log.record(
+        SessionTerminated("r1", "s1", "completed", long, exit_code=0, summary=long),
+        run_status("completed", reason=long),
+    )
+    state = log.state()
+    assert (state.sessions["s1"].summary, state.sessions["s1"].reason) == (short, short)
+    assert state.runs["r1"].reason == short
+    assert bounded(short, "r1") == short  # a shortened text is never shortened again
+    assert msgspec.json.decode(log.events[-2].data)["summary"] == long  # the log keeps it whole
