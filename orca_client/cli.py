@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     import argparse
 
     from orca_client.client import Client
-    from orca_client.wire import RunInfo, StatusResult
+    from orca_client.wire import RunInfo, Status, StatusResult
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -205,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     logs = command(
         "logs",
         "print a run's output",
-        "Print the output of a run's sessions (stdout to stdout, stderr to stderr).",
+        "Print the output of a run's sessions (stdout to stdout, stderr to stderr), and on "
+        "stderr the whole of any summary, reason, question or prompt that orca status shortens.",
     )
     logs.add_argument("run_id", metavar="RUN_ID")
     logs.add_argument(
@@ -339,8 +340,8 @@ def cmd_status(args: Args) -> int:
     if args.tree and args.run_id is None:
         raise UsageError("orca status: --tree needs a RUN_ID")
     with client() as connection:
-        result: StatusResult = connection.request(
-            Status(run_id=args.run_id, ended=None if args.all else 50, tree=args.tree)
+        result = fetch_status(
+            connection, Status(run_id=args.run_id, ended=None if args.all else 50, tree=args.tree)
         )
     if args.json:
         print_json(result if args.run_id is None or args.tree else _run_detail(result))
@@ -351,6 +352,41 @@ def cmd_status(args: Args) -> int:
     else:
         print(render.run_detail(result.runs[0], result.sessions))
     return EXIT_OK
+
+
+MAX_STATUS_PAGES = 100_000
+
+
+def fetch_status(connection: Client, request: Status) -> StatusResult:
+    """A whole status, page after page: a run that spans pages is put back together (its
+    tasks and session ids appended in order; the rest as the last page saw it)."""
+    import msgspec
+
+    from orca_client.client import OrcaClientError
+
+    first: StatusResult = connection.request(request)
+    runs = {run.run_id: run for run in first.runs}
+    sessions = list(first.sessions)
+    page = first
+    for _ in range(MAX_STATUS_PAGES):
+        if page.next_cursor is None:
+            break
+        page = connection.request(msgspec.structs.replace(request, cursor=page.next_cursor))
+        for run in page.runs:
+            before = runs.get(run.run_id)
+            if before is not None:
+                run = msgspec.structs.replace(
+                    run,
+                    tasks=[*before.tasks, *run.tasks],
+                    session_ids=[*before.session_ids, *run.session_ids],
+                )
+            runs[run.run_id] = run
+        sessions += page.sessions
+    else:
+        raise OrcaClientError(f"orcad's status did not end after {MAX_STATUS_PAGES} pages")
+    return msgspec.structs.replace(
+        first, runs=list(runs.values()), sessions=sessions, next_cursor=None
+    )
 
 
 def cmd_watch(args: Args) -> int:
@@ -375,6 +411,8 @@ def cmd_logs(args: Args) -> int:
         if args.follow:
             for record in connection.follow(after=0, run_id=run_id, on_reconnect=_say_reconnecting):
                 render.write_output(record, as_json=args.json, raw=args.raw)
+                if not args.json:
+                    render.write_long_texts(record, raw=args.raw)
                 if render.ends_run(record):
                     break
             return EXIT_OK
@@ -383,6 +421,8 @@ def cmd_logs(args: Args) -> int:
             page = connection.request(ReadEvents(after=after, limit=5000, run_id=run_id))
             for record in page.events:
                 render.write_output(record, as_json=args.json, raw=args.raw)
+                if not args.json:
+                    render.write_long_texts(record, raw=args.raw)
             if not page.events:
                 return EXIT_OK
             after = page.events[-1].position

@@ -318,3 +318,40 @@ def outcome_line(run: RunInfo, sessions: list[SessionInfo]) -> str:
     summaries = [run.result] if run.result else [s.summary for s in sessions if s.summary]
     summary = f" — {summaries[0]}" if (summaries and run.kind == "single") or run.result else ""
     return visible(f"run {run.run_id} {run.status}{reason}{summary}")
+
+
+def long_texts(record: EventRecord) -> list[tuple[str, str]]:
+    """The texts of an event that `orca status` shows only the start of (`view_text`), each
+    with what it is: an agent's summary, a reason, a question, a prompt."""
+    from orca_client.view_text import is_long
+
+    body = _body(record)
+    kind = body.get("type")
+    who = body.get("session_id") or body.get("run_id", "")
+    found: list[tuple[str, Any]] = []
+    if kind in ("session_terminated", "run_status_changed", "task_status_changed"):
+        what = f"task {body.get('task_id')}" if kind == "task_status_changed" else who
+        found += [(f"{what} {field}", body.get(field)) for field in ("reason", "summary")]
+    elif kind == "orchestration_finished":
+        found.append((f"{who} result", body.get("summary")))
+    elif kind == "run_created":
+        found.append((f"{who} prompt", body.get("prompt")))
+    elif kind == "question_asked":
+        for question in body.get("questions", []):
+            asked = f"{who} question {question.get('id')}"
+            found += [(f"{asked} {field}", question.get(field)) for field in ("header", "question")]
+            for number, option in enumerate(question.get("options") or [], 1):
+                found += [
+                    (f"{asked} option {number} {field}", option.get(field))
+                    for field in ("label", "description")
+                ]
+    return [(what, text) for what, text in found if isinstance(text, str) and is_long(text)]
+
+
+def write_long_texts(record: EventRecord, *, raw: bool = False) -> None:
+    """On stderr, the whole of each text of an event that `orca status` shortens (its control
+    characters made visible unless `raw`)."""
+    for what, text in long_texts(record):
+        shown = text if raw else visible(text)
+        sys.stderr.write(f"orca: {visible(what)} ({len(text):,} characters):\n{shown}\n")
+    sys.stderr.flush()

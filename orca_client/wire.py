@@ -213,11 +213,19 @@ class Hello(Struct, tag="hello", frozen=True):
 class Status(Struct, tag="status", frozen=True):
     """One run (`run_id`) with its sessions; or every live run and the `ended` most recently
     created runs that have ended (None: all of them), with their sessions. With `tree`, a run
-    comes with all its descendant runs (children, their children, ...)."""
+    comes with all its descendant runs (children, their children, ...).
+
+    The reply is one page: while its `next_cursor` is set, ask again with it as `cursor` (and
+    the same other fields) for the rest."""
 
     run_id: str | None = None
     ended: int | None = 50
     tree: bool = False
+    cursor: str | None = None
+    """Where the page starts: the `next_cursor` of the page before; None: the first page."""
+    page_bytes: int | None = None
+    """The most bytes of runs and sessions a page may hold (at least one item is always sent);
+    None, or more than the daemon allows (4 MiB): the daemon's limit."""
 
 
 class StartRun(Struct, tag="run", frozen=True):
@@ -412,11 +420,18 @@ class HelloResult(Struct, frozen=True):
 
 
 class StatusResult(Struct, frozen=True):
+    """One page of a status. A run whose tasks or sessions do not all fit comes again at the
+    start of the next page with the rest: its `tasks` and `session_ids` hold what each page
+    carries, so a client appends them to the run it has (`sessions` holds the page's sessions,
+    in the order of the `session_ids` on it)."""
+
     runs: list[RunInfo]
     sessions: list[SessionInfo]
     head_position: int
     ended_not_shown: int = 0
     """Ended runs left out by `ended`."""
+    next_cursor: str | None = None
+    """Set when more follows: send the same `Status` again with this as its `cursor`."""
 
 
 class RunStarted(Struct, frozen=True):
