@@ -55,6 +55,7 @@ ErrorCode = Literal[
     "conflict",
     "invalid_state",
     "shutting_down",
+    "log_unavailable",
     "internal",
 ]
 
