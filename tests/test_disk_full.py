@@ -10,11 +10,14 @@ tracebacks.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pytest
 from conftest import (
     DaemonProcess,
     agent,
@@ -40,10 +43,51 @@ def test_a_session_that_ends_while_the_log_is_full_ends_completed_once_it_can_be
     make_daemon: Callable[..., DaemonProcess], orca_home: Path
 ) -> None:
     limit_file = orca_home.parent / "page-limit"
-    work = orca_home.parent / "work"
+    daemon = make_daemon(extra_env={TEST_PAGE_LIMIT_VARIABLE: str(limit_file)}).start()
+    session_ends_while_full(
+        daemon,
+        orca_home.parent / "work",
+        fill=lambda: limit_file.write_text("1\n"),  # no new page from now on
+        free=limit_file.unlink,
+    )
+
+
+def test_on_a_file_system_that_is_really_full_a_session_ends_completed_once_there_is_space(
+    small_home: Path, make_daemon: Callable[..., DaemonProcess]
+) -> None:
+    daemon = make_daemon().start()
+    ballast = small_home / "ballast"
+
+    def fill() -> None:
+        block = b"\0" * 65536
+        with open(ballast, "wb", buffering=0) as out, contextlib.suppress(OSError):  # ENOSPC
+            while True:
+                out.write(block)
+
+    session_ends_while_full(daemon, small_home.parent / "work", fill, ballast.unlink)
+
+
+@pytest.fixture
+def small_home(orca_home: Path) -> Iterator[Path]:
+    """ORCA_HOME on its own 8 MiB tmpfs (needs the privilege to mount, e.g. root)."""
+    orca_home.mkdir(mode=0o700)
+    mount = ["mount", "-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs", str(orca_home)]
+    try:
+        subprocess.run(mount, check=True, capture_output=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        pytest.skip("cannot mount a small tmpfs here (the page-limit test covers a full log)")
+    try:
+        yield orca_home
+    finally:
+        subprocess.run(["umount", "-l", str(orca_home)], check=False, timeout=10)
+
+
+def session_ends_while_full(
+    daemon: DaemonProcess, work: Path, fill: Callable[[], object], free: Callable[[], object]
+) -> None:
+    """A session prints MEGABYTES while the log is full and ends; then there is space again."""
     work.mkdir()
     gate = work / "gate"
-    daemon = make_daemon(extra_env={TEST_PAGE_LIMIT_VARIABLE: str(limit_file)}).start()
     log_file = str(daemon.paths.log_file)
     command = agent("gated_firehose.py", str(gate), str(MEGABYTES), str(SUMMARY_BYTES))
     with daemon.client() as client:
@@ -52,7 +96,7 @@ def test_a_session_that_ends_while_the_log_is_full_ends_completed_once_it_can_be
     pid = daemon.status(started.run_id).sessions[0].pid
     assert pid is not None
 
-    limit_file.write_text("1\n")  # no new page from now on: the log is full
+    fill()
     gate.touch()
     wait_until(lambda: not process_exists(pid), what="the agent to finish its output and exit")
     wait_until(
@@ -70,7 +114,7 @@ def test_a_session_that_ends_while_the_log_is_full_ends_completed_once_it_can_be
     # Its end waits to be recorded: the run is neither ended by an error nor given up on.
     assert daemon.status(started.run_id).runs[0].status == "running"
 
-    limit_file.unlink()  # the space is back
+    free()
     run = daemon.wait_for_run(started.run_id, timeout=30)
     session = daemon.status(started.run_id).sessions[0]
     assert (run.status, session.status, session.reason) == (
