@@ -4,7 +4,7 @@ Every event has a global `position` and a `version` within its stream; `(stream,
 unique, which gives optimistic concurrency. `append` returns only after its transaction is durable.
 
 When the log cannot be written (disk full, I/O error), the writer enters an outage: appends that
-must be recorded wait and are retried with backoff until they are; output may be dropped (its
+must be recorded wait and are retried with backoff until they are; output is dropped (its
 caller counts it and records the loss later); a client's request is refused with `LogUnavailable`.
 """
 
@@ -77,6 +77,8 @@ CLOSE_RETRY_SECONDS = 10.0
 """After `stop_accepting`, how long the writer keeps retrying appends that wait for the log."""
 OUTAGE_LOG_QUIET_SECONDS = 60.0
 """An outage that begins this soon after the last one that was logged is not logged again."""
+PROBE_TRACKING = "orcad.log_probe"
+"""The tracking row the writer updates to find out whether the log can be written again."""
 TEST_PAGE_LIMIT_VARIABLE = "ORCA_TEST_LOG_PAGE_LIMIT_FILE"
 """Tests only: a file holding a page count for SQLite's `max_page_count`, read before each write,
 so that a test can make the log full (SQLITE_FULL) and give the space back."""
@@ -84,7 +86,8 @@ so that a test can make the log full (SQLITE_FULL) and give the space back."""
 AppendMode = Literal["wait", "drop", "refuse"]
 """What an append does while the log cannot be written: `wait` until it is written (facts that
 must be recorded), `drop` (output: raises or fails with `LogUnavailable`, the caller counts what
-was lost), `refuse` (a client's request: raises `LogUnavailable` at once)."""
+was lost), `refuse` (a client's request: raises or fails with `LogUnavailable`). The writer
+retries the waiting appends (or, with none, probes) until a write succeeds."""
 
 
 class StoreError(Exception):
@@ -318,12 +321,8 @@ class EventStore:
         return self._submit(_PendingAppend(stream, events, None, mode=mode))
 
     def unwritable(self) -> LogUnavailable | None:
-        """Why the log cannot be written now, or None. During an outage this is None again
-        once the next attempt is due, so that a new append can find out whether it can be."""
-        outage = self._outage
-        if outage is None or time.monotonic() >= outage.next_attempt:
-            return None
-        return LogUnavailable(outage.reason)
+        """Why the log cannot be written now (until the writer's next attempt succeeds), or None."""
+        return None if self._outage is None else LogUnavailable(self._outage.reason)
 
     async def _enqueue(self, pending: _PendingAppend) -> list[StoredEvent]:
         return await self._submit(pending)
@@ -352,8 +351,16 @@ class EventStore:
         self._writer_running = True
         try:
             while True:
-                await self._wake.wait()
-                self._wake.clear()
+                if self._outage is None:
+                    await self._wake.wait()
+                    self._wake.clear()
+                elif (self._closing and not self._pending) or not await self._wait_for_retry():
+                    return
+                if self._outage is not None and not self._pending:
+                    if self._closing:
+                        return
+                    await self._probe()
+                    continue
                 while self._pending:
                     if self._outage is not None and not await self._wait_for_retry():
                         return
@@ -391,6 +398,17 @@ class EventStore:
             wake_at = min(wake_at, self._close_deadline)
         await asyncio.sleep(max(0.0, wake_at - now))
         return True
+
+    async def _probe(self) -> None:
+        """During an outage with nothing waiting: write a little (a tracking row) to find out
+        whether the log can be written again."""
+        assert self._outage is not None
+        try:
+            await self._write([], [(PROBE_TRACKING, self._head)])
+        except Exception as exc:
+            self._outage_continues(unwritable_reason(exc, self._path) or self._outage.reason, [])
+        else:
+            self._outage_ended()
 
     def _give_up(self, pending: list[_PendingAppend]) -> None:
         assert self._outage is not None

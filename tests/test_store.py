@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -481,7 +481,7 @@ async def test_a_full_log_holds_what_must_be_recorded_and_writes_it_once_there_i
     assert str(refusal) == f"the log cannot be written: disk full at {log.path}"
     with pytest.raises(LogUnavailable, match="disk full"):
         await store.append("run-b", [big("b")], mode="refuse")
-    with pytest.raises(LogUnavailable):  # output: refused now, or dropped at the next attempt
+    with pytest.raises(LogUnavailable):  # output is dropped, not held
         await store.append_nowait("run-a", [big("a")], mode="drop")
     waiting_too = asyncio.create_task(store.append("run-a", [big("a")]))
     await asyncio.sleep(0)
@@ -498,6 +498,27 @@ async def test_a_full_log_holds_what_must_be_recorded_and_writes_it_once_there_i
         f"the log cannot be written: disk full at {log.path}"
     ]
     assert not any(r.exc_info for r in caplog.records)
+
+
+async def test_with_nothing_waiting_the_writer_finds_out_by_itself_when_the_log_has_space(
+    log: Log, page_limit: Path
+) -> None:
+    store = await log.open()
+    fill(page_limit)
+    with pytest.raises(LogUnavailable):  # a client's append finds the log full
+        await store.append("run-a", [big("a")], mode="refuse")
+    with pytest.raises(LogUnavailable):  # the next is refused without trying
+        await store.append("run-a", [created("a")], mode="refuse")
+
+    free(page_limit)
+    await asyncio.wait_for(wait_for(lambda: store.unwritable() is None), TIMEOUT)
+    [stored] = await store.append("run-a", [big("a")], mode="refuse")
+    assert stored.position in log.committed_positions()
+
+
+async def wait_for(condition: Callable[[], bool]) -> None:
+    while not condition():  # noqa: ASYNC110 - the writer's own state
+        await asyncio.sleep(0.001)
 
 
 async def test_a_store_stopped_while_the_log_is_full_gives_up_after_a_bounded_time(
