@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import time
 from collections import deque
 from typing import Any, Literal
@@ -50,6 +51,7 @@ ErrorCode = Literal[
     "bad_request",
     "unauthenticated",
     "replayed",
+    "stale",
     "too_large",
     "not_found",
     "conflict",
@@ -484,6 +486,8 @@ class AnswerResult(Struct, frozen=True):
     session_id: str
     request_id: str
     status: RunStatus
+    delivered: bool = True
+    """False when the answer waits in orcad for the agent to read its input (it gets it then)."""
 
 
 class EventsPage(Struct, frozen=True):
@@ -641,15 +645,45 @@ def decode_request(key: bytes, frames: list[bytes]) -> RequestEnvelope:
         raise WireError("bad_request", f"invalid request: {exc}") from None
 
 
+class _RequestId(msgspec.Struct):
+    """Only the `id` of an envelope; every other field is skipped."""
+
+    id: str = ""
+
+
+_id_decoder = msgspec.json.Decoder(_RequestId)
+_LEADING_ID = re.compile(rb'\s*\{\s*"id"\s*:\s*"([^"\\]{1,128})"')
+MAX_REQUEST_ID_CHARS = 128
+
+
 def request_id_of(body: bytes) -> str:
-    """Best-effort id of an undecodable request, so its error reply can still be paired."""
-    try:
-        value = msgspec.json.decode(body)
-    except msgspec.DecodeError:
+    """Best-effort id of an undecodable request, so its error reply can still be paired.
+
+    Never raises. An `id` that comes first (as every Orca client encodes it) is read from the
+    start of the body whatever its size; otherwise the body is decoded only if it is within
+    `MAX_MESSAGE_BYTES`, skipping every other field.
+    """
+    leading = _LEADING_ID.match(body, 0, 256)
+    if leading is not None:
+        return leading.group(1).decode("utf-8", "replace")
+    if len(body) > MAX_MESSAGE_BYTES:
         return ""
-    if isinstance(value, dict) and isinstance(value.get("id"), str):
-        return str(value["id"])[:128]
-    return ""
+    try:
+        found = _id_decoder.decode(body).id
+    except (msgspec.DecodeError, RecursionError, MemoryError, ValueError):
+        return ""
+    return found[:MAX_REQUEST_ID_CHARS]
+
+
+def check_request_size(frames: list[bytes]) -> None:
+    """Refuse, before sending, a request the daemon would refuse as `too_large`."""
+    size = len(frames[-1])
+    if size > MAX_MESSAGE_BYTES:
+        raise WireError(
+            "too_large",
+            f"the request is {size / (1 << 20):.1f} MiB; orcad accepts requests of at most "
+            f"{MAX_MESSAGE_BYTES >> 20} MiB",
+        )
 
 
 def encode_daemon_message(key: bytes, message: DaemonMessage) -> list[bytes]:
@@ -680,7 +714,9 @@ class ReplayGuard:
     """Rejects requests that are too old, from before this daemon started, or seen before.
 
     Nonces are remembered for the acceptance window only, so memory stays bounded; a request
-    older than the window, or signed before `not_before` (the daemon's start), is refused.
+    older than the window is refused as `replayed`, and one signed before `not_before` (the
+    daemon's start) as `stale`: a request captured on the way to an earlier daemon is useless to
+    this one, and a client whose request merely crossed a restart signs it again.
     """
 
     def __init__(self, not_before: float, window: float = REPLAY_WINDOW_SECONDS) -> None:
@@ -693,8 +729,8 @@ class ReplayGuard:
         self._expire(now)
         if not 16 <= len(nonce) <= 128:
             raise WireError("bad_request", "nonce must be 16 to 128 characters")
-        if ts < self._not_before - 1.0:
-            raise WireError("replayed", "request was signed before this daemon started")
+        if ts < self._not_before:
+            raise WireError("stale", "request was signed before this daemon started: sign it again")
         if abs(now - ts) > self._window:
             raise WireError(
                 "replayed",

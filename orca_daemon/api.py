@@ -39,6 +39,7 @@ from orca_client.wire import (
 from orca_daemon import __version__, maintenance
 from orca_daemon.events import run_stream
 from orca_daemon.projection import State
+from orca_daemon.request_checks import check_start
 from orca_daemon.runs import RunManager
 from orca_daemon.store import ConcurrencyError, EventStore, LogUnavailable, StoreError, first_page
 from orca_daemon.subscriptions import Subscriptions
@@ -118,6 +119,8 @@ class Api:
             raise WireError("internal", str(exc)) from None
 
     async def _answer(self, request: Request) -> msgspec.Struct:
+        if isinstance(request, StartRun | StartDebug | StartPlan):
+            check_start(request)
         if isinstance(request, StartRun):
             if request.follow_up is not None:
                 follow_up = self.resolve_run_id(request.follow_up)

@@ -77,6 +77,7 @@ from orca_daemon.sessions import (
     SessionSpec,
     StreamName,
     process_start_ticks,
+    process_table,
     processes_of_sessions,
     stop_group,
 )
@@ -595,7 +596,8 @@ class RunManager:
         """Record the answer to a pending question request, then hand it to the agent.
 
         Nothing reaches the agent unless the answer names exactly the pending ids; secret
-        answers are delivered but never recorded.
+        answers are delivered but never recorded. The reply lines are queued for the agent's
+        stdin, never waited for: `delivered` says whether they are in its pipe yet.
         """
         run_id = request.run_id
         async with self.lock(run_id):
@@ -607,6 +609,12 @@ class RunManager:
             pending = self._pending_request(run_id, request.request_id)
             answers = resolve_answers(pending.questions, request.text, request.answers)
             process = self._processes.get(pending.session_id)
+            if process is not None and not process.accepts_input():
+                raise WireError(
+                    "invalid_state",
+                    f"the agent has not read what orcad already sent it; nothing was recorded: "
+                    f"answer {pending.request_id} again once it reads its input",
+                )
             reply = process.take_answer(pending.request_id, answers) if process else None
             if process is None or reply is None:
                 raise WireError(
@@ -627,8 +635,8 @@ class RunManager:
             events.extend(self._resume_events(run_id, resolved_session=pending.session_id))
             await self.append(run_id, events)
             status = self.state.runs[run_id].status
-        await process.deliver(reply)
-        return AnswerResult(run_id, pending.session_id, pending.request_id, status)
+        delivered = await process.deliver(reply)
+        return AnswerResult(run_id, pending.session_id, pending.request_id, status, delivered)
 
     async def record_question(self, spec: SessionSpec, asked: QuestionsAsked) -> None:
         """The agent asked: record the request and put the run in `waiting_for_answer`."""
@@ -960,12 +968,16 @@ class RunManager:
                 )
 
     async def heartbeat(self, interval: float) -> None:
-        """Every `interval` seconds, note which live sessions' processes are still alive."""
+        """Every `interval` seconds, note which live sessions' processes are still alive, and
+        what they have started (it is stopped with them)."""
         while True:
             now = time.time()
-            for session_id, process in list(self._processes.items()):
+            processes = list(self._processes.items())
+            table = await anyio.to_thread.run_sync(process_table) if processes else {}
+            for session_id, process in processes:
                 if process.alive():
                     self.heartbeats[session_id] = now
+                    process.note_descendants(table)
             await anyio.sleep(interval)
 
     async def shutdown(self) -> None:
