@@ -1130,7 +1130,11 @@ def _validate_cwd(text: str) -> str:
     cwd = Path(text)
     if not cwd.is_absolute():
         raise WireError("bad_request", f"cwd must be an absolute path, got {text!r}")
-    if not cwd.is_dir():
+    try:
+        is_directory = cwd.is_dir()
+    except OSError as exc:  # e.g. under a directory orcad may not enter
+        raise WireError("bad_request", f"cwd {text!r} cannot be used: {exc.strerror}") from None
+    if not is_directory:
         raise WireError("bad_request", f"cwd {text!r} is not a directory")
     if not os.access(cwd, os.X_OK):
         raise WireError("bad_request", f"cwd {text!r} is not accessible")
