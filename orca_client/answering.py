@@ -71,12 +71,14 @@ def ask_on_terminal(
 
 
 def _ask(question: Question, pending: PendingQuestion) -> str:
+    from orca_client.render import one_line, visible
+
     title = f"[{question.id}] {question.header}: " if question.header else f"[{question.id}] "
-    print(f"{title}{question.question}", file=sys.stderr)
+    print(visible(f"{one_line(title)}{question.question}"), file=sys.stderr)
     options = question.options or []
     for number, option in enumerate(options, 1):
         detail = f" — {option.description}" if option.description else ""
-        print(f"  {number}. {option.label}{detail}", file=sys.stderr)
+        print(f"  {number}. {one_line(option.label + detail)}", file=sys.stderr)
     if question.is_secret:
         return getpass.getpass("secret answer (not echoed): ")
     hint = "number or text" if options else "answer"

@@ -6,6 +6,7 @@ running or not answering; 4 a waited-for run failed; 5 a waited-for run was canc
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 from types import SimpleNamespace
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
     import argparse
 
     from orca_client.client import Client
-    from orca_client.wire import RunInfo, StatusResult
+    from orca_client.wire import RunInfo, Status, StatusResult
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -204,13 +205,21 @@ def build_parser() -> argparse.ArgumentParser:
     logs = command(
         "logs",
         "print a run's output",
-        "Print the output of a run's sessions (stdout to stdout, stderr to stderr).",
+        "Print the output of a run's sessions (stdout to stdout, stderr to stderr), and on "
+        "stderr the whole of any summary, reason, question or prompt that orca status shortens.",
     )
     logs.add_argument("run_id", metavar="RUN_ID")
     logs.add_argument(
         "--follow", "-f", action="store_true", help="keep printing until the run ends"
     )
     logs.add_argument("--json", action="store_true", help="one JSON output event per line")
+    logs.add_argument(
+        "--raw",
+        action="store_true",
+        help="the output exactly as written, escape sequences included (by default control "
+        "characters are shown as symbols, e.g. ESC as ␛, so agent output cannot drive your "
+        "terminal)",
+    )
 
     answer = command(
         "answer",
@@ -258,7 +267,7 @@ def cmd_run(args: Args) -> int:
     argv = list(args.argv)
     if argv and argv[0] == "--":
         argv = argv[1:]
-    cwd = os.path.abspath(args.cwd or os.getcwd())
+    cwd = working_directory(args.cwd)
     if args.agent is not None:
         if args.prompt is not None and argv:
             raise UsageError("orca run: give the prompt as PROMPT or --prompt, not both")
@@ -331,8 +340,8 @@ def cmd_status(args: Args) -> int:
     if args.tree and args.run_id is None:
         raise UsageError("orca status: --tree needs a RUN_ID")
     with client() as connection:
-        result: StatusResult = connection.request(
-            Status(run_id=args.run_id, ended=None if args.all else 50, tree=args.tree)
+        result = fetch_status(
+            connection, Status(run_id=args.run_id, ended=None if args.all else 50, tree=args.tree)
         )
     if args.json:
         print_json(result if args.run_id is None or args.tree else _run_detail(result))
@@ -343,6 +352,41 @@ def cmd_status(args: Args) -> int:
     else:
         print(render.run_detail(result.runs[0], result.sessions))
     return EXIT_OK
+
+
+MAX_STATUS_PAGES = 100_000
+
+
+def fetch_status(connection: Client, request: Status) -> StatusResult:
+    """A whole status, page after page: a run that spans pages is put back together (its
+    tasks and session ids appended in order; the rest as the last page saw it)."""
+    import msgspec
+
+    from orca_client.client import OrcaClientError
+
+    first: StatusResult = connection.request(request)
+    runs = {run.run_id: run for run in first.runs}
+    sessions = list(first.sessions)
+    page = first
+    for _ in range(MAX_STATUS_PAGES):
+        if page.next_cursor is None:
+            break
+        page = connection.request(msgspec.structs.replace(request, cursor=page.next_cursor))
+        for run in page.runs:
+            before = runs.get(run.run_id)
+            if before is not None:
+                run = msgspec.structs.replace(
+                    run,
+                    tasks=[*before.tasks, *run.tasks],
+                    session_ids=[*before.session_ids, *run.session_ids],
+                )
+            runs[run.run_id] = run
+        sessions += page.sessions
+    else:
+        raise OrcaClientError(f"orcad's status did not end after {MAX_STATUS_PAGES} pages")
+    return msgspec.structs.replace(
+        first, runs=list(runs.values()), sessions=sessions, next_cursor=None
+    )
 
 
 def cmd_watch(args: Args) -> int:
@@ -366,7 +410,9 @@ def cmd_logs(args: Args) -> int:
         run_id = _full_run_id(connection, args.run_id)
         if args.follow:
             for record in connection.follow(after=0, run_id=run_id, on_reconnect=_say_reconnecting):
-                render.write_output(record, as_json=args.json)
+                render.write_output(record, as_json=args.json, raw=args.raw)
+                if not args.json:
+                    render.write_long_texts(record, raw=args.raw)
                 if render.ends_run(record):
                     break
             return EXIT_OK
@@ -374,14 +420,16 @@ def cmd_logs(args: Args) -> int:
         while True:
             page = connection.request(ReadEvents(after=after, limit=5000, run_id=run_id))
             for record in page.events:
-                render.write_output(record, as_json=args.json)
+                render.write_output(record, as_json=args.json, raw=args.raw)
+                if not args.json:
+                    render.write_long_texts(record, raw=args.raw)
             if not page.events:
                 return EXIT_OK
             after = page.events[-1].position
 
 
 def cmd_answer(args: Args) -> int:
-    from orca_client import answering
+    from orca_client import answering, render
     from orca_client.wire import Answer, AnswerResult
 
     if args.text is not None and args.answers_json is not None:
@@ -417,7 +465,13 @@ def cmd_answer(args: Args) -> int:
                 answered_by=answering.who(),
             )
         )
-    print(f"answered {result.request_id} of run {result.run_id}; the run is {result.status}")
+    print(
+        render.one_line(
+            f"answered {result.request_id} of run {result.run_id}; the run is {result.status}"
+        )
+    )
+    if not result.delivered:
+        print("the agent has not read its input yet; orcad keeps the answer until it does")
     return EXIT_OK
 
 
@@ -492,12 +546,31 @@ class AgentLookup(TypedDict):
 
 def agent_lookup() -> AgentLookup:
     """Where this shell finds agent CLIs, for a request's `search_path`, `codex_path` and
-    `claude_path` (orcad's own PATH may be shorter)."""
+    `claude_path` (orcad's own PATH may be shorter); a relative binary path is made absolute."""
+
+    def binary(variable: str) -> str | None:
+        path = _environment(variable)
+        return os.path.abspath(path) if path else None
+
     return {
-        "search_path": os.environ.get("PATH"),
-        "codex_path": os.environ.get("ORCA_CODEX_PATH"),
-        "claude_path": os.environ.get("ORCA_CLAUDE_PATH"),
+        "search_path": _environment("PATH"),
+        "codex_path": binary("ORCA_CODEX_PATH"),
+        "claude_path": binary("ORCA_CLAUDE_PATH"),
     }
+
+
+def _environment(variable: str) -> str | None:
+    value = os.environ.get(variable) or None
+    return None if value is None else checked_text(value, f"${variable}")
+
+
+def working_directory(given: str | None) -> str:
+    """`--cwd`, else the current directory, as the absolute path a request carries."""
+    try:
+        cwd = os.path.abspath(given or os.getcwd())
+    except FileNotFoundError:
+        raise UsageError("orca: the current directory no longer exists; give --cwd") from None
+    return checked_text(cwd, "the working directory")
 
 
 def _version() -> str:
@@ -589,11 +662,15 @@ def _quick_parse(argv: list[str]) -> SimpleNamespace | None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = _quick_parse(argv) or build_parser().parse_args(argv)
+    for stream in (sys.stdout, sys.stderr):  # never a traceback for text the terminal lacks
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
     try:
+        _check_arguments(argv)
+        args = _quick_parse(argv) or build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except UsageError as exc:
-        print(str(exc), file=sys.stderr)
+        _say(str(exc))
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
@@ -605,17 +682,61 @@ def main(argv: list[str] | None = None) -> int:
 
 def _report(exc: Exception) -> int:
     from orca_client.client import DaemonUnavailable, OrcaClientError, RequestFailed
+    from orca_client.paths import InsecurePathError
 
     if isinstance(exc, DaemonUnavailable):
-        print(f"orca: {exc}", file=sys.stderr)
+        _say(f"orca: {exc}")
         return EXIT_UNAVAILABLE
     if isinstance(exc, RequestFailed):
-        print(f"orca: {exc.code}: {exc}", file=sys.stderr)
+        _say(f"orca: {exc.code}: {exc}")
         return EXIT_FAILED
-    if isinstance(exc, OrcaClientError):
-        print(f"orca: {exc}", file=sys.stderr)
+    if isinstance(exc, OrcaClientError | InsecurePathError):
+        _say(f"orca: {exc}")
+        return EXIT_FAILED
+    if isinstance(exc, OSError):  # e.g. a home it may not read
+        where = f": {exc.filename}" if exc.filename is not None else ""
+        _say(f"orca: {(exc.strerror or str(exc)).lower()}{where}")
         return EXIT_FAILED
     raise exc
+
+
+def _say(message: str) -> None:
+    """One line on stderr; its text may come from orcad or an agent, so it is made inert."""
+    from orca_client.render import one_line
+
+    print(one_line(message), file=sys.stderr)
+
+
+def _check_arguments(argv: list[str]) -> None:
+    """Refuse arguments that are not UTF-8 (Python hands them over with surrogate escapes):
+    orcad takes text only."""
+    for index, argument in enumerate(argv):
+        if not _is_utf8(argument):
+            previous = argv[index - 1] if index else ""
+            where = f" (after {previous})" if previous.startswith("-") else ""
+            raise UsageError(
+                f"orca: argument {index + 1}{where} is not valid UTF-8: {_as_bytes(argument)}"
+            )
+
+
+def checked_text(value: str, what: str) -> str:
+    """`value`, which came from the system (a path, the environment); UsageError if it is not
+    UTF-8, as orcad takes text only."""
+    if not _is_utf8(value):
+        raise UsageError(f"orca: {what} is not valid UTF-8: {_as_bytes(value)}")
+    return value
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _as_bytes(text: str) -> str:
+    return repr(os.fsencode(text))
 
 
 if __name__ == "__main__":

@@ -161,7 +161,7 @@ def run(args: Args) -> int:
 
 
 def cmd_debug(args: Args) -> int:
-    from orca_client.cli import agent_lookup, client, print_json, wait_for_run
+    from orca_client.cli import agent_lookup, client, print_json, wait_for_run, working_directory
     from orca_client.usage import UsageError
     from orca_client.wire import RunStarted, StartDebug
 
@@ -171,7 +171,7 @@ def cmd_debug(args: Args) -> int:
     prompt = " ".join(args.prompt)
     task_file = os.path.abspath(os.path.expanduser(args.task_file)) if args.task_file else None
     request = StartDebug(
-        cwd=os.path.abspath(args.cwd or os.getcwd()),
+        cwd=working_directory(args.cwd),
         agents=agents,
         prompt=prompt,
         orchestrator=args.orchestrator,
@@ -236,7 +236,7 @@ def _read_plan(path: str) -> Any:
 
 
 def cmd_plan(args: Args) -> int:
-    from orca_client.cli import agent_lookup, client, print_json, wait_for_run
+    from orca_client.cli import agent_lookup, client, print_json, wait_for_run, working_directory
     from orca_client.wire import RetryTask, RunStarted, StartPlan, TaskRetried
 
     if args.plan_command == "validate":
@@ -259,7 +259,7 @@ def cmd_plan(args: Args) -> int:
         return 0
     plan = _read_plan(args.plan_file)
     request = StartPlan(
-        cwd=os.path.abspath(args.cwd or os.getcwd()),
+        cwd=working_directory(args.cwd),
         plan=plan,
         agent=args.agent,
         title=args.title,

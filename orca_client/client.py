@@ -29,6 +29,7 @@ from orca_client.wire import (
     SubscriptionOverflowed,
     Unsubscribe,
     WireError,
+    check_request_size,
     decode_daemon_message,
     decode_result,
     encode_request,
@@ -78,7 +79,13 @@ class Client:
     def _connect(self) -> zmq.Socket[bytes]:
         if self._socket is not None:
             return self._socket
-        if not self.paths.socket_file.exists():
+        try:
+            socket_present = self.paths.socket_file.exists()
+        except OSError as exc:  # e.g. a runtime directory it may not enter
+            raise OrcaClientError(
+                f"cannot look for orcad's socket {self.paths.socket_file}: {exc.strerror}"
+            ) from None
+        if not socket_present:
             raise DaemonUnavailable(not_running_hint(self.paths))
         try:
             self._key = read_token(self.paths.token_file)
@@ -112,11 +119,27 @@ class Client:
     # ------------------------------------------------------------------ requests
 
     def request(self, request: Request, timeout: float | None = None) -> Any:
-        """Send `request` and return its typed result; raises RequestFailed or DaemonUnavailable."""
+        """Send `request` and return its typed result; raises RequestFailed or DaemonUnavailable.
+
+        A request that crossed a daemon restart (signed before that daemon started, so refused
+        unexecuted as `stale`) is signed again and sent once more.
+        """
         timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        try:
+            return self._request_once(request, deadline, timeout)
+        except RequestFailed as failed:
+            if failed.code != "stale":
+                raise
+        return self._request_once(request, deadline, timeout)
+
+    def _request_once(self, request: Request, deadline: float, timeout: float) -> Any:
         sock = self._connect()
         request_id, frames = encode_request(self._key, request)
-        deadline = time.monotonic() + timeout
+        try:
+            check_request_size(frames)
+        except WireError as exc:
+            raise RequestFailed(exc.code, exc.message) from None
         if not sock.poll(_millis(deadline), zmq.POLLOUT):
             self.close()
             raise DaemonUnavailable(

@@ -13,7 +13,8 @@ from pathlib import Path
 import msgspec
 
 from orca_client.client import START_HINT, Client, DaemonUnavailable, OrcaClientError
-from orca_client.paths import OrcaPaths, ensure_private_dir, resolve_paths
+from orca_client.paths import InsecurePathError, OrcaPaths, ensure_private_dir, resolve_paths
+from orca_client.render import visible
 from orca_client.systemd_unit import render_unit
 from orca_client.wire import HelloResult, Shutdown
 
@@ -40,23 +41,17 @@ def _hello(paths: OrcaPaths, timeout: float = 2.0) -> HelloResult | None:
 
 def start(timeout: float, as_json: bool) -> int:
     paths = resolve_paths()
-    hello = _hello(paths)
-    if hello is not None:
-        _print_hello(hello, as_json, f"orcad is already running (pid {hello.pid})")
-        return EXIT_OK
-    ensure_private_dir(paths.state_dir)
-    log_fd = os.open(paths.daemon_log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
-        process = subprocess.Popen(
-            daemon_command(),
-            stdin=subprocess.DEVNULL,
-            stdout=log_fd,
-            stderr=log_fd,
-            start_new_session=True,
-            close_fds=True,
-        )
-    finally:
-        os.close(log_fd)
+        hello = _hello(paths)
+        if hello is not None:
+            _print_hello(hello, as_json, f"orcad is already running (pid {hello.pid})")
+            return EXIT_OK
+        for directory in {paths.state_dir, paths.runtime_dir}:
+            ensure_private_dir(directory)
+        process = _spawn(paths.daemon_log_file)
+    except (InsecurePathError, OSError) as exc:
+        print(f"orca: refusing to start orcad: {_reason(exc)}", file=sys.stderr)
+        return EXIT_FAILED
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -78,6 +73,29 @@ def start(timeout: float, as_json: bool) -> int:
         file=sys.stderr,
     )
     return EXIT_UNAVAILABLE
+
+
+def _spawn(log_file: Path) -> subprocess.Popen[bytes]:
+    """orcad in its own session, its output appended to `log_file` (made 0600)."""
+    log_fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        return subprocess.Popen(
+            daemon_command(),
+            stdin=subprocess.DEVNULL,
+            stdout=log_fd,
+            stderr=log_fd,
+            start_new_session=True,
+            close_fds=True,
+        )
+    finally:
+        os.close(log_fd)
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename is not None else ""
+        return f"{exc.strerror.lower()}{where}"
+    return str(exc)
 
 
 def stop(timeout: float) -> int:
@@ -164,6 +182,6 @@ def _process_exists(pid: int) -> bool:
 
 def _tail(path: Path, lines: int = 20) -> str:
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        return visible("\n".join(path.read_text(errors="replace").splitlines()[-lines:]))
     except OSError:
         return f"(no log at {path})"

@@ -73,7 +73,8 @@ def resolve_paths(env: os._Environ[str] | dict[str, str] | None = None) -> OrcaP
 
 
 class InsecurePathError(Exception):
-    """A directory or file that must be private can be read by group or others."""
+    """A directory or file Orca refuses: group or others can access it, another user owns it,
+    or its name is not UTF-8 (the socket's address must be text)."""
 
 
 def check_private(path: Path, *, directory: bool) -> None:
@@ -95,6 +96,12 @@ def check_private(path: Path, *, directory: bool) -> None:
 
 def ensure_private_dir(path: Path) -> None:
     """Create `path` as a 0700 directory if missing; refuse an existing one that is not private."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InsecurePathError(
+            f"{os.fsencode(path)!r} is not valid UTF-8; choose a UTF-8 ORCA_HOME (or XDG directory)"
+        ) from None
     if not path.exists():
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(path, 0o700)

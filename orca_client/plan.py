@@ -8,7 +8,8 @@ name tasks of the plan. Shared by `orca plan validate` (client side) and orcad.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
 
 import msgspec
 
@@ -24,7 +25,7 @@ class PlanError(ValueError):
     """A plan that cannot be run; the message names the tasks at fault."""
 
 
-class PlanTask(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class PlanTask(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     """One task of a plan."""
 
     id: str
@@ -42,7 +43,7 @@ class PlanTask(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Further attempts after a failed one (agent failure or a failing verify command)."""
 
 
-class Plan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class Plan(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     title: str
     tasks: list[PlanTask]
     summary: str = ""
@@ -132,18 +133,53 @@ def find_cycle(depends_on: Mapping[str, Iterable[str]]) -> list[str]:
     return []
 
 
-def dependants_of(tasks: Iterable[PlanTask], task_id: str) -> list[str]:
+class PlanGraph:
+    """A validated plan's dependency graph, indexed once: tasks by place (their order in the
+    plan), each task's dependencies and dependants by place. Building it and every walk over it
+    cost time linear in the plan's size (tasks plus dependencies), whatever its shape."""
+
+    def __init__(self, tasks: Sequence[PlanTask]) -> None:
+        self.ids = [task.id for task in tasks]
+        self.index = {task_id: i for i, task_id in enumerate(self.ids)}
+        self.depends_on: list[list[int]] = []
+        self.dependants: list[list[int]] = [[] for _ in self.ids]
+        for place, task in enumerate(tasks):
+            deps = [self.index[dep] for dep in dict.fromkeys(task.depends_on)]
+            self.depends_on.append(deps)
+            for dep in deps:
+                self.dependants[dep].append(place)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def dependants_of(self, place: int) -> list[int]:
+        """Every task that depends on task `place`, directly or through others, in plan order."""
+        return sorted(self._reach(place, self.dependants))
+
+    def ancestors_of(self, place: int) -> list[int]:
+        """Every task that task `place` depends on, directly or through others: the nearest
+        first (breadth first), each once."""
+        return self._reach(place, self.depends_on)
+
+    @staticmethod
+    def _reach(place: int, edges: list[list[int]]) -> list[int]:
+        """Breadth first from `place` along `edges`: each task reached, once, in the order met."""
+        seen = {place}
+        found: list[int] = []
+        frontier = deque([place])
+        while frontier:
+            for step in edges[frontier.popleft()]:
+                if step not in seen:
+                    seen.add(step)
+                    found.append(step)
+                    frontier.append(step)
+        return found
+
+
+def dependants_of(tasks: Sequence[PlanTask], task_id: str) -> list[str]:
     """Every task that depends on `task_id`, directly or through others, in plan order."""
-    tasks = list(tasks)
-    found: set[str] = {task_id}
-    changed = True
-    while changed:
-        changed = False
-        for task in tasks:
-            if task.id not in found and any(dep in found for dep in task.depends_on):
-                found.add(task.id)
-                changed = True
-    return [task.id for task in tasks if task.id in found and task.id != task_id]
+    graph = PlanGraph(tasks)
+    return [graph.ids[i] for i in graph.dependants_of(graph.index[task_id])]
 
 
 def ready_tasks(tasks: Iterable[PlanTask], status: Mapping[str, TaskStatus]) -> list[str]:

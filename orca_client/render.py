@@ -1,7 +1,12 @@
-"""How the CLI shows runs, sessions and events to a person. Pure formatting; no I/O but writes."""
+"""How the CLI shows runs, sessions and events to a person. Pure formatting; no I/O but writes.
+
+Text from agents (and from anyone who can start a run) goes through `visible` or `one_line`
+before it reaches a terminal, so an escape sequence is shown, never obeyed.
+"""
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from typing import Any
@@ -36,7 +41,34 @@ def _ago(at: float, now: float) -> str:
     return f"{seconds // 86400}d ago"
 
 
+_CONTROLS = "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff"
+_UNSAFE = re.compile(f"[{_CONTROLS}]|\r(?!\n)")
+"""What a terminal may act on: C0 controls but tab, newline and the CR of a CRLF; DEL; C1
+controls; bidirectional overrides and isolates; and lone surrogates (which cannot be printed)."""
+
+
+def _shown(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if code < 0x20:
+        return chr(0x2400 + code)  # the Unicode control picture: ESC is ␛, CR is ␍
+    if code == 0x7F:
+        return "␡"
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def visible(text: str) -> str:
+    """`text` safe for a terminal: every control character shown as a symbol or an escape
+    (ESC as ␛, a bare CR as ␍, C1 CSI as \\x9b), newlines and tabs kept."""
+    return _UNSAFE.sub(_shown, text)
+
+
+def one_line(text: str) -> str:
+    """`text` safe for a terminal, on one line: newlines shown as ⏎, tabs as spaces."""
+    return visible(text.replace("\r\n", "\n").replace("\n", " ⏎ ").replace("\t", " "))
+
+
 def _clip(text: str, width: int) -> str:
+    text = one_line(text)
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -60,7 +92,7 @@ def runs_table(result: StatusResult) -> str:
         )
         pending = [sessions[s].pending for s in run.session_ids if s in sessions]
         notes[len(rows) - 1] = [
-            f"  ↳ {q.id}{' [secret]' if q.is_secret else ''}: {_clip(q.question, 90)}"
+            f"  ↳ {one_line(q.id)}{' [secret]' if q.is_secret else ''}: {_clip(q.question, 90)}"
             for p in pending
             if p is not None
             for q in p.questions
@@ -76,7 +108,7 @@ def runs_table(result: StatusResult) -> str:
         lines.append("answer with: orca answer RUN_ID 'text' (or --json by question id)")
     if result.ended_not_shown:
         lines.append(f"({result.ended_not_shown} older ended runs not shown: orca status --all)")
-    return "\n".join(lines)
+    return visible("\n".join(lines))
 
 
 def run_detail(run: RunInfo, sessions: list[SessionInfo]) -> str:
@@ -84,51 +116,54 @@ def run_detail(run: RunInfo, sessions: list[SessionInfo]) -> str:
     now = time.time()
     lines = [
         f"run      {run.run_id}",
-        f"title    {run.title}",
-        f"status   {run.status}" + (f" ({run.reason})" if run.reason else ""),
-        f"cwd      {run.cwd}",
+        f"title    {one_line(run.title)}",
+        f"status   {run.status}" + (f" ({one_line(run.reason)})" if run.reason else ""),
+        f"cwd      {one_line(run.cwd)}",
         f"created  {_ago(run.created_at, now)}, updated {_ago(run.updated_at, now)}",
     ]
     lines += _orchestration_lines(run, sessions)
     for session in sessions:
         lines.append("")
         lines.append(
-            f"session  {session.session_id}  [{session.agent}/{session.role}]  {session.status}"
+            f"session  {session.session_id}  [{one_line(session.agent)}/{session.role}]  "
+            f"{session.status}"
         )
         if session.task_id is not None:
-            lines.append(f"  task     {session.task_id} (attempt {session.attempt})")
+            lines.append(f"  task     {one_line(session.task_id)} (attempt {session.attempt})")
         if session.worktree is not None:
             tree = session.worktree
             state = " (removed)" if tree.removed else ""
-            lines.append(f"  worktree {tree.path} on branch {tree.branch}{state}")
-        lines.append(f"  command  {' '.join(session.command)}")
+            where = f"{one_line(tree.path)} on branch {one_line(tree.branch)}"
+            lines.append(f"  worktree {where}{state}")
+        lines.append(f"  command  {one_line(' '.join(session.command))}")
         if session.pid is not None:
             lines.append(f"  pid      {session.pid}")
         if session.exit_code is not None:
             lines.append(f"  exit     {session.exit_code}")
         if session.reason:
-            lines.append(f"  reason   {session.reason}")
+            lines.append(f"  reason   {one_line(session.reason)}")
         if session.summary:
             lines.append(f"  summary  {session.summary}")
         if session.pending is not None:
-            lines.append(f"  waiting for an answer (request {session.pending.request_id}):")
+            request = one_line(session.pending.request_id)
+            lines.append(f"  waiting for an answer (request {request}):")
             for question in session.pending.questions:
                 secret = " [secret]" if question.is_secret else ""
                 secret += " [other answers allowed]" if question.is_other else ""
-                header = f"{question.header}: " if question.header else ""
-                lines.append(f"    {question.id}{secret}  {header}{question.question}")
+                header = f"{one_line(question.header)}: " if question.header else ""
+                lines.append(f"    {one_line(question.id)}{secret}  {header}{question.question}")
                 for option in question.options or []:
                     lines.append(
-                        f"      - {option.label}"
-                        + (f": {option.description}" if option.description else "")
+                        f"      - {one_line(option.label)}"
+                        + (f": {one_line(option.description)}" if option.description else "")
                     )
-    return "\n".join(lines)
+    return visible("\n".join(lines))
 
 
 def _orchestration_lines(run: RunInfo, sessions: list[SessionInfo]) -> list[str]:
     lines: list[str] = []
     if run.repo is not None:
-        lines.append(f"repo     {run.repo}")
+        lines.append(f"repo     {one_line(run.repo)}")
     if run.parent_run_id is not None:
         lines.append(f"parent   {run.parent_run_id}")
     if run.kind == "fanout":
@@ -143,7 +178,7 @@ def _orchestration_lines(run: RunInfo, sessions: list[SessionInfo]) -> list[str]
             )
             state = orchestrator.status if orchestrator is not None else "?"
             lines.append(f"orchestrator  {run.orchestrator_session_id} ({state})")
-        lines.append(f"task file     {run.task_file}")
+        lines.append(f"task file     {one_line(run.task_file or '')}")
         if run.result:
             lines.append(f"result        {run.result}")
     if run.kind == "parent":
@@ -156,14 +191,14 @@ def _orchestration_lines(run: RunInfo, sessions: list[SessionInfo]) -> list[str]
         for task in run.tasks:
             counts[task.status] = counts.get(task.status, 0) + 1
         lines.append("tasks    " + ", ".join(f"{n} {status}" for status, n in counts.items()))
-        width = max(len(t.task_id) for t in run.tasks)
+        width = max(len(one_line(t.task_id)) for t in run.tasks)
         for task in run.tasks:
             detail = task.reason or ""
             if task.status == "done" and task.summary:
                 detail = task.summary
-            after = f" after {', '.join(task.depends_on)}" if task.depends_on else ""
+            after = f" after {one_line(', '.join(task.depends_on))}" if task.depends_on else ""
             lines.append(
-                f"  {task.task_id.ljust(width)}  {task.status:<11}  "
+                f"  {one_line(task.task_id).ljust(width)}  {task.status:<11}  "
                 f"#{task.attempt}{after}  {_clip(detail, 80)}".rstrip()
             )
     return lines
@@ -176,7 +211,7 @@ def run_tree(result: StatusResult) -> str:
     lines: list[str] = []
 
     def walk(run: RunInfo, depth: int) -> None:
-        where = f" [{run.repo}]" if run.repo else ""
+        where = f" [{one_line(run.repo)}]" if run.repo else ""
         lines.append(
             f"{'  ' * depth}{run.run_id}  {run.status:<18} {run.kind:<7}{where}  "
             f"{_clip(run.title, 60)}"
@@ -186,7 +221,7 @@ def run_tree(result: StatusResult) -> str:
                 walk(runs[child], depth + 1)
 
     walk(root, 0)
-    return "\n".join(lines)
+    return visible("\n".join(lines))
 
 
 def doctor_report(result: DoctorResult) -> str:
@@ -197,8 +232,9 @@ def doctor_report(result: DoctorResult) -> str:
     lines = [f"run {result.run_id} is {result.status}; stuck after {result.stuck_after:g}s"]
     for health in sorted(result.sessions, key=lambda h: not h.stuck):
         flag = "STUCK" if health.stuck else "ok"
-        task = f" task {health.task_id}" if health.task_id else ""
-        lines += ["", f"{flag:<5} {health.session_id}{task}  {health.status}: {health.why}"]
+        task = f" task {one_line(health.task_id)}" if health.task_id else ""
+        why = one_line(health.why)
+        lines += ["", f"{flag:<5} {health.session_id}{task}  {health.status}: {why}"]
         if health.status != "verifying":  # the agent is done: orcad runs the commands
             lines.append(
                 f"  pid {health.pid if health.pid is not None else '-'} "
@@ -209,10 +245,10 @@ def doctor_report(result: DoctorResult) -> str:
             )
         if health.output_tail:
             tail = health.output_tail.rstrip("\n").splitlines()[-5:]
-            lines += ["  output tail:", *(f"    {line}" for line in tail)]
+            lines += ["  output tail:", *(f"    {one_line(line)}" for line in tail)]
         if health.stuck and health.retry_command:
-            lines.append(f"  retry with: {health.retry_command}")
-    return "\n".join(lines)
+            lines.append(f"  retry with: {one_line(health.retry_command)}")
+    return visible("\n".join(lines))
 
 
 def event_line(record: EventRecord) -> str:
@@ -248,15 +284,16 @@ def event_line(record: EventRecord) -> str:
         detail = f"{body.get('status')}: {body.get('task_file')}"
     elif kind in ("worktree_created", "worktree_removed"):
         detail = str(body.get("path")) + (f" on {body['branch']}" if body.get("branch") else "")
-    return f"{record.position:>7} {stamp} {who:<15} {kind:<18} {detail}".rstrip()
+    return one_line(f"{record.position:>7} {stamp} {who:<15} {kind:<18} {detail}".rstrip())
 
 
 def record_json(record: EventRecord) -> str:
     return msgspec.json.encode(record).decode()
 
 
-def write_output(record: EventRecord, *, as_json: bool) -> None:
-    """Print an output event's text to stdout or stderr as the agent wrote it."""
+def write_output(record: EventRecord, *, as_json: bool, raw: bool = False) -> None:
+    """Print an output event's text to stdout or stderr, its control characters made visible
+    (`raw`: exactly as the agent wrote it)."""
     body = _body(record)
     if body.get("type") != "output_appended":
         return
@@ -265,7 +302,8 @@ def write_output(record: EventRecord, *, as_json: bool) -> None:
         sys.stdout.flush()
         return
     out = sys.stderr if body.get("stream") == "stderr" else sys.stdout
-    out.write(str(body.get("text", "")))
+    text = str(body.get("text", ""))
+    out.write(text if raw else visible(text))
     out.flush()
 
 
@@ -279,4 +317,41 @@ def outcome_line(run: RunInfo, sessions: list[SessionInfo]) -> str:
     reason = f": {run.reason}" if run.reason else ""
     summaries = [run.result] if run.result else [s.summary for s in sessions if s.summary]
     summary = f" — {summaries[0]}" if (summaries and run.kind == "single") or run.result else ""
-    return f"run {run.run_id} {run.status}{reason}{summary}"
+    return visible(f"run {run.run_id} {run.status}{reason}{summary}")
+
+
+def long_texts(record: EventRecord) -> list[tuple[str, str]]:
+    """The texts of an event that `orca status` shows only the start of (`view_text`), each
+    with what it is: an agent's summary, a reason, a question, a prompt."""
+    from orca_client.view_text import is_long
+
+    body = _body(record)
+    kind = body.get("type")
+    who = body.get("session_id") or body.get("run_id", "")
+    found: list[tuple[str, Any]] = []
+    if kind in ("session_terminated", "run_status_changed", "task_status_changed"):
+        what = f"task {body.get('task_id')}" if kind == "task_status_changed" else who
+        found += [(f"{what} {field}", body.get(field)) for field in ("reason", "summary")]
+    elif kind == "orchestration_finished":
+        found.append((f"{who} result", body.get("summary")))
+    elif kind == "run_created":
+        found.append((f"{who} prompt", body.get("prompt")))
+    elif kind == "question_asked":
+        for question in body.get("questions", []):
+            asked = f"{who} question {question.get('id')}"
+            found += [(f"{asked} {field}", question.get(field)) for field in ("header", "question")]
+            for number, option in enumerate(question.get("options") or [], 1):
+                found += [
+                    (f"{asked} option {number} {field}", option.get(field))
+                    for field in ("label", "description")
+                ]
+    return [(what, text) for what, text in found if isinstance(text, str) and is_long(text)]
+
+
+def write_long_texts(record: EventRecord, *, raw: bool = False) -> None:
+    """On stderr, the whole of each text of an event that `orca status` shortens (its control
+    characters made visible unless `raw`)."""
+    for what, text in long_texts(record):
+        shown = text if raw else visible(text)
+        sys.stderr.write(f"orca: {visible(what)} ({len(text):,} characters):\n{shown}\n")
+    sys.stderr.flush()

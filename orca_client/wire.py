@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import time
 from collections import deque
 from typing import Any, Literal
@@ -50,11 +51,13 @@ ErrorCode = Literal[
     "bad_request",
     "unauthenticated",
     "replayed",
+    "stale",
     "too_large",
     "not_found",
     "conflict",
     "invalid_state",
     "shutting_down",
+    "log_unavailable",
     "internal",
 ]
 
@@ -211,11 +214,19 @@ class Hello(Struct, tag="hello", frozen=True):
 class Status(Struct, tag="status", frozen=True):
     """One run (`run_id`) with its sessions; or every live run and the `ended` most recently
     created runs that have ended (None: all of them), with their sessions. With `tree`, a run
-    comes with all its descendant runs (children, their children, ...)."""
+    comes with all its descendant runs (children, their children, ...).
+
+    The reply is one page: while its `next_cursor` is set, ask again with it as `cursor` (and
+    the same other fields) for the rest."""
 
     run_id: str | None = None
     ended: int | None = 50
     tree: bool = False
+    cursor: str | None = None
+    """Where the page starts: the `next_cursor` of the page before; None: the first page."""
+    page_bytes: int | None = None
+    """The most bytes of runs and sessions a page may hold (at least one item is always sent);
+    None, or more than the daemon allows (4 MiB): the daemon's limit."""
 
 
 class StartRun(Struct, tag="run", frozen=True):
@@ -410,11 +421,18 @@ class HelloResult(Struct, frozen=True):
 
 
 class StatusResult(Struct, frozen=True):
+    """One page of a status. A run whose tasks or sessions do not all fit comes again at the
+    start of the next page with the rest: its `tasks` and `session_ids` hold what each page
+    carries, so a client appends them to the run it has (`sessions` holds the page's sessions,
+    in the order of the `session_ids` on it)."""
+
     runs: list[RunInfo]
     sessions: list[SessionInfo]
     head_position: int
     ended_not_shown: int = 0
     """Ended runs left out by `ended`."""
+    next_cursor: str | None = None
+    """Set when more follows: send the same `Status` again with this as its `cursor`."""
 
 
 class RunStarted(Struct, frozen=True):
@@ -483,6 +501,8 @@ class AnswerResult(Struct, frozen=True):
     session_id: str
     request_id: str
     status: RunStatus
+    delivered: bool = True
+    """False when the answer waits in orcad for the agent to read its input (it gets it then)."""
 
 
 class EventsPage(Struct, frozen=True):
@@ -640,15 +660,45 @@ def decode_request(key: bytes, frames: list[bytes]) -> RequestEnvelope:
         raise WireError("bad_request", f"invalid request: {exc}") from None
 
 
+class _RequestId(msgspec.Struct):
+    """Only the `id` of an envelope; every other field is skipped."""
+
+    id: str = ""
+
+
+_id_decoder = msgspec.json.Decoder(_RequestId)
+_LEADING_ID = re.compile(rb'\s*\{\s*"id"\s*:\s*"([^"\\]{1,128})"')
+MAX_REQUEST_ID_CHARS = 128
+
+
 def request_id_of(body: bytes) -> str:
-    """Best-effort id of an undecodable request, so its error reply can still be paired."""
-    try:
-        value = msgspec.json.decode(body)
-    except msgspec.DecodeError:
+    """Best-effort id of an undecodable request, so its error reply can still be paired.
+
+    Never raises. An `id` that comes first (as every Orca client encodes it) is read from the
+    start of the body whatever its size; otherwise the body is decoded only if it is within
+    `MAX_MESSAGE_BYTES`, skipping every other field.
+    """
+    leading = _LEADING_ID.match(body, 0, 256)
+    if leading is not None:
+        return leading.group(1).decode("utf-8", "replace")
+    if len(body) > MAX_MESSAGE_BYTES:
         return ""
-    if isinstance(value, dict) and isinstance(value.get("id"), str):
-        return str(value["id"])[:128]
-    return ""
+    try:
+        found = _id_decoder.decode(body).id
+    except (msgspec.DecodeError, RecursionError, MemoryError, ValueError):
+        return ""
+    return found[:MAX_REQUEST_ID_CHARS]
+
+
+def check_request_size(frames: list[bytes]) -> None:
+    """Refuse, before sending, a request the daemon would refuse as `too_large`."""
+    size = len(frames[-1])
+    if size > MAX_MESSAGE_BYTES:
+        raise WireError(
+            "too_large",
+            f"the request is {size / (1 << 20):.1f} MiB; orcad accepts requests of at most "
+            f"{MAX_MESSAGE_BYTES >> 20} MiB",
+        )
 
 
 def encode_daemon_message(key: bytes, message: DaemonMessage) -> list[bytes]:
@@ -679,7 +729,9 @@ class ReplayGuard:
     """Rejects requests that are too old, from before this daemon started, or seen before.
 
     Nonces are remembered for the acceptance window only, so memory stays bounded; a request
-    older than the window, or signed before `not_before` (the daemon's start), is refused.
+    older than the window is refused as `replayed`, and one signed before `not_before` (the
+    daemon's start) as `stale`: a request captured on the way to an earlier daemon is useless to
+    this one, and a client whose request merely crossed a restart signs it again.
     """
 
     def __init__(self, not_before: float, window: float = REPLAY_WINDOW_SECONDS) -> None:
@@ -692,13 +744,13 @@ class ReplayGuard:
         self._expire(now)
         if not 16 <= len(nonce) <= 128:
             raise WireError("bad_request", "nonce must be 16 to 128 characters")
-        if ts < self._not_before - 1.0:
-            raise WireError("replayed", "request was signed before this daemon started")
         if abs(now - ts) > self._window:
             raise WireError(
                 "replayed",
                 f"request timestamp is more than {self._window:.0f}s from the daemon's clock",
             )
+        if ts < self._not_before:
+            raise WireError("stale", "request was signed before this daemon started: sign it again")
         if nonce in self._seen:
             raise WireError("replayed", "nonce already used: this request was replayed")
         self._seen.add(nonce)

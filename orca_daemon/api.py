@@ -25,6 +25,7 @@ from orca_client.wire import (
     Request,
     RetryTask,
     RunInfo,
+    SessionInfo,
     Shutdown,
     StartDebug,
     StartPlan,
@@ -39,12 +40,26 @@ from orca_client.wire import (
 from orca_daemon import __version__, maintenance
 from orca_daemon.events import run_stream
 from orca_daemon.projection import State
+from orca_daemon.request_checks import check_start
 from orca_daemon.runs import RunManager
-from orca_daemon.store import EventStore, first_page
+from orca_daemon.store import ConcurrencyError, EventStore, LogUnavailable, StoreError, first_page
 from orca_daemon.subscriptions import Subscriptions
 
 MAX_READ_LIMIT = 10_000
 MIN_ID_PREFIX = 4
+STATUS_PAGE_BYTES = 4 << 20
+"""The most bytes of runs and sessions one status page holds (a client takes up to 16 MiB)."""
+RECORDING_REQUESTS = (
+    StartRun,
+    Answer,
+    Cancel,
+    StartDebug,
+    Orchestrate,
+    StartPlan,
+    RetryTask,
+    Clean,
+)
+"""Requests that append to the log: refused at once while it cannot be written."""
 
 
 class Api:
@@ -89,7 +104,26 @@ class Api:
         return None
 
     async def answer(self, identity: bytes, request: Request) -> msgspec.Struct:
-        """The requests that wait (for the log or a process); `answer_now` handles the rest."""
+        """The requests that wait (for the log or a process); `answer_now` handles the rest.
+        The log's errors become the client's: `log_unavailable` says why it cannot be written."""
+        try:
+            if isinstance(request, RECORDING_REQUESTS):
+                refusal = self._store.unwritable()
+                if refusal is not None:
+                    raise refusal
+            return await self._answer(request)
+        except LogUnavailable as exc:
+            raise WireError("log_unavailable", str(exc)) from None
+        except ConcurrencyError as exc:
+            raise WireError("conflict", str(exc)) from None
+        except StoreError as exc:
+            if not self._runs.accepting:
+                raise WireError("shutting_down", f"orcad is shutting down: {exc}") from None
+            raise WireError("internal", str(exc)) from None
+
+    async def _answer(self, request: Request) -> msgspec.Struct:
+        if isinstance(request, StartRun | StartDebug | StartPlan):
+            check_start(request)
         if isinstance(request, StartRun):
             if request.follow_up is not None:
                 follow_up = self.resolve_run_id(request.follow_up)
@@ -160,6 +194,8 @@ class Api:
         )
 
     def _status(self, request: Status) -> StatusResult:
+        if request.page_bytes is not None and request.page_bytes < 1:
+            raise WireError("bad_request", "page_bytes must be at least 1 (or null)")
         if request.run_id is not None:
             runs = [self._state.runs[self.resolve_run_id(request.run_id)]]
             if request.tree:
@@ -167,10 +203,37 @@ class Api:
             hidden = 0
         else:
             runs, hidden = self._recent_runs(request.ended)
-        sessions = [self._state.sessions[s] for run in runs for s in run.session_ids]
+        budget = min(request.page_bytes or STATUS_PAGE_BYTES, STATUS_PAGE_BYTES)
+        start, cursor = self._resume(runs, request.cursor)
+        page = status_page(runs[start:], self._state.sessions, cursor, budget)
         return StatusResult(
-            runs=runs, sessions=sessions, head_position=self._state.position, ended_not_shown=hidden
+            runs=page.runs,
+            sessions=page.sessions,
+            head_position=self._state.position,
+            ended_not_shown=hidden,
+            next_cursor=page.next_cursor,
         )
+
+    def _resume(self, runs: list[RunInfo], cursor: str | None) -> tuple[int, StatusCursor]:
+        """Where in `runs` a page starts: the cursor's run, or (when it is no longer among
+        them: an ended run that `ended` now leaves out) the first run created after it."""
+        if cursor is None:
+            return 0, StatusCursor("", 0, 0)
+        try:
+            where = _cursor_decoder.decode(cursor)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            where = StatusCursor("", -1, -1)
+        if where.tasks < 0 or where.sessions < 0:
+            raise WireError("bad_request", "not a status cursor: ask for the first page")
+        for index, run in enumerate(runs):
+            if run.run_id == where.run_id:
+                return index, where
+        order = {run_id: index for index, run_id in enumerate(self._state.runs)}
+        if where.run_id not in order:
+            raise WireError("bad_request", "not a status cursor: ask for the first page")
+        after = order[where.run_id]
+        later = [index for index, run in enumerate(runs) if order[run.run_id] > after]
+        return (later[0] if later else len(runs)), StatusCursor("", 0, 0)
 
     def _with_descendants(self, runs: list[RunInfo]) -> list[RunInfo]:
         """Each run followed by its children, depth first."""
@@ -218,3 +281,77 @@ class Api:
         stream = None if request.run_id is None else run_stream(self.resolve_run_id(request.run_id))
         sub = self._subscriptions.open(identity, request.after, stream)
         return Subscribed(subscription=sub.id)
+
+
+class StatusCursor(msgspec.Struct, array_like=True, frozen=True):
+    """Where a status page starts: a run, and how many of its tasks and sessions came before."""
+
+    run_id: str
+    tasks: int
+    sessions: int
+
+
+_cursor_decoder = msgspec.json.Decoder(StatusCursor)
+_size_encoder = msgspec.json.Encoder()
+
+
+class StatusPage(msgspec.Struct, frozen=True):
+    runs: list[RunInfo]
+    sessions: list[SessionInfo]
+    next_cursor: str | None
+
+
+def status_page(
+    runs: list[RunInfo], sessions: dict[str, SessionInfo], start: StatusCursor, budget: int
+) -> StatusPage:
+    """As much of `runs` (each with its tasks, then its sessions) as fits in about `budget`
+    bytes, from `start`'s place in the first run on; never nothing, so paging always ends.
+
+    A run cut short is shown with the tasks and session ids this page carries; the cursor
+    says where the next page carries on."""
+    shown: list[RunInfo] = []
+    shown_sessions: list[SessionInfo] = []
+    used = 0
+    moved = False  # something new is on the page: the page may end at the next item
+
+    def fits(item: int) -> bool:
+        nonlocal used, moved
+        if moved and used + item > budget:
+            return False
+        used += item
+        moved = True
+        return True
+
+    first_task, first_session = start.tasks, start.sessions
+    for run in runs:
+        header = _size(msgspec.structs.replace(run, tasks=[], session_ids=[]))
+        if (first_task, first_session) != (0, 0):
+            used += header  # the run the page before cut short: it comes again, with the rest
+            header = 0
+        task, session = first_task, first_session  # a run starts a page with its first item
+        while task < len(run.tasks) and fits(header + _size(run.tasks[task]) + 1):
+            header, task = 0, task + 1
+        while task == len(run.tasks) and session < len(run.session_ids):
+            info = sessions[run.session_ids[session]]
+            if not fits(header + _size(info) + len(info.session_id) + 4):
+                break
+            shown_sessions.append(info)
+            header, session = 0, session + 1
+        if header and (run.tasks or run.session_ids or not fits(header)):
+            return StatusPage(shown, shown_sessions, _cursor(run.run_id, 0, 0))
+        ids = run.session_ids[first_session:session]
+        shown.append(
+            msgspec.structs.replace(run, tasks=run.tasks[first_task:task], session_ids=ids)
+        )
+        if task < len(run.tasks) or session < len(run.session_ids):
+            return StatusPage(shown, shown_sessions, _cursor(run.run_id, task, session))
+        first_task = first_session = 0
+    return StatusPage(shown, shown_sessions, None)
+
+
+def _size(item: msgspec.Struct) -> int:
+    return len(_size_encoder.encode(item))
+
+
+def _cursor(run_id: str, tasks: int, sessions: int) -> str:
+    return _size_encoder.encode(StatusCursor(run_id, tasks, sessions)).decode()

@@ -1,6 +1,7 @@
 """The daemon's configuration: one TOML file, validated once at start-up.
 
-A missing file means defaults. A bad file is refused with the file, the key and what was expected.
+A missing file means defaults. A bad file is refused with the file, the key and what was expected;
+every number has a range (`RANGES`), so no value can starve the machine or lift a limit.
 """
 
 from __future__ import annotations
@@ -21,9 +22,42 @@ class ConfigError(Exception):
     """The config file cannot be used; the message names the file and the offending key."""
 
 
-def _positive(key: str, value: float) -> None:
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{key} must be a finite number greater than 0, got {value}")
+RANGES: dict[str, dict[str, tuple[float, float]]] = {
+    "daemon": {
+        "cancel_grace_seconds": (0.1, 30.0),  # stopping must fit in the unit's TimeoutStopSec=60
+        "output_chunk_chars": (256, 1 << 20),
+        "output_flush_seconds": (0.001, 5.0),
+        "max_line_bytes": (1024, 16 << 20),
+        "subscriber_queue_events": (10, 100_000),
+        "subscription_lease_seconds": (1.0, 3600.0),
+        "watchdog_fraction": (0.1, 0.9),
+    },
+    "hooks": {"timeout_seconds": (0.1, 3600.0)},
+    "orchestration": {
+        "per_worker_chars": (100, 10_000_000),
+        "total_chars": (100, 10_000_000),
+        "max_parallel_children": (1, 256),
+        "max_parallel_tasks": (1, 256),
+        "verify_timeout_seconds": (0.1, 86_400.0),
+        "stuck_after_seconds": (1.0, 604_800.0),
+        "heartbeat_seconds": (0.1, 3600.0),
+    },
+}
+"""The allowed range of every number in config.toml, by section and key (both ends included)."""
+
+
+def _check_ranges(section: str, settings: msgspec.Struct) -> None:
+    for key, (low, high) in RANGES[section].items():
+        value = getattr(settings, key)
+        if not (math.isfinite(value) and low <= value <= high):
+            raise ValueError(
+                f"{section}.{key}: must be between {_number(low)} and {_number(high)}, "
+                f"got {_number(value)}"
+            )
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if math.isfinite(value) and float(value).is_integer() else repr(value)
 
 
 class DaemonSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -45,14 +79,7 @@ class DaemonSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """Ping the systemd watchdog at this fraction of WatchdogSec."""
 
     def __post_init__(self) -> None:
-        _positive("daemon.cancel_grace_seconds", self.cancel_grace_seconds)
-        _positive("daemon.output_chunk_chars", self.output_chunk_chars)
-        _positive("daemon.output_flush_seconds", self.output_flush_seconds)
-        _positive("daemon.max_line_bytes", self.max_line_bytes)
-        _positive("daemon.subscriber_queue_events", self.subscriber_queue_events)
-        _positive("daemon.subscription_lease_seconds", self.subscription_lease_seconds)
-        if not 0 < self.watchdog_fraction < 1:
-            raise ValueError("daemon.watchdog_fraction must be between 0 and 1")
+        _check_ranges("daemon", self)
 
 
 HOOK_NAMES = (
@@ -85,7 +112,7 @@ class HookSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     timeout_seconds: float = 30.0
 
     def __post_init__(self) -> None:
-        _positive("hooks.timeout_seconds", self.timeout_seconds)
+        _check_ranges("hooks", self)
         for name in HOOK_NAMES:
             command = getattr(self, name)
             if command is not None and not command:
@@ -176,16 +203,7 @@ class OrchestrationSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=T
     """How often orcad checks that each session's process is alive."""
 
     def __post_init__(self) -> None:
-        for key in (
-            "per_worker_chars",
-            "total_chars",
-            "max_parallel_children",
-            "max_parallel_tasks",
-            "verify_timeout_seconds",
-            "stuck_after_seconds",
-            "heartbeat_seconds",
-        ):
-            _positive(f"orchestration.{key}", getattr(self, key))
+        _check_ranges("orchestration", self)
         if not self.orchestrator:
             raise ValueError("orchestration.orchestrator must name an agent")
 
@@ -319,7 +337,10 @@ def _describe(exc: msgspec.ValidationError, prefix: str = "") -> str:
         return f"key {_join(prefix, where, field)}: unknown key"
     if " - at `$." in message:
         text, _, where = message.rpartition(" - at `$.")
-        return f"key {_join(prefix, where.rstrip('`'))}: {text}"
+        key = _join(prefix, where.rstrip("`"))
+        if text.startswith(f"{key}."):  # a check that names its own key (`daemon.x: ...`)
+            return f"key {text}"
+        return f"key {key}: {text}"
     return f"key {prefix}: {message}" if prefix else message
 
 

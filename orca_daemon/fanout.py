@@ -158,10 +158,15 @@ class FanOutCoordinator:
             path = Path(requested)
             if not path.is_absolute():
                 raise WireError("bad_request", f"task file must be an absolute path: {requested}")
-            if not path.parent.is_dir():
-                raise WireError("bad_request", f"task file's directory does not exist: {requested}")
-            if path.is_dir():
-                raise WireError("bad_request", f"task file is a directory: {requested}")
+            try:
+                if not path.parent.is_dir():
+                    raise WireError(
+                        "bad_request", f"task file's directory does not exist: {requested}"
+                    )
+                if path.is_dir():
+                    raise WireError("bad_request", f"task file is a directory: {requested}")
+            except OSError as exc:  # e.g. a directory orcad may not look in
+                raise WireError("bad_request", f"task file {requested}: {exc.strerror}") from None
             return str(path)
         folder = self._runs.runs_dir / run_id
         try:

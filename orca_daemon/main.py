@@ -242,6 +242,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.umask(0o077)  # everything orcad creates is private, however it was started
     args = _parse_args(argv)
     under_systemd = "INVOCATION_ID" in os.environ or "NOTIFY_SOCKET" in os.environ
     logging.basicConfig(

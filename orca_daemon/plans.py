@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Literal
 
 import anyio
 
-from orca_client.plan import Plan, PlanError, PlanTask, dependants_of, ready_tasks, validate_plan
+from orca_client.plan import Plan, PlanError, PlanGraph, PlanTask, validate_plan
 from orca_client.wire import (
     TERMINAL_STATUSES,
     RunInfo,
@@ -42,6 +42,7 @@ from orca_daemon.events import (
     VerifyFinished,
     run_stream,
 )
+from orca_daemon.projection import PlanProgress
 from orca_daemon.runs import RESTARTED_REASON, STOPPED_REASON
 from orca_daemon.sessions import child_env
 from orca_daemon.worktrees import WorktreeError, commit_all
@@ -117,17 +118,20 @@ class PlanCoordinator:
         return any(self._runs.wants_worktree(agent, None) for agent in agents if agent)
 
     def _check_agents(self, plan: Plan, default: str | None, cwd: str) -> None:
+        """Each agent the plan names is configured (looked up once, for its first task)."""
+        first_task: dict[str | None, str] = {}
         for task in plan.tasks:
-            agent = task.agent or default
+            first_task.setdefault(task.agent or default, task.id)
+        for agent, task_id in first_task.items():
             if agent is None:
                 raise WireError(
                     "bad_request",
-                    f"task {task.id} names no agent: give it one, or a default with --agent",
+                    f"task {task_id} names no agent: give it one, or a default with --agent",
                 )
             try:
                 self._runs.config.agent(agent, Path(cwd))
             except ConfigError as exc:
-                raise WireError("bad_request", f"task {task.id}: {exc}") from None
+                raise WireError("bad_request", f"task {task_id}: {exc}") from None
 
     # ------------------------------------------------------------------ moving along
 
@@ -139,9 +143,8 @@ class PlanCoordinator:
             if run.status in TERMINAL_STATUSES or not runs.accepting:
                 return
             events: list[Event] = []
-            for task in run.tasks:
-                if task.status == "in_progress":
-                    events += self._settle(run, task)
+            for place in sorted(self._progress(run_id).in_progress):
+                events += self._settle(run, run.tasks[place])
             if events:
                 await runs.append(run_id, events)
                 run = runs.state.runs[run_id]
@@ -212,15 +215,14 @@ class PlanCoordinator:
     ) -> list[Event]:
         """The task ends for good; by default, its dependants are cancelled with it."""
         events: list[Event] = [TaskStatusChanged(run.run_id, task.task_id, status, why)]
-        spec = self._spec(run.run_id)
-        if spec.cancel_dependants:
-            live = {t.task_id for t in run.tasks if t.status in ("pending", "in_progress")}
-            for dependant in dependants_of(spec.plan.tasks, task.task_id):
-                if dependant in live:
+        if self._spec(run.run_id).cancel_dependants:
+            graph = self._progress(run.run_id).graph
+            for place in graph.dependants_of(graph.index[task.task_id]):
+                if run.tasks[place].status in ("pending", "in_progress"):
                     events.append(
                         TaskStatusChanged(
                             run.run_id,
-                            dependant,
+                            graph.ids[place],
                             "cancelled",
                             f"it depends on task {task.task_id}, which {status}",
                         )
@@ -232,17 +234,17 @@ class PlanCoordinator:
 
         runs = self._runs
         spec = self._spec(run.run_id)
-        status = {t.task_id: t.status for t in run.tasks}
-        running = sum(1 for t in run.tasks if t.status == "in_progress")
-        ready = ready_tasks(spec.plan.tasks, status)[: max(0, spec.max_parallel - running)]
+        progress = self._progress(run.run_id)
+        ready = progress.first_ready(spec.max_parallel - len(progress.in_progress))
         if not ready:
             return
         if run.status == "queued":
             await runs.append(run.run_id, [RunStatusChanged(run.run_id, "running")])
-        tasks = {t.task_id: t for t in run.tasks}
-        for task_id in ready:
-            plan_task = self._task(run.run_id, task_id)
-            attempt = tasks[task_id].attempt + 1
+        attempts = {place: run.tasks[place].attempt for place in ready}
+        for place in ready:
+            plan_task = spec.plan.tasks[place]
+            task_id = plan_task.id
+            attempt = attempts[place] + 1
             agent = plan_task.agent or spec.agent or "command"
             prompt = self.task_prompt(run, plan_task, spec)
             prepared = await runs.prepare(run.run_id, agent, prompt, run.cwd)
@@ -270,11 +272,8 @@ class PlanCoordinator:
 
     def _ending(self, run: RunInfo) -> RunStatusChanged | None:
         """The run's end once no task runs and none can start."""
-        if any(t.status == "in_progress" for t in run.tasks):
-            return None
-        spec = self._spec(run.run_id)
-        status = {t.task_id: t.status for t in run.tasks}
-        if ready_tasks(spec.plan.tasks, status):
+        progress = self._progress(run.run_id)
+        if progress.in_progress or progress.ready:
             return None
         if all(t.status == "done" for t in run.tasks):
             return RunStatusChanged(run.run_id, "completed", f"all {len(run.tasks)} tasks done")
@@ -283,11 +282,11 @@ class PlanCoordinator:
         blocked = [t.task_id for t in run.tasks if t.status == "pending"]
         parts = []
         if failed:
-            parts.append(f"failed: {', '.join(failed)}")
+            parts.append(f"failed: {_some(failed)}")
         if cancelled:
-            parts.append(f"cancelled: {', '.join(cancelled)}")
+            parts.append(f"cancelled: {_some(cancelled)}")
         if blocked:
-            parts.append(f"never started (a dependency did not finish): {', '.join(blocked)}")
+            parts.append(f"never started (a dependency did not finish): {_some(blocked)}")
         return RunStatusChanged(run.run_id, "failed", "tasks " + "; ".join(parts))
 
     # ------------------------------------------------------------------ verify
@@ -305,6 +304,7 @@ class PlanCoordinator:
             self._verifying.discard(key)
             return
         timeout = created.plan.verify_timeout_seconds
+        place = runs.state.task_index[run_id][task.id]
         cwd = _worked_in(session)
         env = {
             "ORCA_RUN_ID": run_id,
@@ -316,7 +316,7 @@ class PlanCoordinator:
         def wanted() -> bool:
             """Still the attempt in progress (not retried, the run not ended)."""
             run = runs.state.runs[run_id]
-            info = next(t for t in run.tasks if t.task_id == task.id)
+            info = run.tasks[place]
             return (
                 key in self._verifying
                 and run.status not in TERMINAL_STATUSES
@@ -356,7 +356,7 @@ class PlanCoordinator:
                     break
             async with runs.lock(run_id):
                 run = runs.state.runs[run_id]
-                info = next(t for t in run.tasks if t.task_id == task.id)
+                info = run.tasks[place]
                 if run.status in TERMINAL_STATUSES or info.status != "in_progress":
                     return
                 if info.attempt != attempt:
@@ -394,9 +394,10 @@ class PlanCoordinator:
             )
         async with runs.lock(run_id):
             run = runs.state.runs[run_id]
-            task = next((t for t in run.tasks if t.task_id == task_id), None)
-            if task is None:
+            place = runs.state.task_index[run_id].get(task_id)
+            if place is None:
                 raise WireError("not_found", f"run {run_id} has no task {task_id!r}")
+            task = run.tasks[place]
             if task.status != "in_progress":
                 raise WireError(
                     "invalid_state",
@@ -412,14 +413,14 @@ class PlanCoordinator:
         if old_session is not None:
             await runs.cancel_sessions(run_id, [old_session], "replaced by a retry")
         await self.advance(run_id)
-        attempt = next(t.attempt for t in runs.state.runs[run_id].tasks if t.task_id == task_id)
+        attempt = runs.state.runs[run_id].tasks[place].attempt
         return TaskRetried(run_id=run_id, task_id=task_id, attempt=attempt)
 
     # ------------------------------------------------------------------ prompts
 
     def task_prompt(self, run: RunInfo, task: PlanTask, spec: PlanSpec) -> str:
         learned = self._runs.state.run_answers.get(run.run_id, [])
-        return build_task_prompt(run, task, spec, learned)
+        return build_task_prompt(run, task, spec, learned, self._progress(run.run_id).graph)
 
     def worktree_bases(self, session: SessionInfo) -> list[str]:
         """Where a plan task's worktree starts: the branches of the tasks it depends on (each
@@ -427,11 +428,12 @@ class PlanCoordinator:
         created = self._runs.state.created.get(session.run_id)
         if session.task_id is None or created is None or created.plan is None:
             return []
-        infos = {t.task_id: t for t in self._runs.state.runs[session.run_id].tasks}
-        task = next(t for t in created.plan.plan.tasks if t.id == session.task_id)
+        tasks = self._runs.state.runs[session.run_id].tasks
+        index = self._runs.state.task_index[session.run_id]
+        task = created.plan.plan.tasks[index[session.task_id]]
         bases = []
         for dep in task.depends_on:
-            done = self._runs.state.sessions.get(infos[dep].session_id or "")
+            done = self._runs.state.sessions.get(tasks[index[dep]].session_id or "")
             if done is not None and _has_worktree(done):
                 assert done.worktree is not None
                 bases.append(done.worktree.branch)
@@ -442,7 +444,8 @@ class PlanCoordinator:
         if session.task_id is None:
             return False
         run = self._runs.state.runs[session.run_id]
-        task = next((t for t in run.tasks if t.task_id == session.task_id), None)
+        place = self._runs.state.task_index.get(session.run_id, {}).get(session.task_id)
+        task = None if place is None else run.tasks[place]
         return task is None or task.status != "in_progress" or task.session_id != session.session_id
 
     def _spec(self, run_id: str) -> PlanSpec:
@@ -453,12 +456,19 @@ class PlanCoordinator:
     def _task(self, run_id: str, task_id: str) -> PlanTask:
         return self._spec(run_id).plan.tasks[self._runs.state.task_index[run_id][task_id]]
 
+    def _progress(self, run_id: str) -> PlanProgress:
+        return self._runs.state.plans[run_id]
+
 
 def build_task_prompt(
-    run: RunInfo, task: PlanTask, spec: PlanSpec, learned: list[tuple[str, str]]
+    run: RunInfo,
+    task: PlanTask,
+    spec: PlanSpec,
+    learned: list[tuple[str, str]],
+    graph: PlanGraph | None = None,
 ) -> str:
     """The task's prompt with what the run learned: answers given earlier in the run, and
-    the summaries of the tasks it depends on (directly or not)."""
+    the summaries of the tasks it depends on (directly or not). `graph`: the plan's, if built."""
     lines = [task.prompt]
     if task.acceptance:
         lines += ["", "Acceptance criteria:", *(f"- {item}" for item in task.acceptance)]
@@ -470,20 +480,21 @@ def build_task_prompt(
             *(f"- {command}" for command in task.verify),
         ]
     lines += ["", f'This is task {task.id} of the plan "{spec.plan.title}" (run {run.run_id}).']
-    infos = {t.task_id: t for t in run.tasks}
-    found: dict[str, str] = {}
+    graph = graph or PlanGraph(spec.plan.tasks)
+    found: dict[int, str] = {}
     room = CONTEXT_CHARS
-    ancestors = _ancestors(spec.plan.tasks, task.id)  # the nearest first
-    for dep in ancestors:
-        summary = (infos[dep].summary or "(no summary reported)")[:SUMMARY_CHARS]
-        line = f"- {dep} ({infos[dep].title}): {summary}"
+    ancestors = graph.ancestors_of(graph.index[task.id])  # the nearest first
+    for place in ancestors:
+        info = run.tasks[place]
+        summary = (info.summary or "(no summary reported)")[:SUMMARY_CHARS]
+        line = f"- {info.task_id} ({info.title}): {summary}"
         if found and len(line) > room:  # direct dependencies come first and always fit
             break
-        found[dep] = line
+        found[place] = line
         room -= len(line)
     if found:
         lines += ["", "What the tasks it builds on found:"]
-        lines += [found[t.id] for t in spec.plan.tasks if t.id in found]
+        lines += [found[place] for place in sorted(found)]
         left_out = len(ancestors) - len(found)
         if left_out:
             lines.append(f"({left_out} earlier tasks left out, to keep this prompt short)")
@@ -493,16 +504,11 @@ def build_task_prompt(
     return "\n".join(lines)
 
 
-def _ancestors(tasks: list[PlanTask], task_id: str) -> list[str]:
-    """The tasks `task_id` depends on, directly or through others: the nearest first."""
-    by_id = {t.id: t for t in tasks}
-    found: dict[str, None] = {}
-    frontier = list(by_id[task_id].depends_on)
-    while frontier:
-        step = [dep for dep in dict.fromkeys(frontier) if dep not in found]
-        found.update(dict.fromkeys(step))
-        frontier = [up for dep in step for up in by_id[dep].depends_on]
-    return list(found)
+def _some(task_ids: list[str], shown: int = 20) -> str:
+    """Task ids for a reason: the first `shown`, then how many more."""
+    if len(task_ids) <= shown:
+        return ", ".join(task_ids)
+    return f"{', '.join(task_ids[:shown])} and {len(task_ids) - shown} more"
 
 
 def _verified(count: int) -> str:

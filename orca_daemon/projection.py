@@ -2,17 +2,24 @@
 
 Replay at start-up and live updates use the same `apply`. Terminal statuses are absorbing:
 once a run or session is completed, failed or cancelled, no later event changes its status.
+Texts that agents and clients write (summaries, reasons, questions, prompts) are kept to
+`VIEW_TEXT_CHARS` each, with a marker saying how much more the log holds.
 """
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 
 import msgspec
 
+from orca_client.plan import PlanGraph
+from orca_client.view_text import bounded, bounded_or_none
 from orca_client.wire import (
     TERMINAL_STATUSES,
     PendingQuestion,
+    Question,
+    QuestionOption,
     RunInfo,
     SessionInfo,
     TaskInfo,
@@ -46,11 +53,64 @@ replace = msgspec.structs.replace
 
 
 @dataclass
+class PlanProgress:
+    """Where a live plan run's tasks stand, kept up to date event by event by `apply`, so that
+    what runs next is known at a cost that depends on what changed, not on the plan's size."""
+
+    graph: PlanGraph
+    waiting: list[int]
+    """Per task (by place in the plan): how many of its dependencies are not done yet."""
+    ready: set[int]
+    """Pending tasks with nothing left to wait for."""
+    in_progress: set[int] = field(default_factory=set)
+    _ready_heap: list[int] = field(default_factory=list)
+    """`ready` in plan order (a heap; entries no longer ready are dropped when met)."""
+
+    @classmethod
+    def start(cls, graph: PlanGraph) -> PlanProgress:
+        waiting = [len(deps) for deps in graph.depends_on]
+        ready = [place for place, count in enumerate(waiting) if not count]
+        return cls(graph, waiting, set(ready), _ready_heap=ready)  # ascending: a heap already
+
+    def first_ready(self, count: int) -> list[int]:
+        """Up to `count` ready tasks, first in plan order first."""
+        heap = self._ready_heap
+        found: list[int] = []
+        while heap and len(found) < count:
+            place = heapq.heappop(heap)
+            if place in self.ready and (not found or found[-1] != place):
+                found.append(place)
+        for place in found:
+            heapq.heappush(heap, place)
+        return found
+
+    def moved(self, place: int, old: str, new: str, tasks: list[TaskInfo]) -> None:
+        """Task `place` went from `old` to `new` (`tasks` already shows the new status)."""
+        self.ready.discard(place)
+        self.in_progress.discard(place)
+        if new == "in_progress":
+            self.in_progress.add(place)
+        elif new == "pending" and not self.waiting[place]:
+            self._make_ready(place)
+        elif new == "done":
+            for dependant in self.graph.dependants[place]:
+                self.waiting[dependant] -= 1
+                if not self.waiting[dependant] and tasks[dependant].status == "pending":
+                    self._make_ready(dependant)
+
+    def _make_ready(self, place: int) -> None:
+        if place not in self.ready:
+            self.ready.add(place)
+            heapq.heappush(self._ready_heap, place)
+
+
+@dataclass
 class State:
     """Every run and session as projected so far, and the log position reached.
 
     The values are immutable Structs; `apply` swaps in new ones, so a view handed to a client
-    never changes under it.
+    never changes under it. One exception: a plan run's `tasks` list is updated in place (one
+    task's change must not copy 10,000 tasks); views handed out copy what they show of it.
     """
 
     position: int = 0
@@ -64,6 +124,8 @@ class State:
     """The prompts of live sessions (to start them again after a restart)."""
     task_index: dict[str, dict[str, int]] = field(default_factory=dict)
     """Each plan run's tasks by id: their place in `RunInfo.tasks`."""
+    plans: dict[str, PlanProgress] = field(default_factory=dict)
+    """Each live plan run's graph and where its tasks stand."""
     created: dict[str, RunCreated] = field(default_factory=dict)
     """How each live fan-out, parent and plan run was set up (its `RunCreated`)."""
     run_answers: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
@@ -86,8 +148,9 @@ def apply(state: State, stored: StoredEvent) -> State:
             if event.kind != "single":
                 state.created[event.run_id] = event
             if event.plan is not None:
-                tasks = event.plan.plan.tasks
-                state.task_index[event.run_id] = {t.id: i for i, t in enumerate(tasks)}
+                graph = PlanGraph(event.plan.plan.tasks)
+                state.task_index[event.run_id] = graph.index
+                state.plans[event.run_id] = PlanProgress.start(graph)
             parent = state.runs.get(event.parent_run_id or "")
             if parent is not None:
                 state.runs[parent.run_id] = replace(
@@ -99,6 +162,7 @@ def apply(state: State, stored: StoredEvent) -> State:
             state.runs[run.run_id] = _change_run_status(run, event, at)
             if event.status in TERMINAL_STATUSES:  # nothing is decided for it any more
                 state.created.pop(run.run_id, None)
+                state.plans.pop(run.run_id, None)
     elif isinstance(event, HookStarted):
         state.hooks_running[(event.hook, event.trigger_position)] = event
     elif isinstance(event, HookFinished):
@@ -112,13 +176,19 @@ def apply(state: State, stored: StoredEvent) -> State:
     elif isinstance(event, OrchestrationFinished):
         run = state.runs.get(event.run_id)
         if run is not None:
-            state.runs[run.run_id] = replace(run, result=event.summary, updated_at=at)
+            result = bounded_or_none(event.summary, run.run_id)
+            state.runs[run.run_id] = replace(run, result=result, updated_at=at)
     elif isinstance(event, TaskStatusChanged):
         run = state.runs.get(event.run_id)
         if run is not None:
             index = state.task_index.get(run.run_id, {}).get(event.task_id)
             if index is not None:
-                state.runs[run.run_id] = _change_task(run, index, event, at)
+                old = run.tasks[index].status
+                if _change_task(run, index, event):
+                    state.runs[run.run_id] = replace(run, updated_at=at)
+                    progress = state.plans.get(run.run_id)
+                    if progress is not None:
+                        progress.moved(index, old, event.status, run.tasks)
     elif isinstance(event, VerifyFinished):
         pass
     elif isinstance(event, SessionCreated):
@@ -142,22 +212,22 @@ def apply(state: State, stored: StoredEvent) -> State:
     return state
 
 
-def _change_task(run: RunInfo, index: int, event: TaskStatusChanged, at: float) -> RunInfo:
-    """Task `index`'s new status; a task that is done, failed or cancelled stays so."""
+def _change_task(run: RunInfo, index: int, event: TaskStatusChanged) -> bool:
+    """Task `index`'s new status, in place; False when it is done, failed or cancelled (it stays
+    so)."""
     task = run.tasks[index]
     if task.status in ("done", "failed", "cancelled"):
-        return run
-    tasks = list(run.tasks)
-    tasks[index] = replace(
+        return False
+    run.tasks[index] = replace(
         task,
         status=event.status,
-        reason=event.reason,
+        reason=bounded_or_none(event.reason, run.run_id),
         attempt=max(task.attempt, event.attempt),
         interrupted=task.interrupted + event.interrupted,
         session_id=event.session_id or task.session_id,
-        summary=event.summary if event.summary is not None else task.summary,
+        summary=bounded(event.summary, run.run_id) if event.summary is not None else task.summary,
     )
-    return replace(run, tasks=tasks, updated_at=at)
+    return True
 
 
 def _learn(state: State, session: SessionInfo, event: QuestionAnswered) -> None:
@@ -178,9 +248,8 @@ def _change_run_status(run: RunInfo, event: RunStatusChanged, at: float) -> RunI
         paused = run.status if run.status != "waiting_for_answer" else paused
     else:
         paused = None
-    return replace(
-        run, status=event.status, reason=event.reason, updated_at=at, paused_status=paused
-    )
+    reason = bounded_or_none(event.reason, run.run_id)
+    return replace(run, status=event.status, reason=reason, updated_at=at, paused_status=paused)
 
 
 def evolve_session(session: SessionInfo, event: AnyEvent, at: float) -> SessionInfo:
@@ -211,7 +280,8 @@ def evolve_session(session: SessionInfo, event: AnyEvent, at: float) -> SessionI
             last_activity_at=at,
         )
     if isinstance(event, QuestionAsked):
-        pending = PendingQuestion(event.request_id, session.session_id, event.questions, at)
+        questions = [_bounded_question(q, session.run_id) for q in event.questions]
+        pending = PendingQuestion(event.request_id, session.session_id, questions, at)
         return replace(session, status="waiting_for_answer", pending=pending, last_activity_at=at)
     if isinstance(event, QuestionAnswered | QuestionCleared):
         if session.pending is None or session.pending.request_id != event.request_id:
@@ -221,9 +291,9 @@ def evolve_session(session: SessionInfo, event: AnyEvent, at: float) -> SessionI
         return replace(
             session,
             status=event.status,
-            reason=event.reason,
+            reason=bounded(event.reason, session.run_id),
             exit_code=event.exit_code,
-            summary=event.summary,
+            summary=bounded_or_none(event.summary, session.run_id),
             ended_at=at,
             pending=None,
         )
@@ -238,14 +308,20 @@ def replay(events: list[StoredEvent], state: State | None = None) -> State:
     return state
 
 
-PROMPT_PREVIEW_CHARS = 2000
-"""A run's prompt in its view (status replies) is cut here; the whole of it is in the log."""
-
-
-def _preview(prompt: str | None) -> str | None:
-    if prompt is None or len(prompt) <= PROMPT_PREVIEW_CHARS:
-        return prompt
-    return prompt[:PROMPT_PREVIEW_CHARS] + f"… ({len(prompt)} characters in all)"
+def _bounded_question(question: Question, run_id: str) -> Question:
+    """A question as a view shows it (its id whole: answers must name it)."""
+    options = question.options
+    if options is not None:
+        options = [
+            QuestionOption(bounded(o.label, run_id), bounded(o.description, run_id))
+            for o in options
+        ]
+    return replace(
+        question,
+        question=bounded(question.question, run_id),
+        header=bounded(question.header, run_id),
+        options=options,
+    )
 
 
 def _new_run(event: RunCreated, at: float) -> RunInfo:
@@ -254,7 +330,7 @@ def _new_run(event: RunCreated, at: float) -> RunInfo:
         tasks = [
             TaskInfo(
                 task_id=task.id,
-                title=task.title or task.id,
+                title=bounded(task.title or task.id, event.run_id),
                 status="pending",
                 depends_on=task.depends_on,
                 max_retries=task.max_retries,
@@ -263,14 +339,14 @@ def _new_run(event: RunCreated, at: float) -> RunInfo:
         ]
     return RunInfo(
         run_id=event.run_id,
-        title=event.title,
+        title=bounded(event.title, event.run_id),
         status="queued",
         cwd=event.cwd,
         created_at=at,
         updated_at=at,
         parent_run_id=event.parent_run_id,
         kind=event.kind,
-        prompt=_preview(event.prompt),
+        prompt=bounded_or_none(event.prompt, event.run_id),
         debug_run_id=event.run_id if event.fanout is not None else None,
         task_file=event.fanout.task_file if event.fanout is not None else None,
         orchestration_mode=event.children.mode if event.children is not None else None,

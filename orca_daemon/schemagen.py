@@ -2,11 +2,16 @@
 
 python -m orca_daemon.schemagen [DIR]      write (default: ./schemas)
 python -m orca_daemon.schemagen --check    exit 1 if the committed files are stale
+
+The output depends only on the code: descriptions are dedented here (msgspec before 0.21 and
+after dedent docstrings differently, and Python 3.13 dedents them itself) and the members of
+every `anyOf` are put in one order (msgspec versions list `null` first or last).
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -21,7 +26,28 @@ from orca_daemon.events import EVENT_TYPES, SCHEMA_VERSION, AnyEvent
 def _schema(kind: type[Any], title: str) -> dict[str, Any]:
     schema: dict[str, Any] = msgspec.json.schema(kind)
     schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": title, **schema}
-    return schema
+    result: dict[str, Any] = normalised(schema)
+    return result
+
+
+def normalised(schema: Any) -> Any:
+    """`schema` with every description dedented like `inspect.cleandoc` and every `anyOf` in
+    one order: the same whichever msgspec or Python version produced it."""
+    if isinstance(schema, list):
+        return [normalised(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    result: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key == "description" and isinstance(value, str):
+            result[key] = inspect.cleandoc(value)
+        elif key == "anyOf" and isinstance(value, list):
+            result[key] = sorted(
+                normalised(value), key=lambda item: json.dumps(item, sort_keys=True)
+            )
+        else:
+            result[key] = normalised(value)
+    return result
 
 
 def _tag(kind: type[msgspec.Struct]) -> str:

@@ -1,7 +1,9 @@
 """The subprocess pump: runs one agent process in its own process group and drives a translator.
 
-It reads stdout and stderr, feeds stdout lines to the agent's translator, coalesces output into
-bounded chunks for the recorder, and reports how the process ended. It decides no statuses.
+It reads stdout and stderr, feeds stdout lines to the agent's translator, writes the translator's
+lines to stdin from a task of its own (so that an agent that does not read never stalls the pump),
+coalesces output into bounded chunks for the recorder, and reports how the process ended. It
+decides no statuses.
 """
 
 from __future__ import annotations
@@ -9,11 +11,14 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import ctypes
 import logging
 import os
 import signal
+import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -145,18 +150,86 @@ class LineSplitter:
         return self._decoder.decode(raw, final=False)
 
 
-def process_start_ticks(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (Linux), to tell a reused pid apart."""
+def _stat_fields(pid: int | str) -> list[bytes]:
+    """/proc/PID/stat after the command name: state, ppid, pgrp, ...; [] when it is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
             stat = handle.read()
     except OSError:
-        return None
-    fields = stat[stat.rfind(b")") + 2 :].split()
+        return []
+    return stat[stat.rfind(b")") + 2 :].split()
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (Linux), to tell a reused pid apart."""
     try:
-        return int(fields[19])
+        return int(_stat_fields(pid)[19])
     except (IndexError, ValueError):
         return None
+
+
+def _running_since(pid: int) -> int | None:
+    """The start ticks of a process that runs (None when it is gone or a zombie)."""
+    fields = _stat_fields(pid)
+    return process_start_ticks(pid) if fields and fields[0] != b"Z" else None
+
+
+ProcessTable = dict[int, tuple[int, int]]
+"""Live processes: pid -> (parent pid, start ticks)."""
+
+
+def process_table() -> ProcessTable:
+    """Every live process (Linux /proc; zombies left out), with its parent and start time."""
+    table: ProcessTable = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return table
+    for entry in entries:
+        fields = _stat_fields(entry) if entry.isdigit() else []
+        try:
+            if fields and fields[0] != b"Z":
+                table[int(entry)] = (int(fields[1]), int(fields[19]))
+        except (IndexError, ValueError):
+            continue
+    return table
+
+
+def descendants(table: ProcessTable, roots: Iterable[int]) -> set[int]:
+    """The pids below `roots` (not the roots themselves), by parent links."""
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _) in table.items():
+        children.setdefault(parent, []).append(pid)
+    found: set[int] = set()
+    pending = list(roots)
+    while pending:
+        for child in children.get(pending.pop(), []):
+            if child not in found:
+                found.add(child)
+                pending.append(child)
+    return found
+
+
+def _libc_prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return prctl
+
+
+_PRCTL = _libc_prctl()
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _become_subreaper() -> None:
+    """Run in the agent's process just before exec (the bit survives exec): a descendant whose
+    parent exits re-parents to the agent, so all it starts stays in its tree while it runs, even
+    a process that calls setsid and clears its environment."""
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
 MAX_ENV_PROMPT_BYTES = 64 * 1024
@@ -254,6 +327,30 @@ async def stop_group(
     signal_group(pgid, signal.SIGKILL)
 
 
+async def stop_processes(processes: dict[int, int], grace: float) -> None:
+    """SIGTERM these processes (pid -> start ticks; a reused pid is left alone), then SIGKILL
+    whatever is left after `grace` seconds. They need not be our children."""
+
+    def still(pid: int) -> bool:
+        return _running_since(pid) == processes[pid]
+
+    def signal_each(pids: Iterable[int], signum: signal.Signals) -> list[int]:
+        signalled = []
+        for pid in pids:
+            if still(pid):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signum)
+                    signalled.append(pid)
+        return signalled
+
+    left = signal_each(processes, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while left and time.monotonic() < deadline:  # not our children: nothing to wait on
+        await asyncio.sleep(0.05)
+        left = [pid for pid in left if still(pid)]
+    signal_each(left, signal.SIGKILL)
+
+
 def _group_exists(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -281,6 +378,105 @@ def _join_outputs(effects: list[Effect]) -> list[Effect]:
     return joined
 
 
+MAX_UNREAD_INPUT_LINES = 1024
+MAX_UNREAD_INPUT_BYTES = 16 << 20
+"""How much input orcad keeps for an agent that has not read it yet (besides its pipe)."""
+
+
+class InputWriter:
+    """An agent's stdin: lines go out in order from one task (`run`), so neither the pump nor a
+    request ever waits for an agent that does not read; what waits is bounded."""
+
+    def __init__(self, stdin: asyncio.StreamWriter) -> None:
+        self._stdin = stdin
+        # drain() then returns only once everything written is in the pipe.
+        stdin.transport.set_write_buffer_limits(high=0)
+        self._queue: deque[bytes] = deque()
+        self._queued_bytes = 0
+        self._unconfirmed = 0
+        """What the transport still held after the last write (its buffer is gone once the
+        agent has closed the pipe, so this is what is known to be unread then, at most)."""
+        self._wake = asyncio.Event()
+        self._written = asyncio.Event()
+        self._written.set()
+        self._closing = False
+
+    def has_room(self) -> bool:
+        lines, unread = self.unwritten()
+        return lines < MAX_UNREAD_INPUT_LINES and unread < MAX_UNREAD_INPUT_BYTES
+
+    def send(self, line: bytes, force: bool = False) -> bool:
+        """Queue `line`; False when it is dropped: the input is closed, or (unless `force`) too
+        much already waits for the agent to read it."""
+        if self._closing or self._stdin.is_closing() or not (force or self.has_room()):
+            return False
+        self._written.clear()
+        if not self._queue and self._buffered() == 0:
+            self._hand_over(line)  # in order: nothing waits before it; the pipe takes what fits
+        else:
+            self._queue.append(line)
+            self._queued_bytes += len(line)
+        self._wake.set()
+        return True
+
+    def close(self) -> None:
+        """Close the agent's stdin once every queued line is written."""
+        self._closing = True
+        self._wake.set()
+
+    def unwritten(self) -> tuple[int, int]:
+        """Lines queued, and bytes not yet in the pipe (queued or in the transport's buffer)."""
+        transport = self._stdin.transport
+        held = self._unconfirmed if transport.is_closing() else transport.get_write_buffer_size()
+        return len(self._queue), self._queued_bytes + held
+
+    async def wait_written(self) -> None:
+        """Return once everything sent so far is in the pipe."""
+        await self._written.wait()
+
+    async def run(self) -> None:
+        """Write queued lines as the agent reads; ends when the input is closed (by orcad or by
+        the agent). The owner cancels it when the agent has exited."""
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while True:
+                    await self._stdin.drain()
+                    self._unconfirmed = 0
+                    if not self._queue:
+                        break
+                    line = self._queue.popleft()
+                    self._queued_bytes -= len(line)
+                    self._hand_over(line)
+                self._written.set()
+                if self._closing:
+                    self._stdin.close()
+                    return
+        except (BrokenPipeError, ConnectionResetError):  # the agent closed its stdin
+            self._closing = True
+        finally:
+            self._written.set()  # nothing more will be written: nobody waits for it
+
+    def abandon(self) -> tuple[int, int]:
+        """The agent has exited: drop what it never read; returns (lines, bytes) dropped."""
+        dropped = self.unwritten()
+        self._queue.clear()
+        self._queued_bytes = 0
+        self._closing = True
+        transport = self._stdin.transport
+        if not transport.is_closing() or transport.get_write_buffer_size():  # (not yet closed)
+            transport.abort()
+        return dropped
+
+    def _hand_over(self, line: bytes) -> None:
+        self._stdin.write(line)
+        self._unconfirmed = self._buffered()
+
+    def _buffered(self) -> int:
+        return self._stdin.transport.get_write_buffer_size()
+
+
 class SessionProcess:
     """One agent process: start it, pump its output through its translator, stop it on request."""
 
@@ -302,11 +498,15 @@ class SessionProcess:
         }
         self._buffered = asyncio.Event()
         self._flush_lock = asyncio.Lock()
-        self._stdin_lock = asyncio.Lock()
+        self._input: InputWriter | None = None
+        self._dropped_input = 0
+        """Lines orcad had for the agent but dropped while it ran (too much waited unread)."""
         self._stopping: asyncio.Task[None] | None = None
         self._stop_grace: float | None = None
         self._result: Result | None = None
         self._result_seen = asyncio.Event()
+        self._descendants: dict[int, int] = {}
+        """The agent's descendants seen so far (pid -> start ticks), stopped with it."""
 
     async def run(self) -> SessionOutcome:
         """Run the process to its end; returns how it ended. Output is recorded as it comes."""
@@ -322,18 +522,24 @@ class SessionProcess:
         if self._stop_grace is not None:  # stop() came while the process was being spawned
             self.stop(self._stop_grace)
         await self._recorder.started(process.pid, process_start_ticks(process.pid))
+        assert process.stdin is not None and process.stdout is not None
+        assert process.stderr is not None
+        self._input = InputWriter(process.stdin)
         flusher = asyncio.ensure_future(self._flush_when_due())
+        writer = asyncio.ensure_future(self._input.run())
+        # Read first: an agent that prints before it reads its prompt must never stall orcad.
+        pumps = asyncio.ensure_future(self._pump_both(process.stdout, process.stderr))
         try:
-            await self._carry_out(self._translator.start(self.spec.prompt or ""), "stdout")
-            assert process.stdout is not None and process.stderr is not None
-            pumps = asyncio.ensure_future(self._pump_both(process.stdout, process.stderr))
+            start = self._translator.start(self.spec.prompt or "")
+            await self._carry_out(start, "stdout", force=True)
             await self._wait_for_exit(process, pumps)
         finally:
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await flusher
+            for task in (flusher, writer, pumps):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await self._note_unread_input(*self._input.abandon())
             await self._flush(force=True)
-            await self._close_stdin()
         return SessionOutcome(exit_code=process.returncode, result=self._result)
 
     def take_answer(self, request_id: str, answers: dict[str, list[str]]) -> list[Effect] | None:
@@ -342,17 +548,23 @@ class SessionProcess:
         effects = self._translator.answer(request_id, answers)
         return effects or None
 
-    async def deliver(self, effects: list[Effect]) -> None:
-        """Write reply lines from `take_answer` to the agent."""
-        await self._carry_out(effects, "stdout")
+    def accepts_input(self) -> bool:
+        """False while too much of what orcad sent the agent waits for it to read."""
+        return self._input is None or self._input.has_room()
+
+    async def deliver(self, effects: list[Effect]) -> bool:
+        """Send reply lines from `take_answer` to the agent without waiting for it to read them;
+        True when they are already in its stdin pipe, False when they wait in orcad (queued)."""
+        await self._carry_out(effects, "stdout", force=True)
+        return self._input is not None and self._input.unwritten()[1] == 0
 
     async def cancel(self, reason: str, grace: float) -> None:
         """Tell the agent it is cancelled (in its protocol), then stop its process group."""
         if self._process is not None and self._process.returncode is None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(
-                    self._carry_out(self._translator.cancel(reason), "stdout"), 1.0
-                )
+                await self._carry_out(self._translator.cancel(reason), "stdout", force=True)
+                if self._input is not None:  # a moment to read it before the signal
+                    await asyncio.wait_for(self._input.wait_written(), 1.0)
         self.stop(grace)
 
     def stop(self, grace: float) -> None:
@@ -365,9 +577,26 @@ class SessionProcess:
         process = self._process
         if process is None or process.returncode is not None or self._stopping is not None:
             return
-        self._stopping = asyncio.ensure_future(
-            stop_group(process.pid, grace, lambda: exited(process))
-        )
+        self._stopping = asyncio.ensure_future(self._stop_now(process, grace))
+
+    async def _stop_now(self, process: asyncio.subprocess.Process, grace: float) -> None:
+        await self._track_descendants()  # while the agent lives, they are all below it
+        await stop_group(process.pid, grace, lambda: exited(process))
+
+    def note_descendants(self, table: ProcessTable) -> None:
+        """Remember the agent's descendants in `table` (a `process_table()`), and forget those
+        that have ended. Those it remembers are stopped when the session ends, even after the
+        agent's exit has re-parented them away from it."""
+        known = {
+            pid: ticks
+            for pid, ticks in self._descendants.items()
+            if _running_since(pid) == ticks  # (a table taken earlier may miss it)
+        }
+        roots = set(known)
+        if self._process is not None and self._process.returncode is None:  # not reaped: its pid
+            roots.add(self._process.pid)  # is still its own
+        found = descendants(table, roots) - roots
+        self._descendants = {**known, **{pid: table[pid][1] for pid in found}}
 
     @property
     def pid(self) -> int | None:
@@ -383,6 +612,9 @@ class SessionProcess:
     async def wait_stopped(self) -> None:
         if self._stopping is not None:
             await self._stopping
+
+    async def _track_descendants(self) -> None:
+        self.note_descendants(await asyncio.to_thread(process_table))
 
     async def _spawn(self) -> asyncio.subprocess.Process:
         prompt = self.spec.prompt or ""
@@ -406,31 +638,42 @@ class SessionProcess:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
+            # Only a ctypes call between fork and exec: safe with orcad's threads.
+            preexec_fn=_become_subreaper if _PRCTL is not None else None,
         )
 
-    async def _write(self, line: bytes) -> None:
-        process = self._process
-        if process is None or process.stdin is None:
-            return
-        async with self._stdin_lock:
-            if process.stdin.is_closing():
-                log.info("session %s: stdin is closed; dropped a line", self.spec.session_id)
-                return
-            try:
-                process.stdin.write(line)
-                await process.stdin.drain()
-            except (BrokenPipeError, ConnectionResetError):
-                log.info("session %s closed its stdin", self.spec.session_id)
+    def _send(self, line: bytes, force: bool) -> bool:
+        """Queue a line for the agent's stdin; False when it was dropped."""
+        if self._input is None:
+            return False
+        if self._input.send(line, force):
+            return True
+        if self._input.has_room() or force:
+            log.info("session %s: its stdin is closed; dropped a line", self.spec.session_id)
+            return False
+        self._dropped_input += 1
+        if self._dropped_input == 1:
+            log.warning(
+                "session %s: the agent does not read its input; dropping lines for it",
+                self.spec.session_id,
+            )
+        return False
 
-    async def _close_stdin(self) -> None:
-        process = self._process
-        if process is None or process.stdin is None:
-            return
-        async with self._stdin_lock:
-            if not process.stdin.is_closing():
-                process.stdin.close()
-                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                    await process.stdin.wait_closed()
+    async def _note_unread_input(self, lines: int, unread: int) -> None:
+        """The agent has exited: say in its log what it was sent and never read."""
+        if self._dropped_input:
+            await self._buffer(
+                "orca",
+                f"orcad dropped {self._dropped_input} line(s) for the agent: it did not read "
+                f"its input (at most {MAX_UNREAD_INPUT_BYTES} bytes wait for it)\n",
+            )
+        if unread:
+            log.info("session %s: the agent never read %d bytes", self.spec.session_id, unread)
+            await self._buffer(
+                "orca",
+                f"the agent exited without reading up to {unread} bytes of its input "
+                f"({lines} more line(s) queued); orcad dropped them\n",
+            )
 
     async def _wait_for_exit(
         self, process: asyncio.subprocess.Process, pumps: asyncio.Future[None]
@@ -464,21 +707,28 @@ class SessionProcess:
                 await pumps
 
     async def _end_leftovers(self, pgid: int) -> None:
-        """Stop what the agent left running: its process group, and any process that carries
-        this session's id in its environment (children that left the group included)."""
+        """Stop what the agent left running: its process group, any process that carries this
+        session's id in its environment (children that left the group included), and every
+        descendant of the agent seen while it ran (those that left its session too)."""
         leftovers = {pgid} if _group_exists(pgid) else set()
         found = await asyncio.to_thread(processes_of_sessions, {self.spec.session_id})
         for pid in found.get(self.spec.session_id, []):
             with contextlib.suppress(OSError):
                 leftovers.add(os.getpgid(pid))
         leftovers.discard(os.getpgrp())
-        if leftovers:
+        await self._track_descendants()  # and what those started since
+        strays = dict(self._descendants)
+        strays.pop(os.getpid(), None)
+        if leftovers or strays:
             log.info(
-                "session %s: stopping leftover process groups %s",
+                "session %s: stopping leftover process groups %s and processes %s",
                 self.spec.session_id,
                 sorted(leftovers),
+                sorted(strays),
             )
-            await asyncio.gather(*(stop_group(group, 2.0) for group in leftovers))
+            await asyncio.gather(
+                stop_processes(strays, 2.0), *(stop_group(group, 2.0) for group in leftovers)
+            )
 
     async def _pump_both(self, stdout: asyncio.StreamReader, stderr: asyncio.StreamReader) -> None:
         await asyncio.gather(self._pump(stdout, "stdout"), self._pump(stderr, "stderr"))
@@ -503,22 +753,30 @@ class SessionProcess:
                 effects.extend(self._translator.feed_line(text))
         await self._carry_out(_join_outputs(effects), stream)
 
-    async def _carry_out(self, effects: list[Effect], stream: StreamName) -> None:
-        """Do what the translator said, in order; output before a question stays before it."""
+    async def _carry_out(
+        self, effects: list[Effect], stream: StreamName, force: bool = False
+    ) -> None:
+        """Do what the translator said, in order; output before a question stays before it.
+
+        Lines for the agent are queued, never waited for; `force` queues them even when much
+        waits unread (the prompt, an answer, a cancel: bounded by what clients may send)."""
         for effect in effects:
             if isinstance(effect, Output):
                 await self._buffer(stream, effect.text)
             elif isinstance(effect, Send):
-                await self._write(effect.line)
+                self._send(effect.line, force)
             elif isinstance(effect, CloseInput):
-                await self._close_stdin()
+                if self._input is not None:
+                    self._input.close()
             elif isinstance(effect, Note):
                 await self._buffer("orca", effect.text.rstrip("\n") + "\n")
             elif isinstance(effect, Result):
                 if self._result is None:
                     self._result = effect
                     self._result_seen.set()
-                    await self._close_stdin()
+                    if self._input is not None:
+                        self._input.close()
+                    await self._track_descendants()  # before the agent exits and they leave it
             else:
                 await self._flush(force=True)
                 await self._record(effect)

@@ -1,11 +1,12 @@
-# Shared by scripts/demo and scripts/test: make .venv (Python >= 3.11) and install Orca into it.
-# Usage: . scripts/_venv.sh [EXTRAS]   (EXTRAS e.g. "dev")
+# Shared by scripts/demo and scripts/test: make .venv (Python >= 3.11, 3.11 preferred: the lock
+# was resolved with it) and bring it to a lock file's exact, hash-checked versions.
+# Usage: . scripts/_venv.sh [dev]   (dev: requirements/dev.txt with the test tools; else run.txt)
 
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PYTHON=${PYTHON:-}
 if [ -z "$PYTHON" ]; then
-  for candidate in python3.13 python3.12 python3.11 python3; do
+  for candidate in python3.11 python3.12 python3.13 python3; do
     if command -v "$candidate" >/dev/null 2>&1 &&
       "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
       PYTHON=$candidate
@@ -22,8 +23,6 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "==> creating $VENV with $PYTHON"
   "$PYTHON" -m venv "$VENV"
 fi
-spec="$ROOT"
-[ -n "${1:-}" ] && spec="$ROOT[$1]"
-echo "==> installing orca${1:+[$1]} into .venv"
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$spec"
+"$VENV/bin/python" "$ROOT/scripts/_sync_venv.py" "$ROOT/requirements/${1:-run}.txt" \
+  "$ROOT"/requirements/*.txt
 export PATH="$VENV/bin:$PATH"

@@ -6,11 +6,22 @@ the offending key, so `orcad` can say exactly what to fix.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from orca_daemon.config import Config, ConfigError, DaemonSettings, load_config
+from orca_daemon.config import (
+    RANGES,
+    Config,
+    ConfigError,
+    DaemonSettings,
+    HookSettings,
+    OrchestrationSettings,
+    load_config,
+)
 
 
 def write(tmp_path: Path, text: str | bytes) -> Path:
@@ -107,34 +118,89 @@ def test_a_section_of_the_wrong_type_is_refused(tmp_path: Path) -> None:
     assert "daemon" in refusal(write(tmp_path, "daemon = 3\n"))
 
 
+NUMBERS = [
+    (section, key, low, high)
+    for section, ranges in RANGES.items()
+    for key, (low, high) in ranges.items()
+]
+
+
+def number(value: float) -> str:
+    """`value` as TOML (and as the error message shows it)."""
+    return str(int(value)) if float(value).is_integer() else repr(value)
+
+
+@pytest.mark.parametrize(("section", "key", "low", "high"), NUMBERS)
+def test_every_number_outside_its_range_is_refused_with_the_key_and_the_range(
+    tmp_path: Path, section: str, key: str, low: float, high: float
+) -> None:
+    integer = isinstance(low, int)
+    below = low - 1 if integer else low / 2
+    above = high + 1 if integer else high * 2
+    for value in (number(below), number(above), "-1", "0"):
+        message = refusal(write(tmp_path, f"[{section}]\n{key} = {value}\n"))
+        assert f"key {section}.{key}: must be between {number(low)} and {number(high)}" in message
+    for value in (low, high):
+        settings = getattr(load_config(write(tmp_path, f"[{section}]\n{key} = {value}\n")), section)
+        assert getattr(settings, key) == value
+
+
+@pytest.mark.parametrize(("section", "key"), [(section, key) for section, key, *_ in NUMBERS])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_nan_and_infinity_are_refused_for_every_number(
+    tmp_path: Path, section: str, key: str, value: str
+) -> None:
+    assert f"{section}.{key}" in refusal(write(tmp_path, f"[{section}]\n{key} = {value}\n"))
+
+
 @pytest.mark.parametrize(
-    "key",
+    ("text", "words"),
     [
-        "cancel_grace_seconds",
-        "output_chunk_chars",
-        "output_flush_seconds",
-        "max_line_bytes",
-        "subscriber_queue_events",
+        ("[orchestration]\nheartbeat_seconds = 1e-9\n", "between 0.1 and 3600"),
+        ("[daemon]\nmax_line_bytes = 100000000000000000000\n", "between 1024 and 16777216"),
+        ("[daemon]\nmax_line_bytes = 1e23\n", "daemon.max_line_bytes"),
+        ("[daemon]\nwatchdog_fraction = 1\n", "between 0.1 and 0.9"),
     ],
 )
-@pytest.mark.parametrize("value", ["-1", "0"])
-def test_a_value_that_must_be_positive_is_refused_naming_the_key(
-    tmp_path: Path, key: str, value: str
-) -> None:
-    message = refusal(write(tmp_path, f"[daemon]\n{key} = {value}\n"))
-    assert f"daemon.{key}" in message
-    assert "greater than 0" in message
+def test_the_absurd_values_from_issue_8_are_refused(tmp_path: Path, text: str, words: str) -> None:
+    assert words in refusal(write(tmp_path, text))
 
 
-@pytest.mark.parametrize("value", ["0", "1", "1.5", "-0.5"])
-def test_a_watchdog_fraction_outside_0_and_1_is_refused(tmp_path: Path, value: str) -> None:
-    message = refusal(write(tmp_path, f"[daemon]\nwatchdog_fraction = {value}\n"))
-    assert "daemon.watchdog_fraction" in message
+def test_every_number_in_the_config_has_a_range_and_its_default_is_inside() -> None:
+    for section, settings in (
+        ("daemon", DaemonSettings()),
+        ("hooks", HookSettings()),
+        ("orchestration", OrchestrationSettings()),
+    ):
+        numbers = {
+            key
+            for key in settings.__struct_fields__
+            if type(getattr(settings, key)) in (int, float)
+        }
+        assert numbers == set(RANGES[section]), section
+        for key, (low, high) in RANGES[section].items():
+            assert low <= getattr(settings, key) <= high
 
 
 def test_the_settings_cannot_be_built_invalid_in_code_either() -> None:
     with pytest.raises(ValueError, match=r"daemon\.cancel_grace_seconds"):
         DaemonSettings(cancel_grace_seconds=-1.0)
+
+
+def test_orcad_refuses_to_start_with_a_number_out_of_range(orca_home: Path) -> None:
+    orca_home.mkdir(mode=0o700)
+    config = orca_home / "config.toml"
+    config.write_text("[orchestration]\nheartbeat_seconds = 1e-9\n")
+    env = {**os.environ, "ORCA_HOME": str(orca_home)}
+    env.pop("NOTIFY_SOCKET", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "orca_daemon"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert str(config) in result.stderr
+    assert "key orchestration.heartbeat_seconds: must be between 0.1 and 3600" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (orca_home / "orcad.sock").exists()
 
 
 def test_a_project_file_may_not_choose_what_runs(tmp_path: Path) -> None:
@@ -149,11 +215,3 @@ def test_a_project_file_may_not_choose_what_runs(tmp_path: Path) -> None:
     (project / "sub").mkdir()
     settings = Config().agent("codex", project / "sub")
     assert (settings.adapter, settings.multi_agent, settings.model) == ("codex", False, "m")
-
-
-def test_nan_and_infinity_are_refused(tmp_path: Path) -> None:
-    for value in ("nan", "inf"):
-        path = tmp_path / f"{value}.toml"
-        path.write_text(f"[daemon]\noutput_flush_seconds = {value}\n")
-        with pytest.raises(ConfigError, match="output_flush_seconds"):
-            load_config(path)

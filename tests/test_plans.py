@@ -34,6 +34,7 @@ from graph_script import GraphScript
 from test_fanout import write_log
 from test_questions import write_config
 
+from orca_client.cli import fetch_status
 from orca_client.client import RequestFailed
 from orca_client.plan import (
     Plan,
@@ -44,6 +45,7 @@ from orca_client.plan import (
     ready_tasks,
 )
 from orca_client.wire import (
+    TERMINAL_STATUSES,
     Answer,
     Cancel,
     RetryTask,
@@ -51,6 +53,8 @@ from orca_client.wire import (
     RunStarted,
     StartPlan,
     StartRun,
+    Status,
+    StatusResult,
     TaskInfo,
     TaskRetried,
 )
@@ -234,6 +238,102 @@ def test_ready_tasks_and_dependants_follow_the_graph() -> None:
     assert dependants_of(plan.tasks, "a") == ["b", "c", "d"]
     assert dependants_of(plan.tasks, "c") == ["d"]
     assert dependants_of(plan.tasks, "e") == []
+
+
+def lines_run(work: Callable[[], object]) -> int:
+    """How many lines of Python `work` executes: its number of steps, whatever the machine."""
+    count = 0
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        nonlocal count
+        count += event == "line"
+        return tracer
+
+    previous = sys.gettrace()
+    sys.settrace(tracer)
+    try:
+        work()
+    finally:
+        sys.settrace(previous)
+    return count
+
+
+def chain(n: int) -> list[dict[str, Any]]:
+    """t0 <- t1 <- ... : each task depends on the one before it."""
+    return [t("t0")] + [t(f"t{i}", f"t{i - 1}") for i in range(1, n)]
+
+
+def chain_listed_backwards(n: int) -> list[dict[str, Any]]:
+    """The same chain with the tasks listed last first (a plan may list tasks in any order)."""
+    return chain(n)[::-1]
+
+
+def fan(n: int) -> list[dict[str, Any]]:
+    """One root, every other task depends on it."""
+    return [t("t0")] + [t(f"t{i}", "t0") for i in range(1, n)]
+
+
+def graph_steps(shape: Callable[[int], list[dict[str, Any]]], n: int, failing: int) -> int:
+    """Steps to validate a plan of `n` tasks (ids, dependencies, cycles) and to find what the
+    failure of task `t{failing}` cancels."""
+    text = plan_json(*shape(n))
+    return lines_run(lambda: dependants_of(parse_plan(text).tasks, f"t{failing % n}"))
+
+
+@pytest.mark.parametrize(
+    ("shape", "failing"),
+    [(chain, 0), (chain_listed_backwards, 0), (chain, -1), (fan, 0)],
+    ids=["chain", "chain-listed-backwards", "chain-last-fails", "fan"],
+)
+def test_graph_work_grows_linearly_with_the_plan(
+    shape: Callable[[int], list[dict[str, Any]]], failing: int
+) -> None:
+    """Defect 3: the dependants of a chain's first task took one pass over the plan per task
+    (10,000 tasks: 10^8 steps, 30+ s on orcad's event loop). Twice the tasks, twice the steps."""
+    small, large = graph_steps(shape, 300, failing), graph_steps(shape, 600, failing)
+    assert large < 2.3 * small, (small, large)
+
+
+BIG = 10_000
+
+
+@pytest.mark.parametrize("shape", [chain_listed_backwards, fan], ids=["chain", "fan"])
+def test_a_10000_task_plan_whose_root_fails_ends_while_orcad_answers(
+    make_daemon: Callable[..., DaemonProcess],
+    orca_home: Path,
+    bench: Bench,
+    shape: Callable[[int], list[dict[str, Any]]],
+) -> None:
+    """Defect 3, end to end: the root of 10,000 tasks fails for good; orcad cancels the other
+    9,999 and ends the run while it goes on answering every request, and after a restart."""
+    plan_file = bench.root / "plan.json"
+    plan_file.write_text(plan_json(*shape(BIG)))
+    configure(orca_home, bench)
+    daemon = make_daemon().start()
+    validated = daemon.orca("plan", "validate", str(plan_file))
+    assert validated.stdout.strip().endswith(f"valid: {BIG} tasks, {BIG - 1} dependencies")
+
+    bench.steps({"t0": {"*": [{"result": {"outcome": "failed", "error": "it broke"}}]}})
+    run_id = start_plan(daemon, bench, *parse_plan(plan_file.read_bytes()).tasks)
+    with daemon.client() as client:  # each request fails if orcad does not answer within 10 s
+        while client.request(Status(run_id=run_id)).runs[0].status not in TERMINAL_STATUSES:
+            client.hello()
+
+    for restarted in (False, True):
+        if restarted:
+            daemon.stop()
+            daemon.start()
+        shown = json.loads(daemon.orca("status", run_id, "--json").stdout)
+        assert shown["status"] == "failed"
+        assert shown["reason"].startswith("tasks failed: t0; cancelled: ")
+        assert shown["reason"].endswith(f" and {BIG - 1 - 20} more")
+        statuses = [task["status"] for task in shown["tasks"]]
+        assert (statuses.count("failed"), statuses.count("cancelled")) == (1, BIG - 1)
+        assert [s["task_id"] for s in shown["sessions"]] == ["t0"]
+    with daemon.client() as client:  # its 10,000 tasks over pages of 64 KiB, put back together
+        whole: StatusResult = client.request(Status(run_id=run_id))
+        paged = fetch_status(client, Status(run_id=run_id, page_bytes=64 << 10))
+    assert msgspec.to_builtins(paged.runs) == msgspec.to_builtins(whole.runs)
 
 
 # --------------------------------------------------------------------------- order

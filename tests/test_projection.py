@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+import tracemalloc
 from pathlib import Path
 
 import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orca_client.wire import TERMINAL_STATUSES, PendingQuestion, Question
+from orca_client.plan import Plan, PlanTask, ready_tasks
+from orca_client.view_text import VIEW_TEXT_CHARS, bounded
+from orca_client.wire import TERMINAL_STATUSES, PendingQuestion, Question, QuestionOption
 from orca_daemon.events import (
     SCHEMA_VERSION,
     AnyEvent,
     OutputAppended,
+    PlanSpec,
     QuestionAnswered,
     QuestionAsked,
     QuestionCleared,
@@ -28,6 +32,7 @@ from orca_daemon.events import (
     SessionCreated,
     SessionStarted,
     SessionTerminated,
+    TaskStatusChanged,
     encode_event,
     event_type,
     run_stream,
@@ -498,3 +503,123 @@ def test_a_plan_projects_task_statuses_and_forgets_its_setup_once_it_ends() -> N
     state = timeline.state()
     assert "r" not in state.created
     assert state.runs["r"].tasks[0].status == "done"
+
+
+# --------------------------------------------------------------------------- plan runs
+
+
+def chain_plan(n: int) -> PlanSpec:
+    tasks = [
+        PlanTask(id=f"t{i}", prompt="p", depends_on=[f"t{i - 1}"] if i else []) for i in range(n)
+    ]
+    return PlanSpec(plan=Plan(title="chain", tasks=tasks), max_parallel=1)
+
+
+def failed_chain(n: int) -> Timeline:
+    """A plan run over a chain of `n` tasks whose first task failed: the events orcad records."""
+    log = Timeline()
+    log.record(RunCreated(run_id="r1", title="chain", cwd="/", kind="plan", plan=chain_plan(n)))
+    log.record(TaskStatusChanged("r1", "t0", "in_progress", attempt=1, session_id="r1.t0.1"))
+    log.record(TaskStatusChanged("r1", "t0", "failed", "it broke"))
+    log.record(*(TaskStatusChanged("r1", f"t{i}", "cancelled", "t0 failed") for i in range(1, n)))
+    return log
+
+
+def memory_for_one_task_change(n: int) -> int:
+    """The most memory applying one task's change to a plan of `n` tasks takes, in bytes."""
+    log = failed_chain(n)
+    state = replay(log.events[:-1])
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        apply(state, log.events[-1])
+        return tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_task_change_costs_the_same_in_a_plan_of_any_size() -> None:
+    """Defect 3: each task event copied the plan's whole task list, so a failure cascading to
+    10,000 tasks (and its replay on every start) was quadratic."""
+    small, large = memory_for_one_task_change(1_000), memory_for_one_task_change(8_000)
+    assert large < 2 * small, (small, large)
+
+
+def test_a_failed_chain_folds_to_one_failed_task_and_the_rest_cancelled() -> None:
+    state = failed_chain(500).state()
+    statuses = [t.status for t in state.runs["r1"].tasks]
+    assert statuses == ["failed"] + ["cancelled"] * 499
+    progress = state.plans["r1"]
+    assert (progress.ready, progress.in_progress) == (set(), set())
+
+
+def test_plan_progress_follows_the_tasks_as_they_move() -> None:
+    """Ready tasks (pending, every dependency done) and tasks in progress, kept event by event,
+    equal what the task statuses say at every step (`ready_tasks` recomputes it from scratch)."""
+    tasks = [
+        PlanTask(id="a", prompt="p"),
+        PlanTask(id="b", prompt="p", depends_on=["a"]),
+        PlanTask(id="c", prompt="p", depends_on=["a"]),
+        PlanTask(id="d", prompt="p", depends_on=["b", "c", "b"]),
+        PlanTask(id="e", prompt="p"),
+    ]
+    spec = PlanSpec(plan=Plan(title="diamond", tasks=tasks), max_parallel=2)
+    log = Timeline()
+    log.record(RunCreated(run_id="r1", title="d", cwd="/", kind="plan", plan=spec))
+    moves = [
+        ("a", "in_progress"),
+        ("e", "in_progress"),
+        ("a", "done"),
+        ("b", "in_progress"),
+        ("b", "pending"),  # a retry
+        ("c", "in_progress"),
+        ("c", "done"),
+        ("b", "in_progress"),
+        ("b", "done"),
+        ("e", "failed"),
+        ("d", "in_progress"),
+        ("d", "done"),
+    ]
+    for task_id, status in moves:
+        log.record(TaskStatusChanged("r1", task_id, status))  # type: ignore[arg-type]
+        state = log.state()
+        run, progress = state.runs["r1"], state.plans["r1"]
+        statuses = {t.task_id: t.status for t in run.tasks}
+        ready = ready_tasks(tasks, statuses)
+        assert [tasks[i].id for i in progress.first_ready(5)] == ready, (task_id, status)
+        in_progress = {t for t, s in statuses.items() if s == "in_progress"}
+        assert {tasks[i].id for i in progress.in_progress} == in_progress
+    assert progress.first_ready(1) == []
+
+
+# --------------------------------------------------------------------------- bounded texts
+
+
+def test_agent_text_is_kept_short_in_views_and_whole_in_the_log() -> None:
+    """Defect 7: a view keeps each text an agent wrote to VIEW_TEXT_CHARS, with a marker; the
+    question's id stays whole (answers name it); replay folds to the same."""
+    long = "x" * 50_000
+    short = long[:VIEW_TEXT_CHARS] + "… (46,000 more characters; see `orca logs r1`)"
+    question = Question(
+        id="q-" + "i" * 5_000,
+        question=long,
+        header=long,
+        options=[QuestionOption(label=long, description=long)],
+    )
+    log = Timeline()
+    log.record(run_created(), session_created(), started())
+    log.record(QuestionAsked(run_id="r1", session_id="s1", request_id="q1", questions=[question]))
+    pending = log.state().sessions["s1"].pending
+    assert pending is not None
+    shown = pending.questions[0]
+    assert (shown.id, shown.question, shown.header) == (question.id, short, short)
+    assert shown.options == [QuestionOption(label=short, description=short)]
+    log.record(
+        SessionTerminated("r1", "s1", "completed", long, exit_code=0, summary=long),
+        run_status("completed", reason=long),
+    )
+    state = log.state()
+    assert (state.sessions["s1"].summary, state.sessions["s1"].reason) == (short, short)
+    assert state.runs["r1"].reason == short
+    assert bounded(short, "r1") == short  # a shortened text is never shortened again
+    assert msgspec.json.decode(log.events[-2].data)["summary"] == long  # the log keeps it whole

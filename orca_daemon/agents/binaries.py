@@ -42,7 +42,7 @@ def version_of(program: str) -> tuple[tuple[int, int, int] | None, str]:
             stdin=subprocess.DEVNULL,
             check=False,
         )
-    except (OSError, subprocess.TimeoutExpired) as exc:
+    except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
         return None, f"version unknown: {exc}"
     text = (completed.stdout or completed.stderr).strip().splitlines()
     first = text[0] if text else "version unknown"
@@ -59,7 +59,11 @@ def candidates(name: str, search_path: str) -> list[str]:
         if not directory:
             continue
         path = Path(directory) / name
-        if path.is_file() and os.access(path, os.X_OK):
+        try:
+            usable = path.is_file() and os.access(path, os.X_OK)
+        except (OSError, ValueError):  # unreadable, too long, a NUL byte: not a candidate
+            continue
+        if usable:
             real = os.path.realpath(path)
             if real not in seen:
                 seen.add(real)
@@ -72,8 +76,11 @@ def select_binary(
 ) -> Binary:
     """The binary to run: `override` (e.g. ORCA_CODEX_PATH), else `configured`, else the newest."""
     if override:
-        if not os.access(override, os.X_OK):
-            raise BinaryNotFound(f"{override} (from the environment) is not an executable file")
+        usable = "\0" not in override and os.path.isabs(override) and os.access(override, os.X_OK)
+        if not usable:
+            raise BinaryNotFound(
+                f"{override!r} (from the environment) is not the absolute path of an executable"
+            )
         return Binary([override], *version_of(override))
     if configured:
         return Binary(list(configured), *version_of(configured[0]))
