@@ -15,6 +15,8 @@ import zmq
 from conftest import DaemonProcess, agent, wait_until
 from socket_support import RawPeer, assert_alive, memory_of, refusal
 
+from orca_client.client import DaemonUnavailable
+from orca_client.paths import read_token
 from orca_client.wire import (
     PROTOCOL,
     Cancel,
@@ -26,6 +28,7 @@ from orca_client.wire import (
     Subscribe,
     Subscribed,
     SubscriptionOverflowed,
+    decode_daemon_message,
     decode_result,
     encode_request,
 )
@@ -74,41 +77,45 @@ def start_with_descriptor_limit(daemon: DaemonProcess, limit: int) -> None:
     daemon.wait_ready()
 
 
-def connect_peers(daemon: DaemonProcess, count: int) -> tuple[list[RawPeer], int, int]:
+def connect_peers(daemon: DaemonProcess, count: int) -> tuple[list[zmq.Socket[bytes]], int, int]:
     """Connect `count` peers (that never reconnect) a few at a time, each sending `hello`;
-    returns them with how many were answered and how many orcad cut off."""
-    peers: list[RawPeer] = []
+    returns their sockets with how many were answered and how many orcad cut off."""
+    context = zmq.Context.instance()
+    key = read_token(daemon.paths.token_file)
+    sockets: list[zmq.Socket[bytes]] = []
     answered = refused = 0
     wave = 16
     for first in range(0, count, wave):
-        waiting: dict[zmq.Socket[bytes], RawPeer] = {}
+        owner: dict[zmq.Socket[bytes], zmq.Socket[bytes]] = {}
         poller = zmq.Poller()
         batch = min(wave, count - first)
         for _ in range(batch):
-            peer = RawPeer(daemon, RECONNECT_IVL=-1)
-            monitor = peer.socket.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+            peer = context.socket(zmq.DEALER)
+            peer.setsockopt(zmq.LINGER, 0)
+            peer.setsockopt(zmq.RECONNECT_IVL, -1)
+            monitor = peer.get_monitor_socket(zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED)
+            peer.connect(daemon.paths.socket_endpoint)
             with contextlib.suppress(zmq.Again):  # already cut off: nowhere to send
-                peer.socket.send_multipart(encode_request(peer.key, Hello())[1], zmq.NOBLOCK)
-            waiting[peer.socket] = waiting[monitor] = peer
-            poller.register(peer.socket, zmq.POLLIN)
+                peer.send_multipart(encode_request(key, Hello())[1], zmq.NOBLOCK)
+            owner[peer] = owner[monitor] = peer
+            poller.register(peer, zmq.POLLIN)
             poller.register(monitor, zmq.POLLIN)
-            peers.append(peer)
+            sockets += [peer, monitor]
         deadline = time.monotonic() + 20
-        settled: set[int] = set()
+        settled: set[zmq.Socket[bytes]] = set()
         while len(settled) < batch and time.monotonic() < deadline:
             for sock, _ in poller.poll(1000):
-                peer = waiting[sock]
                 poller.unregister(sock)
-                if id(peer) in settled:
+                if owner[sock] in settled:
                     continue
-                settled.add(id(peer))
-                if sock is peer.socket:
-                    assert isinstance(peer.receive(), Reply)
+                settled.add(owner[sock])
+                if sock is owner[sock]:
+                    assert isinstance(decode_daemon_message(key, sock.recv_multipart()), Reply)
                     answered += 1
                 else:
                     refused += 1
         assert len(settled) == batch, "a peer was neither answered nor cut off"
-    return peers, answered, refused
+    return sockets, answered, refused
 
 
 def test_peers_beyond_the_connection_cap_are_refused_and_orcad_stays_up(
@@ -125,10 +132,19 @@ def test_peers_beyond_the_connection_cap_are_refused_and_orcad_stays_up(
         assert refused >= limit + 32 - cap
         assert "refusing new connections" in daemon.output()
     finally:
-        for peer in peers:
-            peer.close()
-    assert_alive(daemon)
+        for sock in peers:
+            sock.close()
+    # Once orcad has seen them go (a client it cut off meanwhile simply asks again):
+    wait_until(lambda: answers_hello(daemon), "orcad to answer a fresh client")
     assert "accepting connections again" in daemon.output()
+
+
+def answers_hello(daemon: DaemonProcess) -> bool:
+    try:
+        with daemon.client(timeout=1.0) as client:
+            return client.hello().protocol == 1
+    except DaemonUnavailable:
+        return False
 
 
 def test_peers_that_never_read_cost_orcad_bounded_memory(
