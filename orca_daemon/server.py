@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import math
 import socket
 import struct
 import time
@@ -363,20 +364,23 @@ class Server:
         frames = encode_daemon_message(self._key, message)
         return self._enqueue(identity, frames, None) is not Delivery.GONE
 
-    async def send(self, identity: bytes, message: DaemonMessage) -> Delivery:
-        """Send in order with the peer's other messages, waiting while its queue is full;
-        GONE if it disconnected or holds too much unread. Cancelling withdraws the message."""
+    async def send(
+        self, identity: bytes, message: DaemonMessage, patience: float = math.inf
+    ) -> Delivery:
+        """Send in order with the peer's other messages, waiting while its queue is full: GONE
+        if it disconnected or holds too much unread; STUCK (and withdrawn) after `patience`."""
         frames = encode_daemon_message(self._key, message)
         done: asyncio.Future[Delivery] = asyncio.get_running_loop().create_future()
         delivery = self._enqueue(identity, frames, done)
         if delivery is not None:
             return delivery
         try:
-            return await done
+            await asyncio.wait([done], timeout=None if math.isinf(patience) else patience)
         finally:
-            if not done.done():
+            if not done.done():  # timed out or cancelled: it must not go out later
                 done.cancel()
                 self._withdraw(identity, done)
+        return Delivery.STUCK if done.cancelled() else done.result()
 
     def _enqueue(
         self, identity: bytes, frames: list[bytes], done: asyncio.Future[Delivery] | None

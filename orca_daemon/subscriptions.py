@@ -47,13 +47,16 @@ class Delivery(Enum):
     SENT = "sent"
     GONE = "gone"
     """The peer disconnected, or holds too much unread already: nothing was sent."""
+    STUCK = "stuck"
+    """The peer's queue stayed full for the whole patience: the message was withdrawn."""
 
 
 class Outlet(Protocol):
     """Where subscription messages go: the socket."""
 
-    async def send(self, identity: bytes, message: DaemonMessage) -> Delivery:
-        """Send in order with everything else for the peer; waits while its queue is full."""
+    async def send(self, identity: bytes, message: DaemonMessage, patience: float) -> Delivery:
+        """Send in order with everything else for the peer, waiting up to `patience` seconds
+        while its queue is full."""
         ...
 
     def post(self, identity: bytes, message: DaemonMessage) -> bool:
@@ -250,12 +253,13 @@ class Subscriptions:
     async def _push(self, sub: Subscription, events: list[StoredEvent]) -> bool:
         """Send one page; False when the subscription is over (its peer gone or stuck)."""
         message = EventsPushed(sub.id, [e.to_record() for e in events])
-        with anyio.move_on_after(self._lease * STALL_FRACTION):
-            if await self._outlet.send(sub.identity, message) is not Delivery.SENT:
-                self._end(sub)
-                return False
+        delivery = await self._outlet.send(sub.identity, message, self._lease * STALL_FRACTION)
+        if delivery is Delivery.SENT:
             sub.delivered = events[-1].position
             sub.last_heard = time.monotonic()
             return True
-        self._give_up(sub, "its peer has not read what it was sent")
+        if delivery is Delivery.STUCK:
+            self._give_up(sub, "its peer has not read what it was sent")
+        else:
+            self._end(sub)
         return False

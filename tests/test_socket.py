@@ -28,6 +28,7 @@ from orca_client.wire import (
     SubscriptionOverflowed,
     encode_request,
 )
+from orca_daemon.subscriptions import MAX_PEER_SUBSCRIPTIONS
 
 
 @pytest.fixture
@@ -286,3 +287,49 @@ def test_a_silent_subscriber_is_dropped_after_its_lease(
         assert next(follow).position == 2
         assert client.hello().subscriptions == 1
         follow.close()
+
+
+def test_a_connection_may_hold_only_so_many_subscriptions(daemon: DaemonProcess) -> None:
+    greedy = RawPeer(daemon)
+    for _ in range(MAX_PEER_SUBSCRIPTIONS):
+        greedy.send(encode_request(greedy.key, Subscribe(after=0))[1])
+        assert greedy.reply().ok
+    code, message = refusal(greedy, encode_request(greedy.key, Subscribe(after=0))[1])
+    assert code == "invalid_state"
+    assert f"({MAX_PEER_SUBSCRIPTIONS})" in message and "unsubscribe" in message
+    with daemon.client() as client:  # another connection is not held back
+        follow = client.follow(after=0)
+        client.request(StartRun(command=["true"], cwd=str(daemon.home)))
+        assert next(follow).position == 1
+        follow.close()
+        assert client.hello().subscriptions == MAX_PEER_SUBSCRIPTIONS
+    greedy.close()
+
+
+def test_a_subscriber_that_stops_reading_is_ended_and_told_where_to_resume(
+    make_daemon: Callable[..., DaemonProcess], orca_home: Path
+) -> None:
+    orca_home.mkdir(mode=0o700, parents=True)
+    (orca_home / "config.toml").write_text("[daemon]\nsubscription_lease_seconds = 2.0\n")
+    daemon = make_daemon().start()
+    stuck = RawPeer(daemon, RCVHWM=1)
+    stuck.send(encode_request(stuck.key, Subscribe(after=0))[1])
+    assert stuck.reply().ok
+    # It reads nothing while a run writes far more than the socket buffers hold; meanwhile it
+    # still sends requests, so its lease alone would keep it.
+    with daemon.client() as client:
+        started = client.request(StartRun(command=agent("firehose.py", "8"), cwd=str(daemon.home)))
+        deadline = time.monotonic() + 20
+        while client.hello().subscriptions and time.monotonic() < deadline:
+            stuck.send(encode_request(stuck.key, Hello())[1])
+            time.sleep(0.1)
+        assert client.hello().subscriptions == 0
+    daemon.wait_for_run(started.run_id)
+    delivered = 0
+    while not isinstance(message := stuck.receive(), SubscriptionOverflowed):
+        if isinstance(message, EventsPushed):
+            assert message.events[0].position == delivered + 1
+            delivered = message.events[-1].position
+    assert message.resume_from == delivered
+    assert delivered < daemon.status().head_position
+    stuck.close()
