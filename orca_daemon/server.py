@@ -59,7 +59,7 @@ class RequestHandler(Protocol):
 
 
 HARD_MAX_MESSAGE_BYTES = 4 * MAX_MESSAGE_BYTES
-PEER_SEND_QUEUE_MESSAGES = 16
+PEER_SEND_QUEUE_MESSAGES = 8
 """Messages ZeroMQ queues for one peer before sends to it wait (pushes are at most 512 KiB)."""
 PEER_RECEIVE_QUEUE_MESSAGES = 32
 """Messages ZeroMQ reads ahead from one peer before it stops reading that peer."""

@@ -147,6 +147,30 @@ def answers_hello(daemon: DaemonProcess) -> bool:
         return False
 
 
+def test_a_connection_that_reads_no_replies_is_refused_more_requests(
+    daemon: DaemonProcess,
+) -> None:
+    deaf = RawPeer(daemon, RCVHWM=1)
+    sent = 20_000  # far more replies than the socket buffers hold
+    for _ in range(sent):
+        deaf.send(encode_request(deaf.key, Hello())[1])
+    wait_until(
+        lambda: "invalid_state: this connection has" in daemon.output(),
+        "orcad to refuse the connection's requests",
+    )
+    assert_alive(daemon)  # others are answered meanwhile
+    replies = []
+    while deaf.socket.poll(2000):
+        message = deaf.receive()
+        assert isinstance(message, Reply)
+        replies.append(message)
+    refused = [r.error for r in replies if r.error is not None]
+    assert refused and {e.code for e in refused} == {"invalid_state"}
+    assert "read the replies before sending more" in refused[0].message
+    assert len(replies) < sent  # replies beyond the bound were dropped, not kept
+    deaf.close()
+
+
 def test_peers_that_never_read_cost_orcad_bounded_memory(
     make_daemon: Callable[..., DaemonProcess], orca_home: Path
 ) -> None:
