@@ -48,7 +48,13 @@ from a script, without putting the answer on a command line (where `ps` shows it
   echo "$ANSWER" | orca answer RUN_ID -   (one trailing newline is dropped; or --json -)
 
 The answer must name every pending question id and no other; otherwise nothing
-is sent. `orca status RUN_ID` shows the pending questions with their ids."""
+is sent. `orca status RUN_ID` shows the pending questions with their question ids, and
+the request id of each session's pending request (for --request).
+
+On a terminal, an empty answer is refused and asked again (an empty answer is sent only
+with --json '{"q1": ""}'), and so is anything but an option, by number or label, for a
+question that allows only its options. Ctrl-D exits with status 2 and Ctrl-C with 130;
+nothing is sent then."""
 
 
 Args = Any
@@ -231,7 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
     answer.add_argument(
         "--json", dest="answers_json", metavar="JSON", help="answers by question id"
     )
-    answer.add_argument("--request", help="which request, when several sessions are waiting")
+    answer.add_argument(
+        "--request",
+        metavar="REQUEST_ID",
+        help="which pending request (its request id, as orca status shows it), when several "
+        "sessions are waiting",
+    )
 
     cancel = command(
         "cancel",
@@ -454,8 +465,15 @@ def cmd_answer(args: Args) -> int:
                 request_id, answers = answering.ask_on_terminal(
                     connection, args.run_id, args.request
                 )
-            except ValueError as exc:
-                raise UsageError(f"orca answer: {exc}") from None
+            except EOFError:
+                print(
+                    "\norca answer: no answer given (end of input); nothing was sent",
+                    file=sys.stderr,
+                )
+                return EXIT_USAGE
+            except KeyboardInterrupt:
+                print("\norca answer: interrupted; nothing was sent", file=sys.stderr)
+                return 130
         result: AnswerResult = connection.request(
             Answer(
                 run_id=args.run_id,
@@ -467,7 +485,8 @@ def cmd_answer(args: Args) -> int:
         )
     print(
         render.one_line(
-            f"answered {result.request_id} of run {result.run_id}; the run is {result.status}"
+            f"answered request {result.request_id} of run {result.run_id}; "
+            f"the run is {result.status}"
         )
     )
     if not result.delivered:

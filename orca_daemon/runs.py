@@ -928,7 +928,7 @@ class RunManager:
             if not pending:
                 raise WireError(
                     "invalid_state",
-                    f"run {run_id} has no pending question request {request_id!r} "
+                    f"run {run_id} has no pending request with request id {request_id!r} "
                     "(it was answered or cleared, or never existed)",
                 )
         if not pending:
@@ -940,10 +940,11 @@ class RunManager:
             hint = f"; its child run {waiting[0]} is: orca answer {waiting[0]}" if waiting else ""
             raise WireError("invalid_state", f"run {run_id} is not waiting for an answer{hint}")
         if len(pending) > 1:
-            ids = ", ".join(f"{p.request_id} ({p.session_id})" for p in pending)
+            ids = ", ".join(f"{p.request_id} (session {p.session_id})" for p in pending)
             raise WireError(
                 "bad_request",
-                f"several sessions of run {run_id} are waiting: pick one with --request: {ids}",
+                f"several sessions of run {run_id} are waiting: pick one by its request id "
+                f"with --request: {ids}",
             )
         return pending[0]
 
