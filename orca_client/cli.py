@@ -78,15 +78,19 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(name: str, help_text: str, description: str) -> argparse.ArgumentParser:
-        return commands.add_parser(
+        sub = commands.add_parser(
             name,
             help=help_text,
             description=description,
             epilog=EXIT_STATUS_HELP,
             formatter_class=formatter,
         )
+        sub.set_defaults(usage_parser=sub)
+        return sub
 
-    daemon = command("daemon", "start, stop, inspect or install orcad", "Manage the orcad daemon.")
+    daemon = command(
+        "daemon", "start, stop, reload, inspect or install orcad", "Manage the orcad daemon."
+    )
     daemon_commands = daemon.add_subparsers(dest="daemon_command", metavar="ACTION", required=True)
     start = daemon_commands.add_parser(
         "start",
@@ -102,6 +106,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Ask orcad to stop: running sessions end in a recorded state first.",
     )
     stop.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (default 60)")
+    reload = daemon_commands.add_parser(
+        "reload",
+        help="read config.toml again (as SIGHUP does)",
+        description="Have orcad read its config file again. It checks the whole file first: a "
+        "file with errors changes nothing and every error is listed. Agents, hooks, "
+        "[orchestration] and [[repos]] apply at once (to what starts from now on; running "
+        "sessions keep their settings); [daemon] settings need a restart (orca daemon stop, "
+        "then start), and the reply says which changed.",
+    )
+    reload.add_argument("--check", action="store_true", help="only say what a reload would change")
+    reload.add_argument("--json", action="store_true", help="print the result as JSON")
     status = daemon_commands.add_parser(
         "status",
         help="is orcad running? where are its files?",
@@ -115,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
         "this installation's orcad, and print the systemctl --user commands that enable it.",
     )
     install.add_argument("--force", action="store_true", help="overwrite an existing unit file")
+    for action_parser in daemon_commands.choices.values():
+        action_parser.set_defaults(usage_parser=action_parser)
 
     run = command(
         "run",
@@ -280,6 +297,14 @@ def cmd_run(args: Args) -> int:
         argv = argv[1:]
     cwd = working_directory(args.cwd)
     if args.agent is not None:
+        after = list(args.argv)[1:] if args.prompt is None else list(args.argv)
+        if "--" in after:
+            command = " ".join(after[after.index("--") + 1 :])
+            raise UsageError(
+                f"orca run: --agent {args.agent} runs an agent on a prompt, and `-- {command}` "
+                "names a command to run: they are exclusive; give one "
+                "(orca run --agent NAME 'PROMPT', or orca run -- CMD ARGS)"
+            )
         if args.prompt is not None and argv:
             raise UsageError("orca run: give the prompt as PROMPT or --prompt, not both")
         prompt = args.prompt if args.prompt is not None else " ".join(argv)
@@ -523,6 +548,8 @@ def cmd_daemon(args: Args) -> int:
         return daemon_control.stop(timeout=args.timeout)
     if action == "status":
         return daemon_control.status(as_json=args.json)
+    if action == "reload":
+        return daemon_control.reload(check=args.check, as_json=args.json)
     return daemon_control.install(force=args.force)
 
 
@@ -679,6 +706,18 @@ def _quick_parse(argv: list[str]) -> SimpleNamespace | None:
     )
 
 
+def _parse(argv: list[str]) -> Args:
+    """The parsed arguments; an unknown flag is reported with the usage of the (sub)command it
+    was given to, not the top-level one."""
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        (getattr(args, "usage_parser", None) or parser).error(
+            f"unrecognized arguments: {' '.join(unknown)}"
+        )
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     for stream in (sys.stdout, sys.stderr):  # never a traceback for text the terminal lacks
@@ -686,7 +725,7 @@ def main(argv: list[str] | None = None) -> int:
             stream.reconfigure(errors="backslashreplace")
     try:
         _check_arguments(argv)
-        args = _quick_parse(argv) or build_parser().parse_args(argv)
+        args = _quick_parse(argv) or _parse(argv)
         return COMMANDS[args.command](args)
     except UsageError as exc:
         _say(str(exc))

@@ -101,6 +101,8 @@ def add_commands(command: CommandFactory) -> None:
     retry.add_argument("run_id", metavar="RUN_ID")
     retry.add_argument("task_id", metavar="TASK_ID")
     retry.add_argument("--json", action="store_true", help="print the result as JSON")
+    for action_parser in actions.choices.values():
+        action_parser.set_defaults(usage_parser=action_parser)
 
     doctor = command(
         "doctor",

@@ -1,4 +1,5 @@
-"""`orca daemon start|stop|status|install`: run orcad in the background and look after it."""
+"""`orca daemon start|stop|reload|status|install`: run orcad in the background and look after
+it."""
 
 from __future__ import annotations
 
@@ -12,11 +13,17 @@ from pathlib import Path
 
 import msgspec
 
-from orca_client.client import START_HINT, Client, DaemonUnavailable, OrcaClientError
+from orca_client.client import (
+    START_HINT,
+    Client,
+    DaemonUnavailable,
+    OrcaClientError,
+    RequestFailed,
+)
 from orca_client.paths import InsecurePathError, OrcaPaths, ensure_private_dir, resolve_paths
 from orca_client.render import visible
 from orca_client.systemd_unit import render_unit
-from orca_client.wire import HelloResult, Shutdown
+from orca_client.wire import HelloResult, Reload, ReloadResult, Shutdown
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -48,6 +55,7 @@ def start(timeout: float, as_json: bool) -> int:
             return EXIT_OK
         for directory in {paths.state_dir, paths.runtime_dir}:
             ensure_private_dir(directory)
+        log_start = _size(paths.daemon_log_file)
         process = _spawn(paths.daemon_log_file)
     except (InsecurePathError, OSError) as exc:
         print(f"orca: refusing to start orcad: {_reason(exc)}", file=sys.stderr)
@@ -57,7 +65,7 @@ def start(timeout: float, as_json: bool) -> int:
         if process.poll() is not None:
             print(
                 f"orca: orcad exited with status {process.returncode} during start-up:\n"
-                + _tail(paths.daemon_log_file),
+                + _tail(paths.daemon_log_file, log_start),
                 file=sys.stderr,
             )
             return EXIT_FAILED
@@ -122,6 +130,39 @@ def stop(timeout: float) -> int:
     return EXIT_FAILED
 
 
+def reload(check: bool, as_json: bool) -> int:
+    """`orca daemon reload`: orcad reads its config file again (with `check`: only compares)."""
+    try:
+        with Client(resolve_paths()) as client:
+            result: ReloadResult = client.request(Reload(dry_run=check))
+    except DaemonUnavailable as exc:
+        print(f"orca: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except RequestFailed as exc:
+        print(visible(f"orca: config not reloaded: {exc}"), file=sys.stderr)
+        return EXIT_FAILED
+    if as_json:
+        print(msgspec.json.encode(result).decode())
+        return EXIT_OK if result.error is None else EXIT_FAILED
+    if result.error is not None:
+        print(visible(f"orca: a reload would be refused: {result.error}"), file=sys.stderr)
+        return EXIT_FAILED
+    done = "orcad reloaded" if result.applied else "a reload would apply"
+    if not result.changed:
+        print(f"{done} {result.config_file}: nothing changed")
+        return EXIT_OK
+    at_once = [key for key in result.changed if key not in result.needs_restart]
+    print(f"{done} {result.config_file}")
+    if at_once:
+        print(f"  changed: {', '.join(at_once)}")
+    if result.needs_restart:
+        print(
+            f"  needs a restart (orca daemon stop; orca daemon start): "
+            f"{', '.join(result.needs_restart)}"
+        )
+    return EXIT_OK
+
+
 def status(as_json: bool) -> int:
     paths = resolve_paths()
     hello = _hello(paths)
@@ -180,8 +221,19 @@ def _process_exists(pid: int) -> bool:
     return True
 
 
-def _tail(path: Path, lines: int = 20) -> str:
+def _size(path: Path) -> int:
     try:
-        return visible("\n".join(path.read_text(errors="replace").splitlines()[-lines:]))
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _tail(path: Path, start: int, lines: int = 20) -> str:
+    """The last `lines` lines `path` got after byte `start`: this start-up's, not earlier ones'."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(start)
+            text = handle.read().decode(errors="replace")
     except OSError:
         return f"(no log at {path})"
+    return visible("\n".join(text.splitlines()[-lines:])) or "(it wrote nothing)"

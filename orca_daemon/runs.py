@@ -509,7 +509,11 @@ class RunManager:
     async def _cancel_session(self, run: RunInfo, session_id: str, reason: str) -> CancelResult:
         session = self.state.sessions.get(session_id)
         if session is None or session.run_id != run.run_id:
-            raise WireError("not_found", f"run {run.run_id} has no session {session_id!r}")
+            valid = ", ".join(run.session_ids) or "none"
+            raise WireError(
+                "not_found",
+                f"run {run.run_id} has no session {session_id!r}; its sessions: {valid}",
+            )
         ended = await self.cancel_sessions(run.run_id, [session_id], reason)
         status = self.state.runs[run.run_id].status
         return CancelResult(run_id=run.run_id, status=status, already_terminal=not ended)
