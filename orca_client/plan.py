@@ -21,6 +21,10 @@ MAX_TASKS = 10_000
 MAX_RETRIES = 20
 
 
+BUILTIN_AGENT_NAMES = ("claude", "codex", "codex-exec", "synthesizer")
+"""The agents orcad knows without a config file (`orca plan validate` checks offline with it)."""
+
+
 class PlanError(ValueError):
     """A plan that cannot be run; `errors` lists every problem found, each naming its tasks."""
 
