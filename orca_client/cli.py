@@ -103,9 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     stop = daemon_commands.add_parser(
         "stop",
         help="stop orcad cleanly",
-        description="Ask orcad to stop: running sessions end in a recorded state first.",
+        description="Ask orcad to stop: running sessions end in a recorded state (failed) "
+        "first. With live runs it first lists them and asks on a terminal (no: exit status 1); "
+        "without a terminal it stops only with --force (else exit status 2).",
     )
     stop.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (default 60)")
+    stop.add_argument(
+        "--force", action="store_true", help="stop without asking, even with live runs"
+    )
     reload = daemon_commands.add_parser(
         "reload",
         help="read config.toml again (as SIGHUP does)",
@@ -545,7 +550,7 @@ def cmd_daemon(args: Args) -> int:
     if action == "start":
         return daemon_control.start(timeout=args.timeout, as_json=args.json)
     if action == "stop":
-        return daemon_control.stop(timeout=args.timeout)
+        return daemon_control.stop(timeout=args.timeout, force=args.force)
     if action == "status":
         return daemon_control.status(as_json=args.json)
     if action == "reload":

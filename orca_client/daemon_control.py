@@ -21,12 +21,13 @@ from orca_client.client import (
     RequestFailed,
 )
 from orca_client.paths import InsecurePathError, OrcaPaths, ensure_private_dir, resolve_paths
-from orca_client.render import visible
+from orca_client.render import one_line, visible
 from orca_client.systemd_unit import render_unit
-from orca_client.wire import HelloResult, Reload, ReloadResult, Shutdown
+from orca_client.wire import HelloResult, Reload, ReloadResult, RunInfo, Shutdown, Status
 
 EXIT_OK = 0
 EXIT_FAILED = 1
+EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 
 
@@ -106,11 +107,28 @@ def _reason(exc: Exception) -> str:
     return str(exc)
 
 
-def stop(timeout: float) -> int:
+def stop(timeout: float, force: bool = False) -> int:
+    """Stop orcad. With live runs it first says which it will end, and asks on a terminal;
+    without a terminal it needs `force`."""
     paths = resolve_paths()
     try:
         with Client(paths) as client:
             pid = client.hello().pid
+            live = _live_runs(client)
+            if live and not force:
+                _tell_live_runs(live)
+                if not sys.stdin.isatty():
+                    print(
+                        "orca: not stopping orcad: it would end these runs; "
+                        "stop it anyway with: orca daemon stop --force",
+                        file=sys.stderr,
+                    )
+                    return EXIT_USAGE
+                if not _confirm("stop orcad and end them? [y/N] "):
+                    print("orcad is still running", file=sys.stderr)
+                    return EXIT_FAILED
+            elif live:
+                _tell_live_runs(live)
             # It may stop before its reply goes out: either way, watch the process below.
             with contextlib.suppress(DaemonUnavailable):
                 client.request(Shutdown(), timeout=5.0)
@@ -128,6 +146,38 @@ def stop(timeout: float) -> int:
         time.sleep(0.05)
     print(f"orca: orcad (pid {pid}) is still stopping after {timeout:.0f}s", file=sys.stderr)
     return EXIT_FAILED
+
+
+SHOWN_LIVE_RUNS = 10
+
+
+def _live_runs(client: Client) -> list[RunInfo]:
+    from orca_client.cli import fetch_status
+
+    return fetch_status(client, Status(ended=0)).runs
+
+
+def _tell_live_runs(live: list[RunInfo]) -> None:
+    """On stderr: the live runs that stopping orcad ends (their running sessions are recorded
+    failed; work orcad had decided on but not started resumes at its next start)."""
+    print(
+        f"orcad has {len(live)} live run{'s' if len(live) != 1 else ''}; stopping it ends "
+        "their running sessions (recorded as failed):",
+        file=sys.stderr,
+    )
+    for run in live[:SHOWN_LIVE_RUNS]:
+        print(visible(f"  {run.run_id}  {run.status}  {one_line(run.title)}"), file=sys.stderr)
+    if len(live) > SHOWN_LIVE_RUNS:
+        print(f"  … and {len(live) - SHOWN_LIVE_RUNS} more (orca status)", file=sys.stderr)
+
+
+def _confirm(question: str) -> bool:
+    try:
+        reply = input(question)
+    except EOFError:
+        print(file=sys.stderr)
+        return False
+    return reply.strip().lower() in ("y", "yes")
 
 
 def reload(check: bool, as_json: bool) -> int:
