@@ -22,7 +22,7 @@ from orca_client.client import (
 )
 from orca_client.paths import InsecurePathError, OrcaPaths, ensure_private_dir, resolve_paths
 from orca_client.render import one_line, visible
-from orca_client.systemd_unit import render_unit
+from orca_client.systemd_unit import ORCA_ENVIRONMENT, UnitError, render_unit
 from orca_client.wire import HelloResult, Reload, ReloadResult, RunInfo, Shutdown, Status
 
 EXIT_OK = 0
@@ -245,16 +245,40 @@ def install(force: bool) -> int:
         return EXIT_FAILED
     command = daemon_command()
     exec_start = " ".join(command) if len(command) > 1 else command[0]
+    environment = {
+        name: str(Path(value).expanduser().absolute())
+        for name in ORCA_ENVIRONMENT
+        if (value := os.environ.get(name))
+    }
+    try:
+        text = render_unit(exec_start, _documentation(), environment)
+    except UnitError as exc:
+        print(f"orca: cannot write the unit: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     unit_path.parent.mkdir(parents=True, exist_ok=True)
-    unit_path.write_text(render_unit(exec_start))
+    unit_path.write_text(text)
     print(f"wrote {unit_path}")
+    for name, value in environment.items():
+        print(f"  with {name}={value} (as in this shell), so orcad uses the same files")
     print("enable and start it with:")
     print("  systemctl --user daemon-reload")
     print("  systemctl --user enable --now orcad.service")
     print("then follow its log with: journalctl --user -u orcad -f")
+    print(
+        "agents started by it get the user manager's environment, not this shell's: put what "
+        "they need (PATH, API keys) in ~/.config/orca/agents.env, as KEY=value lines"
+    )
     if shutil.which("systemctl") is None:
         print("(systemctl was not found on this machine)")
     return EXIT_OK
+
+
+def _documentation() -> list[Path]:
+    """This installation's README and architecture notes, when they are on disk (a checkout or an
+    editable install)."""
+    checkout = Path(__file__).resolve().parent.parent
+    found = [checkout / "README.md", checkout / "docs" / "ARCHITECTURE.md"]
+    return [path for path in found if path.is_file()]
 
 
 def _print_hello(hello: HelloResult, as_json: bool, text: str) -> None:
