@@ -286,6 +286,17 @@ def build_parser() -> argparse.ArgumentParser:
     from orca_client import cli_orchestration
 
     cli_orchestration.add_commands(command)
+
+    completion = command(
+        "completion",
+        "print a shell completion script (bash, zsh, fish)",
+        "Print a script that completes orca's subcommands, flags and run ids (run ids come "
+        "from orcad, when it is running).\n\nexamples:\n"
+        '  eval "$(orca completion bash)"      (in ~/.bashrc)\n'
+        '  eval "$(orca completion zsh)"       (in ~/.zshrc, after compinit)\n'
+        "  orca completion fish | source      (in ~/.config/fish/config.fish)",
+    )
+    completion.add_argument("shell", choices=["bash", "zsh", "fish"])
     return parser
 
 
@@ -558,6 +569,13 @@ def cmd_daemon(args: Args) -> int:
     return daemon_control.install(force=args.force)
 
 
+def cmd_completion(args: Args) -> int:
+    from orca_client import completion
+
+    sys.stdout.write(completion.script(args.shell, build_parser()))
+    return EXIT_OK
+
+
 def cmd_orchestration(args: Args) -> int:
     from orca_client import cli_orchestration
 
@@ -577,6 +595,7 @@ COMMANDS = {
     "answer": cmd_answer,
     "cancel": cmd_cancel,
     "daemon": cmd_daemon,
+    "completion": cmd_completion,
 }
 
 
@@ -730,6 +749,10 @@ def main(argv: list[str] | None = None) -> int:
             stream.reconfigure(errors="backslashreplace")
     try:
         _check_arguments(argv)
+        if argv == ["__complete-runs"]:  # hidden: run ids for shell completion, kept fast
+            from orca_client.completion import print_run_ids
+
+            return print_run_ids()
         args = _quick_parse(argv) or _parse(argv)
         return COMMANDS[args.command](args)
     except UsageError as exc:
