@@ -108,3 +108,11 @@ def test_hooks_change_at_once_and_daemon_settings_need_a_restart(
     ran = daemon.orca("run", "--wait", "--", sys.executable, str(EXAMPLES / "reviewer.py"))
     assert ran.returncode == 0, ran.stderr
     wait_until(marker.exists, "the hook added by the reload")
+
+
+def test_the_clients_list_of_built_in_agents_is_orcads() -> None:
+    """`orca plan validate` checks offline against it."""
+    from orca_client.plan import BUILTIN_AGENT_NAMES
+    from orca_daemon.config import BUILTIN_AGENTS
+
+    assert sorted(BUILTIN_AGENT_NAMES) == sorted(BUILTIN_AGENTS)
