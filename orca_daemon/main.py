@@ -305,7 +305,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         epilog=(
             "Files: ORCA_HOME puts the log, socket, token and config.toml in one directory; "
             "otherwise $XDG_STATE_HOME/orca (log), $XDG_RUNTIME_DIR/orca (socket, token) and "
-            "$XDG_CONFIG_HOME/orca/config.toml. ORCA_CONFIG names another config file. "
+            "$XDG_CONFIG_HOME/orca/config.toml. ORCA_CONFIG names another config file; "
+            "SIGHUP (or `orca daemon reload`) reads it again. "
             "Exit status: 0 after a clean stop, 1 when it cannot start, 2 on a bad config file."
         ),
     )
