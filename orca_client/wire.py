@@ -57,6 +57,7 @@ ErrorCode = Literal[
     "conflict",
     "invalid_state",
     "shutting_down",
+    "log_unavailable",
     "internal",
 ]
 
@@ -770,13 +771,13 @@ class ReplayGuard:
         self._expire(now)
         if not 16 <= len(nonce) <= 128:
             raise WireError("bad_request", "nonce must be 16 to 128 characters")
-        if ts < self._not_before:
-            raise WireError("stale", "request was signed before this daemon started: sign it again")
         if abs(now - ts) > self._window:
             raise WireError(
                 "replayed",
                 f"request timestamp is more than {self._window:.0f}s from the daemon's clock",
             )
+        if ts < self._not_before:
+            raise WireError("stale", "request was signed before this daemon started: sign it again")
         if nonce in self._seen:
             raise WireError("replayed", "nonce already used: this request was replayed")
         self._seen.add(nonce)

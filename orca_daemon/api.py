@@ -44,13 +44,24 @@ from orca_daemon.events import run_stream
 from orca_daemon.projection import State
 from orca_daemon.request_checks import check_start
 from orca_daemon.runs import RunManager
-from orca_daemon.store import EventStore, first_page
+from orca_daemon.store import ConcurrencyError, EventStore, LogUnavailable, StoreError, first_page
 from orca_daemon.subscriptions import Subscriptions
 
 MAX_READ_LIMIT = 10_000
 MIN_ID_PREFIX = 4
 STATUS_PAGE_BYTES = 4 << 20
 """The most bytes of runs and sessions one status page holds (a client takes up to 16 MiB)."""
+RECORDING_REQUESTS = (
+    StartRun,
+    Answer,
+    Cancel,
+    StartDebug,
+    Orchestrate,
+    StartPlan,
+    RetryTask,
+    Clean,
+)
+"""Requests that append to the log: refused at once while it cannot be written."""
 
 
 class Api:
@@ -97,7 +108,24 @@ class Api:
         return None
 
     async def answer(self, identity: bytes, request: Request) -> msgspec.Struct:
-        """The requests that wait (for the log or a process); `answer_now` handles the rest."""
+        """The requests that wait (for the log or a process); `answer_now` handles the rest.
+        The log's errors become the client's: `log_unavailable` says why it cannot be written."""
+        try:
+            if isinstance(request, RECORDING_REQUESTS):
+                refusal = self._store.unwritable()
+                if refusal is not None:
+                    raise refusal
+            return await self._answer(request)
+        except LogUnavailable as exc:
+            raise WireError("log_unavailable", str(exc)) from None
+        except ConcurrencyError as exc:
+            raise WireError("conflict", str(exc)) from None
+        except StoreError as exc:
+            if not self._runs.accepting:
+                raise WireError("shutting_down", f"orcad is shutting down: {exc}") from None
+            raise WireError("internal", str(exc)) from None
+
+    async def _answer(self, request: Request) -> msgspec.Struct:
         if isinstance(request, StartRun | StartDebug | StartPlan):
             check_start(request)
         if isinstance(request, StartRun):

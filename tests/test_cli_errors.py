@@ -4,7 +4,6 @@ never a traceback: 2 bad usage (arguments, working directory or environment that
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import shutil
@@ -14,21 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from conftest import DaemonProcess, short_tempdir
-
-PR_CAPBSET_DROP = 24
-CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 1, 2
-
-
-def as_an_ordinary_user() -> None:
-    """In the child before exec: root loses the capabilities that ignore file modes, so a
-    directory with mode 000 is unreadable to it too."""
-    if os.geteuid() != 0:
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    for capability in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
-        if libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+from conftest import DaemonProcess, as_an_ordinary_user, short_tempdir
 
 
 def orca(
