@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from orca_client.answering import answer_hint
 from orca_client.wire import (
     TERMINAL_STATUSES,
     DoctorResult,
@@ -91,12 +92,13 @@ def runs_table(result: StatusResult) -> str:
             )
         )
         pending = [sessions[s].pending for s in run.session_ids if s in sessions]
+        questions = [q for p in pending if p is not None for q in p.questions]
         notes[len(rows) - 1] = [
             f"  ↳ {one_line(q.id)}{' [secret]' if q.is_secret else ''}: {_clip(q.question, 90)}"
-            for p in pending
-            if p is not None
-            for q in p.questions
+            for q in questions
         ]
+        if questions:
+            notes[len(rows) - 1].append(f"    answer: {answer_hint(run.run_id, questions)}")
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines: list[str] = []
     for index, row in enumerate(rows):
@@ -104,8 +106,6 @@ def runs_table(result: StatusResult) -> str:
             "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4]
         )
         lines.extend(notes.get(index, []))
-    if any(notes.values()):
-        lines.append("answer with: orca answer RUN_ID 'text' (or --json by question id)")
     if result.ended_not_shown:
         lines.append(f"({result.ended_not_shown} older ended runs not shown: orca status --all)")
     return visible("\n".join(lines))
@@ -146,12 +146,14 @@ def run_detail(run: RunInfo, sessions: list[SessionInfo]) -> str:
             lines.append(f"  summary  {session.summary}")
         if session.pending is not None:
             request = one_line(session.pending.request_id)
-            lines.append(f"  waiting for an answer (request {request}):")
+            lines.append(f"  waiting for an answer (request id {request}):")
             for question in session.pending.questions:
                 secret = " [secret]" if question.is_secret else ""
                 secret += " [other answers allowed]" if question.is_other else ""
                 header = f"{one_line(question.header)}: " if question.header else ""
-                lines.append(f"    {one_line(question.id)}{secret}  {header}{question.question}")
+                lines.append(
+                    f"    question {one_line(question.id)}{secret}  {header}{question.question}"
+                )
                 for option in question.options or []:
                     lines.append(
                         f"      - {one_line(option.label)}"

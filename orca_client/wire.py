@@ -377,6 +377,15 @@ class Shutdown(Struct, tag="shutdown", frozen=True):
     """Stop the daemon cleanly, as SIGTERM does."""
 
 
+class Reload(Struct, tag="reload", frozen=True):
+    """Read the config file again and use it from now on, as SIGHUP does. A file with errors
+    changes nothing (the error lists them all). Agents, hooks, `[orchestration]` and repositories
+    change at once; `[daemon]` settings only at the next start (`needs_restart` names them)."""
+
+    dry_run: bool = False
+    """Only compare the file with what orcad uses; change nothing."""
+
+
 Request = (
     Hello
     | Status
@@ -393,6 +402,7 @@ Request = (
     | Subscribe
     | Unsubscribe
     | Shutdown
+    | Reload
 )
 
 
@@ -505,6 +515,21 @@ class AnswerResult(Struct, frozen=True):
     """False when the answer waits in orcad for the agent to read its input (it gets it then)."""
 
 
+class ReloadResult(Struct, frozen=True):
+    config_file: str
+    applied: bool
+    """False for a dry run."""
+    changed: list[str]
+    """What differs from the configuration orcad used before: `agents.NAME`, `hooks.KEY`,
+    `orchestration.KEY`, `daemon.KEY`, `repos`."""
+    needs_restart: list[str]
+    """Of `changed`, what orcad uses only from its next start (the `[daemon]` settings)."""
+    agents: list[str]
+    """Every agent orcad can run now: built in and configured."""
+    error: str | None = None
+    """A dry run of a file with errors: every error (a reload would be refused with it)."""
+
+
 class EventsPage(Struct, frozen=True):
     events: list[EventRecord]
     head_position: int
@@ -579,6 +604,7 @@ REQUEST_TYPES: tuple[type[Struct], ...] = (
     Subscribe,
     Unsubscribe,
     Shutdown,
+    Reload,
 )
 RESULT_TYPES: dict[type[Struct], type[Struct]] = {
     Hello: HelloResult,
@@ -596,6 +622,7 @@ RESULT_TYPES: dict[type[Struct], type[Struct]] = {
     Subscribe: Subscribed,
     Unsubscribe: Done,
     Shutdown: Done,
+    Reload: ReloadResult,
 }
 
 

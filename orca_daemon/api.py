@@ -4,7 +4,7 @@ through the run manager. Requests arrive here already verified and decoded."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import msgspec
 
@@ -22,6 +22,8 @@ from orca_client.wire import (
     HelloResult,
     Orchestrate,
     ReadEvents,
+    Reload,
+    ReloadResult,
     Request,
     RetryTask,
     RunInfo,
@@ -76,6 +78,7 @@ class Api:
         started_at: float,
         log_file: str,
         request_shutdown: Callable[[], None],
+        reload_config: Callable[[bool], Awaitable[ReloadResult]],
     ) -> None:
         self._store = store
         self._state = state
@@ -85,6 +88,7 @@ class Api:
         self._started_at = started_at
         self._log_file = log_file
         self._request_shutdown = request_shutdown
+        self._reload_config = reload_config
 
     def answer_now(self, identity: bytes, request: Request) -> msgspec.Struct | None:
         """Requests answered from memory, without waiting; None for the others."""
@@ -154,6 +158,8 @@ class Api:
             return await maintenance.clean(self._runs, self.resolve_run_id(request.run_id))
         if isinstance(request, ReadEvents):
             return await self._read(request)
+        if isinstance(request, Reload):
+            return await self._reload_config(request.dry_run)
         raise WireError("bad_request", f"unknown request {type(request).__name__}")
 
     def after_reply(self, result: msgspec.Struct, delivered: bool) -> None:
@@ -179,7 +185,13 @@ class Api:
                     "bad_request",
                     f"run id prefix {run_id!r} matches {len(matches)} runs; give more of it",
                 )
-        raise WireError("not_found", f"no run with id {run_id!r}")
+        if len(run_id) < MIN_ID_PREFIX:
+            raise WireError(
+                "not_found",
+                f"no run with id {run_id!r}; a run id prefix needs at least {MIN_ID_PREFIX} "
+                "characters (orca status lists the runs)",
+            )
+        raise WireError("not_found", f"no run with id {run_id!r} (orca status lists the runs)")
 
     def _hello(self) -> HelloResult:
         return HelloResult(

@@ -84,6 +84,11 @@ class HookRunner:
         """Hooks started and not finished: each one's completion event and cancel scope."""
         self._stopped = False
 
+    def reconfigure(self, commands: dict[str, list[str]], timeout: float) -> None:
+        """Use these hooks for every event handled from now on (hooks running go on)."""
+        self._commands = commands
+        self._timeout = timeout
+
     async def start(self) -> None:
         """Recover from an earlier daemon and begin following the log."""
         tracked = await self._store.read_tracking(TRACKING)

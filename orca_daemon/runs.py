@@ -572,7 +572,11 @@ class RunManager:
     async def _cancel_session(self, run: RunInfo, session_id: str, reason: str) -> CancelResult:
         session = self.state.sessions.get(session_id)
         if session is None or session.run_id != run.run_id:
-            raise WireError("not_found", f"run {run.run_id} has no session {session_id!r}")
+            valid = ", ".join(run.session_ids) or "none"
+            raise WireError(
+                "not_found",
+                f"run {run.run_id} has no session {session_id!r}; its sessions: {valid}",
+            )
         ended = await self.cancel_sessions(run.run_id, [session_id], reason)
         status = self.state.runs[run.run_id].status
         return CancelResult(run_id=run.run_id, status=status, already_terminal=not ended)
@@ -1035,7 +1039,7 @@ class RunManager:
             if not pending:
                 raise WireError(
                     "invalid_state",
-                    f"run {run_id} has no pending question request {request_id!r} "
+                    f"run {run_id} has no pending request with request id {request_id!r} "
                     "(it was answered or cleared, or never existed)",
                 )
         if not pending:
@@ -1047,10 +1051,11 @@ class RunManager:
             hint = f"; its child run {waiting[0]} is: orca answer {waiting[0]}" if waiting else ""
             raise WireError("invalid_state", f"run {run_id} is not waiting for an answer{hint}")
         if len(pending) > 1:
-            ids = ", ".join(f"{p.request_id} ({p.session_id})" for p in pending)
+            ids = ", ".join(f"{p.request_id} (session {p.session_id})" for p in pending)
             raise WireError(
                 "bad_request",
-                f"several sessions of run {run_id} are waiting: pick one with --request: {ids}",
+                f"several sessions of run {run_id} are waiting: pick one by its request id "
+                f"with --request: {ids}",
             )
         return pending[0]
 
