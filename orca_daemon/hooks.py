@@ -29,6 +29,7 @@ from orca_daemon.events import (
     TaskStatusChanged,
     run_stream,
 )
+from orca_daemon.limits import restore_inherited_limit
 from orca_daemon.projection import State
 from orca_daemon.sessions import child_env, stop_group
 from orca_daemon.store import EventStore, StoredEvent, StoreError
@@ -229,6 +230,7 @@ class HookRunner:
                 stderr=asyncio.subprocess.STDOUT,
                 env=env,
                 start_new_session=True,
+                preexec_fn=restore_inherited_limit,
             )
         except OSError as exc:
             return False, f"could not start the hook: {exc}", None, ""

@@ -17,6 +17,19 @@ WANTED_DESCRIPTORS = 65_536
 MAX_CONNECTIONS = 1024
 """Peers connected at once, at most (fewer when descriptors are scarce)."""
 MIN_CONNECTIONS = 8
+INHERITED_DESCRIPTOR_LIMIT = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+"""The soft limit orcad was started with (read before it raises its own), which the processes
+it starts get back: many programs still assume descriptors below 1024 (select)."""
+
+
+def restore_inherited_limit() -> None:
+    """In a child orcad starts, just before exec: the soft open-files limit orcad was given,
+    not the one it raised for itself."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    soft = INHERITED_DESCRIPTOR_LIMIT
+    if hard != resource.RLIM_INFINITY and (soft == resource.RLIM_INFINITY or soft > hard):
+        soft = hard
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def descriptor_limit() -> int:

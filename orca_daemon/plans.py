@@ -42,6 +42,7 @@ from orca_daemon.events import (
     VerifyFinished,
     run_stream,
 )
+from orca_daemon.limits import restore_inherited_limit
 from orca_daemon.projection import PlanProgress
 from orca_daemon.runs import RESTARTED_REASON, STOPPED_REASON
 from orca_daemon.sessions import child_env
@@ -617,6 +618,7 @@ async def run_verify(
             stderr=asyncio.subprocess.STDOUT,
             env=child_env(env),
             start_new_session=True,
+            preexec_fn=restore_inherited_limit,
         )
     except OSError as exc:
         return False, None, f"could not start: {exc}"
