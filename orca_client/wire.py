@@ -49,6 +49,7 @@ TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled
 
 ErrorCode = Literal[
     "bad_request",
+    "busy",
     "unauthenticated",
     "replayed",
     "stale",

@@ -300,13 +300,13 @@ class Server:
         peer = self._peers.get(identity)
         if peer is not None and peer.outstanding >= MAX_PEER_REQUESTS:
             raise WireError(
-                "invalid_state",
+                "busy",
                 f"this connection has {peer.outstanding} requests unanswered or replies unread, "
                 f"the most it may ({MAX_PEER_REQUESTS}); read the replies before sending more",
             )
         if self._answering >= MAX_REQUESTS_IN_FLIGHT:
             raise WireError(
-                "invalid_state",
+                "busy",
                 f"orcad is answering {self._answering} requests, its most; try again shortly",
             )
 

@@ -138,13 +138,13 @@ class Subscriptions:
     def open(self, identity: bytes, after: int, stream: str | None) -> Subscription:
         if len(self._subs) >= MAX_SUBSCRIPTIONS:
             raise WireError(
-                "invalid_state",
+                "busy",
                 f"orcad has {MAX_SUBSCRIPTIONS} subscriptions open, its most; try again later",
             )
         held = sum(1 for sub in self._subs.values() if sub.identity == identity)
         if held >= MAX_PEER_SUBSCRIPTIONS:
             raise WireError(
-                "invalid_state",
+                "busy",
                 f"this connection has {held} subscriptions open, the most one may hold "
                 f"({MAX_PEER_SUBSCRIPTIONS}); unsubscribe from one first",
             )

@@ -295,7 +295,7 @@ def test_a_connection_may_hold_only_so_many_subscriptions(daemon: DaemonProcess)
         greedy.send(encode_request(greedy.key, Subscribe(after=0))[1])
         assert greedy.reply().ok
     code, message = refusal(greedy, encode_request(greedy.key, Subscribe(after=0))[1])
-    assert code == "invalid_state"
+    assert code == "busy"
     assert f"({MAX_PEER_SUBSCRIPTIONS})" in message and "unsubscribe" in message
     with daemon.client() as client:  # another connection is not held back
         follow = client.follow(after=0)

@@ -155,7 +155,7 @@ def test_a_connection_that_reads_no_replies_is_refused_more_requests(
     for _ in range(sent):
         deaf.send(encode_request(deaf.key, Hello())[1])
     wait_until(
-        lambda: "invalid_state: this connection has" in daemon.output(),
+        lambda: "busy: this connection has" in daemon.output(),
         "orcad to refuse the connection's requests",
     )
     assert_alive(daemon)  # others are answered meanwhile
@@ -165,7 +165,7 @@ def test_a_connection_that_reads_no_replies_is_refused_more_requests(
         assert isinstance(message, Reply)
         replies.append(message)
     refused = [r.error for r in replies if r.error is not None]
-    assert refused and {e.code for e in refused} == {"invalid_state"}
+    assert refused and {e.code for e in refused} == {"busy"}
     assert "read the replies before sending more" in refused[0].message
     assert len(replies) < sent  # replies beyond the bound were dropped, not kept
     deaf.close()
