@@ -95,7 +95,7 @@ def report(result: tuple[int, list[Stop], list[Stop]]) -> str:
     agents, one, many = result
 
     def median(stops: list[Stop], field: str) -> float:
-        return statistics.median(getattr(s, field) for s in stops)
+        return float(statistics.median(float(getattr(s, field)) for s in stops))
 
     lines = ["shutdown with busy agents (SIGTERM to orcad), median of rounds"]
     for field, what in (("agents_gone", "last agent gone"), ("exited", "orcad exited")):
