@@ -209,7 +209,11 @@ class EventRecord(Struct, frozen=True):
 
 
 class Hello(Struct, tag="hello", frozen=True):
-    """Ask for the protocol and daemon version; also a cheap liveness check."""
+    """Ask for the protocol and daemon version; also a cheap liveness check, and the keep-alive
+    of this connection's subscriptions. With `subscription`, also whether that subscription of
+    this connection is still open (a subscriber that missed its end resubscribes)."""
+
+    subscription: str | None = None
 
 
 class Status(Struct, tag="status", frozen=True):
@@ -429,6 +433,8 @@ class HelloResult(Struct, frozen=True):
     log_file: str
     subscriptions: int = 0
     """Open subscriptions (a disconnected peer's are closed at once)."""
+    subscription_open: bool | None = None
+    """Whether the `subscription` asked about is open on this connection (None: not asked)."""
 
 
 class StatusResult(Struct, frozen=True):

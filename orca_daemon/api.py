@@ -94,7 +94,7 @@ class Api:
         """Requests answered from memory, without waiting; None for the others."""
         self._subscriptions.heard_from(identity)
         if isinstance(request, Hello):
-            return self._hello()
+            return self._hello(identity, request)
         if isinstance(request, Status):
             return self._status(request)
         if isinstance(request, Subscribe):
@@ -193,7 +193,8 @@ class Api:
             )
         raise WireError("not_found", f"no run with id {run_id!r} (orca status lists the runs)")
 
-    def _hello(self) -> HelloResult:
+    def _hello(self, identity: bytes, request: Hello) -> HelloResult:
+        asked = request.subscription
         return HelloResult(
             protocol=PROTOCOL_VERSION,
             daemon_version=__version__,
@@ -203,6 +204,9 @@ class Api:
             head_position=self._store.head_position,
             log_file=self._log_file,
             subscriptions=len(self._subscriptions),
+            subscription_open=(
+                None if asked is None else self._subscriptions.is_open(identity, asked)
+            ),
         )
 
     def _status(self, request: Status) -> StatusResult:

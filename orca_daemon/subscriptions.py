@@ -170,6 +170,11 @@ class Subscriptions:
             raise WireError("not_found", f"no subscription {subscription_id!r} on this connection")
         self._end(sub)
 
+    def is_open(self, identity: bytes, subscription_id: str) -> bool:
+        """This peer's subscription is open (not ended by it, a lease or an overflow)."""
+        sub = self._subs.get(subscription_id)
+        return sub is not None and sub.identity == identity and not sub.closed
+
     def heard_from(self, identity: bytes) -> None:
         """A request came from this peer: its subscriptions are alive."""
         now = time.monotonic()
