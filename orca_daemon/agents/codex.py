@@ -79,7 +79,8 @@ def command_output(command: object, exit_code: object, status: object, output: o
     ]
     left_out = len(lines) - len(shown)
     more = [f"… {left_out} earlier line(s) of output (left out)"] if left_out else []
-    head = f"$ {command}  (exit {exit_code}, {status})"
+    ended = f"exit {exit_code}, {status}" if exit_code is not None else status
+    head = f"$ {command}  ({ended})"
     return Output("".join(f"{line}\n" for line in [head, *more, *shown]))
 
 
