@@ -17,6 +17,8 @@ from __future__ import annotations
 import http.server
 import itertools
 import json
+import os
+import subprocess
 import threading
 import time
 from collections import deque
@@ -24,6 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+REPO = Path(__file__).resolve().parent.parent
+CODEX_VERSION = "0.169.0"
+"""The codex the suite pins (tests/npm/package-lock.json)."""
 MODEL = "gpt-5-codex"
 API_KEY_VARIABLE = "ORCA_TEST_FAKE_OPENAI_KEY"
 PROVIDER = "orca-fake"
@@ -318,6 +323,23 @@ class FakeResponsesAPI:
                     self.wfile.flush()
 
         return Handler
+
+
+def real_codex() -> Path:
+    """The pinned real codex: from $ORCA_TEST_AGENT_BIN (scripts/test installs the pinned CLIs
+    and sets it), else .cache/agents. Its absence fails the test: it is never skipped."""
+    configured = os.environ.get("ORCA_TEST_AGENT_BIN")
+    directory = Path(configured) if configured else REPO / ".cache/agents/node_modules/.bin"
+    binary = directory / "codex"
+    assert binary.exists(), (
+        f"no real codex at {binary}: run scripts/test (it installs the pinned agent CLIs), "
+        "or ROOT=$PWD bash -c '. scripts/_agents.sh'"
+    )
+    version = subprocess.run(
+        [str(binary), "--version"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert version.stdout.strip() == f"codex-cli {CODEX_VERSION}", version
+    return binary
 
 
 def write_codex_home(home: Path, api: FakeResponsesAPI, *, extra: str = "") -> dict[str, str]:

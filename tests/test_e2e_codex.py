@@ -28,6 +28,7 @@ from fake_responses_api import (
     http_error,
     message,
     question,
+    real_codex,
     shell,
     slow,
     tool_call,
@@ -36,30 +37,14 @@ from fake_responses_api import (
 
 pytestmark = pytest.mark.e2e
 
-CODEX_VERSION = "0.169.0"
 ORCA_MODEL = "gpt-5-codex-orca"
 """The model Orca's config asks for (CODEX_HOME's own default is another)."""
 DEADLINE = 60.0
 
 
-def agent_bin() -> Path:
-    configured = os.environ.get("ORCA_TEST_AGENT_BIN")
-    return Path(configured) if configured else REPO / ".cache" / "agents" / "node_modules" / ".bin"
-
-
 @pytest.fixture(scope="session")
 def codex_binary() -> Path:
-    """The pinned real codex; its absence is a failure: the test command always installs it."""
-    binary = agent_bin() / "codex"
-    assert binary.exists(), (
-        f"no real codex at {binary}: run scripts/test (it installs the pinned agent CLIs), "
-        "or `ROOT=$PWD bash -c '. scripts/_agents.sh'`"
-    )
-    version = subprocess.run(
-        [str(binary), "--version"], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert version.stdout.strip() == f"codex-cli {CODEX_VERSION}", version
-    return binary
+    return real_codex()
 
 
 @pytest.fixture

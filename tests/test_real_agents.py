@@ -418,7 +418,7 @@ def test_codex_approval_requests_are_answered_with_the_configured_decision(
 ) -> None:
     run_id = agents.start("codex", "SCENARIO=approval")
     assert agents.wait(run_id).status == "completed"
-    assert "APPROVALS=decline,decline" in agents.output(run_id)
+    assert "APPROVALS=decline,decline,none" in agents.output(run_id)  # none: nothing granted
 
 
 def test_finding_10_codex_follow_up_resumes_the_thread_with_the_planning_answer(

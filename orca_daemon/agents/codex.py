@@ -12,6 +12,7 @@ the agent's final message. Cancel interrupts the turn (`turn/interrupt`) and say
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,7 @@ SERVER_REQUESTS = (
     "item/permissions/requestApproval",
     "mcpServer/elicitation/request",
     "item/tool/call",
+    "currentTime/read",
     "execCommandApproval",
     "applyPatchApproval",
     "account/chatgptAuthTokens/refresh",
@@ -171,6 +173,8 @@ def server_request_answer(
             "action": "decline",
             "content": None,
         }
+    if method == "currentTime/read":
+        return "codex asked for the time", {"currentTimeAt": int(time.time())}
     if method == "item/tool/call":
         tool = params.get("tool")
         text = f"orca provides no tool named {tool!r}"
