@@ -192,7 +192,14 @@ def cmd_debug(args: Args) -> int:
                     file=sys.stderr,
                 )
             return 0
-        code = wait_for_run(connection, started.run_id, as_json=args.json, stream_output=False)
+        workers = f"{len(started.session_ids)} workers ({', '.join(agents)})"
+        code = wait_for_run(
+            connection,
+            started.run_id,
+            as_json=args.json,
+            stream_output=False,
+            started=f"started: {workers}",
+        )
     if not args.json:
         print(f"synthesis: {started.task_file}", file=sys.stderr)
     return code
@@ -276,7 +283,13 @@ def cmd_plan(args: Args) -> int:
             else:
                 print(started.run_id)
             return 0
-        return wait_for_run(connection, started.run_id, as_json=args.json, stream_output=False)
+        return wait_for_run(
+            connection,
+            started.run_id,
+            as_json=args.json,
+            stream_output=False,
+            started=f"started: a plan of {len(plan.tasks)} tasks",
+        )
 
 
 def cmd_doctor(args: Args) -> int:
