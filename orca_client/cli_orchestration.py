@@ -143,7 +143,8 @@ def _common_start(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--wait",
         action="store_true",
-        help="wait until the run ends (orca logs RUN_ID shows the output), exit by the outcome",
+        help="wait until the run ends, telling on stderr what happens and what it waits for "
+        "(orca logs RUN_ID shows the output); exit by the outcome",
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 

@@ -103,7 +103,7 @@ class RunWaiter:
     def _answer_here(self, request_id: str) -> None:
         from orca_client import answering
         from orca_client.client import RequestFailed
-        from orca_client.wire import Answer, AnswerResult
+        from orca_client.wire import Answer
 
         try:
             request_id, answers = answering.ask_on_terminal(
@@ -116,8 +116,8 @@ class RunWaiter:
         except (ValueError, SystemExit) as exc:  # the request went away before it was asked
             say(f"not answered: {exc}")
             return
-        try:
-            result: AnswerResult = self.connection.request(
+        try:  # the answer's event says it was taken, with the others
+            self.connection.request(
                 Answer(
                     run_id=self.run_id,
                     answers=answers,
@@ -127,8 +127,6 @@ class RunWaiter:
             )
         except RequestFailed as exc:
             say(f"not answered: {exc}")
-            return
-        say(f"answered {result.request_id}; the run is {result.status}")
 
 
 def _discard_typed_ahead() -> None:

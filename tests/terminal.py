@@ -19,15 +19,21 @@ class Terminal:
     """`orca ARGS...` with stdin, stdout and stderr on one pty of `columns` x `rows`."""
 
     def __init__(
-        self, env: Mapping[str, str], *args: str, columns: int = 80, rows: int = 24
+        self,
+        env: Mapping[str, str],
+        *args: str,
+        columns: int = 80,
+        rows: int = 24,
+        keyboard: bool = True,
     ) -> None:
+        """`keyboard=False`: stdin is /dev/null, as under a script or a pipe."""
         primary, secondary = pty.openpty()
         fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
         clean = {k: v for k, v in env.items() if k not in ("COLUMNS", "LINES")}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "orca_client.cli", *args],
             env=clean,
-            stdin=secondary,
+            stdin=secondary if keyboard else subprocess.DEVNULL,
             stdout=secondary,
             stderr=secondary,
             start_new_session=True,
@@ -89,4 +95,4 @@ class Terminal:
 def _take_terminal() -> None:
     """In the child, a session leader: make the pty its controlling terminal, so that /dev/tty
     (where getpass reads) is the pty and Ctrl-C reaches it as SIGINT."""
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    fcntl.ioctl(1, termios.TIOCSCTTY, 0)  # stdout: stdin may be /dev/null

@@ -138,29 +138,17 @@ def test_a_question_offered_on_the_terminal_may_be_answered_elsewhere(
     assert "answered by orca-cli" in screen and "runtime=python3.13" in screen
 
 
-def test_a_waiting_run_without_a_terminal_says_what_it_waits_for(daemon: DaemonProcess) -> None:
+def test_a_waiting_run_without_a_keyboard_says_what_it_waits_for(daemon: DaemonProcess) -> None:
     argv = [sys.executable, "-c", ASKER, json.dumps(QUESTIONS)]
-    waiting = subprocess.Popen(
-        [sys.executable, "-m", "orca_client.cli", "run", "--wait", "--", *argv],
-        env=daemon.env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert waiting.stderr is not None
-        told = [waiting.stderr.readline(), waiting.stderr.readline()]
-        run_id = started_run(told[0])
-        assert told[1].startswith("orca: waiting for an answer: db, token [secret] — answer with")
+    args = ["run", "--wait", "--cwd", str(daemon.home), "--", *argv]
+    with Terminal(daemon.env, *args, keyboard=False) as term:
+        screen = term.read_until("waiting for an answer")
+        run_id = started_run(screen)
         orca(daemon, "answer", run_id, "--json", json.dumps({"db": "postgres", "token": SECRET}))
-        out, err = waiting.communicate(timeout=60)
-    finally:
-        if waiting.poll() is None:
-            waiting.kill()
-    assert waiting.returncode == 0, err
-    assert "press Enter" not in err and "db=postgres, token=(secret)" in err
-    assert out == "using postgres\n"
+        screen = term.read_until(f"run {run_id} completed")
+        assert term.wait() == 0
+    assert "press Enter" not in screen and "db=postgres, token=(secret)" in screen
+    assert "using postgres" in screen
 
 
 def test_debug_wait_prints_the_run_id_at_once_then_each_worker(
