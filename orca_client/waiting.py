@@ -72,7 +72,7 @@ class RunWaiter:
                     return
 
     def _offerable(self) -> list[str]:
-        if not self.ask:
+        if not (self.ask and _in_foreground()):  # a background job must not touch the terminal
             return []
         return [request for request in self.progress.pending if request not in self.declined]
 
@@ -127,6 +127,17 @@ class RunWaiter:
             )
         except RequestFailed as exc:
             say(f"not answered: {exc}")
+
+
+def _in_foreground() -> bool:
+    """Whether this process is in the terminal's foreground job (a background one that reads
+    it, or flushes its input, is stopped by the shell's job control)."""
+    import os
+
+    try:
+        return os.tcgetpgrp(sys.stdin.fileno()) == os.getpgrp()
+    except OSError:
+        return False
 
 
 def _discard_typed_ahead() -> None:

@@ -25,13 +25,15 @@ class Terminal:
         columns: int = 80,
         rows: int = 24,
         keyboard: bool = True,
+        command: list[str] | None = None,
     ) -> None:
-        """`keyboard=False`: stdin is /dev/null, as under a script or a pipe."""
+        """`keyboard=False`: stdin is /dev/null, as under a script or a pipe. `command`: run
+        this instead of orca (a shell, say)."""
         primary, secondary = pty.openpty()
         fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
         clean = {k: v for k, v in env.items() if k not in ("COLUMNS", "LINES")}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "orca_client.cli", *args],
+            command or [sys.executable, "-m", "orca_client.cli", *args],
             env=clean,
             stdin=secondary if keyboard else subprocess.DEVNULL,
             stdout=secondary,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable
@@ -136,6 +137,39 @@ def test_a_question_offered_on_the_terminal_may_be_answered_elsewhere(
         screen = term.read_until(f"run {run_id} completed")
         assert term.wait() == 0
     assert "answered by orca-cli" in screen and "runtime=python3.13" in screen
+
+
+def test_ctrl_d_leaves_the_question_to_orca_answer_and_ctrl_c_stops_waiting(
+    daemon: DaemonProcess,
+) -> None:
+    argv = [sys.executable, str(EXAMPLES / "asker.py")]
+    args = ["run", "--wait", "--prompt", "p", "--cwd", str(daemon.home), "--", *argv]
+    with Terminal(daemon.env, *args) as term:
+        run_id = started_run(term.read_until("press Enter to answer here"))
+        term.type("\x04")
+        term.read_until("not asking here; the run waits for `orca answer`")
+        term.type("\x03")
+        screen = term.read_until("stopped waiting")
+        assert term.wait() == 130
+    assert f"stopped waiting; run {run_id} goes on (cancel it with: orca cancel {run_id})" in screen
+    assert "Traceback" not in screen
+    assert daemon.status(run_id).runs[0].status == "waiting_for_answer"
+
+
+def test_a_waiting_run_in_a_background_job_only_says_what_it_waits_for(
+    daemon: DaemonProcess,
+) -> None:
+    """A background job that touched the terminal would be stopped (SIGTTOU) by job control."""
+    orca = shlex.join([sys.executable, "-m", "orca_client.cli"])
+    asker = shlex.join([sys.executable, str(EXAMPLES / "asker.py")])
+    script = f"{orca} run --wait --prompt p -- {asker} & wait $!; echo exit=$?"
+    with Terminal(daemon.env, command=["sh", "-m", "-c", script]) as term:
+        run_id = started_run(term.read_until("waiting for an answer: runtime"))
+        daemon.orca("answer", run_id, "python3.11")
+        screen = term.read_until("exit=")
+        term.wait()
+    assert f"run {run_id} completed" in screen and "exit=0" in screen
+    assert "press Enter" not in screen
 
 
 def test_a_waiting_run_without_a_keyboard_says_what_it_waits_for(daemon: DaemonProcess) -> None:
