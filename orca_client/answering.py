@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from orca_client.client import Client
-    from orca_client.wire import PendingQuestion, Question
+    from orca_client.wire import Question
 
 
 def parse_answers_json(text: str) -> dict[str, list[str]]:
@@ -54,7 +54,11 @@ def ask_on_terminal(
     client: Client, run_id: str, request_id: str | None
 ) -> tuple[str, dict[str, list[str]]]:
     """Show each pending question with its options and read the answers (secrets without echo);
-    returns the request answered, so the answer cannot land on a question that replaced it."""
+    returns the request answered, so the answer cannot land on a question that replaced it.
+
+    An empty answer, or one that is not an option of a question that allows only its options,
+    is refused on the terminal and asked again. End of input (Ctrl-D) raises EOFError and
+    Ctrl-C KeyboardInterrupt: nothing has been sent then, and the caller says so."""
     from orca_client.wire import Status, StatusResult
 
     status: StatusResult = client.request(Status(run_id=run_id))
@@ -62,15 +66,20 @@ def ask_on_terminal(
     if request_id is not None:
         pending = [p for p in pending if p.request_id == request_id]
     if len(pending) != 1:
-        which = "no" if not pending else "more than one"
+        if not pending:
+            raise SystemExit(
+                f"orca answer: no pending question request; see `orca status {run_id}`"
+            )
+        ids = ", ".join(f"{p.request_id} (session {p.session_id})" for p in pending)
         raise SystemExit(
-            f"orca answer: {which} pending question request; see `orca status {run_id}`"
+            f"orca answer: several sessions are waiting; pick one by request id with "
+            f"--request: {ids}"
         )
     request = pending[0]
-    return request.request_id, {q.id: [_ask(q, request)] for q in request.questions}
+    return request.request_id, {q.id: [_ask(q)] for q in request.questions}
 
 
-def _ask(question: Question, pending: PendingQuestion) -> str:
+def _ask(question: Question) -> str:
     from orca_client.render import one_line, visible
 
     title = f"[{question.id}] {question.header}: " if question.header else f"[{question.id}] "
@@ -79,10 +88,57 @@ def _ask(question: Question, pending: PendingQuestion) -> str:
     for number, option in enumerate(options, 1):
         detail = f" — {option.description}" if option.description else ""
         print(f"  {number}. {one_line(option.label + detail)}", file=sys.stderr)
-    if question.is_secret:
-        return getpass.getpass("secret answer (not echoed): ")
-    hint = "number or text" if options else "answer"
-    reply = input(f"{hint}> ")
-    if reply.strip().isdigit() and 1 <= int(reply) <= len(options):
-        return options[int(reply) - 1].label
-    return reply
+    while True:
+        if question.is_secret:
+            reply = getpass.getpass("secret answer (not echoed): ")
+        else:
+            reply = input(f"{_prompt(question)}> ")
+        answer, problem = choose(question, reply)
+        if answer is not None:
+            return answer
+        print(visible(f"  {problem}"), file=sys.stderr)
+
+
+def _prompt(question: Question) -> str:
+    if not question.options:
+        return "answer"
+    return "number or text" if question.is_other else "number or option"
+
+
+def choose(question: Question, reply: str) -> tuple[str | None, str]:
+    """The answer a terminal reply gives to `question`, or None and why it is refused: an
+    empty reply; for a question with options and no other answers (`isOther: false`), anything
+    but an option's number or label. A number picks an option; other text is kept verbatim."""
+    from orca_client.render import one_line
+
+    options = question.options or []
+    labels = [option.label for option in options]
+    if not reply.strip():
+        return None, (
+            f"an empty answer is not accepted; type one{' (or its number)' if labels else ''}. "
+            f'To send an empty answer: orca answer RUN_ID --json \'{{"{question.id}": ""}}\''
+        )
+    word = reply.strip()
+    if labels and word.isdigit() and 1 <= int(word) <= len(labels):
+        return labels[int(word) - 1], ""
+    if not labels or question.is_other:
+        return reply, ""
+    if word in labels:
+        return word, ""
+    folded = [label for label in labels if label.casefold() == word.casefold()]
+    if len(folded) == 1:
+        return folded[0], ""
+    valid = ", ".join(f"{n}. {one_line(label)}" for n, label in enumerate(labels, 1))
+    return None, f"{question.id} takes one of its options, by number or label: {valid}"
+
+
+def answer_hint(run_id: str, questions: list[Question]) -> str:
+    """The `orca answer` command that answers these pending questions of `run_id`."""
+    if not questions:
+        return f"orca answer {run_id}"
+    if len(questions) == 1 and not questions[0].is_secret:
+        return f"orca answer {run_id} 'TEXT'"
+    if any(q.is_secret for q in questions):
+        return f"orca answer {run_id}   (asks each question here; secrets unechoed)"
+    shape = ", ".join(f'"{q.id}": "…"' for q in questions)
+    return f"orca answer {run_id}   (asks each in turn), or --json '{{{shape}}}'"

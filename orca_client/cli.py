@@ -48,7 +48,13 @@ from a script, without putting the answer on a command line (where `ps` shows it
   echo "$ANSWER" | orca answer RUN_ID -   (one trailing newline is dropped; or --json -)
 
 The answer must name every pending question id and no other; otherwise nothing
-is sent. `orca status RUN_ID` shows the pending questions with their ids."""
+is sent. `orca status RUN_ID` shows the pending questions with their question ids, and
+the request id of each session's pending request (for --request).
+
+On a terminal, an empty answer is refused and asked again (an empty answer is sent only
+with --json '{"q1": ""}'), and so is anything but an option, by number or label, for a
+question that allows only its options. Ctrl-D exits with status 2 and Ctrl-C with 130;
+nothing is sent then."""
 
 
 Args = Any
@@ -72,15 +78,19 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(name: str, help_text: str, description: str) -> argparse.ArgumentParser:
-        return commands.add_parser(
+        sub = commands.add_parser(
             name,
             help=help_text,
             description=description,
             epilog=EXIT_STATUS_HELP,
             formatter_class=formatter,
         )
+        sub.set_defaults(usage_parser=sub)
+        return sub
 
-    daemon = command("daemon", "start, stop, inspect or install orcad", "Manage the orcad daemon.")
+    daemon = command(
+        "daemon", "start, stop, reload, inspect or install orcad", "Manage the orcad daemon."
+    )
     daemon_commands = daemon.add_subparsers(dest="daemon_command", metavar="ACTION", required=True)
     start = daemon_commands.add_parser(
         "start",
@@ -93,9 +103,25 @@ def build_parser() -> argparse.ArgumentParser:
     stop = daemon_commands.add_parser(
         "stop",
         help="stop orcad cleanly",
-        description="Ask orcad to stop: running sessions end in a recorded state first.",
+        description="Ask orcad to stop: running sessions end in a recorded state (failed) "
+        "first. With live runs it first lists them and asks on a terminal (no: exit status 1); "
+        "without a terminal it stops only with --force (else exit status 2).",
     )
     stop.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (default 60)")
+    stop.add_argument(
+        "--force", action="store_true", help="stop without asking, even with live runs"
+    )
+    reload = daemon_commands.add_parser(
+        "reload",
+        help="read config.toml again (as SIGHUP does)",
+        description="Have orcad read its config file again. It checks the whole file first: a "
+        "file with errors changes nothing and every error is listed. Agents, hooks, "
+        "[orchestration] and [[repos]] apply at once (to what starts from now on; running "
+        "sessions keep their settings); [daemon] settings need a restart (orca daemon stop, "
+        "then start), and the reply says which changed.",
+    )
+    reload.add_argument("--check", action="store_true", help="only say what a reload would change")
+    reload.add_argument("--json", action="store_true", help="print the result as JSON")
     status = daemon_commands.add_parser(
         "status",
         help="is orcad running? where are its files?",
@@ -109,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
         "this installation's orcad, and print the systemctl --user commands that enable it.",
     )
     install.add_argument("--force", action="store_true", help="overwrite an existing unit file")
+    for action_parser in daemon_commands.choices.values():
+        action_parser.set_defaults(usage_parser=action_parser)
 
     run = command(
         "run",
@@ -231,7 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
     answer.add_argument(
         "--json", dest="answers_json", metavar="JSON", help="answers by question id"
     )
-    answer.add_argument("--request", help="which request, when several sessions are waiting")
+    answer.add_argument(
+        "--request",
+        metavar="REQUEST_ID",
+        help="which pending request (its request id, as orca status shows it), when several "
+        "sessions are waiting",
+    )
 
     cancel = command(
         "cancel",
@@ -253,6 +286,17 @@ def build_parser() -> argparse.ArgumentParser:
     from orca_client import cli_orchestration
 
     cli_orchestration.add_commands(command)
+
+    completion = command(
+        "completion",
+        "print a shell completion script (bash, zsh, fish)",
+        "Print a script that completes orca's subcommands, flags and run ids (run ids come "
+        "from orcad, when it is running).\n\nexamples:\n"
+        '  eval "$(orca completion bash)"      (in ~/.bashrc)\n'
+        '  eval "$(orca completion zsh)"       (in ~/.zshrc, after compinit)\n'
+        "  orca completion fish | source      (in ~/.config/fish/config.fish)",
+    )
+    completion.add_argument("shell", choices=["bash", "zsh", "fish"])
     return parser
 
 
@@ -269,6 +313,14 @@ def cmd_run(args: Args) -> int:
         argv = argv[1:]
     cwd = working_directory(args.cwd)
     if args.agent is not None:
+        after = list(args.argv)[1:] if args.prompt is None else list(args.argv)
+        if "--" in after:
+            command = " ".join(after[after.index("--") + 1 :])
+            raise UsageError(
+                f"orca run: --agent {args.agent} runs an agent on a prompt, and `-- {command}` "
+                "names a command to run: they are exclusive; give one "
+                "(orca run --agent NAME 'PROMPT', or orca run -- CMD ARGS)"
+            )
         if args.prompt is not None and argv:
             raise UsageError("orca run: give the prompt as PROMPT or --prompt, not both")
         prompt = args.prompt if args.prompt is not None else " ".join(argv)
@@ -453,8 +505,15 @@ def cmd_answer(args: Args) -> int:
                 request_id, answers = answering.ask_on_terminal(
                     connection, args.run_id, args.request
                 )
-            except ValueError as exc:
-                raise UsageError(f"orca answer: {exc}") from None
+            except EOFError:
+                print(
+                    "\norca answer: no answer given (end of input); nothing was sent",
+                    file=sys.stderr,
+                )
+                return EXIT_USAGE
+            except KeyboardInterrupt:
+                print("\norca answer: interrupted; nothing was sent", file=sys.stderr)
+                return 130
         result: AnswerResult = connection.request(
             Answer(
                 run_id=args.run_id,
@@ -466,7 +525,8 @@ def cmd_answer(args: Args) -> int:
         )
     print(
         render.one_line(
-            f"answered {result.request_id} of run {result.run_id}; the run is {result.status}"
+            f"answered request {result.request_id} of run {result.run_id}; "
+            f"the run is {result.status}"
         )
     )
     if not result.delivered:
@@ -500,10 +560,19 @@ def cmd_daemon(args: Args) -> int:
     if action == "start":
         return daemon_control.start(timeout=args.timeout, as_json=args.json)
     if action == "stop":
-        return daemon_control.stop(timeout=args.timeout)
+        return daemon_control.stop(timeout=args.timeout, force=args.force)
     if action == "status":
         return daemon_control.status(as_json=args.json)
+    if action == "reload":
+        return daemon_control.reload(check=args.check, as_json=args.json)
     return daemon_control.install(force=args.force)
+
+
+def cmd_completion(args: Args) -> int:
+    from orca_client import completion
+
+    sys.stdout.write(completion.script(args.shell, build_parser()))
+    return EXIT_OK
 
 
 def cmd_orchestration(args: Args) -> int:
@@ -525,6 +594,7 @@ COMMANDS = {
     "answer": cmd_answer,
     "cancel": cmd_cancel,
     "daemon": cmd_daemon,
+    "completion": cmd_completion,
 }
 
 
@@ -673,6 +743,18 @@ def _quick_parse(argv: list[str]) -> SimpleNamespace | None:
     )
 
 
+def _parse(argv: list[str]) -> Args:
+    """The parsed arguments; an unknown flag is reported with the usage of the (sub)command it
+    was given to, not the top-level one."""
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        (getattr(args, "usage_parser", None) or parser).error(
+            f"unrecognized arguments: {' '.join(unknown)}"
+        )
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     for stream in (sys.stdout, sys.stderr):  # never a traceback for text the terminal lacks
@@ -680,7 +762,11 @@ def main(argv: list[str] | None = None) -> int:
             stream.reconfigure(errors="backslashreplace")
     try:
         _check_arguments(argv)
-        args = _quick_parse(argv) or build_parser().parse_args(argv)
+        if argv == ["__complete-runs"]:  # hidden: run ids for shell completion, kept fast
+            from orca_client.completion import print_run_ids
+
+            return print_run_ids()
+        args = _quick_parse(argv) or _parse(argv)
         return COMMANDS[args.command](args)
     except UsageError as exc:
         _say(str(exc))

@@ -101,6 +101,8 @@ def add_commands(command: CommandFactory) -> None:
     retry.add_argument("run_id", metavar="RUN_ID")
     retry.add_argument("task_id", metavar="TASK_ID")
     retry.add_argument("--json", action="store_true", help="print the result as JSON")
+    for action_parser in actions.choices.values():
+        action_parser.set_defaults(usage_parser=action_parser)
 
     doctor = command(
         "doctor",
@@ -243,18 +245,97 @@ def _read_plan(path: str) -> Any:
         raise UsageError(f"orca plan: {path}: {exc}") from None
 
 
+def _validate(path: str, as_json: bool) -> int:
+    """`orca plan validate`: every error of the plan, its agents checked against orcad's (or,
+    with orcad down, config.toml's); 0 when it can run, 2 when it cannot."""
+    from orca_client.cli import print_json
+    from orca_client.plan import PlanError, parse_plan
+    from orca_client.render import one_line
+    from orca_client.usage import UsageError
+
+    try:
+        data = sys.stdin.buffer.read() if path == "-" else open(path, "rb").read()  # noqa: SIM115
+    except OSError as exc:
+        raise UsageError(f"orca plan: cannot read {path}: {exc.strerror}") from None
+    try:
+        plan = parse_plan(data)
+    except PlanError as exc:
+        errors = exc.errors
+    else:
+        errors = []
+        known, source, pending = _known_agents()
+        named = {task.agent for task in plan.tasks if task.agent is not None}
+        if known is None:
+            print(one_line(f"orca plan: {path}: agents not checked: {source}"), file=sys.stderr)
+        for task in plan.tasks:
+            if task.agent is not None and known is not None and task.agent not in known:
+                hint = (
+                    "; config.toml has it, but orcad has not loaded it: orca daemon reload"
+                    if task.agent in pending
+                    else ""
+                )
+                errors.append(
+                    f"task {task.id}: no agent named {task.agent!r} in {source} "
+                    f"(agents: {', '.join(sorted(known))}){hint}"
+                )
+        if not errors and known is not None and named:
+            print(f"agents checked against {source}", file=sys.stderr)
+    if errors:
+        for error in errors:
+            print(one_line(f"orca plan: {path}: {error}"), file=sys.stderr)
+        if len(errors) > 1:
+            print(f"orca plan: {path}: {len(errors)} errors; the plan cannot run", file=sys.stderr)
+        return 2
+    if as_json:
+        print_json(plan)
+    else:
+        edges = sum(len(task.depends_on) for task in plan.tasks)
+        print(f"{path}: valid: {len(plan.tasks)} tasks, {edges} dependencies")
+    return 0
+
+
+def _known_agents() -> tuple[set[str] | None, str, set[str]]:
+    """The agents a plan may name, where that list comes from, and the agents config.toml has
+    that orcad has not loaded yet. None when neither orcad nor the config file can tell."""
+    import tomllib
+
+    from orca_client.client import Client, DaemonUnavailable, RequestFailed
+    from orca_client.paths import resolve_paths
+    from orca_client.plan import BUILTIN_AGENT_NAMES
+    from orca_client.wire import Reload, ReloadResult
+
+    paths = resolve_paths()
+    try:
+        with Client(paths, timeout=5.0) as client:
+            result: ReloadResult = client.request(Reload(dry_run=True))
+        pending = {
+            key.removeprefix("agents.") for key in result.changed if key.startswith("agents.")
+        }
+        return set(result.agents), "orcad's configuration", pending
+    except (DaemonUnavailable, RequestFailed):
+        pass
+    config = paths.config_file
+    if not config.exists():
+        return (
+            set(BUILTIN_AGENT_NAMES),
+            f"the built-in agents (no {config}; orcad is not running)",
+            set(),
+        )
+    try:
+        agents = tomllib.loads(config.read_text()).get("agents", {})
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        return None, f"orcad is not running and {config} cannot be read: {exc}", set()
+    if not isinstance(agents, dict):
+        return None, f"orcad is not running and {config} has no [agents.NAME] tables", set()
+    return {*BUILTIN_AGENT_NAMES, *agents}, f"{config} (orcad is not running)", set()
+
+
 def cmd_plan(args: Args) -> int:
     from orca_client.cli import agent_lookup, client, print_json, wait_for_run, working_directory
     from orca_client.wire import RetryTask, RunStarted, StartPlan, TaskRetried
 
     if args.plan_command == "validate":
-        plan = _read_plan(args.plan_file)
-        if args.json:
-            print_json(plan)
-        else:
-            edges = sum(len(task.depends_on) for task in plan.tasks)
-            print(f"{args.plan_file}: valid: {len(plan.tasks)} tasks, {edges} dependencies")
-        return 0
+        return _validate(args.plan_file, as_json=args.json)
     if args.plan_command == "retry":
         with client() as connection:
             retried: TaskRetried = connection.request(

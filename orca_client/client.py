@@ -227,8 +227,11 @@ class Client:
                     else self._receive(time.monotonic() + idle_check)
                 )
                 if message is None:
-                    if self.hello(timeout=LIVENESS_TIMEOUT).instance != instance:
-                        return  # the daemon restarted: resubscribe from our position
+                    alive: HelloResult = self.request(
+                        Hello(subscription=subscription), LIVENESS_TIMEOUT
+                    )
+                    if alive.instance != instance or alive.subscription_open is False:
+                        return  # a restart, or an end we missed: resubscribe from our position
                     continue
                 if isinstance(message, EventsPushed) and message.subscription == subscription:
                     yield from message.events

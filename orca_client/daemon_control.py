@@ -1,4 +1,5 @@
-"""`orca daemon start|stop|status|install`: run orcad in the background and look after it."""
+"""`orca daemon start|stop|reload|status|install`: run orcad in the background and look after
+it."""
 
 from __future__ import annotations
 
@@ -12,14 +13,21 @@ from pathlib import Path
 
 import msgspec
 
-from orca_client.client import START_HINT, Client, DaemonUnavailable, OrcaClientError
+from orca_client.client import (
+    START_HINT,
+    Client,
+    DaemonUnavailable,
+    OrcaClientError,
+    RequestFailed,
+)
 from orca_client.paths import InsecurePathError, OrcaPaths, ensure_private_dir, resolve_paths
-from orca_client.render import visible
-from orca_client.systemd_unit import render_unit
-from orca_client.wire import HelloResult, Shutdown
+from orca_client.render import one_line, visible
+from orca_client.systemd_unit import ORCA_ENVIRONMENT, UnitError, render_unit
+from orca_client.wire import HelloResult, Reload, ReloadResult, RunInfo, Shutdown, Status
 
 EXIT_OK = 0
 EXIT_FAILED = 1
+EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 
 
@@ -48,6 +56,7 @@ def start(timeout: float, as_json: bool) -> int:
             return EXIT_OK
         for directory in {paths.state_dir, paths.runtime_dir}:
             ensure_private_dir(directory)
+        log_start = _size(paths.daemon_log_file)
         process = _spawn(paths.daemon_log_file)
     except (InsecurePathError, OSError) as exc:
         print(f"orca: refusing to start orcad: {_reason(exc)}", file=sys.stderr)
@@ -57,7 +66,7 @@ def start(timeout: float, as_json: bool) -> int:
         if process.poll() is not None:
             print(
                 f"orca: orcad exited with status {process.returncode} during start-up:\n"
-                + _tail(paths.daemon_log_file),
+                + _tail(paths.daemon_log_file, log_start),
                 file=sys.stderr,
             )
             return EXIT_FAILED
@@ -98,11 +107,28 @@ def _reason(exc: Exception) -> str:
     return str(exc)
 
 
-def stop(timeout: float) -> int:
+def stop(timeout: float, force: bool = False) -> int:
+    """Stop orcad. With live runs it first says which it will end, and asks on a terminal;
+    without a terminal it needs `force`."""
     paths = resolve_paths()
     try:
         with Client(paths) as client:
             pid = client.hello().pid
+            live = _live_runs(client)
+            if live and not force:
+                _tell_live_runs(live)
+                if not sys.stdin.isatty():
+                    print(
+                        "orca: not stopping orcad: it would end these runs; "
+                        "stop it anyway with: orca daemon stop --force",
+                        file=sys.stderr,
+                    )
+                    return EXIT_USAGE
+                if not _confirm("stop orcad and end them? [y/N] "):
+                    print("orcad is still running", file=sys.stderr)
+                    return EXIT_FAILED
+            elif live:
+                _tell_live_runs(live)
             # It may stop before its reply goes out: either way, watch the process below.
             with contextlib.suppress(DaemonUnavailable):
                 client.request(Shutdown(), timeout=5.0)
@@ -120,6 +146,71 @@ def stop(timeout: float) -> int:
         time.sleep(0.05)
     print(f"orca: orcad (pid {pid}) is still stopping after {timeout:.0f}s", file=sys.stderr)
     return EXIT_FAILED
+
+
+SHOWN_LIVE_RUNS = 10
+
+
+def _live_runs(client: Client) -> list[RunInfo]:
+    from orca_client.cli import fetch_status
+
+    return fetch_status(client, Status(ended=0)).runs
+
+
+def _tell_live_runs(live: list[RunInfo]) -> None:
+    """On stderr: the live runs that stopping orcad ends (their running sessions are recorded
+    failed; work orcad had decided on but not started resumes at its next start)."""
+    print(
+        f"orcad has {len(live)} live run{'s' if len(live) != 1 else ''}; stopping it ends "
+        "their running sessions (recorded as failed):",
+        file=sys.stderr,
+    )
+    for run in live[:SHOWN_LIVE_RUNS]:
+        print(visible(f"  {run.run_id}  {run.status}  {one_line(run.title)}"), file=sys.stderr)
+    if len(live) > SHOWN_LIVE_RUNS:
+        print(f"  … and {len(live) - SHOWN_LIVE_RUNS} more (orca status)", file=sys.stderr)
+
+
+def _confirm(question: str) -> bool:
+    try:
+        reply = input(question)
+    except EOFError:
+        print(file=sys.stderr)
+        return False
+    return reply.strip().lower() in ("y", "yes")
+
+
+def reload(check: bool, as_json: bool) -> int:
+    """`orca daemon reload`: orcad reads its config file again (with `check`: only compares)."""
+    try:
+        with Client(resolve_paths()) as client:
+            result: ReloadResult = client.request(Reload(dry_run=check))
+    except DaemonUnavailable as exc:
+        print(f"orca: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except RequestFailed as exc:
+        print(visible(f"orca: config not reloaded: {exc}"), file=sys.stderr)
+        return EXIT_FAILED
+    if as_json:
+        print(msgspec.json.encode(result).decode())
+        return EXIT_OK if result.error is None else EXIT_FAILED
+    if result.error is not None:
+        print(visible(f"orca: a reload would be refused: {result.error}"), file=sys.stderr)
+        return EXIT_FAILED
+    done = "orcad reloaded" if result.applied else "a reload would apply"
+    if not result.changed:
+        print(f"{done} {result.config_file}: nothing changed")
+        return EXIT_OK
+    at_once = [key for key in result.changed if key not in result.needs_restart]
+    print(f"{done} {result.config_file}")
+    if at_once:
+        print(f"  changed: {', '.join(at_once)}")
+    if result.needs_restart:
+        print(
+            f"  needs a restart (orca daemon stop; orca daemon start): "
+            f"{', '.join(result.needs_restart)}"
+        )
+    return EXIT_OK
 
 
 def status(as_json: bool) -> int:
@@ -154,16 +245,40 @@ def install(force: bool) -> int:
         return EXIT_FAILED
     command = daemon_command()
     exec_start = " ".join(command) if len(command) > 1 else command[0]
+    environment = {
+        name: str(Path(value).expanduser().absolute())
+        for name in ORCA_ENVIRONMENT
+        if (value := os.environ.get(name))
+    }
+    try:
+        text = render_unit(exec_start, _documentation(), environment)
+    except UnitError as exc:
+        print(f"orca: cannot write the unit: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     unit_path.parent.mkdir(parents=True, exist_ok=True)
-    unit_path.write_text(render_unit(exec_start))
+    unit_path.write_text(text)
     print(f"wrote {unit_path}")
+    for name, value in environment.items():
+        print(f"  with {name}={value} (as in this shell), so orcad uses the same files")
     print("enable and start it with:")
     print("  systemctl --user daemon-reload")
     print("  systemctl --user enable --now orcad.service")
     print("then follow its log with: journalctl --user -u orcad -f")
+    print(
+        "agents started by it get the user manager's environment, not this shell's: put what "
+        "they need (PATH, API keys) in ~/.config/orca/agents.env, as KEY=value lines"
+    )
     if shutil.which("systemctl") is None:
         print("(systemctl was not found on this machine)")
     return EXIT_OK
+
+
+def _documentation() -> list[Path]:
+    """This installation's README and architecture notes, when they are on disk (a checkout or an
+    editable install)."""
+    checkout = Path(__file__).resolve().parent.parent
+    found = [checkout / "README.md", checkout / "docs" / "ARCHITECTURE.md"]
+    return [path for path in found if path.is_file()]
 
 
 def _print_hello(hello: HelloResult, as_json: bool, text: str) -> None:
@@ -180,8 +295,19 @@ def _process_exists(pid: int) -> bool:
     return True
 
 
-def _tail(path: Path, lines: int = 20) -> str:
+def _size(path: Path) -> int:
     try:
-        return visible("\n".join(path.read_text(errors="replace").splitlines()[-lines:]))
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _tail(path: Path, start: int, lines: int = 20) -> str:
+    """The last `lines` lines `path` got after byte `start`: this start-up's, not earlier ones'."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(start)
+            text = handle.read().decode(errors="replace")
     except OSError:
         return f"(no log at {path})"
+    return visible("\n".join(text.splitlines()[-lines:])) or "(it wrote nothing)"

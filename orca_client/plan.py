@@ -21,8 +21,16 @@ MAX_TASKS = 10_000
 MAX_RETRIES = 20
 
 
+BUILTIN_AGENT_NAMES = ("claude", "codex", "codex-exec", "synthesizer")
+"""The agents orcad knows without a config file (`orca plan validate` checks offline with it)."""
+
+
 class PlanError(ValueError):
-    """A plan that cannot be run; the message names the tasks at fault."""
+    """A plan that cannot be run; `errors` lists every problem found, each naming its tasks."""
+
+    def __init__(self, errors: list[str] | str) -> None:
+        self.errors = [errors] if isinstance(errors, str) else errors
+        super().__init__("; ".join(self.errors))
 
 
 class PlanTask(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
@@ -50,62 +58,97 @@ class Plan(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_default
 
 
 def parse_plan(data: bytes | str) -> Plan:
-    """Decode and validate a plan document; raises `PlanError` with what is wrong."""
+    """Decode and validate a plan document; raises `PlanError` with everything that is wrong."""
     try:
         plan = msgspec.json.decode(data, type=Plan)
-    except msgspec.ValidationError as exc:
-        raise PlanError(f"not a valid plan: {_describe(exc)}") from None
+    except msgspec.ValidationError:
+        raise PlanError(_shape_errors(msgspec.json.decode(data))) from None
     except msgspec.DecodeError as exc:
         raise PlanError(f"not valid JSON: {exc}") from None
     validate_plan(plan)
     return plan
 
 
-def _describe(exc: msgspec.ValidationError) -> str:
+def _shape_errors(document: object) -> list[str]:
+    """Every shape error of a plan document that does not decode: each task on its own."""
+    if not isinstance(document, dict):
+        return [f"not a valid plan: Expected `object`, got `{type(document).__name__}`"]
+    errors: list[str] = []
+    tasks = document.get("tasks")
+    if isinstance(tasks, list):
+        for index, task in enumerate(tasks):
+            try:
+                msgspec.convert(task, PlanTask)
+            except msgspec.ValidationError as exc:
+                errors.append(f"not a valid plan: {_describe(exc, f'tasks[{index}]')}")
+        document = {**document, "tasks": []}
+    try:
+        msgspec.convert(document, Plan)
+    except msgspec.ValidationError as exc:
+        errors.append(f"not a valid plan: {_describe(exc)}")
+    return errors
+
+
+def _describe(exc: msgspec.ValidationError, prefix: str = "") -> str:
     message = str(exc)
     if " - at `$." in message:
         text, _, where = message.rpartition(" - at `$.")
-        return f"{where.rstrip('`')}: {text}"
-    return message
+        return f"{prefix}{'.' if prefix else ''}{where.rstrip('`')}: {text}"
+    if " - at `$[" in message:
+        text, _, where = message.rpartition(" - at `$")
+        return f"{prefix}{where.rstrip('`')}: {text}"
+    return f"{prefix}: {message}" if prefix else message
 
 
 def validate_plan(plan: Plan) -> None:
-    """Every rule a plan must keep: ids, retries, dependencies, and no cycle."""
+    """Every rule a plan must keep: ids, retries, dependencies, and no cycle. Raises
+    `PlanError` listing every rule broken."""
+    errors = plan_errors(plan)
+    if errors:
+        raise PlanError(errors)
+
+
+def plan_errors(plan: Plan) -> list[str]:
+    """Every rule the plan breaks, in plan order; [] for a plan that can run."""
+    errors: list[str] = []
     if not plan.title.strip():
-        raise PlanError("the plan needs a title")
+        errors.append("the plan needs a title")
     if not plan.tasks:
-        raise PlanError("the plan has no tasks")
+        errors.append("the plan has no tasks")
     if len(plan.tasks) > MAX_TASKS:
-        raise PlanError(f"the plan has {len(plan.tasks)} tasks; at most {MAX_TASKS} are allowed")
+        errors.append(f"the plan has {len(plan.tasks)} tasks; at most {MAX_TASKS} are allowed")
+        return errors
     seen: set[str] = set()
     for task in plan.tasks:
         if not TASK_ID.match(task.id):
-            raise PlanError(
+            errors.append(
                 f"task id {task.id!r} is not allowed: use letters, digits, '_', '.' or '-' "
                 "(at most 64, starting with a letter or digit)"
             )
         if task.id in seen:
-            raise PlanError(f"task id {task.id!r} is used twice")
+            errors.append(f"task id {task.id!r} is used twice")
         seen.add(task.id)
         if not task.prompt.strip():
-            raise PlanError(f"task {task.id} has an empty prompt")
+            errors.append(f"task {task.id} has an empty prompt")
         if not 0 <= task.max_retries <= MAX_RETRIES:
-            raise PlanError(f"task {task.id}: max_retries must be between 0 and {MAX_RETRIES}")
+            errors.append(f"task {task.id}: max_retries must be between 0 and {MAX_RETRIES}")
         if any(not command.strip() for command in task.verify):
-            raise PlanError(f"task {task.id} has an empty verify command")
+            errors.append(f"task {task.id} has an empty verify command")
         if any("\0" in text for text in (task.prompt, task.title, *task.verify)):
-            raise PlanError(f"task {task.id} has a NUL character in its prompt, title or verify")
+            errors.append(f"task {task.id} has a NUL character in its prompt, title or verify")
     unknown = [
         f"{task.id} -> {dep}" for task in plan.tasks for dep in task.depends_on if dep not in seen
     ]
     if unknown:
-        raise PlanError(f"unknown dependencies: {', '.join(unknown)}")
+        errors.append(f"unknown dependencies: {', '.join(unknown)}")
     itself = [task.id for task in plan.tasks if task.id in task.depends_on]
     if itself:
-        raise PlanError(f"tasks that depend on themselves: {', '.join(itself)}")
-    cycle = find_cycle({task.id: task.depends_on for task in plan.tasks})
-    if cycle:
-        raise PlanError(f"the plan has a dependency cycle: {' -> '.join(cycle)}")
+        errors.append(f"tasks that depend on themselves: {', '.join(itself)}")
+    else:
+        cycle = find_cycle({task.id: task.depends_on for task in plan.tasks})
+        if cycle:
+            errors.append(f"the plan has a dependency cycle: {' -> '.join(cycle)}")
+    return errors
 
 
 def find_cycle(depends_on: Mapping[str, Iterable[str]]) -> list[str]:

@@ -16,10 +16,12 @@ from typing import Any
 
 import msgspec
 
+from orca_client.answering import answer_hint
 from orca_client.wire import (
     TERMINAL_STATUSES,
     DoctorResult,
     EventRecord,
+    Question,
     RunInfo,
     SessionInfo,
     StatusResult,
@@ -213,18 +215,17 @@ def runs_table(result: StatusResult, width: int | None = None) -> str:
     for row, run in zip(rows[1:], ordered, strict=True):
         row.append(clip_words(run.title, title_width))
     lines = [_table_line(rows[0], fixed)]
-    asking = False
     for row, run, shown in zip(rows[1:], ordered, progresses, strict=True):
         lines.append(_table_line(row, fixed))
         if below and shown:
             lines.append(_clip(f"  · {shown}", width))
-        for pending in (sessions[s].pending for s in run.session_ids if s in sessions):
-            for q in pending.questions if pending is not None else []:
-                secret = " [secret]" if q.is_secret else ""
-                lines.append(_clip(f"  ↳ {one_line(q.id)}{secret}: {one_line(q.question)}", width))
-                asking = True
-    if asking:
-        lines.append("answer with: orca answer RUN_ID 'text' (or --json by question id)")
+        pending = [sessions[s].pending for s in run.session_ids if s in sessions]
+        questions = [q for p in pending if p is not None for q in p.questions]
+        for q in questions:
+            secret = " [secret]" if q.is_secret else ""
+            lines.append(_clip(f"  ↳ {one_line(q.id)}{secret}: {one_line(q.question)}", width))
+        if questions:
+            lines.append(f"    answer: {answer_hint(run.run_id, questions)}")
     if result.ended_not_shown:
         lines.append(f"({result.ended_not_shown} older ended runs not shown: orca status --all)")
     return visible("\n".join(lines))
@@ -286,12 +287,14 @@ def run_detail(run: RunInfo, sessions: list[SessionInfo], width: int | None = No
             lines.append(f"  summary  {session.summary}")
         if session.pending is not None:
             request = one_line(session.pending.request_id)
-            lines.append(f"  waiting for an answer (request {request}):")
+            lines.append(f"  waiting for an answer (request id {request}):")
             for question in session.pending.questions:
                 secret = " [secret]" if question.is_secret else ""
                 secret += " [other answers allowed]" if question.is_other else ""
                 header = f"{one_line(question.header)}: " if question.header else ""
-                lines.append(f"    {one_line(question.id)}{secret}  {header}{question.question}")
+                lines.append(
+                    f"    question {one_line(question.id)}{secret}  {header}{question.question}"
+                )
                 for option in question.options or []:
                     lines.append(
                         f"      - {one_line(option.label)}"
@@ -668,27 +671,13 @@ class RunProgress:
         return f"task {task_id} {status}{why if status != 'done' else ''}{counted}"
 
     def waiting_line(self) -> str:
-        """`waiting for an answer: db, token — answer with …` for the pending requests."""
+        """`waiting for an answer: db, token — answer with: …` for the pending requests."""
         several = len(self.pending) > 1
         parts = []
-        for request_id, questions in self.pending.items():
-            ids = [str(q.get("id")) + (" [secret]" if q.get("isSecret") else "") for q in questions]
-            how = answer_command(self.run_id, request_id if several else None, questions)
-            parts.append(f"{', '.join(ids)} — answer with {how}")
+        for request_id, asked in self.pending.items():
+            questions = [msgspec.convert(q, Question) for q in asked]
+            ids = [one_line(q.id) + (" [secret]" if q.is_secret else "") for q in questions]
+            # several requests: each is named, with the option placed before the answer
+            run = f"{self.run_id} --request {request_id}" if several else self.run_id
+            parts.append(f"{', '.join(ids)} — answer with: {answer_hint(run, questions)}")
         return "waiting for an answer: " + "; ".join(parts)
-
-
-def answer_command(run_id: str, request_id: str | None, questions: list[dict[str, Any]]) -> str:
-    """The `orca answer` command that answers these questions (of `request_id`, when the run
-    waits on several requests): a lone question by its text, several by id with `--json`; a
-    secret never on the command line."""
-    answer = f"orca answer {run_id}" + (f" --request {request_id}" if request_id else "")
-    secret = any(q.get("isSecret") for q in questions)
-    if len(questions) == 1:
-        if not secret:
-            return f"`{answer} 'TEXT'`"
-        return f"`{answer}` (asks without echo) or `{answer} -` (reads it from stdin)"
-    by_id = "{" + ", ".join(f'"{q.get("id")}": "…"' for q in questions) + "}"
-    if secret:
-        return f"`{answer}` (asks each in turn) or `{answer} --json -` with {by_id} on stdin"
-    return f"`{answer}` (asks each in turn) or `{answer} --json '{by_id}'`"

@@ -49,6 +49,7 @@ TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled
 
 ErrorCode = Literal[
     "bad_request",
+    "busy",
     "unauthenticated",
     "replayed",
     "stale",
@@ -57,6 +58,7 @@ ErrorCode = Literal[
     "conflict",
     "invalid_state",
     "shutting_down",
+    "log_unavailable",
     "internal",
 ]
 
@@ -210,7 +212,11 @@ class EventRecord(Struct, frozen=True):
 
 
 class Hello(Struct, tag="hello", frozen=True):
-    """Ask for the protocol and daemon version; also a cheap liveness check."""
+    """Ask for the protocol and daemon version; also a cheap liveness check, and the keep-alive
+    of this connection's subscriptions. With `subscription`, also whether that subscription of
+    this connection is still open (a subscriber that missed its end resubscribes)."""
+
+    subscription: str | None = None
 
 
 class Status(Struct, tag="status", frozen=True):
@@ -379,6 +385,15 @@ class Shutdown(Struct, tag="shutdown", frozen=True):
     """Stop the daemon cleanly, as SIGTERM does."""
 
 
+class Reload(Struct, tag="reload", frozen=True):
+    """Read the config file again and use it from now on, as SIGHUP does. A file with errors
+    changes nothing (the error lists them all). Agents, hooks, `[orchestration]` and repositories
+    change at once; `[daemon]` settings only at the next start (`needs_restart` names them)."""
+
+    dry_run: bool = False
+    """Only compare the file with what orcad uses; change nothing."""
+
+
 Request = (
     Hello
     | Status
@@ -395,6 +410,7 @@ Request = (
     | Subscribe
     | Unsubscribe
     | Shutdown
+    | Reload
 )
 
 
@@ -420,6 +436,8 @@ class HelloResult(Struct, frozen=True):
     log_file: str
     subscriptions: int = 0
     """Open subscriptions (a disconnected peer's are closed at once)."""
+    subscription_open: bool | None = None
+    """Whether the `subscription` asked about is open on this connection (None: not asked)."""
 
 
 class StatusResult(Struct, frozen=True):
@@ -507,6 +525,21 @@ class AnswerResult(Struct, frozen=True):
     """False when the answer waits in orcad for the agent to read its input (it gets it then)."""
 
 
+class ReloadResult(Struct, frozen=True):
+    config_file: str
+    applied: bool
+    """False for a dry run."""
+    changed: list[str]
+    """What differs from the configuration orcad used before: `agents.NAME`, `hooks.KEY`,
+    `orchestration.KEY`, `daemon.KEY`, `repos`."""
+    needs_restart: list[str]
+    """Of `changed`, what orcad uses only from its next start (the `[daemon]` settings)."""
+    agents: list[str]
+    """Every agent orcad can run now: built in and configured."""
+    error: str | None = None
+    """A dry run of a file with errors: every error (a reload would be refused with it)."""
+
+
 class EventsPage(Struct, frozen=True):
     events: list[EventRecord]
     head_position: int
@@ -581,6 +614,7 @@ REQUEST_TYPES: tuple[type[Struct], ...] = (
     Subscribe,
     Unsubscribe,
     Shutdown,
+    Reload,
 )
 RESULT_TYPES: dict[type[Struct], type[Struct]] = {
     Hello: HelloResult,
@@ -598,6 +632,7 @@ RESULT_TYPES: dict[type[Struct], type[Struct]] = {
     Subscribe: Subscribed,
     Unsubscribe: Done,
     Shutdown: Done,
+    Reload: ReloadResult,
 }
 
 
@@ -746,13 +781,13 @@ class ReplayGuard:
         self._expire(now)
         if not 16 <= len(nonce) <= 128:
             raise WireError("bad_request", "nonce must be 16 to 128 characters")
-        if ts < self._not_before:
-            raise WireError("stale", "request was signed before this daemon started: sign it again")
         if abs(now - ts) > self._window:
             raise WireError(
                 "replayed",
                 f"request timestamp is more than {self._window:.0f}s from the daemon's clock",
             )
+        if ts < self._not_before:
+            raise WireError("stale", "request was signed before this daemon started: sign it again")
         if nonce in self._seen:
             raise WireError("replayed", "nonce already used: this request was replayed")
         self._seen.add(nonce)

@@ -4,7 +4,7 @@ through the run manager. Requests arrive here already verified and decoded."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import msgspec
 
@@ -22,6 +22,8 @@ from orca_client.wire import (
     HelloResult,
     Orchestrate,
     ReadEvents,
+    Reload,
+    ReloadResult,
     Request,
     RetryTask,
     RunInfo,
@@ -42,13 +44,24 @@ from orca_daemon.events import run_stream
 from orca_daemon.projection import State
 from orca_daemon.request_checks import check_start
 from orca_daemon.runs import RunManager
-from orca_daemon.store import EventStore, first_page
+from orca_daemon.store import ConcurrencyError, EventStore, LogUnavailable, StoreError, first_page
 from orca_daemon.subscriptions import Subscriptions
 
 MAX_READ_LIMIT = 10_000
 MIN_ID_PREFIX = 4
 STATUS_PAGE_BYTES = 4 << 20
 """The most bytes of runs and sessions one status page holds (a client takes up to 16 MiB)."""
+RECORDING_REQUESTS = (
+    StartRun,
+    Answer,
+    Cancel,
+    StartDebug,
+    Orchestrate,
+    StartPlan,
+    RetryTask,
+    Clean,
+)
+"""Requests that append to the log: refused at once while it cannot be written."""
 
 
 class Api:
@@ -65,6 +78,7 @@ class Api:
         started_at: float,
         log_file: str,
         request_shutdown: Callable[[], None],
+        reload_config: Callable[[bool], Awaitable[ReloadResult]],
     ) -> None:
         self._store = store
         self._state = state
@@ -74,12 +88,13 @@ class Api:
         self._started_at = started_at
         self._log_file = log_file
         self._request_shutdown = request_shutdown
+        self._reload_config = reload_config
 
     def answer_now(self, identity: bytes, request: Request) -> msgspec.Struct | None:
         """Requests answered from memory, without waiting; None for the others."""
         self._subscriptions.heard_from(identity)
         if isinstance(request, Hello):
-            return self._hello()
+            return self._hello(identity, request)
         if isinstance(request, Status):
             return self._status(request)
         if isinstance(request, Subscribe):
@@ -93,7 +108,24 @@ class Api:
         return None
 
     async def answer(self, identity: bytes, request: Request) -> msgspec.Struct:
-        """The requests that wait (for the log or a process); `answer_now` handles the rest."""
+        """The requests that wait (for the log or a process); `answer_now` handles the rest.
+        The log's errors become the client's: `log_unavailable` says why it cannot be written."""
+        try:
+            if isinstance(request, RECORDING_REQUESTS):
+                refusal = self._store.unwritable()
+                if refusal is not None:
+                    raise refusal
+            return await self._answer(request)
+        except LogUnavailable as exc:
+            raise WireError("log_unavailable", str(exc)) from None
+        except ConcurrencyError as exc:
+            raise WireError("conflict", str(exc)) from None
+        except StoreError as exc:
+            if not self._runs.accepting:
+                raise WireError("shutting_down", f"orcad is shutting down: {exc}") from None
+            raise WireError("internal", str(exc)) from None
+
+    async def _answer(self, request: Request) -> msgspec.Struct:
         if isinstance(request, StartRun | StartDebug | StartPlan):
             check_start(request)
         if isinstance(request, StartRun):
@@ -126,6 +158,8 @@ class Api:
             return await maintenance.clean(self._runs, self.resolve_run_id(request.run_id))
         if isinstance(request, ReadEvents):
             return await self._read(request)
+        if isinstance(request, Reload):
+            return await self._reload_config(request.dry_run)
         raise WireError("bad_request", f"unknown request {type(request).__name__}")
 
     def after_reply(self, result: msgspec.Struct, delivered: bool) -> None:
@@ -151,9 +185,16 @@ class Api:
                     "bad_request",
                     f"run id prefix {run_id!r} matches {len(matches)} runs; give more of it",
                 )
-        raise WireError("not_found", f"no run with id {run_id!r}")
+        if len(run_id) < MIN_ID_PREFIX:
+            raise WireError(
+                "not_found",
+                f"no run with id {run_id!r}; a run id prefix needs at least {MIN_ID_PREFIX} "
+                "characters (orca status lists the runs)",
+            )
+        raise WireError("not_found", f"no run with id {run_id!r} (orca status lists the runs)")
 
-    def _hello(self) -> HelloResult:
+    def _hello(self, identity: bytes, request: Hello) -> HelloResult:
+        asked = request.subscription
         return HelloResult(
             protocol=PROTOCOL_VERSION,
             daemon_version=__version__,
@@ -163,6 +204,9 @@ class Api:
             head_position=self._store.head_position,
             log_file=self._log_file,
             subscriptions=len(self._subscriptions),
+            subscription_open=(
+                None if asked is None else self._subscriptions.is_open(identity, asked)
+            ),
         )
 
     def _status(self, request: Status) -> StatusResult:

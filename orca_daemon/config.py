@@ -1,4 +1,4 @@
-"""The daemon's configuration: one TOML file, validated once at start-up.
+"""The daemon's configuration: one TOML file, validated at start-up and at each reload.
 
 A missing file means defaults. A bad file is refused with the file, the key and what was expected;
 every number has a range (`RANGES`), so no value can starve the machine or lift a limit.
@@ -253,8 +253,11 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
         """An agent's settings for a run in `cwd`: the project's over the global over built-ins."""
         base = self.global_agent(name)
         if base is None:
-            known = ", ".join(sorted({*BUILTIN_AGENTS, *self.agents}))
-            raise ConfigError(f"no agent named {name!r} (configured: {known})")
+            known = ", ".join(agent_names(self))
+            raise ConfigError(
+                f"no agent named {name!r} (configured: {known}); an agent added to config.toml "
+                "since orcad started needs `orca daemon reload` (or kill -HUP orcad's pid)"
+            )
         project = load_project_agents(cwd).get(name)
         merged = base if project is None else project.over(base)
         if merged.adapter_name == "command" and merged.command is None:
@@ -304,7 +307,16 @@ def load_config(path: Path) -> Config:
     return _load(path, Config)
 
 
+SECTIONS: dict[str, type[msgspec.Struct]] = {
+    "daemon": DaemonSettings,
+    "hooks": HookSettings,
+    "orchestration": OrchestrationSettings,
+}
+"""The tables of config.toml whose keys are each optional, so each key can be checked alone."""
+
+
 def _load(path: Path, kind: type[T]) -> T:
+    """Read and validate `path` as `kind`; a ConfigError lists every error found, not the first."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -313,19 +325,56 @@ def _load(path: Path, kind: type[T]) -> T:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    agents = data.pop("agents", {})
-    if not isinstance(agents, dict):
-        raise ConfigError(f"{path}: key agents: expected tables, one per agent ([agents.NAME])")
-    # Each agent on its own, so an error names it (`agents.NAME.key`), not `agents[...]`.
-    for name, table in agents.items():
+    errors = _errors(data, kind)
+    if not errors:  # each part is right: what is left are rules across parts
         try:
-            msgspec.convert(table, AgentSettings)
+            return msgspec.convert(data, kind)
         except msgspec.ValidationError as exc:
-            raise ConfigError(f"{path}: {_describe(exc, f'agents.{name}')}") from None
+            errors = [_describe(exc)]
+    if len(errors) == 1:
+        raise ConfigError(f"{path}: {errors[0]}")
+    listed = "".join(f"\n  {error}" for error in errors)
+    raise ConfigError(f"{path}: {len(errors)} errors:{listed}")
+
+
+def _errors(data: dict[str, object], kind: type[object]) -> list[str]:
+    """Every error in the parts of `data` (a config file's top-level table), each on its own:
+    each key of each section, each agent, each repository, each unknown key."""
+    fields = set(getattr(kind, "__struct_fields__", ()))
+    errors: list[str] = []
+    for key, value in data.items():
+        if key not in fields:
+            errors.append(f"key {key}: unknown key")
+        elif key == "agents":
+            if not isinstance(value, dict):
+                errors.append("key agents: expected tables, one per agent ([agents.NAME])")
+                continue
+            for name, table in value.items():
+                errors += _table_errors(table, AgentSettings, f"agents.{name}")
+        elif key in SECTIONS:
+            errors += _table_errors(value, SECTIONS[key], key)
+        elif key == "repos" and isinstance(value, list):
+            for index, item in enumerate(value):
+                errors += _convert_errors(item, RepoSettings, f"repos[{index}]")
+    return errors
+
+
+def _table_errors(table: object, kind: type[msgspec.Struct], prefix: str) -> list[str]:
+    """The errors of a table whose keys all have defaults: each key checked alone."""
+    if not isinstance(table, dict):
+        return _convert_errors(table, kind, prefix)
+    errors: list[str] = []
+    for key, value in table.items():
+        errors += _convert_errors({key: value}, kind, prefix)
+    return errors or _convert_errors(table, kind, prefix)
+
+
+def _convert_errors(value: object, kind: type[msgspec.Struct], prefix: str) -> list[str]:
     try:
-        return msgspec.convert({**data, "agents": agents}, kind)
+        msgspec.convert(value, kind)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"{path}: {_describe(exc)}") from None
+        return [_describe(exc, prefix)]
+    return []
 
 
 def _describe(exc: msgspec.ValidationError, prefix: str = "") -> str:
@@ -341,8 +390,34 @@ def _describe(exc: msgspec.ValidationError, prefix: str = "") -> str:
         if text.startswith(f"{key}."):  # a check that names its own key (`daemon.x: ...`)
             return f"key {text}"
         return f"key {key}: {text}"
+    if prefix and message.startswith(f"{prefix}."):  # a check that names its own key
+        return f"key {message}"
     return f"key {prefix}: {message}" if prefix else message
 
 
 def _join(*parts: str | None) -> str:
     return ".".join(part for part in parts if part)
+
+
+def changes(old: Config, new: Config) -> list[str]:
+    """What differs between two configurations: `SECTION.KEY` for the tables of settings,
+    `agents.NAME` for each agent added, removed or changed, and `repos`."""
+    found: list[str] = []
+    for section in ("daemon", "hooks", "orchestration"):
+        before, after = getattr(old, section), getattr(new, section)
+        found += [
+            f"{section}.{key}"
+            for key in before.__struct_fields__
+            if getattr(before, key) != getattr(after, key)
+        ]
+    for name in sorted({*old.agents, *new.agents}):
+        if old.agents.get(name) != new.agents.get(name):
+            found.append(f"agents.{name}")
+    if old.repos != new.repos:
+        found.append("repos")
+    return found
+
+
+def agent_names(config: Config) -> list[str]:
+    """Every agent a run may name: the built-in ones and the configured ones."""
+    return sorted({*BUILTIN_AGENTS, *config.agents})

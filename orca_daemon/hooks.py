@@ -29,6 +29,7 @@ from orca_daemon.events import (
     TaskStatusChanged,
     run_stream,
 )
+from orca_daemon.limits import restore_inherited_limit
 from orca_daemon.projection import State
 from orca_daemon.sessions import child_env, stop_group
 from orca_daemon.store import EventStore, StoredEvent, StoreError
@@ -83,6 +84,11 @@ class HookRunner:
         self._running: dict[asyncio.Event, anyio.CancelScope] = {}
         """Hooks started and not finished: each one's completion event and cancel scope."""
         self._stopped = False
+
+    def reconfigure(self, commands: dict[str, list[str]], timeout: float) -> None:
+        """Use these hooks for every event handled from now on (hooks running go on)."""
+        self._commands = commands
+        self._timeout = timeout
 
     async def start(self) -> None:
         """Recover from an earlier daemon and begin following the log."""
@@ -224,6 +230,7 @@ class HookRunner:
                 stderr=asyncio.subprocess.STDOUT,
                 env=env,
                 start_new_session=True,
+                preexec_fn=restore_inherited_limit,
             )
         except OSError as exc:
             return False, f"could not start the hook: {exc}", None, ""

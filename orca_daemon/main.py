@@ -2,7 +2,7 @@
 
 Start-up: check paths and token, take the lock, replay the log, reconcile sessions left in
 flight, bind, tell systemd READY. SIGTERM: stop serving, end sessions in a recorded state, let the
-writer finish, close.
+writer finish, close. SIGHUP (or a `reload` request): read the config file again (`ConfigReloader`).
 """
 
 from __future__ import annotations
@@ -18,15 +18,18 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import anyio
 import msgspec
 
 from orca_client.paths import InsecurePathError, OrcaPaths, ensure_private_dir, resolve_paths
+from orca_client.wire import ReloadResult, WireError
 from orca_daemon import __version__
 from orca_daemon.api import Api
-from orca_daemon.config import Config, ConfigError, load_config
+from orca_daemon.config import Config, ConfigError, agent_names, changes, load_config
 from orca_daemon.hooks import HookRunner
+from orca_daemon.limits import connection_cap, descriptor_limit, raise_descriptor_limit
 from orca_daemon.projection import State, apply
 from orca_daemon.runs import RunManager
 from orca_daemon.server import Server
@@ -87,6 +90,82 @@ def prepare(paths: OrcaPaths) -> bytes:
     return load_or_create_token(paths.token_file)
 
 
+class ConfigReloader:
+    """Reads the config file again and hands it to the parts that use it. A file with errors
+    changes nothing. What changes at once: agents, `[orchestration]` and repositories (for every
+    run, session and decision started afterwards; sessions running keep what they started
+    with) and hooks (from the next event handled). `[daemon]` settings are used from the next
+    start only: they size the log, the socket, subscriptions and each session's pump."""
+
+    def __init__(self, path: Path, config: Config) -> None:
+        self.path = path
+        self.config = config
+        self._runs: RunManager | None = None
+        self._hooks: HookRunner | None = None
+        self._lock = anyio.Lock()
+
+    def attach(self, runs: RunManager, hooks: HookRunner) -> None:
+        self._runs, self._hooks = runs, hooks
+
+    async def reload(self, dry_run: bool = False) -> ReloadResult:
+        """Reload (or, with `dry_run`, only compare); raises ConfigError naming every error
+        (a dry run reports them in its result)."""
+        async with self._lock:
+            try:
+                new = await anyio.to_thread.run_sync(load_config, self.path)
+            except ConfigError as exc:
+                if not dry_run:
+                    raise
+                return ReloadResult(
+                    str(self.path), False, [], [], agent_names(self.config), error=str(exc)
+                )
+            changed = changes(self.config, new)
+            new = msgspec.structs.replace(new, daemon=self.config.daemon)
+            if not dry_run:
+                self.config = new
+                if self._runs is not None:
+                    self._runs.config = new
+                if self._hooks is not None:
+                    self._hooks.reconfigure(new.hooks.commands(), new.hooks.timeout_seconds)
+            return ReloadResult(
+                config_file=str(self.path),
+                applied=not dry_run,
+                changed=changed,
+                needs_restart=[key for key in changed if key.startswith("daemon.")],
+                agents=agent_names(self.config),
+            )
+
+    async def answer(self, dry_run: bool) -> ReloadResult:
+        """`reload` for a client: a bad file is a `bad_request` that lists its errors."""
+        try:
+            return await self.reload(dry_run)
+        except ConfigError as exc:
+            raise WireError(
+                "bad_request", f"{exc}\norcad goes on with the configuration it had"
+            ) from None
+
+    async def on_signal(self, wanted: asyncio.Event) -> None:
+        """Reload each time `wanted` is set (SIGHUP); the outcome goes to the log."""
+        while True:
+            await wanted.wait()
+            wanted.clear()
+            try:
+                result = await self.reload()
+            except ConfigError as exc:
+                log.error(
+                    "SIGHUP: %s not reloaded; orcad goes on with the configuration it had: %s",
+                    self.path,
+                    exc,
+                )
+                continue
+            log.info(
+                "SIGHUP: reloaded %s; changed: %s; needs a restart: %s",
+                self.path,
+                ", ".join(result.changed) or "nothing",
+                ", ".join(result.needs_restart) or "nothing",
+            )
+
+
 class Daemon:
     """One running orcad: the task tree and its orderly shutdown."""
 
@@ -95,6 +174,8 @@ class Daemon:
         self._config = config
         self._token = token
         self._stop = asyncio.Event()
+        self._reload_wanted = asyncio.Event()
+        self._reloader = ConfigReloader(paths.config_file, config)
         self._notifier = Notifier()
 
     def request_stop(self) -> None:
@@ -106,6 +187,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self._reload_wanted.set)  # handled once serving
         store = await EventStore.open(self._paths.log_file, settings.synchronous)
         try:
             state = await self._replay(store)
@@ -149,11 +231,18 @@ class Daemon:
                 work,
             )
             await hooks.start()
-            server = Server(self._paths.socket_endpoint, self._token, started_at)
+            self._reloader.attach(runs, hooks)
+            work.start_soon(self._reloader.on_signal, self._reload_wanted)
+            server = Server(
+                self._paths.socket_endpoint,
+                self._token,
+                started_at,
+                connection_cap(descriptor_limit()),
+            )
             try:
                 subscriptions = Subscriptions(
                     store,
-                    server.send,
+                    server,
                     work,
                     settings.subscriber_queue_events,
                     settings.subscription_lease_seconds,
@@ -167,6 +256,7 @@ class Daemon:
                     started_at=started_at,
                     log_file=str(self._paths.log_file),
                     request_shutdown=self.request_stop,
+                    reload_config=self._reloader.answer,
                 )
                 server.bind()
                 serving = anyio.CancelScope()
@@ -221,7 +311,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         epilog=(
             "Files: ORCA_HOME puts the log, socket, token and config.toml in one directory; "
             "otherwise $XDG_STATE_HOME/orca (log), $XDG_RUNTIME_DIR/orca (socket, token) and "
-            "$XDG_CONFIG_HOME/orca/config.toml. ORCA_CONFIG names another config file. "
+            "$XDG_CONFIG_HOME/orca/config.toml. ORCA_CONFIG names another config file; "
+            "SIGHUP (or `orca daemon reload`) reads it again. "
             "Exit status: 0 after a clean stop, 1 when it cannot start, 2 on a bad config file."
         ),
     )
@@ -237,6 +328,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     os.umask(0o077)  # everything orcad creates is private, however it was started
+    # Until the event loop handles SIGHUP (a reload), one must not kill orcad. The loop's own
+    # handler replaces this before any agent starts, so agents get SIGHUP's default again.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     args = _parse_args(argv)
     under_systemd = "INVOCATION_ID" in os.environ or "NOTIFY_SOCKET" in os.environ
     logging.basicConfig(
@@ -246,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         if under_systemd
         else "%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    raise_descriptor_limit()
     paths = resolve_paths()
     try:
         config = load_config(paths.config_file)

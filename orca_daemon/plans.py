@@ -42,6 +42,7 @@ from orca_daemon.events import (
     VerifyFinished,
     run_stream,
 )
+from orca_daemon.limits import restore_inherited_limit
 from orca_daemon.projection import PlanProgress
 from orca_daemon.runs import RESTARTED_REASON, STOPPED_REASON
 from orca_daemon.sessions import child_env
@@ -68,6 +69,9 @@ class PlanCoordinator:
     def __init__(self, runs: RunManager) -> None:
         self._runs = runs
         self._verifying: set[tuple[str, str, int]] = set()
+        self._failed_verify: dict[tuple[str, str], tuple[str, str]] = {}
+        """(run, task) -> (command, output tail) of the verify that failed the attempt before a
+        retry, for the retry's prompt (kept only until that retry starts)."""
 
     async def start(self, request: StartPlan) -> RunStarted:
         from orca_daemon.runs import MAX_TITLE_CHARS, _validate_cwd, client_context, new_run_id
@@ -246,7 +250,8 @@ class PlanCoordinator:
             task_id = plan_task.id
             attempt = attempts[place] + 1
             agent = plan_task.agent or spec.agent or "command"
-            prompt = self.task_prompt(run, plan_task, spec)
+            failed_before = self._previous_attempt(run, place, task_id) if attempt > 1 else None
+            prompt = self.task_prompt(run, plan_task, spec, failed_before)
             prepared = await runs.prepare(run.run_id, agent, prompt, run.cwd)
             session = NewSession(
                 f"{run.run_id}.{task_id}.{attempt}",
@@ -326,6 +331,7 @@ class PlanCoordinator:
         try:
             failure = None
             done = _verified(len(task.verify))
+            failed_verify: tuple[str, str] | None = None
             if _has_worktree(session) and wanted():  # before verify, which may leave files
                 assert session.worktree is not None
                 message = f"orca: task {task.id} of run {run_id} (attempt {attempt})"
@@ -353,6 +359,7 @@ class PlanCoordinator:
                 if not ok:
                     why = tail if code is None and tail else _exit_text(code, timeout)
                     failure = f"verify command failed ({why}): {command}"
+                    failed_verify = (command, tail)
                     break
             async with runs.lock(run_id):
                 run = runs.state.runs[run_id]
@@ -374,6 +381,12 @@ class PlanCoordinator:
                 else:
                     events = self._failed_attempt(run, info, f"attempt {attempt}: {failure}")
                 await runs.append(run_id, events)
+                retried = any(
+                    isinstance(event, TaskStatusChanged) and event.status == "pending"
+                    for event in events
+                )
+                if retried and failed_verify is not None:
+                    self._failed_verify[(run_id, task.id)] = failed_verify
         finally:
             self._verifying.discard(key)
             runs.after_change(run_id)
@@ -418,9 +431,28 @@ class PlanCoordinator:
 
     # ------------------------------------------------------------------ prompts
 
-    def task_prompt(self, run: RunInfo, task: PlanTask, spec: PlanSpec) -> str:
+    def task_prompt(
+        self,
+        run: RunInfo,
+        task: PlanTask,
+        spec: PlanSpec,
+        failed_before: tuple[str, tuple[str, str] | None] | None = None,
+    ) -> str:
         learned = self._runs.state.run_answers.get(run.run_id, [])
-        return build_task_prompt(run, task, spec, learned, self._progress(run.run_id).graph)
+        graph = self._progress(run.run_id).graph
+        return build_task_prompt(run, task, spec, learned, graph, failed_before)
+
+    def _previous_attempt(
+        self, run: RunInfo, place: int, task_id: str
+    ) -> tuple[str, tuple[str, str] | None]:
+        """Why the task's last attempt ended (with its agent's summary) and the verify command
+        that failed it, if one did."""
+        task = run.tasks[place]
+        reason = task.reason or "(no reason recorded)"
+        session = self._runs.state.sessions.get(task.session_id or "")
+        if session is not None and session.summary:
+            reason += f"; its summary: {session.summary}"
+        return reason, self._failed_verify.pop((run.run_id, task_id), None)
 
     def worktree_bases(self, session: SessionInfo) -> list[str]:
         """Where a plan task's worktree starts: the branches of the tasks it depends on (each
@@ -466,9 +498,12 @@ def build_task_prompt(
     spec: PlanSpec,
     learned: list[tuple[str, str]],
     graph: PlanGraph | None = None,
+    failed_before: tuple[str, tuple[str, str] | None] | None = None,
 ) -> str:
     """The task's prompt with what the run learned: answers given earlier in the run, and
-    the summaries of the tasks it depends on (directly or not). `graph`: the plan's, if built."""
+    the summaries of the tasks it depends on (directly or not). `graph`: the plan's, if built.
+    `failed_before`, for a retry: why the previous attempt failed and, when a verify command
+    failed it, that command and the end of its output."""
     lines = [task.prompt]
     if task.acceptance:
         lines += ["", "Acceptance criteria:", *(f"- {item}" for item in task.acceptance)]
@@ -501,7 +536,30 @@ def build_task_prompt(
     if learned:
         lines += ["", "Answers given earlier in this run:"]
         lines += [f"- Q: {question}\n  A: {answer}" for question, answer in learned]
+    if failed_before is not None:
+        lines += _previous_attempt(*failed_before)
     return "\n".join(lines)
+
+
+def _previous_attempt(reason: str, failed_verify: tuple[str, str] | None) -> list[str]:
+    """What a retry is told of the attempt before it."""
+    lines = [
+        "",
+        f"This is a new attempt at this task; the previous one ended: {reason[:SUMMARY_CHARS]}",
+    ]
+    if failed_verify is not None:
+        command, tail = failed_verify
+        fence = "`" * max(3, _longest_backtick_run(tail) + 1)
+        lines += [f"The end of the output of `{command}`:", fence, tail.rstrip("\n"), fence]
+    return lines
+
+
+def _longest_backtick_run(text: str) -> int:
+    longest = run = 0
+    for char in text:
+        run = run + 1 if char == "`" else 0
+        longest = max(longest, run)
+    return longest
 
 
 def _some(task_ids: list[str], shown: int = 20) -> str:
@@ -560,6 +618,7 @@ async def run_verify(
             stderr=asyncio.subprocess.STDOUT,
             env=child_env(env),
             start_new_session=True,
+            preexec_fn=restore_inherited_limit,
         )
     except OSError as exc:
         return False, None, f"could not start: {exc}"

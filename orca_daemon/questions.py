@@ -36,11 +36,12 @@ def resolve_answers(
         if unknown:
             problems.append(f"unknown question ids: {', '.join(unknown)}")
         if missing:
-            problems.append(f"missing answers for: {', '.join(missing)}")
+            problems.append(f"missing answers for question ids: {', '.join(missing)}")
         if problems:
             raise WireError(
                 "bad_request",
-                "; ".join(problems) + f" (pending ids: {', '.join(ids)}); nothing was sent",
+                "; ".join(problems)
+                + f" (pending question ids: {', '.join(ids)}); nothing was sent",
             )
         resolved = {qid: list(answers[qid]) for qid in ids}
     for qid, values in resolved.items():

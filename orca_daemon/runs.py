@@ -81,7 +81,7 @@ from orca_daemon.sessions import (
     processes_of_sessions,
     stop_group,
 )
-from orca_daemon.store import EventStore, StoredEvent, StoreError
+from orca_daemon.store import AppendMode, EventStore, LogUnavailable, StoredEvent, StoreError
 from orca_daemon.worktrees import WorktreeError, create_worktree
 
 if TYPE_CHECKING:
@@ -100,6 +100,9 @@ STOPPED_REASON = "orcad stopped while the session was running"
 MAX_TITLE_CHARS = 200
 MAX_OUTPUT_IN_FLIGHT = 8
 """Output chunks a session may have queued for the log before its pump waits for them."""
+STOP_RECORD_SECONDS = 10.0
+"""On shutdown, how long orcad waits to record the stopped sessions' ends (the log may be full);
+what is not recorded by then, the next orcad reconciles."""
 
 
 def new_run_id() -> str:
@@ -133,13 +136,29 @@ def run_status_after(session_statuses: Sequence[str]) -> RunStatus | None:
     return "cancelled"
 
 
+@dataclass
+class _QueuedOutput:
+    """An output chunk on its way to the log, and the earlier loss its append reports."""
+
+    future: asyncio.Future[list[StoredEvent]]
+    stream: StreamName
+    text: str
+    reported: dict[StreamName, int]
+
+
 class _Recorder:
-    """Turns one session's facts into events on its run's stream."""
+    """Turns one session's facts into events on its run's stream.
+
+    Output is dropped while the log cannot be written; what was lost (bytes per stream) is
+    recorded as an `orca` output line once the log can be written again, and at the latest
+    before the session's end."""
 
     def __init__(self, manager: RunManager, spec: SessionSpec) -> None:
         self._manager = manager
         self._spec = spec
-        self._in_flight: deque[asyncio.Future[list[StoredEvent]]] = deque()
+        self._in_flight: deque[_QueuedOutput] = deque()
+        self._lost: dict[StreamName, int] = {}
+        self._lost_reason = ""
 
     async def started(self, pid: int, process_start_ticks: int | None) -> None:
         spec = self._spec
@@ -157,24 +176,57 @@ class _Recorder:
         """Queue the chunk without waiting for its commit (the log keeps queue order), so the
         pump goes on reading; wait only when too many chunks are in flight."""
         spec = self._spec
-        event = OutputAppended(spec.run_id, spec.session_id, stream, text)
+        events: list[Event] = []
+        reported: dict[StreamName, int] = {}
+        if self._lost and self._manager.store.unwritable() is None:
+            reported, self._lost = self._lost, {}
+            events.append(self._loss_note(reported))
+        events.append(OutputAppended(spec.run_id, spec.session_id, stream, text))
         try:
-            self._in_flight.append(self._manager.append_nowait(spec.run_id, [event]))
+            future = self._manager.append_nowait(spec.run_id, events, mode="drop")
+        except LogUnavailable as exc:
+            self._count_lost(stream, text, reported, exc)
         except StoreError:
             log.exception("session %s: output could not be queued", spec.session_id)
+        else:
+            self._in_flight.append(_QueuedOutput(future, stream, text, reported))
         while len(self._in_flight) > MAX_OUTPUT_IN_FLIGHT:
             await self._settle_one()
 
     async def settle(self) -> None:
-        """Wait until every queued output chunk is written (or has failed, which is logged)."""
+        """Wait until every queued output chunk is written or dropped; then record what was
+        dropped (this waits for the log, so it comes before the session's end)."""
         while self._in_flight:
             await self._settle_one()
+        if self._lost:
+            lost, self._lost = self._lost, {}
+            await self._manager.append(self._spec.run_id, [self._loss_note(lost)])
 
     async def _settle_one(self) -> None:
+        queued = self._in_flight.popleft()
         try:
-            await self._in_flight.popleft()
+            await queued.future
+        except LogUnavailable as exc:
+            self._count_lost(queued.stream, queued.text, queued.reported, exc)
         except StoreError:
             log.exception("session %s: output could not be written", self._spec.session_id)
+
+    def _count_lost(
+        self, stream: StreamName, text: str, reported: dict[StreamName, int], exc: LogUnavailable
+    ) -> None:
+        """A dropped append: its chunk, and the loss it was to report, are still to report."""
+        for name, size in [*reported.items(), (stream, len(text.encode()))]:
+            self._lost[name] = self._lost.get(name, 0) + size
+        self._lost_reason = exc.reason
+
+    def _loss_note(self, lost: dict[StreamName, int]) -> OutputAppended:
+        spec = self._spec
+        amounts = " and ".join(f"{size} bytes of {name}" for name, size in lost.items())
+        text = (
+            f"orcad: {amounts} were not recorded because the log could not be "
+            f"written ({self._lost_reason})\n"
+        )
+        return OutputAppended(spec.run_id, spec.session_id, "orca", text)
 
     async def question_asked(self, asked: QuestionsAsked) -> None:
         await self._manager.record_question(self._spec, asked)
@@ -230,6 +282,17 @@ class NewSession:
             attempt=self.attempt,
             worktree=self.worktree,
         )
+
+
+@dataclass(frozen=True)
+class SessionEnding:
+    """A session's end, about to be recorded."""
+
+    session_id: str
+    status: TerminalStatus
+    reason: str
+    exit_code: int | None = None
+    summary: str | None = None
 
 
 @dataclass
@@ -338,7 +401,7 @@ class RunManager:
             repo=target.repo if target is not None else None,
         )
         stored = await self.store.append(
-            run_stream(run_id), [created, new.created(run_id)], expected_version=0
+            run_stream(run_id), [created, new.created(run_id)], expected_version=0, mode="refuse"
         )
         self._clients[run_id] = client
         self.begin_session(run_id, new.session_id, Prepared(launch))
@@ -509,7 +572,11 @@ class RunManager:
     async def _cancel_session(self, run: RunInfo, session_id: str, reason: str) -> CancelResult:
         session = self.state.sessions.get(session_id)
         if session is None or session.run_id != run.run_id:
-            raise WireError("not_found", f"run {run.run_id} has no session {session_id!r}")
+            valid = ", ".join(run.session_ids) or "none"
+            raise WireError(
+                "not_found",
+                f"run {run.run_id} has no session {session_id!r}; its sessions: {valid}",
+            )
         ended = await self.cancel_sessions(run.run_id, [session_id], reason)
         status = self.state.runs[run.run_id].status
         return CancelResult(run_id=run.run_id, status=status, already_terminal=not ended)
@@ -614,8 +681,10 @@ class RunManager:
     ) -> list[StoredEvent]:
         return await self.store.append(run_stream(run_id), events, expected_version)
 
-    def append_nowait(self, run_id: str, events: list[Event]) -> asyncio.Future[list[StoredEvent]]:
-        return self.store.append_nowait(run_stream(run_id), events)
+    def append_nowait(
+        self, run_id: str, events: list[Event], mode: AppendMode = "wait"
+    ) -> asyncio.Future[list[StoredEvent]]:
+        return self.store.append_nowait(run_stream(run_id), events, mode)
 
     async def record_if_live(
         self, run_id: str, session_id: str, events: list[Event], run_status: RunStatus | None
@@ -649,43 +718,54 @@ class RunManager:
             session = self.state.sessions.get(session_id)
             if session is None or session.status in TERMINAL_STATUSES:
                 return False
-            events: list[Event] = [
-                SessionTerminated(run_id, session_id, status, reason, exit_code, summary)
-            ]
-            events.extend(self._run_events_after(session, status, reason, summary))
-            await self.append(run_id, events)
+            ending = SessionEnding(session_id, status, reason, exit_code, summary)
+            await self.append(run_id, self._ending_events(run_id, [ending]))
         self.heartbeats.pop(session_id, None)
         self.after_change(run_id)
         return True
 
-    def _run_events_after(
-        self, session: SessionInfo, status: TerminalStatus, reason: str, summary: str | None
-    ) -> list[Event]:
-        """What a session's end means for its run. A single run ends with its last session; a
-        fan-out ends with its orchestrator; a plan's coordinator decides after the fact."""
-        run = self.state.runs[session.run_id]
-        if run.status in TERMINAL_STATUSES:
-            return []
-        if run.kind == "fanout" and session.session_id == run.orchestrator_session_id:
-            finished = OrchestrationFinished(
-                run.run_id,
-                run.debug_run_id or run.run_id,
-                session.session_id,
-                status,
-                run.task_file or "",
-                summary,
+    def _ending_events(self, run_id: str, endings: Sequence[SessionEnding]) -> list[Event]:
+        """The events for these sessions' ends (in order) and what they mean for their run. A
+        single run ends with its last session; a fan-out ends with its orchestrator; a waiting
+        run resumes when no session waits any more; a plan's coordinator decides after the fact."""
+        run = self.state.runs[run_id]
+        statuses = {s.session_id: s.status for s in self._run_sessions(run_id)}
+        run_ended = run.status in TERMINAL_STATUSES
+        events: list[Event] = []
+        for end in endings:
+            events.append(
+                SessionTerminated(
+                    run_id, end.session_id, end.status, end.reason, end.exit_code, end.summary
+                )
             )
-            return [finished, RunStatusChanged(run.run_id, status, reason)]
-        if run.kind == "single":
-            run_status = run_status_after(
-                [
-                    status if s.session_id == session.session_id else s.status
-                    for s in self._run_sessions(run.run_id)
-                ]
-            )
-            if run_status is not None:
-                return [RunStatusChanged(run.run_id, run_status, reason)]
-        return self._resume_events(run.run_id, resolved_session=session.session_id)
+            statuses[end.session_id] = end.status
+            if run_ended:
+                continue
+            if run.kind == "fanout" and end.session_id == run.orchestrator_session_id:
+                finished = OrchestrationFinished(
+                    run_id,
+                    run.debug_run_id or run_id,
+                    end.session_id,
+                    end.status,
+                    run.task_file or "",
+                    end.summary,
+                )
+                events += [finished, RunStatusChanged(run_id, end.status, end.reason)]
+                run_ended = True
+            elif run.kind == "single":
+                run_status = run_status_after(list(statuses.values()))
+                if run_status is not None:
+                    events.append(RunStatusChanged(run_id, run_status, end.reason))
+                    run_ended = True
+        if not run_ended and run.status == "waiting_for_answer":
+            still_waiting = [
+                s
+                for s in self._run_sessions(run_id)
+                if s.pending is not None and statuses[s.session_id] not in TERMINAL_STATUSES
+            ]
+            if not still_waiting:
+                events.append(RunStatusChanged(run_id, run.paused_status or "running"))
+        return events
 
     def after_change(self, run_id: str) -> None:
         """Let the coordinators react to a run's change (in the background, each decision
@@ -905,19 +985,50 @@ class RunManager:
             await anyio.sleep(interval)
 
     async def shutdown(self) -> None:
-        """Stop accepting runs; end every live session with a recorded reason; stop processes."""
+        """Stop accepting runs; signal every session's processes at once; record every live
+        session's end in one transaction; wait for the sessions' tasks."""
         self.accepting = False
         for starting in list(self._starting):  # runs being created now end stopped too
             await starting.wait()
-        for session in self.state.live_sessions():
-            if not self.restartable(session):
-                await self.finish_session(
-                    session.run_id, session.session_id, "failed", STOPPED_REASON
-                )
-        for process in list(self._processes.values()):
+        processes = list(self._processes.values())
+        for process in processes:
             process.stop(self._grace)
-        for done in list(self._drivers):
-            await done.wait()
+        log.info("stopping: signalled the processes of %d sessions", len(processes))
+        with anyio.move_on_after(STOP_RECORD_SECONDS) as waited:
+            await self._record_stopped()
+        if waited.cancelled_caught:
+            log.error(
+                "could not record the stopped sessions' ends within %gs; the next orcad will",
+                STOP_RECORD_SECONDS,
+            )
+        with anyio.move_on_after(self._grace + STOP_RECORD_SECONDS) as waited:
+            for done in list(self._drivers):
+                await done.wait()
+        if waited.cancelled_caught:
+            log.error("sessions still recording after their processes were stopped: cancelled")
+
+    async def _record_stopped(self) -> None:
+        """End every live session (but those the next orcad starts) `failed`, in one append:
+        under every such run's lock (taken in order), so nothing else ends them meanwhile."""
+        run_ids = sorted({s.run_id for s in self.state.live_sessions() if not self.restartable(s)})
+        async with contextlib.AsyncExitStack() as locks:
+            for run_id in run_ids:
+                await locks.enter_async_context(self.lock(run_id))
+            appends: list[tuple[str, Sequence[Event]]] = []
+            for run_id in run_ids:
+                endings = [
+                    SessionEnding(s.session_id, "failed", STOPPED_REASON)
+                    for s in self._live_sessions(run_id)
+                    if not self.restartable(s)
+                ]
+                if endings:
+                    appends.append((run_stream(run_id), self._ending_events(run_id, endings)))
+            if appends:
+                await self.store.append_together(appends)
+                ended = sum(
+                    isinstance(e, SessionTerminated) for _, events in appends for e in events
+                )
+                log.info("stopping: recorded the end of %d sessions in one transaction", ended)
 
     # ------------------------------------------------------------------ helpers
 
@@ -928,7 +1039,7 @@ class RunManager:
             if not pending:
                 raise WireError(
                     "invalid_state",
-                    f"run {run_id} has no pending question request {request_id!r} "
+                    f"run {run_id} has no pending request with request id {request_id!r} "
                     "(it was answered or cleared, or never existed)",
                 )
         if not pending:
@@ -940,10 +1051,11 @@ class RunManager:
             hint = f"; its child run {waiting[0]} is: orca answer {waiting[0]}" if waiting else ""
             raise WireError("invalid_state", f"run {run_id} is not waiting for an answer{hint}")
         if len(pending) > 1:
-            ids = ", ".join(f"{p.request_id} ({p.session_id})" for p in pending)
+            ids = ", ".join(f"{p.request_id} (session {p.session_id})" for p in pending)
             raise WireError(
                 "bad_request",
-                f"several sessions of run {run_id} are waiting: pick one with --request: {ids}",
+                f"several sessions of run {run_id} are waiting: pick one by its request id "
+                f"with --request: {ids}",
             )
         return pending[0]
 
@@ -1023,7 +1135,11 @@ def _validate_cwd(text: str) -> str:
     cwd = Path(text)
     if not cwd.is_absolute():
         raise WireError("bad_request", f"cwd must be an absolute path, got {text!r}")
-    if not cwd.is_dir():
+    try:
+        is_directory = cwd.is_dir()
+    except OSError as exc:  # e.g. under a directory orcad may not enter
+        raise WireError("bad_request", f"cwd {text!r} cannot be used: {exc.strerror}") from None
+    if not is_directory:
         raise WireError("bad_request", f"cwd {text!r} is not a directory")
     if not os.access(cwd, os.X_OK):
         raise WireError("bad_request", f"cwd {text!r} is not accessible")

@@ -1,7 +1,8 @@
 """The socket: a ZeroMQ ROUTER on `ipc://` that verifies, dispatches and replies.
 
 Anything a local process sends gets either a signed reply or, for frames too broken to answer,
-a log line; the loop itself never stops on bad input.
+a log line; no message of any kind ends the loop. What one peer may hold is bounded: requests
+being answered, replies it has not read, connections at once (see docs/protocol.md, "Limits").
 """
 
 from __future__ import annotations
@@ -9,7 +10,12 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import math
+import socket
+import struct
 import time
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import anyio.abc
@@ -30,6 +36,7 @@ from orca_client.wire import (
     ok_reply,
     request_id_of,
 )
+from orca_daemon.limits import MAX_CONNECTIONS
 from orca_daemon.subscriptions import Delivery
 
 log = logging.getLogger(__name__)
@@ -47,25 +54,149 @@ class RequestHandler(Protocol):
         ...
 
     def after_reply(self, result: msgspec.Struct, delivered: bool) -> None:
-        """Told of each successful result and whether its reply reached the peer."""
+        """Told of each successful result and whether its reply was sent (or queued) to the peer."""
         ...
 
 
 HARD_MAX_MESSAGE_BYTES = 4 * MAX_MESSAGE_BYTES
-PEER_SEND_QUEUE_MESSAGES = 64
-"""Messages ZeroMQ queues for one peer before sends to it wait (so memory per peer is bounded)."""
+PEER_SEND_QUEUE_MESSAGES = 8
+"""Messages ZeroMQ queues for one peer before sends to it wait (pushes are at most 512 KiB)."""
+PEER_RECEIVE_QUEUE_MESSAGES = 32
+"""Messages ZeroMQ reads ahead from one peer before it stops reading that peer."""
+MAX_PEER_REQUESTS = 32
+"""Requests of one connection being answered or whose replies it has not read yet; more are
+refused until it reads."""
+MAX_REQUESTS_IN_FLIGHT = 512
+"""Requests being answered at once, from every peer together."""
+PEER_OUTBOX_MESSAGES = 64
+PEER_OUTBOX_BYTES = 16 << 20
+OUTBOX_BYTES = 128 << 20
+"""Messages waiting, outside ZeroMQ, for peers whose queues are full: per peer and in all."""
+OUTBOX_PATIENCE_SECONDS = 60.0
+"""A message a peer leaves unread this long is dropped (its client has long given up)."""
 SEND_RETRY_SECONDS = 0.01
-MAX_SEND_BACKOFF_SECONDS = 0.1
+MAX_SEND_BACKOFF_SECONDS = 0.25
+RECEIVE_BATCH = 64
+"""Messages handled before the loop lets other tasks run."""
+LOG_BURST = 20
+LOG_PERIOD_SECONDS = 10.0
+
+
+class LogThrottle:
+    """At most `burst` lines per `period` seconds; the rest are counted and reported once."""
+
+    def __init__(self, burst: int = LOG_BURST, period: float = LOG_PERIOD_SECONDS) -> None:
+        self._burst = burst
+        self._period = period
+        self._start = time.monotonic()
+        self._lines = 0
+        self._held_back = 0
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        if now - self._start >= self._period:
+            if self._held_back:
+                log.warning(
+                    "%d more refused or failed messages in %.0fs were not logged",
+                    self._held_back,
+                    now - self._start,
+                )
+            self._start, self._lines, self._held_back = now, 0, 0
+        if self._lines < self._burst:
+            self._lines += 1
+            return True
+        self._held_back += 1
+        return False
+
+
+class ConnectionGuard:
+    """Counts the peers connected (from the socket's monitor) and refuses those over the cap.
+
+    libzmq accepts every connection itself, and aborts the process if `accept` runs out of
+    descriptors, so a peer over the cap is refused right after: its descriptor is shut down
+    (never closed: libzmq owns it), libzmq sees it end and closes it.
+    """
+
+    def __init__(self, socket_path: str, cap: int) -> None:
+        self._path = socket_path
+        self.cap = cap
+        self._live: set[int] = set()
+        self._refused = 0
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def accepted(self, descriptor: int) -> None:
+        self._live.add(descriptor)
+        if len(self._live) <= self.cap:
+            return
+        if not self._refused:
+            log.warning(
+                "%d peers are connected, at most %d may be: refusing new connections",
+                len(self._live) - 1,
+                self.cap,
+            )
+        self._refused += 1
+        self._shut_down(descriptor)
+
+    def disconnected(self, descriptor: int) -> None:
+        self._live.discard(descriptor)
+        if self._refused and len(self._live) < self.cap:
+            log.warning("accepting connections again (refused %d)", self._refused)
+            self._refused = 0
+
+    def _shut_down(self, descriptor: int) -> None:
+        try:
+            peer = socket.socket(fileno=descriptor)
+        except OSError:
+            return  # already closed by libzmq
+        try:
+            if peer.family == socket.AF_UNIX and peer.getsockname() == self._path:
+                peer.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        finally:
+            peer.detach()
+
+
+@dataclass(eq=False)
+class _Outgoing:
+    frames: list[bytes]
+    size: int
+    queued_at: float
+    done: asyncio.Future[Delivery] | None = None
+
+
+@dataclass(eq=False)
+class _Peer:
+    """What the server holds for one connection: requests it is answering, unsent messages."""
+
+    answering: int = 0
+    outbox: deque[_Outgoing] = field(default_factory=deque)
+    outbox_bytes: int = 0
+    draining: bool = False
+
+    @property
+    def outstanding(self) -> int:
+        return self.answering + len(self.outbox)
+
+    @property
+    def idle(self) -> bool:
+        return not self.answering and not self.outbox and not self.draining
 
 
 class Server:
     """Receives requests and answers them; pushes subscription messages.
 
     A plain ZeroMQ socket driven by the event loop's reader callback: requests that need no
-    waiting (hello, status) are answered inline, the rest in a task of their own.
+    waiting (hello, status) are answered inline, the rest in a task of their own. Messages for
+    a peer whose ZeroMQ queue is full wait, in order, in a bounded outbox that one task per
+    such peer drains.
     """
 
-    def __init__(self, endpoint: str, key: bytes, started_at: float) -> None:
+    def __init__(
+        self, endpoint: str, key: bytes, started_at: float, max_connections: int = MAX_CONNECTIONS
+    ) -> None:
         self._endpoint = endpoint
         self._key = key
         self._guard = ReplayGuard(not_before=started_at)
@@ -74,64 +205,121 @@ class Server:
         self._socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self._socket.setsockopt(zmq.MAXMSGSIZE, HARD_MAX_MESSAGE_BYTES)
         self._socket.setsockopt(zmq.SNDHWM, PEER_SEND_QUEUE_MESSAGES)
+        self._socket.setsockopt(zmq.RCVHWM, PEER_RECEIVE_QUEUE_MESSAGES)
         self._socket.setsockopt(zmq.LINGER, 500)
+        self._monitor = self._socket.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
+        self.connections = ConnectionGuard(endpoint.removeprefix("ipc://"), max_connections)
         self._readable = asyncio.Event()
+        self._peers: dict[bytes, _Peer] = {}
+        self._answering = 0
+        self._outbox_bytes = 0
+        self._tasks: anyio.abc.TaskGroup | None = None
+        self._log_throttle = LogThrottle()
 
     def bind(self) -> None:
         self._socket.bind(self._endpoint)
 
     async def serve(self, task_group: anyio.abc.TaskGroup, handler: RequestHandler) -> None:
         """Receive until cancelled."""
+        self._tasks = task_group
         loop = asyncio.get_running_loop()
-        descriptor = int(self._socket.getsockopt(zmq.FD))
-        loop.add_reader(descriptor, self._readable.set)
+        descriptors = [int(s.getsockopt(zmq.FD)) for s in (self._socket, self._monitor)]
+        for descriptor in descriptors:
+            loop.add_reader(descriptor, self._readable.set)
         try:
             while True:
-                # The descriptor is edge-triggered: drain everything, then wait for the next edge.
-                while self._has_input():
-                    frames = self._socket.recv_multipart(zmq.NOBLOCK)
+                handled = 0
+                # The descriptors are edge-triggered: drain, then wait for the next edge.
+                while handled < RECEIVE_BATCH:
+                    self._watch_connections()
+                    if not _has_input(self._socket):
+                        break
+                    try:
+                        frames = self._socket.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
                     self._dispatch(frames, task_group, handler)
+                    handled += 1
+                if handled == RECEIVE_BATCH:
+                    await asyncio.sleep(0)  # a flood of requests must not starve other tasks
+                    continue
                 self._readable.clear()
-                if not self._has_input():
+                if not _has_input(self._socket) and not _has_input(self._monitor):
                     await self._readable.wait()
         finally:
-            loop.remove_reader(descriptor)
+            for descriptor in descriptors:
+                loop.remove_reader(descriptor)
 
-    def _has_input(self) -> bool:
-        return bool(int(self._socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN)
+    def _watch_connections(self) -> None:
+        while _has_input(self._monitor):
+            try:
+                frames = self._monitor.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(frames) != 2 or len(frames[0]) != 6:
+                continue
+            event, descriptor = struct.unpack("=Hi", frames[0])
+            if event == zmq.EVENT_ACCEPTED:
+                self.connections.accepted(descriptor)
+            elif event == zmq.EVENT_DISCONNECTED:
+                self.connections.disconnected(descriptor)
+
+    # ------------------------------------------------------------------ requests
 
     def _dispatch(
         self, frames: list[bytes], task_group: anyio.abc.TaskGroup, handler: RequestHandler
     ) -> None:
+        """Handle one message; nothing it raises leaves this method."""
         if len(frames) < 2:
             log.warning("dropped a message without a routing identity")
             return
         identity, payload = frames[0], frames[1:]
         request_id = ""
         try:
-            envelope = decode_request(self._key, payload)
-            request_id = envelope.id
-            self._guard.check(envelope.nonce, envelope.ts, time.time())
-            result = handler.answer_now(identity, envelope.request)
-        except WireError as exc:
-            if not request_id and len(payload) == 3 and exc.code != "too_large":
-                request_id = request_id_of(payload[2])
-            log.info("refused a request: %s: %s", exc.code, exc.message)
-            self._reply(task_group, identity, error_reply(request_id, exc.code, exc.message))
-            return
+            try:
+                envelope = decode_request(self._key, payload)
+                request_id = envelope.id
+                self._guard.check(envelope.nonce, envelope.ts, time.time())
+                self._admit(identity)
+                result = handler.answer_now(identity, envelope.request)
+            except WireError as exc:
+                request_id = request_id or _request_id_in(payload)
+                if self._log_throttle.allow():
+                    log.info("refused a request: %s: %s", exc.code, exc.message)
+                self._post_safely(identity, error_reply(request_id, exc.code, exc.message))
+                return
+            if result is None:
+                self._start_answer(task_group, identity, envelope, handler)
+                return
+            handler.after_reply(result, self.post(identity, ok_reply(request_id, result)))
         except Exception as exc:
-            self._internal_error(task_group, identity, request_id, exc)
-            return
-        if result is None:
-            task_group.start_soon(self._answer_later, identity, envelope, handler)
-            return
-        delivered = self._send_now(identity, ok_reply(request_id, result))
-        if delivered is None:
-            task_group.start_soon(
-                self._send_then_tell, identity, ok_reply(request_id, result), result, handler
+            self._failed(identity, request_id, exc)
+
+    def _admit(self, identity: bytes) -> None:
+        """Refuse a request when its peer, or every peer together, holds too much already."""
+        peer = self._peers.get(identity)
+        if peer is not None and peer.outstanding >= MAX_PEER_REQUESTS:
+            raise WireError(
+                "busy",
+                f"this connection has {peer.outstanding} requests unanswered or replies unread, "
+                f"the most it may ({MAX_PEER_REQUESTS}); read the replies before sending more",
             )
-        else:
-            handler.after_reply(result, delivered is Delivery.SENT)
+        if self._answering >= MAX_REQUESTS_IN_FLIGHT:
+            raise WireError(
+                "busy",
+                f"orcad is answering {self._answering} requests, its most; try again shortly",
+            )
+
+    def _start_answer(
+        self,
+        task_group: anyio.abc.TaskGroup,
+        identity: bytes,
+        envelope: RequestEnvelope,
+        handler: RequestHandler,
+    ) -> None:
+        self._peer(identity).answering += 1
+        self._answering += 1
+        task_group.start_soon(self._answer_later, identity, envelope, handler)
 
     async def _answer_later(
         self, identity: bytes, envelope: RequestEnvelope, handler: RequestHandler
@@ -141,37 +329,156 @@ class Server:
             try:
                 result = await handler.answer(identity, envelope.request)
             except WireError as exc:
-                log.info("refused a request: %s: %s", exc.code, exc.message)
-                await self.send(identity, error_reply(envelope.id, exc.code, exc.message))
+                if self._log_throttle.allow():
+                    log.info("refused a request: %s: %s", exc.code, exc.message)
+                self._post_safely(identity, error_reply(envelope.id, exc.code, exc.message))
                 return
-            await self._send_then_tell(identity, ok_reply(envelope.id, result), result, handler)
+            handler.after_reply(result, self.post(identity, ok_reply(envelope.id, result)))
         except Exception as exc:
-            log.exception("request %s failed", envelope.id)
-            message = f"internal error in orcad: {type(exc).__name__}"
-            await self.send(identity, error_reply(envelope.id, "internal", message))
+            self._failed(identity, envelope.id, exc)
+        finally:
+            self._answering -= 1
+            peer = self._peers.get(identity)
+            if peer is not None:
+                peer.answering -= 1
+                self._forget_if_idle(identity, peer)
 
-    async def _send_then_tell(
-        self, identity: bytes, reply: Reply, result: msgspec.Struct, handler: RequestHandler
-    ) -> None:
-        delivery = await self.send(identity, reply)
-        handler.after_reply(result, delivery is Delivery.SENT)
-
-    def _internal_error(
-        self, task_group: anyio.abc.TaskGroup, identity: bytes, request_id: str, exc: Exception
-    ) -> None:
-        log.error("request %s failed", request_id, exc_info=exc)
+    def _failed(self, identity: bytes, request_id: str, exc: Exception) -> None:
+        if self._log_throttle.allow():
+            log.error("request %s failed", request_id or "(without an id)", exc_info=exc)
         message = f"internal error in orcad: {type(exc).__name__}"
-        self._reply(task_group, identity, error_reply(request_id, "internal", message))
+        self._post_safely(identity, error_reply(request_id, "internal", message))
 
-    def _reply(self, task_group: anyio.abc.TaskGroup, identity: bytes, reply: Reply) -> None:
-        if self._send_now(identity, reply) is None:
-            task_group.start_soon(self.send, identity, reply)
-
-    def _send_now(self, identity: bytes, message: DaemonMessage) -> Delivery | None:
-        """Try to send without waiting: SENT, GONE, or None when the peer's queue is full."""
-        frames = [identity, *encode_daemon_message(self._key, message)]
+    def _post_safely(self, identity: bytes, reply: Reply) -> None:
         try:
-            self._socket.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+            self.post(identity, reply)
+        except Exception as exc:
+            if self._log_throttle.allow():
+                log.error("could not send a reply to request %s", reply.id, exc_info=exc)
+
+    # ------------------------------------------------------------------ sending
+
+    def post(self, identity: bytes, message: DaemonMessage) -> bool:
+        """Send, or queue behind what already waits for the peer; False if it is gone or holds
+        too much unread (the message is then dropped)."""
+        frames = encode_daemon_message(self._key, message)
+        return self._enqueue(identity, frames, None) is not Delivery.GONE
+
+    async def send(
+        self, identity: bytes, message: DaemonMessage, patience: float = math.inf
+    ) -> Delivery:
+        """Send in order with the peer's other messages, waiting while its queue is full: GONE
+        if it disconnected or holds too much unread; STUCK (and withdrawn) after `patience`."""
+        frames = encode_daemon_message(self._key, message)
+        done: asyncio.Future[Delivery] = asyncio.get_running_loop().create_future()
+        delivery = self._enqueue(identity, frames, done)
+        if delivery is not None:
+            return delivery
+        try:
+            await asyncio.wait([done], timeout=None if math.isinf(patience) else patience)
+        finally:
+            if not done.done():  # timed out or cancelled: it must not go out later
+                done.cancel()
+                self._withdraw(identity, done)
+        return Delivery.STUCK if done.cancelled() else done.result()
+
+    def _enqueue(
+        self, identity: bytes, frames: list[bytes], done: asyncio.Future[Delivery] | None
+    ) -> Delivery | None:
+        """SENT or GONE when settled now; None when queued (then `done` is resolved later)."""
+        peer = self._peers.get(identity)
+        if peer is None or not peer.outbox:
+            delivery = self._send_now(identity, frames)
+            if delivery is not None:
+                return delivery
+        peer = self._peer(identity)
+        size = sum(len(frame) for frame in frames)
+        if (
+            self._tasks is None
+            or self._outbox_bytes + size > OUTBOX_BYTES
+            or (
+                peer.outbox
+                and (
+                    len(peer.outbox) >= PEER_OUTBOX_MESSAGES
+                    or peer.outbox_bytes + size > PEER_OUTBOX_BYTES
+                )
+            )
+        ):
+            if self._log_throttle.allow():
+                log.warning(
+                    "dropped a message to a peer that has %d unread waiting", len(peer.outbox)
+                )
+            self._forget_if_idle(identity, peer)
+            return Delivery.GONE
+        peer.outbox.append(_Outgoing(frames, size, time.monotonic(), done))
+        peer.outbox_bytes += size
+        self._outbox_bytes += size
+        if not peer.draining:
+            peer.draining = True
+            self._tasks.start_soon(self._drain, identity, peer)
+        return None
+
+    async def _drain(self, identity: bytes, peer: _Peer) -> None:
+        """Send a peer's queued messages in order as its queue makes room."""
+        backoff = SEND_RETRY_SECONDS
+        try:
+            while peer.outbox:
+                item = peer.outbox[0]
+                try:
+                    delivery = self._send_now(identity, item.frames)
+                except zmq.ZMQError as exc:
+                    log.error("cannot send to a peer: %s", exc)
+                    delivery = Delivery.GONE
+                if delivery is None:
+                    if not _has_expired(item):
+                        await asyncio.sleep(backoff)
+                        backoff = min(backoff * 2, MAX_SEND_BACKOFF_SECONDS)
+                        continue
+                    if self._log_throttle.allow():
+                        log.warning("dropped a message its peer left unread for too long")
+                    self._settle(peer, item, Delivery.GONE)
+                    continue
+                backoff = SEND_RETRY_SECONDS
+                self._settle(peer, item, delivery)
+                while delivery is Delivery.GONE and peer.outbox:  # it disconnected
+                    self._settle(peer, peer.outbox[0], Delivery.GONE)
+        finally:
+            peer.draining = False
+            self._forget_if_idle(identity, peer)
+
+    def _settle(self, peer: _Peer, item: _Outgoing, delivery: Delivery) -> None:
+        peer.outbox.popleft()
+        peer.outbox_bytes -= item.size
+        self._outbox_bytes -= item.size
+        if item.done is not None and not item.done.done():
+            item.done.set_result(delivery)
+
+    def _withdraw(self, identity: bytes, done: asyncio.Future[Delivery]) -> None:
+        peer = self._peers.get(identity)
+        if peer is None:
+            return
+        for item in peer.outbox:
+            if item.done is done:
+                peer.outbox.remove(item)
+                peer.outbox_bytes -= item.size
+                self._outbox_bytes -= item.size
+                break
+        self._forget_if_idle(identity, peer)
+
+    def _peer(self, identity: bytes) -> _Peer:
+        peer = self._peers.get(identity)
+        if peer is None:
+            peer = self._peers[identity] = _Peer()
+        return peer
+
+    def _forget_if_idle(self, identity: bytes, peer: _Peer) -> None:
+        if peer.idle and self._peers.get(identity) is peer:
+            del self._peers[identity]
+
+    def _send_now(self, identity: bytes, frames: list[bytes]) -> Delivery | None:
+        """Try to send without waiting: SENT, GONE, or None when the peer's queue is full."""
+        try:
+            self._socket.send_multipart([identity, *frames], flags=zmq.NOBLOCK, copy=False)
         except zmq.ZMQError as exc:
             if exc.errno == errno.EHOSTUNREACH:
                 return Delivery.GONE
@@ -182,16 +489,30 @@ class Server:
             self._readable.set()  # a send can swallow the descriptor's edge: look again
         return Delivery.SENT
 
-    async def send(self, identity: bytes, message: DaemonMessage) -> Delivery:
-        """Send to one peer; waits while its queue is full; GONE once it has disconnected."""
-        backoff = SEND_RETRY_SECONDS
-        while True:
-            delivery = self._send_now(identity, message)
-            if delivery is not None:
-                return delivery
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, MAX_SEND_BACKOFF_SECONDS)
-
     def close(self) -> None:
+        try:
+            self._watch_connections()  # a full monitor queue would block libzmq's own thread
+            self._socket.disable_monitor()
+        except zmq.ZMQError as exc:
+            log.warning("could not stop the connection monitor: %s", exc)
+        self._monitor.close(linger=0)
         self._socket.close(linger=200)
         self._context.term()
+
+
+def _has_input(sock: zmq.Socket[bytes]) -> bool:
+    return bool(int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN)
+
+
+def _has_expired(item: _Outgoing) -> bool:
+    return time.monotonic() - item.queued_at >= OUTBOX_PATIENCE_SECONDS
+
+
+def _request_id_in(payload: list[bytes]) -> str:
+    """The id of a request that could not be accepted, if it can be read ("" if not)."""
+    if len(payload) != 3:
+        return ""
+    try:
+        return request_id_of(payload[2])
+    except Exception:  # a body that even the best-effort reader chokes on has no id
+        return ""

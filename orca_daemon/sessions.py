@@ -37,6 +37,7 @@ from orca_daemon.agents.base import (
     Usage,
 )
 from orca_daemon.coalesce import OutputCoalescer
+from orca_daemon.limits import restore_inherited_limit
 
 log = logging.getLogger(__name__)
 
@@ -224,12 +225,14 @@ _PRCTL = _libc_prctl()
 PR_SET_CHILD_SUBREAPER = 36
 
 
-def _become_subreaper() -> None:
-    """Run in the agent's process just before exec (the bit survives exec): a descendant whose
-    parent exits re-parents to the agent, so all it starts stays in its tree while it runs, even
-    a process that calls setsid and clears its environment."""
+def _prepare_agent_process() -> None:
+    """Run in the agent's process just before exec. It becomes a subreaper (the bit survives
+    exec): a descendant whose parent exits re-parents to the agent, so all it starts stays in
+    its tree while it runs, even a process that calls setsid and clears its environment. And it
+    gets the open-files limit orcad was started with, not orcad's raised one."""
     if _PRCTL is not None:
         _PRCTL(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    restore_inherited_limit()
 
 
 MAX_ENV_PROMPT_BYTES = 64 * 1024
@@ -638,8 +641,8 @@ class SessionProcess:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
-            # Only a ctypes call between fork and exec: safe with orcad's threads.
-            preexec_fn=_become_subreaper if _PRCTL is not None else None,
+            # Only a ctypes call and setrlimit between fork and exec: safe with orcad's threads.
+            preexec_fn=_prepare_agent_process,
         )
 
     def _send(self, line: bytes, force: bool) -> bool:

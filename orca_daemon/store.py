@@ -2,12 +2,19 @@
 
 Every event has a global `position` and a `version` within its stream; `(stream, version)` is
 unique, which gives optimistic concurrency. `append` returns only after its transaction is durable.
+
+When the log cannot be written (disk full, I/O error), the writer enters an outage: appends that
+must be recorded wait and are retried with backoff until they are; output is dropped (its
+caller counts it and records the loss later); a client's request is refused with `LogUnavailable`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
+import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -63,12 +70,75 @@ WAL_CHECKPOINT_PAGES = 4000
 """Checkpoint the WAL at about 16 MB rather than SQLite's 4 MB: fewer, larger checkpoints."""
 
 
+RETRY_FIRST_SECONDS = 0.05
+RETRY_MAX_SECONDS = 2.0
+"""While the log cannot be written, the writer tries again after 0.05 s, doubling up to 2 s."""
+CLOSE_RETRY_SECONDS = 10.0
+"""After `stop_accepting`, how long the writer keeps retrying appends that wait for the log."""
+OUTAGE_LOG_QUIET_SECONDS = 60.0
+"""An outage that begins this soon after the last one that was logged is not logged again."""
+PROBE_TRACKING = "orcad.log_probe"
+"""The tracking row the writer updates to find out whether the log can be written again."""
+TEST_PAGE_LIMIT_VARIABLE = "ORCA_TEST_LOG_PAGE_LIMIT_FILE"
+"""Tests only: a file holding a page count for SQLite's `max_page_count`, read before each write,
+so that a test can make the log full (SQLITE_FULL) and give the space back."""
+
+AppendMode = Literal["wait", "drop", "refuse"]
+"""What an append does while the log cannot be written: `wait` until it is written (facts that
+must be recorded), `drop` (output: raises or fails with `LogUnavailable`, the caller counts what
+was lost), `refuse` (a client's request: raises or fails with `LogUnavailable`). The writer
+retries the waiting appends (or, with none, probes) until a write succeeds."""
+
+
 class StoreError(Exception):
-    """The log could not take an append (disk full, I/O error, store closed)."""
+    """The log could not take an append (store closed, or a failure it does not retry)."""
 
 
 class ConcurrencyError(StoreError):
     """An append expected a stream version that another append already took."""
+
+
+class LogUnavailable(StoreError):
+    """The log cannot be written now (disk full, I/O error); `reason` says what and where."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"the log cannot be written: {reason}")
+        self.reason = reason
+
+
+def unwritable_reason(exc: BaseException, path: Path) -> str | None:
+    """What keeps the log at `path` from being written, when `exc` is that kind of failure (a full
+    disk, an I/O error, a read-only file system); None for any other error."""
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        primary = code & 0xFF if isinstance(code, int) else None
+        if primary == sqlite3.SQLITE_FULL or "disk is full" in str(exc):
+            return f"disk full at {path}"
+        if primary == sqlite3.SQLITE_IOERR:
+            return f"I/O error at {path} ({exc})"
+        if primary == sqlite3.SQLITE_READONLY:
+            return f"{path} is read-only ({exc})"
+        if primary == sqlite3.SQLITE_CANTOPEN:
+            return f"cannot open {path} ({exc})"
+    if isinstance(exc, OSError):
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return f"disk full at {path}"
+        if exc.errno in (errno.EIO, errno.EROFS):
+            return f"I/O error at {path} ({exc.strerror})"
+    return None
+
+
+@dataclass
+class _Outage:
+    """The log cannot be written: since when, why, and when the writer tries again."""
+
+    reason: str
+    began: float
+    next_attempt: float
+    delay: float = RETRY_FIRST_SECONDS
+    attempts: int = 1
+    dropped: int = 0
+    logged: bool = False
 
 
 class StoredEvent(msgspec.Struct, frozen=True):
@@ -118,18 +188,37 @@ class _PendingAppend:
     events: Sequence[Event]
     expected_version: int | None
     tracking: tuple[str, int] | None = None
+    mode: AppendMode = "wait"
+    joined: bool = False
+    """Written in the same transaction as the append queued just before it."""
     future: asyncio.Future[list[StoredEvent]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+
+    def still_wanted(self) -> bool:
+        """A waiting append is retried unless it already failed (a caller that stopped
+        waiting for it, cancelling its future, still wants it written)."""
+        return self.mode == "wait" and (not self.future.done() or self.future.cancelled())
 
 
 class EventStore:
     """Appends and reads events. Call `run_writer()` in a task group; appends wait for it."""
 
     def __init__(
-        self, writer: aiosqlite.Connection, reader: aiosqlite.Connection, head: int, ring_size: int
+        self,
+        writer: aiosqlite.Connection,
+        reader: aiosqlite.Connection,
+        head: int,
+        ring_size: int,
+        path: Path,
     ) -> None:
         self._writer = writer
+        self._path = path
+        self._outage: _Outage | None = None
+        self._last_logged_outage = -OUTAGE_LOG_QUIET_SECONDS
+        self._close_deadline: float | None = None
+        self._page_limit_file = os.environ.get(TEST_PAGE_LIMIT_VARIABLE)
+        self._page_limit: int | None = None
         self._reader = reader
         self._head = head
         self._versions: dict[str, int] = {}
@@ -168,7 +257,7 @@ class EventStore:
             raise
         await reader.execute("PRAGMA query_only=1")
         head = int(row[0]) if row else 0
-        return cls(writer, reader, head, ring_size)
+        return cls(writer, reader, head, ring_size, path)
 
     @property
     def head_position(self) -> int:
@@ -178,14 +267,32 @@ class EventStore:
     # ------------------------------------------------------------------ appending
 
     async def append(
-        self, stream: str, events: Sequence[Event], expected_version: int | None = None
+        self,
+        stream: str,
+        events: Sequence[Event],
+        expected_version: int | None = None,
+        mode: AppendMode = "wait",
     ) -> list[StoredEvent]:
         """Append `events` to `stream` atomically and durably; returns them as stored.
 
         With `expected_version`, the stream must be at exactly that version (0: new stream),
-        else `ConcurrencyError`.
+        else `ConcurrencyError`. `mode` says what happens while the log cannot be written.
         """
-        return await self._enqueue(_PendingAppend(stream, events, expected_version))
+        return await self._enqueue(_PendingAppend(stream, events, expected_version, mode=mode))
+
+    async def append_together(
+        self, appends: Sequence[tuple[str, Sequence[Event]]]
+    ) -> list[list[StoredEvent]]:
+        """Append to several streams in one transaction (all or none); waits for the log."""
+        pendings = [
+            _PendingAppend(stream, events, None, joined=index > 0)
+            for index, (stream, events) in enumerate(appends)
+        ]
+        if self._closing:
+            raise StoreError("the event store is closed")
+        self._pending.extend(pendings)
+        self._wake.set()
+        return list(await asyncio.gather(*(p.future for p in pendings)))
 
     async def append_tracked(
         self, stream: str, events: Sequence[Event], tracking: tuple[str, int]
@@ -207,11 +314,15 @@ class EventStore:
         return None if row is None else int(row[0])
 
     def append_nowait(
-        self, stream: str, events: Sequence[Event]
+        self, stream: str, events: Sequence[Event], mode: AppendMode = "wait"
     ) -> asyncio.Future[list[StoredEvent]]:
         """Queue an append now and return its future: appends are written in the order they
         were queued, so a caller may go on and await the future later."""
-        return self._submit(_PendingAppend(stream, events, None))
+        return self._submit(_PendingAppend(stream, events, None, mode=mode))
+
+    def unwritable(self) -> LogUnavailable | None:
+        """Why the log cannot be written now (until the writer's next attempt succeeds), or None."""
+        return None if self._outage is None else LogUnavailable(self._outage.reason)
 
     async def _enqueue(self, pending: _PendingAppend) -> list[StoredEvent]:
         return await self._submit(pending)
@@ -222,6 +333,12 @@ class EventStore:
         if not pending.events and pending.tracking is None:
             pending.future.set_result([])
             return pending.future
+        if pending.mode != "wait":
+            refusal = self.unwritable()
+            if refusal is not None:
+                if self._outage is not None and pending.mode == "drop":
+                    self._outage.dropped += 1
+                raise refusal
         self._pending.append(pending)
         self._wake.set()
         return pending.future
@@ -234,47 +351,156 @@ class EventStore:
         self._writer_running = True
         try:
             while True:
-                await self._wake.wait()
-                self._wake.clear()
+                if self._outage is None:
+                    await self._wake.wait()
+                    self._wake.clear()
+                elif (self._closing and not self._pending) or not await self._wait_for_retry():
+                    return
+                if self._outage is not None and not self._pending:
+                    if self._closing:
+                        return
+                    await self._probe()
+                    continue
                 while self._pending:
-                    batch = self._pending[:MAX_APPENDS_PER_BATCH]
-                    del self._pending[:MAX_APPENDS_PER_BATCH]
-                    await self._commit_batch(batch)
+                    if self._outage is not None and not await self._wait_for_retry():
+                        return
+                    batch = self._take_batch()
+                    self._pending[:0] = await self._commit_batch(batch)
                 if self._closing:
                     return
         finally:
             pending, self._pending = self._pending, []
+            if self._outage is not None:
+                self._give_up(pending)
             _fail(pending, StoreError("the event store stopped before this append was written"))
             self._writer_done.set()
 
-    async def _commit_batch(self, batch: list[_PendingAppend]) -> None:
+    def _take_batch(self) -> list[_PendingAppend]:
+        """The next appends to write together: up to the batch size, never splitting appends
+        that must share a transaction."""
+        end = min(MAX_APPENDS_PER_BATCH, len(self._pending))
+        while end < len(self._pending) and self._pending[end].joined:
+            end += 1
+        batch = self._pending[:end]
+        del self._pending[:end]
+        return batch
+
+    async def _wait_for_retry(self) -> bool:
+        """During an outage: sleep until the next attempt is due. False when orcad is stopping
+        and has retried for long enough (the waiting appends then fail)."""
+        outage = self._outage
+        assert outage is not None
+        now = time.monotonic()
+        if self._close_deadline is not None and now >= self._close_deadline:
+            return False
+        wake_at = outage.next_attempt
+        if self._close_deadline is not None:
+            wake_at = min(wake_at, self._close_deadline)
+        await asyncio.sleep(max(0.0, wake_at - now))
+        return True
+
+    async def _probe(self) -> None:
+        """During an outage with nothing waiting: write a little (a tracking row) to find out
+        whether the log can be written again."""
+        assert self._outage is not None
+        try:
+            await self._write([], [(PROBE_TRACKING, self._head)])
+        except Exception as exc:
+            self._outage_continues(unwritable_reason(exc, self._path) or self._outage.reason, [])
+        else:
+            self._outage_ended()
+
+    def _give_up(self, pending: list[_PendingAppend]) -> None:
+        assert self._outage is not None
+        if pending:
+            log.error(
+                "orcad is stopping and the log still cannot be written (%s): %d appends were "
+                "not recorded; the next orcad reconciles the sessions they were about",
+                self._outage.reason,
+                len(pending),
+            )
+        _fail(pending, LogUnavailable(self._outage.reason))
+
+    async def _commit_batch(self, batch: list[_PendingAppend]) -> list[_PendingAppend]:
+        """Write one batch; returns the appends to try again (the log could not be written)."""
         try:
             await self._load_versions({p.stream for p in batch if p.events})
             accepted, rows, stored = self._plan(batch)
             tracking = [p.tracking for p in accepted_pending(accepted) if p.tracking is not None]
             if rows or tracking:
                 await self._write(rows, tracking)
+                self._outage_ended()
         except aiosqlite.IntegrityError:
             # Only possible if something else wrote to the log: re-read and isolate each append.
             self._versions.clear()
             await self._reset_head()
-            if len(batch) > 1:
-                for pending in batch:
-                    if not pending.future.done():
-                        await self._commit_batch([pending])
-            else:
+            if len(batch) == 1:
                 _fail(batch, ConcurrencyError(f"stream {batch[0].stream} was changed concurrently"))
-            return
+                return []
+            for index, pending in enumerate(batch):
+                if pending.future.done():
+                    continue
+                retry = await self._commit_batch([pending])
+                if self._outage is not None:  # keep the rest for later, in order
+                    return retry + self._hold(batch[index + 1 :], self._outage.reason)
+            return []
         except Exception as exc:
-            log.exception("append failed")
-            _fail(batch, StoreError(f"the event log could not be written: {exc}"))
             self._versions.clear()
-            await self._reset_head()
-            return
+            reason = unwritable_reason(exc, self._path)
+            if reason is None:
+                log.exception("append failed")
+                _fail(batch, StoreError(f"the event log could not be written: {exc}"))
+                await self._reset_head()
+                return []
+            return self._outage_continues(reason, batch)
         self._publish(stored)
         for pending, events in accepted:
             if not pending.future.done():
                 pending.future.set_result(events)
+        return []
+
+    def _outage_continues(self, reason: str, batch: list[_PendingAppend]) -> list[_PendingAppend]:
+        """The log cannot be written: begin (and log, once) or extend the outage; fail what need
+        not wait; returns what waits, to be tried again after the backoff."""
+        now = time.monotonic()
+        outage = self._outage
+        if outage is None:
+            outage = self._outage = _Outage(reason, now, now + RETRY_FIRST_SECONDS)
+            if now - self._last_logged_outage >= OUTAGE_LOG_QUIET_SECONDS:
+                outage.logged = True
+                self._last_logged_outage = now
+                log.error(
+                    "the log cannot be written: %s; retrying until it can: sessions' ends, "
+                    "questions and status changes wait, output is dropped (and the loss "
+                    "recorded), clients' requests are refused",
+                    reason,
+                )
+        else:
+            outage.reason = reason
+            outage.attempts += 1
+            outage.delay = min(outage.delay * 2, RETRY_MAX_SECONDS)
+            outage.next_attempt = now + outage.delay
+        log.debug("the log cannot be written (attempt %d): %s", outage.attempts, reason)
+        return self._hold(batch, reason)
+
+    def _hold(self, batch: list[_PendingAppend], reason: str) -> list[_PendingAppend]:
+        """Fail the appends that do not wait for the log; returns those that do."""
+        not_waiting = [p for p in batch if p.mode != "wait"]
+        if self._outage is not None:
+            self._outage.dropped += sum(1 for p in not_waiting if p.mode == "drop")
+        _fail(not_waiting, LogUnavailable(reason))
+        return [p for p in batch if p.still_wanted()]
+
+    def _outage_ended(self) -> None:
+        outage, self._outage = self._outage, None
+        if outage is not None and outage.logged:
+            log.warning(
+                "the log can be written again, after %.1f s and %d attempts; %d output appends "
+                "were dropped meanwhile",
+                time.monotonic() - outage.began,
+                outage.attempts,
+                outage.dropped,
+            )
 
     def _plan(
         self, batch: list[_PendingAppend]
@@ -330,6 +556,8 @@ class EventStore:
         return accepted, rows, stored
 
     async def _write(self, rows: list[tuple[object, ...]], tracking: list[tuple[str, int]]) -> None:
+        if self._page_limit_file is not None:
+            await self._apply_test_page_limit(self._page_limit_file)
         try:
             if rows:
                 await self._writer.executemany(INSERT, rows)
@@ -338,8 +566,18 @@ class EventStore:
             await self._writer.commit()
         except BaseException:
             if self._writer.in_transaction:
-                await self._writer.rollback()
+                try:
+                    await self._writer.rollback()
+                except Exception as exc:  # the write's own error is the one to report
+                    log.debug("rollback failed: %s", exc)
             raise
+
+    async def _apply_test_page_limit(self, limit_file: str) -> None:
+        """Tests only (`ORCA_TEST_LOG_PAGE_LIMIT_FILE`): apply the page limit the file holds."""
+        limit = _read_page_limit(limit_file)
+        if limit != self._page_limit:
+            await self._writer.execute(f"PRAGMA max_page_count={limit}")
+            self._page_limit = limit
 
     async def _load_versions(self, streams: set[str]) -> None:
         missing = [s for s in streams if s not in self._versions]
@@ -455,7 +693,10 @@ class EventStore:
         await self._writer.close()
 
     def stop_accepting(self) -> None:
-        """Refuse new appends; the writer finishes what is queued and returns."""
+        """Refuse new appends; the writer finishes what is queued and returns (during an
+        outage, it keeps trying for `CLOSE_RETRY_SECONDS`)."""
+        if self._close_deadline is None:
+            self._close_deadline = time.monotonic() + CLOSE_RETRY_SECONDS
         self._closing = True
         self._wake.set()
 
@@ -464,6 +705,16 @@ def accepted_pending(
     accepted: list[tuple[_PendingAppend, list[StoredEvent]]],
 ) -> list[_PendingAppend]:
     return [pending for pending, _ in accepted]
+
+
+def _read_page_limit(limit_file: str) -> int:
+    """The page count in a test's limit file; no file or an empty one: SQLite's maximum."""
+    try:
+        with open(limit_file) as handle:
+            text = handle.read().strip()
+    except FileNotFoundError:
+        text = ""
+    return int(text) if text else 2**32 - 2
 
 
 def _fail(batch: list[_PendingAppend], error: Exception) -> None:

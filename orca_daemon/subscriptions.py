@@ -1,8 +1,10 @@
 """Live event subscriptions: catch-up from the log, then events as they commit, never a gap.
 
-Each subscriber has a bounded queue filled on commit. A subscriber that falls further behind than
-the queue holds gets `SubscriptionOverflowed` with the last position it was sent, and must
-subscribe again from there (catch-up reads the log, so nothing is skipped).
+Each subscriber has a queue bounded in events and bytes, filled on commit. A subscriber that falls
+further behind than its queue holds, that leaves a push unread for a quarter of its lease (a
+stuck reader), or that goes silent for its lease gets `SubscriptionOverflowed` with the last
+position it was sent; its subscription ends and it must subscribe again from there (catch-up reads
+the log, so nothing is skipped).
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Protocol
 
+import anyio
 import anyio.abc
 
 from orca_client.wire import (
@@ -31,15 +34,34 @@ log = logging.getLogger(__name__)
 
 PAGE_EVENTS = 500
 LEASE_SECONDS = 60.0
-MAX_SUBSCRIPTIONS = 1024
+MAX_SUBSCRIPTIONS = 256
+MAX_PEER_SUBSCRIPTIONS = 16
+"""Subscriptions one connection may hold at once."""
+QUEUE_BYTES = 16 << 20
+"""Bytes of events a subscriber may fall behind (besides `subscriber_queue_events`)."""
+STALL_FRACTION = 0.25
+"""A push its peer leaves unread for this fraction of the lease ends the subscription."""
 
 
 class Delivery(Enum):
     SENT = "sent"
     GONE = "gone"
+    """The peer disconnected, or holds too much unread already: nothing was sent."""
+    STUCK = "stuck"
+    """The peer's queue stayed full for the whole patience: the message was withdrawn."""
 
 
-Sender = Callable[[bytes, DaemonMessage], Awaitable[Delivery]]
+class Outlet(Protocol):
+    """Where subscription messages go: the socket."""
+
+    async def send(self, identity: bytes, message: DaemonMessage, patience: float) -> Delivery:
+        """Send in order with everything else for the peer, waiting up to `patience` seconds
+        while its queue is full."""
+        ...
+
+    def post(self, identity: bytes, message: DaemonMessage) -> bool:
+        """Send or queue a message for the peer without waiting; False if it was dropped."""
+        ...
 
 
 @dataclass(eq=False)
@@ -50,11 +72,19 @@ class Subscription:
     stream: str | None
     capacity: int
     queue: deque[StoredEvent] = field(default_factory=deque)
+    queued_bytes: int = 0
     overflowed: bool = False
+    delivered: int = 0
+    """The last position sent to the subscriber (`after` until the first push)."""
     last_heard: float = field(default_factory=time.monotonic)
     """When the peer last sent a request or took a push (monotonic seconds)."""
     closed: bool = False
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    delivery: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    """Cancelled when the subscription ends, so a push that waits never outlives it."""
+
+    def __post_init__(self) -> None:
+        self.delivered = self.after
 
     def offer(self, events: list[StoredEvent]) -> None:
         if self.closed or self.overflowed:
@@ -62,12 +92,27 @@ class Subscription:
         wanted = events if self.stream is None else [e for e in events if e.stream == self.stream]
         if not wanted:
             return
-        if len(self.queue) + len(wanted) > self.capacity:
+        size = sum(e.size() for e in wanted)
+        if len(self.queue) + len(wanted) > self.capacity or self.queued_bytes + size > QUEUE_BYTES:
             self.overflowed = True
             self.queue.clear()
+            self.queued_bytes = 0
         else:
             self.queue.extend(wanted)
+            self.queued_bytes += size
         self.wake.set()
+
+    def take(self, limit: int, max_bytes: int) -> list[StoredEvent]:
+        """Up to `limit` queued events within `max_bytes` (at least one if any are queued)."""
+        items: list[StoredEvent] = []
+        size = 0
+        while self.queue and len(items) < limit:
+            size += self.queue[0].size()
+            if items and size > max_bytes:
+                break
+            items.append(self.queue.popleft())
+        self.queued_bytes = max(0, self.queued_bytes - sum(e.size() for e in items))
+        return items
 
 
 class Subscriptions:
@@ -76,14 +121,14 @@ class Subscriptions:
     def __init__(
         self,
         store: EventStore,
-        send: Sender,
+        outlet: Outlet,
         task_group: anyio.abc.TaskGroup,
         capacity: int,
         lease: float = LEASE_SECONDS,
     ) -> None:
         self._lease = lease
         self._store = store
-        self._send = send
+        self._outlet = outlet
         self._tg = task_group
         self._capacity = capacity
         self._subs: dict[str, Subscription] = {}
@@ -93,14 +138,22 @@ class Subscriptions:
     def open(self, identity: bytes, after: int, stream: str | None) -> Subscription:
         if len(self._subs) >= MAX_SUBSCRIPTIONS:
             raise WireError(
-                "invalid_state", f"too many subscriptions (at most {MAX_SUBSCRIPTIONS})"
+                "busy",
+                f"orcad has {MAX_SUBSCRIPTIONS} subscriptions open, its most; try again later",
+            )
+        held = sum(1 for sub in self._subs.values() if sub.identity == identity)
+        if held >= MAX_PEER_SUBSCRIPTIONS:
+            raise WireError(
+                "busy",
+                f"this connection has {held} subscriptions open, the most one may hold "
+                f"({MAX_PEER_SUBSCRIPTIONS}); unsubscribe from one first",
             )
         sub = Subscription(secrets.token_hex(8), identity, after, stream, self._capacity)
         self._subs[sub.id] = sub
         return sub
 
     def start(self, subscription_id: str) -> None:
-        """Begin delivering (call after the subscribe reply is sent, so it arrives first)."""
+        """Begin delivering (call once the subscribe reply is sent or queued, so it goes first)."""
         sub = self._subs.get(subscription_id)
         if sub is not None:
             self._tg.start_soon(self._deliver, sub)
@@ -117,6 +170,11 @@ class Subscriptions:
             raise WireError("not_found", f"no subscription {subscription_id!r} on this connection")
         self._end(sub)
 
+    def is_open(self, identity: bytes, subscription_id: str) -> bool:
+        """This peer's subscription is open (not ended by it, a lease or an overflow)."""
+        sub = self._subs.get(subscription_id)
+        return sub is not None and sub.identity == identity and not sub.closed
+
     def heard_from(self, identity: bytes) -> None:
         """A request came from this peer: its subscriptions are alive."""
         now = time.monotonic()
@@ -131,8 +189,7 @@ class Subscriptions:
             await asyncio.sleep(self._lease / 4)
             horizon = time.monotonic() - self._lease
             for sub in [s for s in self._subs.values() if s.last_heard < horizon]:
-                log.info("subscription %s: its peer went silent; ending it", sub.id)
-                self._end(sub)
+                self._give_up(sub, "its peer went silent")
 
     def close_all(self) -> None:
         for sub in list(self._subs.values()):
@@ -143,8 +200,19 @@ class Subscriptions:
 
     def _end(self, sub: Subscription) -> None:
         sub.closed = True
+        sub.queue.clear()
+        sub.queued_bytes = 0
+        sub.delivery.cancel()
         sub.wake.set()
         self._subs.pop(sub.id, None)
+
+    def _give_up(self, sub: Subscription, why: str) -> None:
+        """End a subscription and tell its peer where to resume (if it ever reads again)."""
+        if sub.closed:
+            return
+        log.info("subscription %s: %s; ending it at position %d", sub.id, why, sub.delivered)
+        self._end(sub)
+        self._outlet.post(sub.identity, SubscriptionOverflowed(sub.id, sub.delivered))
 
     def _on_commit(self, events: list[StoredEvent]) -> None:
         for sub in self._subs.values():
@@ -152,56 +220,51 @@ class Subscriptions:
 
     async def _deliver(self, sub: Subscription) -> None:
         try:
-            position = await self._catch_up(sub)
-            if position is not None:
-                await self._follow(sub, position)
+            with sub.delivery:
+                if await self._catch_up(sub):
+                    await self._follow(sub)
         except Exception:
             log.exception("subscription %s failed", sub.id)
         finally:
             self._end(sub)
 
-    async def _catch_up(self, sub: Subscription) -> int | None:
-        position = sub.after
+    async def _catch_up(self, sub: Subscription) -> bool:
         while not sub.closed and not sub.overflowed:
-            page = await self._store.read_all(after=position, limit=PAGE_EVENTS, stream=sub.stream)
+            page = await self._store.read_all(
+                after=sub.delivered, limit=PAGE_EVENTS, stream=sub.stream
+            )
             if not page:
-                return position
-            page = first_page(page, PAGE_BYTES)
-            if not await self._push(sub, page):
-                return None
-            position = page[-1].position
-        return position
+                return True
+            if not await self._push(sub, first_page(page, PAGE_BYTES)):
+                return False
+        if sub.overflowed:
+            self._give_up(sub, "it fell too far behind")
+        return False
 
-    async def _follow(self, sub: Subscription, position: int) -> None:
+    async def _follow(self, sub: Subscription) -> None:
         while not sub.closed:
             if sub.overflowed:
-                await self._send(sub.identity, SubscriptionOverflowed(sub.id, position))
+                self._give_up(sub, "it fell too far behind")
                 return
-            batch = [e for e in _drain(sub.queue, PAGE_EVENTS, PAGE_BYTES) if e.position > position]
+            batch = [e for e in sub.take(PAGE_EVENTS, PAGE_BYTES) if e.position > sub.delivered]
             if batch:
                 if not await self._push(sub, batch):
                     return
-                position = batch[-1].position
             elif not sub.queue:
                 sub.wake.clear()
                 if not sub.queue and not sub.overflowed and not sub.closed:
                     await sub.wake.wait()
 
     async def _push(self, sub: Subscription, events: list[StoredEvent]) -> bool:
+        """Send one page; False when the subscription is over (its peer gone or stuck)."""
         message = EventsPushed(sub.id, [e.to_record() for e in events])
-        sent = await self._send(sub.identity, message) is Delivery.SENT
-        if sent:
+        delivery = await self._outlet.send(sub.identity, message, self._lease * STALL_FRACTION)
+        if delivery is Delivery.SENT:
+            sub.delivered = events[-1].position
             sub.last_heard = time.monotonic()
-        return sent
-
-
-def _drain(queue: deque[StoredEvent], limit: int, max_bytes: int) -> list[StoredEvent]:
-    """Up to `limit` queued events within `max_bytes` (at least one if any are queued)."""
-    items: list[StoredEvent] = []
-    size = 0
-    while queue and len(items) < limit:
-        size += queue[0].size()
-        if items and size > max_bytes:
-            break
-        items.append(queue.popleft())
-    return items
+            return True
+        if delivery is Delivery.STUCK:
+            self._give_up(sub, "its peer has not read what it was sent")
+        else:
+            self._end(sub)
+        return False

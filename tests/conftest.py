@@ -5,6 +5,7 @@ Socket paths must stay under ~107 characters, so homes are made directly under /
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
@@ -35,6 +36,21 @@ AGENTS = Path(__file__).resolve().parent / "agents"
 EXAMPLES = REPO / "examples" / "agents"
 
 
+PR_CAPBSET_DROP = 24
+CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 1, 2
+
+
+def as_an_ordinary_user() -> None:
+    """In the child before exec: root loses the capabilities that ignore file modes, so a
+    directory with mode 000 is unreadable to it too."""
+    if os.geteuid() != 0:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
+        if libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
 class DaemonProcess:
     """A real orcad subprocess on a private ORCA_HOME, with helpers to drive it."""
 
@@ -47,7 +63,12 @@ class DaemonProcess:
         self.process: subprocess.Popen[bytes] | None = None
         self.stderr_path = home.parent / f"{home.name}.orcad.stderr"
 
-    def start(self, wait: bool = True, timeout: float = 15.0) -> DaemonProcess:
+    def start(
+        self,
+        wait: bool = True,
+        timeout: float = 15.0,
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> DaemonProcess:
         stderr = open(self.stderr_path, "ab")  # noqa: SIM115 - handed to the child
         self.process = subprocess.Popen(
             [sys.executable, "-m", "orca_daemon"],
@@ -55,6 +76,7 @@ class DaemonProcess:
             stdin=subprocess.DEVNULL,
             stdout=stderr,
             stderr=stderr,
+            preexec_fn=preexec_fn,
         )
         stderr.close()
         if wait:

@@ -4,30 +4,16 @@ never a traceback: 2 bad usage (arguments, working directory or environment that
 
 from __future__ import annotations
 
-import ctypes
+import json
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from conftest import DaemonProcess, short_tempdir
-
-PR_CAPBSET_DROP = 24
-CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 1, 2
-
-
-def as_an_ordinary_user() -> None:
-    """In the child before exec: root loses the capabilities that ignore file modes, so a
-    directory with mode 000 is unreadable to it too."""
-    if os.geteuid() != 0:
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    for capability in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
-        if libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+from conftest import DaemonProcess, as_an_ordinary_user, short_tempdir
 
 
 def orca(
@@ -193,3 +179,158 @@ def test_the_client_library_reports_an_unreadable_home_as_its_own_error(scratch:
     assert "Traceback" not in result.stderr, result.stderr
     assert result.stdout.startswith("refused: cannot look for orcad's socket"), result.stdout
     assert "Permission denied" in result.stdout
+
+
+# ------------------------------------------------------------- errors that say what to do
+
+
+def orca_lines(args: Sequence[str], env: dict[str, str]) -> tuple[int, str, str]:
+    """Run the real `orca`; its exit status, stdout and stderr (no traceback)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "orca_client.cli", *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.returncode, result.stdout, result.stderr
+
+
+def test_a_run_prefix_under_four_characters_says_the_minimum(daemon: DaemonProcess) -> None:
+    run_id = orca_lines(["run", "--", "true"], daemon.env)[1].strip()
+    code, stderr = orca(["status", run_id[:3]], daemon.env)
+    assert code == 1
+    assert f"no run with id '{run_id[:3]}'" in stderr and "at least 4 characters" in stderr
+    assert orca_lines(["status", run_id[:4]], daemon.env)[0] == 0
+
+
+def test_cancel_of_an_unknown_session_lists_the_runs_sessions(daemon: DaemonProcess) -> None:
+    run_id = orca_lines(["run", "--", "sleep", "30"], daemon.env)[1].strip()
+    code, stderr = orca(["cancel", run_id, "--session", "3"], daemon.env)
+    assert code == 1
+    assert f"run {run_id} has no session '3'; its sessions: {run_id}.1" in stderr
+    assert orca_lines(["cancel", run_id], daemon.env)[0] == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "usage"),
+    [
+        (["cancel", "abcd", "--sesion", "3"], "usage: orca cancel "),
+        (["daemon", "stop", "--forse"], "usage: orca daemon stop "),
+        (["plan", "validate", "p.json", "--jsn"], "usage: orca plan validate "),
+        (["status", "--bogus"], "usage: orca status "),
+    ],
+)
+def test_a_mistyped_flag_shows_the_usage_of_its_subcommand(
+    daemon: DaemonProcess, args: list[str], usage: str
+) -> None:
+    code, _, stderr = orca_lines(args, daemon.env)
+    assert code == 2
+    assert stderr.startswith(usage), stderr
+    assert f"unrecognized arguments: {args[-2] if args[-1] == '3' else args[-1]}" in stderr
+
+
+def test_an_agent_and_a_command_are_exclusive(daemon: DaemonProcess) -> None:
+    for args in (
+        ["run", "--agent", "codex", "fix it", "--", "python3", "agent.py"],
+        ["run", "--agent", "codex", "--prompt", "fix it", "--", "python3", "agent.py"],
+    ):
+        code, stderr = orca(args, daemon.env)
+        assert code == 2
+        assert "exclusive" in stderr and "-- python3 agent.py" in stderr
+    assert daemon.status().runs == []
+
+
+def test_daemon_start_shows_this_attempts_errors_only_and_all_of_them(scratch: Path) -> None:
+    home = scratch / "h"
+    home.mkdir(mode=0o700)
+    env = clean_env(ORCA_HOME=str(home))
+    (home / "config.toml").write_text("[daemon]\nfirst_mistake = 1\n")
+    code, _, stderr = orca_lines(["daemon", "start"], env)
+    assert code == 1 and "first_mistake" in stderr
+
+    (home / "config.toml").write_text(
+        "[daemon]\nsecond_mistake = 1\n[orchestration]\nheartbeat_seconds = 0\n"
+    )
+    code, _, stderr = orca_lines(["daemon", "start"], env)
+    assert code == 1
+    assert "first_mistake" not in stderr  # an earlier attempt's lines stay in orcad.log
+    assert "key daemon.second_mistake: unknown key" in stderr
+    assert "key orchestration.heartbeat_seconds: must be between" in stderr
+    assert "first_mistake" in (home / "orcad.log").read_text()
+
+
+PLAN_WITH_ERRORS = {
+    "title": "t",
+    "tasks": [
+        {"id": "a", "prompt": " "},
+        {"id": "a", "prompt": "p", "max_retries": 99},
+        {"id": "b", "prompt": "p", "depends_on": ["zz"]},
+    ],
+}
+
+
+def test_plan_validate_reports_every_error_at_once(daemon: DaemonProcess, scratch: Path) -> None:
+    path = scratch / "plan.json"
+    path.write_text(json.dumps(PLAN_WITH_ERRORS))
+    code, _, stderr = orca_lines(["plan", "validate", str(path)], daemon.env)
+    assert code == 2
+    for error in (
+        "task a has an empty prompt",
+        "task id 'a' is used twice",
+        "task a: max_retries must be between 0 and 20",
+        "unknown dependencies: b -> zz",
+        "4 errors",
+    ):
+        assert error in stderr, stderr
+    shapes = {"title": "t", "tasks": [{"id": "a"}, {"id": "b", "prompt": "p", "colour": 1}]}
+    path.write_text(json.dumps(shapes))
+    code, _, stderr = orca_lines(["plan", "validate", str(path)], daemon.env)
+    assert code == 2
+    assert "tasks[0]: Object missing required field `prompt`" in stderr
+    assert "tasks[1]: Object contains unknown field `colour`" in stderr
+
+
+def test_plan_validate_flags_an_agent_that_does_not_exist(
+    make_daemon: Callable[..., DaemonProcess], scratch: Path
+) -> None:
+    daemon = make_daemon()
+    plan = {
+        "title": "t",
+        "tasks": [
+            {"id": "a", "prompt": "p", "agent": "codex"},
+            {"id": "b", "prompt": "p", "agent": "streamer"},
+        ],
+    }
+    path = scratch / "plan.json"
+    path.write_text(json.dumps(plan))
+    daemon.home.mkdir(mode=0o700)
+
+    # orcad down, no config file: the built-in agents.
+    code, _, stderr = orca_lines(["plan", "validate", str(path)], daemon.env)
+    assert code == 2
+    assert "task b: no agent named 'streamer' in the built-in agents" in stderr
+    # orcad down: the config file's agents.
+    daemon.paths.config_file.write_text("[agents.streamer]\ncommand = ['x']\n")
+    code, stdout, stderr = orca_lines(["plan", "validate", str(path)], daemon.env)
+    assert code == 0, stderr
+    assert "valid: 2 tasks" in stdout and f"against {daemon.paths.config_file}" in stderr
+    # orcad down and the config file unreadable as TOML: it says it could not check.
+    daemon.paths.config_file.write_text("[agents.streamer\n")
+    code, stdout, stderr = orca_lines(["plan", "validate", str(path)], daemon.env)
+    assert code == 0 and "valid" in stdout
+    assert "agents not checked" in stderr
+
+    # orcad up: its configuration, which lacks what config.toml gained since it started.
+    daemon.paths.config_file.write_text("")
+    daemon.start()
+    daemon.paths.config_file.write_text("[agents.streamer]\ncommand = ['x']\n")
+    code, _, stderr = orca_lines(["plan", "validate", str(path)], daemon.env)
+    assert code == 2
+    assert "task b: no agent named 'streamer' in orcad's configuration" in stderr
+    assert "orcad has not loaded it: orca daemon reload" in stderr
+    assert orca_lines(["daemon", "reload"], daemon.env)[0] == 0
+    code, _, stderr = orca_lines(["plan", "validate", str(path)], daemon.env)
+    assert code == 0 and "agents checked against orcad's configuration" in stderr

@@ -115,8 +115,15 @@ def test_plan_validate_names_the_cycle(configured: DaemonProcess, tmp_path: Path
     ran = configured.orca("plan", "run", str(path), "--agent", "reviewer")
     assert ran.returncode == 2
     assert configured.status().runs == []
-    ok = configured.orca("plan", "validate", str(EXAMPLES.parent / "plans" / "demo.json"))
-    assert ok.returncode == 0
+    demo = str(EXAMPLES.parent / "plans" / "demo.json")
+    missing = configured.orca("plan", "validate", demo)
+    assert missing.returncode == 2
+    assert "task investigate: no agent named 'investigator'" in missing.stderr
+    investigator = f'[agents.investigator]\ncommand = ["{sys.executable}", "x.py"]\n'
+    _config(configured.home, extra=investigator)
+    assert configured.orca("daemon", "reload").returncode == 0
+    ok = configured.orca("plan", "validate", demo)
+    assert ok.returncode == 0, ok.stderr
     assert "valid: 4 tasks, 4 dependencies" in ok.stdout
 
 

@@ -434,6 +434,26 @@ def test_failing_verify_fails_attempt_1_and_attempt_2_passes(
     ]
     # The agent was told what orcad would check.
     assert verify[0] in bench.seen("build", 2)["prompt"]
+    # The retry is told why the attempt before it failed, with the verify command's output.
+    first, second = bench.seen("build", 1)["prompt"], bench.seen("build", 2)["prompt"]
+    assert "previous one ended" not in first
+    assert (
+        "This is a new attempt at this task; the previous one ended: attempt 1: verify command "
+        "failed (exit status 1)"
+    ) in second
+    assert f"The end of the output of `{verify[0]}`:\n```\nchecking build\n```" in second
+
+
+def test_a_retried_task_is_told_why_its_agent_failed(
+    plan_daemon: DaemonProcess, bench: Bench
+) -> None:
+    bench.steps({"build": {"1": [{"result": {"outcome": "failed", "summary": "no compiler"}}]}})
+    run_id = start_plan(plan_daemon, bench, task("build", max_retries=1))
+    assert plan_daemon.wait_for_run(run_id).status == "completed"
+    second = bench.seen("build", 2)["prompt"]
+    assert "the previous one ended: attempt 1 failed: " in second
+    assert "no compiler" in second
+    assert "The end of the output of" not in second
 
 
 def test_a_task_that_fails_for_good_cancels_its_dependants(

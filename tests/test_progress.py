@@ -14,13 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from conftest import AGENTS, EXAMPLES, DaemonProcess, wait_until
 from terminal import Terminal
 
 from orca_client.plan import parse_plan
-from orca_client.render import OutputLabels, cells, clip_words
-from orca_client.wire import Cancel, StartDebug, StartPlan, StartRun
+from orca_client.render import OutputLabels, RunProgress, cells, clip_words
+from orca_client.wire import Cancel, EventRecord, StartDebug, StartPlan, StartRun
 
 QUESTIONS = [
     {
@@ -107,9 +108,8 @@ def test_a_waiting_run_names_its_questions_and_asks_them_on_the_terminal(
         run_id = started_run(screen)
         assert screen.index(f"run {run_id} started") < screen.index("waiting for an answer")
         assert (
-            f"waiting for an answer: db, token [secret] — answer with `orca answer {run_id}` "
-            f"(asks each in turn) or `orca answer {run_id} --json -` with "
-            '{"db": "…", "token": "…"} on stdin'
+            f"waiting for an answer: db, token [secret] — answer with: orca answer {run_id}   "
+            "(asks each question here; secrets unechoed)"
         ) in screen
         term.type("\n")
         term.read_until("2. sqlite")
@@ -131,7 +131,7 @@ def test_a_question_offered_on_the_terminal_may_be_answered_elsewhere(
         screen = term.read_until("press Enter to answer here")
         run_id = started_run(screen)
         assert (
-            f"waiting for an answer: runtime — answer with `orca answer {run_id} 'TEXT'`"
+            f"waiting for an answer: runtime — answer with: orca answer {run_id} 'TEXT'"
         ) in screen
         orca(daemon, "answer", run_id, "python3.13")
         screen = term.read_until(f"run {run_id} completed")
@@ -389,3 +389,31 @@ def test_output_labels_keep_each_session_on_its_own_lines() -> None:
     single = OutputLabels()
     single.learn({"type": "run_created", "run_id": "r", "kind": "single"})
     assert single.label("r.1", "stdout", "a\nb") == "a\nb"
+
+
+def test_progress_names_each_waiting_request_when_several_sessions_ask() -> None:
+    progress = RunProgress("r")
+
+    def told(position: int, event: dict[str, Any]) -> list[str]:
+        body = msgspec.json.encode({"run_id": "r", **event})
+        return progress.lines(EventRecord(position, "run-r", position, 0.0, 1, msgspec.Raw(body)))
+
+    told(1, {"type": "run_created", "title": "t", "cwd": "/", "kind": "fanout"})
+    question = {"id": "q", "question": "Go?"}
+    told(
+        2,
+        {"type": "question_asked", "session_id": "r.1", "request_id": "a", "questions": [question]},
+    )
+    [line] = told(
+        3,
+        {"type": "question_asked", "session_id": "r.2", "request_id": "b", "questions": [question]},
+    )
+    assert line == (
+        "waiting for an answer: q — answer with: orca answer r --request a 'TEXT'; "
+        "q — answer with: orca answer r --request b 'TEXT'"
+    )
+    answered = {"type": "question_answered", "session_id": "r.1", "request_id": "a"}
+    assert told(4, {**answered, "answered_by": "me", "answers": {"q": ["yes"]}}) == [
+        "answered by me: q=yes"
+    ]
+    assert progress.waiting_line() == "waiting for an answer: q — answer with: orca answer r 'TEXT'"

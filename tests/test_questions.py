@@ -511,7 +511,7 @@ def test_finding_06_status_shows_every_pending_question_with_its_id(
 
     detail = daemon.orca("status", run_id)
     assert detail.returncode == 0, detail.stderr
-    assert "waiting for an answer (request q1)" in detail.stdout
+    assert "waiting for an answer (request id q1)" in detail.stdout
     text = detail.stdout.split("waiting for an answer")[1]  # not the command line above it
     assert re.search(r"runtime .*Runtime: Which runtime should the fix target\?", text)
     assert "- python3.11: what CI uses" in text
@@ -810,7 +810,7 @@ def test_a_second_question_after_the_first_was_answered_is_pending_and_answerabl
     pending = wait_pending(daemon, run_id, "q2")
     assert [x.id for x in pending.questions] == ["second"]
     shown = daemon.orca("status", run_id).stdout.split("waiting for an answer")[1]
-    assert "request q2" in shown and "second" in shown and "Second?" in shown
+    assert "request id q2" in shown and "second" in shown and "Second?" in shown
     assert "First?" not in shown
     assert daemon.orca("answer", run_id, "--json", '{"second": "two"}').returncode == 0
     assert daemon.wait_for_run(run_id).status == "completed"

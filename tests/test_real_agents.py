@@ -262,7 +262,7 @@ def test_codex_several_questions_are_answered_by_id_and_only_in_full(agents: Age
 
     partial = agents.cli("answer", run_id, "--json", '{"db": "SQLite"}')
     assert partial.returncode == 1
-    assert "missing answers for: name" in partial.stderr
+    assert "missing answers for question ids: name" in partial.stderr
     plain = agents.cli("answer", run_id, "SQLite")
     assert plain.returncode == 1
     assert agents.daemon.status(run_id).runs[0].status == "waiting_for_answer"

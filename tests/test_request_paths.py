@@ -5,11 +5,13 @@ field, sent over the real socket; orcad records nothing and goes on serving."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
-from conftest import DaemonProcess
+from conftest import DaemonProcess, as_an_ordinary_user
 
 from orca_client.client import RequestFailed
 from orca_client.plan import Plan, PlanTask
@@ -64,3 +66,27 @@ def test_a_bad_path_or_text_is_refused_naming_the_field(
         assert client.hello().head_position == before  # nothing recorded
     assert daemon.process is not None and daemon.process.poll() is None
     assert "Traceback" not in daemon.output()
+
+
+def test_a_cwd_under_a_directory_orcad_may_not_enter_is_a_bad_request(
+    make_daemon: Callable[..., DaemonProcess], tmp_path: Path
+) -> None:
+    """orcad without the root capabilities that ignore file modes, as an ordinary user runs it."""
+    locked = tmp_path / "locked"
+    (locked / "work").mkdir(parents=True)
+    locked.chmod(0o000)
+    daemon = make_daemon()
+    daemon.start(preexec_fn=as_an_ordinary_user)
+    try:
+        for request in (
+            StartRun(cwd=str(locked / "work"), command=["true"]),
+            fan_out(str(locked / "work")),
+            plan_run(str(locked / "work")),
+        ):
+            with daemon.client() as client, pytest.raises(RequestFailed) as refused:
+                client.request(request)
+            assert refused.value.code == "bad_request", refused.value
+            assert "cannot be used: Permission denied" in str(refused.value)
+        assert daemon.status().runs == []
+    finally:
+        locked.chmod(0o700)

@@ -12,81 +12,28 @@ import msgspec
 import pytest
 import zmq
 from conftest import DaemonProcess, agent
+from socket_support import RawPeer, assert_alive, envelope, refusal
 
 from orca_client.client import Client
-from orca_client.paths import read_token
 from orca_client.wire import (
     MAX_MESSAGE_BYTES,
     PROTOCOL,
     EventRecord,
     EventsPushed,
     Hello,
-    Reply,
     StartRun,
     Status,
     StatusResult,
     Subscribe,
     SubscriptionOverflowed,
-    decode_daemon_message,
     encode_request,
-    sign,
 )
-
-
-class RawPeer:
-    """A bare DEALER socket speaking to orcad frame by frame."""
-
-    def __init__(self, daemon: DaemonProcess) -> None:
-        self.key = read_token(daemon.paths.token_file)
-        self.socket = zmq.Context.instance().socket(zmq.DEALER)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.connect(daemon.paths.socket_endpoint)
-
-    def send(self, frames: list[bytes]) -> None:
-        self.socket.send_multipart(frames)
-
-    def receive(self, timeout: float = 5.0) -> Reply | EventsPushed | SubscriptionOverflowed:
-        assert self.socket.poll(int(timeout * 1000)), "no message from orcad"
-        return decode_daemon_message(self.key, self.socket.recv_multipart())
-
-    def reply(self, timeout: float = 5.0) -> Reply:
-        message = self.receive(timeout)
-        assert isinstance(message, Reply)
-        return message
-
-    def signed(self, body: bytes) -> list[bytes]:
-        return [PROTOCOL, sign(self.key, body), body]
-
-    def close(self) -> None:
-        self.socket.close()
+from orca_daemon.subscriptions import MAX_PEER_SUBSCRIPTIONS
 
 
 @pytest.fixture
 def peer(daemon: DaemonProcess) -> RawPeer:
     return RawPeer(daemon)
-
-
-def envelope(request: dict[str, object], request_id: str = "r1") -> bytes:
-    return msgspec.json.encode(
-        {
-            "id": request_id,
-            "nonce": f"{random.getrandbits(128):032x}",
-            "ts": time.time(),
-            "request": request,
-        }
-    )
-
-
-def assert_alive(daemon: DaemonProcess) -> None:
-    with daemon.client(timeout=5.0) as client:
-        assert client.hello().protocol == 1
-
-
-def refusal(peer: RawPeer, frames: list[bytes]) -> tuple[str, str]:
-    peer.send(frames)
-    reply = peer.reply()
-    assert not reply.ok and reply.error is not None
-    return reply.error.code, reply.error.message
 
 
 @pytest.mark.parametrize(
@@ -137,11 +84,13 @@ def test_error_replies_carry_the_request_id_when_it_can_be_read(peer: RawPeer) -
     assert peer.reply().id == "abc"
 
 
-def test_an_oversized_request_is_refused(daemon: DaemonProcess, peer: RawPeer) -> None:
-    body = envelope({"type": "status", "run_id": "x" * (MAX_MESSAGE_BYTES + 10)})
-    code, message = refusal(peer, peer.signed(body))
-    assert code == "too_large"
-    assert str(MAX_MESSAGE_BYTES) in message
+def test_an_oversized_request_is_refused_with_its_id(daemon: DaemonProcess, peer: RawPeer) -> None:
+    body = envelope({"type": "status", "run_id": "x" * (MAX_MESSAGE_BYTES + 10)}, "big")
+    peer.send(peer.signed(body))
+    reply = peer.reply()
+    assert reply.id == "big"  # so that the client that sent it is told, not left waiting
+    assert reply.error is not None and reply.error.code == "too_large"
+    assert str(MAX_MESSAGE_BYTES) in reply.error.message
     assert_alive(daemon)
 
 
@@ -338,3 +287,49 @@ def test_a_silent_subscriber_is_dropped_after_its_lease(
         assert next(follow).position == 2
         assert client.hello().subscriptions == 1
         follow.close()
+
+
+def test_a_connection_may_hold_only_so_many_subscriptions(daemon: DaemonProcess) -> None:
+    greedy = RawPeer(daemon)
+    for _ in range(MAX_PEER_SUBSCRIPTIONS):
+        greedy.send(encode_request(greedy.key, Subscribe(after=0))[1])
+        assert greedy.reply().ok
+    code, message = refusal(greedy, encode_request(greedy.key, Subscribe(after=0))[1])
+    assert code == "busy"
+    assert f"({MAX_PEER_SUBSCRIPTIONS})" in message and "unsubscribe" in message
+    with daemon.client() as client:  # another connection is not held back
+        follow = client.follow(after=0)
+        client.request(StartRun(command=["true"], cwd=str(daemon.home)))
+        assert next(follow).position == 1
+        follow.close()
+        assert client.hello().subscriptions == MAX_PEER_SUBSCRIPTIONS
+    greedy.close()
+
+
+def test_a_subscriber_that_stops_reading_is_ended_and_told_where_to_resume(
+    make_daemon: Callable[..., DaemonProcess], orca_home: Path
+) -> None:
+    orca_home.mkdir(mode=0o700, parents=True)
+    (orca_home / "config.toml").write_text("[daemon]\nsubscription_lease_seconds = 2.0\n")
+    daemon = make_daemon().start()
+    stuck = RawPeer(daemon, RCVHWM=1)
+    stuck.send(encode_request(stuck.key, Subscribe(after=0))[1])
+    assert stuck.reply().ok
+    # It reads nothing while a run writes far more than the socket buffers hold; meanwhile it
+    # still sends requests, so its lease alone would keep it.
+    with daemon.client() as client:
+        started = client.request(StartRun(command=agent("firehose.py", "8"), cwd=str(daemon.home)))
+        deadline = time.monotonic() + 20
+        while client.hello().subscriptions and time.monotonic() < deadline:
+            stuck.send(encode_request(stuck.key, Hello())[1])
+            time.sleep(0.1)
+        assert client.hello().subscriptions == 0
+    daemon.wait_for_run(started.run_id)
+    delivered = 0
+    while not isinstance(message := stuck.receive(), SubscriptionOverflowed):
+        if isinstance(message, EventsPushed):
+            assert message.events[0].position == delivered + 1
+            delivered = message.events[-1].position
+    assert message.resume_from == delivered
+    assert delivered < daemon.status().head_position
+    stuck.close()

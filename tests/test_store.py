@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
+from orca_daemon import store as store_module
 from orca_daemon.events import (
     SCHEMA_VERSION,
     OutputAppended,
@@ -24,7 +26,16 @@ from orca_daemon.events import (
     decode_event,
     run_stream,
 )
-from orca_daemon.store import ConcurrencyError, EventStore, StoredEvent, StoreError, first_page
+from orca_daemon.store import (
+    MAX_APPENDS_PER_BATCH,
+    TEST_PAGE_LIMIT_VARIABLE,
+    ConcurrencyError,
+    EventStore,
+    LogUnavailable,
+    StoredEvent,
+    StoreError,
+    first_page,
+)
 
 TIMEOUT = 10.0
 
@@ -408,6 +419,123 @@ async def test_several_waiters_on_different_positions_all_wake(store: EventStore
     await asyncio.sleep(0)
     await store.append("run-a", [created("a"), output("a", "1"), output("a", "2")])
     await asyncio.wait_for(asyncio.gather(*waiters), TIMEOUT)
+
+
+async def test_appends_made_together_share_one_transaction_even_behind_a_full_queue(
+    store: EventStore,
+) -> None:
+    batches: list[list[str]] = []
+    store.add_listener(lambda events: batches.append([e.stream for e in events]))
+    queued = [
+        store.append_nowait(f"run-q{i}", [created(f"q{i}")])
+        for i in range(MAX_APPENDS_PER_BATCH - 2)
+    ]
+    together = [(f"run-t{i}", [created(f"t{i}")]) for i in range(5)]
+    stored = await asyncio.wait_for(store.append_together(together), TIMEOUT)
+    await asyncio.wait_for(asyncio.gather(*queued), TIMEOUT)
+
+    assert [s[0].stream for s in stored] == [stream for stream, _ in together]
+    holding = [b for b in batches if "run-t0" in b]
+    assert len(holding) == 1 and {f"run-t{i}" for i in range(5)} <= set(holding[0])
+    assert len({s[0].recorded_at for s in stored}) == 1
+
+
+# --------------------------------------------------------------------------- a full log
+
+
+@pytest.fixture
+def page_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The store's test hook: while this file holds 1, the log gets no new page (SQLITE_FULL)."""
+    limit_file = tmp_path / "page-limit"
+    monkeypatch.setenv(TEST_PAGE_LIMIT_VARIABLE, str(limit_file))
+    return limit_file
+
+
+def fill(limit_file: Path) -> None:
+    limit_file.write_text("1\n")
+
+
+def free(limit_file: Path) -> None:
+    limit_file.unlink()
+
+
+def big(run_id: str) -> OutputAppended:
+    return output(run_id, "z" * 20_000)  # needs new pages
+
+
+async def wait_for_outage(store: EventStore) -> LogUnavailable:
+    while (refusal := store.unwritable()) is None:  # noqa: ASYNC110 - the writer's own state
+        await asyncio.sleep(0.001)
+    return refusal
+
+
+async def test_a_full_log_holds_what_must_be_recorded_and_writes_it_once_there_is_space(
+    log: Log, page_limit: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = await log.open()
+    await store.append("run-a", [created("a")])
+    fill(page_limit)
+
+    waiting = asyncio.create_task(store.append("run-a", [big("a")]))
+    refusal = await asyncio.wait_for(wait_for_outage(store), TIMEOUT)
+    assert str(refusal) == f"the log cannot be written: disk full at {log.path}"
+    with pytest.raises(LogUnavailable, match="disk full"):
+        await store.append("run-b", [big("b")], mode="refuse")
+    with pytest.raises(LogUnavailable):  # output is dropped, not held
+        await store.append_nowait("run-a", [big("a")], mode="drop")
+    waiting_too = asyncio.create_task(store.append("run-a", [big("a")]))
+    await asyncio.sleep(0)
+    assert not waiting.done() and not waiting_too.done()  # both wait, neither failed
+    assert log.committed_positions() == [1]
+
+    free(page_limit)
+    first, second = await asyncio.wait_for(asyncio.gather(waiting, waiting_too), TIMEOUT)
+    assert [first[0].version, second[0].version] == [2, 3]  # in the order they were made
+    assert log.committed_positions() == [1, 2, 3]
+    assert store.unwritable() is None
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage().split(";")[0] for r in errors] == [
+        f"the log cannot be written: disk full at {log.path}"
+    ]
+    assert not any(r.exc_info for r in caplog.records)
+
+
+async def test_with_nothing_waiting_the_writer_finds_out_by_itself_when_the_log_has_space(
+    log: Log, page_limit: Path
+) -> None:
+    store = await log.open()
+    fill(page_limit)
+    with pytest.raises(LogUnavailable):  # a client's append finds the log full
+        await store.append("run-a", [big("a")], mode="refuse")
+    with pytest.raises(LogUnavailable):  # the next is refused without trying
+        await store.append("run-a", [created("a")], mode="refuse")
+
+    free(page_limit)
+    await asyncio.wait_for(wait_for(lambda: store.unwritable() is None), TIMEOUT)
+    [stored] = await store.append("run-a", [big("a")], mode="refuse")
+    assert stored.position in log.committed_positions()
+
+
+async def wait_for(condition: Callable[[], bool]) -> None:
+    while not condition():  # noqa: ASYNC110 - the writer's own state
+        await asyncio.sleep(0.001)
+
+
+async def test_a_store_stopped_while_the_log_is_full_gives_up_after_a_bounded_time(
+    log: Log, page_limit: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "CLOSE_RETRY_SECONDS", 0.2)
+    store = await EventStore.open(log.path)
+    writer = asyncio.create_task(store.run_writer())
+    fill(page_limit)
+    waiting = asyncio.create_task(store.append("run-a", [big("a")]))
+    await asyncio.wait_for(wait_for_outage(store), TIMEOUT)
+
+    store.stop_accepting()
+    await asyncio.wait_for(writer, TIMEOUT)
+    await store.close()
+    with pytest.raises(LogUnavailable):
+        await waiting
 
 
 # --------------------------------------------------------------------------- closing

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
+import pytest
 from conftest import REPO, DaemonProcess, short_tempdir
 
 from orca_client.systemd_unit import render_unit
@@ -232,8 +233,10 @@ def test_repository_unit_is_the_rendered_template() -> None:
     assert int(service["WatchdogSec"]) > 0
     assert service["Restart"] == "on-failure"
     assert service["UMask"] == "0077"
-    assert service["StateDirectory"] == "orca"
+    assert "StateDirectory" not in service  # ~/.config before systemd 254; orcad makes its own
     assert service["RuntimeDirectory"] == "orca"
+    assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    assert service["EnvironmentFile"] == "-%h/.config/orca/agents.env"
     assert "WantedBy=default.target" in text
 
 
@@ -265,7 +268,8 @@ def test_orca_daemon_install_writes_the_unit(tmp_path: Path) -> None:
         [*exec_start.split(), "--version"], capture_output=True, text=True, timeout=30
     )
     assert version.returncode == 0 and version.stdout.startswith("orcad "), version
-    assert text == render_unit(exec_start)
+    assert text == render_unit(exec_start, [REPO / "README.md", REPO / "docs" / "ARCHITECTURE.md"])
+    assert f"Documentation={(REPO / 'README.md').as_uri()} " in text
     assert str(unit) in result.stdout
     assert "systemctl --user daemon-reload" in result.stdout
     assert "systemctl --user enable --now orcad.service" in result.stdout
@@ -279,3 +283,47 @@ def test_orca_daemon_install_writes_the_unit(tmp_path: Path) -> None:
     forced = orca(env, "daemon", "install", "--force")
     assert forced.returncode == 0, forced
     assert unit.read_text() == text
+
+
+def test_orca_daemon_install_keeps_orca_home_and_orca_config(tmp_path: Path) -> None:
+    """A unit installed from a shell with ORCA_HOME starts the orcad that shell's orca talks to."""
+    config_home = tmp_path / "config"
+    home = tmp_path / "my 100% orca"
+    env = {
+        **os.environ,
+        "XDG_CONFIG_HOME": str(config_home),
+        "ORCA_HOME": str(home),
+        "ORCA_CONFIG": str(tmp_path / 'odd"name.toml'),
+    }
+    result = orca(env, "daemon", "install")
+    assert result.returncode == 0, result
+    assert f"with ORCA_HOME={home}" in result.stdout
+    text = (config_home / "systemd" / "user" / "orcad.service").read_text()
+    assert f'Environment="ORCA_HOME={tmp_path}/my 100%% orca"\n' in text
+    assert f'Environment="ORCA_CONFIG={tmp_path}/odd\\"name.toml"\n' in text
+    assert "agents.env" in result.stdout  # where agents get their environment from
+
+    env["ORCA_HOME"] = str(tmp_path / "line\nbreak")
+    refused = orca(env, "daemon", "install", "--force")
+    assert refused.returncode == 1 and "control character" in refused.stderr
+
+
+def test_the_installed_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    config_home = tmp_path / "config"
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    env = {**os.environ, "XDG_CONFIG_HOME": str(config_home), "ORCA_HOME": str(tmp_path / "h")}
+    assert orca(env, "daemon", "install").returncode == 0
+    unit = config_home / "systemd" / "user" / "orcad.service"
+    verified = subprocess.run(
+        [analyze, "--user", "verify", str(unit)],
+        env={**env, "XDG_RUNTIME_DIR": str(runtime)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert verified.returncode == 0, verified.stderr
+    assert verified.stderr.strip() == "", verified.stderr  # no unknown key, no invalid URL

@@ -1,0 +1,102 @@
+"""`orca daemon stop` with live runs: it names the runs it will end, asks on a terminal, and
+without a terminal stops only with --force. orcad is started by `orca daemon start`, as a user
+would, so `stop` sees it exit."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+
+import pytest
+from conftest import DaemonProcess, process_exists, wait_until
+from terminal_support import Terminal
+
+
+def orca(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "orca_client.cli", *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.fixture
+def started(make_daemon: Callable[..., DaemonProcess]) -> Iterator[tuple[dict[str, str], int]]:
+    """orcad started by `orca daemon start`: its environment and pid (killed afterwards)."""
+    env = make_daemon().env
+    result = orca(env, "daemon", "start")
+    assert result.returncode == 0, result.stderr
+    found = re.search(r"pid (\d+)", result.stdout)
+    assert found, result.stdout
+    pid = int(found.group(1))
+    yield env, pid
+    if process_exists(pid):
+        os.kill(pid, signal.SIGKILL)
+
+
+def live_run(env: dict[str, str], title: str) -> str:
+    result = orca(env, "run", "--title", title, "--", "sleep", "60")
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_without_a_terminal_it_refuses_to_end_live_runs_unless_forced(
+    started: tuple[dict[str, str], int],
+) -> None:
+    env, pid = started
+    run_id = live_run(env, "long job")
+    refused = orca(env, "daemon", "stop")
+    assert refused.returncode == 2
+    assert "orcad has 1 live run; stopping it ends their running sessions" in refused.stderr
+    assert f"{run_id}  running  long job" in refused.stderr
+    assert "orca daemon stop --force" in refused.stderr
+    assert process_exists(pid)
+    assert orca(env, "status", run_id, "--json").stdout.count('"status":"running"') >= 1
+
+    forced = orca(env, "daemon", "stop", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert f"{run_id}  running  long job" in forced.stderr
+    assert f"orcad stopped (pid {pid})" in forced.stdout
+    wait_until(lambda: not process_exists(pid), "orcad to exit")
+
+
+def test_on_a_terminal_it_asks_first(started: tuple[dict[str, str], int]) -> None:
+    env, pid = started
+    run_id = live_run(env, "long job")
+    terminal = Terminal(["daemon", "stop"], env)
+    try:
+        shown = terminal.read_until(b"[y/N] ")
+        assert run_id.encode() in shown
+        terminal.type(b"n\n")
+        code, screen = terminal.finish()
+    finally:
+        terminal.close()
+    assert code == 1 and "orcad is still running" in screen
+    assert process_exists(pid)
+
+    terminal = Terminal(["daemon", "stop"], env)
+    try:
+        terminal.read_until(b"[y/N] ")
+        terminal.type(b"y\n")
+        code, screen = terminal.finish()
+    finally:
+        terminal.close()
+    assert code == 0, screen
+    assert f"orcad stopped (pid {pid})" in screen
+    wait_until(lambda: not process_exists(pid), "orcad to exit")
+
+
+def test_with_no_live_run_it_stops_without_asking(started: tuple[dict[str, str], int]) -> None:
+    env, pid = started
+    assert orca(env, "run", "--wait", "--", "true").returncode == 0
+    stopped = orca(env, "daemon", "stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert "live run" not in stopped.stderr
+    wait_until(lambda: not process_exists(pid), "orcad to exit")

@@ -1,0 +1,180 @@
+"""A full log against the real orcad: SQLite refuses every write that needs a new page (the
+store's test hook sets `PRAGMA max_page_count` from a file, so no privileges are needed), then
+the space comes back.
+
+What must hold: a session that ends while the log is full is recorded with its true end once it
+can be; the output dropped meanwhile is counted exactly and the loss is recorded; a client that
+starts a run while the log is full is told why, clearly; orcad logs the outage once, without
+tracebacks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import signal
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from conftest import (
+    DaemonProcess,
+    agent,
+    events_of,
+    output_of,
+    process_exists,
+    wait_until,
+)
+
+from orca_client.wire import RunStarted, StartRun
+from orca_daemon.store import TEST_PAGE_LIMIT_VARIABLE
+
+MEGABYTES = 4
+SUMMARY_BYTES = 20_000
+"""Larger than a page: recording the session's end needs new pages, which a full log refuses."""
+LOSS_NOTE = re.compile(
+    r"orcad: (\d+) bytes of stdout were not recorded because the log could not be written "
+    r"\(disk full at (.+)\)\n"
+)
+
+
+def test_a_session_that_ends_while_the_log_is_full_ends_completed_once_it_can_be_written(
+    make_daemon: Callable[..., DaemonProcess], orca_home: Path
+) -> None:
+    limit_file = orca_home.parent / "page-limit"
+    daemon = make_daemon(extra_env={TEST_PAGE_LIMIT_VARIABLE: str(limit_file)}).start()
+    session_ends_while_full(
+        daemon,
+        orca_home.parent / "work",
+        fill=lambda: limit_file.write_text("1\n"),  # no new page from now on
+        free=limit_file.unlink,
+    )
+
+
+def test_on_a_file_system_that_is_really_full_a_session_ends_completed_once_there_is_space(
+    small_home: Path, make_daemon: Callable[..., DaemonProcess]
+) -> None:
+    daemon = make_daemon().start()
+    ballast = small_home / "ballast"
+
+    def fill() -> None:
+        block = b"\0" * 65536
+        with open(ballast, "wb", buffering=0) as out, contextlib.suppress(OSError):  # ENOSPC
+            while True:
+                out.write(block)
+
+    session_ends_while_full(daemon, small_home.parent / "work", fill, ballast.unlink)
+
+
+@pytest.fixture
+def small_home(orca_home: Path) -> Iterator[Path]:
+    """ORCA_HOME on its own 8 MiB tmpfs (needs the privilege to mount, e.g. root)."""
+    orca_home.mkdir(mode=0o700)
+    mount = ["mount", "-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs", str(orca_home)]
+    try:
+        subprocess.run(mount, check=True, capture_output=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        pytest.skip("cannot mount a small tmpfs here (the page-limit test covers a full log)")
+    try:
+        yield orca_home
+    finally:
+        subprocess.run(["umount", "-l", str(orca_home)], check=False, timeout=10)
+
+
+def session_ends_while_full(
+    daemon: DaemonProcess, work: Path, fill: Callable[[], object], free: Callable[[], object]
+) -> None:
+    """A session prints MEGABYTES while the log is full and ends; then there is space again."""
+    work.mkdir()
+    gate = work / "gate"
+    log_file = str(daemon.paths.log_file)
+    command = agent("gated_firehose.py", str(gate), str(MEGABYTES), str(SUMMARY_BYTES))
+    with daemon.client() as client:
+        started: RunStarted = client.request(StartRun(command=command, cwd=str(work)))
+    wait_until(lambda: "ready" in output_of(daemon, started.run_id), what="the agent to start")
+    pid = daemon.status(started.run_id).sessions[0].pid
+    assert pid is not None
+
+    fill()
+    gate.touch()
+    wait_until(lambda: not process_exists(pid), what="the agent to finish its output and exit")
+    wait_until(
+        lambda: (
+            f"the log cannot be written: disk full at {log_file}" in daemon.output()
+            or daemon.status(started.run_id).runs[0].status != "running"
+        ),
+        what="orcad to find the log full",
+    )
+
+    # A client asking for a run now is told why it cannot have one.
+    refused = daemon.orca("run", "--cwd", str(work), "--", "echo", "x" * SUMMARY_BYTES)
+    assert f"log_unavailable: the log cannot be written: disk full at {log_file}" in refused.stderr
+    assert refused.returncode == 1, refused
+    # Its end waits to be recorded: the run is neither ended by an error nor given up on.
+    assert daemon.status(started.run_id).runs[0].status == "running"
+
+    free()
+    run = daemon.wait_for_run(started.run_id, timeout=30)
+    session = daemon.status(started.run_id).sessions[0]
+    assert (run.status, session.status, session.reason) == (
+        "completed",
+        "completed",
+        "the agent reported done",
+    )
+    ended = [e for e in events_of(daemon, started.run_id) if e["type"] == "session_terminated"]
+    assert len(ended) == 1 and len(ended[0]["summary"]) == SUMMARY_BYTES  # all of it, in the log
+
+    written = len("ready\n") + MEGABYTES * 1024 * 1024
+    recorded = len(output_of(daemon, started.run_id).encode())
+    notes = LOSS_NOTE.findall(output_of(daemon, started.run_id, "orca"))
+    assert notes, output_of(daemon, started.run_id, "orca")
+    assert {where for _, where in notes} == {log_file}
+    lost = sum(int(size) for size, _ in notes)
+    assert lost > 0
+    assert recorded + lost == written  # every byte is either in the log or counted as lost
+    types = [e["type"] for e in events_of(daemon, started.run_id)]
+    assert types.count("session_terminated") == 1
+    assert max(i for i, t in enumerate(types) if t == "output_appended") < types.index(
+        "session_terminated"
+    )  # the note of the loss comes before the end
+
+    output = daemon.output()
+    assert output.count("orca_daemon.store: the log cannot be written") == 1, output
+    assert "the log can be written again" in output
+    assert "Traceback" not in output, output
+
+    assert daemon.stop(signal.SIGTERM) == 0
+    daemon.start()
+    assert daemon.status(started.run_id).runs[0].status == "completed"
+
+
+def test_a_run_started_while_the_log_is_full_is_refused_with_the_reason_and_not_recorded(
+    make_daemon: Callable[..., DaemonProcess], orca_home: Path
+) -> None:
+    """The first append to find the log full is a client's: it is refused at once, not left
+    waiting, and nothing of it is recorded; once there is space, runs start again."""
+    limit_file = orca_home.parent / "page-limit"
+    daemon = make_daemon(extra_env={TEST_PAGE_LIMIT_VARIABLE: str(limit_file)}).start()
+    log_file = str(daemon.paths.log_file)
+    limit_file.write_text("1\n")
+    big_argument = "x" * SUMMARY_BYTES  # its run needs new pages in the log
+    for _ in range(2):  # the first finds out; the second is refused from what orcad knows
+        refused = daemon.orca("run", "--cwd", str(orca_home.parent), "--", "echo", big_argument)
+        assert refused.returncode == 1, refused
+        assert (
+            f"orca: log_unavailable: the log cannot be written: disk full at {log_file}"
+            in refused.stderr
+        )
+    assert daemon.status().runs == []
+
+    limit_file.unlink()
+
+    def started() -> bool:
+        result = daemon.orca("run", "--cwd", str(orca_home.parent), "--", "echo", big_argument)
+        return result.returncode == 0
+
+    wait_until(started, what="a run to be accepted once the log has space")
+    output = daemon.output()
+    assert output.count("orca_daemon.store: the log cannot be written") == 1, output
+    assert "Traceback" not in output, output

@@ -1,0 +1,74 @@
+"""SIGTERM to orcad with many busy agents: every agent is signalled at once, and every session's
+end is recorded in one transaction (not one after another, each waiting behind the agents'
+output, before anything is signalled).
+
+Timing is for `bench/bench_shutdown.py`; this test checks what happened and in what order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+from conftest import DaemonProcess, agent, process_exists, wait_until
+
+from orca_client.wire import RunStarted, StartRun
+from orca_daemon.runs import RESTARTED_REASON, STOPPED_REASON
+
+AGENTS = 40
+
+
+def test_sigterm_signals_every_busy_agent_and_records_their_ends_in_one_transaction(
+    make_daemon: Callable[..., DaemonProcess], orca_home: Path
+) -> None:
+    daemon = make_daemon().start()
+    markers = orca_home.parent / "markers"
+    markers.mkdir()
+    command = agent("busy.py", str(markers), "0.005")
+    with daemon.client() as client:
+        runs: list[RunStarted] = [
+            client.request(StartRun(command=command, cwd=str(markers))) for _ in range(AGENTS)
+        ]
+
+    def all_busy() -> list[int] | None:
+        sessions = daemon.status().sessions
+        pids = [s.pid for s in sessions if s.status == "running" and s.pid is not None]
+        return pids if len(pids) == AGENTS else None
+
+    pids: list[int] = wait_until(all_busy, what="every agent to be running", timeout=60)
+    try:
+        assert daemon.stop(signal.SIGTERM, timeout=60) == 0
+        assert [pid for pid in pids if process_exists(pid)] == []
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert sorted(int(p.stem) for p in markers.glob("*.term")) == sorted(pids)  # all SIGTERMed
+
+    with contextlib.closing(sqlite3.connect(daemon.paths.log_file)) as db:
+        rows = db.execute(
+            "SELECT position, recorded_at, type, data FROM events"
+            " WHERE type IN ('session_terminated', 'run_status_changed') ORDER BY position"
+        ).fetchall()
+    ends = [(p, at, t, msgspec.json.decode(d)) for p, at, t, d in rows]
+    stopped = [e for e in ends if e[3].get("reason") == STOPPED_REASON]
+    assert sorted(e[3]["run_id"] for e in stopped if e[2] == "session_terminated") == sorted(
+        r.run_id for r in runs
+    )
+    assert len(stopped) == 2 * AGENTS  # each session's end and its run's
+    positions = [e[0] for e in stopped]
+    assert positions == list(range(positions[0], positions[0] + 2 * AGENTS)), (
+        "the ends are not one block of the log"
+    )
+    assert len({e[1] for e in stopped}) == 1, "the ends were recorded in several transactions"
+
+    daemon.start()
+    after = daemon.status()
+    assert {(s.status, s.reason) for s in after.sessions} == {("failed", STOPPED_REASON)}
+    assert {r.status for r in after.runs} == {"failed"}
+    assert RESTARTED_REASON not in daemon.output()
