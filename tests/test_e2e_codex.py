@@ -354,8 +354,10 @@ def test_finding_3_every_approval_request_is_answered_in_its_schema_shape(
     codex = make_codex(
         'approval_policy = "on-request"\n', "[features]\nrequest_permissions_tool = true\n"
     )
-    outside = codex.codex_home.with_name(f"{codex.codex_home.name}-outside.txt")  # not /tmp:
-    # the sandbox lets Codex write there without asking
+    # Outside the workspace and outside /tmp (where the checkout may be, and which the sandbox
+    # lets Codex write without asking): Codex must ask before it writes there.
+    outside = Path.home() / f".orca-e2e-{codex.codex_home.name}-outside.txt"
+    assert not outside.is_relative_to("/tmp")
     patch = f"apply_patch <<'EOF'\n*** Begin Patch\n*** Add File: {outside}\n+x\n*** End Patch\nEOF"
     codex.api.script(
         tool_call(
