@@ -14,6 +14,9 @@ import termios
 import time
 from collections.abc import Mapping
 
+CTRL_C = "\x03"
+CTRL_D = "\x04"
+
 
 class Terminal:
     """`orca ARGS...` with stdin, stdout and stderr on one pty of `columns` x `rows`."""
@@ -44,6 +47,7 @@ class Terminal:
         os.close(secondary)
         self.fd = primary
         self._seen = b""
+        self._matched = 0
 
     @property
     def screen(self) -> str:
@@ -51,13 +55,17 @@ class Terminal:
         return self._seen.decode(errors="replace").replace("\r\n", "\n")
 
     def read_until(self, needle: str, timeout: float = 30.0) -> str:
-        """Read until the screen shows `needle`; returns the whole screen."""
+        """Read until the screen shows `needle` after what earlier calls matched (so a prompt
+        shown again is waited for again); returns the whole screen."""
         deadline = time.monotonic() + timeout
-        while needle not in self.screen:
+        while (found := self.screen.find(needle, self._matched)) < 0:
             remaining = deadline - time.monotonic()
             assert remaining > 0, f"{needle!r} not shown; the screen:\n{self.screen}"
             if not self._read(remaining):
-                assert needle in self.screen, f"{needle!r} not shown; the screen:\n{self.screen}"
+                assert needle in self.screen[self._matched :], (
+                    f"{needle!r} not shown before the end; the screen:\n{self.screen}"
+                )
+        self._matched = found + len(needle)
         return self.screen
 
     def type(self, keys: str) -> None:

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 from conftest import DaemonProcess, events_of, output_of
-from terminal_support import CTRL_C, CTRL_D, Terminal
+from terminal import CTRL_C, CTRL_D, Terminal
 
 from orca_client.answering import choose
 from orca_client.wire import Question, QuestionOption, RunStarted, StartRun
@@ -57,23 +57,24 @@ def test_an_empty_answer_or_one_that_is_not_an_option_is_asked_again(
     daemon: DaemonProcess,
 ) -> None:
     run_id = waiting_run(daemon, [DB, TOKEN])
-    terminal = Terminal(["answer", run_id], daemon.env)
+    terminal = Terminal(daemon.env, "answer", run_id)
     try:
-        terminal.read_until(b"number or option> ")
-        terminal.type(b"\n")
-        shown = terminal.read_until(b"number or option> ")
-        assert b"an empty answer is not accepted" in shown
-        assert b"--json" in shown  # how to send an empty answer on purpose
-        terminal.type(b"mysql\n")
-        shown = terminal.read_until(b"number or option> ")
-        assert b"db takes one of its options, by number or label: 1. postgres, 2. sqlite" in shown
-        terminal.type(b"SQLite\n")
-        terminal.read_until(b"not echoed")
-        terminal.type(b"\n")  # an empty Enter at the secret prompt: asked again, not sent
-        shown = terminal.read_until(b"not echoed")
-        assert b"an empty answer is not accepted" in shown
-        terminal.type(b"s3cret\n")
-        code, screen = terminal.finish()
+        terminal.read_until("number or option> ")
+        terminal.type("\n")
+        shown = terminal.read_until("number or option> ")
+        assert "an empty answer is not accepted" in shown
+        assert "--json" in shown  # how to send an empty answer on purpose
+        terminal.type("mysql\n")
+        shown = terminal.read_until("number or option> ")
+        assert "db takes one of its options, by number or label: 1. postgres, 2. sqlite" in shown
+        terminal.type("SQLite\n")
+        terminal.read_until("not echoed")
+        terminal.type("\n")  # an empty Enter at the secret prompt: asked again, not sent
+        shown = terminal.read_until("not echoed")
+        assert "an empty answer is not accepted" in shown
+        terminal.type("s3cret\n")
+        code = terminal.wait()
+        screen = terminal.screen
     finally:
         terminal.close()
     assert code == 0, screen
@@ -93,17 +94,18 @@ def test_an_empty_answer_or_one_that_is_not_an_option_is_asked_again(
 )
 @pytest.mark.parametrize("at_secret", [False, True], ids=["first-prompt", "secret-prompt"])
 def test_ctrl_d_and_ctrl_c_end_the_prompt_cleanly_with_nothing_sent(
-    daemon: DaemonProcess, key: bytes, code: int, says: str, at_secret: bool
+    daemon: DaemonProcess, key: str, code: int, says: str, at_secret: bool
 ) -> None:
     run_id = waiting_run(daemon, [DB, TOKEN])
-    terminal = Terminal(["answer", run_id], daemon.env)
+    terminal = Terminal(daemon.env, "answer", run_id)
     try:
-        terminal.read_until(b"number or option> ")
+        terminal.read_until("number or option> ")
         if at_secret:
-            terminal.type(b"1\n")
-            terminal.read_until(b"not echoed")
+            terminal.type("1\n")
+            terminal.read_until("not echoed")
         terminal.type(key)
-        status, screen = terminal.finish()
+        status = terminal.wait()
+        screen = terminal.screen
     finally:
         terminal.close()
     assert status == code, screen

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from conftest import DaemonProcess, process_exists, wait_until
-from terminal_support import Terminal
+from terminal import Terminal
 
 
 def orca(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -70,22 +70,24 @@ def test_without_a_terminal_it_refuses_to_end_live_runs_unless_forced(
 def test_on_a_terminal_it_asks_first(started: tuple[dict[str, str], int]) -> None:
     env, pid = started
     run_id = live_run(env, "long job")
-    terminal = Terminal(["daemon", "stop"], env)
+    terminal = Terminal(env, "daemon", "stop")
     try:
-        shown = terminal.read_until(b"[y/N] ")
-        assert run_id.encode() in shown
-        terminal.type(b"n\n")
-        code, screen = terminal.finish()
+        shown = terminal.read_until("[y/N] ")
+        assert run_id in shown
+        terminal.type("n\n")
+        code = terminal.wait()
+        screen = terminal.screen
     finally:
         terminal.close()
     assert code == 1 and "orcad is still running" in screen
     assert process_exists(pid)
 
-    terminal = Terminal(["daemon", "stop"], env)
+    terminal = Terminal(env, "daemon", "stop")
     try:
-        terminal.read_until(b"[y/N] ")
-        terminal.type(b"y\n")
-        code, screen = terminal.finish()
+        terminal.read_until("[y/N] ")
+        terminal.type("y\n")
+        code = terminal.wait()
+        screen = terminal.screen
     finally:
         terminal.close()
     assert code == 0, screen
