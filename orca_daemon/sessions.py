@@ -82,6 +82,9 @@ class PumpSettings:
     max_line_bytes: int = 1 << 20
     result_exit_grace_seconds: float = 10.0
     pipe_drain_seconds: float = 2.0
+    interrupt_seconds: float = 5.0
+    """How long a cancelled agent that ends its turn when told (Claude's interrupt: it reports
+    its turn interrupted, orcad closes its input, it exits) may take to exit before SIGTERM."""
 
 
 @dataclass
@@ -562,12 +565,17 @@ class SessionProcess:
         return self._input is not None and self._input.unwritten()[1] == 0
 
     async def cancel(self, reason: str, grace: float) -> None:
-        """Tell the agent it is cancelled (in its protocol), then stop its process group."""
-        if self._process is not None and self._process.returncode is None:
+        """Tell the agent it is cancelled (in its protocol), give it `interrupt_seconds` to end
+        on its own, then stop its process group."""
+        process = self._process
+        if process is not None and process.returncode is None:
+            told = self._translator.cancel(reason)
             with contextlib.suppress(Exception):
-                await self._carry_out(self._translator.cancel(reason), "stdout", force=True)
-                if self._input is not None:  # a moment to read it before the signal
-                    await asyncio.wait_for(self._input.wait_written(), 1.0)
+                await self._carry_out(told, "stdout", force=True)
+            # A translator whose agent ends its turn when told (Claude's interrupt) says so.
+            if told and getattr(self._translator, "ends_turn_on_cancel", False):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(exited(process), self._settings.interrupt_seconds)
         self.stop(grace)
 
     def stop(self, grace: float) -> None:

@@ -1,8 +1,9 @@
 """A loopback fake of the Anthropic Messages API (standard library only), scripted per test.
 
 The real `claude` CLI, pointed at it with ANTHROPIC_BASE_URL, sends `HEAD /api/hello` first,
-then `POST /v1/messages?beta=true` with `"stream": true` for each model turn; it may also ask
-for side jobs (a session title, say). Each turn request takes the next scripted reply; a side
+then `POST /v1/messages?beta=true` with `"stream": true` for each model turn (without it
+when it falls back after a failed stream); it may also ask for side jobs that offer no tools
+(a session title, say). Each turn request takes the next scripted reply; a side
 job gets `side_reply` (a short JSON title). Every request body is recorded, in order, so a test
 can assert what reached the model (an answer as a `tool_result`, say).
 
@@ -41,7 +42,9 @@ class Reply:
     blocks: list[dict[str, Any]] = field(default_factory=list)
     """Content blocks: `{"type": "text", "text": ...}` or `{"type": "tool_use", ...}`."""
     stop_reason: str = "end_turn"
-    usage: dict[str, int] = field(default_factory=lambda: {"input_tokens": 100, "output_tokens": 20})
+    usage: dict[str, int] = field(
+        default_factory=lambda: {"input_tokens": 100, "output_tokens": 20}
+    )
     status: int = 200
     """Not 200: an HTTP error with `error_type` and `message`."""
     error_type: str = ""
@@ -190,12 +193,7 @@ class FakeAnthropicAPI:
                 except ValueError:
                     body = None
                 path = self.path.split("?", 1)[0]
-                turn = (
-                    path == "/v1/messages"
-                    and isinstance(body, dict)
-                    and body.get("stream") is True
-                    and not _is_side_job(body)
-                )
+                turn = path == "/v1/messages" and isinstance(body, dict) and _is_turn(body)
                 api._record(Request("POST", self.path, dict(self.headers), body, turn))
                 if path == "/v1/messages/count_tokens":
                     self._json(200, {"input_tokens": 100})
@@ -204,7 +202,7 @@ class FakeAnthropicAPI:
                 elif not turn:
                     self._side_job(body)
                 else:
-                    self._turn(api._take(), str(body.get("model") or MODEL))
+                    self._turn(api._take(), body)
 
             def _json(self, status: int, value: dict[str, Any]) -> None:
                 data = json.dumps(value).encode()
@@ -221,12 +219,16 @@ class FakeAnthropicAPI:
                 else:
                     self._json(200, reply)
 
-            def _turn(self, reply: Reply, model: str) -> None:
+            def _turn(self, reply: Reply, body: dict[str, Any]) -> None:
                 if reply.status != 200:
                     self._json(reply.status, _error_body(reply.error_type, reply.message))
                     return
+                model = str(body.get("model") or MODEL)
                 message = _message(model, reply.blocks, reply.stop_reason, reply.usage)
-                self._stream(_events(message), hang=reply.hang)
+                if body.get("stream"):
+                    self._stream(_events(message), hang=reply.hang)
+                else:  # claude's fallback after a failed stream
+                    self._json(200, message)
 
             def _stream(self, events: list[tuple[str, dict[str, Any]]], hang: bool) -> None:
                 self.send_response(200)
@@ -262,9 +264,9 @@ class FakeAnthropicAPI:
 _SIDE_TEXT = {"type": "text", "text": '{"title": "Fake session"}'}
 
 
-def _is_side_job(body: dict[str, Any]) -> bool:
-    """A request that is not the conversation itself (a title, a summary): it offers no tools."""
-    return not body.get("tools")
+def _is_turn(body: dict[str, Any]) -> bool:
+    """A request of the conversation itself; a side job (a title, a summary) offers no tools."""
+    return bool(body.get("tools"))
 
 
 def _error_body(error_type: str, message: str) -> dict[str, Any]:
@@ -314,7 +316,10 @@ def _block_events(index: int, block: dict[str, Any]) -> Iterator[tuple[str, dict
     else:
         opening = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
         delta = {"type": "input_json_delta", "partial_json": json.dumps(block["input"])}
-    yield "content_block_start", {"type": "content_block_start", "index": index, "content_block": opening}
+    yield (
+        "content_block_start",
+        {"type": "content_block_start", "index": index, "content_block": opening},
+    )
     yield "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
     yield "content_block_stop", {"type": "content_block_stop", "index": index}
 
@@ -368,10 +373,28 @@ def claude_env(api: FakeAnthropicAPI, base: Path) -> dict[str, str]:
     }
 
 
-def claude_agent_toml(api: FakeAnthropicAPI, base: Path, **settings: str) -> str:
-    """`[agents.claude]` for config.toml: the pinned claude, with `claude_env`."""
-    table = {"command": [str(pinned_claude())], **settings}
-    lines = ["[agents.claude]", *(f"{k} = {json.dumps(v)}" for k, v in table.items())]
+def claude_agent_toml(api: FakeAnthropicAPI, base: Path, command: Path | None = None) -> str:
+    """`[agents.claude]` for config.toml: the pinned claude (or `command`), with `claude_env`."""
+    lines = ["[agents.claude]", f"command = {json.dumps([str(command or pinned_claude())])}"]
     lines.append("[agents.claude.env]")
     lines += [f"{k} = {json.dumps(v)}" for k, v in claude_env(api, base).items()]
     return "\n".join(lines) + "\n"
+
+
+def signal_recorder(directory: Path, program: Path) -> tuple[Path, Path]:
+    """A wrapper that runs `program` as its child and appends each SIGTERM it gets (as a
+    member of the session's process group) to a file; returns the wrapper and that file."""
+    signals = directory / "signals"
+    wrapper = directory / "claude"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f"trap 'echo TERM >> \"{signals}\"' TERM\n"
+        "exec 3<&0\n"  # a background job's stdin would be /dev/null
+        f'"{program}" "$@" <&3 3<&- &\n'
+        "child=$!\n"
+        'wait "$child"; status=$?\n'
+        'while kill -0 "$child" 2>/dev/null; do wait "$child"; status=$?; done\n'
+        'exit "$status"\n'
+    )
+    wrapper.chmod(0o755)
+    return wrapper, signals
