@@ -1,11 +1,11 @@
 """A loopback fake of the Anthropic Messages API (standard library only), scripted per test.
 
 The real `claude` CLI, pointed at it with ANTHROPIC_BASE_URL, sends `HEAD /api/hello` first,
-then `POST /v1/messages?beta=true` with `"stream": true` for each model turn (without it
+then `POST /v1/messages?beta=true` with `"stream": true` for each model call (without it
 when it falls back after a failed stream); it may also ask for side jobs that offer no tools
-(a session title, say). Each turn request takes the next scripted reply; a side
-job gets `side_reply` (a short JSON title). Every request body is recorded, in order, so a test
-can assert what reached the model (an answer as a `tool_result`, say).
+(a session title, say). Each model call takes the next scripted reply (none left: a 403, which
+claude does not retry); a side job gets a short JSON title. Every request is recorded, in
+order, so a test can assert what reached the model (an answer as a `tool_result`, say).
 
     with FakeAnthropicAPI() as api:
         api.script(text("Hello"), tool_use("AskUserQuestion", {...}), text("done"))
@@ -132,6 +132,11 @@ class FakeAnthropicAPI:
         """Let a `slow` reply finish."""
         self.released.set()
 
+    def rearm(self) -> None:
+        """Ready for another conversation with a `slow` reply (after `release`)."""
+        for event in (self.released, self.hanging, self.abandoned):
+            event.clear()
+
     def turns(self) -> list[dict[str, Any]]:
         """The bodies of the turn requests so far."""
         with self._lock:
@@ -161,7 +166,7 @@ class FakeAnthropicAPI:
         with self._lock:
             if self._replies:
                 return self._replies.pop(0)
-        return error(400, "invalid_request_error", "fake API: no scripted reply left")
+        return error(403, "permission_error", "fake API: no scripted reply left")
 
     def _record(self, request: Request) -> None:
         with self._lock:
@@ -332,8 +337,11 @@ def wait_for(event: threading.Event, what: str, timeout: float = 30.0) -> None:
 
 # -- running the pinned real claude against the fake
 
-PINNED_CLAUDE_VERSION = "2.1.332"
 REPO = Path(__file__).resolve().parent.parent
+PINNED_CLAUDE_VERSION = json.loads((REPO / "tests/npm/package.json").read_text())["dependencies"][
+    "@anthropic-ai/claude-code"
+]
+"""The claude the end-to-end tests drive (docs/real-agent-protocols.md §3 describes it)."""
 
 
 def agent_bin() -> Path:

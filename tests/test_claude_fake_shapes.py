@@ -222,8 +222,7 @@ def converse(
         conversation.close()
         if api is not None:
             api.release()
-            api.hanging.clear()
-            api.released.clear()
+            api.rearm()
     return conversation.seen
 
 
