@@ -302,11 +302,11 @@ def _tool_result(block: dict[str, Any]) -> str:
             if isinstance(part, dict)
         ]
         content = "\n".join(parts)
-    text = _clip(str(content or "").strip("\n"), MAX_TOOL_RESULT_CHARS)
-    lines = text.splitlines() or ["(no output)"]
-    if len(lines) > MAX_TOOL_RESULT_LINES:
-        more = len(lines) - MAX_TOOL_RESULT_LINES
-        lines = [*lines[:MAX_TOOL_RESULT_LINES], f"… ({more} more lines)"]
+    every = str(content or "").strip("\n").splitlines()
+    start = "\n".join(every[:MAX_TOOL_RESULT_LINES])
+    lines = _clip(start, MAX_TOOL_RESULT_CHARS).splitlines() or ["(no output)"]
+    if len(every) > MAX_TOOL_RESULT_LINES:
+        lines.append(f"… ({len(every) - MAX_TOOL_RESULT_LINES} more lines)")
     if block.get("is_error"):
         lines[0] = f"error: {lines[0]}"
     return "".join(f"  {line}\n" for line in lines)
