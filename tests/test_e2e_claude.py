@@ -254,3 +254,20 @@ def test_tool_calls_and_their_results_are_shown_in_the_log(claude: ClaudeRuns) -
     assert f"Write {notes}\n" in logs
     assert "File created successfully" in logs
     assert logs.rstrip().endswith("Both done.")
+
+
+def test_cancel_while_claude_asks_refuses_the_question_and_ends_unsignalled(
+    claude_with: Callable[[Path | None], ClaudeRuns], tmp_path: Path
+) -> None:
+    wrapper, signals = signal_recorder(tmp_path, pinned_claude())
+    claude = claude_with(wrapper)
+    claude.api.script(tool_use("AskUserQuestion", database_question()), slow("Carrying on"))
+    run_id = claude.run("set up storage")
+    claude.wait(run_id, "waiting_for_answer")
+    pid = claude.session(run_id).pid
+    assert pid is not None
+    assert claude.orca("cancel", run_id).returncode == 0
+    assert claude.wait(run_id).status == "cancelled"
+    wait_until(lambda: not process_exists(pid), "claude to exit", timeout=DEADLINE)
+    assert not signals.exists(), "orcad signalled claude before it could end its turn"
+    assert "claude's turn was interrupted" in claude.logs(run_id)
