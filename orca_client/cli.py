@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     import argparse
 
     from orca_client.client import Client
-    from orca_client.wire import RunInfo, Status, StatusResult
+    from orca_client.wire import EventRecord, RunInfo, Status, StatusResult
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -372,17 +372,9 @@ def cmd_run(args: Args) -> int:
                     children = ", ".join(started.child_run_ids)
                     print(f"parent run; children so far: {children}", file=sys.stderr)
             return EXIT_OK
-        try:
-            return wait_for_run(
-                connection, started.run_id, as_json=args.json, stream_output=not args.json
-            )
-        except KeyboardInterrupt:
-            print(
-                f"\norca: stopped waiting; run {started.run_id} goes on "
-                f"(cancel it with: orca cancel {started.run_id})",
-                file=sys.stderr,
-            )
-            return 130
+        return wait_for_run(
+            connection, started.run_id, as_json=args.json, stream_output=not args.json
+        )
 
 
 def cmd_status(args: Args) -> int:
@@ -456,25 +448,32 @@ def cmd_watch(args: Args) -> int:
 
 def cmd_logs(args: Args) -> int:
     from orca_client import render
-    from orca_client.wire import ReadEvents
+    from orca_client.wire import ReadEvents, Status
+
+    labels = None if args.json else render.OutputLabels()
+
+    def show(record: EventRecord) -> None:
+        render.write_output(record, as_json=args.json, raw=args.raw, labels=labels)
+        if not args.json:
+            render.write_long_texts(record, raw=args.raw)
+            render.write_notes(record, raw=args.raw)
 
     with client() as connection:
         run_id = _full_run_id(connection, args.run_id)
         if args.follow:
             for record in connection.follow(after=0, run_id=run_id, on_reconnect=_say_reconnecting):
-                render.write_output(record, as_json=args.json, raw=args.raw)
-                if not args.json:
-                    render.write_long_texts(record, raw=args.raw)
+                show(record)
                 if render.ends_run(record):
                     break
+            if not args.json:
+                ended: StatusResult = connection.request(Status(run_id=run_id))
+                print(render.outcome_line(ended.runs[0], ended.sessions), file=sys.stderr)
             return EXIT_OK
         after = 0
         while True:
             page = connection.request(ReadEvents(after=after, limit=5000, run_id=run_id))
             for record in page.events:
-                render.write_output(record, as_json=args.json, raw=args.raw)
-                if not args.json:
-                    render.write_long_texts(record, raw=args.raw)
+                show(record)
             if not page.events:
                 return EXIT_OK
             after = page.events[-1].position
@@ -677,16 +676,30 @@ def _run_detail(result: StatusResult) -> dict[str, Any]:
     return run
 
 
-def wait_for_run(connection: Client, run_id: str, *, as_json: bool, stream_output: bool) -> int:
-    """Follow a run until it ends (streaming its output), then print how it ended."""
-    from orca_client import render
+def wait_for_run(
+    connection: Client,
+    run_id: str,
+    *,
+    as_json: bool,
+    stream_output: bool,
+    started: str = "started",
+) -> int:
+    """Follow a run until it ends (streaming its output; on stderr, its id at once, then what
+    happens in it; on a terminal, offering to answer its questions), then print how it ended.
+    Ctrl-C stops waiting (exit 130); the run goes on."""
+    from orca_client import render, waiting
     from orca_client.wire import Status
 
-    for record in connection.follow(after=0, run_id=run_id, on_reconnect=_say_reconnecting):
-        if stream_output:
-            render.write_output(record, as_json=False)
-        if render.ends_run(record):
-            break
+    waiting.say(f"run {run_id} {started}; Ctrl-C stops waiting")
+    ask = sys.stdin.isatty() and sys.stdout.isatty()
+    try:
+        waiting.RunWaiter(connection, run_id, stream_output=stream_output, ask=ask).wait()
+    except KeyboardInterrupt:
+        print(
+            f"\norca: stopped waiting; run {run_id} goes on (cancel it with: orca cancel {run_id})",
+            file=sys.stderr,
+        )
+        return 130
     result: StatusResult = connection.request(Status(run_id=run_id))
     run: RunInfo = result.runs[0]
     if as_json:

@@ -145,7 +145,8 @@ def _common_start(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--wait",
         action="store_true",
-        help="wait until the run ends (orca logs RUN_ID shows the output), exit by the outcome",
+        help="wait until the run ends, telling on stderr what happens and what it waits for "
+        "(orca logs RUN_ID shows the output); exit by the outcome",
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -194,7 +195,14 @@ def cmd_debug(args: Args) -> int:
                     file=sys.stderr,
                 )
             return 0
-        code = wait_for_run(connection, started.run_id, as_json=args.json, stream_output=False)
+        workers = f"{len(started.session_ids)} workers ({', '.join(agents)})"
+        code = wait_for_run(
+            connection,
+            started.run_id,
+            as_json=args.json,
+            stream_output=False,
+            started=f"started: {workers}",
+        )
     if not args.json:
         print(f"synthesis: {started.task_file}", file=sys.stderr)
     return code
@@ -357,7 +365,13 @@ def cmd_plan(args: Args) -> int:
             else:
                 print(started.run_id)
             return 0
-        return wait_for_run(connection, started.run_id, as_json=args.json, stream_output=False)
+        return wait_for_run(
+            connection,
+            started.run_id,
+            as_json=args.json,
+            stream_output=False,
+            started=f"started: a plan of {len(plan.tasks)} tasks",
+        )
 
 
 def cmd_doctor(args: Args) -> int:

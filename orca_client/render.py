@@ -7,8 +7,11 @@ before it reaches a terminal, so an escape sequence is shown, never obeyed.
 from __future__ import annotations
 
 import re
+import shutil
 import sys
 import time
+import unicodedata
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -18,6 +21,7 @@ from orca_client.wire import (
     TERMINAL_STATUSES,
     DoctorResult,
     EventRecord,
+    Question,
     RunInfo,
     SessionInfo,
     StatusResult,
@@ -69,59 +73,194 @@ def one_line(text: str) -> str:
 
 
 def _clip(text: str, width: int) -> str:
+    """`text` on one line, cut to `width` terminal cells with `…`."""
     text = one_line(text)
-    return text if len(text) <= width else text[: width - 1] + "…"
+    if cells(text) <= width:
+        return text
+    return _cut(text, width - 1) + "…"
 
 
-def runs_table(result: StatusResult) -> str:
-    """Every run, oldest first, one line each; under a waiting run, its pending questions."""
+def clip_words(text: str, width: int) -> str:
+    """`text` on one line in at most `width` terminal cells, cut at a word boundary (unless
+    that loses more than half of it) with `…`."""
+    text = one_line(text)
+    if cells(text) <= width:
+        return text
+    cut = _cut(text, width - 1)
+    space = cut.rfind(" ")
+    if space >= len(cut) // 2:
+        cut = cut[:space]
+    return cut.rstrip() + "…"
+
+
+def cells(text: str) -> int:
+    """How many terminal columns `text` takes: wide characters two, combining ones none."""
+    return sum(_cell(char) for char in text)
+
+
+def _cell(char: str) -> int:
+    if unicodedata.combining(char):
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in "WF" else 1
+
+
+def _cut(text: str, width: int) -> str:
+    """The longest start of `text` that fits in `width` cells."""
+    used = 0
+    for index, char in enumerate(text):
+        used += _cell(char)
+        if used > width:
+            return text[:index]
+    return text
+
+
+def terminal_width() -> int:
+    """The terminal's columns (`$COLUMNS` first; 80 when stdout is not a terminal)."""
+    return max(40, shutil.get_terminal_size((80, 24)).columns)
+
+
+def duration(seconds: float) -> str:
+    """`45s`, `3m12s`, `2h05m`, `3d04h`."""
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+
+
+def last_activity(run: RunInfo, sessions: dict[str, SessionInfo]) -> float:
+    """When the run or any of its sessions last did anything recorded."""
+    times = [run.updated_at]
+    for session_id in run.session_ids:
+        session = sessions.get(session_id)
+        if session is not None and session.last_activity_at is not None:
+            times.append(session.last_activity_at)
+    return max(times)
+
+
+def progress(run: RunInfo, sessions: dict[str, SessionInfo], runs: dict[str, RunInfo]) -> str:
+    """How far a fan-out (its workers), a plan (its tasks) or a parent (its children) is, e.g.
+    `2/3 workers done, 1 running` or `3/7 done, 1 running, 1 failed`; "" for a single run."""
+    if run.kind == "fanout":
+        workers = [sessions[s] for s in run.session_ids if s in sessions]
+        statuses = [s.status for s in workers if s.role == "worker"]
+        counted = _counts(statuses, "workers", done="completed")
+        orchestrator = sessions.get(run.orchestrator_session_id or "")
+        if orchestrator is not None and orchestrator.status not in TERMINAL_STATUSES:
+            counted += ", synthesizing"
+        return counted
+    if run.kind == "plan":
+        return _counts([task.status for task in run.tasks], "", done="done")
+    if run.kind == "parent":
+        children = [runs[c].status for c in run.child_run_ids if c in runs]
+        return _counts(children, "children", done="completed")
+    return ""
+
+
+_SHOWN_AS = {
+    "created": "starting",
+    "queued": "starting",
+    "in_progress": "running",
+    "planning": "running",
+    "reviewing": "running",
+    "waiting_for_answer": "waiting",
+}
+
+
+def _counts(statuses: Sequence[str], noun: str, *, done: str) -> str:
+    """`2/3 workers done, 1 running, 1 failed` (pending ones are what is left)."""
+    counts: dict[str, int] = {}
+    for status in statuses:
+        if status not in (done, "pending"):
+            shown = _SHOWN_AS.get(status, status)
+            counts[shown] = counts.get(shown, 0) + 1
+    head = f"{statuses.count(done)}/{len(statuses)}{f' {noun}' if noun else ''} done"
+    return ", ".join([head, *(f"{n} {status}" for status, n in counts.items())])
+
+
+MIN_TITLE_CELLS = 30
+"""Narrower than this, a title leaves the PROGRESS column for a line of its own."""
+
+
+def runs_table(result: StatusResult, width: int | None = None) -> str:
+    """Every run, oldest first, one line each, sized to `width` columns (the terminal's); under
+    a waiting run, its pending questions; a fan-out, plan or parent shows its progress."""
     if not result.runs:
         return "no runs yet; start one with: orca run -- CMD"
+    width = terminal_width() if width is None else width
     now = time.time()
     sessions = {s.session_id: s for s in result.sessions}
-    rows = [("RUN", "STATUS", "SESSIONS", "UPDATED", "TITLE")]
-    notes: dict[int, list[str]] = {}
-    for run in sorted(result.runs, key=lambda r: r.created_at):
-        rows.append(
-            (
-                run.run_id,
-                run.status,
-                str(len(run.session_ids)),
-                _ago(run.updated_at, now),
-                _clip(run.title, 60),
-            )
-        )
+    runs = {r.run_id: r for r in result.runs}
+    ordered = sorted(result.runs, key=lambda r: r.created_at)
+    rows = [["RUN", "STATUS", "ACTIVITY"]]
+    rows += [[r.run_id, r.status, _ago(last_activity(r, sessions), now)] for r in ordered]
+    progresses = [progress(r, sessions, runs) for r in ordered]
+    fixed = [max(cells(row[i]) for row in rows) for i in range(3)]
+    below = any(progresses)
+    progress_width = max((cells(p) for p in progresses), default=0)
+    title_width = width - sum(fixed) - 2 * len(fixed)
+    if below and title_width - progress_width - 2 >= MIN_TITLE_CELLS:
+        rows[0].append("PROGRESS")
+        progress_width = max(progress_width, len("PROGRESS"))
+        for row, shown in zip(rows[1:], progresses, strict=True):
+            row.append(shown)
+        fixed.append(progress_width)
+        title_width -= progress_width + 2
+        below = False
+    title_width = max(title_width, 10)
+    rows[0].append("TITLE")
+    for row, run in zip(rows[1:], ordered, strict=True):
+        row.append(clip_words(run.title, title_width))
+    lines = [_table_line(rows[0], fixed)]
+    for row, run, shown in zip(rows[1:], ordered, progresses, strict=True):
+        lines.append(_table_line(row, fixed))
+        if below and shown:
+            lines.append(_clip(f"  · {shown}", width))
         pending = [sessions[s].pending for s in run.session_ids if s in sessions]
         questions = [q for p in pending if p is not None for q in p.questions]
-        notes[len(rows) - 1] = [
-            f"  ↳ {one_line(q.id)}{' [secret]' if q.is_secret else ''}: {_clip(q.question, 90)}"
-            for q in questions
-        ]
+        for q in questions:
+            secret = " [secret]" if q.is_secret else ""
+            lines.append(_clip(f"  ↳ {one_line(q.id)}{secret}: {one_line(q.question)}", width))
         if questions:
-            notes[len(rows) - 1].append(f"    answer: {answer_hint(run.run_id, questions)}")
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines: list[str] = []
-    for index, row in enumerate(rows):
-        lines.append(
-            "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4]
-        )
-        lines.extend(notes.get(index, []))
+            lines.append(f"    answer: {answer_hint(run.run_id, questions)}")
     if result.ended_not_shown:
         lines.append(f"({result.ended_not_shown} older ended runs not shown: orca status --all)")
     return visible("\n".join(lines))
 
 
-def run_detail(run: RunInfo, sessions: list[SessionInfo]) -> str:
-    """One run with each of its sessions (a plan's tasks, a parent's children)."""
+def _table_line(row: list[str], widths: list[int]) -> str:
+    padded = [cell + " " * (widths[i] - cells(cell)) for i, cell in enumerate(row[:-1])]
+    return "  ".join([*padded, row[-1]]).rstrip()
+
+
+def run_detail(run: RunInfo, sessions: list[SessionInfo], width: int | None = None) -> str:
+    """One run with each of its sessions (a plan's tasks, a parent's children): how long it has
+    run, its phase, its last activity, and each live session's last output line."""
+    width = terminal_width() if width is None else width
     now = time.time()
+    by_id = {s.session_id: s for s in sessions}
+    status: str = run.status
+    if run.paused_status is not None:
+        status += f" (phase {run.paused_status})"
+    if run.reason:
+        status += f" ({one_line(run.reason)})"
+    if run.status in TERMINAL_STATUSES:
+        timing = f"took     {duration(run.updated_at - run.created_at)}, ended "
+        timing += _ago(run.updated_at, now)
+    else:
+        timing = f"elapsed  {duration(now - run.created_at)}, last activity "
+        timing += _ago(last_activity(run, by_id), now)
     lines = [
         f"run      {run.run_id}",
         f"title    {one_line(run.title)}",
-        f"status   {run.status}" + (f" ({one_line(run.reason)})" if run.reason else ""),
+        f"status   {status}",
         f"cwd      {one_line(run.cwd)}",
-        f"created  {_ago(run.created_at, now)}, updated {_ago(run.updated_at, now)}",
+        timing,
     ]
-    lines += _orchestration_lines(run, sessions)
+    lines += _orchestration_lines(run, sessions, width)
     for session in sessions:
         lines.append("")
         lines.append(
@@ -138,6 +277,8 @@ def run_detail(run: RunInfo, sessions: list[SessionInfo]) -> str:
         lines.append(f"  command  {one_line(' '.join(session.command))}")
         if session.pid is not None:
             lines.append(f"  pid      {session.pid}")
+        if session.status not in TERMINAL_STATUSES:
+            lines += _live_session_lines(session, now, width)
         if session.exit_code is not None:
             lines.append(f"  exit     {session.exit_code}")
         if session.reason:
@@ -162,7 +303,19 @@ def run_detail(run: RunInfo, sessions: list[SessionInfo]) -> str:
     return visible("\n".join(lines))
 
 
-def _orchestration_lines(run: RunInfo, sessions: list[SessionInfo]) -> list[str]:
+def _live_session_lines(session: SessionInfo, now: float, width: int) -> list[str]:
+    """How long a live session has run, when it last did something, what it last wrote."""
+    lines = []
+    if session.started_at is not None:
+        activity = session.last_activity_at or session.started_at
+        elapsed = duration(now - session.started_at)
+        lines.append(f"  elapsed  {elapsed}, last activity {_ago(activity, now)}")
+    if session.last_output_line is not None:
+        lines.append(_clip(f"  latest   {session.last_output_line}", width))
+    return lines
+
+
+def _orchestration_lines(run: RunInfo, sessions: list[SessionInfo], columns: int) -> list[str]:
     lines: list[str] = []
     if run.repo is not None:
         lines.append(f"repo     {one_line(run.repo)}")
@@ -199,25 +352,24 @@ def _orchestration_lines(run: RunInfo, sessions: list[SessionInfo]) -> list[str]
             if task.status == "done" and task.summary:
                 detail = task.summary
             after = f" after {one_line(', '.join(task.depends_on))}" if task.depends_on else ""
-            lines.append(
-                f"  {one_line(task.task_id).ljust(width)}  {task.status:<11}  "
-                f"#{task.attempt}{after}  {_clip(detail, 80)}".rstrip()
-            )
+            line = f"  {one_line(task.task_id).ljust(width)}  {task.status:<11}  #{task.attempt}"
+            line += after
+            room = columns - cells(line) - 2
+            lines.append(f"{line}  {_clip(detail, room)}".rstrip() if room > 10 else line)
     return lines
 
 
-def run_tree(result: StatusResult) -> str:
+def run_tree(result: StatusResult, width: int | None = None) -> str:
     """A run and its descendants, one line each, indented by depth."""
+    width = terminal_width() if width is None else width
     runs = {run.run_id: run for run in result.runs}
     root = result.runs[0]
     lines: list[str] = []
 
     def walk(run: RunInfo, depth: int) -> None:
         where = f" [{one_line(run.repo)}]" if run.repo else ""
-        lines.append(
-            f"{'  ' * depth}{run.run_id}  {run.status:<18} {run.kind:<7}{where}  "
-            f"{_clip(run.title, 60)}"
-        )
+        line = f"{'  ' * depth}{run.run_id}  {run.status:<18} {run.kind:<7}{where}"
+        lines.append(f"{line}  {clip_words(run.title, max(10, width - cells(line) - 2))}")
         for child in run.child_run_ids:
             if child in runs:
                 walk(runs[child], depth + 1)
@@ -273,6 +425,10 @@ def event_line(record: EventRecord) -> str:
         detail = str(body.get("status")) + (f" ({body['reason']})" if body.get("reason") else "")
     elif kind == "question_asked":
         detail = ", ".join(q.get("id", "?") for q in body.get("questions", []))
+    elif kind == "question_answered":
+        detail = f"{body.get('request_id')} by {body.get('answered_by')}: " + answers_text(body)
+    elif kind == "question_cleared":
+        detail = f"{body.get('request_id')}: {body.get('reason')}"
     elif kind == "task_status_changed":
         detail = f"{body.get('task_id')} {body.get('status')}" + (
             f" ({body['reason']})" if body.get("reason") else ""
@@ -289,24 +445,100 @@ def event_line(record: EventRecord) -> str:
     return one_line(f"{record.position:>7} {stamp} {who:<15} {kind:<18} {detail}".rstrip())
 
 
+def answers_text(answered: dict[str, Any]) -> str:
+    """A `question_answered` event's answers, `db=postgres, token=(secret)`: secret answers
+    are never recorded, so none can be shown."""
+    shown = [f"{qid}={'; '.join(map(str, a))}" for qid, a in answered.get("answers", {}).items()]
+    shown += [f"{qid}=(secret)" for qid in answered.get("redacted_ids", [])]
+    return ", ".join(shown) or "(no answers)"
+
+
 def record_json(record: EventRecord) -> str:
     return msgspec.json.encode(record).decode()
 
 
-def write_output(record: EventRecord, *, as_json: bool, raw: bool = False) -> None:
+def write_output(
+    record: EventRecord, *, as_json: bool, raw: bool = False, labels: OutputLabels | None = None
+) -> None:
     """Print an output event's text to stdout or stderr, its control characters made visible
-    (`raw`: exactly as the agent wrote it)."""
+    (`raw`: exactly as the agent wrote it); with `labels`, each line says whose it is."""
     body = _body(record)
+    if labels is not None:
+        labels.learn(body)
     if body.get("type") != "output_appended":
         return
     if as_json:
         sys.stdout.write(record_json(record) + "\n")
         sys.stdout.flush()
         return
-    out = sys.stderr if body.get("stream") == "stderr" else sys.stdout
+    stream = "stderr" if body.get("stream") == "stderr" else "stdout"
+    out = sys.stderr if stream == "stderr" else sys.stdout
     text = str(body.get("text", ""))
-    out.write(text if raw else visible(text))
+    text = text if raw else visible(text)
+    if labels is not None:
+        text = labels.label(str(body.get("session_id", "")), stream, text)
+    out.write(text)
     out.flush()
+
+
+class OutputLabels:
+    """Puts the session's name before each line of a fan-out's or plan's output, as in
+    `[2 codex] ` or `[build.1 codex] ` (its id after the run's, and its agent); the output of a
+    run of one session is left as it is. Learns from the run's events, which come first."""
+
+    def __init__(self) -> None:
+        self.several_sessions = False
+        self._names: dict[str, str] = {}
+        self._unended: dict[str, str] = {}
+        """Per output stream: the session whose last line has not ended yet."""
+
+    def learn(self, body: dict[str, Any]) -> None:
+        if body.get("type") == "run_created":
+            self.several_sessions = body.get("kind", "single") in ("fanout", "plan")
+        elif body.get("type") == "session_created":
+            session_id = str(body.get("session_id"))
+            short = session_id.removeprefix(f"{body.get('run_id')}.")
+            self._names[session_id] = one_line(f"[{short} {body.get('agent')}] ")
+
+    def label(self, session_id: str, stream: str, text: str) -> str:
+        """`text` with the session's label at the start of each of its lines."""
+        if not self.several_sessions or not text:
+            return text
+        name = self._names.get(session_id, one_line(f"[{session_id}] "))
+        unended = self._unended.pop(stream, None)
+        at_start = unended != session_id
+        parts = ["\n"] if unended is not None and at_start else []  # end another's line
+        lines = text.split("\n")
+        for index, line in enumerate(lines):
+            last = index == len(lines) - 1
+            if line or not last:
+                label = (name if line else name.rstrip()) if at_start else ""
+                parts += [label, line, "" if last else "\n"]
+            at_start = True
+        if lines[-1]:
+            self._unended[stream] = session_id
+        return "".join(parts)
+
+
+def write_notes(record: EventRecord, *, raw: bool = False) -> None:
+    """On stderr, what orcad itself found that `orca logs` should show: the output of a verify
+    command that failed."""
+    body = _body(record)
+    if body.get("type") != "verify_finished" or body.get("ok"):
+        return
+    code = body.get("exit_code")
+    verdict = f"exit status {code}" if code is not None else "it did not finish"
+    tail = str(body.get("output_tail", ""))
+    sys.stderr.write(
+        one_line(
+            f"orca: task {body.get('task_id')} attempt {body.get('attempt')}: verify command "
+            f"failed ({verdict}): {body.get('command')}"
+        )
+        + (":\n" if tail else "\n")
+    )
+    if tail:
+        sys.stderr.write((tail if raw else visible(tail)).rstrip("\n") + "\n")
+    sys.stderr.flush()
 
 
 def ends_run(record: EventRecord) -> bool:
@@ -357,3 +589,95 @@ def write_long_texts(record: EventRecord, *, raw: bool = False) -> None:
         shown = text if raw else visible(text)
         sys.stderr.write(f"orca: {visible(what)} ({len(text):,} characters):\n{shown}\n")
     sys.stderr.flush()
+
+
+class RunProgress:
+    """What a person waiting on a run is told as its events come: workers and the orchestrator
+    starting and ending, tasks starting, done, failed or retried, a verify command failing, a
+    question waiting for an answer (and how to give it), an answer given. Pure: events in,
+    lines out."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.kind = "single"
+        self.pending: dict[str, list[dict[str, Any]]] = {}
+        """Question requests waiting for an answer: their questions, by request id."""
+        self._sessions: dict[str, dict[str, Any]] = {}
+        self._workers: dict[str, str] = {}
+        """A fan-out's workers: their status, by session id."""
+        self._tasks: dict[str, str] = {}
+
+    def lines(self, record: EventRecord) -> list[str]:
+        """What to say about one event of the run (often nothing)."""
+        body = _body(record)
+        kind = body.get("type")
+        if kind == "run_created":
+            self.kind = str(body.get("kind", "single"))
+            plan = body.get("plan") or {}
+            self._tasks = {t["id"]: "pending" for t in plan.get("plan", {}).get("tasks", [])}
+        elif kind == "session_created":
+            self._sessions[str(body["session_id"])] = body
+            if body.get("role") == "worker" and self.kind == "fanout":
+                self._workers[str(body["session_id"])] = "created"
+        elif kind == "session_started":
+            return self._session_line(body, "started")
+        elif kind == "session_terminated":
+            status = str(body.get("status"))
+            if body.get("session_id") in self._workers:
+                self._workers[str(body["session_id"])] = status
+            reason = f": {body['reason']}" if status != "completed" and body.get("reason") else ""
+            return self._session_line(body, status + reason)
+        elif kind == "task_status_changed":
+            return [self._task_line(body)]
+        elif kind == "verify_finished" and not body.get("ok"):
+            code = body.get("exit_code")
+            verdict = f"exit status {code}" if code is not None else "it did not finish"
+            return [f"task {body.get('task_id')}: verify failed ({verdict}): {body.get('command')}"]
+        elif kind == "question_asked":
+            self.pending[str(body.get("request_id"))] = list(body.get("questions", []))
+            return [self.waiting_line()]
+        elif kind in ("question_answered", "question_cleared"):
+            if self.pending.pop(str(body.get("request_id")), None) is None:
+                return []
+            if kind == "question_cleared":
+                return [f"question withdrawn: {body.get('reason')}"]
+            return [f"answered by {body.get('answered_by')}: {answers_text(body)}"]
+        return []
+
+    def _session_line(self, body: dict[str, Any], what: str) -> list[str]:
+        session_id = str(body.get("session_id"))
+        created = self._sessions.get(session_id, {})
+        role = created.get("role")
+        if self.kind == "single" or role == "task":  # the outcome or the task says it
+            return []
+        short = session_id.removeprefix(f"{self.run_id}.")
+        line = f"{role} {short} ({created.get('agent')}) {what}"
+        if session_id in self._workers and what != "started":
+            ended = sum(status in TERMINAL_STATUSES for status in self._workers.values())
+            line += f" ({ended}/{len(self._workers)} workers ended)"
+        return [line]
+
+    def _task_line(self, body: dict[str, Any]) -> str:
+        task_id, status = str(body.get("task_id")), str(body.get("status"))
+        self._tasks[task_id] = status
+        why = f": {body['reason']}" if body.get("reason") else ""
+        if status == "in_progress":
+            return f"task {task_id} started (attempt {body.get('attempt')})"
+        if status == "pending":
+            again = "runs again" if body.get("interrupted") else "retrying"
+            return f"task {task_id} {again}{why}"
+        done = sum(s == "done" for s in self._tasks.values())
+        counted = f" ({done}/{len(self._tasks)} done)"
+        return f"task {task_id} {status}{why if status != 'done' else ''}{counted}"
+
+    def waiting_line(self) -> str:
+        """`waiting for an answer: db, token — answer with: …` for the pending requests."""
+        several = len(self.pending) > 1
+        parts = []
+        for request_id, asked in self.pending.items():
+            questions = [msgspec.convert(q, Question) for q in asked]
+            ids = [one_line(q.id) + (" [secret]" if q.is_secret else "") for q in questions]
+            # several requests: each is named, with the option placed before the answer
+            run = f"{self.run_id} --request {request_id}" if several else self.run_id
+            parts.append(f"{', '.join(ids)} — answer with: {answer_hint(run, questions)}")
+        return "waiting for an answer: " + "; ".join(parts)

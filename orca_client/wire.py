@@ -159,6 +159,9 @@ class SessionInfo(Struct, frozen=True):
     worktree: WorktreeInfo | None = None
     last_activity_at: float | None = None
     """When the session last did anything recorded (started, wrote output, asked, ...)."""
+    last_output_line: str | None = None
+    """The last non-blank line the agent wrote (stdout or stderr; after its last carriage
+    return), as written: at most 200 characters, its end kept, cut ones starting with `…`."""
 
 
 class RunInfo(Struct, frozen=True):

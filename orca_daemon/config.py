@@ -129,6 +129,8 @@ class HookSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 
 Adapter = Literal["command", "codex", "codex-exec", "claude"]
+APPROVAL_POLICIES = ("untrusted", "on-request", "never")
+"""The approval policies Codex 0.169 accepts (its `AskForApproval`; `on-failure` is gone)."""
 PROJECT_CONFIG = Path(".orca") / "config.toml"
 """A project's own settings, found in a run's working directory or the nearest parent."""
 
@@ -144,7 +146,8 @@ class AgentSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omi
     """Extra arguments appended to the CLI's command line (codex-exec, claude)."""
     model: str | None = None
     sandbox: Literal["read-only", "workspace-write", "danger-full-access"] | None = None
-    approval_policy: Literal["untrusted", "on-failure", "on-request", "never"] | None = None
+    approval_policy: str | None = None
+    """codex: Codex's `approvalPolicy` (untrusted, on-request or never; see APPROVAL_POLICIES)."""
     multi_agent: bool | None = None
     """codex: Codex's `features.multi_agent` for this agent (unset: Codex's config decides)."""
     questions: bool | None = None
@@ -159,6 +162,13 @@ class AgentSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omi
     def __post_init__(self) -> None:
         if self.command is not None and (not self.command or not self.command[0]):
             raise ValueError("command must name a program")
+        policy = self.approval_policy
+        if policy is not None and policy not in APPROVAL_POLICIES:
+            hint = ' ("on-failure" is gone from Codex; "on-request" is nearest)'
+            raise ValueError(
+                f"approval_policy {policy!r} is not one Codex 0.169 accepts: use "
+                f"{', '.join(APPROVAL_POLICIES)}{hint if policy == 'on-failure' else ''}"
+            )
 
     def over(self, base: AgentSettings) -> AgentSettings:
         """These settings, with every unset key taken from `base`."""

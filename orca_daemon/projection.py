@@ -51,6 +51,9 @@ from orca_daemon.store import StoredEvent
 
 replace = msgspec.structs.replace
 
+LAST_LINE_CHARS = 200
+"""The most of a session's last output line a view keeps (`SessionInfo.last_output_line`)."""
+
 
 @dataclass
 class PlanProgress:
@@ -131,6 +134,9 @@ class State:
     run_answers: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     """Each run's answered questions as (question, answer), secret ones left out: what the run
     has learned, handed to its later sessions."""
+    open_lines: dict[str, str] = field(default_factory=dict)
+    """Per live session, the end of the line its output has begun and not yet ended (at most
+    `LAST_LINE_CHARS`): the next output continues it."""
 
     def live_sessions(self) -> list[SessionInfo]:
         """Sessions that have not reached a terminal status."""
@@ -207,9 +213,34 @@ def apply(state: State, stored: StoredEvent) -> State:
                 _learn(state, session, event)
             elif isinstance(event, SessionTerminated):
                 state.prompts.pop(event.session_id, None)
-            state.sessions[session.session_id] = evolve_session(session, event, at)
+                state.open_lines.pop(event.session_id, None)
+            session = evolve_session(session, event, at)
+            if isinstance(event, OutputAppended) and event.stream != "orca":
+                session = _note_output(state, session, event.text)
+            state.sessions[session.session_id] = session
     state.position = stored.position
     return state
+
+
+def _note_output(state: State, session: SessionInfo, text: str) -> SessionInfo:
+    """`session` with the last non-blank line of its output so far; the unended end of `text`
+    is kept (bounded) in `state.open_lines` while the session is live, for the next output."""
+    live = session.status not in TERMINAL_STATUSES
+    lines = (state.open_lines.pop(session.session_id, "") + text).split("\n")
+    if lines[-1] and live:
+        state.open_lines[session.session_id] = _line_end(lines[-1])
+    for line in reversed(lines):
+        shown = next((part for part in reversed(line.split("\r")) if part.strip()), None)
+        if shown is not None:
+            return replace(session, last_output_line=_line_end(shown))
+    return session
+
+
+def _line_end(line: str) -> str:
+    """`line`, or its last `LAST_LINE_CHARS` characters behind a `…`."""
+    if len(line) <= LAST_LINE_CHARS:
+        return line
+    return "…" + line[-(LAST_LINE_CHARS - 1) :]
 
 
 def _change_task(run: RunInfo, index: int, event: TaskStatusChanged) -> bool:

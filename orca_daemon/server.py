@@ -59,8 +59,13 @@ class RequestHandler(Protocol):
 
 
 HARD_MAX_MESSAGE_BYTES = 4 * MAX_MESSAGE_BYTES
-PEER_SEND_QUEUE_MESSAGES = 8
-"""Messages ZeroMQ queues for one peer before sends to it wait (pushes are at most 512 KiB)."""
+PEER_SEND_QUEUE_MESSAGES = 2
+"""Messages ZeroMQ queues for one peer before sends to it wait in its outbox, which is bounded
+in bytes (a status page may be 4 MiB: what ZeroMQ holds for a peer that reads nothing is not
+counted there, so it is kept to two messages)."""
+MAX_FRAMES = 4
+"""Frames a request has at most (identity, protocol, signature, body); the rest of a longer
+message is read and dropped frame by frame, never held."""
 PEER_RECEIVE_QUEUE_MESSAGES = 32
 """Messages ZeroMQ reads ahead from one peer before it stops reading that peer."""
 MAX_PEER_REQUESTS = 32
@@ -235,7 +240,7 @@ class Server:
                     if not _has_input(self._socket):
                         break
                     try:
-                        frames = self._socket.recv_multipart(zmq.NOBLOCK)
+                        frames = _receive_bounded(self._socket)
                     except zmq.Again:
                         break
                     self._dispatch(frames, task_group, handler)
@@ -291,7 +296,12 @@ class Server:
             if result is None:
                 self._start_answer(task_group, identity, envelope, handler)
                 return
-            handler.after_reply(result, self.post(identity, ok_reply(request_id, result)))
+            try:
+                delivered = self.post(identity, ok_reply(request_id, result))
+            except BaseException:
+                handler.after_reply(result, False)  # e.g. a subscription nobody was told of
+                raise
+            handler.after_reply(result, delivered)
         except Exception as exc:
             self._failed(identity, request_id, exc)
 
@@ -516,3 +526,19 @@ def _request_id_in(payload: list[bytes]) -> str:
         return request_id_of(payload[2])
     except Exception:  # a body that even the best-effort reader chokes on has no id
         return ""
+
+
+def _receive_bounded(socket: zmq.Socket[bytes]) -> list[bytes]:
+    """One whole message, frame by frame; frames past `MAX_FRAMES` are read and dropped (the
+    message is then refused for its frame count). Raises zmq.Again when none is waiting."""
+    frames = [socket.recv(zmq.NOBLOCK)]
+    dropped = 0
+    while socket.getsockopt(zmq.RCVMORE):
+        frame = socket.recv()
+        if len(frames) < MAX_FRAMES:
+            frames.append(frame)
+        else:
+            dropped += 1
+    if dropped:
+        frames.append(b"")  # one frame too many: refused as a bad request, never decoded
+    return frames

@@ -27,6 +27,7 @@ from orca_daemon.agents.base import (
     CloseInput,
     Effect,
     Identified,
+    Interrupting,
     Note,
     Output,
     PhaseChanged,
@@ -83,9 +84,9 @@ class PumpSettings:
     max_line_bytes: int = 1 << 20
     result_exit_grace_seconds: float = 10.0
     pipe_drain_seconds: float = 2.0
-    interrupt_seconds: float = 5.0
-    """How long a cancelled agent that ends its turn when told (Claude's interrupt: it reports
-    its turn interrupted, orcad closes its input, it exits) may take to exit before SIGTERM."""
+    interrupt_grace_seconds: float = 5.0
+    """How long a cancelled agent that was asked to end its turn (`Interrupting`) may take to
+    end it and exit before its process group is signalled."""
 
 
 @dataclass
@@ -579,17 +580,19 @@ class SessionProcess:
         return self._input is not None and self._input.unwritten()[1] == 0
 
     async def cancel(self, reason: str, grace: float) -> None:
-        """Tell the agent it is cancelled (in its protocol), give it `interrupt_seconds` to end
-        on its own, then stop its process group."""
+        """Tell the agent it is cancelled (in its protocol), then stop its process group.
+
+        An agent asked to end its turn (`Interrupting`) gets `interrupt_grace_seconds` to do so
+        and exit (its result closes its input, which ends it) before the signal."""
         process = self._process
         if process is not None and process.returncode is None:
-            told = self._translator.cancel(reason)
             with contextlib.suppress(Exception):
-                await self._carry_out(told, "stdout", force=True)
-            # A translator whose agent ends its turn when told (Claude's interrupt) says so.
-            if told and getattr(self._translator, "ends_turn_on_cancel", False):
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(exited(process), self._settings.interrupt_seconds)
+                effects = self._translator.cancel(reason)
+                await self._carry_out(effects, "stdout", force=True)
+                if any(isinstance(effect, Interrupting) for effect in effects):
+                    await asyncio.wait_for(exited(process), self._settings.interrupt_grace_seconds)
+                elif self._input is not None:  # a moment to read it before the signal
+                    await asyncio.wait_for(self._input.wait_written(), 1.0)
         self.stop(grace)
 
     def stop(self, grace: float) -> None:
@@ -795,6 +798,8 @@ class SessionProcess:
             elif isinstance(effect, CloseInput):
                 if self._input is not None:
                     self._input.close()
+            elif isinstance(effect, Interrupting):
+                continue  # for `cancel`, which waits
             elif isinstance(effect, Note):
                 await self._buffer("orca", effect.text.rstrip("\n") + "\n")
             elif isinstance(effect, Result):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import DaemonProcess, events_of, output_of, wait_until
-from fake_anthropic_api import agent_bin
+from fake_responses_api import real_codex
 
 from orca_client.wire import TERMINAL_STATUSES
 
@@ -52,8 +52,7 @@ def test_the_real_codex_log_lines_reach_orca_logs_without_colour(
     make_daemon: Callable[..., DaemonProcess], orca_home: Path
 ) -> None:
     """codex app-server colours its stderr log even into a pipe, unless NO_COLOR is set."""
-    codex = agent_bin() / "codex"
-    assert codex.exists(), f"no pinned codex at {codex}: run scripts/test"
+    codex = real_codex()
     codex_home = orca_home.parent / "codex-home"
     codex_home.mkdir()
     (codex_home / "config.toml").write_text(  # no model: nothing on loopback answers

@@ -215,3 +215,18 @@ def test_a_project_file_may_not_choose_what_runs(tmp_path: Path) -> None:
     (project / "sub").mkdir()
     settings = Config().agent("codex", project / "sub")
     assert (settings.adapter, settings.multi_agent, settings.model) == ("codex", False, "m")
+
+
+@pytest.mark.parametrize("policy", ["on-failure", "always", "granular"])
+def test_finding_2_an_approval_policy_codex_does_not_accept_is_refused_naming_those_it_does(
+    tmp_path: Path, policy: str
+) -> None:
+    message = refusal(write(tmp_path, f'[agents.codex]\napproval_policy = "{policy}"\n'))
+    assert f"key agents.codex: approval_policy '{policy}' is not one Codex 0.169 accepts" in message
+    assert "use untrusted, on-request, never" in message
+
+
+def test_every_approval_policy_codex_accepts_loads(tmp_path: Path) -> None:
+    for policy in ("untrusted", "on-request", "never"):
+        config = load_config(write(tmp_path, f'[agents.codex]\napproval_policy = "{policy}"\n'))
+        assert config.agents["codex"].approval_policy == policy

@@ -294,6 +294,23 @@ def test_output_is_counted_before_and_after_termination() -> None:
     assert session.status == "completed"
 
 
+def test_a_session_keeps_its_last_output_line_bounded_and_across_chunks() -> None:
+    log = Timeline()
+    log.record(run_created(), session_created(), started())
+    log.record(output("compiling\nstep 1"), output(" of 3\n\n  \n"))
+    assert log.state().sessions["s1"].last_output_line == "step 1 of 3"
+    log.record(output("tests 10%\rtests 60%\r"), output("\r\n"))
+    assert log.state().sessions["s1"].last_output_line == "tests 60%"
+    note = OutputAppended(run_id="r1", session_id="s1", stream="orca", text="orcad note\n")
+    log.record(note, output("x" * 100), output("y" * 20_000))
+    state = log.state()
+    assert state.sessions["s1"].last_output_line == "…" + "y" * 199
+    assert state.open_lines["s1"] == "…" + "y" * 199
+    log.record(terminated(), output("late\n"))
+    state = log.state()
+    assert state.sessions["s1"].last_output_line == "late" and state.open_lines == {}
+
+
 def test_a_session_terminating_does_not_decide_the_runs_status() -> None:
     log = Timeline()
     log.record(run_created(), session_created(), started(), terminated("failed"))

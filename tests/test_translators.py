@@ -9,6 +9,7 @@ from orca_daemon.agents.base import (
     CloseInput,
     Effect,
     Identified,
+    Interrupting,
     Note,
     Output,
     QuestionsAsked,
@@ -64,11 +65,22 @@ def test_codex_handshake_has_no_jsonrpc_member_and_starts_the_thread_in_the_cwd(
     }
 
 
-def test_codex_resume_continues_the_thread() -> None:
-    codex = CodexAppServerTranslator(CodexSettings(label="codex", cwd="/w", resume_thread="th-9"))
+def test_finding_1_codex_resume_keeps_cwd_sandbox_approval_policy_and_model() -> None:
+    settings = CodexSettings(
+        label="codex", cwd="/w", model="m1", approval_policy="on-request", resume_thread="th-9"
+    )
+    codex = CodexAppServerTranslator(settings)
     codex.start("again")
     resume = sent(codex.feed_line(line({"id": 0, "result": {}})))[1]
-    assert resume["method"] == "thread/resume" and resume["params"] == {"threadId": "th-9"}
+    assert resume["method"] == "thread/resume"
+    assert resume["params"] == {
+        "threadId": "th-9",
+        "cwd": "/w",
+        "model": "m1",
+        "sandbox": "workspace-write",
+        "approvalPolicy": "on-request",
+        "excludeTurns": True,
+    }
 
 
 def test_codex_streams_deltas_items_and_usage_then_completes_with_the_last_message() -> None:
@@ -192,10 +204,18 @@ def test_codex_cancel_rejects_the_pending_request_and_interrupts_the_turn() -> N
             }
         )
     )
-    replies = sent(codex.cancel("user said stop"))
+    effects = codex.cancel("user said stop")
+    replies = sent(effects)
     assert replies[0]["id"] == 4 and "cancelled" in replies[0]["error"]["message"]
     assert replies[1]["method"] == "turn/interrupt"
     assert replies[1]["params"] == {"threadId": "th-1", "turnId": "tu-1"}
+    assert effects[-1] == Interrupting()  # cancel waits for the turn to end before a signal
+
+
+def test_codex_cancel_after_the_turn_ended_has_nothing_to_wait_for() -> None:
+    codex = started_codex()
+    codex.feed_line(line({"method": "turn/completed", "params": {"turn": {"status": "completed"}}}))
+    assert codex.cancel("late") == []
 
 
 def test_codex_turn_outcomes() -> None:
@@ -211,7 +231,65 @@ def test_codex_turn_outcomes() -> None:
     interrupted = started_codex().feed_line(
         line({"method": "turn/completed", "params": {"turn": {"status": "interrupted"}}})
     )
-    assert interrupted[-1] == Result("failed", error="the turn was interrupted")
+    assert interrupted[-2:] == [
+        Note("codex interrupted the turn"),
+        Result("failed", error="the turn was interrupted"),
+    ]
+
+
+def test_finding_6_codex_warnings_become_notes() -> None:
+    codex = started_codex()
+    effects = codex.feed_line(
+        line({"method": "warning", "params": {"threadId": "th-1", "message": "features on"}})
+    )
+    effects += codex.feed_line(
+        line({"method": "configWarning", "params": {"summary": "no bwrap", "details": "install"}})
+    )
+    effects += codex.feed_line(
+        line({"method": "deprecationNotice", "params": {"summary": "old flag", "details": None}})
+    )
+    assert effects == [
+        Note("codex warning: features on"),
+        Note("codex config warning: no bwrap (install)"),
+        Note("codex deprecation notice: old flag"),
+    ]
+
+
+def test_finding_6_codex_commands_and_file_changes_are_shown_compactly() -> None:
+    codex = started_codex()
+    output = "".join(f"line {n}\n" for n in range(1, 41)) + "x" * 500 + "\n"
+    command = {
+        "type": "commandExecution",
+        "id": "c",
+        "command": "/bin/bash -lc 'make test'",
+        "commandActions": [{"type": "unknown", "command": "make test"}],
+        "cwd": "/w",
+        "exitCode": 2,
+        "status": "failed",
+        "aggregatedOutput": output,
+    }
+    change = {
+        "type": "fileChange",
+        "id": "f",
+        "changes": [
+            {"path": "/w/src/a.py", "kind": {"type": "update", "move_path": None}, "diff": ""},
+            {"path": "/elsewhere/b.py", "kind": {"type": "add"}, "diff": ""},
+        ],
+        "status": "completed",
+    }
+    (shown,) = codex.feed_line(line({"method": "item/completed", "params": {"item": command}}))
+    assert isinstance(shown, Output)
+    assert shown.text.splitlines() == [
+        "$ make test  (exit 2, failed)",
+        "… 36 earlier line(s) of output (left out)",
+        "line 37",
+        "line 38",
+        "line 39",
+        "line 40",
+        "x" * 200 + "…",
+    ]
+    changed = codex.feed_line(line({"method": "item/completed", "params": {"item": change}}))
+    assert changed == [Output("update src/a.py\nadd /elsewhere/b.py\n")]
 
 
 def test_codex_a_completed_turn_whose_message_reports_failure_fails() -> None:
@@ -521,4 +599,24 @@ def test_claude_api_retries_errors_and_interrupts_are_reported() -> None:
     assert effects[-2:] == [
         Note("claude's turn was interrupted"),
         Result("failed", error="claude's turn was interrupted"),
+    ]
+
+
+def test_finding_3_codex_permissions_request_is_answered_with_permissions_and_scope() -> None:
+    request = {
+        "id": 7,
+        "method": "item/permissions/requestApproval",
+        "params": {"permissions": {"network": {"enabled": True}, "fileSystem": None}},
+    }
+    declined = sent(started_codex().feed_line(line(request)))
+    assert declined == [{"id": 7, "result": {"permissions": {}, "scope": "turn"}}]
+    accepted = sent(started_codex(approval_decision="accept").feed_line(line(request)))
+    assert accepted == [
+        {
+            "id": 7,
+            "result": {
+                "permissions": {"network": {"enabled": True}, "fileSystem": None},
+                "scope": "turn",
+            },
+        }
     ]

@@ -66,6 +66,12 @@ class CloseInput(msgspec.Struct, frozen=True):
     """Close the agent's stdin: it has everything it will get."""
 
 
+class Interrupting(msgspec.Struct, frozen=True):
+    """From `cancel`: the agent was asked to end its turn (Codex `turn/interrupt`, Claude's
+    interrupt request). Cancel then waits a short while for it to end on its own (its result,
+    its exit) before it signals the process group."""
+
+
 class Usage(msgspec.Struct, frozen=True):
     """Token usage or cost the agent reported."""
 
@@ -101,6 +107,7 @@ Effect = (
     | PhaseChanged
     | Send
     | CloseInput
+    | Interrupting
     | Usage
     | Identified
 )
@@ -122,7 +129,8 @@ class Translator(Protocol):
         ...
 
     def cancel(self, reason: str) -> list[Effect]:
-        """What to tell the agent before its process group is signalled."""
+        """What to tell the agent before its process group is signalled; `Interrupting` among
+        them gives the agent a moment to end its turn first."""
         ...
 
     def finish(self) -> list[Effect]:

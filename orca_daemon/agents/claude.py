@@ -20,6 +20,7 @@ from orca_client.wire import Question, QuestionOption
 from orca_daemon.agents.base import (
     Effect,
     Identified,
+    Interrupting,
     Note,
     Output,
     QuestionsAsked,
@@ -82,10 +83,6 @@ def _reply(control_id: str, response: dict[str, Any]) -> Send:
 class ClaudeTranslator:
     """One conversation: the prompt, tool permissions, questions, the result."""
 
-    ends_turn_on_cancel = True
-    """After the interrupt of `cancel`, Claude reports its turn interrupted (a `result`), orcad
-    closes its input and it exits: the session gives it a bounded time for that before SIGTERM."""
-
     def __init__(self, label: str, tool_permission: Literal["allow", "deny"] = "allow") -> None:
         self._label = label
         self._tool_permission = tool_permission
@@ -127,6 +124,9 @@ class ClaudeTranslator:
                 }
             )
         )
+        # Claude then reports its turn interrupted (a `result`), orcad closes its input and it
+        # exits: the session gives it a moment for that before it signals.
+        effects.append(Interrupting())
         return effects
 
     def finish(self) -> list[Effect]:

@@ -1,13 +1,18 @@
 """`codex app-server` (JSON-RPC over stdio) as a pure translator. See docs/real-agent-protocols.md.
 
-initialize → initialized → thread/start → turn/start; item notifications become output;
-`item/tool/requestUserInput` becomes a question, answered `{"answers": {id: {"answers": [..]}}}`;
-`serverRequest/resolved` clears it; `turn/completed` ends the session. Success is the turn's
-status, or a JSON verdict (`{"outcome": ...}`) on the last line of the agent's final message.
+initialize → initialized → thread/start (or thread/resume with the same settings) → turn/start;
+item notifications become compact output (messages, commands run, files changed, tools used);
+Codex's warnings become notes; `item/tool/requestUserInput` becomes a question, answered
+`{"answers": {id: {"answers": [..]}}}`; `serverRequest/resolved` clears it; every other server
+request gets the answer its schema asks for (`SERVER_REQUESTS`); `turn/completed` ends the
+session. Success is the turn's status, or a JSON verdict (`{"outcome": ...}`) on the last line of
+the agent's final message. Cancel interrupts the turn (`turn/interrupt`) and says so
+(`Interrupting`), so the process gets a moment to end the turn before it is signalled.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +23,7 @@ from orca_daemon.agents import jsonrpc
 from orca_daemon.agents.base import (
     Effect,
     Identified,
+    Interrupting,
     Note,
     Output,
     QuestionsAsked,
@@ -29,15 +35,24 @@ from orca_daemon.agents.base import (
     validate_questions,
 )
 
-MAX_COMMAND_OUTPUT_CHARS = 4000
+MAX_COMMAND_OUTPUT_LINES = 5
+MAX_COMMAND_LINE_CHARS = 200
 MAX_SUMMARY_CHARS = 2000
-APPROVAL_REQUESTS = frozenset(
-    {
-        "item/commandExecution/requestApproval",
-        "item/fileChange/requestApproval",
-        "item/permissions/requestApproval",
-    }
+SERVER_REQUESTS = (
+    "item/tool/requestUserInput",
+    "item/commandExecution/requestApproval",
+    "item/fileChange/requestApproval",
+    "item/permissions/requestApproval",
+    "mcpServer/elicitation/request",
+    "item/tool/call",
+    "currentTime/read",
+    "execCommandApproval",
+    "applyPatchApproval",
+    "account/chatgptAuthTokens/refresh",
+    "attestation/generate",
 )
+"""Every request codex app-server 0.169 may send (its `ServerRequest` schema); each is answered
+in the shape of its `...Response` schema, or refused where Orca has nothing to give."""
 
 
 @dataclass(frozen=True)
@@ -57,10 +72,50 @@ class CodexSettings:
 
 
 def command_output(command: object, exit_code: object, status: object, output: object) -> Output:
-    """A command the agent ran, as output: `$ command  (exit N, status)` and its output's tail."""
-    tail = str(output or "")[-MAX_COMMAND_OUTPUT_CHARS:]
-    ending = "" if tail.endswith("\n") or not tail else "\n"
-    return Output(f"$ {command}  (exit {exit_code}, {status})\n{tail}{ending}")
+    """A command the agent ran, compactly: `$ command  (exit N, status)` and the last few lines
+    of its output (each cut to a line's width), with how many lines were left out."""
+    lines = str(output or "").splitlines()
+    shown = [
+        line if len(line) <= MAX_COMMAND_LINE_CHARS else line[:MAX_COMMAND_LINE_CHARS] + "…"
+        for line in lines[-MAX_COMMAND_OUTPUT_LINES:]
+    ]
+    left_out = len(lines) - len(shown)
+    more = [f"… {left_out} earlier line(s) of output (left out)"] if left_out else []
+    ended = f"exit {exit_code}, {status}" if exit_code is not None else status
+    head = f"$ {command}  ({ended})"
+    return Output("".join(f"{line}\n" for line in [head, *more, *shown]))
+
+
+def shown_command(item: dict[str, Any]) -> object:
+    """The command as the agent wrote it: Codex wraps it (`/bin/bash -lc '...'`) in `command`
+    and keeps the original in its one `commandActions` entry."""
+    actions = item.get("commandActions")
+    if isinstance(actions, list) and len(actions) == 1 and isinstance(actions[0], dict):
+        original = actions[0].get("command")
+        if isinstance(original, str) and original:
+            return original
+    return item.get("command")
+
+
+def file_changes(changes: object, status: object, cwd: str) -> list[Effect]:
+    """Files the agent changed (or was refused), one line each: `add path`, `update path`..."""
+    if not isinstance(changes, list) or not changes:
+        return []
+    suffix = "" if status in (None, "completed") else f"  ({status})"
+    lines = []
+    for change in changes:
+        if not isinstance(change, dict):
+            continue
+        kind = change.get("kind")
+        kind_name = kind.get("type", "?") if isinstance(kind, dict) else kind
+        lines.append(f"{kind_name} {_relative(change.get('path'), cwd)}{suffix}\n")
+    return [Output("".join(lines))] if lines else []
+
+
+def _relative(path: object, cwd: str) -> object:
+    if isinstance(path, str) and cwd and path.startswith(cwd.rstrip("/") + "/"):
+        return path[len(cwd.rstrip("/")) + 1 :]
+    return path
 
 
 def verdict_of(message: str) -> Result | None:
@@ -81,6 +136,53 @@ def verdict_of(message: str) -> Result | None:
         summary if isinstance(summary, str) else None,
         error if isinstance(error, str) else None,
     )
+
+
+WARNINGS = {
+    "warning": "codex warning",
+    "configWarning": "codex config warning",
+    "deprecationNotice": "codex deprecation notice",
+    "guardianWarning": "codex guardian warning",
+}
+"""What Codex says about itself (a feature under development, a config problem), as notes."""
+
+
+def server_request_answer(
+    method: str, params: dict[str, Any], decision: str
+) -> tuple[str, dict[str, Any]] | None:
+    """A note and the result for a server request other than a question, in the shape of the
+    request's `...Response` schema (Codex 0.169); None for one Orca has nothing to answer with
+    (a JSON-RPC error goes back instead). `decision` is `accept` or `decline`."""
+    accept = decision == "accept"
+    said = f"codex asked for approval ({method}); orca answered {decision}"
+    if method in ("item/commandExecution/requestApproval", "item/fileChange/requestApproval"):
+        return said, {"decision": decision}
+    if method == "item/permissions/requestApproval":
+        requested = params.get("permissions")
+        granted = (
+            {k: v for k, v in requested.items() if k in ("fileSystem", "network")}
+            if accept and isinstance(requested, dict)
+            else {}
+        )
+        return said, {"permissions": granted, "scope": "turn"}
+    if method in ("execCommandApproval", "applyPatchApproval"):
+        review = "approved" if accept else {"denied": {"rejection": "orca declines approvals"}}
+        return said, {"decision": review}
+    if method == "mcpServer/elicitation/request":
+        return f"codex asked for input for an MCP server ({method}); orca declined", {
+            "action": "decline",
+            "content": None,
+        }
+    if method == "currentTime/read":
+        return "codex asked for the time", {"currentTimeAt": int(time.time())}
+    if method == "item/tool/call":
+        tool = params.get("tool")
+        text = f"orca provides no tool named {tool!r}"
+        return f"codex called a client tool orca does not provide: {tool}", {
+            "contentItems": [{"type": "inputText", "text": text}],
+            "success": False,
+        }
+    return None
 
 
 class CodexAppServerTranslator:
@@ -131,7 +233,7 @@ class CodexAppServerTranslator:
         self._questions.clear()
         if self._thread_id and self._turn_id and not self._done:
             params = {"threadId": self._thread_id, "turnId": self._turn_id}
-            effects.append(self._call("turn/interrupt", params))
+            effects += [self._call("turn/interrupt", params), Interrupting()]
         return effects
 
     def finish(self) -> list[Effect]:
@@ -172,7 +274,14 @@ class CodexAppServerTranslator:
         result = message.result or {}
         if method == "initialize":
             if self._settings.resume_thread:
-                thread = self._call("thread/resume", {"threadId": self._settings.resume_thread})
+                # Without its settings again, a resumed thread falls back to Codex's defaults
+                # (a read-only sandbox, say).
+                resume = {
+                    "threadId": self._settings.resume_thread,
+                    **self._thread_params(),
+                    "excludeTurns": True,
+                }
+                thread = self._call("thread/resume", resume)
             else:
                 thread = self._call("thread/start", self._thread_params())
             return [Send(jsonrpc.notification("initialized")), thread]
@@ -189,16 +298,15 @@ class CodexAppServerTranslator:
         params = message.params or {}
         if message.method == "item/tool/requestUserInput":
             return self._ask(message.id, params)
-        if message.method in APPROVAL_REQUESTS:
-            decision = self._settings.approval_decision
-            note = Note(f"codex asked for approval ({message.method}); orca answered {decision}")
-            return [note, Send(jsonrpc.response(message.id, {"decision": decision}))]
-        return [
-            Note(f"codex sent a request orca does not handle: {message.method}"),
-            Send(
-                jsonrpc.error_response(message.id, -32601, f"orca does not handle {message.method}")
-            ),
-        ]
+        answer = server_request_answer(message.method, params, self._settings.approval_decision)
+        if answer is None:
+            refusal = f"orca does not handle {message.method}"
+            return [
+                Note(f"codex sent a request orca does not handle: {message.method}"),
+                Send(jsonrpc.error_response(message.id, -32601, refusal)),
+            ]
+        note, result = answer
+        return [Note(note), Send(jsonrpc.response(message.id, result))]
 
     def _ask(self, rpc_id: jsonrpc.Id, params: dict[str, Any]) -> list[Effect]:
         try:
@@ -241,6 +349,11 @@ class CodexAppServerTranslator:
             error = params.get("error") or {}
             retry = " (codex retries)" if params.get("willRetry") else ""
             return [Note(f"codex error{retry}: {error.get('message', error)}")]
+        if method in WARNINGS:
+            text = params.get("message") or params.get("summary")
+            details = params.get("details")
+            more = f" ({details})" if details else ""
+            return [Note(f"{WARNINGS[method]}: {text}{more}")]
         if method == "turn/completed":
             return self._on_turn_completed(params["turn"])
         return []
@@ -256,16 +369,19 @@ class CodexAppServerTranslator:
         if kind == "commandExecution":
             return [
                 command_output(
-                    item.get("command"),
+                    shown_command(item),
                     item.get("exitCode"),
                     item.get("status"),
                     item.get("aggregatedOutput"),
                 )
             ]
         if kind == "fileChange":
-            changes = item.get("changes") or []
-            lines = [f"{(c.get('kind') or {}).get('type', '?')} {c.get('path')}\n" for c in changes]
-            return [Output("".join(lines))] if lines else []
+            return file_changes(item.get("changes"), item.get("status"), self._settings.cwd)
+        if kind in ("mcpToolCall", "dynamicToolCall"):
+            server = f"{item['server']}." if item.get("server") else ""
+            return [Output(f"tool {server}{item.get('tool')}  ({item.get('status')})\n")]
+        if kind == "webSearch":
+            return [Output(f"web search: {item.get('query')}\n")]
         return []
 
     def _on_turn_completed(self, turn: dict[str, Any]) -> list[Effect]:
@@ -281,6 +397,7 @@ class CodexAppServerTranslator:
         if status == "completed":
             result = verdict or Result("done", summary=summary)
         elif status == "interrupted":
+            effects.append(Note("codex interrupted the turn"))
             result = Result("failed", error="the turn was interrupted")
         else:
             error = turn.get("error") or {}
