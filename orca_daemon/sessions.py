@@ -14,6 +14,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -245,10 +246,23 @@ DAEMON_ONLY_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "INVO
 
 def child_env(extra: dict[str, str] | None = None, **orca: str) -> dict[str, str]:
     """The environment for a process orcad starts (an agent, a hook): orcad's own, without
-    what belongs to orcad alone (systemd's notify socket and watchdog), plus `extra` and `orca`."""
+    what belongs to orcad alone (systemd's notify socket and watchdog), with NO_COLOR=1 (its
+    output goes to a log, not a terminal), plus `extra` and `orca`."""
     env = {k: v for k, v in os.environ.items() if k not in DAEMON_ONLY_VARIABLES}
     env.pop("ORCA_PROMPT_ON_STDIN_ONLY", None)
-    return {**env, **(extra or {}), **orca}
+    return {**env, "NO_COLOR": "1", **(extra or {}), **orca}
+
+
+_TERMINAL_ESCAPE = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI: colours, cursor movement, erasing
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)"  # OSC: window titles, hyperlinks
+    r"|\x1b[@-Z\\-_]"  # the other two-character escapes
+)
+
+
+def without_terminal_escapes(text: str) -> str:
+    """`text` without the terminal escape sequences an agent wrote for a terminal."""
+    return _TERMINAL_ESCAPE.sub("", text) if "\x1b" in text else text
 
 
 async def exited(process: asyncio.subprocess.Process) -> None:
@@ -761,6 +775,8 @@ class SessionProcess:
         """One read's lines: their effects, with adjacent output joined into one piece."""
         effects: list[Effect] = []
         for text, complete in lines:
+            if stream == "stderr":  # a log line: its colours stay behind
+                text = without_terminal_escapes(text)
             if stream == "stderr" or not complete:
                 effects.append(Output(text + "\n" if complete else text))
             else:

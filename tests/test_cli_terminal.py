@@ -21,6 +21,9 @@ NASTY = "\x1b[2J\x1b[Hclear\x1b]0;pwned\x07 \x9b31mred\rover\x08\x08 \u202eevil\
 """What tests/agents/hostile_text.py puts in every piece of text it sends."""
 SHOWN = "␛[2J␛[Hclear␛]0;pwned␇ \\x9b31mred␍over␈␈ \\u202eevil␡"
 """The same text as the CLI shows it."""
+ON_STDERR = "clear \x9b31mred\rover\x08\x08 \u202eevil\x7f"
+"""NASTY as orcad records it from the agent's stderr: without its terminal escape sequences."""
+STDERR_SHOWN = "clear \\x9b31mred␍over␈␈ \\u202eevil␡"
 CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 """Every character a terminal may act on, except newline and tab."""
 
@@ -72,18 +75,18 @@ def test_agent_text_is_shown_inert_everywhere_but_json(daemon: DaemonProcess) ->
     streamed, told = out_bytes.decode(), err_bytes.decode()
     assert_inert(streamed + told)
     assert f"plain {SHOWN}\n" in streamed and f"json {SHOWN}\n" in streamed
-    assert f"stderr {SHOWN}\n" in told and f"sum {SHOWN}" in told
+    assert f"stderr {STDERR_SHOWN}\n" in told and f"sum {SHOWN}" in told
 
     detail, _ = orca(daemon, "status", run_id)
     assert_inert(detail)
     assert f"summary  sum {SHOWN}" in detail
     logs_out, logs_err = orca(daemon, "logs", run_id)
     assert_inert(logs_out + logs_err)
-    assert f"plain {SHOWN}\n" in logs_out and f"stderr {SHOWN}\n" in logs_err
+    assert f"plain {SHOWN}\n" in logs_out and f"stderr {STDERR_SHOWN}\n" in logs_err
     assert_inert(watched(daemon, run_id))
 
     raw_out, raw_err = orca(daemon, "logs", run_id, "--raw")
-    assert f"plain {NASTY}\n" in raw_out and f"stderr {NASTY}\n" in raw_err
+    assert f"plain {NASTY}\n" in raw_out and f"stderr {ON_STDERR}\n" in raw_err
     texts = [
         json.loads(line)["event"]["text"]
         for line in orca(daemon, "logs", run_id, "--json")[0].splitlines()

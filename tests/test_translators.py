@@ -518,6 +518,90 @@ def test_a_newer_codex_question_replaces_and_refuses_the_older() -> None:
     assert isinstance(effects[-1], QuestionsAsked) and effects[-1].questions[0].id == "b"
 
 
+def test_claude_tool_calls_and_results_are_shown_compactly() -> None:
+    claude = ClaudeTranslator("claude")
+    calls = {
+        "type": "assistant",
+        "message": {
+            "content": [
+                {"type": "text", "text": "Let me look."},
+                {"type": "tool_use", "id": "t1", "name": "Bash", "input": {"command": "ls -a"}},
+                {"type": "tool_use", "id": "t2", "name": "Read", "input": {"file_path": "/w/a"}},
+                {"type": "tool_use", "id": "t3", "name": "Glob", "input": {"pattern": "*.py"}},
+                {"type": "tool_use", "id": "t4", "name": "Task", "input": {"n": "x" * 400}},
+                {"type": "thinking", "thinking": "hmm"},
+            ]
+        },
+    }
+    (shown,) = claude.feed_line(line(calls))
+    assert isinstance(shown, Output)
+    first, second, third, fourth, fifth = shown.text.splitlines()
+    assert [first, second, third, fourth] == ["Let me look.", "$ ls -a", "Read /w/a", "Glob *.py"]
+    assert fifth.startswith('Task {"n":"xxx') and fifth.endswith("…") and len(fifth) == 300
+    results = {
+        "type": "user",
+        "message": {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": "t1", "content": "a\nb\nc\nd\ne\nf\ng\n"},
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "t2",
+                    "content": [{"type": "text", "text": "no such file"}, {"type": "image"}],
+                    "is_error": True,
+                },
+                {"type": "tool_result", "tool_use_id": "t3", "content": ""},
+            ],
+        },
+    }
+    assert claude.feed_line(line(results)) == [
+        Output(
+            "  a\n  b\n  c\n  d\n  e\n  … (2 more lines)\n"
+            "  error: no such file\n  [image]\n"
+            "  (no output)\n"
+        )
+    ]
+    interrupted = {"type": "user", "message": {"content": [{"type": "text", "text": "[x]"}]}}
+    assert claude.feed_line(line(interrupted)) == []
+
+
+def test_claude_api_retries_errors_and_interrupts_are_reported() -> None:
+    retry = {
+        "type": "system",
+        "subtype": "api_retry",
+        "attempt": 1,
+        "max_retries": 10,
+        "retry_delay_ms": 572,
+        "error_status": 529,
+        "error": "overloaded",
+    }
+    assert ClaudeTranslator("claude").feed_line(line(retry)) == [
+        Note("claude: API error 529 (overloaded); retry 1 of 10 in 0.6s")
+    ]
+    # Claude 2.1.332 reports an API error as a `success` that `is_error`.
+    api_error = {
+        "type": "result",
+        "subtype": "success",
+        "is_error": True,
+        "terminal_reason": "api_error",
+        "result": "API Error: 403 not allowed",
+    }
+    effects = ClaudeTranslator("claude").feed_line(line(api_error))
+    assert effects[-1] == Result("failed", error="API Error: 403 not allowed")
+    interrupted = {
+        "type": "result",
+        "subtype": "error_during_execution",
+        "is_error": True,
+        "terminal_reason": "aborted_streaming",
+        "errors": ["[ede_diagnostic] result_type=user last_content_type=n/a stop_reason=null"],
+    }
+    effects = ClaudeTranslator("claude").feed_line(line(interrupted))
+    assert effects[-2:] == [
+        Note("claude's turn was interrupted"),
+        Result("failed", error="claude's turn was interrupted"),
+    ]
+
+
 def test_finding_3_codex_permissions_request_is_answered_with_permissions_and_scope() -> None:
     request = {
         "id": 7,

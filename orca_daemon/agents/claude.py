@@ -4,6 +4,8 @@
 stdio`: the prompt goes in as a `user` line; `AskUserQuestion` arrives as a `can_use_tool`
 `control_request` and its answer returns as the `control_response` (an `allow` whose
 `updatedInput` carries `answers` keyed by question text). The `result` line decides success.
+What Claude did shows in the output compactly: each tool call as one line (`$ command` for
+Bash, the tool and its file or its input otherwise) and the start of its result, indented.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from orca_client.wire import Question, QuestionOption
 from orca_daemon.agents.base import (
     Effect,
     Identified,
+    Interrupting,
     Note,
     Output,
     QuestionsAsked,
@@ -30,6 +33,10 @@ from orca_daemon.agents.base import (
 from orca_daemon.agents.codex import MAX_SUMMARY_CHARS, verdict_of
 
 _encoder = msgspec.json.Encoder()
+MAX_TOOL_INPUT_CHARS = 300
+MAX_TOOL_RESULT_LINES = 5
+MAX_TOOL_RESULT_CHARS = 600
+INTERRUPTED = "claude's turn was interrupted"
 USAGE_FIELDS = ("total_cost_usd", "usage", "num_turns", "duration_ms", "session_id", "subtype")
 
 
@@ -117,6 +124,9 @@ class ClaudeTranslator:
                 }
             )
         )
+        # Claude then reports its turn interrupted (a `result`), orcad closes its input and it
+        # exits: the session gives it a moment for that before it signals.
+        effects.append(Interrupting())
         return effects
 
     def finish(self) -> list[Effect]:
@@ -141,8 +151,12 @@ class ClaudeTranslator:
         kind = message["type"]
         if kind == "system" and message.get("subtype") == "init" and message.get("session_id"):
             return [Identified(str(message["session_id"]))]
+        if kind == "system" and message.get("subtype") == "api_retry":
+            return [_retry_note(message)]
         if kind == "assistant":
             return self._on_assistant(message.get("message") or {})
+        if kind == "user":
+            return _tool_results(message.get("message") or {})
         if kind == "result":
             return self._on_result(message)
         if kind == "control_request":
@@ -154,15 +168,18 @@ class ClaudeTranslator:
         return []
 
     def _on_assistant(self, body: dict[str, Any]) -> list[Effect]:
-        texts = [
-            str(block.get("text", ""))
-            for block in body.get("content") or []
-            if isinstance(block, dict) and block.get("type") == "text"
-        ]
-        if not texts:
-            return []
-        self._last_text = texts[-1]
-        return [Output("".join(t if t.endswith("\n") else t + "\n" for t in texts))]
+        shown: list[str] = []
+        for block in body.get("content") or []:
+            if not isinstance(block, dict):
+                continue
+            if block.get("type") == "text":
+                self._last_text = str(block.get("text", ""))
+                shown.append(self._last_text)
+            elif block.get("type") == "tool_use":
+                shown.append(_tool_call(str(block.get("name")), block.get("input")))
+        return (
+            [Output("".join(t if t.endswith("\n") else t + "\n" for t in shown))] if shown else []
+        )
 
     def _on_result(self, message: dict[str, Any]) -> list[Effect]:
         if self._done:
@@ -174,6 +191,9 @@ class ClaudeTranslator:
         ]
         self._asks.clear()
         text = str(message.get("result") or self._last_text or "")
+        if str(message.get("terminal_reason") or "").startswith("aborted"):
+            return [*withdrawn, usage, Note(INTERRUPTED), Result("failed", error=INTERRUPTED)]
+        # An API error is `subtype: success` with `is_error: true` (Claude Code 2.1.332).
         if message.get("subtype") == "success" and not message.get("is_error"):
             result = verdict_of(text) or Result("done", summary=text[-MAX_SUMMARY_CHARS:] or None)
         else:
@@ -248,3 +268,58 @@ class ClaudeTranslator:
         if self._asks.pop(request_id, None) is None:
             return []
         return [QuestionsWithdrawn(request_id, "claude cancelled its question")]
+
+
+def _tool_call(name: str, tool_input: Any) -> str:
+    """One line for a tool call: `$ command` for Bash, else the tool and what it works on."""
+    fields = tool_input if isinstance(tool_input, dict) else {}
+    if name == "Bash" and isinstance(fields.get("command"), str):
+        return _clip(f"$ {fields['command']}", MAX_TOOL_INPUT_CHARS)
+    for key in ("file_path", "notebook_path", "path", "pattern", "url", "query"):
+        if isinstance(fields.get(key), str):
+            return _clip(f"{name} {fields[key]}", MAX_TOOL_INPUT_CHARS)
+    return _clip(f"{name} {_encoder.encode(tool_input).decode()}", MAX_TOOL_INPUT_CHARS)
+
+
+def _tool_results(body: dict[str, Any]) -> list[Effect]:
+    """The start of each tool result in a `user` line, indented under its call."""
+    content = body.get("content")
+    blocks = content if isinstance(content, list) else []
+    shown = [
+        _tool_result(block)
+        for block in blocks
+        if isinstance(block, dict) and block.get("type") == "tool_result"
+    ]
+    return [Output("".join(shown))] if shown else []
+
+
+def _tool_result(block: dict[str, Any]) -> str:
+    content = block.get("content")
+    if isinstance(content, list):
+        parts = [
+            str(part.get("text", "")) if part.get("type") == "text" else f"[{part.get('type')}]"
+            for part in content
+            if isinstance(part, dict)
+        ]
+        content = "\n".join(parts)
+    every = str(content or "").strip("\n").splitlines()
+    start = "\n".join(every[:MAX_TOOL_RESULT_LINES])
+    lines = _clip(start, MAX_TOOL_RESULT_CHARS).splitlines() or ["(no output)"]
+    if len(every) > MAX_TOOL_RESULT_LINES:
+        lines.append(f"… ({len(every) - MAX_TOOL_RESULT_LINES} more lines)")
+    if block.get("is_error"):
+        lines[0] = f"error: {lines[0]}"
+    return "".join(f"  {line}\n" for line in lines)
+
+
+def _retry_note(message: dict[str, Any]) -> Note:
+    delay = message.get("retry_delay_ms")
+    when = f" in {delay / 1000:.1f}s" if isinstance(delay, int | float) else ""
+    return Note(
+        f"claude: API error {message.get('error_status')} ({message.get('error')}); "
+        f"retry {message.get('attempt')} of {message.get('max_retries')}{when}"
+    )
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
