@@ -260,6 +260,8 @@ def run_detail(run: RunInfo, sessions: list[SessionInfo], width: int | None = No
         f"cwd      {one_line(run.cwd)}",
         timing,
     ]
+    if (spent := usage_text(run.input_tokens, run.output_tokens, run.cost_usd)) is not None:
+        lines.append(f"usage    {spent}")
     lines += _orchestration_lines(run, sessions, width)
     for session in sessions:
         lines.append("")
@@ -281,6 +283,9 @@ def run_detail(run: RunInfo, sessions: list[SessionInfo], width: int | None = No
             lines += _live_session_lines(session, now, width)
         if session.exit_code is not None:
             lines.append(f"  exit     {session.exit_code}")
+        spent = usage_text(session.input_tokens, session.output_tokens, session.cost_usd)
+        if spent is not None:
+            lines.append(f"  usage    {spent}")
         if session.reason:
             lines.append(f"  reason   {one_line(session.reason)}")
         if session.summary:
@@ -301,6 +306,18 @@ def run_detail(run: RunInfo, sessions: list[SessionInfo], width: int | None = No
                         + (f": {one_line(option.description)}" if option.description else "")
                     )
     return visible("\n".join(lines))
+
+
+def usage_text(
+    input_tokens: int | None, output_tokens: int | None, cost_usd: float | None
+) -> str | None:
+    """Tokens read and written and the cost, as far as the agent said them; None if nothing."""
+    parts = []
+    if input_tokens is not None or output_tokens is not None:
+        parts.append(f"{input_tokens or 0:,} tokens in, {output_tokens or 0:,} out")
+    if cost_usd is not None:
+        parts.append(f"${cost_usd:.4f}")
+    return ", ".join(parts) or None
 
 
 def _live_session_lines(session: SessionInfo, now: float, width: int) -> list[str]:

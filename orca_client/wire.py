@@ -150,7 +150,12 @@ class SessionInfo(Struct, frozen=True):
     agent_session_id: str | None = None
     """The agent's own id for the conversation (Codex thread, Claude session), for resuming."""
     usage: dict[str, Any] | None = None
-    """The latest token usage or cost the agent reported."""
+    """The latest token usage or cost the agent reported, as it reported it."""
+    input_tokens: int | None = None
+    """Tokens the agent's model read in this session so far (cached ones included), where its
+    protocol says (Codex, Claude); likewise `output_tokens` and `cost_usd`."""
+    output_tokens: int | None = None
+    cost_usd: float | None = None
     task_id: str | None = None
     """In a plan run: the task this session is an attempt at."""
     attempt: int = 1
@@ -194,6 +199,11 @@ class RunInfo(Struct, frozen=True):
     child_run_ids: list[str] = []
     repo: str | None = None
     """The configured repository the run works in, by name."""
+    input_tokens: int | None = None
+    """Summed over the run's sessions that report it (not over child runs); likewise
+    `output_tokens` and `cost_usd`."""
+    output_tokens: int | None = None
+    cost_usd: float | None = None
     tasks: list[TaskInfo] = []
 
 

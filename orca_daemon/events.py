@@ -141,10 +141,14 @@ class QuestionCleared(Event, tag="question_cleared", frozen=True):
 
 
 class UsageRecorded(Event, tag="usage_recorded", frozen=True):
-    """Token usage or cost an agent reported, as the agent reported it."""
+    """Token usage or cost an agent reported, as the agent reported it, with the session's
+    totals so far where the agent's protocol says them."""
 
     session_id: str
     data: dict[str, Any]
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cost_usd: float | None = None
 
 
 class AgentSessionIdentified(Event, tag="agent_session_identified", frozen=True):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import msgspec
 
@@ -51,6 +52,7 @@ from orca_daemon.store import StoredEvent
 
 replace = msgspec.structs.replace
 
+_Number = TypeVar("_Number", int, float)
 LAST_LINE_CHARS = 200
 """The most of a session's last output line a view keeps (`SessionInfo.last_output_line`)."""
 
@@ -214,10 +216,13 @@ def apply(state: State, stored: StoredEvent) -> State:
             elif isinstance(event, SessionTerminated):
                 state.prompts.pop(event.session_id, None)
                 state.open_lines.pop(event.session_id, None)
+            before = session
             session = evolve_session(session, event, at)
             if isinstance(event, OutputAppended) and event.stream != "orca":
                 session = _note_output(state, session, event.text)
             state.sessions[session.session_id] = session
+            if isinstance(event, UsageRecorded):
+                _add_usage(state, before, session)
     state.position = stored.position
     return state
 
@@ -234,6 +239,29 @@ def _note_output(state: State, session: SessionInfo, text: str) -> SessionInfo:
         if shown is not None:
             return replace(session, last_output_line=_line_end(shown))
     return session
+
+
+def _latest(reported: _Number | None, before: _Number | None) -> _Number | None:
+    return before if reported is None else reported
+
+
+def _add_usage(state: State, before: SessionInfo, after: SessionInfo) -> None:
+    """Move the run's usage totals by what this session's totals moved."""
+    run = state.runs.get(after.run_id)
+    if run is None:
+        return
+    state.runs[run.run_id] = replace(
+        run,
+        input_tokens=_moved(run.input_tokens, before.input_tokens, after.input_tokens),
+        output_tokens=_moved(run.output_tokens, before.output_tokens, after.output_tokens),
+        cost_usd=_moved(run.cost_usd, before.cost_usd, after.cost_usd),
+    )
+
+
+def _moved(total: _Number | None, old: _Number | None, new: _Number | None) -> _Number | None:
+    if new is None:
+        return total
+    return (total or 0) + new - (old or 0)
 
 
 def _line_end(line: str) -> str:
@@ -296,7 +324,13 @@ def evolve_session(session: SessionInfo, event: AnyEvent, at: float) -> SessionI
             return session
         return replace(session, worktree=replace(session.worktree, removed=True))
     if isinstance(event, UsageRecorded):
-        return replace(session, usage=event.data)
+        return replace(
+            session,
+            usage=event.data,
+            input_tokens=_latest(event.input_tokens, session.input_tokens),
+            output_tokens=_latest(event.output_tokens, session.output_tokens),
+            cost_usd=_latest(event.cost_usd, session.cost_usd),
+        )
     if isinstance(event, AgentSessionIdentified):
         return replace(session, agent_session_id=event.agent_session_id)
     if terminal:

@@ -240,7 +240,17 @@ class _Recorder:
     async def usage(self, usage: Usage) -> None:
         spec = self._spec
         await self._manager.append(
-            spec.run_id, [UsageRecorded(spec.run_id, spec.session_id, usage.data)]
+            spec.run_id,
+            [
+                UsageRecorded(
+                    spec.run_id,
+                    spec.session_id,
+                    usage.data,
+                    usage.input_tokens,
+                    usage.output_tokens,
+                    usage.cost_usd,
+                )
+            ],
         )
 
     async def identified(self, identified: Identified) -> None:

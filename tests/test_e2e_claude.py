@@ -235,6 +235,21 @@ def test_usage_and_cost_are_recorded_for_the_session(claude: ClaudeRuns) -> None
     assert usage["total_cost_usd"] > 0
     recorded = [e for e in claude.events(run_id) if e["type"] == "usage_recorded"]
     assert [e["data"]["total_cost_usd"] for e in recorded] == [usage["total_cost_usd"]]
+    # Normalised: input counts cache reads and writes too; the run sums its sessions.
+    session = claude.session(run_id)
+    cached = sum(
+        usage["usage"].get(key, 0)
+        for key in ("cache_creation_input_tokens", "cache_read_input_tokens")
+    )
+    assert session.input_tokens == 100 + 2000 + cached
+    assert session.output_tokens == 20 + 70
+    assert session.cost_usd == usage["total_cost_usd"]
+    run = claude.wait(run_id)
+    assert (run.input_tokens, run.output_tokens, run.cost_usd) == (
+        session.input_tokens,
+        session.output_tokens,
+        session.cost_usd,
+    )
 
 
 def test_tool_calls_and_their_results_are_shown_in_the_log(claude: ClaudeRuns) -> None:

@@ -156,6 +156,10 @@ def test_finding_6_a_plain_app_server_turn_with_usage_and_codex_warnings_in_the_
     assert session.usage is not None
     assert session.usage["total"]["inputTokens"] == 1200
     assert session.usage["total"]["outputTokens"] == 300
+    assert (session.input_tokens, session.output_tokens) == (1200, 300)
+    assert (run.input_tokens, run.output_tokens, run.cost_usd) == (1200, 300, None)
+    shown = codex.daemon.orca("status", run_id).stdout
+    assert "usage    1,200 tokens in, 300 out" in shown
     logs = codex.logs(run_id)
     assert "Hello from the model." in logs
     # Every Orca Codex session turns on this feature, and Codex says so: the user sees it.
@@ -174,6 +178,8 @@ def test_a_plain_codex_exec_turn(codex: Codex) -> None:
     assert session.summary == "Done by exec."
     assert "say done" in codex.api.user_texts()
     assert session.usage is not None and session.usage["input_tokens"] == 1200
+    assert session.input_tokens == 1200 and session.output_tokens is not None
+    assert (run.input_tokens, run.output_tokens) == (session.input_tokens, session.output_tokens)
     assert session.agent_session_id  # a follow-up can resume it
 
 

@@ -33,6 +33,7 @@ from orca_daemon.events import (
     SessionStarted,
     SessionTerminated,
     TaskStatusChanged,
+    UsageRecorded,
     encode_event,
     event_type,
     run_stream,
@@ -177,6 +178,30 @@ def test_events_for_unknown_runs_and_sessions_are_ignored_but_advance_the_positi
 
 
 # --------------------------------------------------------------------------- sessions
+
+
+def test_a_runs_usage_is_the_sum_of_its_sessions_latest_totals() -> None:
+    """Given usage reports of two sessions (Codex reports its thread's running totals again and
+    again; Claude once, with a cost), the run shows the sum of each session's latest totals."""
+    log = Timeline()
+    log.record(run_created(), session_created(session_id="s1"), session_created(session_id="s2"))
+    log.record(UsageRecorded("r1", "s1", {"total": {}}, 1000, 100))
+    log.record(UsageRecorded("r1", "s1", {"total": {}}, 2500, 300))
+    log.record(UsageRecorded("r1", "s2", {"usage": {}}, 4000, 50, 0.25))
+    log.record(UsageRecorded("r1", "s2", {"note": "no totals in this report"}))
+    state = log.state()
+    s1, s2, run = state.sessions["s1"], state.sessions["s2"], state.runs["r1"]
+    assert (s1.input_tokens, s1.output_tokens, s1.cost_usd) == (2500, 300, None)
+    assert (s2.input_tokens, s2.output_tokens, s2.cost_usd) == (4000, 50, 0.25)
+    assert s2.usage == {"note": "no totals in this report"}
+    assert (run.input_tokens, run.output_tokens, run.cost_usd) == (6500, 350, 0.25)
+
+
+def test_a_run_with_no_usage_reported_has_none() -> None:
+    log = Timeline()
+    log.record(run_created(), session_created(), UsageRecorded("r1", "s1", {"x": 1}))
+    run = log.state().runs["r1"]
+    assert (run.input_tokens, run.output_tokens, run.cost_usd) == (None, None, None)
 
 
 def test_a_created_session_is_listed_under_its_run() -> None:

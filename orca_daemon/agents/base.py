@@ -73,16 +73,36 @@ class Interrupting(msgspec.Struct, frozen=True):
 
 
 class Usage(msgspec.Struct, frozen=True):
-    """Token usage or cost the agent reported."""
+    """Token usage or cost the agent reported (`data`, as it reported it) and, where its
+    protocol says them, the session's totals so far: tokens read (cached ones included) and
+    written, and what it cost in US dollars."""
 
     data: dict[str, Any]
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cost_usd: float | None = None
 
 
-def usage_of(value: Any) -> list[Effect]:
-    """A Usage effect for an agent's usage object; anything that is not an object is a note."""
+def usage_of(value: Any, input_key: str = "", output_key: str = "") -> list[Effect]:
+    """A Usage effect for an agent's usage object, its totals read from `input_key` and
+    `output_key` when given; anything that is not an object is a note."""
     if isinstance(value, dict):
-        return [Usage({str(k): v for k, v in value.items()})]
+        data = {str(k): v for k, v in value.items()}
+        return [Usage(data, count_of(data.get(input_key)), count_of(data.get(output_key)))]
     return [Note(f"ignored usage that is not an object: {str(value)[:200]}")]
+
+
+def count_of(value: Any) -> int | None:
+    """A token count an agent reported, or None when it is not a count."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        return None
+    return int(value)
+
+
+def sum_of(*values: Any) -> int | None:
+    """The sum of the counts among `values` (None when none is a count)."""
+    counts = [c for c in map(count_of, values) if c is not None]
+    return sum(counts) if counts else None
 
 
 def text_of(value: Any) -> str | None:

@@ -28,6 +28,8 @@ from orca_daemon.agents.base import (
     Result,
     Send,
     Usage,
+    count_of,
+    sum_of,
     validate_questions,
 )
 from orca_daemon.agents.codex import MAX_SUMMARY_CHARS, verdict_of
@@ -185,7 +187,7 @@ class ClaudeTranslator:
         if self._done:
             return []
         self._done = True
-        usage = Usage({key: message[key] for key in USAGE_FIELDS if key in message})
+        usage = _usage(message)
         withdrawn: list[Effect] = [
             QuestionsWithdrawn(request_id, "claude's turn ended") for request_id in self._asks
         ]
@@ -323,3 +325,21 @@ def _retry_note(message: dict[str, Any]) -> Note:
 
 def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _usage(result: dict[str, Any]) -> Usage:
+    """A result line's usage: what it reported, and the session's totals (input counts cache
+    reads and writes too, as Codex's does) and cost."""
+    tokens = result.get("usage") if isinstance(result.get("usage"), dict) else {}
+    assert isinstance(tokens, dict)
+    cost = result.get("total_cost_usd")
+    return Usage(
+        {key: result[key] for key in USAGE_FIELDS if key in result},
+        sum_of(
+            tokens.get("input_tokens"),
+            tokens.get("cache_creation_input_tokens"),
+            tokens.get("cache_read_input_tokens"),
+        ),
+        count_of(tokens.get("output_tokens")),
+        float(cost) if isinstance(cost, int | float) and not isinstance(cost, bool) else None,
+    )

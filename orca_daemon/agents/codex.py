@@ -30,6 +30,8 @@ from orca_daemon.agents.base import (
     QuestionsWithdrawn,
     Result,
     Send,
+    Usage,
+    count_of,
     text_of,
     usage_of,
     validate_questions,
@@ -339,7 +341,7 @@ class CodexAppServerTranslator:
         if method == "item/completed":
             return self._on_item(params["item"])
         if method == "thread/tokenUsage/updated":
-            return usage_of(params.get("tokenUsage") or {})
+            return _thread_usage(params.get("tokenUsage"))
         if method == "serverRequest/resolved":
             request_id = f"codex-{params.get('requestId')}"
             if self._questions.pop(request_id, None) is None:
@@ -430,3 +432,17 @@ class CodexAppServerTranslator:
             return [Note(error)]
         self._done = True
         return [Note(error), Result("failed", error=error)]
+
+
+def _thread_usage(value: Any) -> list[Effect]:
+    """The thread's usage as Codex reports it, its totals from `total` (cached input included
+    in `inputTokens`)."""
+    effects = usage_of(value)
+    total = value.get("total") if isinstance(value, dict) else None
+    if effects and isinstance(effects[0], Usage) and isinstance(total, dict):
+        effects[0] = msgspec.structs.replace(
+            effects[0],
+            input_tokens=count_of(total.get("inputTokens")),
+            output_tokens=count_of(total.get("outputTokens")),
+        )
+    return effects

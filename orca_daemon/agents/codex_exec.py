@@ -89,7 +89,8 @@ class CodexExecTranslator:
         if kind == "item.completed":
             return self._on_item(event["item"])
         if kind == "turn.completed":
-            return self._end(usage_of(event.get("usage") or {}), self._verdict())
+            usage = usage_of(event.get("usage") or {}, "input_tokens", "output_tokens")
+            return self._end(usage, self._verdict())
         if kind == "turn.failed":
             error = event.get("error")
             message = text_of(error.get("message")) if isinstance(error, dict) else None
