@@ -373,7 +373,7 @@ def test_codex_exec_reads_the_prompt_from_stdin_and_resumes_by_thread() -> None:
         Identified("th-3"),
         Note("codex exec error: reconnecting"),
         Output("done it\n"),
-        Usage({"input_tokens": 3}),
+        Usage({"input_tokens": 3}, input_tokens=3),
         Result("done", summary="done it"),
     ]
     failed = CodexExecTranslator("codex").feed_line(
