@@ -379,3 +379,30 @@ def test_a_session_that_ends_while_another_connection_holds_the_log_locked_ends_
     output = daemon.output()
     assert "locked" in output and "the log can be written again" in output
     assert "Traceback" not in output, output
+
+
+def test_a_multi_repo_run_whose_children_find_the_log_full_starts_them_once_it_can_be_written(
+    make_daemon: Callable[..., DaemonProcess], orca_home: Path
+) -> None:
+    """The parent run is recorded, its children are not (the log fills in between): the client
+    is answered at once, and the children start when the log can be written again."""
+    limit_file = orca_home.parent / "page-limit"
+    work = orca_home.parent / "work"
+    work.mkdir()
+    write_config(orca_home, "".join(f'[[repos]]\nname = "r{n}"\npath = "{work}"\n' for n in (1, 2)))
+    daemon = make_daemon(extra_env={TEST_PAGE_LIMIT_VARIABLE: str(limit_file)}).start()
+    with contextlib.closing(sqlite3.connect(daemon.paths.log_file)) as db:
+        pages = int(db.execute("PRAGMA page_count").fetchone()[0])
+    # Room for the parent's RunCreated (its prompt: about 5 pages), not for a child's (twice that).
+    limit_file.write_text(f"{pages + 8}\n")
+    request = StartRun(cwd=str(work), command=["true"], prompt=BIG, repos=["r1", "r2"])
+    with daemon.client() as client:
+        started: RunStarted = client.request(request)
+    assert started.child_run_ids == []
+    assert [r.run_id for r in daemon.status().runs] == [started.run_id]
+
+    limit_file.unlink()
+    parent = daemon.wait_for_run(started.run_id)
+    assert parent.status == "completed"
+    assert len(parent.child_run_ids) == 2
+    assert "Traceback" not in daemon.output()
