@@ -376,6 +376,8 @@ class EventStore:
                 if future.done() and not future.cancelled():
                     future.exception()
             raise
+        for future in futures:  # every failure retrieved, the first one raised
+            future.exception()
         return [future.result() for future in futures]
 
     def _withdraw(self, pendings: Sequence[_PendingAppend]) -> None:
