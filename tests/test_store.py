@@ -563,6 +563,27 @@ async def test_an_append_whose_caller_stopped_waiting_for_the_log_is_never_writt
     assert log.committed_positions() == [1, 2]
 
 
+async def test_an_append_cancelled_while_the_writer_is_trying_it_is_not_tried_again(
+    log: Log,
+) -> None:
+    """Another connection holds the log locked, so the writer's attempt waits out the busy
+    timeout (an outage, as a full disk is); the caller cancelled meanwhile returns once that
+    attempt is over, and the append is never written after that."""
+    store = await log.open()
+    await store.append("run-a", [created("a")])
+    with contextlib.closing(sqlite3.connect(log.path, isolation_level=None)) as db:
+        db.execute("BEGIN IMMEDIATE")
+        cancelled = asyncio.create_task(store.append("run-a", [output("a", "cancelled")]))
+        await asyncio.sleep(0.05)  # (the writer is in its attempt by now; either way, it holds)
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(cancelled, TIMEOUT)
+        db.execute("ROLLBACK")
+    [later] = await asyncio.wait_for(store.append("run-a", [output("a", "later")]), TIMEOUT)
+    assert (later.position, later.version) == (2, 2)
+    assert log.committed_positions() == [1, 2]
+
+
 async def test_after_another_writer_took_a_position_appends_made_together_stay_together(
     log: Log, page_limit: Path
 ) -> None:
