@@ -128,6 +128,7 @@ class FanOutCoordinator:
                 run_stream(run_id),
                 [created, *(w.created(run_id) for w in workers)],
                 expected_version=0,
+                mode="refuse",  # a client's request: told at once if the log cannot be written
             )
             runs.remember_client(run_id, client)
             for worker, launch in zip(workers, own, strict=True):

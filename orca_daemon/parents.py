@@ -23,7 +23,7 @@ from orca_daemon.events import (
     RunStatusChanged,
     run_stream,
 )
-from orca_daemon.store import ConcurrencyError
+from orca_daemon.store import AppendMode, ConcurrencyError, LogUnavailable
 
 if TYPE_CHECKING:
     from orca_daemon.runs import RunManager
@@ -138,9 +138,14 @@ class ParentCoordinator:
             children=spec,
             agent_lookup=client,
         )
-        stored = await runs.store.append(run_stream(run_id), [created], expected_version=0)
+        stored = await runs.store.append(
+            run_stream(run_id), [created], expected_version=0, mode="refuse"
+        )
         runs.remember_client(run_id, client)
-        await self.advance(run_id)
+        try:  # within the client's request: nothing waits for the log
+            await self.advance(run_id, mode="refuse")
+        except LogUnavailable:  # the parent is recorded: its children start once it can be
+            runs.after_change(run_id)
         return RunStarted(
             run_id=run_id,
             session_id=None,
@@ -148,8 +153,9 @@ class ParentCoordinator:
             child_run_ids=list(runs.state.runs[run_id].child_run_ids),
         )
 
-    async def advance(self, parent_id: str) -> None:
-        """Start the children there is room for; end the parent once nothing more will run."""
+    async def advance(self, parent_id: str, mode: AppendMode = "wait") -> None:
+        """Start the children there is room for; end the parent once nothing more will run.
+        `mode`: what its appends do while the log cannot be written."""
         runs = self._runs
         async with runs.lock(parent_id):
             parent = runs.state.runs[parent_id]
@@ -170,13 +176,13 @@ class ParentCoordinator:
                 count = 0 if live else 1
             to_start = list(range(start_from, min(len(spec.targets), start_from + count)))
             if not to_start and not live:
-                await runs.append(parent_id, [self._ending(parent, children, spec)])
+                await runs.append(parent_id, [self._ending(parent, children, spec)], mode=mode)
                 runs.after_change(parent_id)
                 return
             if to_start and parent.status == "queued":
-                await runs.append(parent_id, [RunStatusChanged(parent_id, "running")])
+                await runs.append(parent_id, [RunStatusChanged(parent_id, "running")], mode=mode)
             for index in to_start:
-                await self._start_child(parent, spec, index)
+                await self._start_child(parent, spec, index, mode)
 
     def _ending(
         self, parent: RunInfo, children: list[RunInfo], spec: ChildrenSpec
@@ -193,7 +199,9 @@ class ParentCoordinator:
             reason += f"; {not_started} not started (sequential, stopped at the first failure)"
         return RunStatusChanged(parent.run_id, "failed", reason)
 
-    async def _start_child(self, parent: RunInfo, spec: ChildrenSpec, index: int) -> None:
+    async def _start_child(
+        self, parent: RunInfo, spec: ChildrenSpec, index: int, mode: AppendMode
+    ) -> None:
         from orca_daemon.runs import MAX_TITLE_CHARS, NewSession
 
         runs = self._runs
@@ -220,7 +228,10 @@ class ParentCoordinator:
         )
         try:
             await runs.store.append(
-                run_stream(child_id), [created, session.created(child_id)], expected_version=0
+                run_stream(child_id),
+                [created, session.created(child_id)],
+                expected_version=0,
+                mode=mode,
             )
         except ConcurrencyError:
             return  # started already (by an earlier orcad, say)

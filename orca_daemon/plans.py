@@ -107,7 +107,9 @@ class PlanCoordinator:
                 plan=spec,
                 agent_lookup=client_context(request),
             )
-            stored = await runs.store.append(run_stream(run_id), [created], expected_version=0)
+            stored = await runs.store.append(
+                run_stream(run_id), [created], expected_version=0, mode="refuse"
+            )
             runs.remember_client(run_id, client_context(request))
         await self.advance(run_id)
         return RunStarted(run_id=run_id, session_id=None, position=stored[-1].position)

@@ -150,8 +150,8 @@ class _Recorder:
     """Turns one session's facts into events on its run's stream.
 
     Output is dropped while the log cannot be written; what was lost (bytes per stream) is
-    recorded as an `orca` output line once the log can be written again, and at the latest
-    before the session's end."""
+    recorded as an `orca` output line as soon as the log can be written again (`report_loss`),
+    and at the latest before the session's end."""
 
     def __init__(self, manager: RunManager, spec: SessionSpec) -> None:
         self._manager = manager
@@ -159,6 +159,7 @@ class _Recorder:
         self._in_flight: deque[_QueuedOutput] = deque()
         self._lost: dict[StreamName, int] = {}
         self._lost_reason = ""
+        self._settling = False
 
     async def started(self, pid: int, process_start_ticks: int | None) -> None:
         spec = self._spec
@@ -196,27 +197,55 @@ class _Recorder:
     async def settle(self) -> None:
         """Wait until every queued output chunk is written or dropped; then record what was
         dropped (this waits for the log, so it comes before the session's end)."""
+        self._settling = True
         while self._in_flight:
             await self._settle_one()
         if self._lost:
             lost, self._lost = self._lost, {}
             await self._manager.append(self._spec.run_id, [self._loss_note(lost)])
 
+    def report_loss(self) -> None:
+        """The log can be written again: queue the note of what was dropped now (an idle
+        session may print nothing more for a long time)."""
+        if self._settling:
+            return  # `settle` records it
+        for queued in [q for q in self._in_flight if q.future.done()]:
+            self._in_flight.remove(queued)
+            self._account(queued)
+        if not self._lost:
+            return
+        reported, self._lost = self._lost, {}
+        try:
+            future = self._manager.append_nowait(
+                self._spec.run_id, [self._loss_note(reported)], mode="drop"
+            )
+        except LogUnavailable as exc:  # full again already
+            self._count_lost("orca", "", reported, exc)
+        else:
+            self._in_flight.append(_QueuedOutput(future, "orca", "", reported))
+
     async def _settle_one(self) -> None:
         queued = self._in_flight.popleft()
-        try:
-            await queued.future
-        except LogUnavailable as exc:
-            self._count_lost(queued.stream, queued.text, queued.reported, exc)
-        except StoreError:
-            log.exception("session %s: output could not be written", self._spec.session_id)
+        await asyncio.wait([queued.future])
+        self._account(queued)
+
+    def _account(self, queued: _QueuedOutput) -> None:
+        """A chunk whose append has ended: if it was dropped, it is still to report."""
+        error = None if queued.future.cancelled() else queued.future.exception()
+        if isinstance(error, LogUnavailable):
+            self._count_lost(queued.stream, queued.text, queued.reported, error)
+        elif error is not None:
+            log.error(
+                "session %s: output could not be written", self._spec.session_id, exc_info=error
+            )
 
     def _count_lost(
         self, stream: StreamName, text: str, reported: dict[StreamName, int], exc: LogUnavailable
     ) -> None:
         """A dropped append: its chunk, and the loss it was to report, are still to report."""
         for name, size in [*reported.items(), (stream, len(text.encode()))]:
-            self._lost[name] = self._lost.get(name, 0) + size
+            if size:
+                self._lost[name] = self._lost.get(name, 0) + size
         self._lost_reason = exc.reason
 
     def _loss_note(self, lost: dict[StreamName, int]) -> OutputAppended:
@@ -349,6 +378,10 @@ class RunManager:
         self._done: dict[str, asyncio.Event] = {}
         """Set when a session's driver has finished (its process exited, its output written)."""
         self._starting: set[asyncio.Event] = set()
+        self._recorders: set[_Recorder] = set()
+        self._stopped_by_orcad: set[str] = set()
+        """Sessions whose process orcad's shutdown signalled: they end as stopped by orcad,
+        whatever their agent did on the signal."""
         self._clients: dict[str, ClientContext] = {}
         self._react_failures: dict[str, int] = {}
         self.heartbeats: dict[str, float] = {}
@@ -357,6 +390,11 @@ class RunManager:
         self.fanout = FanOutCoordinator(self)
         self.parents = ParentCoordinator(self)
         self.plans = PlanCoordinator(self)
+        store.add_writable_listener(self._log_writable_again)
+
+    def _log_writable_again(self) -> None:
+        for recorder in list(self._recorders):
+            recorder.report_loss()
 
     # ------------------------------------------------------------------ requests
 
@@ -687,9 +725,13 @@ class RunManager:
     # ------------------------------------------------------------------ recording
 
     async def append(
-        self, run_id: str, events: list[Event], expected_version: int | None = None
+        self,
+        run_id: str,
+        events: list[Event],
+        expected_version: int | None = None,
+        mode: AppendMode = "wait",
     ) -> list[StoredEvent]:
-        return await self.store.append(run_stream(run_id), events, expected_version)
+        return await self.store.append(run_stream(run_id), events, expected_version, mode)
 
     def append_nowait(
         self, run_id: str, events: list[Event], mode: AppendMode = "wait"
@@ -835,6 +877,7 @@ class RunManager:
                 await self._not_started(spec)
                 return
             recorder = _Recorder(self, spec)
+            self._recorders.add(recorder)
             process = SessionProcess(spec, translator, recorder, self._settings)
             self._processes[spec.session_id] = process
             outcome = await process.run()
@@ -843,6 +886,8 @@ class RunManager:
                 await process.wait_stopped()  # the stop came before its start was recorded:
                 return  # the next orcad starts it
             status, reason = outcome_status(outcome)
+            if spec.session_id in self._stopped_by_orcad:  # not what its agent did on SIGTERM
+                status, reason = "failed", STOPPED_REASON
             summary = outcome.result.summary if outcome.result is not None else None
             await self.finish_session(
                 spec.run_id, spec.session_id, status, reason, outcome.exit_code, summary
@@ -859,6 +904,8 @@ class RunManager:
             except Exception:
                 log.exception("session %s: could not record its end", spec.session_id)
         finally:
+            self._recorders.discard(recorder)
+            self._stopped_by_orcad.discard(spec.session_id)
             self._processes.pop(spec.session_id, None)
             self.heartbeats.pop(spec.session_id, None)
             done.set()
@@ -997,14 +1044,16 @@ class RunManager:
     async def shutdown(self) -> None:
         """Stop accepting runs; signal every session's processes at once; record every live
         session's end in one transaction; wait for the sessions' tasks."""
-        self.accepting = False
-        for starting in list(self._starting):  # runs being created now end stopped too
-            await starting.wait()
-        processes = list(self._processes.values())
-        for process in processes:
+        self.accepting = False  # from now on no session's process starts
+        processes = list(self._processes.items())
+        for session_id, process in processes:
+            if process.pid is None or process.alive():  # (not one that had ended by itself)
+                self._stopped_by_orcad.add(session_id)
             process.stop(self._grace)
         log.info("stopping: signalled the processes of %d sessions", len(processes))
         with anyio.move_on_after(STOP_RECORD_SECONDS) as waited:
+            for starting in list(self._starting):  # runs being created now end stopped too
+                await starting.wait()
             await self._record_stopped()
         if waited.cancelled_caught:
             log.error(

@@ -526,6 +526,11 @@ class SessionProcess:
         self._stop_grace: float | None = None
         self._result: Result | None = None
         self._result_seen = asyncio.Event()
+        self._recording = 0
+        """Effects the pump is recording now (they wait for the log, which may be full)."""
+        self._recorded = asyncio.Event()
+        """Set whenever the pump is not recording."""
+        self._recorded.set()
         self._descendants: dict[int, int] = {}
         """The agent's descendants seen so far (pid -> start ticks), stopped with it."""
 
@@ -721,18 +726,44 @@ class SessionProcess:
                     self.stop(grace=2.0)
                     await waiter
             await self._end_leftovers(process.pid)
-            # Whatever still holds the pipes (it left the group and the session) is not waited for.
-            drained, _ = await asyncio.wait({pumps}, timeout=self._settings.pipe_drain_seconds)
-            if not drained:
-                log.warning(
-                    "session %s: something still holds its output pipes", self.spec.session_id
-                )
+            await self._drain(pumps)
         finally:
             for task in (waiter, result_seen, pumps):
                 if not task.done():
                     task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await pumps
+
+    async def _drain(self, pumps: asyncio.Future[None]) -> None:
+        """Let the pump finish what the exited agent wrote. Whatever still holds the pipes (it
+        left the group and the session) is not waited for; but a pump that waits for the log
+        to take a record (a question, while the disk is full) is, for what follows it in the
+        agent's output (its result, say) decides how the session ended."""
+        said = False
+        while True:
+            drained, _ = await asyncio.wait({pumps}, timeout=self._settings.pipe_drain_seconds)
+            if drained:
+                return
+            if self._recorded.is_set():
+                log.warning(
+                    "session %s: something still holds its output pipes", self.spec.session_id
+                )
+                return
+            if not said:
+                said = True
+                log.info(
+                    "session %s: its agent has exited; the rest of its output waits for the "
+                    "log to be written",
+                    self.spec.session_id,
+                )
+            recorded = asyncio.ensure_future(self._not_recording())
+            try:
+                await asyncio.wait({pumps, recorded}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                recorded.cancel()
+
+    async def _not_recording(self) -> None:
+        await self._recorded.wait()
 
     async def _end_leftovers(self, pgid: int) -> None:
         """Stop what the agent left running: its process group, any process that carries this
@@ -810,8 +841,15 @@ class SessionProcess:
                         self._input.close()
                     await self._track_descendants()  # before the agent exits and they leave it
             else:
-                await self._flush(force=True)
-                await self._record(effect)
+                self._recording += 1
+                self._recorded.clear()
+                try:
+                    await self._flush(force=True)
+                    await self._record(effect)
+                finally:
+                    self._recording -= 1
+                    if not self._recording:
+                        self._recorded.set()
 
     async def _record(self, effect: Effect) -> None:
         if isinstance(effect, QuestionsAsked):

@@ -3,9 +3,11 @@
 Every event has a global `position` and a `version` within its stream; `(stream, version)` is
 unique, which gives optimistic concurrency. `append` returns only after its transaction is durable.
 
-When the log cannot be written (disk full, I/O error), the writer enters an outage: appends that
-must be recorded wait and are retried with backoff until they are; output is dropped (its
-caller counts it and records the loss later); a client's request is refused with `LogUnavailable`.
+When the log cannot be written (disk full, I/O error, locked by another connection), the writer
+enters an outage: appends that must be recorded wait and are retried with backoff until they are;
+output is dropped (its caller counts it and records the loss later); a client's request is refused
+with `LogUnavailable`. An append whose caller stops waiting for it (is cancelled) is withdrawn: it
+is never written later.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Literal
 
 import aiosqlite
+import anyio
 import msgspec
 
 from orca_client.wire import EventRecord
@@ -108,12 +111,17 @@ class LogUnavailable(StoreError):
 
 def unwritable_reason(exc: BaseException, path: Path) -> str | None:
     """What keeps the log at `path` from being written, when `exc` is that kind of failure (a full
-    disk, an I/O error, a read-only file system); None for any other error."""
+    disk, an I/O error, a read-only file system, another connection holding it locked past the
+    busy timeout, no memory): all worth retrying; None for any other error."""
     if isinstance(exc, sqlite3.Error):
         code = getattr(exc, "sqlite_errorcode", None)
         primary = code & 0xFF if isinstance(code, int) else None
         if primary == sqlite3.SQLITE_FULL or "disk is full" in str(exc):
             return f"disk full at {path}"
+        if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            return f"{path} is locked by another connection ({exc})"
+        if primary == sqlite3.SQLITE_NOMEM:
+            return f"out of memory writing {path} ({exc})"
         if primary == sqlite3.SQLITE_IOERR:
             return f"I/O error at {path} ({exc})"
         if primary == sqlite3.SQLITE_READONLY:
@@ -194,11 +202,14 @@ class _PendingAppend:
     future: asyncio.Future[list[StoredEvent]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    writing: bool = False
+    """In the transaction the writer is attempting now (not in the queue)."""
+    abandoned: bool = False
+    """Its caller stopped waiting while it was being written: not to be tried again."""
 
     def still_wanted(self) -> bool:
-        """A waiting append is retried unless it already failed (a caller that stopped
-        waiting for it, cancelling its future, still wants it written)."""
-        return self.mode == "wait" and (not self.future.done() or self.future.cancelled())
+        """A waiting append is retried unless it failed or its caller stopped waiting for it."""
+        return self.mode == "wait" and not self.abandoned and not self.future.done()
 
 
 class EventStore:
@@ -223,6 +234,9 @@ class EventStore:
         self._head = head
         self._versions: dict[str, int] = {}
         self._pending: list[_PendingAppend] = []
+        self._writing: list[_PendingAppend] = []
+        """The batch being written now (failed, too, if the writer stops in the middle)."""
+        self._writable_listeners: list[Callable[[], None]] = []
         self._wake = asyncio.Event()
         self._closing = False
         self._writer_running = False
@@ -290,9 +304,11 @@ class EventStore:
         ]
         if self._closing:
             raise StoreError("the event store is closed")
+        if not pendings:
+            return []
         self._pending.extend(pendings)
         self._wake.set()
-        return list(await asyncio.gather(*(p.future for p in pendings)))
+        return await self._outcome(pendings)
 
     async def append_tracked(
         self, stream: str, events: Sequence[Event], tracking: tuple[str, int]
@@ -317,15 +333,59 @@ class EventStore:
         self, stream: str, events: Sequence[Event], mode: AppendMode = "wait"
     ) -> asyncio.Future[list[StoredEvent]]:
         """Queue an append now and return its future: appends are written in the order they
-        were queued, so a caller may go on and await the future later."""
-        return self._submit(_PendingAppend(stream, events, None, mode=mode))
+        were queued, so a caller may go on and await the future later. Cancelling the future
+        while the append is queued withdraws it."""
+        pending = _PendingAppend(stream, events, None, mode=mode)
+        future = self._submit(pending)
+        future.add_done_callback(lambda done: self._cancelled(pending, done))
+        return future
+
+    def add_writable_listener(self, listener: Callable[[], None]) -> None:
+        """Call `listener` (from the writer, so it must not block) each time the log can be
+        written again after an outage."""
+        self._writable_listeners.append(listener)
 
     def unwritable(self) -> LogUnavailable | None:
         """Why the log cannot be written now (until the writer's next attempt succeeds), or None."""
         return None if self._outage is None else LogUnavailable(self._outage.reason)
 
     async def _enqueue(self, pending: _PendingAppend) -> list[StoredEvent]:
-        return await self._submit(pending)
+        self._submit(pending)
+        [stored] = await self._outcome([pending])
+        return stored
+
+    async def _outcome(self, pendings: list[_PendingAppend]) -> list[list[StoredEvent]]:
+        """Wait for these appends (written together, or not at all) and return them as stored.
+
+        A caller cancelled meanwhile withdraws them, so that it knows they are not written:
+        queued, they leave the queue; in the transaction being attempted, the caller waits for
+        that attempt to end (whatever it is holding, a run's lock, say, covers it) and a failed
+        attempt is not tried again."""
+        futures = [p.future for p in pendings]
+        try:
+            await asyncio.wait(futures)
+        except asyncio.CancelledError:
+            if any(p.writing for p in pendings):
+                for pending in pendings:
+                    pending.abandoned = True
+                with anyio.CancelScope(shield=True):
+                    await asyncio.wait(futures)
+            else:
+                self._withdraw(pendings)
+            for future in futures:  # retrieved: nobody else will
+                if future.done() and not future.cancelled():
+                    future.exception()
+            raise
+        for future in futures:  # every failure retrieved, the first one raised
+            future.exception()
+        return [future.result() for future in futures]
+
+    def _withdraw(self, pendings: Sequence[_PendingAppend]) -> None:
+        """Take queued appends out of the queue, for good."""
+        withdrawn = {id(p) for p in pendings}
+        self._pending[:] = [p for p in self._pending if id(p) not in withdrawn]
+        for pending in pendings:
+            pending.future.cancel()
 
     def _submit(self, pending: _PendingAppend) -> asyncio.Future[list[StoredEvent]]:
         if self._closing:
@@ -342,6 +402,13 @@ class EventStore:
         self._pending.append(pending)
         self._wake.set()
         return pending.future
+
+    def _cancelled(
+        self, pending: _PendingAppend, future: asyncio.Future[list[StoredEvent]]
+    ) -> None:
+        """An `append_nowait` caller cancelled the future: a queued append is withdrawn."""
+        if future.cancelled() and not pending.writing:
+            self._withdraw([pending])
 
     async def run_writer(self) -> None:
         """The single writer: batches every waiting append into one transaction per round.
@@ -364,15 +431,20 @@ class EventStore:
                 while self._pending:
                     if self._outage is not None and not await self._wait_for_retry():
                         return
-                    batch = self._take_batch()
-                    self._pending[:0] = await self._commit_batch(batch)
+                    self._writing = self._take_batch()
+                    retry = await self._commit_batch(self._writing)
+                    for written in self._writing:
+                        written.writing = False
+                    self._writing = []
+                    self._pending[:0] = retry
                 if self._closing:
                     return
         finally:
-            pending, self._pending = self._pending, []
+            left, self._pending = [*self._writing, *self._pending], []
+            self._writing = []
             if self._outage is not None:
-                self._give_up(pending)
-            _fail(pending, StoreError("the event store stopped before this append was written"))
+                self._give_up(left)
+            _fail(left, StoreError("the event store stopped before this append was written"))
             self._writer_done.set()
 
     def _take_batch(self) -> list[_PendingAppend]:
@@ -383,6 +455,8 @@ class EventStore:
             end += 1
         batch = self._pending[:end]
         del self._pending[:end]
+        for pending in batch:
+            pending.writing = True
         return batch
 
     async def _wait_for_retry(self) -> bool:
@@ -423,26 +497,30 @@ class EventStore:
 
     async def _commit_batch(self, batch: list[_PendingAppend]) -> list[_PendingAppend]:
         """Write one batch; returns the appends to try again (the log could not be written)."""
+        written = False
         try:
             await self._load_versions({p.stream for p in batch if p.events})
             accepted, rows, stored = self._plan(batch)
             tracking = [p.tracking for p in accepted_pending(accepted) if p.tracking is not None]
             if rows or tracking:
                 await self._write(rows, tracking)
-                self._outage_ended()
+                written = True
         except aiosqlite.IntegrityError:
-            # Only possible if something else wrote to the log: re-read and isolate each append.
+            # Only possible if something else wrote to the log: re-read, and write each append
+            # on its own (those made together, together).
             self._versions.clear()
             await self._reset_head()
-            if len(batch) == 1:
+            groups = _joined_groups(batch)
+            if len(groups) == 1:
                 _fail(batch, ConcurrencyError(f"stream {batch[0].stream} was changed concurrently"))
                 return []
-            for index, pending in enumerate(batch):
-                if pending.future.done():
+            for index, group in enumerate(groups):
+                if all(p.future.done() for p in group):
                     continue
-                retry = await self._commit_batch([pending])
+                retry = await self._commit_batch(group)
                 if self._outage is not None:  # keep the rest for later, in order
-                    return retry + self._hold(batch[index + 1 :], self._outage.reason)
+                    rest = [p for later in groups[index + 1 :] for p in later]
+                    return retry + self._hold(rest, self._outage.reason)
             return []
         except Exception as exc:
             self._versions.clear()
@@ -457,6 +535,8 @@ class EventStore:
         for pending, events in accepted:
             if not pending.future.done():
                 pending.future.set_result(events)
+        if written:
+            self._outage_ended()
         return []
 
     def _outage_continues(self, reason: str, batch: list[_PendingAppend]) -> list[_PendingAppend]:
@@ -484,8 +564,9 @@ class EventStore:
         return self._hold(batch, reason)
 
     def _hold(self, batch: list[_PendingAppend], reason: str) -> list[_PendingAppend]:
-        """Fail the appends that do not wait for the log; returns those that do."""
-        not_waiting = [p for p in batch if p.mode != "wait"]
+        """Fail the appends that do not wait for the log (or whose caller no longer waits);
+        returns those that do."""
+        not_waiting = [p for p in batch if p.mode != "wait" or p.abandoned]
         if self._outage is not None:
             self._outage.dropped += sum(1 for p in not_waiting if p.mode == "drop")
         _fail(not_waiting, LogUnavailable(reason))
@@ -493,7 +574,9 @@ class EventStore:
 
     def _outage_ended(self) -> None:
         outage, self._outage = self._outage, None
-        if outage is not None and outage.logged:
+        if outage is None:
+            return
+        if outage.logged:
             log.warning(
                 "the log can be written again, after %.1f s and %d attempts; %d output appends "
                 "were dropped meanwhile",
@@ -501,6 +584,11 @@ class EventStore:
                 outage.attempts,
                 outage.dropped,
             )
+        for listener in list(self._writable_listeners):
+            try:
+                listener()
+            except Exception:
+                log.exception("writable listener %r failed", listener)
 
     def _plan(
         self, batch: list[_PendingAppend]
@@ -715,6 +803,17 @@ def _read_page_limit(limit_file: str) -> int:
     except FileNotFoundError:
         text = ""
     return int(text) if text else 2**32 - 2
+
+
+def _joined_groups(batch: list[_PendingAppend]) -> list[list[_PendingAppend]]:
+    """The batch cut into the appends that must share a transaction (most are alone)."""
+    groups: list[list[_PendingAppend]] = []
+    for pending in batch:
+        if pending.joined and groups:
+            groups[-1].append(pending)
+        else:
+            groups.append([pending])
+    return groups
 
 
 def _fail(batch: list[_PendingAppend], error: Exception) -> None:

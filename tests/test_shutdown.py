@@ -19,6 +19,7 @@ from conftest import DaemonProcess, agent, process_exists, wait_until
 
 from orca_client.wire import RunStarted, StartRun
 from orca_daemon.runs import RESTARTED_REASON, STOPPED_REASON
+from orca_daemon.store import TEST_PAGE_LIMIT_VARIABLE
 
 AGENTS = 40
 
@@ -72,3 +73,54 @@ def test_sigterm_signals_every_busy_agent_and_records_their_ends_in_one_transact
     assert {(s.status, s.reason) for s in after.sessions} == {("failed", STOPPED_REASON)}
     assert {r.status for r in after.runs} == {"failed"}
     assert RESTARTED_REASON not in daemon.output()
+
+
+FULL_LOG_AGENTS = 30
+"""Enough sessions that recording their ends needs new pages of the log, which it refuses."""
+POLITE = ["sh", "-c", "trap 'exit 0' TERM; sleep 300 & wait"]
+"""An agent that exits 0 on SIGTERM (its sleep, in its process group, is signalled too)."""
+
+
+def test_sigterm_while_the_log_is_full_records_each_session_end_once_as_stopped(
+    make_daemon: Callable[..., DaemonProcess], orca_home: Path
+) -> None:
+    """The stopped sessions' ends cannot be recorded within orcad's limit; once the space is
+    back, each session has exactly one end, and it says that orcad stopped it (not the exit 0
+    its agent gave on SIGTERM)."""
+    limit_file = orca_home.parent / "page-limit"
+    daemon = make_daemon(extra_env={TEST_PAGE_LIMIT_VARIABLE: str(limit_file)}).start()
+    with daemon.client() as client:
+        runs: list[RunStarted] = [
+            client.request(StartRun(command=POLITE, cwd=str(orca_home.parent)))
+            for _ in range(FULL_LOG_AGENTS)
+        ]
+
+    def all_running() -> list[int] | None:
+        pids = [s.pid for s in daemon.status().sessions if s.status == "running" and s.pid]
+        return pids if len(pids) == FULL_LOG_AGENTS else None
+
+    pids: list[int] = wait_until(all_running, what="every agent to be running", timeout=60)
+    limit_file.write_text("1\n")
+    assert daemon.process is not None
+    daemon.process.send_signal(signal.SIGTERM)
+    wait_until(
+        lambda: "could not record the stopped sessions' ends" in daemon.output(),
+        what="orcad to give up recording the ends together",
+        timeout=60,
+    )
+    assert [pid for pid in pids if process_exists(pid)] == []
+    limit_file.unlink()
+    assert daemon.stop(timeout=60) == 0
+
+    with contextlib.closing(sqlite3.connect(daemon.paths.log_file)) as db:
+        rows = db.execute(
+            "SELECT type, data FROM events"
+            " WHERE type IN ('session_terminated', 'run_status_changed') ORDER BY position"
+        ).fetchall()
+    ends = [(kind, msgspec.json.decode(data)) for kind, data in rows]
+    sessions = [e for kind, e in ends if kind == "session_terminated"]
+    assert sorted(e["run_id"] for e in sessions) == sorted(r.run_id for r in runs)  # one each
+    assert {(e["status"], e["reason"]) for e in sessions} == {("failed", STOPPED_REASON)}
+    terminal = [e for kind, e in ends if kind == "run_status_changed" and e["status"] == "failed"]
+    assert sorted(e["run_id"] for e in terminal) == sorted(r.run_id for r in runs)
+    assert "Traceback" not in daemon.output()

@@ -538,6 +538,82 @@ async def test_a_store_stopped_while_the_log_is_full_gives_up_after_a_bounded_ti
         await waiting
 
 
+async def test_an_append_whose_caller_stopped_waiting_for_the_log_is_never_written(
+    log: Log, page_limit: Path
+) -> None:
+    """A caller cancelled while its append waits for the log (orcad's shutdown gives up on
+    recording, say) must be able to tell that it was not written: it never is, later."""
+    store = await log.open()
+    await store.append("run-a", [created("a")])
+    fill(page_limit)
+    alone = asyncio.create_task(store.append("run-a", [big("a")]))
+    together = asyncio.create_task(
+        store.append_together([("run-b", [big("b")]), ("run-c", [created("c")])])
+    )
+    await asyncio.wait_for(wait_for_outage(store), TIMEOUT)
+    await asyncio.sleep(0)
+    for task in (alone, together):
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, TIMEOUT)
+
+    free(page_limit)
+    [later] = await asyncio.wait_for(store.append("run-a", [output("a", "later")]), TIMEOUT)
+    assert (later.position, later.version) == (2, 2)
+    assert log.committed_positions() == [1, 2]
+
+
+async def test_an_append_cancelled_while_the_writer_is_trying_it_is_not_tried_again(
+    log: Log,
+) -> None:
+    """Another connection holds the log locked, so the writer's attempt waits out the busy
+    timeout (an outage, as a full disk is); the caller cancelled meanwhile returns once that
+    attempt is over, and the append is never written after that."""
+    store = await log.open()
+    await store.append("run-a", [created("a")])
+    with contextlib.closing(sqlite3.connect(log.path, isolation_level=None)) as db:
+        db.execute("BEGIN IMMEDIATE")
+        cancelled = asyncio.create_task(store.append("run-a", [output("a", "cancelled")]))
+        await asyncio.sleep(0.05)  # (the writer is in its attempt by now; either way, it holds)
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(cancelled, TIMEOUT)
+        db.execute("ROLLBACK")
+    [later] = await asyncio.wait_for(store.append("run-a", [output("a", "later")]), TIMEOUT)
+    assert (later.position, later.version) == (2, 2)
+    assert log.committed_positions() == [1, 2]
+
+
+async def test_after_another_writer_took_a_position_appends_made_together_stay_together(
+    log: Log, page_limit: Path
+) -> None:
+    """Something else wrote to the log: the writer re-reads it and writes each append again
+    (a conflict fails only that one), but appends made together still share one transaction."""
+    store = await log.open()
+    await store.append("run-a", [created("a")])
+    batches: list[list[str]] = []
+    store.add_listener(lambda events: batches.append([e.stream for e in events]))
+    fill(page_limit)  # the appends below queue up, then are written in one batch
+    first = store.append_nowait("run-a", [big("a")])
+    await asyncio.wait_for(wait_for_outage(store), TIMEOUT)
+    together = asyncio.create_task(
+        store.append_together([("run-b", [created("b")]), ("run-c", [created("c")])])
+    )
+    await asyncio.sleep(0)
+    with contextlib.closing(sqlite3.connect(log.path)) as db, db:  # another writer
+        db.execute(
+            "INSERT INTO events VALUES (2, 'run-x', 1, 'run_created', ?, 0, ?)",
+            (SCHEMA_VERSION, b'{"type":"run_created","run_id":"x","title":"t","cwd":"/"}'),
+        )
+    free(page_limit)
+
+    [stored_first] = await asyncio.wait_for(first, TIMEOUT)
+    [b], [c] = await asyncio.wait_for(together, TIMEOUT)
+    assert (stored_first.position, b.position, c.position) == (3, 4, 5)
+    assert ["run-b", "run-c"] in batches  # one transaction, as `append_together` promises
+    assert b.recorded_at == c.recorded_at
+
+
 # --------------------------------------------------------------------------- closing
 
 
