@@ -57,7 +57,7 @@ every [agents.NAME] in config.toml): its kind, the binary orcad would run for a 
 from this shell (found with this shell's PATH, ORCA_CODEX_PATH, ORCA_CLAUDE_PATH, or the
 agent's configured command), that binary's `--version`, and whether Orca supports it:
 supported, too old (needs >= the minimum), not found, not runnable (`--version` failed or
-took longer than --timeout), or version unknown. Orca supports codex >= 0.150.0 and
+took longer than --timeout), or version unknown. Orca supports codex >= 0.131.0 and
 claude >= 2.0.0; the tests run codex 0.169.0 and claude 2.1.332.
   exit status with --agents: 0 when every agent is supported, 1 when one is not."""
 

@@ -25,7 +25,7 @@ MAX_VERSION_TEXT = 200
 _VERSION = re.compile(r"(\d+)\.(\d+)\.(\d+)")
 
 Version = tuple[int, int, int]
-MINIMUM_VERSIONS: dict[str, Version] = {"codex": (0, 150, 0), "claude": (2, 0, 0)}
+MINIMUM_VERSIONS: dict[str, Version] = {"codex": (0, 131, 0), "claude": (2, 0, 0)}
 """The oldest CLI of each kind Orca supports (README "Supported agent versions" says why)."""
 TESTED_VERSIONS: dict[str, str] = {"codex": "0.169.0", "claude": "2.1.332"}
 """What the test suite pins and runs end to end (tests/npm/package-lock.json)."""
