@@ -405,7 +405,9 @@ def cmd_doctor(args: Args) -> int:
 
     if args.agents:
         if args.run_id is not None or args.stuck_after is not None:
-            raise UsageError("orca doctor: --agents checks the agent CLIs, not a run: no RUN_ID")
+            raise UsageError(
+                "orca doctor: --agents checks the agent CLIs, not a run: no RUN_ID or --stuck-after"
+            )
         return _doctor_agents(args)
     if args.run_id is None:
         raise UsageError("orca doctor: give a RUN_ID, or --agents")
