@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import argparse
 
+    from orca_client.wire import AgentChecks
+
 Args = Any
 CommandFactory = Callable[[str, str, str], "argparse.ArgumentParser"]
 
@@ -42,6 +44,22 @@ examples:
   orca plan run plan.json --agent codex --wait
   orca doctor RUN_ID            (stuck tasks: pid, heartbeat, output tail, retry command)
   orca plan retry RUN_ID TASK_ID"""
+
+
+DOCTOR_HELP = """Diagnose a run, or the agent CLIs Orca would run.
+
+orca doctor RUN_ID: each live session of RUN_ID (and of its child runs): pid, whether its
+process is alive, its last heartbeat and activity, the tail of its output, and for a stuck
+plan task the command that retries it.
+
+orca doctor --agents: each agent a run may name (codex, codex-exec, claude, synthesizer and
+every [agents.NAME] in config.toml): its kind, the binary orcad would run for a run started
+from this shell (found with this shell's PATH, ORCA_CODEX_PATH, ORCA_CLAUDE_PATH, or the
+agent's configured command), that binary's `--version`, and whether Orca supports it:
+supported, too old (needs >= the minimum), not found, not runnable (`--version` failed or
+took longer than --timeout), or version unknown. Orca supports codex >= 0.131.0 and
+claude >= 2.0.0; the tests run codex 0.169.0 and claude 2.1.332.
+  exit status with --agents: 0 when every agent is supported, 1 when one is not."""
 
 
 def add_commands(command: CommandFactory) -> None:
@@ -104,14 +122,19 @@ def add_commands(command: CommandFactory) -> None:
     for action_parser in actions.choices.values():
         action_parser.set_defaults(usage_parser=action_parser)
 
-    doctor = command(
-        "doctor",
-        "diagnose a run's live sessions",
-        "Show each live session of RUN_ID (and of its child runs): pid, whether its process is "
-        "alive, its last heartbeat and activity, the tail of its output, and for a stuck plan "
-        "task the command that retries it.",
+    doctor = command("doctor", "diagnose a run's live sessions, or the agent CLIs", DOCTOR_HELP)
+    doctor.add_argument("run_id", metavar="RUN_ID", nargs="?")
+    doctor.add_argument(
+        "--agents",
+        action="store_true",
+        help="check every configured agent's CLI instead of a run (see above)",
     )
-    doctor.add_argument("run_id", metavar="RUN_ID")
+    doctor.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="--agents: how long one `--version` may take (default 10, at most 30)",
+    )
     doctor.add_argument(
         "--stuck-after",
         type=float,
@@ -377,8 +400,19 @@ def cmd_plan(args: Args) -> int:
 def cmd_doctor(args: Args) -> int:
     from orca_client import render
     from orca_client.cli import client, print_json
+    from orca_client.usage import UsageError
     from orca_client.wire import Doctor, DoctorResult
 
+    if args.agents:
+        if args.run_id is not None or args.stuck_after is not None:
+            raise UsageError(
+                "orca doctor: --agents checks the agent CLIs, not a run: no RUN_ID or --stuck-after"
+            )
+        return _doctor_agents(args)
+    if args.run_id is None:
+        raise UsageError("orca doctor: give a RUN_ID, or --agents")
+    if args.timeout is not None:
+        raise UsageError("orca doctor: --timeout goes with --agents")
     with client() as connection:
         result: DoctorResult = connection.request(
             Doctor(run_id=args.run_id, stuck_after=args.stuck_after)
@@ -388,6 +422,64 @@ def cmd_doctor(args: Args) -> int:
     else:
         print(render.doctor_report(result))
     return 0
+
+
+VERSION_TIMEOUT = 10.0
+"""What orcad allows one `--version` by default (`CheckAgents.timeout`)."""
+
+
+def _doctor_agents(args: Args) -> int:
+    """`orca doctor --agents`: exit 0 when Orca supports every agent's CLI, 1 otherwise."""
+    import math
+
+    from orca_client.cli import agent_lookup, client, print_json
+    from orca_client.usage import UsageError
+    from orca_client.wire import CheckAgents
+
+    timeout = VERSION_TIMEOUT if args.timeout is None else args.timeout
+    if not (math.isfinite(timeout) and 0 < timeout <= 30):
+        raise UsageError("orca doctor: --timeout must be more than 0 and at most 30 seconds")
+    with client() as connection:
+        # orcad checks every agent at once, each `--version` bounded by `timeout`.
+        result: AgentChecks = connection.request(
+            CheckAgents(**agent_lookup(), timeout=args.timeout),
+            timeout=connection.timeout + 2 * timeout,
+        )
+    if args.json:
+        print_json(result)
+    else:
+        print(agents_report(result))
+    return 0 if all(check.usable for check in result.agents) else 1
+
+
+def agents_report(result: AgentChecks) -> str:
+    """`orca doctor --agents`: one row per agent, then what is wrong with each unsupported one."""
+    from orca_client.render import one_line
+
+    states = {
+        "supported": "supported",
+        "not_found": "not found",
+        "not_runnable": "not runnable",
+        "unknown_version": "version unknown",
+    }
+    rows = [("AGENT", "KIND", "STATUS", "VERSION", "BINARY")]
+    for check in result.agents:
+        status = states.get(check.status, check.status)
+        if check.status == "too_old":
+            status = f"too old: needs >= {check.minimum}"
+        rows.append((check.name, check.kind, status, check.version or "-", check.binary or "-"))
+    widths = [max(len(one_line(row[i])) for row in rows) for i in range(4)]
+    lines = [
+        "  ".join(one_line(cell).ljust(width) for cell, width in zip(row, widths, strict=False))
+        + "  "
+        + one_line(row[4])
+        for row in rows
+    ]
+    problems = [check for check in result.agents if not check.usable]
+    if problems:
+        lines.append("")
+        lines += [f"{one_line(check.name)}: {one_line(check.detail)}" for check in problems]
+    return "\n".join(lines)
 
 
 def cmd_clean(args: Args) -> int:

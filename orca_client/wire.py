@@ -342,6 +342,21 @@ class Doctor(Struct, tag="doctor", frozen=True):
     """Seconds without activity after which a session counts as stuck (default: config)."""
 
 
+class CheckAgents(Struct, tag="check_agents", frozen=True):
+    """Every agent a run may name (built in and configured): the binary a run started with
+    this lookup would run, its `--version`, and whether Orca supports it."""
+
+    search_path: str | None = None
+    """The client's PATH (as `StartRun.search_path`); None: orcad's own."""
+    codex_path: str | None = None
+    """The client's ORCA_CODEX_PATH (as `StartRun.codex_path`)."""
+    claude_path: str | None = None
+    """The client's ORCA_CLAUDE_PATH (as `StartRun.claude_path`)."""
+    timeout: float | None = None
+    """Seconds one `--version` may take (default 10, at most 30); the agents are checked at
+    once, so the reply comes within about this long."""
+
+
 class Clean(Struct, tag="clean", frozen=True):
     """Remove the git worktrees of an ended run (their branches are kept)."""
 
@@ -413,6 +428,7 @@ Request = (
     | StartPlan
     | RetryTask
     | Doctor
+    | CheckAgents
     | Clean
     | Cancel
     | Answer
@@ -511,6 +527,36 @@ class DoctorResult(Struct, frozen=True):
     status: RunStatus
     sessions: list[SessionHealth]
     stuck_after: float
+
+
+AgentSupport = Literal["supported", "too_old", "not_found", "not_runnable", "unknown_version"]
+
+
+class AgentCheck(Struct, frozen=True):
+    """One agent as `orca doctor --agents` shows it."""
+
+    name: str
+    kind: str
+    """Its adapter: `codex`, `codex-exec`, `claude` or `command`."""
+    status: AgentSupport
+    """`supported`; `too_old` (older than `minimum`); `not_found`; `not_runnable` (its
+    `--version` failed or timed out); `unknown_version` (it printed no x.y.z version)."""
+    usable: bool
+    """Whether a run of this agent can start with this binary (`status` is `supported`)."""
+    detail: str
+    """What was found, or what is wrong and what to do, in a sentence."""
+    binary: str | None = None
+    """The program orcad would run (None: none found)."""
+    version: str | None = None
+    """The x.y.z version its `--version` printed."""
+    version_text: str | None = None
+    """The first line its `--version` printed (or why there is none)."""
+    minimum: str | None = None
+    """The oldest version Orca supports for this kind (None: no minimum)."""
+
+
+class AgentChecks(Struct, frozen=True):
+    agents: list[AgentCheck]
 
 
 class CleanResult(Struct, frozen=True):
@@ -617,6 +663,7 @@ REQUEST_TYPES: tuple[type[Struct], ...] = (
     StartPlan,
     RetryTask,
     Doctor,
+    CheckAgents,
     Clean,
     Cancel,
     Answer,
@@ -635,6 +682,7 @@ RESULT_TYPES: dict[type[Struct], type[Struct]] = {
     StartPlan: RunStarted,
     RetryTask: TaskRetried,
     Doctor: DoctorResult,
+    CheckAgents: AgentChecks,
     Clean: CleanResult,
     Cancel: CancelResult,
     Answer: AnswerResult,

@@ -3,17 +3,21 @@ through the run manager. Requests arrive here already verified and decoded."""
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Awaitable, Callable
 
+import anyio
 import msgspec
 
 from orca_client.wire import (
     PAGE_BYTES,
     PROTOCOL_VERSION,
     TERMINAL_STATUSES,
+    AgentChecks,
     Answer,
     Cancel,
+    CheckAgents,
     Clean,
     Doctor,
     Done,
@@ -40,6 +44,8 @@ from orca_client.wire import (
     WireError,
 )
 from orca_daemon import __version__, maintenance
+from orca_daemon.agents.binaries import VERSION_TIMEOUT_SECONDS
+from orca_daemon.agents.registry import LaunchContext, check_agents
 from orca_daemon.events import run_stream
 from orca_daemon.projection import State
 from orca_daemon.request_checks import check_start
@@ -48,6 +54,8 @@ from orca_daemon.store import ConcurrencyError, EventStore, LogUnavailable, Stor
 from orca_daemon.subscriptions import Subscriptions
 
 MAX_READ_LIMIT = 10_000
+MAX_VERSION_TIMEOUT = 30.0
+"""The longest a `check_agents` request may let one `--version` take."""
 MIN_ID_PREFIX = 4
 STATUS_PAGE_BYTES = 4 << 20
 """The most bytes of runs and sessions one status page holds (a client takes up to 16 MiB)."""
@@ -154,6 +162,8 @@ class Api:
         if isinstance(request, Doctor):
             run_id = self.resolve_run_id(request.run_id)
             return await maintenance.doctor(self._runs, run_id, request.stuck_after)
+        if isinstance(request, CheckAgents):
+            return await self._check_agents(request)
         if isinstance(request, Clean):
             return await maintenance.clean(self._runs, self.resolve_run_id(request.run_id))
         if isinstance(request, ReadEvents):
@@ -290,6 +300,25 @@ class Api:
         return EventsPage(
             events=[e.to_record() for e in events], head_position=self._store.head_position
         )
+
+    async def _check_agents(self, request: CheckAgents) -> AgentChecks:
+        """Each agent's binary, resolved as for a run this client starts (its lookup, else
+        orcad's environment), its version and whether Orca supports it."""
+        timeout = VERSION_TIMEOUT_SECONDS if request.timeout is None else request.timeout
+        if not (math.isfinite(timeout) and 0 < timeout <= MAX_VERSION_TIMEOUT):
+            raise WireError(
+                "bad_request",
+                f"timeout must be more than 0 and at most {MAX_VERSION_TIMEOUT:g} seconds, "
+                f"got {timeout}",
+            )
+        context = LaunchContext(
+            cwd="",
+            search_path=request.search_path or os.environ.get("PATH", ""),
+            codex_path=request.codex_path or os.environ.get("ORCA_CODEX_PATH"),
+            claude_path=request.claude_path or os.environ.get("ORCA_CLAUDE_PATH"),
+        )
+        checks = await anyio.to_thread.run_sync(check_agents, self._runs.config, context, timeout)
+        return AgentChecks(agents=checks)
 
     def _subscribe(self, identity: bytes, request: Subscribe) -> Subscribed:
         if request.after < 0:

@@ -727,8 +727,8 @@ def test_a_bad_project_config_is_refused_naming_the_file_and_key(agents: Agents)
 
 
 def test_finding_13_the_newest_codex_on_path_is_chosen(agents: Agents) -> None:
-    older = fake_codex_copy(agents.base / "bin-a", "0.9.0")
-    newer = fake_codex_copy(agents.base / "bin-b", "0.10.0")
+    older = fake_codex_copy(agents.base / "bin-a", "9.0.0")
+    newer = fake_codex_copy(agents.base / "bin-b", "10.0.0")
     other = agents.base / "bin-empty"
     other.mkdir()
     path = os.pathsep.join([str(older.parent), str(other), str(newer.parent)])
@@ -737,12 +737,12 @@ def test_finding_13_the_newest_codex_on_path_is_chosen(agents: Agents) -> None:
     assert agents.wait(run_id).status == "completed"
     assert agents.session(run_id).command[0] == str(newer)
     argv = next(r for r in agents.fake_log(run_id) if r["event"] == "argv")
-    assert argv["version"] == "0.10.0"
+    assert argv["version"] == "10.0.0"
 
 
 def test_finding_13_orca_codex_path_overrides_the_search(agents: Agents) -> None:
-    older = fake_codex_copy(agents.base / "bin-a", "0.9.0")
-    newer = fake_codex_copy(agents.base / "bin-b", "0.10.0")
+    older = fake_codex_copy(agents.base / "bin-a", "9.0.0")
+    newer = fake_codex_copy(agents.base / "bin-b", "10.0.0")
     path = os.pathsep.join([str(older.parent), str(newer.parent)])
 
     run_id = agents.cli_run(
@@ -759,7 +759,7 @@ def test_finding_13_orca_codex_path_overrides_the_search(agents: Agents) -> None
 def test_finding_13_orca_codex_path_in_the_daemons_environment(
     make_agents: Callable[..., Agents], orca_home: Path
 ) -> None:
-    older = fake_codex_copy(orca_home.parent / "bin-a", "0.9.0")
+    older = fake_codex_copy(orca_home.parent / "bin-a", "0.150.0")
     agents = make_agents(ORCA_CODEX_PATH=str(older))
     run_id = agents.start("codex", "SCENARIO=done")  # the fakes dir (0.150.0) is on search_path
     assert agents.wait(run_id).status == "completed"
@@ -784,12 +784,12 @@ def test_finding_13_no_codex_anywhere_is_a_clear_error(agents: Agents) -> None:
 def test_finding_13_a_codex_too_old_for_thread_start_fails_naming_binary_and_version(
     agents: Agents,
 ) -> None:
-    old = fake_codex_copy(agents.base / "bin-old", "0.1.0", old=True)
+    old = fake_codex_copy(agents.base / "bin-old", "0.150.0", old=True)
     run_id = agents.start("codex", "SCENARIO=done", search_path=str(old.parent))
     assert agents.wait(run_id).status == "failed"
     reason = agents.session(run_id).reason or ""
     assert str(old) in reason
-    assert "codex-cli 0.1.0" in reason
+    assert "codex-cli 0.150.0" in reason
     assert "thread/start" in reason
     assert agents.session(run_id).command[0] == str(old)
 
