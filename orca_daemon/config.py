@@ -230,7 +230,11 @@ class RepoSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     def __post_init__(self) -> None:
         if not self.name:
             raise ValueError("repos: every repository needs a name")
-        if not Path(self.path).expanduser().is_absolute():
+        try:
+            path = Path(self.path).expanduser()
+        except RuntimeError as exc:  # ~user of a user that does not exist
+            raise ValueError(f"repos: {self.name}: path {self.path!r}: {exc}") from None
+        if not path.is_absolute():
             raise ValueError(f"repos: {self.name}: path must be absolute, got {self.path!r}")
 
 
@@ -311,9 +315,12 @@ def load_project_agents(cwd: Path) -> dict[str, AgentSettings]:
 
 
 def load_config(path: Path) -> Config:
-    """Read and validate `path`; a missing file gives the defaults."""
-    if not path.exists():
-        return Config()
+    """Read and validate `path`; a missing file gives the defaults. Raises only ConfigError."""
+    try:
+        if not path.exists():
+            return Config()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot look for the config file: {exc}") from None
     return _load(path, Config)
 
 
@@ -335,12 +342,17 @@ def _load(path: Path, kind: type[T]) -> T:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    errors = _errors(data, kind)
-    if not errors:  # each part is right: what is left are rules across parts
-        try:
-            return msgspec.convert(data, kind)
-        except msgspec.ValidationError as exc:
-            errors = [_describe(exc)]
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML: nested too deeply") from None
+    try:
+        errors = _errors(data, kind)
+        if not errors:  # each part is right: what is left are rules across parts
+            try:
+                return msgspec.convert(data, kind)
+            except msgspec.ValidationError as exc:
+                errors = [_describe(exc)]
+    except (ValueError, RuntimeError, OSError, RecursionError) as exc:  # e.g. ~nosuchuser
+        raise ConfigError(f"{path}: {exc}") from None
     if len(errors) == 1:
         raise ConfigError(f"{path}: {errors[0]}")
     listed = "".join(f"\n  {error}" for error in errors)

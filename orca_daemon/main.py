@@ -151,11 +151,11 @@ class ConfigReloader:
             wanted.clear()
             try:
                 result = await self.reload()
-            except ConfigError as exc:
+            except Exception as exc:  # nothing a config file holds may end orcad
                 log.error(
                     "SIGHUP: %s not reloaded; orcad goes on with the configuration it had: %s",
                     self.path,
-                    exc,
+                    exc if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}",
                 )
                 continue
             log.info(
@@ -222,7 +222,7 @@ class Daemon:
                 store, state, work, pump, settings.cancel_grace_seconds, self._config, runs_dir
             )
             await runs.reconcile()
-            work.start_soon(runs.heartbeat, self._config.orchestration.heartbeat_seconds)
+            work.start_soon(runs.heartbeat)
             hooks = HookRunner(
                 store,
                 state,

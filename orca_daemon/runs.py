@@ -1028,9 +1028,10 @@ class RunManager:
                     tree.branch,
                 )
 
-    async def heartbeat(self, interval: float) -> None:
-        """Every `interval` seconds, note which live sessions' processes are still alive, and
-        what they have started (it is stopped with them)."""
+    async def heartbeat(self) -> None:
+        """Every `orchestration.heartbeat_seconds` (as configured now: a reload changes it),
+        note which live sessions' processes are still alive, and what they have started (it is
+        stopped with them)."""
         while True:
             now = time.time()
             processes = list(self._processes.items())
@@ -1039,7 +1040,7 @@ class RunManager:
                 if process.alive():
                     self.heartbeats[session_id] = now
                     process.note_descendants(table)
-            await anyio.sleep(interval)
+            await anyio.sleep(self.config.orchestration.heartbeat_seconds)
 
     async def shutdown(self) -> None:
         """Stop accepting runs; signal every session's processes at once; record every live

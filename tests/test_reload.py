@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from conftest import EXAMPLES, DaemonProcess, wait_until
@@ -116,3 +117,37 @@ def test_the_clients_list_of_built_in_agents_is_orcads() -> None:
     from orca_daemon.config import BUILTIN_AGENTS
 
     assert sorted(BUILTIN_AGENT_NAMES) == sorted(BUILTIN_AGENTS)
+
+
+def test_no_config_file_ends_orcad_on_sighup_or_start(
+    daemon: DaemonProcess, make_daemon: Callable[..., DaemonProcess]
+) -> None:
+    """Files whose errors Python's own parsers raise oddly (a `~user` that does not exist, TOML
+    nested too deeply): SIGHUP and `orca daemon reload` say so; a live session goes on."""
+    assert daemon.process is not None
+    started = daemon.orca("run", "--", "sleep", "300")
+    assert started.returncode == 0, started.stderr
+    run_id = started.stdout.strip()
+    bad_files = {
+        '[[repos]]\nname = "web"\npath = "~nosuchuser-orca/web"\n': "nosuchuser-orca",
+        "a = " + "[" * 5000 + "]" * 5000 + "\n": "nested too deeply",
+    }
+    for text, says in bad_files.items():
+        daemon.paths.config_file.write_text(text)
+        refused = daemon.orca("daemon", "reload")
+        assert refused.returncode == 1 and says in refused.stderr, refused.stderr
+        assert "internal error" not in refused.stderr
+        os.kill(daemon.process.pid, signal.SIGHUP)
+        wait_until(lambda says=says: says in daemon.output(), "the refusal in orcad's log")
+        assert daemon.process.poll() is None
+    assert daemon.status(run_id).runs[0].status == "running"
+    daemon.orca("cancel", run_id)
+    # And orcad refuses to start on such a file with a message, not a traceback.
+    daemon.stop()
+    restarted = make_daemon()
+    earlier = len(restarted.output())
+    restarted.start(wait=False)
+    assert restarted.process is not None
+    assert restarted.process.wait(30) != 0
+    said = restarted.output()[earlier:]
+    assert "nested too deeply" in said and "Traceback" not in said, said
