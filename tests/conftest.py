@@ -51,6 +51,44 @@ def as_an_ordinary_user() -> None:
             raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
 
 
+def run_orca(
+    env: dict[str, str],
+    *args: str | bytes,
+    cwd: Path | str | None = None,
+    input: str | None = None,
+    timeout: float = 60.0,
+) -> subprocess.CompletedProcess[str]:
+    """The real `orca` CLI as a subprocess; its stdin is empty unless `input` is given."""
+    return subprocess.run(
+        [sys.executable, "-m", "orca_client.cli", *args],
+        env=env,
+        cwd=cwd,
+        input=input,
+        stdin=subprocess.DEVNULL if input is None else None,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def agent_bin() -> Path:
+    """Where the pinned real agent CLIs are: $ORCA_TEST_AGENT_BIN (set by scripts/test), else
+    the cache scripts/_agents.sh installs into."""
+    configured = os.environ.get("ORCA_TEST_AGENT_BIN")
+    return Path(configured) if configured else REPO / ".cache/agents/node_modules/.bin"
+
+
+def pinned_agent(name: str) -> Path:
+    """A pinned real agent CLI (`codex`, `claude`); a missing one fails the test, never skips
+    it: the test command installs them."""
+    path = agent_bin() / name
+    assert os.access(path, os.X_OK), (
+        f"no real {name} at {path}: run scripts/test (it installs the pinned agent CLIs), "
+        "or ROOT=$PWD bash -c '. scripts/_agents.sh'"
+    )
+    return path
+
+
 class DaemonProcess:
     """A real orcad subprocess on a private ORCA_HOME, with helpers to drive it."""
 
@@ -114,14 +152,7 @@ class DaemonProcess:
         self, *args: str, input: str | None = None, timeout: float = 60.0
     ) -> subprocess.CompletedProcess[str]:
         """Run the real `orca` CLI against this daemon."""
-        return subprocess.run(
-            [sys.executable, "-m", "orca_client.cli", *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            input=input,
-            timeout=timeout,
-        )
+        return run_orca(self.env, *args, input=input, timeout=timeout)
 
     def status(self, run_id: str | None = None) -> StatusResult:
         """One run, or every run (live and ended)."""

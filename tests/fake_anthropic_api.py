@@ -23,13 +23,14 @@ from __future__ import annotations
 import http.server
 import itertools
 import json
-import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from conftest import pinned_agent
 
 MODEL = "claude-opus-5-5"
 PING_SECONDS = 0.1
@@ -344,22 +345,9 @@ PINNED_CLAUDE_VERSION = json.loads((REPO / "tests/npm/package.json").read_text()
 """The claude the end-to-end tests drive (docs/real-agent-protocols.md §3 describes it)."""
 
 
-def agent_bin() -> Path:
-    """Where the pinned real agent CLIs are: $ORCA_TEST_AGENT_BIN (set by scripts/test), else
-    the cache scripts/_agents.sh installs into."""
-    configured = os.environ.get("ORCA_TEST_AGENT_BIN")
-    return Path(configured) if configured else REPO / ".cache/agents/node_modules/.bin"
-
-
 def pinned_claude() -> Path:
     """The pinned `claude`; a missing one fails the test (the test command installs it)."""
-    path = agent_bin() / "claude"
-    if not os.access(path, os.X_OK):
-        raise AssertionError(
-            f"no pinned claude at {path}: run scripts/test, or "
-            "`ROOT=$PWD bash -c '. scripts/_agents.sh'` to install the real agent CLIs"
-        )
-    return path
+    return pinned_agent("claude")
 
 
 def claude_env(api: FakeAnthropicAPI, base: Path) -> dict[str, str]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import http.server
 import itertools
 import json
-import os
 import subprocess
 import threading
 import time
@@ -25,6 +24,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from conftest import pinned_agent
 
 REPO = Path(__file__).resolve().parent.parent
 CODEX_VERSION = "0.169.0"
@@ -328,13 +329,7 @@ class FakeResponsesAPI:
 def real_codex() -> Path:
     """The pinned real codex: from $ORCA_TEST_AGENT_BIN (scripts/test installs the pinned CLIs
     and sets it), else .cache/agents. Its absence fails the test: it is never skipped."""
-    configured = os.environ.get("ORCA_TEST_AGENT_BIN")
-    directory = Path(configured) if configured else REPO / ".cache/agents/node_modules/.bin"
-    binary = directory / "codex"
-    assert binary.exists(), (
-        f"no real codex at {binary}: run scripts/test (it installs the pinned agent CLIs), "
-        "or ROOT=$PWD bash -c '. scripts/_agents.sh'"
-    )
+    binary = pinned_agent("codex")
     version = subprocess.run(
         [str(binary), "--version"], capture_output=True, text=True, timeout=60, check=False
     )

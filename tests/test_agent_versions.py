@@ -11,7 +11,6 @@ small scripts standing in for a CLI.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO, DaemonProcess, process_exists, wait_until
+from conftest import REPO, DaemonProcess, pinned_agent, process_exists, run_orca, wait_until
 
 from orca_daemon.agents.binaries import MINIMUM_VERSIONS, TESTED_VERSIONS
 
@@ -50,14 +49,8 @@ def daemon(make_daemon: Callable[..., DaemonProcess], orca_home: Path) -> Daemon
 
 def orca(daemon: DaemonProcess, *args: str, path: Path | str, **env: str) -> Any:
     """The real `orca` CLI run from a shell whose PATH is `path` (and `env`)."""
-    return subprocess.run(
-        [sys.executable, "-m", "orca_client.cli", *args],
-        env={**daemon.env, "PATH": str(path), "ORCA_CODEX_PATH": "", "ORCA_CLAUDE_PATH": "", **env},
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT,
-        cwd=daemon.home.parent,
-    )
+    shell = {**daemon.env, "PATH": str(path), "ORCA_CODEX_PATH": "", "ORCA_CLAUDE_PATH": "", **env}
+    return run_orca(shell, *args, timeout=CLI_TIMEOUT, cwd=daemon.home.parent)
 
 
 def doctor_agents(
@@ -125,13 +118,8 @@ def test_the_tested_versions_orca_states_are_the_ones_the_suite_pins() -> None:
 def test_doctor_agents_finds_the_pinned_real_clis_supported(
     daemon: DaemonProcess, tmp_path: Path
 ) -> None:
-    configured = os.environ.get("ORCA_TEST_AGENT_BIN")
-    bin_dir = Path(configured) if configured else REPO / ".cache/agents/node_modules/.bin"
-    for name in ("codex", "claude"):
-        assert (bin_dir / name).exists(), (
-            f"no real {name} in {bin_dir}: run scripts/test (it installs the pinned agent "
-            "CLIs), or ROOT=$PWD bash -c '. scripts/_agents.sh'"
-        )
+    bin_dir = pinned_agent("codex").parent
+    pinned_agent("claude")
 
     status, checks = doctor_agents(daemon, path=bin_dir)
     assert status == 0, checks

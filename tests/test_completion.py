@@ -13,19 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import DaemonProcess
+from conftest import DaemonProcess, run_orca
 
 BIN = str(Path(sys.executable).parent)
 
 
 def orca(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "orca_client.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_orca(env, *args)
 
 
 def completions(env: dict[str, str], *words: str) -> list[str]:

@@ -8,23 +8,15 @@ import os
 import re
 import signal
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 
 import pytest
-from conftest import DaemonProcess, process_exists, wait_until
+from conftest import DaemonProcess, process_exists, run_orca, wait_until
 from terminal import Terminal
 
 
 def orca(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "orca_client.cli", *args],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_orca(env, *args)
 
 
 @pytest.fixture

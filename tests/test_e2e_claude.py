@@ -5,14 +5,13 @@ loopback fake of the Anthropic Messages API (tests/fake_anthropic_api.py) that e
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
-from conftest import DaemonProcess, process_exists, wait_until
+from conftest import DaemonProcess, events_of, process_exists, run_orca, wait_until
 from fake_anthropic_api import (
     PINNED_CLAUDE_VERSION,
     FakeAnthropicAPI,
@@ -26,7 +25,7 @@ from fake_anthropic_api import (
     wait_for,
 )
 
-from orca_client.wire import EventRecord, ReadEvents, RunInfo, SessionInfo
+from orca_client.wire import RunInfo, SessionInfo
 
 pytestmark = pytest.mark.e2e
 DEADLINE = 60.0
@@ -41,15 +40,7 @@ class ClaudeRuns:
         self.work = work
 
     def orca(self, *args: str) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            [sys.executable, "-m", "orca_client.cli", *args],
-            env=self.daemon.env,
-            cwd=self.work,
-            capture_output=True,
-            text=True,
-            timeout=DEADLINE,
-        )
-        return done
+        return run_orca(self.daemon.env, *args, cwd=self.work, timeout=DEADLINE)
 
     def run(self, prompt: str, *options: str) -> str:
         done = self.orca("run", "--agent", "claude", *options, prompt)
@@ -66,14 +57,7 @@ class ClaudeRuns:
         return self.daemon.status(run_id).sessions[0]
 
     def events(self, run_id: str) -> list[dict[str, Any]]:
-        records: list[EventRecord] = []
-        with self.daemon.client() as client:
-            while True:
-                after = records[-1].position if records else 0
-                page = client.request(ReadEvents(after=after, limit=1000, run_id=run_id))
-                if not page.events:
-                    return [msgspec.json.decode(r.event) for r in records]
-                records.extend(page.events)
+        return events_of(self.daemon, run_id)
 
     def logs(self, run_id: str) -> str:
         done = self.orca("logs", run_id)

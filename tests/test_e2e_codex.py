@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO, DaemonProcess, events_of, output_of, process_exists, wait_until
+from conftest import REPO, DaemonProcess, events_of, output_of, process_exists, run_orca, wait_until
 from fake_responses_api import (
     FakeResponsesAPI,
     ask,
@@ -71,15 +71,7 @@ class Codex:
         self.api = api
 
     def orca(self, *args: str) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            [sys.executable, "-m", "orca_client.cli", *args],
-            env=self.daemon.env,
-            cwd=self.work,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        return done
+        return run_orca(self.daemon.env, *args, cwd=self.work)
 
     def run(self, prompt: str, *options: str, agent: str = "codex") -> str:
         started = self.orca("run", "--agent", agent, *options, prompt)

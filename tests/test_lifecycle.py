@@ -18,7 +18,7 @@ from pathlib import Path
 import msgspec
 import pytest
 import zmq
-from conftest import DaemonProcess, wait_until
+from conftest import DaemonProcess, run_orca, wait_until
 from test_durability import process_running, replay_file
 
 from orca_client.paths import read_token
@@ -58,14 +58,7 @@ def orca(
     env: dict[str, str], *args: str, timeout: float = 60.0
 ) -> subprocess.CompletedProcess[str]:
     """Run the real `orca` CLI."""
-    return subprocess.run(
-        [sys.executable, "-m", "orca_client.cli", *args],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_orca(env, *args, timeout=timeout)
 
 
 def private_home(home: Path) -> Path:

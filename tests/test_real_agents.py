@@ -14,16 +14,14 @@ import os
 import secrets
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
-from conftest import DaemonProcess, wait_until
+from conftest import DaemonProcess, events_of, run_orca, wait_until
 
-from orca_client.wire import EventRecord, ReadEvents, RunStarted, SessionInfo, StartRun
+from orca_client.wire import RunStarted, SessionInfo, StartRun
 
 FAKES = Path(__file__).resolve().parent / "fakes"
 FAKE_CODEX = FAKES / "codex"
@@ -72,15 +70,7 @@ class Agents:
         self, *args: str, path: str = str(FAKES), input: str | None = None, **env: str
     ) -> subprocess.CompletedProcess[str]:
         """The real `orca` CLI, with PATH (where agent CLIs are looked for) set to `path`."""
-        return subprocess.run(
-            [sys.executable, "-m", "orca_client.cli", *args],
-            env={**self.daemon.env, "PATH": path, **env},
-            cwd=self.work,
-            capture_output=True,
-            text=True,
-            input=input,
-            timeout=60,
-        )
+        return run_orca({**self.daemon.env, "PATH": path, **env}, *args, cwd=self.work, input=input)
 
     def cli_run(self, *args: str, **kwargs: Any) -> str:
         """`orca run ARGS`; returns the new run's id."""
@@ -99,15 +89,7 @@ class Agents:
         return self.daemon.status(run_id).sessions[0]
 
     def events(self, run_id: str) -> list[dict[str, Any]]:
-        records: list[EventRecord] = []
-        with self.daemon.client() as client:
-            while True:
-                after = records[-1].position if records else 0
-                page = client.request(ReadEvents(after=after, limit=1000, run_id=run_id))
-                if not page.events:
-                    break
-                records.extend(page.events)
-        return [msgspec.json.decode(r.event) for r in records]
+        return events_of(self.daemon, run_id)
 
     def output(self, run_id: str, stream: str = "stdout") -> str:
         return "".join(

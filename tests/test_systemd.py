@@ -18,7 +18,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from conftest import REPO, DaemonProcess, short_tempdir
+from conftest import REPO, DaemonProcess, run_orca, short_tempdir
 
 from orca_client.systemd_unit import render_unit
 from orca_client.wire import ReadEvents, RunStarted, StartRun
@@ -241,14 +241,7 @@ def test_repository_unit_is_the_rendered_template() -> None:
 
 
 def orca(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "orca_client.cli", *args],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_orca(env, *args)
 
 
 def test_orca_daemon_install_writes_the_unit(tmp_path: Path) -> None:
