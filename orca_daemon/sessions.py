@@ -21,7 +21,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from orca_daemon.agents.base import (
     CloseInput,
@@ -756,14 +756,14 @@ class SessionProcess:
                     "log to be written",
                     self.spec.session_id,
                 )
-            recorded = asyncio.ensure_future(self._not_recording())
+            recorded = asyncio.ensure_future(self._recorded.wait())
             try:
-                await asyncio.wait({pumps, recorded}, return_when=asyncio.FIRST_COMPLETED)
+                waited: set[asyncio.Future[Any]] = {pumps, recorded}
+                await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 recorded.cancel()
-
-    async def _not_recording(self) -> None:
-        await self._recorded.wait()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await recorded
 
     async def _end_leftovers(self, pgid: int) -> None:
         """Stop what the agent left running: its process group, any process that carries this
