@@ -7,7 +7,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -88,8 +87,7 @@ def test_orca_watch_paused_past_its_lease_resumes_with_no_gap(
         watch.send_signal(signal.SIGSTOP)  # Ctrl-Z
         with daemon.client() as client:
             wait_until(lambda: client.hello().subscriptions == 0, what="the lease to end")
-        head = start_run()  # events while watch sleeps
-        time.sleep(0.1)
+        head = start_run()  # committed (its position known) while watch sleeps
         watch.send_signal(signal.SIGCONT)
         head = max(head, start_run())
         wait_until(lambda: positions() and positions()[-1] >= head, what="watch to catch up")
