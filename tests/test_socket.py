@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import msgspec
@@ -32,8 +32,10 @@ from orca_daemon.subscriptions import MAX_PEER_SUBSCRIPTIONS
 
 
 @pytest.fixture
-def peer(daemon: DaemonProcess) -> RawPeer:
-    return RawPeer(daemon)
+def peer(daemon: DaemonProcess) -> Iterator[RawPeer]:
+    raw = RawPeer(daemon)
+    yield raw
+    raw.close()  # not left to reconnect to a stopped daemon for the rest of the session
 
 
 @pytest.mark.parametrize(
@@ -212,6 +214,7 @@ def test_a_slow_subscriber_is_told_to_resume_and_then_misses_nothing(
     assert isinstance(overflow, SubscriptionOverflowed)
     assert overflow.resume_from == (delivered[-1] if delivered else start_after)
     assert overflow.resume_from < daemon.status().head_position
+    peer.close()
     # The client library resumes by itself: every position arrives exactly once, in order.
     with daemon.client() as client:
         follow = client.follow(after=0)

@@ -49,6 +49,7 @@ def test_a_deeply_nested_body_is_refused_and_a_live_session_is_still_recorded(
         frames = peer.signed(body) if signed else [PROTOCOL, b"0" * 64, body]
         code, _ = refusal(peer, frames)
         assert code == ("bad_request" if signed else "unauthenticated")
+    peer.close()
     assert_alive(daemon)
     with daemon.client() as client:
         client.request(Cancel(run_id=started.run_id, reason="the test is over"))

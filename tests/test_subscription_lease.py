@@ -57,6 +57,8 @@ def test_hello_tells_a_subscriber_whether_its_subscription_is_still_open(
         # The subscriber says nothing for longer than its lease: orcad ends the subscription.
         wait_until(lambda: client.hello().subscriptions == 0, what="the lease to end it")
     assert ask_hello(subscriber, subscription).subscription_open is False
+    subscriber.close()
+    other.close()
 
 
 def test_orca_watch_paused_past_its_lease_resumes_with_no_gap(
