@@ -26,8 +26,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from orca_daemon.events import SCHEMA_VERSION, OutputAppended, encode_event, event_type, run_stream
-from orca_daemon.store import INSERT, SCHEMA, EventStore
+from orca_client.events import SCHEMA_VERSION, OutputAppended, encode_event, event_type, run_stream
+from orca_daemon.log.store import INSERT, SCHEMA, EventStore
 
 APPENDERS = 100
 RAW_BATCH_ROWS = 1000

@@ -40,9 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_* modules besi
 from bench_orchestration import ConfiguredDaemon, agent_argv
 
 from orca_client.client import Client
-from orca_client.plan import Plan, PlanGraph, PlanTask, parse_plan
-from orca_client.wire import TERMINAL_STATUSES, RunStarted, StartPlan, Status
-from orca_daemon.events import (
+from orca_client.events import (
     SCHEMA_VERSION,
     AnyEvent,
     PlanSpec,
@@ -53,8 +51,10 @@ from orca_daemon.events import (
     event_type,
     run_stream,
 )
-from orca_daemon.projection import State, apply, replay
-from orca_daemon.store import StoredEvent
+from orca_client.plan import Plan, PlanGraph, PlanTask, parse_plan
+from orca_client.wire import TERMINAL_STATUSES, RunStarted, StartPlan, Status
+from orca_daemon.log.store import StoredEvent
+from orca_daemon.state.projection import State, apply, replay
 
 SIZES = (1_000, 10_000)
 FAILING_AGENT = "fail"

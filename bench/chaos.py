@@ -55,8 +55,8 @@ from orca_client.wire import (  # noqa: E402
     Status,
     StatusResult,
 )
-from orca_daemon.projection import State  # noqa: E402
-from orca_daemon.store import StoredEvent  # noqa: E402
+from orca_daemon.log.store import StoredEvent  # noqa: E402
+from orca_daemon.state.projection import State  # noqa: E402
 
 Info = TypeVar("Info", RunInfo, SessionInfo)
 ORPHAN_WAIT = 10.0

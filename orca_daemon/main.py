@@ -26,16 +26,16 @@ import msgspec
 from orca_client.paths import InsecurePathError, OrcaPaths, ensure_private_dir, resolve_paths
 from orca_client.wire import ReloadResult, WireError
 from orca_daemon import __version__
-from orca_daemon.api import Api
 from orca_daemon.config import Config, ConfigError, agent_names, changes, load_config
-from orca_daemon.hooks import HookRunner
 from orca_daemon.limits import connection_cap, descriptor_limit, raise_descriptor_limit
-from orca_daemon.projection import State, apply
-from orca_daemon.runs import RunManager
-from orca_daemon.server import Server
-from orca_daemon.sessions import PumpSettings
-from orca_daemon.store import EventStore, StoredEvent
-from orca_daemon.subscriptions import Subscriptions
+from orca_daemon.log.store import EventStore, StoredEvent
+from orca_daemon.orchestration.hooks import HookRunner
+from orca_daemon.runs.manager import RunManager
+from orca_daemon.sessions.process import PumpSettings
+from orca_daemon.socket.api import Api
+from orca_daemon.socket.server import Server
+from orca_daemon.socket.subscriptions import Subscriptions
+from orca_daemon.state.projection import State, apply
 from orca_daemon.systemd import Notifier
 from orca_daemon.token import load_or_create_token
 

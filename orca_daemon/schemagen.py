@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 
 from orca_client import wire
-from orca_daemon.events import EVENT_TYPES, SCHEMA_VERSION, AnyEvent
+from orca_client.events import EVENT_TYPES, SCHEMA_VERSION, AnyEvent
 
 
 def _schema(kind: type[Any], title: str) -> dict[str, Any]:

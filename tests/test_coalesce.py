@@ -10,8 +10,8 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orca_daemon.coalesce import OutputCoalescer
-from orca_daemon.sessions import LineSplitter
+from orca_daemon.sessions.coalesce import OutputCoalescer
+from orca_daemon.sessions.lines import LineSplitter
 
 # --------------------------------------------------------------------------- OutputCoalescer
 

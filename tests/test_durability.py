@@ -33,9 +33,9 @@ from orca_client.wire import (
     Status,
     StatusResult,
 )
-from orca_daemon.projection import State, replay
-from orca_daemon.runs import RESTARTED_REASON, run_status_after
-from orca_daemon.store import COLUMNS, StoredEvent
+from orca_daemon.log.store import COLUMNS, StoredEvent
+from orca_daemon.runs.manager import RESTARTED_REASON, run_status_after
+from orca_daemon.state.projection import State, replay
 
 SEED = 20240611
 ROUNDS = 4

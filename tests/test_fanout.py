@@ -29,6 +29,18 @@ from test_hooks import calls, hook, hook_events, hooks_config, wait_hooks_settle
 from test_questions import write_config
 
 from orca_client.client import RequestFailed
+from orca_client.events import (
+    Event,
+    FanOutSpec,
+    OrchestratorTriggered,
+    OutputAppended,
+    RunCreated,
+    RunStatusChanged,
+    SessionCreated,
+    SessionStarted,
+    SessionTerminated,
+    run_stream,
+)
 from orca_client.wire import (
     TERMINAL_STATUSES,
     Cancel,
@@ -45,21 +57,13 @@ from orca_client.wire import (
     StatusResult,
 )
 from orca_daemon import synthesizer
-from orca_daemon.events import (
-    Event,
-    FanOutSpec,
-    OrchestratorTriggered,
-    OutputAppended,
-    RunCreated,
-    RunStatusChanged,
-    SessionCreated,
-    SessionStarted,
-    SessionTerminated,
-    run_stream,
+from orca_daemon.log.store import EventStore
+from orca_daemon.orchestration.orchestrator_prompt import (
+    WorkerReport,
+    build_orchestrator_prompt,
+    share,
 )
-from orca_daemon.orchestrator_prompt import WorkerReport, build_orchestrator_prompt, share
-from orca_daemon.runs import RESTARTED_REASON, STOPPED_REASON
-from orca_daemon.store import EventStore
+from orca_daemon.runs.manager import RESTARTED_REASON, STOPPED_REASON
 
 PROMPT = "why does the cache serve stale entries?"
 SYNTHESIZER = [sys.executable, "-m", "orca_daemon.synthesizer"]

@@ -33,7 +33,7 @@ from orca_client.wire import (
     decode_result,
     encode_request,
 )
-from orca_daemon.runs import RESTARTED_REASON, STOPPED_REASON
+from orca_daemon.runs.manager import RESTARTED_REASON, STOPPED_REASON
 
 AGENT = Path(__file__).resolve().parent / "fakes" / "dur_agent.py"
 

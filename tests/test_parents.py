@@ -32,7 +32,7 @@ from orca_client.wire import (
     StatusResult,
 )
 from orca_daemon.config import RepoSettings
-from orca_daemon.parents import resolve_repositories
+from orca_daemon.orchestration.parents import resolve_repositories
 
 HANG: list[dict[str, Any]] = [{"hang": True}]
 FAIL: list[dict[str, Any]] = [{"result": {"outcome": "failed", "error": "it broke"}}]

@@ -36,6 +36,13 @@ from test_questions import write_config
 
 from orca_client.cli import fetch_status
 from orca_client.client import RequestFailed
+from orca_client.events import (
+    PlanSpec,
+    RunCreated,
+    RunStatusChanged,
+    SessionCreated,
+    TaskStatusChanged,
+)
 from orca_client.plan import (
     Plan,
     PlanError,
@@ -57,13 +64,6 @@ from orca_client.wire import (
     StatusResult,
     TaskInfo,
     TaskRetried,
-)
-from orca_daemon.events import (
-    PlanSpec,
-    RunCreated,
-    RunStatusChanged,
-    SessionCreated,
-    TaskStatusChanged,
 )
 
 STOPPED = "orcad stopped while the session was running"
@@ -850,9 +850,9 @@ def test_a_task_recorded_but_never_started_is_started_on_restart(
 
 
 def test_a_long_chain_gives_the_nearest_summaries_within_a_limit_and_says_so() -> None:
+    from orca_client.events import PlanSpec
     from orca_client.wire import RunInfo, TaskInfo
-    from orca_daemon.events import PlanSpec
-    from orca_daemon.plans import CONTEXT_CHARS, SUMMARY_CHARS, build_task_prompt
+    from orca_daemon.orchestration.plans import CONTEXT_CHARS, SUMMARY_CHARS, build_task_prompt
 
     ids = [f"t{i:02}" for i in range(30)]
     tasks = [task(ids[0])] + [task(t, before) for before, t in itertools.pairwise(ids)]

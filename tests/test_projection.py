@@ -16,10 +16,7 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orca_client.plan import Plan, PlanTask, ready_tasks
-from orca_client.view_text import VIEW_TEXT_CHARS, bounded
-from orca_client.wire import TERMINAL_STATUSES, PendingQuestion, Question, QuestionOption
-from orca_daemon.events import (
+from orca_client.events import (
     SCHEMA_VERSION,
     AnyEvent,
     OutputAppended,
@@ -38,8 +35,11 @@ from orca_daemon.events import (
     event_type,
     run_stream,
 )
-from orca_daemon.projection import State, apply, replay
-from orca_daemon.store import EventStore, StoredEvent
+from orca_client.plan import Plan, PlanTask, ready_tasks
+from orca_client.view_text import VIEW_TEXT_CHARS, bounded
+from orca_client.wire import TERMINAL_STATUSES, PendingQuestion, Question, QuestionOption
+from orca_daemon.log.store import EventStore, StoredEvent
+from orca_daemon.state.projection import State, apply, replay
 
 
 class Timeline:
@@ -526,8 +526,8 @@ def test_live_folding_equals_replay_from_disk_and_terminal_statuses_are_absorbin
 
 
 def test_a_plan_projects_task_statuses_and_forgets_its_setup_once_it_ends() -> None:
+    from orca_client.events import PlanSpec, TaskStatusChanged
     from orca_client.plan import Plan, PlanTask
-    from orca_daemon.events import PlanSpec, TaskStatusChanged
 
     plan = Plan(title="p", tasks=[PlanTask(id="a", prompt="x"), PlanTask(id="b", prompt="y")])
     timeline = Timeline()

@@ -12,7 +12,7 @@ import pytest
 from conftest import REPO
 
 from orca_client import wire
-from orca_daemon.events import EVENT_TYPES
+from orca_client.events import EVENT_TYPES
 from orca_daemon.schemagen import normalised, render_all, stale_files
 
 

@@ -28,7 +28,7 @@ from orca_client.wire import (
     SubscriptionOverflowed,
     encode_request,
 )
-from orca_daemon.subscriptions import MAX_PEER_SUBSCRIPTIONS
+from orca_daemon.socket.subscriptions import MAX_PEER_SUBSCRIPTIONS
 
 
 @pytest.fixture

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from orca_daemon import store as store_module
-from orca_daemon.events import (
+from orca_client.events import (
     SCHEMA_VERSION,
     OutputAppended,
     RunCreated,
@@ -26,7 +25,8 @@ from orca_daemon.events import (
     decode_event,
     run_stream,
 )
-from orca_daemon.store import (
+from orca_daemon.log import store as store_module
+from orca_daemon.log.store import (
     MAX_APPENDS_PER_BATCH,
     TEST_PAGE_LIMIT_VARIABLE,
     ConcurrencyError,

@@ -28,7 +28,7 @@ from orca_client.wire import (
     SubscriptionOverflowed,
     WireError,
 )
-from orca_daemon.store import EventStore, StoredEvent, first_page
+from orca_daemon.log.store import EventStore, StoredEvent, first_page
 
 log = logging.getLogger(__name__)
 

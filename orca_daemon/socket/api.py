@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 import anyio
 import msgspec
 
+from orca_client.events import run_stream
 from orca_client.wire import (
     PAGE_BYTES,
     PROTOCOL_VERSION,
@@ -43,15 +44,21 @@ from orca_client.wire import (
     Unsubscribe,
     WireError,
 )
-from orca_daemon import __version__, maintenance
+from orca_daemon import __version__
 from orca_daemon.agents.binaries import VERSION_TIMEOUT_SECONDS
 from orca_daemon.agents.registry import LaunchContext, check_agents
-from orca_daemon.events import run_stream
-from orca_daemon.projection import State
-from orca_daemon.request_checks import check_start
-from orca_daemon.runs import RunManager
-from orca_daemon.store import ConcurrencyError, EventStore, LogUnavailable, StoreError, first_page
-from orca_daemon.subscriptions import Subscriptions
+from orca_daemon.log.store import (
+    ConcurrencyError,
+    EventStore,
+    LogUnavailable,
+    StoreError,
+    first_page,
+)
+from orca_daemon.orchestration import maintenance
+from orca_daemon.runs.manager import RunManager
+from orca_daemon.socket.request_checks import check_start
+from orca_daemon.socket.subscriptions import Subscriptions
+from orca_daemon.state.projection import State
 
 MAX_READ_LIMIT = 10_000
 MAX_VERSION_TIMEOUT = 30.0

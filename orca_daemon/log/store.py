@@ -28,8 +28,7 @@ import aiosqlite
 import anyio
 import msgspec
 
-from orca_client.wire import EventRecord
-from orca_daemon.events import (
+from orca_client.events import (
     SCHEMA_VERSION,
     AnyEvent,
     Event,
@@ -37,6 +36,7 @@ from orca_daemon.events import (
     encode_event,
     event_type,
 )
+from orca_client.wire import EventRecord
 
 log = logging.getLogger(__name__)
 

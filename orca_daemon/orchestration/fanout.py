@@ -15,6 +15,14 @@ from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from orca_client.events import (
+    FanOutSpec,
+    OrchestratorTriggered,
+    OutputAppended,
+    RunCreated,
+    RunStatusChanged,
+    run_stream,
+)
 from orca_client.wire import (
     TERMINAL_STATUSES,
     OrchestrateResult,
@@ -23,19 +31,11 @@ from orca_client.wire import (
     WireError,
 )
 from orca_daemon.agents.registry import Launch
-from orca_daemon.events import (
-    FanOutSpec,
-    OrchestratorTriggered,
-    OutputAppended,
-    RunCreated,
-    RunStatusChanged,
-    run_stream,
-)
-from orca_daemon.orchestrator_prompt import WorkerReport, build_orchestrator_prompt
-from orca_daemon.store import ConcurrencyError
+from orca_daemon.log.store import ConcurrencyError
+from orca_daemon.orchestration.orchestrator_prompt import WorkerReport, build_orchestrator_prompt
 
 if TYPE_CHECKING:
-    from orca_daemon.runs import ClientContext, RunManager
+    from orca_daemon.runs.manager import ClientContext, RunManager
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class FanOutCoordinator:
         """Runs a client's `orchestrate` is under way for, and how many."""
 
     async def start(self, request: StartDebug) -> RunStarted:
-        from orca_daemon.runs import (
+        from orca_daemon.runs.manager import (
             MAX_TITLE_CHARS,
             NewSession,
             Prepared,
@@ -259,7 +259,7 @@ class FanOutCoordinator:
     ) -> str | None:
         """Record the trigger and the orchestrator session at `version`, the run's version
         that the prompt was built from; None when the run changed since (decide again)."""
-        from orca_daemon.runs import NewSession
+        from orca_daemon.runs.manager import NewSession
 
         runs = self._runs
         async with runs.lock(run_id):

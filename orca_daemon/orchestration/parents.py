@@ -14,19 +14,19 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from orca_client.wire import TERMINAL_STATUSES, RunInfo, RunStarted, StartRun, WireError
-from orca_daemon.config import RepoSettings
-from orca_daemon.events import (
+from orca_client.events import (
     ChildrenSpec,
     ChildTarget,
     RunCreated,
     RunStatusChanged,
     run_stream,
 )
-from orca_daemon.store import AppendMode, ConcurrencyError, LogUnavailable
+from orca_client.wire import TERMINAL_STATUSES, RunInfo, RunStarted, StartRun, WireError
+from orca_daemon.config import RepoSettings
+from orca_daemon.log.store import AppendMode, ConcurrencyError, LogUnavailable
 
 if TYPE_CHECKING:
-    from orca_daemon.runs import RunManager
+    from orca_daemon.runs.manager import RunManager
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,12 @@ class ParentCoordinator:
         return targets
 
     async def start(self, request: StartRun, targets: list[RepoTarget]) -> RunStarted:
-        from orca_daemon.runs import MAX_TITLE_CHARS, _validate_cwd, client_context, new_run_id
+        from orca_daemon.runs.manager import (
+            MAX_TITLE_CHARS,
+            _validate_cwd,
+            client_context,
+            new_run_id,
+        )
 
         runs = self._runs
         cwd = _validate_cwd(request.cwd)
@@ -202,7 +207,7 @@ class ParentCoordinator:
     async def _start_child(
         self, parent: RunInfo, spec: ChildrenSpec, index: int, mode: AppendMode
     ) -> None:
-        from orca_daemon.runs import MAX_TITLE_CHARS, NewSession
+        from orca_daemon.runs.manager import MAX_TITLE_CHARS, NewSession
 
         runs = self._runs
         target = spec.targets[index]

@@ -23,6 +23,25 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.abc
 
+from orca_client.events import (
+    AgentLookup,
+    AgentSessionIdentified,
+    Event,
+    OrchestrationFinished,
+    OutputAppended,
+    QuestionAnswered,
+    QuestionAsked,
+    QuestionCleared,
+    RunCreated,
+    RunStatusChanged,
+    SessionCreated,
+    SessionStarted,
+    SessionTerminated,
+    TaskStatusChanged,
+    UsageRecorded,
+    WorktreeCreated,
+    run_stream,
+)
 from orca_client.wire import (
     TERMINAL_STATUSES,
     Answer,
@@ -49,43 +68,26 @@ from orca_daemon.agents.base import (
 from orca_daemon.agents.binaries import BinaryNotFound
 from orca_daemon.agents.registry import Launch, LaunchContext, command_launch, plan_launch
 from orca_daemon.config import Config, ConfigError
-from orca_daemon.events import (
-    AgentLookup,
-    AgentSessionIdentified,
-    Event,
-    OrchestrationFinished,
-    OutputAppended,
-    QuestionAnswered,
-    QuestionAsked,
-    QuestionCleared,
-    RunCreated,
-    RunStatusChanged,
-    SessionCreated,
-    SessionStarted,
-    SessionTerminated,
-    TaskStatusChanged,
-    UsageRecorded,
-    WorktreeCreated,
-    run_stream,
-)
-from orca_daemon.projection import State
-from orca_daemon.questions import resolve_answers, split_secrets
-from orca_daemon.sessions import (
+from orca_daemon.log.store import AppendMode, EventStore, LogUnavailable, StoredEvent, StoreError
+from orca_daemon.runs.questions import resolve_answers, split_secrets
+from orca_daemon.sessions.process import (
     PumpSettings,
     SessionOutcome,
     SessionProcess,
     SessionSpec,
     StreamName,
+)
+from orca_daemon.sessions.procs import (
     process_start_ticks,
     process_table,
     processes_of_sessions,
     stop_group,
 )
-from orca_daemon.store import AppendMode, EventStore, LogUnavailable, StoredEvent, StoreError
-from orca_daemon.worktrees import WorktreeError, create_worktree
+from orca_daemon.sessions.worktrees import WorktreeError, create_worktree
+from orca_daemon.state.projection import State
 
 if TYPE_CHECKING:
-    from orca_daemon.parents import RepoTarget
+    from orca_daemon.orchestration.parents import RepoTarget
 
 log = logging.getLogger(__name__)
 
@@ -360,9 +362,9 @@ class RunManager:
         config: Config,
         runs_dir: Path | None = None,
     ) -> None:
-        from orca_daemon.fanout import FanOutCoordinator
-        from orca_daemon.parents import ParentCoordinator
-        from orca_daemon.plans import PlanCoordinator
+        from orca_daemon.orchestration.fanout import FanOutCoordinator
+        from orca_daemon.orchestration.parents import ParentCoordinator
+        from orca_daemon.orchestration.plans import PlanCoordinator
 
         self.config = config
         self.store = store

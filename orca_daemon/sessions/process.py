@@ -9,17 +9,10 @@ decides no statuses.
 from __future__ import annotations
 
 import asyncio
-import codecs
 import contextlib
-import ctypes
 import logging
 import os
-import re
-import signal
-import sys
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -38,8 +31,23 @@ from orca_daemon.agents.base import (
     Translator,
     Usage,
 )
-from orca_daemon.coalesce import OutputCoalescer
-from orca_daemon.limits import restore_inherited_limit
+from orca_daemon.sessions.coalesce import OutputCoalescer
+from orca_daemon.sessions.input import MAX_UNREAD_INPUT_BYTES, InputWriter
+from orca_daemon.sessions.lines import LineSplitter, join_outputs, without_terminal_escapes
+from orca_daemon.sessions.procs import (
+    ProcessTable,
+    child_env,
+    descendants,
+    exited,
+    group_exists,
+    prepare_agent_process,
+    process_start_ticks,
+    process_table,
+    processes_of_sessions,
+    running_since,
+    stop_group,
+    stop_processes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -98,404 +106,7 @@ class SessionOutcome:
     spawn_error: str | None = None
 
 
-class LineSplitter:
-    """Bytes in, text lines out; a line longer than `max_bytes` comes out in pieces.
-
-    Pieces are `(text, False)`: raw output, never a protocol line — the tail of an overlong line
-    included (it ends with its newline), so a fragment of JSON is never taken for a message.
-    """
-
-    def __init__(self, max_bytes: int) -> None:
-        self._max = max_bytes
-        self._buffer = bytearray()
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._inside_long_line = False
-
-    def feed(self, data: bytes) -> list[tuple[str, bool]]:
-        """Returns `(text, complete)` pairs: complete lines without newline, or overlong pieces."""
-        self._buffer += data
-        lines: list[tuple[str, bool]] = []
-        end = self._buffer.rfind(b"\n")
-        if 0 <= end < self._max and not self._inside_long_line:  # no overlong line: all at once
-            block = self._decoder.decode(bytes(self._buffer[:end]), final=True)
-            del self._buffer[: end + 1]
-            lines = [(line, True) for line in block.split("\n")]
-        while True:
-            newline = self._buffer.find(b"\n")
-            if newline < 0:
-                break
-            if newline > self._max:
-                lines.append(self._piece(self._max))
-                continue
-            raw = bytes(self._buffer[: newline + 1])
-            del self._buffer[: newline + 1]
-            text = self._decoder.decode(raw, final=True)
-            if self._inside_long_line:
-                self._inside_long_line = False
-                lines.append((text, False))
-            else:
-                lines.append((text[:-1], True))
-        while len(self._buffer) > self._max:
-            lines.append(self._piece(self._max))
-        return lines
-
-    def finish(self) -> list[tuple[str, bool]]:
-        rest = self._decoder.decode(bytes(self._buffer), final=True)
-        self._buffer.clear()
-        if not rest:
-            return []
-        return [(rest, not self._inside_long_line)]
-
-    def _piece(self, size: int) -> tuple[str, bool]:
-        self._inside_long_line = True
-        return self._decode(size), False
-
-    def _decode(self, size: int) -> str:
-        raw = bytes(self._buffer[:size])
-        del self._buffer[:size]
-        return self._decoder.decode(raw, final=False)
-
-
-def _stat_fields(pid: int | str) -> list[bytes]:
-    """/proc/PID/stat after the command name: state, ppid, pgrp, ...; [] when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            stat = handle.read()
-    except OSError:
-        return []
-    return stat[stat.rfind(b")") + 2 :].split()
-
-
-def process_start_ticks(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (Linux), to tell a reused pid apart."""
-    try:
-        return int(_stat_fields(pid)[19])
-    except (IndexError, ValueError):
-        return None
-
-
-def _running_since(pid: int) -> int | None:
-    """The start ticks of a process that runs (None when it is gone or a zombie)."""
-    fields = _stat_fields(pid)
-    return process_start_ticks(pid) if fields and fields[0] != b"Z" else None
-
-
-ProcessTable = dict[int, tuple[int, int]]
-"""Live processes: pid -> (parent pid, start ticks)."""
-
-
-def process_table() -> ProcessTable:
-    """Every live process (Linux /proc; zombies left out), with its parent and start time."""
-    table: ProcessTable = {}
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return table
-    for entry in entries:
-        fields = _stat_fields(entry) if entry.isdigit() else []
-        try:
-            if fields and fields[0] != b"Z":
-                table[int(entry)] = (int(fields[1]), int(fields[19]))
-        except (IndexError, ValueError):
-            continue
-    return table
-
-
-def descendants(table: ProcessTable, roots: Iterable[int]) -> set[int]:
-    """The pids below `roots` (not the roots themselves), by parent links."""
-    children: dict[int, list[int]] = {}
-    for pid, (parent, _) in table.items():
-        children.setdefault(parent, []).append(pid)
-    found: set[int] = set()
-    pending = list(roots)
-    while pending:
-        for child in children.get(pending.pop(), []):
-            if child not in found:
-                found.add(child)
-                pending.append(child)
-    return found
-
-
-def _libc_prctl() -> Callable[..., int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    return prctl
-
-
-_PRCTL = _libc_prctl()
-PR_SET_CHILD_SUBREAPER = 36
-
-
-def _prepare_agent_process() -> None:
-    """Run in the agent's process just before exec. It becomes a subreaper (the bit survives
-    exec): a descendant whose parent exits re-parents to the agent, so all it starts stays in
-    its tree while it runs, even a process that calls setsid and clears its environment. And it
-    gets the open-files limit orcad was started with, not orcad's raised one."""
-    if _PRCTL is not None:
-        _PRCTL(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    restore_inherited_limit()
-
-
 MAX_ENV_PROMPT_BYTES = 64 * 1024
-DAEMON_ONLY_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "INVOCATION_ID")
-
-
-def child_env(extra: dict[str, str] | None = None, **orca: str) -> dict[str, str]:
-    """The environment for a process orcad starts (an agent, a hook): orcad's own, without
-    what belongs to orcad alone (systemd's notify socket and watchdog), with NO_COLOR=1 (its
-    output goes to a log, not a terminal), plus `extra` and `orca`."""
-    env = {k: v for k, v in os.environ.items() if k not in DAEMON_ONLY_VARIABLES}
-    env.pop("ORCA_PROMPT_ON_STDIN_ONLY", None)
-    return {**env, "NO_COLOR": "1", **(extra or {}), **orca}
-
-
-_TERMINAL_ESCAPE = re.compile(
-    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI: colours, cursor movement, erasing
-    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)"  # OSC: window titles, hyperlinks
-    r"|\x1b[@-Z\\-_]"  # the other two-character escapes
-)
-
-
-def without_terminal_escapes(text: str) -> str:
-    """`text` without the terminal escape sequences an agent wrote for a terminal."""
-    return _TERMINAL_ESCAPE.sub("", text) if "\x1b" in text else text
-
-
-async def exited(process: asyncio.subprocess.Process) -> None:
-    """Return once the process has exited, even while something else still holds its pipes
-    (`Process.wait()` also waits for the pipes to close)."""
-    if process.returncode is not None:
-        return
-    try:
-        descriptor = os.pidfd_open(process.pid)
-    except (AttributeError, OSError):  # no pidfd (old kernel, or already reaped)
-        while process.returncode is None:  # noqa: ASYNC110 - nothing to wait on but the watcher
-            await asyncio.sleep(0.05)
-        return
-    loop = asyncio.get_running_loop()
-    readable = asyncio.Event()
-    loop.add_reader(descriptor, readable.set)
-    try:
-        await readable.wait()
-    finally:
-        loop.remove_reader(descriptor)
-        os.close(descriptor)
-    for attempt in range(2000):  # the child watcher reaps it and sets returncode just after
-        if process.returncode is not None:
-            return
-        await asyncio.sleep(0 if attempt < 20 else 0.001)
-
-
-def processes_of_sessions(session_ids: set[str]) -> dict[str, list[int]]:
-    """Live processes (Linux /proc) whose environment names one of these sessions.
-
-    Finds an agent even when the daemon died before recording its pid, and its children too.
-    """
-    found: dict[str, list[int]] = {}
-    if not session_ids:
-        return found
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return found
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as handle:
-                environ = handle.read()
-        except OSError:
-            continue
-        for variable in environ.split(b"\0"):
-            if variable.startswith(b"ORCA_SESSION_ID="):
-                session_id = variable[len(b"ORCA_SESSION_ID=") :].decode(errors="replace")
-                if session_id in session_ids:
-                    found.setdefault(session_id, []).append(int(entry))
-                break
-    return found
-
-
-def signal_group(pgid: int, signum: signal.Signals) -> bool:
-    """Send `signum` to a process group; False when the group no longer exists."""
-    try:
-        os.killpg(pgid, signum)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        log.warning("not allowed to signal process group %d", pgid)
-        return False
-    return True
-
-
-async def stop_group(
-    pgid: int, grace: float, exited: Callable[[], Awaitable[object]] | None = None
-) -> None:
-    """SIGTERM the group, then SIGKILL whatever is left after `grace` seconds."""
-    if not signal_group(pgid, signal.SIGTERM):
-        return
-    deadline = time.monotonic() + grace
-    if exited is not None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(exited(), grace)
-    # Other members of the group (or an orphan from an earlier daemon) are not our children,
-    # so there is nothing to wait on: poll until they are gone or the grace period ends.
-    while time.monotonic() < deadline and _group_exists(pgid):  # noqa: ASYNC110
-        await asyncio.sleep(0.05)
-    signal_group(pgid, signal.SIGKILL)
-
-
-async def stop_processes(processes: dict[int, int], grace: float) -> None:
-    """SIGTERM these processes (pid -> start ticks; a reused pid is left alone), then SIGKILL
-    whatever is left after `grace` seconds. They need not be our children."""
-
-    def still(pid: int) -> bool:
-        return _running_since(pid) == processes[pid]
-
-    def signal_each(pids: Iterable[int], signum: signal.Signals) -> list[int]:
-        signalled = []
-        for pid in pids:
-            if still(pid):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signum)
-                    signalled.append(pid)
-        return signalled
-
-    left = signal_each(processes, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while left and time.monotonic() < deadline:  # not our children: nothing to wait on
-        await asyncio.sleep(0.05)
-        left = [pid for pid in left if still(pid)]
-    signal_each(left, signal.SIGKILL)
-
-
-def _group_exists(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _join_outputs(effects: list[Effect]) -> list[Effect]:
-    """Adjacent outputs as one (joined once, not pairwise), other effects in place."""
-    joined: list[Effect] = []
-    texts: list[str] = []
-    for effect in effects:
-        if isinstance(effect, Output):
-            texts.append(effect.text)
-            continue
-        if texts:
-            joined.append(Output("".join(texts)))
-            texts = []
-        joined.append(effect)
-    if texts:
-        joined.append(Output("".join(texts)))
-    return joined
-
-
-MAX_UNREAD_INPUT_LINES = 1024
-MAX_UNREAD_INPUT_BYTES = 16 << 20
-"""How much input orcad keeps for an agent that has not read it yet (besides its pipe)."""
-
-
-class InputWriter:
-    """An agent's stdin: lines go out in order from one task (`run`), so neither the pump nor a
-    request ever waits for an agent that does not read; what waits is bounded."""
-
-    def __init__(self, stdin: asyncio.StreamWriter) -> None:
-        self._stdin = stdin
-        # drain() then returns only once everything written is in the pipe.
-        stdin.transport.set_write_buffer_limits(high=0)
-        self._queue: deque[bytes] = deque()
-        self._queued_bytes = 0
-        self._unconfirmed = 0
-        """What the transport still held after the last write (its buffer is gone once the
-        agent has closed the pipe, so this is what is known to be unread then, at most)."""
-        self._wake = asyncio.Event()
-        self._written = asyncio.Event()
-        self._written.set()
-        self._closing = False
-
-    def has_room(self) -> bool:
-        lines, unread = self.unwritten()
-        return lines < MAX_UNREAD_INPUT_LINES and unread < MAX_UNREAD_INPUT_BYTES
-
-    def send(self, line: bytes, force: bool = False) -> bool:
-        """Queue `line`; False when it is dropped: the input is closed, or (unless `force`) too
-        much already waits for the agent to read it."""
-        if self._closing or self._stdin.is_closing() or not (force or self.has_room()):
-            return False
-        self._written.clear()
-        if not self._queue and self._buffered() == 0:
-            self._hand_over(line)  # in order: nothing waits before it; the pipe takes what fits
-        else:
-            self._queue.append(line)
-            self._queued_bytes += len(line)
-        self._wake.set()
-        return True
-
-    def close(self) -> None:
-        """Close the agent's stdin once every queued line is written."""
-        self._closing = True
-        self._wake.set()
-
-    def unwritten(self) -> tuple[int, int]:
-        """Lines queued, and bytes not yet in the pipe (queued or in the transport's buffer)."""
-        transport = self._stdin.transport
-        held = self._unconfirmed if transport.is_closing() else transport.get_write_buffer_size()
-        return len(self._queue), self._queued_bytes + held
-
-    async def wait_written(self) -> None:
-        """Return once everything sent so far is in the pipe."""
-        await self._written.wait()
-
-    async def run(self) -> None:
-        """Write queued lines as the agent reads; ends when the input is closed (by orcad or by
-        the agent). The owner cancels it when the agent has exited."""
-        try:
-            while True:
-                await self._wake.wait()
-                self._wake.clear()
-                while True:
-                    await self._stdin.drain()
-                    self._unconfirmed = 0
-                    if not self._queue:
-                        break
-                    line = self._queue.popleft()
-                    self._queued_bytes -= len(line)
-                    self._hand_over(line)
-                self._written.set()
-                if self._closing:
-                    self._stdin.close()
-                    return
-        except (BrokenPipeError, ConnectionResetError):  # the agent closed its stdin
-            self._closing = True
-        finally:
-            self._written.set()  # nothing more will be written: nobody waits for it
-
-    def abandon(self) -> tuple[int, int]:
-        """The agent has exited: drop what it never read; returns (lines, bytes) dropped."""
-        dropped = self.unwritten()
-        self._queue.clear()
-        self._queued_bytes = 0
-        self._closing = True
-        transport = self._stdin.transport
-        if not transport.is_closing() or transport.get_write_buffer_size():  # (not yet closed)
-            transport.abort()
-        return dropped
-
-    def _hand_over(self, line: bytes) -> None:
-        self._stdin.write(line)
-        self._unconfirmed = self._buffered()
-
-    def _buffered(self) -> int:
-        return self._stdin.transport.get_write_buffer_size()
 
 
 class SessionProcess:
@@ -623,7 +234,7 @@ class SessionProcess:
         known = {
             pid: ticks
             for pid, ticks in self._descendants.items()
-            if _running_since(pid) == ticks  # (a table taken earlier may miss it)
+            if running_since(pid) == ticks  # (a table taken earlier may miss it)
         }
         roots = set(known)
         if self._process is not None and self._process.returncode is None:  # not reaped: its pid
@@ -672,7 +283,7 @@ class SessionProcess:
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
             # Only a ctypes call and setrlimit between fork and exec: safe with orcad's threads.
-            preexec_fn=_prepare_agent_process,
+            preexec_fn=prepare_agent_process,
         )
 
     def _send(self, line: bytes, force: bool) -> bool:
@@ -769,7 +380,7 @@ class SessionProcess:
         """Stop what the agent left running: its process group, any process that carries this
         session's id in its environment (children that left the group included), and every
         descendant of the agent seen while it ran (those that left its session too)."""
-        leftovers = {pgid} if _group_exists(pgid) else set()
+        leftovers = {pgid} if group_exists(pgid) else set()
         found = await asyncio.to_thread(processes_of_sessions, {self.spec.session_id})
         for pid in found.get(self.spec.session_id, []):
             with contextlib.suppress(OSError):
@@ -812,7 +423,7 @@ class SessionProcess:
                 effects.append(Output(text + "\n" if complete else text))
             else:
                 effects.extend(self._translator.feed_line(text))
-        await self._carry_out(_join_outputs(effects), stream)
+        await self._carry_out(join_outputs(effects), stream)
 
     async def _carry_out(
         self, effects: list[Effect], stream: StreamName, force: bool = False

@@ -21,6 +21,15 @@ from typing import TYPE_CHECKING, Literal
 
 import anyio
 
+from orca_client.events import (
+    Event,
+    PlanSpec,
+    RunCreated,
+    RunStatusChanged,
+    TaskStatusChanged,
+    VerifyFinished,
+    run_stream,
+)
 from orca_client.plan import Plan, PlanError, PlanGraph, PlanTask, validate_plan
 from orca_client.wire import (
     TERMINAL_STATUSES,
@@ -33,23 +42,14 @@ from orca_client.wire import (
     WireError,
 )
 from orca_daemon.config import ConfigError
-from orca_daemon.events import (
-    Event,
-    PlanSpec,
-    RunCreated,
-    RunStatusChanged,
-    TaskStatusChanged,
-    VerifyFinished,
-    run_stream,
-)
 from orca_daemon.limits import restore_inherited_limit
-from orca_daemon.projection import PlanProgress
-from orca_daemon.runs import RESTARTED_REASON, STOPPED_REASON
-from orca_daemon.sessions import child_env
-from orca_daemon.worktrees import WorktreeError, commit_all
+from orca_daemon.runs.manager import RESTARTED_REASON, STOPPED_REASON
+from orca_daemon.sessions.procs import child_env
+from orca_daemon.sessions.worktrees import WorktreeError, commit_all
+from orca_daemon.state.projection import PlanProgress
 
 if TYPE_CHECKING:
-    from orca_daemon.runs import RunManager
+    from orca_daemon.runs.manager import RunManager
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,12 @@ class PlanCoordinator:
         retry, for the retry's prompt (kept only until that retry starts)."""
 
     async def start(self, request: StartPlan) -> RunStarted:
-        from orca_daemon.runs import MAX_TITLE_CHARS, _validate_cwd, client_context, new_run_id
+        from orca_daemon.runs.manager import (
+            MAX_TITLE_CHARS,
+            _validate_cwd,
+            client_context,
+            new_run_id,
+        )
 
         runs = self._runs
         async with runs.starting():
@@ -236,7 +241,7 @@ class PlanCoordinator:
         return events
 
     async def _start_ready(self, run: RunInfo) -> None:
-        from orca_daemon.runs import NewSession
+        from orca_daemon.runs.manager import NewSession
 
         runs = self._runs
         spec = self._spec(run.run_id)

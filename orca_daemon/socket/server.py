@@ -37,7 +37,7 @@ from orca_client.wire import (
     request_id_of,
 )
 from orca_daemon.limits import MAX_CONNECTIONS
-from orca_daemon.subscriptions import Delivery
+from orca_daemon.socket.subscriptions import Delivery
 
 log = logging.getLogger(__name__)
 

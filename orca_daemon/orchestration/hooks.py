@@ -19,7 +19,7 @@ from collections import deque
 import anyio.abc
 import msgspec
 
-from orca_daemon.events import (
+from orca_client.events import (
     AnyEvent,
     HookFinished,
     HookStarted,
@@ -30,9 +30,9 @@ from orca_daemon.events import (
     run_stream,
 )
 from orca_daemon.limits import restore_inherited_limit
-from orca_daemon.projection import State
-from orca_daemon.sessions import child_env, stop_group
-from orca_daemon.store import EventStore, StoredEvent, StoreError
+from orca_daemon.log.store import EventStore, StoredEvent, StoreError
+from orca_daemon.sessions.procs import child_env, stop_group
+from orca_daemon.state.projection import State
 
 log = logging.getLogger(__name__)
 

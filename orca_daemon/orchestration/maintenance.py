@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from orca_client.events import OutputAppended, WorktreeRemoved, run_stream
 from orca_client.wire import (
     TERMINAL_STATUSES,
     CleanResult,
@@ -16,11 +17,10 @@ from orca_client.wire import (
     SessionHealth,
     WireError,
 )
-from orca_daemon.events import OutputAppended, WorktreeRemoved, run_stream
-from orca_daemon.worktrees import WorktreeError, remove_unrecorded, remove_worktree
+from orca_daemon.sessions.worktrees import WorktreeError, remove_unrecorded, remove_worktree
 
 if TYPE_CHECKING:
-    from orca_daemon.runs import RunManager
+    from orca_daemon.runs.manager import RunManager
 
 TAIL_CHARS = 2000
 READ_PAGE = 1000

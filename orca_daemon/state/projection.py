@@ -14,19 +14,7 @@ from typing import TypeVar
 
 import msgspec
 
-from orca_client.plan import PlanGraph
-from orca_client.view_text import bounded, bounded_or_none
-from orca_client.wire import (
-    TERMINAL_STATUSES,
-    PendingQuestion,
-    Question,
-    QuestionOption,
-    RunInfo,
-    SessionInfo,
-    TaskInfo,
-    WorktreeInfo,
-)
-from orca_daemon.events import (
+from orca_client.events import (
     AgentSessionIdentified,
     AnyEvent,
     HookFinished,
@@ -48,7 +36,19 @@ from orca_daemon.events import (
     WorktreeCreated,
     WorktreeRemoved,
 )
-from orca_daemon.store import StoredEvent
+from orca_client.plan import PlanGraph
+from orca_client.view_text import bounded, bounded_or_none
+from orca_client.wire import (
+    TERMINAL_STATUSES,
+    PendingQuestion,
+    Question,
+    QuestionOption,
+    RunInfo,
+    SessionInfo,
+    TaskInfo,
+    WorktreeInfo,
+)
+from orca_daemon.log.store import StoredEvent
 
 replace = msgspec.structs.replace
 

@@ -1,0 +1,104 @@
+"""An agent's stdin: lines written in order from one task, never waited for by the pump."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+MAX_UNREAD_INPUT_LINES = 1024
+MAX_UNREAD_INPUT_BYTES = 16 << 20
+"""How much input orcad keeps for an agent that has not read it yet (besides its pipe)."""
+
+
+class InputWriter:
+    """An agent's stdin: lines go out in order from one task (`run`), so neither the pump nor a
+    request ever waits for an agent that does not read; what waits is bounded."""
+
+    def __init__(self, stdin: asyncio.StreamWriter) -> None:
+        self._stdin = stdin
+        # drain() then returns only once everything written is in the pipe.
+        stdin.transport.set_write_buffer_limits(high=0)
+        self._queue: deque[bytes] = deque()
+        self._queued_bytes = 0
+        self._unconfirmed = 0
+        """What the transport still held after the last write (its buffer is gone once the
+        agent has closed the pipe, so this is what is known to be unread then, at most)."""
+        self._wake = asyncio.Event()
+        self._written = asyncio.Event()
+        self._written.set()
+        self._closing = False
+
+    def has_room(self) -> bool:
+        lines, unread = self.unwritten()
+        return lines < MAX_UNREAD_INPUT_LINES and unread < MAX_UNREAD_INPUT_BYTES
+
+    def send(self, line: bytes, force: bool = False) -> bool:
+        """Queue `line`; False when it is dropped: the input is closed, or (unless `force`) too
+        much already waits for the agent to read it."""
+        if self._closing or self._stdin.is_closing() or not (force or self.has_room()):
+            return False
+        self._written.clear()
+        if not self._queue and self._buffered() == 0:
+            self._hand_over(line)  # in order: nothing waits before it; the pipe takes what fits
+        else:
+            self._queue.append(line)
+            self._queued_bytes += len(line)
+        self._wake.set()
+        return True
+
+    def close(self) -> None:
+        """Close the agent's stdin once every queued line is written."""
+        self._closing = True
+        self._wake.set()
+
+    def unwritten(self) -> tuple[int, int]:
+        """Lines queued, and bytes not yet in the pipe (queued or in the transport's buffer)."""
+        transport = self._stdin.transport
+        held = self._unconfirmed if transport.is_closing() else transport.get_write_buffer_size()
+        return len(self._queue), self._queued_bytes + held
+
+    async def wait_written(self) -> None:
+        """Return once everything sent so far is in the pipe."""
+        await self._written.wait()
+
+    async def run(self) -> None:
+        """Write queued lines as the agent reads; ends when the input is closed (by orcad or by
+        the agent). The owner cancels it when the agent has exited."""
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while True:
+                    await self._stdin.drain()
+                    self._unconfirmed = 0
+                    if not self._queue:
+                        break
+                    line = self._queue.popleft()
+                    self._queued_bytes -= len(line)
+                    self._hand_over(line)
+                self._written.set()
+                if self._closing:
+                    self._stdin.close()
+                    return
+        except (BrokenPipeError, ConnectionResetError):  # the agent closed its stdin
+            self._closing = True
+        finally:
+            self._written.set()  # nothing more will be written: nobody waits for it
+
+    def abandon(self) -> tuple[int, int]:
+        """The agent has exited: drop what it never read; returns (lines, bytes) dropped."""
+        dropped = self.unwritten()
+        self._queue.clear()
+        self._queued_bytes = 0
+        self._closing = True
+        transport = self._stdin.transport
+        if not transport.is_closing() or transport.get_write_buffer_size():  # (not yet closed)
+            transport.abort()
+        return dropped
+
+    def _hand_over(self, line: bytes) -> None:
+        self._stdin.write(line)
+        self._unconfirmed = self._buffered()
+
+    def _buffered(self) -> int:
+        return self._stdin.transport.get_write_buffer_size()

@@ -1,0 +1,231 @@
+"""Processes on Linux: the process table, start times (to tell a reused pid apart), process
+groups and how to stop them, the environment orcad gives a child, and waiting for an exit."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterable
+
+from orca_daemon.limits import restore_inherited_limit
+
+log = logging.getLogger(__name__)
+
+
+def _stat_fields(pid: int | str) -> list[bytes]:
+    """/proc/PID/stat after the command name: state, ppid, pgrp, ...; [] when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except OSError:
+        return []
+    return stat[stat.rfind(b")") + 2 :].split()
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (Linux), to tell a reused pid apart."""
+    try:
+        return int(_stat_fields(pid)[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def running_since(pid: int) -> int | None:
+    """The start ticks of a process that runs (None when it is gone or a zombie)."""
+    fields = _stat_fields(pid)
+    return process_start_ticks(pid) if fields and fields[0] != b"Z" else None
+
+
+ProcessTable = dict[int, tuple[int, int]]
+"""Live processes: pid -> (parent pid, start ticks)."""
+
+
+def process_table() -> ProcessTable:
+    """Every live process (Linux /proc; zombies left out), with its parent and start time."""
+    table: ProcessTable = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return table
+    for entry in entries:
+        fields = _stat_fields(entry) if entry.isdigit() else []
+        try:
+            if fields and fields[0] != b"Z":
+                table[int(entry)] = (int(fields[1]), int(fields[19]))
+        except (IndexError, ValueError):
+            continue
+    return table
+
+
+def descendants(table: ProcessTable, roots: Iterable[int]) -> set[int]:
+    """The pids below `roots` (not the roots themselves), by parent links."""
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _) in table.items():
+        children.setdefault(parent, []).append(pid)
+    found: set[int] = set()
+    pending = list(roots)
+    while pending:
+        for child in children.get(pending.pop(), []):
+            if child not in found:
+                found.add(child)
+                pending.append(child)
+    return found
+
+
+def _libc_prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return prctl
+
+
+_PRCTL = _libc_prctl()
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def prepare_agent_process() -> None:
+    """Run in the agent's process just before exec. It becomes a subreaper (the bit survives
+    exec): a descendant whose parent exits re-parents to the agent, so all it starts stays in
+    its tree while it runs, even a process that calls setsid and clears its environment. And it
+    gets the open-files limit orcad was started with, not orcad's raised one."""
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    restore_inherited_limit()
+
+
+DAEMON_ONLY_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "INVOCATION_ID")
+
+
+def child_env(extra: dict[str, str] | None = None, **orca: str) -> dict[str, str]:
+    """The environment for a process orcad starts (an agent, a hook): orcad's own, without
+    what belongs to orcad alone (systemd's notify socket and watchdog), with NO_COLOR=1 (its
+    output goes to a log, not a terminal), plus `extra` and `orca`."""
+    env = {k: v for k, v in os.environ.items() if k not in DAEMON_ONLY_VARIABLES}
+    env.pop("ORCA_PROMPT_ON_STDIN_ONLY", None)
+    return {**env, "NO_COLOR": "1", **(extra or {}), **orca}
+
+
+async def exited(process: asyncio.subprocess.Process) -> None:
+    """Return once the process has exited, even while something else still holds its pipes
+    (`Process.wait()` also waits for the pipes to close)."""
+    if process.returncode is not None:
+        return
+    try:
+        descriptor = os.pidfd_open(process.pid)
+    except (AttributeError, OSError):  # no pidfd (old kernel, or already reaped)
+        while process.returncode is None:  # noqa: ASYNC110 - nothing to wait on but the watcher
+            await asyncio.sleep(0.05)
+        return
+    loop = asyncio.get_running_loop()
+    readable = asyncio.Event()
+    loop.add_reader(descriptor, readable.set)
+    try:
+        await readable.wait()
+    finally:
+        loop.remove_reader(descriptor)
+        os.close(descriptor)
+    for attempt in range(2000):  # the child watcher reaps it and sets returncode just after
+        if process.returncode is not None:
+            return
+        await asyncio.sleep(0 if attempt < 20 else 0.001)
+
+
+def processes_of_sessions(session_ids: set[str]) -> dict[str, list[int]]:
+    """Live processes (Linux /proc) whose environment names one of these sessions.
+
+    Finds an agent even when the daemon died before recording its pid, and its children too.
+    """
+    found: dict[str, list[int]] = {}
+    if not session_ids:
+        return found
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return found
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as handle:
+                environ = handle.read()
+        except OSError:
+            continue
+        for variable in environ.split(b"\0"):
+            if variable.startswith(b"ORCA_SESSION_ID="):
+                session_id = variable[len(b"ORCA_SESSION_ID=") :].decode(errors="replace")
+                if session_id in session_ids:
+                    found.setdefault(session_id, []).append(int(entry))
+                break
+    return found
+
+
+def signal_group(pgid: int, signum: signal.Signals) -> bool:
+    """Send `signum` to a process group; False when the group no longer exists."""
+    try:
+        os.killpg(pgid, signum)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        log.warning("not allowed to signal process group %d", pgid)
+        return False
+    return True
+
+
+async def stop_group(
+    pgid: int, grace: float, exited: Callable[[], Awaitable[object]] | None = None
+) -> None:
+    """SIGTERM the group, then SIGKILL whatever is left after `grace` seconds."""
+    if not signal_group(pgid, signal.SIGTERM):
+        return
+    deadline = time.monotonic() + grace
+    if exited is not None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(exited(), grace)
+    # Other members of the group (or an orphan from an earlier daemon) are not our children,
+    # so there is nothing to wait on: poll until they are gone or the grace period ends.
+    while time.monotonic() < deadline and group_exists(pgid):  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    signal_group(pgid, signal.SIGKILL)
+
+
+async def stop_processes(processes: dict[int, int], grace: float) -> None:
+    """SIGTERM these processes (pid -> start ticks; a reused pid is left alone), then SIGKILL
+    whatever is left after `grace` seconds. They need not be our children."""
+
+    def still(pid: int) -> bool:
+        return running_since(pid) == processes[pid]
+
+    def signal_each(pids: Iterable[int], signum: signal.Signals) -> list[int]:
+        signalled = []
+        for pid in pids:
+            if still(pid):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signum)
+                    signalled.append(pid)
+        return signalled
+
+    left = signal_each(processes, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while left and time.monotonic() < deadline:  # not our children: nothing to wait on
+        await asyncio.sleep(0.05)
+        left = [pid for pid in left if still(pid)]
+    signal_each(left, signal.SIGKILL)
+
+
+def group_exists(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
