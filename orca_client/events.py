@@ -175,12 +175,43 @@ class HookFinished(Event, tag="hook_finished", frozen=True):
     output_tail: str = ""
 
 
+EndCause = Literal[
+    "agent", "cancelled", "spawn_failed", "orcad_stopped", "orcad_restarted", "internal"
+]
+"""Why a session ended, for programs: its agent ended it (exited, or reported its result), it
+was cancelled, it could not start, orcad stopped or restarted under it, or orcad failed."""
+
+STOPPED_REASON = "orcad stopped while the session was running"
+RESTARTED_REASON = "orcad restarted while the session was running"
+
+
 class SessionTerminated(Event, tag="session_terminated", frozen=True):
     session_id: str
     status: TerminalStatus
     reason: str
+    """Why, for people."""
     exit_code: int | None = None
     summary: str | None = None
+    cause: EndCause | None = None
+    """Why, for programs (absent in logs written before it existed: see `cause_of`)."""
+
+
+def cause_of(ended: SessionTerminated) -> EndCause:
+    """A session end's cause; for an end recorded before `cause` existed, read from its
+    status and reason (the one place that reads display text for control flow)."""
+    if ended.cause is not None:
+        return ended.cause
+    if ended.status == "cancelled":
+        return "cancelled"
+    if ended.reason == STOPPED_REASON:
+        return "orcad_stopped"
+    if ended.reason == RESTARTED_REASON:
+        return "orcad_restarted"
+    if ended.reason.startswith("could not start"):
+        return "spawn_failed"
+    if ended.reason == "internal error in orcad":
+        return "internal"
+    return "agent"
 
 
 class RunStatusChanged(Event, tag="run_status_changed", frozen=True):

@@ -29,10 +29,22 @@ from orca_daemon import __version__
 from orca_daemon.config import Config, ConfigError, agent_names, changes, load_config
 from orca_daemon.limits import connection_cap, descriptor_limit, raise_descriptor_limit
 from orca_daemon.log.store import EventStore, StoredEvent
+from orca_daemon.orchestration.fanout import FanOutCoordinator
 from orca_daemon.orchestration.hooks import HookRunner
-from orca_daemon.runs.manager import RunManager
+from orca_daemon.orchestration.parents import ParentCoordinator
+from orca_daemon.orchestration.plan_verify import PlanVerifier
+from orca_daemon.orchestration.plans import PlanCoordinator
+from orca_daemon.orchestration.reactions import Reactions
+from orca_daemon.orchestration.reactor import Reactor
+from orca_daemon.orchestration.recovery import reconcile, shutdown
+from orca_daemon.runs.admission import Admission
+from orca_daemon.runs.launcher import Launcher
+from orca_daemon.runs.lifecycle import Lifecycle
+from orca_daemon.runs.run_log import RunLog
+from orca_daemon.runs.supervisor import Supervisor
+from orca_daemon.runs.world import RunWorld
 from orca_daemon.sessions.process import PumpSettings
-from orca_daemon.socket.api import Api
+from orca_daemon.socket.api import Api, RunServices
 from orca_daemon.socket.server import Server
 from orca_daemon.socket.subscriptions import Subscriptions
 from orca_daemon.state.projection import State, apply
@@ -100,12 +112,12 @@ class ConfigReloader:
     def __init__(self, path: Path, config: Config) -> None:
         self.path = path
         self.config = config
-        self._runs: RunManager | None = None
+        self._launcher: Launcher | None = None
         self._hooks: HookRunner | None = None
         self._lock = anyio.Lock()
 
-    def attach(self, runs: RunManager, hooks: HookRunner) -> None:
-        self._runs, self._hooks = runs, hooks
+    def attach(self, launcher: Launcher, hooks: HookRunner) -> None:
+        self._launcher, self._hooks = launcher, hooks
 
     async def reload(self, dry_run: bool = False) -> ReloadResult:
         """Reload (or, with `dry_run`, only compare); raises ConfigError naming every error
@@ -123,8 +135,8 @@ class ConfigReloader:
             new = msgspec.structs.replace(new, daemon=self.config.daemon)
             if not dry_run:
                 self.config = new
-                if self._runs is not None:
-                    self._runs.config = new
+                if self._launcher is not None:
+                    self._launcher.config = new
                 if self._hooks is not None:
                     self._hooks.reconfigure(new.hooks.commands(), new.hooks.timeout_seconds)
             return ReloadResult(
@@ -216,22 +228,41 @@ class Daemon:
             output_flush_seconds=settings.output_flush_seconds,
             max_line_bytes=settings.max_line_bytes,
         )
+        runs_dir = self._paths.state_dir / "runs"
+        run_log = RunLog(store, state)
+        launcher = Launcher(self._config, state)
+        admission = Admission()
+        lifecycle = Lifecycle(run_log)
+        supervisor = Supervisor(
+            run_log,
+            lifecycle,
+            admission,
+            pump,
+            settings.cancel_grace_seconds,
+            runs_dir,
+            lambda: launcher.config.orchestration.heartbeat_seconds,
+        )
+        world = RunWorld(run_log, launcher, supervisor, lifecycle, admission)
+        verifier = PlanVerifier(world)
+        fanout = FanOutCoordinator(world)
+        plans = PlanCoordinator(world, verifier)
+        parents = ParentCoordinator(world)
+        reactor = Reactor(state, Reactions(world, launcher, fanout, plans, parents).react)
+        world.follow_with(reactor.mark)
+        store.add_listener(reactor.on_commit)
+        hooks = HookRunner(
+            store, state, self._config.hooks.commands(), self._config.hooks.timeout_seconds
+        )
+        self._reloader.attach(launcher, hooks)
+        services = RunServices(
+            run_log, launcher, admission, supervisor, lifecycle, fanout, plans, parents
+        )
         async with anyio.create_task_group() as work:
-            runs_dir = self._paths.state_dir / "runs"
-            runs = RunManager(
-                store, state, work, pump, settings.cancel_grace_seconds, self._config, runs_dir
-            )
-            await runs.reconcile()
-            work.start_soon(runs.heartbeat)
-            hooks = HookRunner(
-                store,
-                state,
-                self._config.hooks.commands(),
-                self._config.hooks.timeout_seconds,
-                work,
-            )
-            await hooks.start()
-            self._reloader.attach(runs, hooks)
+            await work.start(supervisor.run)
+            await work.start(verifier.run)
+            await reconcile(state, lifecycle, launcher, supervisor, reactor.mark)
+            await work.start(reactor.run)
+            await work.start(hooks.run)
             work.start_soon(self._reloader.on_signal, self._reload_wanted)
             server = Server(
                 self._paths.socket_endpoint,
@@ -243,14 +274,14 @@ class Daemon:
                 subscriptions = Subscriptions(
                     store,
                     server,
-                    work,
                     settings.subscriber_queue_events,
                     settings.subscription_lease_seconds,
                 )
+                await work.start(subscriptions.run)
                 api = Api(
                     store=store,
                     state=state,
-                    runs=runs,
+                    runs=services,
                     subscriptions=subscriptions,
                     instance=secrets.token_hex(8),
                     started_at=started_at,
@@ -268,7 +299,7 @@ class Daemon:
                 serving.cancel()
                 self._notifier.stopping("stopping sessions")
                 log.info("stopping: ending live sessions")
-                await runs.shutdown()
+                await shutdown(admission, reactor.stop, supervisor, lifecycle)
                 await hooks.stop(grace=settings.cancel_grace_seconds)
                 subscriptions.close_all()
                 work.cancel_scope.cancel()

@@ -124,6 +124,7 @@ def orca_answers(answers: dict[str, list[str]]) -> Respond:
         for effect in translator.feed_line(json.dumps(line)):
             if isinstance(effect, QuestionsAsked):
                 effects = translator.answer(effect.request_id, answers)
+                assert translator.answered(effect.request_id)
                 conversation.send(*(e.line for e in effects if isinstance(e, Send)))
             elif isinstance(effect, Send):
                 conversation.send(effect.line)

@@ -289,6 +289,7 @@ class FakeSession:
                 elif isinstance(effect, QuestionsAsked):
                     answers = {q.id: [f"answer to {q.id}"] for q in effect.questions}
                     carry_out(translator.answer(effect.request_id, answers))
+                    assert translator.answered(effect.request_id)
                 elif isinstance(effect, Identified):
                     self.thread_id = effect.agent_session_id
                 elif isinstance(effect, Output) and cancel_on and cancel_on in effect.text:

@@ -31,10 +31,10 @@ from conftest import (
 from test_questions import write_config
 
 from orca_client.client import RequestFailed
+from orca_client.events import STOPPED_REASON
 from orca_client.plan import Plan, PlanTask
-from orca_client.wire import RunStarted, StartDebug, StartPlan, StartRun
+from orca_client.wire import Answer, AnswerResult, RunStarted, StartDebug, StartPlan, StartRun
 from orca_daemon.log.store import TEST_PAGE_LIMIT_VARIABLE
-from orca_daemon.runs.manager import STOPPED_REASON
 
 MEGABYTES = 4
 SUMMARY_BYTES = 20_000
@@ -406,3 +406,58 @@ def test_a_multi_repo_run_whose_children_find_the_log_full_starts_them_once_it_c
     assert parent.status == "completed"
     assert len(parent.child_run_ids) == 2
     assert "Traceback" not in daemon.output()
+
+
+def test_an_answer_the_log_cannot_take_is_refused_and_the_question_stays_answerable(
+    make_daemon: Callable[..., DaemonProcess], orca_home: Path
+) -> None:
+    """The answer's record does not fit in the full log: the client is told so at once, the
+    agent gets nothing, and the question is still pending; once the log can be written, the
+    same question is answered and the run carries on."""
+    limit_file = orca_home.parent / "page-limit"
+    daemon = make_daemon(extra_env={TEST_PAGE_LIMIT_VARIABLE: str(limit_file)}).start()
+    script = {
+        "steps": [
+            {"ask": [{"id": "q1", "question": "Which plan?"}]},
+            {"result": {"outcome": "done", "summary": "answered"}},
+        ]
+    }
+    command = agent("q_ask.py", json.dumps(script))
+    with daemon.client() as client:
+        started: RunStarted = client.request(StartRun(command=command, cwd=str(orca_home.parent)))
+    run_id = started.run_id
+    wait_until(
+        lambda: daemon.status(run_id).runs[0].status == "waiting_for_answer",
+        what="the question",
+    )
+
+    limit_file.write_text("1\n")  # no new page: an answer of BIG text cannot be recorded
+    with daemon.client() as client, pytest.raises(RequestFailed) as refused:
+        client.request(Answer(run_id=run_id, answered_by="test", text=BIG))
+    assert refused.value.code == "log_unavailable", refused.value
+    session = daemon.status(run_id).sessions[0]
+    assert session.pending is not None and session.pending.request_id == "q1"
+    assert "received " not in output_of(daemon, run_id)  # the agent was sent nothing
+
+    limit_file.unlink()
+    answers: list[AnswerResult] = []
+
+    def answered_once_writable() -> bool:
+        """Answer again; the log may still be in its outage for a moment (it probes)."""
+        with daemon.client() as client:
+            try:
+                answers.append(
+                    client.request(Answer(run_id=run_id, answered_by="test", text="the small one"))
+                )
+            except RequestFailed as error:
+                assert error.code == "log_unavailable", error
+                return False
+        return True
+
+    wait_until(answered_once_writable, what="the answer to be taken once the log can be written")
+    assert answers[0].request_id == "q1"
+    assert daemon.wait_for_run(run_id).status == "completed"
+    assert output_of(daemon, run_id).count("received ") == 1
+    assert '"the small one"' in output_of(daemon, run_id)
+    types = [e["type"] for e in events_of(daemon, run_id)]
+    assert types.count("question_answered") == 1

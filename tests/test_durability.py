@@ -22,6 +22,7 @@ import msgspec
 from conftest import DaemonProcess, wait_until
 
 from orca_client.client import Client, DaemonUnavailable, OrcaClientError
+from orca_client.events import RESTARTED_REASON
 from orca_client.wire import (
     TERMINAL_STATUSES,
     EventRecord,
@@ -34,7 +35,7 @@ from orca_client.wire import (
     StatusResult,
 )
 from orca_daemon.log.store import COLUMNS, StoredEvent
-from orca_daemon.runs.manager import RESTARTED_REASON, run_status_after
+from orca_daemon.runs.rules import run_status_after
 from orca_daemon.state.projection import State, replay
 
 SEED = 20240611

@@ -30,6 +30,8 @@ from test_questions import write_config
 
 from orca_client.client import RequestFailed
 from orca_client.events import (
+    RESTARTED_REASON,
+    STOPPED_REASON,
     Event,
     FanOutSpec,
     OrchestratorTriggered,
@@ -63,7 +65,6 @@ from orca_daemon.orchestration.orchestrator_prompt import (
     build_orchestrator_prompt,
     share,
 )
-from orca_daemon.runs.manager import RESTARTED_REASON, STOPPED_REASON
 
 PROMPT = "why does the cache serve stale entries?"
 SYNTHESIZER = [sys.executable, "-m", "orca_daemon.synthesizer"]

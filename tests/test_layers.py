@@ -60,4 +60,4 @@ def test_agents_sessions_the_log_and_the_state_never_import_what_sits_above_them
 def test_the_checks_see_real_imports() -> None:
     """Guard the guard: the parser finds what these modules do import, nested ones included."""
     assert "orca_client.events" in imports_of(REPO / "orca_daemon/log/store.py")
-    assert "orca_daemon.runs.manager" in imports_of(REPO / "orca_daemon/orchestration/fanout.py")
+    assert "orca_daemon.runs.launcher" in imports_of(REPO / "orca_daemon/orchestration/fanout.py")

@@ -21,6 +21,7 @@ import zmq
 from conftest import DaemonProcess, run_orca, wait_until
 from test_durability import process_running, replay_file
 
+from orca_client.events import RESTARTED_REASON, STOPPED_REASON
 from orca_client.paths import read_token
 from orca_client.wire import (
     TERMINAL_STATUSES,
@@ -33,7 +34,6 @@ from orca_client.wire import (
     decode_result,
     encode_request,
 )
-from orca_daemon.runs.manager import RESTARTED_REASON, STOPPED_REASON
 
 AGENT = Path(__file__).resolve().parent / "fakes" / "dur_agent.py"
 

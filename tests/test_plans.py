@@ -852,7 +852,11 @@ def test_a_task_recorded_but_never_started_is_started_on_restart(
 def test_a_long_chain_gives_the_nearest_summaries_within_a_limit_and_says_so() -> None:
     from orca_client.events import PlanSpec
     from orca_client.wire import RunInfo, TaskInfo
-    from orca_daemon.orchestration.plans import CONTEXT_CHARS, SUMMARY_CHARS, build_task_prompt
+    from orca_daemon.orchestration.plan_prompt import (
+        CONTEXT_CHARS,
+        SUMMARY_CHARS,
+        build_task_prompt,
+    )
 
     ids = [f"t{i:02}" for i in range(30)]
     tasks = [task(ids[0])] + [task(t, before) for before, t in itertools.pairwise(ids)]

@@ -154,7 +154,11 @@ def test_codex_question_is_answered_with_the_same_rpc_id_and_the_documented_shap
     assert isinstance(asked, QuestionsAsked) and asked.questions[0].is_other
     (reply,) = sent(codex.answer(asked.request_id, {"db": ["pg"]}))
     assert reply == {"id": 0, "result": {"answers": {"db": {"answers": ["pg"]}}}}
+    # Until the answer is recorded, the request stays pending: the same reply comes again.
+    assert sent(codex.answer(asked.request_id, {"db": ["pg"]})) == [reply]
+    assert codex.answered(asked.request_id)
     assert codex.answer(asked.request_id, {"db": ["again"]}) == []
+    assert not codex.answered(asked.request_id)
 
 
 def test_codex_resolving_its_own_request_withdraws_the_question() -> None:

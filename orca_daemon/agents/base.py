@@ -145,7 +145,13 @@ class Translator(Protocol):
         ...
 
     def answer(self, request_id: str, answers: dict[str, list[str]]) -> list[Effect]:
-        """The user's answers to a pending request, as lines for the agent."""
+        """The user's answers to a pending request, as lines for the agent; [] when the agent
+        no longer waits for it. The request stays pending until `answered`."""
+        ...
+
+    def answered(self, request_id: str) -> bool:
+        """The answer is recorded and goes to the agent now: forget the request. False when
+        the agent no longer waits for it."""
         ...
 
     def cancel(self, reason: str) -> list[Effect]:

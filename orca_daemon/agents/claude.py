@@ -103,12 +103,15 @@ class ClaudeTranslator:
         return [_line(message)]
 
     def answer(self, request_id: str, answers: dict[str, list[str]]) -> list[Effect]:
-        ask = self._asks.pop(request_id, None)
+        ask = self._asks.get(request_id)
         if ask is None:
             return []
         by_text = {q.question: ", ".join(answers.get(q.id, [])) for q in ask.questions}
         updated = {**ask.tool_input, "answers": by_text}
         return [_reply(ask.control_id, {"behavior": "allow", "updatedInput": updated})]
+
+    def answered(self, request_id: str) -> bool:
+        return self._asks.pop(request_id, None) is not None
 
     def cancel(self, reason: str) -> list[Effect]:
         effects: list[Effect] = [

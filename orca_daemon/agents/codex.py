@@ -221,11 +221,14 @@ class CodexAppServerTranslator:
         ]
 
     def answer(self, request_id: str, answers: dict[str, list[str]]) -> list[Effect]:
-        rpc_id = self._questions.pop(request_id, None)
+        rpc_id = self._questions.get(request_id)
         if rpc_id is None:
             return []
         body = {"answers": {qid: {"answers": values} for qid, values in answers.items()}}
         return [Send(jsonrpc.response(rpc_id, body))]
+
+    def answered(self, request_id: str) -> bool:
+        return self._questions.pop(request_id, None) is not None
 
     def cancel(self, reason: str) -> list[Effect]:
         effects: list[Effect] = [

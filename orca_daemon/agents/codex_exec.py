@@ -59,6 +59,9 @@ class CodexExecTranslator:
     def answer(self, request_id: str, answers: dict[str, list[str]]) -> list[Effect]:
         return []
 
+    def answered(self, request_id: str) -> bool:
+        return False
+
     def cancel(self, reason: str) -> list[Effect]:
         return []
 

@@ -114,8 +114,13 @@ class CommandTranslator:
     def answer(self, request_id: str, answers: dict[str, list[str]]) -> list[Effect]:
         if request_id != self._pending:
             return []
-        self._pending = None
         return [_line(_AnswerLine({qid: _AnswerBody(values) for qid, values in answers.items()}))]
+
+    def answered(self, request_id: str) -> bool:
+        if request_id != self._pending:
+            return False
+        self._pending = None
+        return True
 
     def cancel(self, reason: str) -> list[Effect]:
         self._pending = None

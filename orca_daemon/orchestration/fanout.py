@@ -13,15 +13,14 @@ import copy
 import logging
 from collections import deque
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from orca_client.events import (
+    AgentLookup,
     FanOutSpec,
     OrchestratorTriggered,
     OutputAppended,
     RunCreated,
     RunStatusChanged,
-    run_stream,
 )
 from orca_client.wire import (
     TERMINAL_STATUSES,
@@ -32,10 +31,17 @@ from orca_client.wire import (
 )
 from orca_daemon.agents.registry import Launch
 from orca_daemon.log.store import ConcurrencyError
+from orca_daemon.orchestration.effects import RunEffects
 from orca_daemon.orchestration.orchestrator_prompt import WorkerReport, build_orchestrator_prompt
-
-if TYPE_CHECKING:
-    from orca_daemon.runs.manager import ClientContext, RunManager
+from orca_daemon.orchestration.underway import Underway
+from orca_daemon.runs.launcher import (
+    MAX_TITLE_CHARS,
+    NewSession,
+    Prepared,
+    client_context,
+    new_run_id,
+    validate_cwd,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,24 +58,15 @@ SYNTHESIS_NAME = "synthesis.md"
 class FanOutCoordinator:
     """Starts fan-outs and triggers each one's orchestrator exactly once."""
 
-    def __init__(self, runs: RunManager) -> None:
+    def __init__(self, runs: RunEffects) -> None:
         self._runs = runs
-        self._requested: dict[str, int] = {}
-        """Runs a client's `orchestrate` is under way for, and how many."""
+        self._requested = Underway(runs.reconsider)
+        """Runs a client's `orchestrate` is under way for."""
 
     async def start(self, request: StartDebug) -> RunStarted:
-        from orca_daemon.runs.manager import (
-            MAX_TITLE_CHARS,
-            NewSession,
-            Prepared,
-            _validate_cwd,
-            client_context,
-            new_run_id,
-        )
-
         runs = self._runs
         async with runs.starting():
-            cwd = _validate_cwd(request.cwd)
+            cwd = validate_cwd(request.cwd)
             if not request.agents:
                 raise WireError("bad_request", "a fan-out needs at least one agent")
             if len(request.agents) > MAX_WORKERS:
@@ -124,12 +121,8 @@ class FanOutCoordinator:
                 fanout=spec,
                 agent_lookup=client,
             )
-            stored = await runs.store.append(
-                run_stream(run_id),
-                [created, *(w.created(run_id) for w in workers)],
-                expected_version=0,
-                mode="refuse",  # a client's request: told at once if the log cannot be written
-            )
+            # A client's request: told at once if the log cannot be written.
+            stored = await runs.create_run(run_id, [created, *(w.created(run_id) for w in workers)])
             runs.remember_client(run_id, client)
             for worker, launch in zip(workers, own, strict=True):
                 runs.begin_session(run_id, worker.session_id, Prepared(launch))
@@ -142,7 +135,7 @@ class FanOutCoordinator:
         )
 
     async def _copy(
-        self, launch: Launch, agent: str, prompt: str, cwd: str, client: ClientContext
+        self, launch: Launch, agent: str, prompt: str, cwd: str, client: AgentLookup
     ) -> Launch:
         """Another worker's launch of the same agent, with a translator of its own (a copy of
         the unused one; a new launch when that cannot be copied)."""
@@ -189,14 +182,8 @@ class FanOutCoordinator:
             raise WireError(
                 "invalid_state", f"run {run_id} is not a fan-out (orca debug starts one)"
             )
-        self._requested[run_id] = self._requested.get(run_id, 0) + 1
-        try:
+        with self._requested.request(run_id):  # then orcad's own trigger, if this one did not
             result = await self._trigger(run_id, triggered_by=requested_by, cancel_live=True)
-        finally:
-            self._requested[run_id] -= 1
-            if not self._requested[run_id]:
-                del self._requested[run_id]
-                self._runs.after_change(run_id)  # orcad's own trigger, if this one did not
         if result is None:  # only while orcad stops: the next orcad triggers it
             raise WireError(
                 "shutting_down", f"orcad is shutting down; run {run_id} is orchestrated on restart"
@@ -259,8 +246,6 @@ class FanOutCoordinator:
     ) -> str | None:
         """Record the trigger and the orchestrator session at `version`, the run's version
         that the prompt was built from; None when the run changed since (decide again)."""
-        from orca_daemon.runs.manager import NewSession
-
         runs = self._runs
         async with runs.lock(run_id):
             run = runs.state.runs[run_id]
@@ -312,9 +297,7 @@ class FanOutCoordinator:
         held = dict.fromkeys(run.session_ids, 0)
         lengths = dict.fromkeys(run.session_ids, 0)
         after = 0
-        while page := await runs.store.read_stream(
-            run_stream(run_id), after, "output_appended", limit=READ_PAGE
-        ):
+        while page := await runs.read_output(run_id, after, READ_PAGE):
             after = page[-1].version
             for stored in page:
                 event = stored.decode()

@@ -40,8 +40,8 @@ TRACKING = "hooks"
 SAVE_INTERVAL_SECONDS = 2.0
 RETRY_SECONDS = 1.0
 OUTPUT_TAIL_CHARS = 2000
-RESTARTED_REASON = "orcad restarted while the hook ran"
-STOPPED_REASON = "orcad stopped while the hook ran"
+HOOK_RESTARTED_REASON = "orcad restarted while the hook ran"
+HOOK_STOPPED_REASON = "orcad stopped while the hook ran"
 TRIGGER_TYPES = frozenset(
     {"question_asked", "run_status_changed", "task_status_changed", "orchestration_finished"}
 )
@@ -69,13 +69,12 @@ class HookRunner:
         state: State,
         commands: dict[str, list[str]],
         timeout: float,
-        task_group: anyio.abc.TaskGroup,
     ) -> None:
         self._store = store
         self._state = state
         self._commands = commands
         self._timeout = timeout
-        self._tg = task_group
+        self._tg: anyio.abc.TaskGroup | None = None
         self._queue: deque[StoredEvent] = deque()
         self._wake = asyncio.Event()
         self._progress = asyncio.Event()
@@ -90,18 +89,26 @@ class HookRunner:
         self._commands = commands
         self._timeout = timeout
 
-    async def start(self) -> None:
-        """Recover from an earlier daemon and begin following the log."""
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        """Recover from an earlier daemon, then follow the log and own the hooks it starts
+        until cancelled (after `stop`)."""
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            await self._recover()
+            task_status.started()
+            tg.start_soon(self._follow)
+            await self._save_periodically()
+
+    async def _recover(self) -> None:
+        """Record hooks an earlier daemon left running as failed; follow from where it was."""
         tracked = await self._store.read_tracking(TRACKING)
         if tracked is None:  # first start: hooks are for what happens from now on
             tracked = self._store.head_position
             await self._store.save_tracking(TRACKING, tracked)
         self._position = self._saved = tracked
         for started in list(self._state.hooks_running.values()):
-            await self._finish(started, ok=False, reason=RESTARTED_REASON)
+            await self._finish(started, ok=False, reason=HOOK_RESTARTED_REASON)
         self._store.add_listener(self._on_commit)
-        self._tg.start_soon(self._follow)
-        self._tg.start_soon(self._save_periodically)
 
     async def stop(self, grace: float) -> None:
         """Stop firing; give running hooks `grace` seconds; record how far the log was handled."""
@@ -181,6 +188,7 @@ class HookRunner:
                     done.set()
                     raise
                 self._saved = max(self._saved, stored.position)
+                assert self._tg is not None, "the hook runner runs"
                 self._tg.start_soon(self._run, started, stored, done, scope)
         self._position = stored.position
 
@@ -208,7 +216,7 @@ class HookRunner:
             with scope:
                 outcome = await self._execute(started, trigger)
             if outcome is None:  # `stop` gave up waiting for it
-                await self._finish(started, ok=False, reason=STOPPED_REASON)
+                await self._finish(started, ok=False, reason=HOOK_STOPPED_REASON)
             else:
                 await self._finish(started, *outcome)
         except Exception:

@@ -9,32 +9,42 @@ completed, failed otherwise; cancelling it cancels its live children.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from orca_client.events import (
     ChildrenSpec,
     ChildTarget,
     RunCreated,
     RunStatusChanged,
-    run_stream,
 )
 from orca_client.wire import TERMINAL_STATUSES, RunInfo, RunStarted, StartRun, WireError
 from orca_daemon.config import RepoSettings
 from orca_daemon.log.store import AppendMode, ConcurrencyError, LogUnavailable
+from orca_daemon.orchestration.effects import RunEffects
+from orca_daemon.orchestration.parent_rules import decide_children
+from orca_daemon.orchestration.underway import Underway
+from orca_daemon.runs.launcher import (
+    MAX_TITLE_CHARS,
+    NewSession,
+    Prepared,
+    client_context,
+    new_run_id,
+    validate_cwd,
+)
+from orca_daemon.runs.lifecycle import parent_cancelled
+from orca_daemon.runs.starts import RepoTarget
 
-if TYPE_CHECKING:
-    from orca_daemon.runs.manager import RunManager
+DECIDE_ATTEMPTS = 20
+"""Decisions made again when the parent changed meanwhile, before the reactor retries."""
+
+
+class ConflictingChanges(Exception):
+    """A run kept changing while a decision about it was being recorded."""
+
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RepoTarget:
-    repo: str
-    path: str
 
 
 def resolve_repositories(
@@ -76,8 +86,10 @@ def resolve_repositories(
 class ParentCoordinator:
     """Starts parent runs, their children as room allows, and ends them with their children."""
 
-    def __init__(self, runs: RunManager) -> None:
+    def __init__(self, runs: RunEffects) -> None:
         self._runs = runs
+        self._starting = Underway(runs.reconsider)
+        """Parent runs whose first children a client's request is starting now."""
 
     def resolve_targets(self, request: StartRun) -> list[RepoTarget] | None:
         """Where a run request works: None for its own cwd (no repositories asked for)."""
@@ -101,15 +113,8 @@ class ParentCoordinator:
         return targets
 
     async def start(self, request: StartRun, targets: list[RepoTarget]) -> RunStarted:
-        from orca_daemon.runs.manager import (
-            MAX_TITLE_CHARS,
-            _validate_cwd,
-            client_context,
-            new_run_id,
-        )
-
         runs = self._runs
-        cwd = _validate_cwd(request.cwd)
+        cwd = validate_cwd(request.cwd)
         client = client_context(request)
         if request.follow_up is not None:
             raise WireError("bad_request", "a follow-up continues one run: give one repository")
@@ -143,14 +148,13 @@ class ParentCoordinator:
             children=spec,
             agent_lookup=client,
         )
-        stored = await runs.store.append(
-            run_stream(run_id), [created], expected_version=0, mode="refuse"
-        )
-        runs.remember_client(run_id, client)
-        try:  # within the client's request: nothing waits for the log
-            await self.advance(run_id, mode="refuse")
-        except LogUnavailable:  # the parent is recorded: its children start once it can be
-            runs.after_change(run_id)
+        with self._starting.request(run_id):  # the reactor carries on after it
+            stored = await runs.create_run(run_id, [created])
+            runs.remember_client(run_id, client)
+            # Within the client's request nothing waits for the log: when it cannot be
+            # written, the parent is recorded and the reactor starts its children once it can.
+            with contextlib.suppress(LogUnavailable):
+                await self._advance(run_id, mode="refuse")
         return RunStarted(
             run_id=run_id,
             session_id=None,
@@ -158,66 +162,70 @@ class ParentCoordinator:
             child_run_ids=list(runs.state.runs[run_id].child_run_ids),
         )
 
-    async def advance(self, parent_id: str, mode: AppendMode = "wait") -> None:
-        """Start the children there is room for; end the parent once nothing more will run.
-        `mode`: what its appends do while the log cannot be written."""
+    async def advance(self, parent_id: str) -> None:
+        """The reactor's pass: start the children there is room for; end the parent once
+        nothing more will run (unless a client's request is starting the parent now)."""
+        if parent_id not in self._starting:
+            await self._advance(parent_id)
+
+    async def _advance(self, parent_id: str, mode: AppendMode = "wait") -> None:
+        """Decided from the state, launches prepared outside the run's lock, recorded at the
+        parent's version decided from. `mode`: what appends do while the log cannot be written."""
         runs = self._runs
-        async with runs.lock(parent_id):
+        for _ in range(DECIDE_ATTEMPTS):
             parent = runs.state.runs[parent_id]
             if parent.status in TERMINAL_STATUSES or not runs.accepting:
                 return
+            version = runs.state.run_versions[parent_id]
             spec = runs.state.created[parent_id].children
             assert spec is not None
             children = [runs.state.runs[c] for c in parent.child_run_ids]
-            live = [c for c in children if c.status not in TERMINAL_STATUSES]
-            failed = [c for c in children if c.status in ("failed", "cancelled")]
-            halted = spec.mode == "sequential" and bool(failed) and not spec.continue_on_failure
-            start_from = len(children)
-            if halted:
-                count = 0
-            elif spec.mode == "parallel":
-                count = spec.max_parallel - len(live)
-            else:
-                count = 0 if live else 1
-            to_start = list(range(start_from, min(len(spec.targets), start_from + count)))
-            if not to_start and not live:
-                await runs.append(parent_id, [self._ending(parent, children, spec)], mode=mode)
-                runs.after_change(parent_id)
+            step = decide_children(parent, children, spec)
+            if step.ending is not None:
+                try:
+                    await runs.append(parent_id, [step.ending], version, mode)
+                except ConcurrencyError:
+                    continue
                 return
-            if to_start and parent.status == "queued":
-                await runs.append(parent_id, [RunStatusChanged(parent_id, "running")], mode=mode)
-            for index in to_start:
-                await self._start_child(parent, spec, index, mode)
+            prompt = runs.state.created[parent_id].prompt  # whole: the view's is cut
+            agent = spec.agent or "command"
+            prepared = [
+                await runs.prepare(parent_id, agent, prompt, spec.targets[i].path, spec.command)
+                for i in step.start
+            ]
+            async with runs.lock(parent_id):
+                if runs.state.run_versions[parent_id] != version:
+                    continue  # cancelled, say: decide again
+                if step.running:
+                    await runs.append(
+                        parent_id, [RunStatusChanged(parent_id, "running")], mode=mode
+                    )
+                for index, launch in zip(step.start, prepared, strict=True):
+                    await self._start_child(parent, spec, index, launch, mode)
+            return
+        raise ConflictingChanges(f"parent run {parent_id} kept changing while it was advanced")
 
-    def _ending(
-        self, parent: RunInfo, children: list[RunInfo], spec: ChildrenSpec
-    ) -> RunStatusChanged:
-        not_started = len(spec.targets) - len(children)
-        bad = [c for c in children if c.status != "completed"]
-        if not bad and not not_started:
-            return RunStatusChanged(
-                parent.run_id, "completed", f"all {len(children)} child runs completed"
-            )
-        named = ", ".join(f"{c.run_id} ({c.repo}: {c.status})" for c in bad)
-        reason = f"child runs that did not complete: {named}"
-        if not_started:
-            reason += f"; {not_started} not started (sequential, stopped at the first failure)"
-        return RunStatusChanged(parent.run_id, "failed", reason)
+    async def cancel_live_children(self, parent_id: str) -> None:
+        """A parent that ended cancelled leaves no child running (a crash between the parent's
+        cancel and its children's is repaired here)."""
+        runs = self._runs
+        parent = runs.state.runs[parent_id]
+        if parent.status != "cancelled":
+            return
+        for child_id in parent.child_run_ids:
+            if runs.state.runs[child_id].status not in TERMINAL_STATUSES:
+                await runs.cancel_run(child_id, parent_cancelled(parent.reason))
 
     async def _start_child(
-        self, parent: RunInfo, spec: ChildrenSpec, index: int, mode: AppendMode
+        self, parent: RunInfo, spec: ChildrenSpec, index: int, prepared: Prepared, mode: AppendMode
     ) -> None:
-        from orca_daemon.runs.manager import MAX_TITLE_CHARS, NewSession
-
         runs = self._runs
         target = spec.targets[index]
         child_id = f"{parent.run_id}-{index + 1}"
-        agent = spec.agent or "command"
-        prompt = runs.state.created[parent.run_id].prompt  # whole: the view's is cut
-        prepared = await runs.prepare(parent.run_id, agent, prompt, target.path, spec.command)
+        prompt = runs.state.created[parent.run_id].prompt
         session = NewSession(
             f"{child_id}.1",
-            agent,
+            spec.agent or "command",
             prepared.command,
             target.path,
             prompt,
@@ -232,12 +240,7 @@ class ParentCoordinator:
             repo=target.repo,
         )
         try:
-            await runs.store.append(
-                run_stream(child_id),
-                [created, session.created(child_id)],
-                expected_version=0,
-                mode=mode,
-            )
+            await runs.create_run(child_id, [created, session.created(child_id)], mode)
         except ConcurrencyError:
             return  # started already (by an earlier orcad, say)
         runs.remember_client(child_id, runs.client_of(parent.run_id))

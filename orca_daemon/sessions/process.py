@@ -179,18 +179,24 @@ class SessionProcess:
             await self._flush(force=True)
         return SessionOutcome(exit_code=process.returncode, result=self._result)
 
-    def take_answer(self, request_id: str, answers: dict[str, list[str]]) -> list[Effect] | None:
+    def reply_for(self, request_id: str, answers: dict[str, list[str]]) -> list[Effect] | None:
         """The agent's reply lines for these answers, or None when the agent no longer waits
-        for that request (it withdrew it, or its turn ended, since the log last said so)."""
+        for that request (it withdrew it, or its turn ended, since the log last said so). The
+        request stays pending until `answered`."""
         effects = self._translator.answer(request_id, answers)
         return effects or None
+
+    def answered(self, request_id: str) -> bool:
+        """The answer is recorded: the translator forgets the request (False when the agent
+        stopped waiting for it meanwhile)."""
+        return self._translator.answered(request_id)
 
     def accepts_input(self) -> bool:
         """False while too much of what orcad sent the agent waits for it to read."""
         return self._input is None or self._input.has_room()
 
     async def deliver(self, effects: list[Effect]) -> bool:
-        """Send reply lines from `take_answer` to the agent without waiting for it to read them;
+        """Send reply lines from `reply_for` to the agent without waiting for it to read them;
         True when they are already in its stdin pipe, False when they wait in orcad (queued)."""
         await self._carry_out(effects, "stdout", force=True)
         return self._input is not None and self._input.unwritten()[1] == 0

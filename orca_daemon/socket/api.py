@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import anyio
 import msgspec
@@ -32,6 +33,7 @@ from orca_client.wire import (
     Request,
     RetryTask,
     RunInfo,
+    RunStarted,
     SessionInfo,
     Shutdown,
     StartDebug,
@@ -54,8 +56,16 @@ from orca_daemon.log.store import (
     StoreError,
     first_page,
 )
-from orca_daemon.orchestration import maintenance
-from orca_daemon.runs.manager import RunManager
+from orca_daemon.orchestration.fanout import FanOutCoordinator
+from orca_daemon.orchestration.parents import ParentCoordinator
+from orca_daemon.orchestration.plans import PlanCoordinator
+from orca_daemon.runs import answers, maintenance
+from orca_daemon.runs.admission import Admission
+from orca_daemon.runs.launcher import Launcher
+from orca_daemon.runs.lifecycle import Lifecycle
+from orca_daemon.runs.run_log import RunLog
+from orca_daemon.runs.starts import start_single
+from orca_daemon.runs.supervisor import Supervisor
 from orca_daemon.socket.request_checks import check_start
 from orca_daemon.socket.subscriptions import Subscriptions
 from orca_daemon.state.projection import State
@@ -79,6 +89,20 @@ RECORDING_REQUESTS = (
 """Requests that append to the log: refused at once while it cannot be written."""
 
 
+@dataclass(frozen=True)
+class RunServices:
+    """What requests about runs are answered with."""
+
+    runs: RunLog
+    launcher: Launcher
+    admission: Admission
+    supervisor: Supervisor
+    lifecycle: Lifecycle
+    fanout: FanOutCoordinator
+    plans: PlanCoordinator
+    parents: ParentCoordinator
+
+
 class Api:
     """Dispatches verified requests to the projection, the log and the run manager."""
 
@@ -87,7 +111,7 @@ class Api:
         *,
         store: EventStore,
         state: State,
-        runs: RunManager,
+        runs: RunServices,
         subscriptions: Subscriptions,
         instance: str,
         started_at: float,
@@ -136,7 +160,7 @@ class Api:
         except ConcurrencyError as exc:
             raise WireError("conflict", str(exc)) from None
         except StoreError as exc:
-            if not self._runs.accepting:
+            if not self._runs.admission.accepting:
                 raise WireError("shutting_down", f"orcad is shutting down: {exc}") from None
             raise WireError("internal", str(exc)) from None
 
@@ -147,12 +171,13 @@ class Api:
             if request.follow_up is not None:
                 follow_up = self.resolve_run_id(request.follow_up)
                 request = msgspec.structs.replace(request, follow_up=follow_up)
-            return await self._runs.start_run(request)
+            return await self._start_run(request)
         if isinstance(request, Answer):
             run_id = self.resolve_run_id(request.run_id)
-            return await self._runs.answer(msgspec.structs.replace(request, run_id=run_id))
+            request = msgspec.structs.replace(request, run_id=run_id)
+            return await answers.answer(self._runs.runs, self._runs.supervisor, request)
         if isinstance(request, Cancel):
-            return await self._runs.cancel(
+            return await self._runs.lifecycle.cancel(
                 self.resolve_run_id(request.run_id), request.reason, request.session_id
             )
         if isinstance(request, StartDebug):
@@ -168,16 +193,30 @@ class Api:
             )
         if isinstance(request, Doctor):
             run_id = self.resolve_run_id(request.run_id)
-            return await maintenance.doctor(self._runs, run_id, request.stuck_after)
+            default = self._runs.launcher.config.orchestration.stuck_after_seconds
+            return await maintenance.doctor(
+                self._runs.runs, self._runs.supervisor, run_id, request.stuck_after, default
+            )
         if isinstance(request, CheckAgents):
             return await self._check_agents(request)
         if isinstance(request, Clean):
-            return await maintenance.clean(self._runs, self.resolve_run_id(request.run_id))
+            run_id = self.resolve_run_id(request.run_id)
+            return await maintenance.clean(self._runs.runs, self._runs.supervisor, run_id)
         if isinstance(request, ReadEvents):
             return await self._read(request)
         if isinstance(request, Reload):
             return await self._reload_config(request.dry_run)
         raise WireError("bad_request", f"unknown request {type(request).__name__}")
+
+    async def _start_run(self, request: StartRun) -> RunStarted:
+        """One run in the client's cwd or one repository; a parent run for several."""
+        runs = self._runs
+        async with runs.admission.starting():
+            targets = runs.parents.resolve_targets(request)
+            if targets is not None and len(targets) > 1:
+                return await runs.parents.start(request, targets)
+            target = targets[0] if targets else None
+            return await start_single(runs.runs, runs.launcher, runs.supervisor, request, target)
 
     def after_reply(self, result: msgspec.Struct, delivered: bool) -> None:
         """Start a subscription's delivery once its reply is on the wire."""
@@ -324,7 +363,9 @@ class Api:
             codex_path=request.codex_path or os.environ.get("ORCA_CODEX_PATH"),
             claude_path=request.claude_path or os.environ.get("ORCA_CLAUDE_PATH"),
         )
-        checks = await anyio.to_thread.run_sync(check_agents, self._runs.config, context, timeout)
+        checks = await anyio.to_thread.run_sync(
+            check_agents, self._runs.launcher.config, context, timeout
+        )
         return AgentChecks(agents=checks)
 
     def _subscribe(self, identity: bytes, request: Subscribe) -> Subscribed:

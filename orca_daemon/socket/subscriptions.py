@@ -122,18 +122,23 @@ class Subscriptions:
         self,
         store: EventStore,
         outlet: Outlet,
-        task_group: anyio.abc.TaskGroup,
         capacity: int,
         lease: float = LEASE_SECONDS,
     ) -> None:
         self._lease = lease
         self._store = store
         self._outlet = outlet
-        self._tg = task_group
+        self._tg: anyio.abc.TaskGroup | None = None
         self._capacity = capacity
         self._subs: dict[str, Subscription] = {}
         store.add_listener(self._on_commit)
-        task_group.start_soon(self._expire_silent)
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        """Own every subscription's delivery (and the lease check) until cancelled."""
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            task_status.started()
+            await self._expire_silent()
 
     def open(self, identity: bytes, after: int, stream: str | None) -> Subscription:
         if len(self._subs) >= MAX_SUBSCRIPTIONS:
@@ -156,6 +161,7 @@ class Subscriptions:
         """Begin delivering (call once the subscribe reply is sent or queued, so it goes first)."""
         sub = self._subs.get(subscription_id)
         if sub is not None:
+            assert self._tg is not None, "subscriptions run"
             self._tg.start_soon(self._deliver, sub)
 
     def discard(self, subscription_id: str) -> None:

@@ -17,6 +17,7 @@ import msgspec
 from orca_client.events import (
     AgentSessionIdentified,
     AnyEvent,
+    EndCause,
     HookFinished,
     HookStarted,
     OrchestrationFinished,
@@ -35,6 +36,7 @@ from orca_client.events import (
     VerifyFinished,
     WorktreeCreated,
     WorktreeRemoved,
+    cause_of,
 )
 from orca_client.plan import PlanGraph
 from orca_client.view_text import bounded, bounded_or_none
@@ -136,6 +138,8 @@ class State:
     run_answers: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     """Each run's answered questions as (question, answer), secret ones left out: what the run
     has learned, handed to its later sessions."""
+    causes: dict[str, EndCause] = field(default_factory=dict)
+    """Why each ended session of a live plan run ended (its task's next step depends on it)."""
     open_lines: dict[str, str] = field(default_factory=dict)
     """Per live session, the end of the line its output has begun and not yet ended (at most
     `LAST_LINE_CHARS`): the next output continues it."""
@@ -170,7 +174,9 @@ def apply(state: State, stored: StoredEvent) -> State:
             state.runs[run.run_id] = _change_run_status(run, event, at)
             if event.status in TERMINAL_STATUSES:  # nothing is decided for it any more
                 state.created.pop(run.run_id, None)
-                state.plans.pop(run.run_id, None)
+                if state.plans.pop(run.run_id, None) is not None:
+                    for session_id in run.session_ids:
+                        state.causes.pop(session_id, None)
     elif isinstance(event, HookStarted):
         state.hooks_running[(event.hook, event.trigger_position)] = event
     elif isinstance(event, HookFinished):
@@ -215,6 +221,8 @@ def apply(state: State, stored: StoredEvent) -> State:
                 _learn(state, session, event)
             elif isinstance(event, SessionTerminated):
                 state.prompts.pop(event.session_id, None)
+                if event.run_id in state.plans:
+                    state.causes[event.session_id] = cause_of(event)
                 state.open_lines.pop(event.session_id, None)
             before = session
             session = evolve_session(session, event, at)

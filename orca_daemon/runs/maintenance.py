@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import shlex
 import time
-from typing import TYPE_CHECKING
 
 import anyio
 
@@ -17,21 +16,20 @@ from orca_client.wire import (
     SessionHealth,
     WireError,
 )
+from orca_daemon.runs.run_log import RunLog
+from orca_daemon.runs.supervisor import Supervisor
 from orca_daemon.sessions.worktrees import WorktreeError, remove_unrecorded, remove_worktree
-
-if TYPE_CHECKING:
-    from orca_daemon.runs.manager import RunManager
 
 TAIL_CHARS = 2000
 READ_PAGE = 1000
 
 
-async def doctor(runs: RunManager, run_id: str, stuck_after: float | None) -> DoctorResult:
+async def doctor(
+    runs: RunLog, supervisor: Supervisor, run_id: str, stuck_after: float | None, default: float
+) -> DoctorResult:
     """Every live session of the run (and of its child runs): pid, whether its process is
     alive, its last heartbeat and activity, its output's tail, and how to retry it."""
-    limit = (
-        stuck_after if stuck_after is not None else runs.config.orchestration.stuck_after_seconds
-    )
+    limit = stuck_after if stuck_after is not None else default
     if not (math.isfinite(limit) and limit > 0):
         raise WireError("bad_request", f"stuck_after must be a number greater than 0, got {limit}")
     run = runs.state.runs[run_id]
@@ -49,7 +47,7 @@ async def doctor(runs: RunManager, run_id: str, stuck_after: float | None) -> Do
             continue
         tails = await _output_tails(runs, rid, {s.session_id for s in live})
         for session in live:
-            process = runs.process_of(session.session_id)
+            process = supervisor.process_of(session.session_id)
             alive = process is not None and process.alive()
             activity = session.last_activity_at or session.created_at
             idle = now - activity
@@ -80,7 +78,7 @@ async def doctor(runs: RunManager, run_id: str, stuck_after: float | None) -> Do
                     status=session.status,
                     pid=session.pid,
                     alive=alive,
-                    last_heartbeat=runs.heartbeats.get(session.session_id),
+                    last_heartbeat=supervisor.heartbeats.get(session.session_id),
                     last_activity_at=session.last_activity_at,
                     stuck=stuck,
                     why=why,
@@ -92,7 +90,7 @@ async def doctor(runs: RunManager, run_id: str, stuck_after: float | None) -> Do
     return DoctorResult(run_id=run_id, status=run.status, sessions=health, stuck_after=limit)
 
 
-def _verifying(runs: RunManager, run_id: str, now: float, limit: float) -> list[SessionHealth]:
+def _verifying(runs: RunLog, run_id: str, now: float, limit: float) -> list[SessionHealth]:
     """Plan tasks whose agent is done and whose verify commands orcad is running now."""
     run = runs.state.runs[run_id]
     if run.status in TERMINAL_STATUSES:
@@ -123,7 +121,7 @@ def _verifying(runs: RunManager, run_id: str, now: float, limit: float) -> list[
     return found
 
 
-async def _output_tails(runs: RunManager, run_id: str, session_ids: set[str]) -> dict[str, str]:
+async def _output_tails(runs: RunLog, run_id: str, session_ids: set[str]) -> dict[str, str]:
     """The end of each session's output, read a page at a time (memory stays bounded)."""
     tails: dict[str, str] = {}
     after = 0
@@ -140,7 +138,7 @@ async def _output_tails(runs: RunManager, run_id: str, session_ids: set[str]) ->
     return tails
 
 
-async def clean(runs: RunManager, run_id: str) -> CleanResult:
+async def clean(runs: RunLog, supervisor: Supervisor, run_id: str) -> CleanResult:
     """Remove the worktrees of an ended run (and its child runs); branches are kept."""
     run = runs.state.runs[run_id]
     if run.status not in TERMINAL_STATUSES:
@@ -153,7 +151,9 @@ async def clean(runs: RunManager, run_id: str) -> CleanResult:
     branches: list[str] = []
     members = [run_id, *run.child_run_ids]
     sessions = [s for rid in members for s in runs.state.runs[rid].session_ids]
-    await runs.wait_stopped(sessions, runs.cancel_grace + 2.0)  # a cancelled agent may linger
+    await supervisor.wait_stopped(
+        sessions, supervisor.cancel_grace + 2.0
+    )  # a cancelled agent may linger
     for rid in members:
         async with runs.lock(rid):  # two cleans at once: the second finds them removed
             for session_id in runs.state.runs[rid].session_ids:
@@ -173,7 +173,7 @@ async def clean(runs: RunManager, run_id: str) -> CleanResult:
             for s in runs.state.runs[rid].session_ids
             if (tree := runs.state.sessions[s].worktree) is not None
         }
-        folder = runs.runs_dir / rid
+        folder = supervisor.runs_dir / rid
         try:
             unrecorded = await anyio.to_thread.run_sync(remove_unrecorded, folder, recorded)
         except WorktreeError as exc:
