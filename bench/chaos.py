@@ -12,7 +12,8 @@ started again on the same home, and then:
   - sessions in flight at the kill ended `failed` and every agent process started before the kill
     is gone (orcad stops the orphans it finds on start-up); none is left after the final stop;
   - a run or session seen terminal never changes afterwards.
-The load, the log replay and the checks are those of tests/test_durability.py, reused here.
+The load, the log replay and the checks are those of tests/test_durability.py, reused here from
+tests/support/durability.py.
 Prints its figures; exits 1 on any violation (keeping the home for a look), else 0.
 """
 
@@ -33,7 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))  # the daemon fixture and durability checks, reused
 
 from conftest import DaemonProcess, short_tempdir, wait_until  # noqa: E402
-from test_durability import (  # noqa: E402
+from support.durability import (  # noqa: E402
     AGENT,
     CLIENT_TIMEOUT,
     MIN_ACKS_PER_ROUND,
@@ -182,7 +183,7 @@ class Chaos:
             self.figures.violation(f"agents {left} outlived the killed orcad by {ORPHAN_WAIT} s")
 
     def check(self, what: str, check: Callable[..., object], *args: object) -> None:
-        """Run one of test_durability's checks, recording a failed assertion as a violation."""
+        """Run one of the durability checks, recording a failed assertion as a violation."""
         try:
             check(*args)
         except AssertionError as error:

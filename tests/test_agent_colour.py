@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import DaemonProcess, events_of, output_of, wait_until
-from fake_responses_api import real_codex
+from support.fake_responses_api import real_codex
 
 from orca_client.wire import TERMINAL_STATUSES
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 from conftest import DaemonProcess, events_of, output_of
-from terminal import CTRL_C, CTRL_D, Terminal
+from support.terminal import CTRL_C, CTRL_D, Terminal
 
 from orca_client.answering import choose
 from orca_client.wire import Question, QuestionOption, RunStarted, StartRun

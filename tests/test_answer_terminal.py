@@ -13,7 +13,7 @@ import sys
 import time
 
 from conftest import DaemonProcess, output_of
-from test_runs import start
+from support.runs import start
 
 from orca_client.wire import StartRun
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_anthropic_api import (
+from support.fake_anthropic_api import (
     FakeAnthropicAPI,
     Reply,
     claude_env,

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_responses_api import real_codex
+from support.fake_responses_api import real_codex
 
 from orca_daemon.agents.base import Effect, Identified, Output, QuestionsAsked, Result, Send
 from orca_daemon.agents.codex import SERVER_REQUESTS, CodexAppServerTranslator, CodexSettings

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from conftest import DaemonProcess, process_exists, run_orca, wait_until
-from terminal import Terminal
+from support.terminal import Terminal
 
 
 def orca(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -28,7 +28,7 @@ from conftest import (
     process_exists,
     wait_until,
 )
-from test_questions import write_config
+from support.homes import write_config
 
 from orca_client.client import RequestFailed
 from orca_client.events import STOPPED_REASON

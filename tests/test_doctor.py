@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 from conftest import DaemonProcess, agent, output_of, process_exists, wait_until
-from test_questions import q, wait_pending, write_config
-from test_worktrees import gate_checkout, make_repo
+from support.homes import write_config
+from support.questions import q, wait_pending
+from support.worktrees import gate_checkout, make_repo
 
 from orca_client.client import RequestFailed
 from orca_client.wire import Cancel, Doctor, DoctorResult, RunStarted, SessionHealth, StartRun

@@ -1,5 +1,6 @@
 """The pinned real Claude Code CLI, driven by a real orcad and the `orca` CLI, against a
-loopback fake of the Anthropic Messages API (tests/fake_anthropic_api.py) that each test scripts.
+loopback fake of the Anthropic Messages API (tests/support/fake_anthropic_api.py) that each test
+scripts.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 import msgspec
 import pytest
 from conftest import DaemonProcess, events_of, process_exists, run_orca, wait_until
-from fake_anthropic_api import (
+from support.fake_anthropic_api import (
     PINNED_CLAUDE_VERSION,
     FakeAnthropicAPI,
     claude_agent_toml,

@@ -1,6 +1,6 @@
 """The pinned real `codex` CLI (tests/npm/package-lock.json) through the real orcad and `orca`
-CLI, against a loopback fake of the OpenAI Responses API (tests/fake_responses_api.py) that each
-test scripts: what the "model" answers, and what reached it.
+CLI, against a loopback fake of the OpenAI Responses API (tests/support/fake_responses_api.py) that
+each test scripts: what the "model" answers, and what reached it.
 
 The CLI comes from $ORCA_TEST_AGENT_BIN (scripts/test installs it), else .cache/agents; a missing
 CLI fails these tests (it is never skipped). Each test gets its own CODEX_HOME, outside /tmp.
@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from conftest import REPO, DaemonProcess, events_of, output_of, process_exists, run_orca, wait_until
-from fake_responses_api import (
+from support.fake_responses_api import (
     FakeResponsesAPI,
     ask,
     failed,

@@ -13,8 +13,14 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, DaemonProcess
-from fake_anthropic_api import FakeAnthropicAPI, claude_agent_toml, text
-from fake_responses_api import FakeResponsesAPI, message, real_codex, shell, write_codex_home
+from support.fake_anthropic_api import FakeAnthropicAPI, claude_agent_toml, text
+from support.fake_responses_api import (
+    FakeResponsesAPI,
+    message,
+    real_codex,
+    shell,
+    write_codex_home,
+)
 
 pytestmark = pytest.mark.e2e
 

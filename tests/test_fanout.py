@@ -11,9 +11,7 @@ in the daemon's config.toml; the default orchestrator is the built-in `synthesiz
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import random
 import signal
 import sys
@@ -25,8 +23,8 @@ from typing import Any
 
 import pytest
 from conftest import AGENTS, DaemonProcess, events_of, output_of, records_of, wait_until
-from test_hooks import calls, hook, hook_events, hooks_config, wait_hooks_settled
-from test_questions import write_config
+from support.homes import write_config, write_log
+from support.hooks import calls, hook, hook_events, hooks_config, wait_hooks_settled
 
 from orca_client.client import RequestFailed
 from orca_client.events import (
@@ -41,7 +39,6 @@ from orca_client.events import (
     SessionCreated,
     SessionStarted,
     SessionTerminated,
-    run_stream,
 )
 from orca_client.wire import (
     TERMINAL_STATUSES,
@@ -59,7 +56,6 @@ from orca_client.wire import (
     StatusResult,
 )
 from orca_daemon import synthesizer
-from orca_daemon.log.store import EventStore
 from orca_daemon.orchestration.orchestrator_prompt import (
     WorkerReport,
     build_orchestrator_prompt,
@@ -569,22 +565,6 @@ def test_a_fan_out_stopped_by_a_daemon_stop_is_orchestrated_once_after_restart(
     assert_orchestration_finished(daemon, run_id, "completed")
 
 
-def write_log(home: Path, events: list[Event]) -> None:
-    """Append events to a fresh home's log as an earlier orcad would have (one stream each)."""
-    home.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(home, 0o700)
-
-    async def write() -> None:
-        store = await EventStore.open(home / "events.sqlite3")
-        writer = asyncio.create_task(store.run_writer())
-        for event in events:
-            await store.append(run_stream(event.run_id), [event])
-        await store.close()
-        await writer
-
-    asyncio.run(write())
-
-
 def crashed_fan_out(
     run_id: str, cwd: Path, task_file: Path, *, in_flight: bool = False
 ) -> tuple[list[Event], list[WorkerReport]]:
@@ -968,7 +948,7 @@ def test_cli_debug_then_orchestrate(
 def test_a_daemon_stop_leaves_an_unstarted_orchestrator_to_the_next_orcad(
     make_daemon: Callable[..., DaemonProcess], orca_home: Path, tmp_path: Path
 ) -> None:
-    from test_worktrees import make_repo
+    from support.worktrees import make_repo
 
     repo = make_repo(tmp_path / "repo")
     arm, gate, waiting = tmp_path / "arm", tmp_path / "gate", tmp_path / "waiting"

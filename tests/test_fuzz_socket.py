@@ -19,7 +19,7 @@ import msgspec
 from conftest import DaemonProcess, all_records
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from socket_support import RawPeer
+from support.sockets import RawPeer
 
 from orca_client.wire import (
     PROTOCOL,

@@ -16,38 +16,18 @@ from typing import Any
 import msgspec
 import pytest
 from conftest import (
-    AGENTS,
     DaemonProcess,
     all_events,
     all_records,
     process_exists,
     wait_until,
 )
-from test_questions import DONE, of_type, q, start, wait_pending, write_config
+from support.homes import write_config
+from support.hooks import calls, hook, hook_events, hooks_config, wait_hooks_settled
+from support.questions import DONE, of_type, q, start, wait_pending
 
 FAIL: dict[str, Any] = {"result": {"outcome": "failed", "error": "it broke"}}
 RESTARTED_REASON = "orcad restarted while the hook ran"
-
-
-def hook(log: Path, *args: str) -> list[str]:
-    return [sys.executable, str(AGENTS / "q_hook.py"), str(log), *args]
-
-
-def hooks_config(timeout: float = 10.0, **hooks: list[str] | str) -> str:
-    lines = ["[hooks]", f"timeout_seconds = {timeout}"]
-    lines += [f"{name} = {json.dumps(command)}" for name, command in hooks.items()]
-    return "\n".join(lines) + "\n"
-
-
-def hook_events(daemon: DaemonProcess, kind: str) -> list[dict[str, Any]]:
-    return [e for _, e in all_events(daemon) if e["type"] == kind]
-
-
-def calls(log: Path) -> list[dict[str, Any]]:
-    """Every hook call so far, as q_hook.py recorded it."""
-    if not log.exists():
-        return []
-    return [json.loads(line) for line in log.read_text().splitlines()]
 
 
 def trigger(daemon: DaemonProcess, run_id: str, kind: str, status: str | None = None) -> int:
@@ -61,18 +41,6 @@ def trigger(daemon: DaemonProcess, run_id: str, kind: str, status: str | None = 
     ]
     assert len(found) == 1, found
     return found[0]
-
-
-def wait_hooks_settled(daemon: DaemonProcess, count: int) -> list[dict[str, Any]]:
-    """Wait until at least `count` hooks finished and every started hook has finished."""
-
-    def settled() -> bool:
-        started = hook_events(daemon, "hook_started")
-        finished = hook_events(daemon, "hook_finished")
-        return len(finished) >= count and len(started) == len(finished)
-
-    wait_until(settled, what=f"{count} hooks finished")
-    return hook_events(daemon, "hook_finished")
 
 
 def assert_each_trigger_once(daemon: DaemonProcess) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import DaemonProcess, agent, output_of, process_exists, wait_until
-from test_runs import start
+from support.runs import start
 
 from orca_client.wire import Doctor, DoctorResult
 

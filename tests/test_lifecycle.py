@@ -19,7 +19,7 @@ import msgspec
 import pytest
 import zmq
 from conftest import DaemonProcess, run_orca, wait_until
-from test_durability import process_running, replay_file
+from support.durability import process_running, replay_file
 
 from orca_client.events import RESTARTED_REASON, STOPPED_REASON
 from orca_client.paths import read_token

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 from conftest import DaemonProcess, all_events, process_exists, wait_until
-from graph_script import GraphScript
-from test_questions import write_config
+from support.graph_script import GraphScript
+from support.homes import write_config
 
 from orca_client.client import RequestFailed
 from orca_client.wire import (

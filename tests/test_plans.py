@@ -30,9 +30,8 @@ from conftest import (
     records_of,
     wait_until,
 )
-from graph_script import GraphScript
-from test_fanout import write_log
-from test_questions import write_config
+from support.graph_script import GraphScript
+from support.homes import write_config, write_log
 
 from orca_client.cli import fetch_status
 from orca_client.client import RequestFailed

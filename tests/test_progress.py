@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 import pytest
 from conftest import AGENTS, EXAMPLES, DaemonProcess, wait_until
-from terminal import Terminal
+from support.terminal import Terminal
 
 from orca_client.plan import parse_plan
 from orca_client.render import OutputLabels, RunProgress, cells, clip_words

@@ -15,9 +15,9 @@ from pathlib import Path
 import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.timeline import Timeline
 
 from orca_client.events import (
-    SCHEMA_VERSION,
     AnyEvent,
     OutputAppended,
     PlanSpec,
@@ -31,8 +31,6 @@ from orca_client.events import (
     SessionTerminated,
     TaskStatusChanged,
     UsageRecorded,
-    encode_event,
-    event_type,
     run_stream,
 )
 from orca_client.plan import Plan, PlanTask, ready_tasks
@@ -40,37 +38,6 @@ from orca_client.view_text import VIEW_TEXT_CHARS, bounded
 from orca_client.wire import TERMINAL_STATUSES, PendingQuestion, Question, QuestionOption
 from orca_daemon.log.store import EventStore, StoredEvent
 from orca_daemon.state.projection import State, apply, replay
-
-
-class Timeline:
-    """Turns events into `StoredEvent`s as the log would: positions, stream versions, times."""
-
-    def __init__(self) -> None:
-        self.events: list[StoredEvent] = []
-        self._versions: dict[str, int] = {}
-
-    def record(self, *events: AnyEvent) -> list[StoredEvent]:
-        stored = []
-        for event in events:
-            stream = run_stream(event.run_id)
-            self._versions[stream] = self._versions.get(stream, 0) + 1
-            position = len(self.events) + 1
-            record = StoredEvent(
-                position,
-                stream,
-                self._versions[stream],
-                event_type(event),
-                SCHEMA_VERSION,
-                1000.0 + position,
-                encode_event(event),
-            )
-            self.events.append(record)
-            stored.append(record)
-        return stored
-
-    def state(self) -> State:
-        return replay(self.events)
-
 
 QUESTION = Question(id="q", question="Which branch?", options=None)
 

@@ -19,37 +19,22 @@ from typing import Any
 import pytest
 from conftest import (
     DaemonProcess,
-    agent,
     events_of,
     output_of,
     process_exists,
     records_of,
     wait_until,
 )
+from support.homes import write_config
+from support.questions import DONE, of_type, q, start, wait_pending
 
 from orca_client.client import RequestFailed
 from orca_client.wire import (
     Answer,
     AnswerResult,
-    PendingQuestion,
-    RunStarted,
-    StartRun,
 )
 
 # --------------------------------------------------------------------------- helpers
-
-
-def start(daemon: DaemonProcess, script: dict[str, Any], **kwargs: Any) -> str:
-    """Start a run of q_ask.py with `script`; returns the run id."""
-    cwd = str(kwargs.pop("cwd", daemon.home))
-    request = StartRun(command=agent("q_ask.py", json.dumps(script)), cwd=cwd, **kwargs)
-    with daemon.client() as client:
-        started: RunStarted = client.request(request)
-    return started.run_id
-
-
-def of_type(daemon: DaemonProcess, run_id: str, kind: str) -> list[dict[str, Any]]:
-    return [e for e in events_of(daemon, run_id) if e["type"] == kind]
 
 
 def received(daemon: DaemonProcess, run_id: str) -> list[dict[str, Any]]:
@@ -64,29 +49,6 @@ def received(daemon: DaemonProcess, run_id: str) -> list[dict[str, Any]]:
 def wait_received(daemon: DaemonProcess, run_id: str, count: int) -> list[dict[str, Any]]:
     wait_until(lambda: len(received(daemon, run_id)) >= count, what=f"{count} lines received")
     return received(daemon, run_id)
-
-
-def pending_of(daemon: DaemonProcess, run_id: str) -> PendingQuestion | None:
-    sessions = daemon.status(run_id).sessions
-    found = [s.pending for s in sessions if s.pending is not None]
-    return found[0] if found else None
-
-
-def wait_pending(daemon: DaemonProcess, run_id: str, request_id: str = "") -> PendingQuestion:
-    """Wait until the run waits for an answer to a request (a given one, if named)."""
-
-    def ready() -> bool:
-        pending = pending_of(daemon, run_id)
-        return (
-            pending is not None
-            and (not request_id or pending.request_id == request_id)
-            and daemon.status(run_id).runs[0].status == "waiting_for_answer"
-        )
-
-    wait_until(ready, what=f"run {run_id} waiting for {request_id or 'an answer'}")
-    pending = pending_of(daemon, run_id)
-    assert pending is not None
-    return pending
 
 
 def answer(daemon: DaemonProcess, run_id: str, **kwargs: Any) -> AnswerResult:
@@ -105,25 +67,12 @@ def statuses_of(daemon: DaemonProcess, run_id: str) -> list[str]:
     return [str(e["status"]) for e in of_type(daemon, run_id, "run_status_changed")]
 
 
-def write_config(home: Path, text: str) -> None:
-    home.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(home, 0o700)
-    (home / "config.toml").write_text(text)
-
-
 def files_under(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file() and not p.is_socket()]
 
 
 def files_containing(root: Path, needle: bytes, skip: tuple[Path, ...] = ()) -> list[Path]:
     return [p for p in files_under(root) if p not in skip and needle in p.read_bytes()]
-
-
-def q(qid: str, text: str | None = None, **extra: Any) -> dict[str, Any]:
-    return {"id": qid, "question": f"question {qid}?" if text is None else text, **extra}
-
-
-DONE: dict[str, Any] = {"result": {"outcome": "done", "summary": "finished"}}
 
 
 # --------------------------------------------------------------------------- finding 1

@@ -9,16 +9,10 @@ from pathlib import Path
 
 import pytest
 from conftest import DaemonProcess, agent, events_of, output_of, process_exists, wait_until
+from support.runs import start
 
 from orca_client.client import RequestFailed
-from orca_client.wire import Cancel, CancelResult, RunStarted, StartRun
-
-
-def start(daemon: DaemonProcess, command: list[str], **kwargs: object) -> RunStarted:
-    cwd = str(kwargs.pop("cwd", daemon.home))
-    with daemon.client() as client:
-        started: RunStarted = client.request(StartRun(command=command, cwd=cwd, **kwargs))  # type: ignore[arg-type]
-        return started
+from orca_client.wire import Cancel, CancelResult, StartRun
 
 
 def test_run_completes_when_the_agent_reports_done(daemon: DaemonProcess) -> None:

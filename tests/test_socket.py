@@ -12,7 +12,7 @@ import msgspec
 import pytest
 import zmq
 from conftest import DaemonProcess, agent
-from socket_support import RawPeer, assert_alive, envelope, refusal
+from support.sockets import RawPeer, assert_alive, envelope, refusal
 
 from orca_client.client import Client
 from orca_client.wire import (

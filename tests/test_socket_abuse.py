@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import zmq
 from conftest import DaemonProcess, agent, wait_until
-from socket_support import RawPeer, assert_alive, memory_of, refusal
+from support.sockets import RawPeer, assert_alive, memory_of, refusal
 
 from orca_client.client import DaemonUnavailable
 from orca_client.paths import read_token

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from conftest import DaemonProcess, wait_until
-from socket_support import RawPeer
+from support.sockets import RawPeer
 
 from orca_client.wire import (
     Hello,

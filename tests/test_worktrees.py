@@ -8,7 +8,6 @@ wt_agent.py) prints its working directory and `git rev-parse --abbrev-ref HEAD`.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -18,7 +17,8 @@ from pathlib import Path
 
 import pytest
 from conftest import DaemonProcess, agent, events_of, output_of, wait_until
-from test_questions import write_config
+from support.homes import write_config
+from support.worktrees import gate_checkout, git, make_repo
 
 from orca_client.client import RequestFailed
 from orca_client.wire import (
@@ -31,46 +31,10 @@ from orca_client.wire import (
     WorktreeInfo,
 )
 
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "Orca Test",
-    "GIT_AUTHOR_EMAIL": "orca@example.invalid",
-    "GIT_COMMITTER_NAME": "Orca Test",
-    "GIT_COMMITTER_EMAIL": "orca@example.invalid",
-    "GIT_CONFIG_NOSYSTEM": "1",
-}
-
-
-def git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **GIT_ENV, "HOME": str(repo.parent)}
-    return subprocess.run(
-        ["git", *args], cwd=repo, env=env, capture_output=True, text=True, check=check
-    )
-
-
-def make_repo(path: Path) -> Path:
-    """A repository on branch `main` with one commit: README and sub/notes.txt."""
-    path.mkdir(parents=True)
-    git(path, "init", "-q", "-b", "main")
-    (path / "README").write_text("main checkout\n")
-    (path / "sub").mkdir()
-    (path / "sub" / "notes.txt").write_text("notes\n")
-    git(path, "add", "README", "sub/notes.txt")
-    git(path, "commit", "-q", "-m", "first")
-    return path.resolve()
-
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     return make_repo(tmp_path / "repo")
-
-
-def gate_checkout(repo: Path, gate: Path) -> None:
-    """Make `git worktree add` in `repo` wait until `gate` exists (its post-checkout hook,
-    which then makes `gate.passed`)."""
-    hook = repo / ".git" / "hooks" / "post-checkout"
-    passed = gate.with_name(gate.name + ".passed")
-    hook.write_text(f"#!/bin/sh\nwhile [ ! -e '{gate}' ]; do sleep 0.02; done\ntouch '{passed}'\n")
-    hook.chmod(0o755)
 
 
 def start(daemon: DaemonProcess, cwd: Path, *args: str, **kwargs: object) -> RunStarted:

@@ -27,7 +27,7 @@ from typing import Any
 
 from conftest import pinned_agent
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CODEX_VERSION = "0.169.0"
 """The codex the suite pins (tests/npm/package-lock.json)."""
 MODEL = "gpt-5-codex"

@@ -338,7 +338,7 @@ def wait_for(event: threading.Event, what: str, timeout: float = 30.0) -> None:
 
 # -- running the pinned real claude against the fake
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 PINNED_CLAUDE_VERSION = json.loads((REPO / "tests/npm/package.json").read_text())["dependencies"][
     "@anthropic-ai/claude-code"
 ]
