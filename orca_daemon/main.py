@@ -290,13 +290,12 @@ class Daemon:
                     reload_config=self._reloader.answer,
                 )
                 server.bind()
-                serving = anyio.CancelScope()
-                work.start_soon(_serve_until, server, work, api, serving)
+                await work.start(server.run, api)
                 work.start_soon(self._notifier.run_watchdog, settings.watchdog_fraction)
                 log.info("orcad %s listening on %s", __version__, self._paths.socket_endpoint)
                 self._notifier.ready(f"serving {len(state.runs)} runs")
                 await self._stop.wait()
-                serving.cancel()
+                server.stop_receiving()
                 self._notifier.stopping("stopping sessions")
                 log.info("stopping: ending live sessions")
                 await shutdown(admission, reactor.stop, supervisor, lifecycle)
@@ -307,13 +306,6 @@ class Daemon:
                 server.close()
                 with contextlib.suppress(FileNotFoundError):
                     self._paths.socket_file.unlink()
-
-
-async def _serve_until(
-    server: Server, work: anyio.abc.TaskGroup, api: Api, scope: anyio.CancelScope
-) -> None:
-    with scope:
-        await server.serve(work, api)
 
 
 def _fold(state: State, events: list[StoredEvent]) -> None:

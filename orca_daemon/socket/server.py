@@ -219,14 +219,29 @@ class Server:
         self._answering = 0
         self._outbox_bytes = 0
         self._tasks: anyio.abc.TaskGroup | None = None
+        self._receiving = anyio.CancelScope()
         self._log_throttle = LogThrottle()
 
     def bind(self) -> None:
         self._socket.bind(self._endpoint)
 
-    async def serve(self, task_group: anyio.abc.TaskGroup, handler: RequestHandler) -> None:
-        """Receive until cancelled."""
-        self._tasks = task_group
+    async def run(
+        self, handler: RequestHandler, *, task_status: anyio.abc.TaskStatus[None]
+    ) -> None:
+        """Receive requests until `stop_receiving()`; own the answers and outbox drains under
+        way (they go on after it, until the owner cancels this)."""
+        async with anyio.create_task_group() as tasks:
+            self._tasks = tasks
+            task_status.started()
+            with self._receiving:
+                await self._receive(tasks, handler)
+            await anyio.sleep_forever()
+
+    def stop_receiving(self) -> None:
+        """Shutdown's first step: no request is read from now on."""
+        self._receiving.cancel()
+
+    async def _receive(self, task_group: anyio.abc.TaskGroup, handler: RequestHandler) -> None:
         loop = asyncio.get_running_loop()
         descriptors = [int(s.getsockopt(zmq.FD)) for s in (self._socket, self._monitor)]
         for descriptor in descriptors:
