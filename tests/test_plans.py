@@ -34,8 +34,7 @@ from graph_script import GraphScript
 from test_fanout import write_log
 from test_questions import write_config
 
-from orca_client.cli import fetch_status
-from orca_client.client import RequestFailed
+from orca_client.client import RequestFailed, fetch_status
 from orca_client.events import (
     PlanSpec,
     RunCreated,
