@@ -50,10 +50,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from bench_questions import _cpu, _rss_kb, percentiles
 from bench_roundtrip import OrcaDaemon
 
-from orca_client.client import Client, decode_event_body
+from orca_client.client import Client
+from orca_client.events import decode_event
 from orca_client.plan import Plan, PlanTask
 from orca_client.wire import (
     TERMINAL_STATUSES,
@@ -184,7 +186,7 @@ def collect_run(
         page: EventsPage = client.request(ReadEvents(after=after, limit=READ_LIMIT))
         for record in page.events:
             after = record.position
-            event = decode_event_body(record)
+            event = msgspec.to_builtins(decode_event(record.event))
             if event.get("run_id") != run_id:
                 continue
             events.append(Timed(record.recorded_at, event))

@@ -80,7 +80,7 @@ def ask_on_terminal(
 
 
 def _ask(question: Question) -> str:
-    from orca_client.render import one_line, visible
+    from orca_client.terminal_text import one_line, visible
 
     title = f"[{question.id}] {question.header}: " if question.header else f"[{question.id}] "
     print(visible(f"{one_line(title)}{question.question}"), file=sys.stderr)
@@ -109,7 +109,7 @@ def choose(question: Question, reply: str) -> tuple[str | None, str]:
     """The answer a terminal reply gives to `question`, or None and why it is refused: an
     empty reply; for a question with options and no other answers (`isOther: false`), anything
     but an option's number or label. A number picks an option; other text is kept verbatim."""
-    from orca_client.render import one_line
+    from orca_client.terminal_text import one_line
 
     options = question.options or []
     labels = [option.label for option in options]

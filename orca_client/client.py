@@ -266,12 +266,6 @@ def _millis(deadline: float) -> int:
     return max(0, int((deadline - time.monotonic()) * 1000))
 
 
-def decode_event_body(record: EventRecord) -> dict[str, Any]:
-    """The event inside a record, as a dict (`type` names it; see schemas/events/)."""
-    body: dict[str, Any] = msgspec.json.decode(record.event)
-    return body
-
-
 MAX_STATUS_PAGES = 100_000
 
 

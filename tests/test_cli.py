@@ -193,6 +193,7 @@ def _base_env() -> dict[str, str]:
 def test_the_client_package_never_imports_the_daemon() -> None:
     code = (
         "import sys, orca_client.cli, orca_client.client, orca_client.render, "
+        "orca_client.render_events, "
         "orca_client.cli.daemon, orca_client.wire, orca_client.paths; "
         "bad = [m for m in sys.modules if m.startswith('orca_daemon')]; "
         "assert not bad, bad"

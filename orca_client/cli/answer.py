@@ -8,7 +8,8 @@ from orca_client.cli.common import EXIT_OK, EXIT_USAGE, Args, UsageError, client
 
 
 def cmd_answer(args: Args) -> int:
-    from orca_client import answering, render
+    from orca_client import answering
+    from orca_client.terminal_text import one_line
     from orca_client.wire import Answer, AnswerResult
 
     if args.text is not None and args.answers_json is not None:
@@ -52,7 +53,7 @@ def cmd_answer(args: Args) -> int:
             )
         )
     print(
-        render.one_line(
+        one_line(
             f"answered request {result.request_id} of run {result.run_id}; "
             f"the run is {result.status}"
         )

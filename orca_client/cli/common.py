@@ -127,7 +127,7 @@ def print_json(value: Any) -> None:
 
 def say(message: str) -> None:
     """One line on stderr; its text may come from orcad or an agent, so it is made inert."""
-    from orca_client.render import one_line
+    from orca_client.terminal_text import one_line
 
     print(one_line(message), file=sys.stderr)
 

@@ -116,7 +116,7 @@ def _validate(path: str, as_json: bool) -> int:
     """`orca plan validate`: every error of the plan, its agents checked against orcad's (or,
     with orcad down, config.toml's); 0 when it can run, 2 when it cannot."""
     from orca_client.plan import PlanError, parse_plan
-    from orca_client.render import one_line
+    from orca_client.terminal_text import one_line
 
     try:
         data = sys.stdin.buffer.read() if path == "-" else open(path, "rb").read()  # noqa: SIM115
@@ -291,7 +291,7 @@ def _doctor_agents(args: Args) -> int:
 
 def agents_report(result: AgentChecks) -> str:
     """`orca doctor --agents`: one row per agent, then what is wrong with each unsupported one."""
-    from orca_client.render import one_line
+    from orca_client.terminal_text import one_line
 
     states = {
         "supported": "supported",

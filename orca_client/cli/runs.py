@@ -134,36 +134,39 @@ def cmd_status(args: Args) -> int:
 
 
 def cmd_watch(args: Args) -> int:
-    from orca_client import render
+    from orca_client import render_events
 
     with client() as connection:
         after = args.after if args.after is not None else connection.hello().head_position
         run_id = full_run_id(connection, args.run_id) if args.run_id else None
         for record in connection.follow(after=after, run_id=run_id, on_reconnect=say_reconnecting):
-            print(
-                render.record_json(record) if args.json else render.event_line(record), flush=True
-            )
+            if args.json:
+                print(render_events.record_json(record), flush=True)
+            else:
+                print(render_events.event_line(record, render_events.decode(record)), flush=True)
     return EXIT_OK
 
 
 def cmd_logs(args: Args) -> int:
-    from orca_client import render
+    from orca_client import render, render_events
     from orca_client.wire import ReadEvents, Status
 
-    labels = None if args.json else render.OutputLabels()
+    labels = None if args.json else render_events.OutputLabels()
 
-    def show(record: EventRecord) -> None:
-        render.write_output(record, as_json=args.json, raw=args.raw, labels=labels)
+    def show(record: EventRecord) -> bool:
+        """Print what the record shows; whether it ends the run."""
+        event = render_events.decode(record)
+        render_events.write_output(record, event, as_json=args.json, raw=args.raw, labels=labels)
         if not args.json:
-            render.write_long_texts(record, raw=args.raw)
-            render.write_notes(record, raw=args.raw)
+            render_events.write_long_texts(event, raw=args.raw)
+            render_events.write_notes(event, raw=args.raw)
+        return render_events.ends_run(event)
 
     with client() as connection:
         run_id = full_run_id(connection, args.run_id)
         if args.follow:
             for record in connection.follow(after=0, run_id=run_id, on_reconnect=say_reconnecting):
-                show(record)
-                if render.ends_run(record):
+                if show(record):
                     break
             if not args.json:
                 ended: StatusResult = connection.request(Status(run_id=run_id))
