@@ -285,7 +285,7 @@ def install(force: bool) -> int:
 def _documentation() -> list[Path]:
     """This installation's README and architecture notes, when they are on disk (a checkout or an
     editable install)."""
-    checkout = Path(__file__).resolve().parent.parent
+    checkout = Path(__file__).resolve().parents[2]  # orca_client/cli/daemon.py
     found = [checkout / "README.md", checkout / "docs" / "ARCHITECTURE.md"]
     return [path for path in found if path.is_file()]
 
