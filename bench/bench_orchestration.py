@@ -57,14 +57,8 @@ from bench_roundtrip import OrcaDaemon
 from orca_client.client import Client
 from orca_client.events import decode_event
 from orca_client.plan import Plan, PlanTask
-from orca_client.wire import (
-    TERMINAL_STATUSES,
-    EventsPage,
-    ReadEvents,
-    RunStarted,
-    StartDebug,
-    StartPlan,
-)
+from orca_client.views import TERMINAL_STATUSES
+from orca_client.wire import EventsPage, ReadEvents, RunStarted, StartDebug, StartPlan
 
 AGENT = Path(__file__).resolve().parent / "agents" / "noop_agent.py"
 AGENT_NAME = "noop"

@@ -44,7 +44,8 @@ from bench_roundtrip import OrcaDaemon
 
 from orca_client.client import OrcaClientError
 from orca_client.events import decode_event
-from orca_client.wire import TERMINAL_STATUSES, Answer, EventRecord, StartRun
+from orca_client.views import TERMINAL_STATUSES
+from orca_client.wire import Answer, EventRecord, StartRun
 
 AGENT = Path(__file__).resolve().parent / "agents" / "asking_agent.py"
 STARTER_THREADS = 8

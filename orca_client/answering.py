@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from orca_client.client import Client
-    from orca_client.wire import Question
+    from orca_client.views import Question
 
 
 def parse_answers_json(text: str) -> dict[str, list[str]]:
@@ -59,7 +59,8 @@ def ask_on_terminal(
     An empty answer, or one that is not an option of a question that allows only its options,
     is refused on the terminal and asked again. End of input (Ctrl-D) raises EOFError and
     Ctrl-C KeyboardInterrupt: nothing has been sent then, and the caller says so."""
-    from orca_client.wire import Status, StatusResult
+    from orca_client.views import StatusResult
+    from orca_client.wire import Status
 
     status: StatusResult = client.request(Status(run_id=run_id))
     pending = [s.pending for s in status.sessions if s.pending is not None]

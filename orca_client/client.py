@@ -16,6 +16,7 @@ import msgspec
 import zmq
 
 from orca_client.paths import OrcaPaths, read_token, resolve_paths
+from orca_client.views import StatusResult
 from orca_client.wire import (
     RESULT_TYPES,
     EventRecord,
@@ -25,7 +26,6 @@ from orca_client.wire import (
     Reply,
     Request,
     Status,
-    StatusResult,
     Subscribe,
     Subscribed,
     SubscriptionOverflowed,

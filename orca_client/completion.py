@@ -196,7 +196,8 @@ def print_run_ids() -> int:
     line, newest first; nothing at all (and status 0) when orcad does not answer at once."""
     from orca_client.client import Client
     from orca_client.terminal_text import one_line
-    from orca_client.wire import Status, StatusResult
+    from orca_client.views import StatusResult
+    from orca_client.wire import Status
 
     try:
         with Client(timeout=1.0) as client:

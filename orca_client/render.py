@@ -8,13 +8,7 @@ from collections.abc import Sequence
 
 from orca_client.answering import answer_hint
 from orca_client.terminal_text import cells, clip, clip_words, one_line, terminal_width, visible
-from orca_client.wire import (
-    TERMINAL_STATUSES,
-    DoctorResult,
-    RunInfo,
-    SessionInfo,
-    StatusResult,
-)
+from orca_client.views import TERMINAL_STATUSES, DoctorResult, RunInfo, SessionInfo, StatusResult
 
 
 def _ago(at: float, now: float) -> str:

@@ -31,7 +31,8 @@ from orca_client.events import (
     event_type,
 )
 from orca_client.terminal_text import clip, one_line, visible
-from orca_client.wire import TERMINAL_STATUSES, EventRecord, Question
+from orca_client.views import TERMINAL_STATUSES, Question
+from orca_client.wire import EventRecord
 
 
 class UnknownEvent(msgspec.Struct, frozen=True):

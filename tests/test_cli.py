@@ -205,7 +205,8 @@ def test_the_client_package_never_imports_the_daemon() -> None:
 
 
 def test_status_lists_live_runs_and_the_newest_ended_ones(daemon: DaemonProcess) -> None:
-    from orca_client.wire import StartRun, Status, StatusResult
+    from orca_client.views import StatusResult
+    from orca_client.wire import StartRun, Status
 
     with daemon.client() as client:
         live = client.request(StartRun(command=agent("long_task.py", "60"), cwd=str(daemon.home)))

@@ -22,17 +22,8 @@ import msgspec
 from conftest import DaemonProcess, wait_until
 
 from orca_client.client import Client, DaemonUnavailable, OrcaClientError
-from orca_client.wire import (
-    TERMINAL_STATUSES,
-    EventRecord,
-    ReadEvents,
-    RunInfo,
-    RunStarted,
-    SessionInfo,
-    StartRun,
-    Status,
-    StatusResult,
-)
+from orca_client.views import TERMINAL_STATUSES, RunInfo, SessionInfo, StatusResult
+from orca_client.wire import EventRecord, ReadEvents, RunStarted, StartRun, Status
 from orca_daemon.log.store import COLUMNS, StoredEvent
 from orca_daemon.runs.manager import RESTARTED_REASON, run_status_after
 from orca_daemon.state.projection import State, replay

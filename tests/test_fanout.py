@@ -41,20 +41,17 @@ from orca_client.events import (
     SessionTerminated,
     run_stream,
 )
+from orca_client.views import TERMINAL_STATUSES, RunInfo, SessionInfo, StatusResult
 from orca_client.wire import (
-    TERMINAL_STATUSES,
     Cancel,
     CancelResult,
     Hello,
     Orchestrate,
     OrchestrateResult,
-    RunInfo,
     RunStarted,
-    SessionInfo,
     StartDebug,
     StartRun,
     Status,
-    StatusResult,
 )
 from orca_daemon import synthesizer
 from orca_daemon.log.store import EventStore

@@ -22,8 +22,8 @@ from conftest import DaemonProcess, run_orca, wait_until
 from test_durability import process_running, replay_file
 
 from orca_client.paths import read_token
+from orca_client.views import TERMINAL_STATUSES
 from orca_client.wire import (
-    TERMINAL_STATUSES,
     ReadEvents,
     Reply,
     RunStarted,

@@ -28,13 +28,8 @@ from conftest import (
 )
 
 from orca_client.client import RequestFailed
-from orca_client.wire import (
-    Answer,
-    AnswerResult,
-    PendingQuestion,
-    RunStarted,
-    StartRun,
-)
+from orca_client.views import PendingQuestion
+from orca_client.wire import Answer, AnswerResult, RunStarted, StartRun
 
 # --------------------------------------------------------------------------- helpers
 

@@ -21,15 +21,8 @@ from conftest import DaemonProcess, agent, events_of, output_of, wait_until
 from test_questions import write_config
 
 from orca_client.client import RequestFailed
-from orca_client.wire import (
-    Cancel,
-    Clean,
-    CleanResult,
-    RunStarted,
-    SessionInfo,
-    StartRun,
-    WorktreeInfo,
-)
+from orca_client.views import SessionInfo, WorktreeInfo
+from orca_client.wire import Cancel, Clean, CleanResult, RunStarted, StartRun
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Orca Test",

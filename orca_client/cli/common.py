@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 if TYPE_CHECKING:
     from orca_client.client import Client
-    from orca_client.wire import RunInfo, StatusResult
+    from orca_client.views import RunInfo, StatusResult
 
 EXIT_OK = 0
 EXIT_FAILED = 1

@@ -25,7 +25,8 @@ from orca_client.client import (
 from orca_client.paths import InsecurePathError, OrcaPaths, ensure_private_dir, resolve_paths
 from orca_client.systemd_unit import ORCA_ENVIRONMENT, UnitError, render_unit
 from orca_client.terminal_text import one_line, visible
-from orca_client.wire import HelloResult, Reload, ReloadResult, RunInfo, Shutdown, Status
+from orca_client.views import RunInfo
+from orca_client.wire import HelloResult, Reload, ReloadResult, Shutdown, Status
 
 
 def cmd_daemon(args: Args) -> int:

@@ -19,7 +19,7 @@ from orca_client.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from orca_client.wire import AgentChecks
+    from orca_client.views import AgentChecks
 
 
 def run(args: Args) -> int:
@@ -240,7 +240,8 @@ def cmd_plan(args: Args) -> int:
 
 def cmd_doctor(args: Args) -> int:
     from orca_client import render
-    from orca_client.wire import Doctor, DoctorResult
+    from orca_client.views import DoctorResult
+    from orca_client.wire import Doctor
 
     if args.agents:
         if args.run_id is not None or args.stuck_after is not None:

@@ -22,7 +22,8 @@ from orca_client.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from orca_client.wire import EventRecord, StatusResult
+    from orca_client.views import StatusResult
+    from orca_client.wire import EventRecord
 
 
 def run(args: Args) -> int:

@@ -21,7 +21,8 @@ from orca_client.events import (
     RunStatusChanged,
     run_stream,
 )
-from orca_client.wire import TERMINAL_STATUSES, RunInfo, RunStarted, StartRun, WireError
+from orca_client.views import TERMINAL_STATUSES, RunInfo
+from orca_client.wire import RunStarted, StartRun, WireError
 from orca_daemon.config import RepoSettings
 from orca_daemon.log.store import AppendMode, ConcurrencyError, LogUnavailable
 

@@ -31,16 +31,8 @@ from orca_client.events import (
     run_stream,
 )
 from orca_client.plan import Plan, PlanError, PlanGraph, PlanTask, validate_plan
-from orca_client.wire import (
-    TERMINAL_STATUSES,
-    RunInfo,
-    RunStarted,
-    SessionInfo,
-    StartPlan,
-    TaskInfo,
-    TaskRetried,
-    WireError,
-)
+from orca_client.views import TERMINAL_STATUSES, RunInfo, SessionInfo, TaskInfo
+from orca_client.wire import RunStarted, StartPlan, TaskRetried, WireError
 from orca_daemon.config import ConfigError
 from orca_daemon.limits import restore_inherited_limit
 from orca_daemon.runs.manager import RESTARTED_REASON, STOPPED_REASON

@@ -42,21 +42,16 @@ from orca_client.events import (
     WorktreeCreated,
     run_stream,
 )
-from orca_client.wire import (
+from orca_client.views import (
     TERMINAL_STATUSES,
-    Answer,
-    AnswerResult,
-    CancelResult,
     PendingQuestion,
     RunInfo,
-    RunStarted,
     RunStatus,
     SessionInfo,
-    StartRun,
     TerminalStatus,
-    WireError,
     WorktreeInfo,
 )
+from orca_client.wire import Answer, AnswerResult, CancelResult, RunStarted, StartRun, WireError
 from orca_daemon.agents.base import (
     Identified,
     PhaseChanged,

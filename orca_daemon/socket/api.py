@@ -11,11 +11,10 @@ import anyio
 import msgspec
 
 from orca_client.events import run_stream
+from orca_client.views import TERMINAL_STATUSES, AgentChecks, RunInfo, SessionInfo, StatusResult
 from orca_client.wire import (
     PAGE_BYTES,
     PROTOCOL_VERSION,
-    TERMINAL_STATUSES,
-    AgentChecks,
     Answer,
     Cancel,
     CheckAgents,
@@ -31,14 +30,11 @@ from orca_client.wire import (
     ReloadResult,
     Request,
     RetryTask,
-    RunInfo,
-    SessionInfo,
     Shutdown,
     StartDebug,
     StartPlan,
     StartRun,
     Status,
-    StatusResult,
     Subscribe,
     Subscribed,
     Unsubscribe,
