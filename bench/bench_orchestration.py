@@ -50,19 +50,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from bench_questions import _cpu, _rss_kb, percentiles
 from bench_roundtrip import OrcaDaemon
 
-from orca_client.client import Client, decode_event_body
+from orca_client.client import Client
+from orca_client.events import decode_event
 from orca_client.plan import Plan, PlanTask
-from orca_client.wire import (
-    TERMINAL_STATUSES,
-    EventsPage,
-    ReadEvents,
-    RunStarted,
-    StartDebug,
-    StartPlan,
-)
+from orca_client.views import TERMINAL_STATUSES
+from orca_client.wire import EventsPage, ReadEvents, RunStarted, StartDebug, StartPlan
 
 AGENT = Path(__file__).resolve().parent / "agents" / "noop_agent.py"
 AGENT_NAME = "noop"
@@ -184,7 +180,7 @@ def collect_run(
         page: EventsPage = client.request(ReadEvents(after=after, limit=READ_LIMIT))
         for record in page.events:
             after = record.position
-            event = decode_event_body(record)
+            event = msgspec.to_builtins(decode_event(record.event))
             if event.get("run_id") != run_id:
                 continue
             events.append(Timed(record.recorded_at, event))

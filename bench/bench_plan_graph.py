@@ -52,7 +52,8 @@ from orca_client.events import (
     run_stream,
 )
 from orca_client.plan import Plan, PlanGraph, PlanTask, parse_plan
-from orca_client.wire import TERMINAL_STATUSES, RunStarted, StartPlan, Status
+from orca_client.views import TERMINAL_STATUSES
+from orca_client.wire import RunStarted, StartPlan, Status
 from orca_daemon.log.store import StoredEvent
 from orca_daemon.state.projection import State, apply, replay
 

@@ -39,10 +39,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
 from bench_roundtrip import OrcaDaemon
 
-from orca_client.client import OrcaClientError, decode_event_body
-from orca_client.wire import TERMINAL_STATUSES, Answer, EventRecord, StartRun
+from orca_client.client import OrcaClientError
+from orca_client.events import decode_event
+from orca_client.views import TERMINAL_STATUSES
+from orca_client.wire import Answer, EventRecord, StartRun
 
 AGENT = Path(__file__).resolve().parent / "agents" / "asking_agent.py"
 STARTER_THREADS = 8
@@ -184,7 +187,7 @@ class Subscriber(threading.Thread):
     def _see(self, record: EventRecord, now: float) -> None:
         seen = self.observed
         seen.events += 1
-        event = decode_event_body(record)
+        event = msgspec.to_builtins(decode_event(record.event))
         kind, run_id = event["type"], event["run_id"]
         if kind == "output_appended":
             if event["stream"] == "stdout":

@@ -26,7 +26,8 @@ import zmq
 
 from orca_client.client import Client, DaemonUnavailable
 from orca_client.paths import OrcaPaths, read_token, resolve_paths
-from orca_client.wire import TERMINAL_STATUSES, StartRun, Status, StatusResult, encode_request
+from orca_client.views import TERMINAL_STATUSES, StatusResult
+from orca_client.wire import StartRun, Status, encode_request
 
 GOAL_P50_RATIO = 2.0
 RUNS = 5

@@ -24,7 +24,8 @@ from pathlib import Path
 
 from bench_roundtrip import OrcaDaemon
 
-from orca_client.wire import StartRun, Status, StatusResult
+from orca_client.views import StatusResult
+from orca_client.wire import StartRun, Status
 
 AGENT = Path(__file__).resolve().parent / "agents" / "busy_agent.py"
 PAUSE_SECONDS = "0.005"

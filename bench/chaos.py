@@ -47,15 +47,8 @@ from support.durability import (  # noqa: E402
     replay_file,
 )
 
-from orca_client.wire import (  # noqa: E402
-    TERMINAL_STATUSES,
-    RunInfo,
-    RunStarted,
-    SessionInfo,
-    StartRun,
-    Status,
-    StatusResult,
-)
+from orca_client.views import TERMINAL_STATUSES, RunInfo, SessionInfo, StatusResult  # noqa: E402
+from orca_client.wire import RunStarted, StartRun, Status  # noqa: E402
 from orca_daemon.log.store import StoredEvent  # noqa: E402
 from orca_daemon.state.projection import State  # noqa: E402
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from orca_client.client import Client
-    from orca_client.wire import Question
+    from orca_client.views import Question
 
 
 def parse_answers_json(text: str) -> dict[str, list[str]]:
@@ -59,7 +59,8 @@ def ask_on_terminal(
     An empty answer, or one that is not an option of a question that allows only its options,
     is refused on the terminal and asked again. End of input (Ctrl-D) raises EOFError and
     Ctrl-C KeyboardInterrupt: nothing has been sent then, and the caller says so."""
-    from orca_client.wire import Status, StatusResult
+    from orca_client.views import StatusResult
+    from orca_client.wire import Status
 
     status: StatusResult = client.request(Status(run_id=run_id))
     pending = [s.pending for s in status.sessions if s.pending is not None]
@@ -80,7 +81,7 @@ def ask_on_terminal(
 
 
 def _ask(question: Question) -> str:
-    from orca_client.render import one_line, visible
+    from orca_client.terminal_text import one_line, visible
 
     title = f"[{question.id}] {question.header}: " if question.header else f"[{question.id}] "
     print(visible(f"{one_line(title)}{question.question}"), file=sys.stderr)
@@ -109,7 +110,7 @@ def choose(question: Question, reply: str) -> tuple[str | None, str]:
     """The answer a terminal reply gives to `question`, or None and why it is refused: an
     empty reply; for a question with options and no other answers (`isOther: false`), anything
     but an option's number or label. A number picks an option; other text is kept verbatim."""
-    from orca_client.render import one_line
+    from orca_client.terminal_text import one_line
 
     options = question.options or []
     labels = [option.label for option in options]

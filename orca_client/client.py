@@ -16,6 +16,7 @@ import msgspec
 import zmq
 
 from orca_client.paths import OrcaPaths, read_token, resolve_paths
+from orca_client.views import StatusResult
 from orca_client.wire import (
     RESULT_TYPES,
     EventRecord,
@@ -24,6 +25,7 @@ from orca_client.wire import (
     HelloResult,
     Reply,
     Request,
+    Status,
     Subscribe,
     Subscribed,
     SubscriptionOverflowed,
@@ -264,7 +266,32 @@ def _millis(deadline: float) -> int:
     return max(0, int((deadline - time.monotonic()) * 1000))
 
 
-def decode_event_body(record: EventRecord) -> dict[str, Any]:
-    """The event inside a record, as a dict (`type` names it; see schemas/events/)."""
-    body: dict[str, Any] = msgspec.json.decode(record.event)
-    return body
+MAX_STATUS_PAGES = 100_000
+
+
+def fetch_status(connection: Client, request: Status) -> StatusResult:
+    """A whole status, page after page: a run that spans pages is put back together (its
+    tasks and session ids appended in order; the rest as the last page saw it)."""
+    first: StatusResult = connection.request(request)
+    runs = {run.run_id: run for run in first.runs}
+    sessions = list(first.sessions)
+    page = first
+    for _ in range(MAX_STATUS_PAGES):
+        if page.next_cursor is None:
+            break
+        page = connection.request(msgspec.structs.replace(request, cursor=page.next_cursor))
+        for run in page.runs:
+            before = runs.get(run.run_id)
+            if before is not None:
+                run = msgspec.structs.replace(
+                    run,
+                    tasks=[*before.tasks, *run.tasks],
+                    session_ids=[*before.session_ids, *run.session_ids],
+                )
+            runs[run.run_id] = run
+        sessions += page.sessions
+    else:
+        raise OrcaClientError(f"orcad's status did not end after {MAX_STATUS_PAGES} pages")
+    return msgspec.structs.replace(
+        first, runs=list(runs.values()), sessions=sessions, next_cursor=None
+    )

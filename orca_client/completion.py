@@ -195,8 +195,9 @@ def print_run_ids() -> int:
     """`orca __complete-runs`: the runs `orca status` shows, one `RUN_ID<tab>STATUS TITLE` a
     line, newest first; nothing at all (and status 0) when orcad does not answer at once."""
     from orca_client.client import Client
-    from orca_client.render import one_line
-    from orca_client.wire import Status, StatusResult
+    from orca_client.terminal_text import one_line
+    from orca_client.views import StatusResult
+    from orca_client.wire import Status
 
     try:
         with Client(timeout=1.0) as client:

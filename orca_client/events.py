@@ -11,7 +11,7 @@ from typing import Any, Literal
 import msgspec
 
 from orca_client.plan import Plan
-from orca_client.wire import OrchestrationMode, Question, RunKind, RunStatus, TerminalStatus
+from orca_client.views import OrchestrationMode, Question, RunKind, RunStatus, TerminalStatus
 
 SCHEMA_VERSION = 1
 

@@ -8,7 +8,8 @@ import select
 import sys
 from typing import TYPE_CHECKING, cast
 
-from orca_client import render
+from orca_client import render_events
+from orca_client.terminal_text import one_line
 
 if TYPE_CHECKING:
     from collections.abc import Generator
@@ -22,7 +23,7 @@ POLL_SECONDS = 0.5
 
 def say(text: str) -> None:
     """A line of news on stderr, made inert (it holds text from agents)."""
-    print(render.one_line(f"orca: {text}"), file=sys.stderr, flush=True)
+    print(one_line(f"orca: {text}"), file=sys.stderr, flush=True)
 
 
 class RunWaiter:
@@ -40,7 +41,7 @@ class RunWaiter:
         self.run_id = run_id
         self.stream_output = stream_output
         self.ask = ask
-        self.progress = render.RunProgress(run_id)
+        self.progress = render_events.RunProgress(run_id)
         self.position = 0
         self.ended = False
         self.declined: set[str] = set()
@@ -55,11 +56,12 @@ class RunWaiter:
 
     def _handle(self, record: EventRecord) -> None:
         self.position = record.position
+        event = render_events.decode(record)
         if self.stream_output:
-            render.write_output(record, as_json=False)
-        for line in self.progress.lines(record):
+            render_events.write_output(record, event, as_json=False)
+        for line in self.progress.lines(event):
             say(line)
-        if render.ends_run(record):
+        if render_events.ends_run(event):
             self.ended = True
 
     def _follow(self) -> None:

@@ -22,14 +22,8 @@ import pytest
 
 from orca_client.client import Client, DaemonUnavailable
 from orca_client.paths import OrcaPaths, resolve_paths
-from orca_client.wire import (
-    TERMINAL_STATUSES,
-    EventRecord,
-    ReadEvents,
-    RunInfo,
-    Status,
-    StatusResult,
-)
+from orca_client.views import TERMINAL_STATUSES, RunInfo, StatusResult
+from orca_client.wire import EventRecord, ReadEvents, Status
 
 REPO = Path(__file__).resolve().parent.parent
 AGENTS = Path(__file__).resolve().parent / "agents"

@@ -12,7 +12,7 @@ import pytest
 from conftest import DaemonProcess, events_of, output_of, wait_until
 from support.fake_responses_api import real_codex
 
-from orca_client.wire import TERMINAL_STATUSES
+from orca_client.views import TERMINAL_STATUSES
 
 COLOURED_STDERR = (
     "import json, os, sys\n"

@@ -13,7 +13,8 @@ from conftest import DaemonProcess, events_of, output_of
 from support.terminal import CTRL_C, CTRL_D, Terminal
 
 from orca_client.answering import choose
-from orca_client.wire import Question, QuestionOption, RunStarted, StartRun
+from orca_client.views import Question, QuestionOption
+from orca_client.wire import RunStarted, StartRun
 
 DB = {
     "id": "db",

@@ -193,7 +193,8 @@ def _base_env() -> dict[str, str]:
 def test_the_client_package_never_imports_the_daemon() -> None:
     code = (
         "import sys, orca_client.cli, orca_client.client, orca_client.render, "
-        "orca_client.daemon_control, orca_client.wire, orca_client.paths; "
+        "orca_client.render_events, "
+        "orca_client.cli.daemon, orca_client.wire, orca_client.paths; "
         "bad = [m for m in sys.modules if m.startswith('orca_daemon')]; "
         "assert not bad, bad"
     )
@@ -204,7 +205,8 @@ def test_the_client_package_never_imports_the_daemon() -> None:
 
 
 def test_status_lists_live_runs_and_the_newest_ended_ones(daemon: DaemonProcess) -> None:
-    from orca_client.wire import StartRun, Status, StatusResult
+    from orca_client.views import StatusResult
+    from orca_client.wire import StartRun, Status
 
     with daemon.client() as client:
         live = client.request(StartRun(command=agent("long_task.py", "60"), cwd=str(daemon.home)))

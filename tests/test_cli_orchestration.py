@@ -215,11 +215,11 @@ def test_watch_describes_orchestration_events(configured: DaemonProcess, tmp_pat
     assert ran.returncode == 0, ran.stderr
     fanned = configured.orca("debug", "--agents", "reviewer", "--wait", "look")
     assert fanned.returncode == 0, fanned.stderr
-    from orca_client import render
+    from orca_client.render_events import decode, event_line
     from orca_client.wire import ReadEvents
 
     with configured.client() as client:
-        lines = [render.event_line(r) for r in client.request(ReadEvents(limit=1000)).events]
+        lines = [event_line(r, decode(r)) for r in client.request(ReadEvents(limit=1000)).events]
     text = "\n".join(lines)
     assert "task_status_changed only in_progress (attempt 1)" in text
     assert "verify_finished    only: passed: true" in text

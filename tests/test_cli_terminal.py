@@ -15,7 +15,7 @@ import time
 
 from conftest import DaemonProcess, agent, wait_until
 
-from orca_client.render import one_line, visible
+from orca_client.terminal_text import one_line, visible
 
 NASTY = "\x1b[2J\x1b[Hclear\x1b]0;pwned\x07 \x9b31mred\rover\x08\x08 \u202eevil\x7f"
 """What tests/agents/hostile_text.py puts in every piece of text it sends."""

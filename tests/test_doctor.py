@@ -16,7 +16,8 @@ from support.questions import q, wait_pending
 from support.worktrees import gate_checkout, make_repo
 
 from orca_client.client import RequestFailed
-from orca_client.wire import Cancel, Doctor, DoctorResult, RunStarted, SessionHealth, StartRun
+from orca_client.views import DoctorResult, SessionHealth
+from orca_client.wire import Cancel, Doctor, RunStarted, StartRun
 
 HEARTBEAT = 0.2
 STUCK_AFTER = 0.5

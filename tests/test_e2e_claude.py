@@ -26,7 +26,7 @@ from support.fake_anthropic_api import (
     wait_for,
 )
 
-from orca_client.wire import RunInfo, SessionInfo
+from orca_client.views import RunInfo, SessionInfo
 
 pytestmark = pytest.mark.e2e
 DEADLINE = 60.0

@@ -40,20 +40,17 @@ from orca_client.events import (
     SessionStarted,
     SessionTerminated,
 )
+from orca_client.views import TERMINAL_STATUSES, RunInfo, SessionInfo, StatusResult
 from orca_client.wire import (
-    TERMINAL_STATUSES,
     Cancel,
     CancelResult,
     Hello,
     Orchestrate,
     OrchestrateResult,
-    RunInfo,
     RunStarted,
-    SessionInfo,
     StartDebug,
     StartRun,
     Status,
-    StatusResult,
 )
 from orca_daemon import synthesizer
 from orca_daemon.orchestration.orchestrator_prompt import (

@@ -13,7 +13,8 @@ import pytest
 from conftest import DaemonProcess, agent, output_of, process_exists, wait_until
 from support.runs import start
 
-from orca_client.wire import Doctor, DoctorResult
+from orca_client.views import DoctorResult
+from orca_client.wire import Doctor
 
 
 @pytest.mark.parametrize("mode", ["detached", "background"])

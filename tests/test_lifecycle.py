@@ -23,8 +23,8 @@ from support.durability import process_running, replay_file
 
 from orca_client.events import RESTARTED_REASON, STOPPED_REASON
 from orca_client.paths import read_token
+from orca_client.views import TERMINAL_STATUSES
 from orca_client.wire import (
-    TERMINAL_STATUSES,
     ReadEvents,
     Reply,
     RunStarted,

@@ -21,16 +21,8 @@ from support.graph_script import GraphScript
 from support.homes import write_config
 
 from orca_client.client import RequestFailed
-from orca_client.wire import (
-    Answer,
-    Cancel,
-    CancelResult,
-    RunInfo,
-    RunStarted,
-    StartRun,
-    Status,
-    StatusResult,
-)
+from orca_client.views import RunInfo, StatusResult
+from orca_client.wire import Answer, Cancel, CancelResult, RunStarted, StartRun, Status
 from orca_daemon.config import RepoSettings
 from orca_daemon.orchestration.parents import resolve_repositories
 

@@ -33,8 +33,7 @@ from conftest import (
 from support.graph_script import GraphScript
 from support.homes import write_config, write_log
 
-from orca_client.cli import fetch_status
-from orca_client.client import RequestFailed
+from orca_client.client import RequestFailed, fetch_status
 from orca_client.events import (
     PlanSpec,
     RunCreated,
@@ -50,18 +49,15 @@ from orca_client.plan import (
     parse_plan,
     ready_tasks,
 )
+from orca_client.views import TERMINAL_STATUSES, RunInfo, StatusResult, TaskInfo
 from orca_client.wire import (
-    TERMINAL_STATUSES,
     Answer,
     Cancel,
     RetryTask,
-    RunInfo,
     RunStarted,
     StartPlan,
     StartRun,
     Status,
-    StatusResult,
-    TaskInfo,
     TaskRetried,
 )
 
@@ -850,7 +846,7 @@ def test_a_task_recorded_but_never_started_is_started_on_restart(
 
 def test_a_long_chain_gives_the_nearest_summaries_within_a_limit_and_says_so() -> None:
     from orca_client.events import PlanSpec
-    from orca_client.wire import RunInfo, TaskInfo
+    from orca_client.views import RunInfo, TaskInfo
     from orca_daemon.orchestration.plan_prompt import (
         CONTEXT_CHARS,
         SUMMARY_CHARS,
@@ -1074,7 +1070,8 @@ def test_one_task_agent_configured_for_worktrees_puts_the_whole_plan_in_worktree
 def test_doctor_shows_a_task_whose_verify_commands_hang_and_retry_gets_it_going(
     plan_daemon: DaemonProcess, bench: Bench
 ) -> None:
-    from orca_client.wire import Doctor, DoctorResult
+    from orca_client.views import DoctorResult
+    from orca_client.wire import Doctor
 
     gate = bench.work / "verified"
     run_id = start_plan(

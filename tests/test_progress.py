@@ -19,8 +19,10 @@ import pytest
 from conftest import AGENTS, EXAMPLES, DaemonProcess, wait_until
 from support.terminal import Terminal
 
+from orca_client.events import RunCreated, SessionCreated
 from orca_client.plan import parse_plan
-from orca_client.render import OutputLabels, RunProgress, cells, clip_words
+from orca_client.render_events import OutputLabels, RunProgress, decode
+from orca_client.terminal_text import cells, clip_words
 from orca_client.wire import Cancel, EventRecord, StartDebug, StartPlan, StartRun
 
 QUESTIONS = [
@@ -377,17 +379,19 @@ def test_titles_are_cut_at_a_word_boundary_in_terminal_cells() -> None:
 
 def test_output_labels_keep_each_session_on_its_own_lines() -> None:
     labels = OutputLabels()
-    labels.learn({"type": "run_created", "run_id": "r", "kind": "fanout"})
+    labels.learn(RunCreated(run_id="r", title="t", cwd="/", kind="fanout"))
     for number, agent in ((1, "codex"), (2, "claude")):
         labels.learn(
-            {"type": "session_created", "run_id": "r", "session_id": f"r.{number}", "agent": agent}
+            SessionCreated(
+                run_id="r", session_id=f"r.{number}", agent=agent, command=[agent], cwd="/"
+            )
         )
     shown = labels.label("r.1", "stdout", "a\n\nhalf")
     shown += labels.label("r.2", "stdout", "other\n")
     shown += labels.label("r.1", "stdout", " done\n")
     assert shown == "[1 codex] a\n[1 codex]\n[1 codex] half\n[2 claude] other\n[1 codex]  done\n"
     single = OutputLabels()
-    single.learn({"type": "run_created", "run_id": "r", "kind": "single"})
+    single.learn(RunCreated(run_id="r", title="t", cwd="/", kind="single"))
     assert single.label("r.1", "stdout", "a\nb") == "a\nb"
 
 
@@ -396,7 +400,8 @@ def test_progress_names_each_waiting_request_when_several_sessions_ask() -> None
 
     def told(position: int, event: dict[str, Any]) -> list[str]:
         body = msgspec.json.encode({"run_id": "r", **event})
-        return progress.lines(EventRecord(position, "run-r", position, 0.0, 1, msgspec.Raw(body)))
+        record = EventRecord(position, "run-r", position, 0.0, 1, msgspec.Raw(body))
+        return progress.lines(decode(record))
 
     told(1, {"type": "run_created", "title": "t", "cwd": "/", "kind": "fanout"})
     question = {"id": "q", "question": "Go?"}
@@ -417,3 +422,21 @@ def test_progress_names_each_waiting_request_when_several_sessions_ask() -> None
         "answered by me: q=yes"
     ]
     assert progress.waiting_line() == "waiting for an answer: q — answer with: orca answer r 'TEXT'"
+
+
+def test_an_event_this_client_does_not_know_is_still_shown_by_its_type() -> None:
+    """A newer orcad may record an event type, or a field, this client does not know: `orca
+    watch` shows it by its type and whose it is, and `--wait` goes on."""
+    from orca_client.render_events import event_line
+
+    def record(body: dict[str, Any]) -> EventRecord:
+        return EventRecord(7, "run-r", 7, 0.0, 1, msgspec.Raw(msgspec.json.encode(body)))
+
+    new_type = record({"type": "run_paused", "run_id": "r", "until": 5})
+    new_field = record(
+        {"type": "session_started", "run_id": "r", "session_id": "r.1", "pid": 1, "x": 2}
+    )
+    for shown in (new_type, new_field):
+        assert RunProgress("r").lines(decode(shown)) == []
+    assert event_line(new_type, decode(new_type)).split()[2:] == ["r", "run_paused"]
+    assert event_line(new_field, decode(new_field)).split()[2:] == ["r.1", "session_started"]

@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 from conftest import DaemonProcess, events_of, run_orca, wait_until
 
-from orca_client.wire import RunStarted, SessionInfo, StartRun
+from orca_client.views import SessionInfo
+from orca_client.wire import RunStarted, StartRun
 
 FAKES = Path(__file__).resolve().parent / "fakes"
 FAKE_CODEX = FAKES / "codex"

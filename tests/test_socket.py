@@ -15,6 +15,7 @@ from conftest import DaemonProcess, agent
 from support.sockets import RawPeer, assert_alive, envelope, refusal
 
 from orca_client.client import Client
+from orca_client.views import StatusResult
 from orca_client.wire import (
     MAX_MESSAGE_BYTES,
     PROTOCOL,
@@ -23,7 +24,6 @@ from orca_client.wire import (
     Hello,
     StartRun,
     Status,
-    StatusResult,
     Subscribe,
     SubscriptionOverflowed,
     encode_request,

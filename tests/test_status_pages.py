@@ -14,10 +14,10 @@ import msgspec
 import pytest
 from conftest import DaemonProcess, agent, wait_until
 
-from orca_client.cli import fetch_status
-from orca_client.client import RequestFailed
+from orca_client.client import RequestFailed, fetch_status
 from orca_client.view_text import VIEW_TEXT_CHARS
-from orca_client.wire import RunStarted, StartRun, Status, StatusResult
+from orca_client.views import StatusResult
+from orca_client.wire import RunStarted, StartRun, Status
 
 MB = 1_000_000
 THIRD = MB // 3

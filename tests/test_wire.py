@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from orca_client.replay import ReplayGuard
 from orca_client.wire import (
     MAX_MESSAGE_BYTES,
     PROTOCOL,
@@ -22,7 +23,6 @@ from orca_client.wire import (
     Hello,
     HelloResult,
     ReadEvents,
-    ReplayGuard,
     Reply,
     StartRun,
     Status,

@@ -21,15 +21,8 @@ from support.homes import write_config
 from support.worktrees import gate_checkout, git, make_repo
 
 from orca_client.client import RequestFailed
-from orca_client.wire import (
-    Cancel,
-    Clean,
-    CleanResult,
-    RunStarted,
-    SessionInfo,
-    StartRun,
-    WorktreeInfo,
-)
+from orca_client.views import SessionInfo, WorktreeInfo
+from orca_client.wire import Cancel, Clean, CleanResult, RunStarted, StartRun
 
 
 @pytest.fixture

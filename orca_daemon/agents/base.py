@@ -10,7 +10,7 @@ from typing import Any, Literal, Protocol
 
 import msgspec
 
-from orca_client.wire import Question
+from orca_client.views import Question
 
 MAX_QUESTIONS = 20
 

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from orca_client.wire import Question, QuestionOption
+from orca_client.views import Question, QuestionOption
 from orca_daemon.agents.base import (
     Effect,
     Identified,

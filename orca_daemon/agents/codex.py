@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from orca_client.wire import Question
+from orca_client.views import Question
 from orca_daemon.agents import jsonrpc
 from orca_daemon.agents.base import (
     Effect,

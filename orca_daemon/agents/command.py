@@ -10,7 +10,7 @@ from typing import Literal
 
 import msgspec
 
-from orca_client.wire import Question
+from orca_client.views import Question
 from orca_daemon.agents.base import (
     Effect,
     Note,

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from orca_client import __version__
-from orca_client.wire import AgentCheck
+from orca_client.views import AgentCheck
 from orca_daemon.agents.base import Translator
 from orca_daemon.agents.binaries import (
     MINIMUM_VERSIONS,

@@ -22,13 +22,8 @@ from orca_client.events import (
     RunCreated,
     RunStatusChanged,
 )
-from orca_client.wire import (
-    TERMINAL_STATUSES,
-    OrchestrateResult,
-    RunStarted,
-    StartDebug,
-    WireError,
-)
+from orca_client.views import TERMINAL_STATUSES
+from orca_client.wire import OrchestrateResult, RunStarted, StartDebug, WireError
 from orca_daemon.agents.registry import Launch
 from orca_daemon.log.store import ConcurrencyError
 from orca_daemon.orchestration.effects import RunEffects

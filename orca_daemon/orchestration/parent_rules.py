@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from orca_client.events import ChildrenSpec, RunStatusChanged
-from orca_client.wire import TERMINAL_STATUSES, RunInfo
+from orca_client.views import TERMINAL_STATUSES, RunInfo
 
 
 @dataclass(frozen=True)

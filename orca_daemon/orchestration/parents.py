@@ -19,7 +19,8 @@ from orca_client.events import (
     RunCreated,
     RunStatusChanged,
 )
-from orca_client.wire import TERMINAL_STATUSES, RunInfo, RunStarted, StartRun, WireError
+from orca_client.views import TERMINAL_STATUSES, RunInfo
+from orca_client.wire import RunStarted, StartRun, WireError
 from orca_daemon.config import RepoSettings
 from orca_daemon.log.store import AppendMode, ConcurrencyError, LogUnavailable
 from orca_daemon.orchestration.effects import RunEffects

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from orca_client.events import PlanSpec
 from orca_client.plan import PlanGraph, PlanTask
-from orca_client.wire import RunInfo
+from orca_client.views import RunInfo
 
 SUMMARY_CHARS = 4000
 CONTEXT_CHARS = 20_000

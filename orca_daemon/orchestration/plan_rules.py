@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from orca_client.events import Event, PlanSpec, RunStatusChanged, TaskStatusChanged
-from orca_client.wire import TERMINAL_STATUSES, RunInfo, SessionInfo, TaskInfo
+from orca_client.views import TERMINAL_STATUSES, RunInfo, SessionInfo, TaskInfo
 from orca_daemon.state.projection import State
 
 INTERRUPTED_CAUSES = frozenset({"orcad_stopped", "orcad_restarted"})

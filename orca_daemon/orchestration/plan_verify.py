@@ -17,7 +17,7 @@ import anyio.abc
 
 from orca_client.events import Event, TaskStatusChanged, VerifyFinished
 from orca_client.plan import PlanTask
-from orca_client.wire import TERMINAL_STATUSES, SessionInfo
+from orca_client.views import TERMINAL_STATUSES, SessionInfo
 from orca_daemon.limits import restore_inherited_limit
 from orca_daemon.log.store import ConcurrencyError
 from orca_daemon.orchestration.effects import RunEffects

@@ -18,14 +18,8 @@ from pathlib import Path
 
 from orca_client.events import Event, PlanSpec, RunCreated, RunStatusChanged, TaskStatusChanged
 from orca_client.plan import Plan, PlanError, validate_plan
-from orca_client.wire import (
-    TERMINAL_STATUSES,
-    RunInfo,
-    RunStarted,
-    StartPlan,
-    TaskRetried,
-    WireError,
-)
+from orca_client.views import TERMINAL_STATUSES, RunInfo
+from orca_client.wire import RunStarted, StartPlan, TaskRetried, WireError
 from orca_daemon.config import ConfigError
 from orca_daemon.log.store import ConcurrencyError
 from orca_daemon.orchestration.effects import RunEffects

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from orca_client.wire import TERMINAL_STATUSES
+from orca_client.views import TERMINAL_STATUSES
 from orca_daemon.orchestration.effects import RunEffects
 from orca_daemon.orchestration.fanout import FanOutCoordinator
 from orca_daemon.orchestration.parents import ParentCoordinator

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import anyio
 
 from orca_client.events import RESTARTED_REASON
-from orca_client.wire import TERMINAL_STATUSES, SessionInfo
+from orca_client.views import TERMINAL_STATUSES, SessionInfo
 from orca_daemon.runs.admission import Admission
 from orca_daemon.runs.launcher import Launcher
 from orca_daemon.runs.lifecycle import Lifecycle

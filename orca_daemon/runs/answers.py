@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 
 from orca_client.events import Event, QuestionAnswered
-from orca_client.wire import TERMINAL_STATUSES, Answer, AnswerResult, WireError
+from orca_client.views import TERMINAL_STATUSES
+from orca_client.wire import Answer, AnswerResult, WireError
 from orca_daemon.runs.launcher import MAX_TITLE_CHARS
 from orca_daemon.runs.questions import resolve_answers, split_secrets
 from orca_daemon.runs.rules import pending_request, resume_events

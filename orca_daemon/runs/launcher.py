@@ -17,7 +17,8 @@ from pathlib import Path
 import anyio
 
 from orca_client.events import AgentLookup, SessionCreated
-from orca_client.wire import RunInfo, SessionInfo, WireError
+from orca_client.views import RunInfo, SessionInfo
+from orca_client.wire import WireError
 from orca_daemon.agents.binaries import BinaryNotFound
 from orca_daemon.agents.registry import Launch, LaunchContext, command_launch, plan_launch
 from orca_daemon.config import Config, ConfigError

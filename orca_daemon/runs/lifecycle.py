@@ -20,7 +20,8 @@ from orca_client.events import (
     TaskStatusChanged,
     run_stream,
 )
-from orca_client.wire import TERMINAL_STATUSES, CancelResult, RunInfo, TerminalStatus, WireError
+from orca_client.views import TERMINAL_STATUSES, RunInfo, TerminalStatus
+from orca_client.wire import CancelResult, WireError
 from orca_daemon.runs.rules import SessionEnding, ending_events, live_sessions, restartable
 from orca_daemon.runs.run_log import RunLog
 

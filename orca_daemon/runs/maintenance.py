@@ -9,13 +9,8 @@ import time
 import anyio
 
 from orca_client.events import OutputAppended, WorktreeRemoved, run_stream
-from orca_client.wire import (
-    TERMINAL_STATUSES,
-    CleanResult,
-    DoctorResult,
-    SessionHealth,
-    WireError,
-)
+from orca_client.views import TERMINAL_STATUSES, DoctorResult, SessionHealth
+from orca_client.wire import CleanResult, WireError
 from orca_daemon.runs.run_log import RunLog
 from orca_daemon.runs.supervisor import Supervisor
 from orca_daemon.sessions.worktrees import WorktreeError, remove_unrecorded, remove_worktree

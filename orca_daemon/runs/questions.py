@@ -7,7 +7,8 @@ never a value, so a secret cannot leak through one.
 
 from __future__ import annotations
 
-from orca_client.wire import Question, WireError
+from orca_client.views import Question
+from orca_client.wire import WireError
 
 MAX_ANSWER_CHARS = 100_000
 

@@ -19,7 +19,7 @@ from orca_client.events import (
     SessionStarted,
     UsageRecorded,
 )
-from orca_client.wire import TERMINAL_STATUSES
+from orca_client.views import TERMINAL_STATUSES
 from orca_daemon.agents.base import (
     Identified,
     PhaseChanged,

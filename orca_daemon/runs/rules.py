@@ -19,14 +19,14 @@ from orca_client.events import (
     RunStatusChanged,
     SessionTerminated,
 )
-from orca_client.wire import (
+from orca_client.views import (
     TERMINAL_STATUSES,
     PendingQuestion,
     RunStatus,
     SessionInfo,
     TerminalStatus,
-    WireError,
 )
+from orca_client.wire import WireError
 from orca_daemon.sessions.process import SessionOutcome
 from orca_daemon.state.projection import State
 

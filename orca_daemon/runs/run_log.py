@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 
 from orca_client.events import Event, RunStatusChanged, run_stream
-from orca_client.wire import TERMINAL_STATUSES, RunStatus
+from orca_client.views import TERMINAL_STATUSES, RunStatus
 from orca_daemon.log.store import AppendMode, EventStore, StoredEvent
 from orca_daemon.state.projection import State
 

@@ -12,11 +12,10 @@ import anyio
 import msgspec
 
 from orca_client.events import run_stream
+from orca_client.views import TERMINAL_STATUSES, AgentChecks, RunInfo, SessionInfo, StatusResult
 from orca_client.wire import (
     PAGE_BYTES,
     PROTOCOL_VERSION,
-    TERMINAL_STATUSES,
-    AgentChecks,
     Answer,
     Cancel,
     CheckAgents,
@@ -32,15 +31,12 @@ from orca_client.wire import (
     ReloadResult,
     Request,
     RetryTask,
-    RunInfo,
     RunStarted,
-    SessionInfo,
     Shutdown,
     StartDebug,
     StartPlan,
     StartRun,
     Status,
-    StatusResult,
     Subscribe,
     Subscribed,
     Unsubscribe,

@@ -22,10 +22,10 @@ import anyio.abc
 import msgspec
 import zmq
 
+from orca_client.replay import ReplayGuard
 from orca_client.wire import (
     MAX_MESSAGE_BYTES,
     DaemonMessage,
-    ReplayGuard,
     Reply,
     Request,
     RequestEnvelope,

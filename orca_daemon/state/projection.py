@@ -40,7 +40,7 @@ from orca_client.events import (
 )
 from orca_client.plan import PlanGraph
 from orca_client.view_text import bounded, bounded_or_none
-from orca_client.wire import (
+from orca_client.views import (
     TERMINAL_STATUSES,
     PendingQuestion,
     Question,

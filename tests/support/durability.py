@@ -22,16 +22,8 @@ from conftest import DaemonProcess
 
 from orca_client.client import Client, DaemonUnavailable, OrcaClientError
 from orca_client.events import RESTARTED_REASON
-from orca_client.wire import (
-    TERMINAL_STATUSES,
-    EventRecord,
-    ReadEvents,
-    RunInfo,
-    RunStarted,
-    SessionInfo,
-    StartRun,
-    StatusResult,
-)
+from orca_client.views import TERMINAL_STATUSES, RunInfo, SessionInfo, StatusResult
+from orca_client.wire import EventRecord, ReadEvents, RunStarted, StartRun
 from orca_daemon.log.store import COLUMNS, StoredEvent
 from orca_daemon.runs.rules import run_status_after
 from orca_daemon.state.projection import State, replay

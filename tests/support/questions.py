@@ -8,7 +8,8 @@ from typing import Any
 
 from conftest import DaemonProcess, agent, events_of, wait_until
 
-from orca_client.wire import PendingQuestion, RunStarted, StartRun
+from orca_client.views import PendingQuestion
+from orca_client.wire import RunStarted, StartRun
 
 
 def start(daemon: DaemonProcess, script: dict[str, Any], **kwargs: Any) -> str:

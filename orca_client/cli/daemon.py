@@ -13,22 +13,34 @@ from pathlib import Path
 
 import msgspec
 
+from orca_client.cli.common import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, Args
 from orca_client.client import (
     START_HINT,
     Client,
     DaemonUnavailable,
     OrcaClientError,
     RequestFailed,
+    fetch_status,
 )
 from orca_client.paths import InsecurePathError, OrcaPaths, ensure_private_dir, resolve_paths
-from orca_client.render import one_line, visible
 from orca_client.systemd_unit import ORCA_ENVIRONMENT, UnitError, render_unit
-from orca_client.wire import HelloResult, Reload, ReloadResult, RunInfo, Shutdown, Status
+from orca_client.terminal_text import one_line, visible
+from orca_client.views import RunInfo
+from orca_client.wire import HelloResult, Reload, ReloadResult, Shutdown, Status
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_UNAVAILABLE = 3
+
+def cmd_daemon(args: Args) -> int:
+    """Carry out `orca daemon ACTION`; returns the exit status."""
+    action = args.daemon_command
+    if action == "start":
+        return start(timeout=args.timeout, as_json=args.json)
+    if action == "stop":
+        return stop(timeout=args.timeout, force=args.force)
+    if action == "status":
+        return status(as_json=args.json)
+    if action == "reload":
+        return reload(check=args.check, as_json=args.json)
+    return install(force=args.force)
 
 
 def daemon_command() -> list[str]:
@@ -152,8 +164,6 @@ SHOWN_LIVE_RUNS = 10
 
 
 def _live_runs(client: Client) -> list[RunInfo]:
-    from orca_client.cli import fetch_status
-
     return fetch_status(client, Status(ended=0)).runs
 
 
@@ -276,7 +286,7 @@ def install(force: bool) -> int:
 def _documentation() -> list[Path]:
     """This installation's README and architecture notes, when they are on disk (a checkout or an
     editable install)."""
-    checkout = Path(__file__).resolve().parent.parent
+    checkout = Path(__file__).resolve().parents[2]  # orca_client/cli/daemon.py
     found = [checkout / "README.md", checkout / "docs" / "ARCHITECTURE.md"]
     return [path for path in found if path.is_file()]
 

@@ -1,5 +1,5 @@
-"""`orca debug`, `orca orchestrate`, `orca plan`, `orca doctor`, `orca clean`: orchestration
-commands of the CLI. Parsers are added by `add_commands`; `cli.main` dispatches to `run`."""
+"""`orca debug`, `orca orchestrate`, `orca plan`, `orca doctor`, `orca clean`: the
+orchestration commands."""
 
 from __future__ import annotations
 
@@ -8,170 +8,18 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from orca_client.cli.common import (
+    Args,
+    UsageError,
+    agent_lookup,
+    client,
+    print_json,
+    wait_for_run,
+    working_directory,
+)
+
 if TYPE_CHECKING:
-    import argparse
-
-    from orca_client.wire import AgentChecks
-
-Args = Any
-CommandFactory = Callable[[str, str, str], "argparse.ArgumentParser"]
-
-DEBUG_HELP = """Fan one task out to several agents, then have one orchestrator synthesize.
-
-Each agent in --agents (configured names; one may repeat) gets PROMPT in its own session.
-Once every one of them has ended (completed, failed or cancelled), orcad starts exactly one
-orchestrator session (--orchestrator, default: [orchestration] orchestrator in config.toml,
-which is the built-in `synthesizer`) with a prompt built from every worker's status and output,
-and it writes its synthesis to the task file. The run ends with the orchestrator.
-
-examples:
-  orca debug --agents codex,claude,codex 'why does test_login fail on CI only?'
-  orca debug --agents reviewer,reviewer --orchestrator codex --task-file ~/notes/bug.md 'PROMPT'
-  orca cancel RUN_ID --session RUN_ID.2   (stop one worker; the others go on)
-  orca orchestrate RUN_ID                 (synthesize now: live workers are cancelled)"""
-
-PLAN_HELP = """Run a plan as a task graph, or check one.
-
-A plan is a JSON file: {"title": "...", "tasks": [{"id": "a", "title": "...", "prompt": "...",
-"agent": "codex", "depends_on": [], "acceptance": ["..."], "verify": ["pytest -q"],
-"max_retries": 1}, ...]}. Dependencies must form a DAG. Ready tasks run in parallel (up to
---max-parallel); a task is done when its agent reports success and each verify command exits
-0; a failed task is retried max_retries times, then fails and cancels its dependants. Each task
-is told the summaries of the tasks it builds on and the answers given earlier in the run.
-
-examples:
-  orca plan validate plan.json
-  orca plan run plan.json --agent codex --wait
-  orca doctor RUN_ID            (stuck tasks: pid, heartbeat, output tail, retry command)
-  orca plan retry RUN_ID TASK_ID"""
-
-
-DOCTOR_HELP = """Diagnose a run, or the agent CLIs Orca would run.
-
-orca doctor RUN_ID: each live session of RUN_ID (and of its child runs): pid, whether its
-process is alive, its last heartbeat and activity, the tail of its output, and for a stuck
-plan task the command that retries it.
-
-orca doctor --agents: each agent a run may name (codex, codex-exec, claude, synthesizer and
-every [agents.NAME] in config.toml): its kind, the binary orcad would run for a run started
-from this shell (found with this shell's PATH, ORCA_CODEX_PATH, ORCA_CLAUDE_PATH, or the
-agent's configured command), that binary's `--version`, and whether Orca supports it:
-supported, too old (needs >= the minimum), not found, not runnable (`--version` failed or
-took longer than --timeout), or version unknown. Orca supports codex >= 0.131.0 and
-claude >= 2.0.0; the tests run codex 0.169.0 and claude 2.1.332.
-  exit status with --agents: 0 when every agent is supported, 1 when one is not."""
-
-
-def add_commands(command: CommandFactory) -> None:
-    """Add the orchestration commands to the `orca` parser."""
-    debug = command("debug", "fan a task out to several agents, then synthesize", DEBUG_HELP)
-    debug.add_argument(
-        "--agents",
-        required=True,
-        metavar="A,B,...",
-        help="comma-separated configured agents, one worker each (names may repeat)",
-    )
-    debug.add_argument("--orchestrator", metavar="AGENT", help="the agent that synthesizes")
-    debug.add_argument(
-        "--task-file", metavar="PATH", help="where the synthesis goes (default: the run's folder)"
-    )
-    _common_start(debug)
-    debug.add_argument("prompt", nargs="+", metavar="PROMPT")
-
-    orchestrate = command(
-        "orchestrate",
-        "start a fan-out's orchestrator now",
-        "Start the orchestrator of fan-out RUN_ID now, cancelling workers still running. "
-        "Idempotent: a fan-out has exactly one orchestrator; asking again names the existing one.",
-    )
-    orchestrate.add_argument("run_id", metavar="RUN_ID")
-    orchestrate.add_argument("--json", action="store_true", help="print the result as JSON")
-
-    plan = command("plan", "run or validate a plan (a task graph)", PLAN_HELP)
-    actions = plan.add_subparsers(dest="plan_command", metavar="ACTION", required=True)
-    plan_run = actions.add_parser(
-        "run", help="run a plan", description="Run PLAN.json as a task graph."
-    )
-    plan_run.add_argument("plan_file", metavar="PLAN.json", help="the plan ('-': stdin)")
-    plan_run.add_argument("--agent", metavar="NAME", help="the agent of tasks that name none")
-    plan_run.add_argument("--max-parallel", type=int, metavar="N", help="tasks at once")
-    plan_run.add_argument(
-        "--keep-dependants",
-        action="store_true",
-        help="a task that fails for good leaves its dependants pending instead of cancelling "
-        "them (the run then fails once nothing else can run)",
-    )
-    _common_start(plan_run)
-    validate = actions.add_parser(
-        "validate",
-        help="check a plan without running it",
-        description="Check PLAN.json: its shape, task ids, dependencies (unknown ones, cycles). "
-        "Exit status 0 when it can run, 2 when it cannot.",
-    )
-    validate.add_argument("plan_file", metavar="PLAN.json", help="the plan ('-': stdin)")
-    validate.add_argument("--json", action="store_true", help="print the plan's tasks as JSON")
-    retry = actions.add_parser(
-        "retry",
-        help="start a new attempt at a task in progress",
-        description="Cancel TASK_ID's current session and start a new attempt (for a stuck "
-        "task: see orca doctor). The new attempt counts against the task's max_retries.",
-    )
-    retry.add_argument("run_id", metavar="RUN_ID")
-    retry.add_argument("task_id", metavar="TASK_ID")
-    retry.add_argument("--json", action="store_true", help="print the result as JSON")
-    for action_parser in actions.choices.values():
-        action_parser.set_defaults(usage_parser=action_parser)
-
-    doctor = command("doctor", "diagnose a run's live sessions, or the agent CLIs", DOCTOR_HELP)
-    doctor.add_argument("run_id", metavar="RUN_ID", nargs="?")
-    doctor.add_argument(
-        "--agents",
-        action="store_true",
-        help="check every configured agent's CLI instead of a run (see above)",
-    )
-    doctor.add_argument(
-        "--timeout",
-        type=float,
-        metavar="SECONDS",
-        help="--agents: how long one `--version` may take (default 10, at most 30)",
-    )
-    doctor.add_argument(
-        "--stuck-after",
-        type=float,
-        metavar="SECONDS",
-        help="no activity for this long counts as stuck (default: config, 600)",
-    )
-    doctor.add_argument("--json", action="store_true", help="print as JSON")
-
-    clean = command(
-        "clean",
-        "remove an ended run's git worktrees",
-        "Remove the git worktrees of RUN_ID's sessions (and of its child runs). The run must "
-        "have ended. Branches are kept, so no commit is lost.",
-    )
-    clean.add_argument("run_id", metavar="RUN_ID")
-    clean.add_argument("--json", action="store_true", help="print the result as JSON")
-
-
-def _common_start(parser: argparse.ArgumentParser) -> None:
-    import argparse
-
-    parser.add_argument("--title", help="a title for the run")
-    parser.add_argument("--cwd", default=None, help="working directory (default: the current one)")
-    parser.add_argument(
-        "--worktree",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="run each session in its own git worktree, on branch orca/RUN/SESSION "
-        "(default: each agent's `worktree` setting)",
-    )
-    parser.add_argument(
-        "--wait",
-        action="store_true",
-        help="wait until the run ends, telling on stderr what happens and what it waits for "
-        "(orca logs RUN_ID shows the output); exit by the outcome",
-    )
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    from orca_client.views import AgentChecks
 
 
 def run(args: Args) -> int:
@@ -187,8 +35,6 @@ def run(args: Args) -> int:
 
 
 def cmd_debug(args: Args) -> int:
-    from orca_client.cli import agent_lookup, client, print_json, wait_for_run, working_directory
-    from orca_client.usage import UsageError
     from orca_client.wire import RunStarted, StartDebug
 
     agents = [name.strip() for name in args.agents.split(",")]
@@ -233,7 +79,6 @@ def cmd_debug(args: Args) -> int:
 
 def cmd_orchestrate(args: Args) -> int:
     from orca_client import answering
-    from orca_client.cli import client, print_json
     from orca_client.wire import Orchestrate, OrchestrateResult
 
     with client() as connection:
@@ -256,7 +101,6 @@ def cmd_orchestrate(args: Args) -> int:
 
 def _read_plan(path: str) -> Any:
     from orca_client.plan import PlanError, parse_plan
-    from orca_client.usage import UsageError
 
     try:
         data = sys.stdin.buffer.read() if path == "-" else open(path, "rb").read()  # noqa: SIM115
@@ -271,10 +115,8 @@ def _read_plan(path: str) -> Any:
 def _validate(path: str, as_json: bool) -> int:
     """`orca plan validate`: every error of the plan, its agents checked against orcad's (or,
     with orcad down, config.toml's); 0 when it can run, 2 when it cannot."""
-    from orca_client.cli import print_json
     from orca_client.plan import PlanError, parse_plan
-    from orca_client.render import one_line
-    from orca_client.usage import UsageError
+    from orca_client.terminal_text import one_line
 
     try:
         data = sys.stdin.buffer.read() if path == "-" else open(path, "rb").read()  # noqa: SIM115
@@ -354,7 +196,6 @@ def _known_agents() -> tuple[set[str] | None, str, set[str]]:
 
 
 def cmd_plan(args: Args) -> int:
-    from orca_client.cli import agent_lookup, client, print_json, wait_for_run, working_directory
     from orca_client.wire import RetryTask, RunStarted, StartPlan, TaskRetried
 
     if args.plan_command == "validate":
@@ -399,9 +240,8 @@ def cmd_plan(args: Args) -> int:
 
 def cmd_doctor(args: Args) -> int:
     from orca_client import render
-    from orca_client.cli import client, print_json
-    from orca_client.usage import UsageError
-    from orca_client.wire import Doctor, DoctorResult
+    from orca_client.views import DoctorResult
+    from orca_client.wire import Doctor
 
     if args.agents:
         if args.run_id is not None or args.stuck_after is not None:
@@ -432,8 +272,6 @@ def _doctor_agents(args: Args) -> int:
     """`orca doctor --agents`: exit 0 when Orca supports every agent's CLI, 1 otherwise."""
     import math
 
-    from orca_client.cli import agent_lookup, client, print_json
-    from orca_client.usage import UsageError
     from orca_client.wire import CheckAgents
 
     timeout = VERSION_TIMEOUT if args.timeout is None else args.timeout
@@ -454,7 +292,7 @@ def _doctor_agents(args: Args) -> int:
 
 def agents_report(result: AgentChecks) -> str:
     """`orca doctor --agents`: one row per agent, then what is wrong with each unsupported one."""
-    from orca_client.render import one_line
+    from orca_client.terminal_text import one_line
 
     states = {
         "supported": "supported",
@@ -483,7 +321,6 @@ def agents_report(result: AgentChecks) -> str:
 
 
 def cmd_clean(args: Args) -> int:
-    from orca_client.cli import client, print_json
     from orca_client.wire import Clean, CleanResult
 
     with client() as connection:
