@@ -13,6 +13,8 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable
 
+import anyio
+
 from orca_daemon.limits import restore_inherited_limit
 
 log = logging.getLogger(__name__)
@@ -188,8 +190,8 @@ async def stop_group(
         return
     deadline = time.monotonic() + grace
     if exited is not None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(exited(), grace)
+        with anyio.move_on_after(grace):
+            await exited()
     # Other members of the group (or an orphan from an earlier daemon) are not our children,
     # so there is nothing to wait on: poll until they are gone or the grace period ends.
     while time.monotonic() < deadline and group_exists(pgid):  # noqa: ASYNC110
