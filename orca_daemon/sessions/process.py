@@ -189,7 +189,8 @@ class SessionProcess:
         if self._stopper.requested is not None:
             return SessionOutcome(exit_code=None, spawn_error="stopped before it started")
         try:
-            process = await spawn_agent(self.spec)
+            with anyio.CancelScope(shield=True):  # a cancel comes after, when it can end all
+                process = await spawn_agent(self.spec)
         except OSError as exc:
             return SessionOutcome(
                 exit_code=None, spawn_error=f"could not start {self.spec.command[0]!r}: {exc}"

@@ -231,3 +231,15 @@ def group_exists(pgid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def group_running(pgid: int) -> bool:
+    """True while a process of group `pgid` runs (zombies, which nobody may reap, left out)."""
+    if not group_exists(pgid):
+        return False
+    member = str(pgid).encode()
+    for entry in os.listdir("/proc"):
+        fields = _stat_fields(entry) if entry.isdigit() else []
+        if len(fields) > 2 and fields[0] != b"Z" and fields[2] == member:
+            return True
+    return False
