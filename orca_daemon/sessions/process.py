@@ -32,7 +32,7 @@ from orca_daemon.agents.base import (
     Translator,
     Usage,
 )
-from orca_daemon.sessions.input import MAX_UNREAD_INPUT_BYTES, InputWriter
+from orca_daemon.sessions.input import InputWriter
 from orca_daemon.sessions.lines import LineSplitter, join_outputs, without_terminal_escapes
 from orca_daemon.sessions.output import OutputBuffer, StreamName
 from orca_daemon.sessions.procs import (
@@ -171,8 +171,6 @@ class SessionProcess:
         )
         self._stopper = Stopper(spec.session_id)
         self._input: InputWriter | None = None
-        self._dropped_input = 0
-        """Lines orcad had for the agent but dropped while it ran (too much waited unread)."""
         self._result: Result | None = None
         self._result_seen = anyio.Event()
         self._recording = 0
@@ -208,8 +206,9 @@ class SessionProcess:
             await self._stopper.abandon(process)
             raise
         finally:
-            dropped = self._input.abandon() if self._input is not None else (0, 0)
-        await self._note_unread_input(*dropped)
+            notes = self._input.abandon() if self._input is not None else []
+        for note in notes:
+            await self._output.add("orca", note)
         await self._output.flush(force=True)
         return SessionOutcome(exit_code=process.returncode, result=self._result)
 
@@ -218,7 +217,7 @@ class SessionProcess:
         await self._recorder.started(process.pid, process_start_ticks(process.pid))
         assert process.stdin is not None and process.stdout is not None
         assert process.stderr is not None
-        self._input = InputWriter(process.stdin)
+        self._input = InputWriter(process.stdin, self.spec.session_id)
         read = anyio.Event()
         tasks.start_soon(self._output.flush_when_due)
         tasks.start_soon(self._input.run)
@@ -303,39 +302,6 @@ class SessionProcess:
         """Return once the stop that `stop` began has ended (when `run` has returned, it has)."""
         await self._stopper.wait_stopped()
 
-    def _send(self, line: bytes, force: bool) -> bool:
-        """Queue a line for the agent's stdin; False when it was dropped."""
-        if self._input is None:
-            return False
-        if self._input.send(line, force):
-            return True
-        if self._input.has_room() or force:
-            log.info("session %s: its stdin is closed; dropped a line", self.spec.session_id)
-            return False
-        self._dropped_input += 1
-        if self._dropped_input == 1:
-            log.warning(
-                "session %s: the agent does not read its input; dropping lines for it",
-                self.spec.session_id,
-            )
-        return False
-
-    async def _note_unread_input(self, lines: int, unread: int) -> None:
-        """The agent has exited: say in its log what it was sent and never read."""
-        if self._dropped_input:
-            await self._output.add(
-                "orca",
-                f"orcad dropped {self._dropped_input} line(s) for the agent: it did not read "
-                f"its input (at most {MAX_UNREAD_INPUT_BYTES} bytes wait for it)\n",
-            )
-        if unread:
-            log.info("session %s: the agent never read %d bytes", self.spec.session_id, unread)
-            await self._output.add(
-                "orca",
-                f"the agent exited without reading up to {unread} bytes of its input "
-                f"({lines} more line(s) queued); orcad dropped them\n",
-            )
-
     async def _drain(self, read: anyio.Event) -> None:
         """Let the readers finish what the exited agent wrote. Whatever still holds the pipes
         (it left the group and the session) is not waited for; but a reader that waits for the
@@ -397,7 +363,8 @@ class SessionProcess:
             if isinstance(effect, Output):
                 await self._output.add(stream, effect.text)
             elif isinstance(effect, Send):
-                self._send(effect.line, force)
+                if self._input is not None:
+                    self._input.offer(effect.line, force)
             elif isinstance(effect, CloseInput):
                 if self._input is not None:
                     self._input.close()
