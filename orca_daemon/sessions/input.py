@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
+
+log = logging.getLogger(__name__)
 
 MAX_UNREAD_INPUT_LINES = 1024
 MAX_UNREAD_INPUT_BYTES = 16 << 20
@@ -14,8 +17,9 @@ class InputWriter:
     """An agent's stdin: lines go out in order from one task (`run`), so neither the pump nor a
     request ever waits for an agent that does not read; what waits is bounded."""
 
-    def __init__(self, stdin: asyncio.StreamWriter) -> None:
+    def __init__(self, stdin: asyncio.StreamWriter, session_id: str) -> None:
         self._stdin = stdin
+        self._session_id = session_id
         # drain() then returns only once everything written is in the pipe.
         stdin.transport.set_write_buffer_limits(high=0)
         self._queue: deque[bytes] = deque()
@@ -27,6 +31,8 @@ class InputWriter:
         self._written = asyncio.Event()
         self._written.set()
         self._closing = False
+        self._dropped = 0
+        """Lines dropped while the agent ran because too much waited unread."""
 
     def has_room(self) -> bool:
         lines, unread = self.unwritten()
@@ -45,6 +51,22 @@ class InputWriter:
             self._queued_bytes += len(line)
         self._wake.set()
         return True
+
+    def offer(self, line: bytes, force: bool) -> bool:
+        """`send`, and when the line is dropped, say so in orcad's log (an agent that does not
+        read, once; its lines are counted for `abandon`)."""
+        if self.send(line, force):
+            return True
+        if self.has_room() or force:
+            log.info("session %s: its stdin is closed; dropped a line", self._session_id)
+            return False
+        self._dropped += 1
+        if self._dropped == 1:
+            log.warning(
+                "session %s: the agent does not read its input; dropping lines for it",
+                self._session_id,
+            )
+        return False
 
     def close(self) -> None:
         """Close the agent's stdin once every queued line is written."""
@@ -85,16 +107,29 @@ class InputWriter:
         finally:
             self._written.set()  # nothing more will be written: nobody waits for it
 
-    def abandon(self) -> tuple[int, int]:
-        """The agent has exited: drop what it never read; returns (lines, bytes) dropped."""
-        dropped = self.unwritten()
+    def abandon(self) -> list[str]:
+        """The agent has exited: drop what it never read; returns what to say about the lines
+        it never got in the session's log."""
+        lines, unread = self.unwritten()
         self._queue.clear()
         self._queued_bytes = 0
         self._closing = True
         transport = self._stdin.transport
         if not transport.is_closing() or transport.get_write_buffer_size():  # (not yet closed)
             transport.abort()
-        return dropped
+        notes = []
+        if self._dropped:
+            notes.append(
+                f"orcad dropped {self._dropped} line(s) for the agent: it did not read "
+                f"its input (at most {MAX_UNREAD_INPUT_BYTES} bytes wait for it)\n"
+            )
+        if unread:
+            log.info("session %s: the agent never read %d bytes", self._session_id, unread)
+            notes.append(
+                f"the agent exited without reading up to {unread} bytes of its input "
+                f"({lines} more line(s) queued); orcad dropped them\n"
+            )
+        return notes
 
     def _hand_over(self, line: bytes) -> None:
         self._stdin.write(line)

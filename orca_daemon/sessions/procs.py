@@ -13,6 +13,8 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable
 
+import anyio
+
 from orca_daemon.limits import restore_inherited_limit
 
 log = logging.getLogger(__name__)
@@ -188,8 +190,8 @@ async def stop_group(
         return
     deadline = time.monotonic() + grace
     if exited is not None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(exited(), grace)
+        with anyio.move_on_after(grace):
+            await exited()
     # Other members of the group (or an orphan from an earlier daemon) are not our children,
     # so there is nothing to wait on: poll until they are gone or the grace period ends.
     while time.monotonic() < deadline and group_exists(pgid):  # noqa: ASYNC110
@@ -229,3 +231,19 @@ def group_exists(pgid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def group_running(pgid: int) -> bool:
+    """True while a process of group `pgid` runs (zombies, which nobody may reap, left out)."""
+    if not group_exists(pgid):
+        return False
+    member = str(pgid).encode()
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return True  # (no way to tell zombies apart)
+    for entry in entries:
+        fields = _stat_fields(entry) if entry.isdigit() else []
+        if len(fields) > 2 and fields[0] != b"Z" and fields[2] == member:
+            return True
+    return False

@@ -1,0 +1,141 @@
+"""Stopping one session's agent: its process group on request (SIGTERM, then SIGKILL after a grace
+period), and once it has ended, whatever it left running."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+
+import anyio
+import anyio.abc
+
+from orca_daemon.sessions.procs import (
+    ProcessTable,
+    descendants,
+    exited,
+    group_exists,
+    process_table,
+    processes_of_sessions,
+    running_since,
+    stop_group,
+    stop_processes,
+)
+
+log = logging.getLogger(__name__)
+
+LEFTOVER_GRACE_SECONDS = 2.0
+"""How long what an agent left running gets between SIGTERM and SIGKILL."""
+
+
+class Stopper:
+    """Stops one session's agent and what it leaves behind.
+
+    A stop runs as a task of the pump's task group, which waits for it (`attach` hands the
+    group over while the pump runs). A stop asked for before that is kept and begins when the
+    pump attaches (or the agent never starts). Once the pump has ended there is nothing left
+    to stop: it waited for the agent's exit and ended what the agent left, or, when it failed
+    or was cancelled, stopped all of it itself (`abandon`)."""
+
+    def __init__(self, session_id: str) -> None:
+        self._session_id = session_id
+        self.requested: float | None = None
+        """The grace period of the first stop asked for, once one was."""
+        self._process: asyncio.subprocess.Process | None = None
+        self._tasks: anyio.abc.TaskGroup | None = None
+        self._stopped: anyio.Event | None = None
+        self._descendants: dict[int, int] = {}
+        """The agent's descendants seen so far (pid -> start ticks), stopped with it."""
+
+    def attach(self, process: asyncio.subprocess.Process, tasks: anyio.abc.TaskGroup) -> None:
+        """The pump runs `process` in `tasks`: stops begin there (one asked for already, now)."""
+        self._process, self._tasks = process, tasks
+        if self.requested is not None:
+            self.stop(self.requested)
+
+    def detach(self) -> None:
+        """The pump has ended."""
+        self._tasks = None
+
+    def stop(self, grace: float) -> None:
+        """Begin stopping the process group: SIGTERM now, SIGKILL after `grace` seconds."""
+        if self.requested is None:
+            self.requested = grace
+        process, tasks = self._process, self._tasks
+        if process is None or tasks is None or process.returncode is not None:
+            return
+        if self._stopped is None:
+            self._stopped = anyio.Event()
+            tasks.start_soon(self._stop, process, grace)
+
+    async def wait_stopped(self) -> None:
+        """Return once a stop that began has ended (at the latest when the pump ends)."""
+        if self._stopped is not None:
+            await self._stopped.wait()
+
+    async def _stop(self, process: asyncio.subprocess.Process, grace: float) -> None:
+        try:
+            await self.stop_now(process, grace)
+        finally:
+            assert self._stopped is not None
+            self._stopped.set()
+
+    async def stop_now(self, process: asyncio.subprocess.Process, grace: float) -> None:
+        """Stop the process group and wait for it (at most `grace` seconds, then SIGKILL)."""
+        await self.track_descendants()  # while the agent lives, they are all below it
+        await stop_group(process.pid, grace, lambda: exited(process))
+
+    async def abandon(self, process: asyncio.subprocess.Process) -> None:
+        """The pump failed or was cancelled: stop the agent and all it started, shielded from
+        the cancel, so that nothing of the session stays running."""
+        with anyio.CancelScope(shield=True):
+            if process.returncode is None:
+                log.info("session %s: its pump ended; stopping its agent", self._session_id)
+                await self.stop_now(process, LEFTOVER_GRACE_SECONDS)
+            await self.end_leftovers(process.pid)
+
+    def note_descendants(self, table: ProcessTable) -> None:
+        """Remember the agent's descendants in `table` (a `process_table()`), and forget those
+        that have ended. Those it remembers are stopped when the session ends, even after the
+        agent's exit has re-parented them away from it."""
+        known = {
+            pid: ticks
+            for pid, ticks in self._descendants.items()
+            if running_since(pid) == ticks  # (a table taken earlier may miss it)
+        }
+        roots = set(known)
+        process = self._process
+        if process is not None and process.returncode is None:  # not reaped: its pid
+            roots.add(process.pid)  # is still its own
+        found = descendants(table, roots) - roots
+        self._descendants = {**known, **{pid: table[pid][1] for pid in found}}
+
+    async def track_descendants(self) -> None:
+        self.note_descendants(await anyio.to_thread.run_sync(process_table))
+
+    async def end_leftovers(self, pgid: int) -> None:
+        """Stop what the agent left running: its process group, any process that carries this
+        session's id in its environment (children that left the group included), and every
+        descendant of the agent seen while it ran (those that left its session too)."""
+        leftovers = {pgid} if group_exists(pgid) else set()
+        found = await anyio.to_thread.run_sync(processes_of_sessions, {self._session_id})
+        for pid in found.get(self._session_id, []):
+            with contextlib.suppress(OSError):
+                leftovers.add(os.getpgid(pid))
+        leftovers.discard(os.getpgrp())
+        await self.track_descendants()  # and what those started since
+        strays = dict(self._descendants)
+        strays.pop(os.getpid(), None)
+        if not (leftovers or strays):
+            return
+        log.info(
+            "session %s: stopping leftover process groups %s and processes %s",
+            self._session_id,
+            sorted(leftovers),
+            sorted(strays),
+        )
+        async with anyio.create_task_group() as stopping:
+            stopping.start_soon(stop_processes, strays, LEFTOVER_GRACE_SECONDS)
+            for group in leftovers:
+                stopping.start_soon(stop_group, group, LEFTOVER_GRACE_SECONDS)
