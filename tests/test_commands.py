@@ -13,23 +13,23 @@ from orca_daemon.sessions.commands import run_command
 
 async def test_exit_status_and_the_end_of_the_output(tmp_path: Path) -> None:
     passed = await run_command("exit 0", str(tmp_path), 30, {})
-    assert passed == (True, 0, "")
+    assert passed == (True, 0, "", False)
     script = "printf 'x%.0s' $(seq 1 5000); printf END; echo \"$GREETING\" >&2; exit 3"
     failed = await run_command(script, str(tmp_path), 30, {"GREETING": "from stderr"})
-    assert failed[:2] == (False, 3)
+    assert failed[:2] == (False, 3) and not failed.timed_out
     assert failed[2] == ("x" * 5000 + "ENDfrom stderr\n")[-2000:]
 
 
 async def test_the_output_tail_is_bounded_and_whole_characters(tmp_path: Path) -> None:
     script = "printf 'a'; i=0; while [ $i -lt 20000 ]; do printf '\\303\\251'; i=$((i+1)); done"
-    passed, status, tail = await run_command(script, str(tmp_path), 30, {}, tail_chars=100)
-    assert (passed, status, tail) == (True, 0, "\u00e9" * 100)
+    result = await run_command(script, str(tmp_path), 30, {}, tail_chars=100)
+    assert result == (True, 0, "\u00e9" * 100, False)
 
 
 async def test_a_command_that_cannot_start_says_why(tmp_path: Path) -> None:
-    passed, status, tail = await run_command("true", str(tmp_path / "missing"), 30, {})
-    assert (passed, status) == (False, None)
-    assert tail.startswith("could not start:")
+    result = await run_command("true", str(tmp_path / "missing"), 30, {})
+    assert (result.passed, result.exit_code, result.timed_out) == (False, None, False)
+    assert result.tail.startswith("could not start:")
 
 
 async def test_out_of_time_its_group_is_killed_even_after_its_shell_exited(
@@ -37,8 +37,8 @@ async def test_out_of_time_its_group_is_killed_even_after_its_shell_exited(
 ) -> None:
     """Its shell exits at once, but what it left in its group holds the output: not ended."""
     script = "echo $$; sleep 60 & exit 0"
-    passed, status, tail = await run_command(script, str(tmp_path), 0.5, {})
-    assert (passed, status) == (False, None)
+    passed, status, tail, timed_out = await run_command(script, str(tmp_path), 0.5, {})
+    assert (passed, status, timed_out) == (False, None, True)
     pgid = int(tail.split()[0])
     assert live_members(pgid) == []
 

@@ -5,11 +5,7 @@ scope of its own, cancelled as soon as nobody waits for that attempt (retried, r
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import os
-import signal
 from pathlib import Path
 
 import anyio
@@ -18,16 +14,14 @@ import anyio.abc
 from orca_client.events import Event, TaskStatusChanged, VerifyFinished
 from orca_client.plan import PlanTask
 from orca_client.views import TERMINAL_STATUSES, SessionInfo
-from orca_daemon.limits import restore_inherited_limit
 from orca_daemon.log.store import ConcurrencyError
 from orca_daemon.orchestration.effects import RunEffects
 from orca_daemon.orchestration.plan_rules import failed_attempt, has_worktree, plan_spec
-from orca_daemon.sessions.procs import child_env
+from orca_daemon.sessions.commands import CommandResult, run_command
 from orca_daemon.sessions.worktrees import WorktreeError, commit_all
 
 log = logging.getLogger(__name__)
 
-VERIFY_TAIL_CHARS = 2000
 RECORD_ATTEMPTS = 20
 
 Attempt = tuple[str, str, int]
@@ -128,14 +122,15 @@ class PlanVerifier:
         }
         for command in task.verify:
             try:
-                ok, code, tail = await run_verify(command, _worked_in(session), timeout, env)
+                result = await run_command(command, _worked_in(session), timeout, env)
             except Exception as exc:  # whatever keeps it from running fails the attempt
                 log.exception("task %s: verify command %r could not run", task.id, command)
-                ok, code, tail = False, None, f"could not run it: {exc}"
+                result = CommandResult(False, None, f"could not run it: {exc}")
+            ok, code, tail = result.passed, result.exit_code, result.tail
             finished = VerifyFinished(run_id, task.id, attempt, command, ok, code, tail)
             await runs.append(run_id, [finished])
             if not ok:
-                why = tail if code is None and tail else _exit_text(code, timeout)
+                why = _failure_text(result, timeout)
                 return f"verify command failed ({why}): {command}", done, (command, tail)
         return None, done, None
 
@@ -177,54 +172,18 @@ class PlanVerifier:
         raise ConcurrencyError(f"run {run_id} kept changing while task {task_id} was verified")
 
 
-async def run_verify(
-    command: str, cwd: str, limit: float, env: dict[str, str]
-) -> tuple[bool, int | None, str]:
-    """Run one verify command with `/bin/sh -c` in its own process group; (passed, exit status
-    or None on a timeout, output tail). Cancelled, it kills the command's group first."""
-    try:
-        process = await asyncio.create_subprocess_exec(
-            "/bin/sh",
-            "-c",
-            command,
-            cwd=cwd,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            env=child_env(env),
-            start_new_session=True,
-            preexec_fn=restore_inherited_limit,
-        )
-    except OSError as exc:
-        return False, None, f"could not start: {exc}"
-    try:
-        with anyio.move_on_after(limit):
-            output, _ = await process.communicate()
-            tail = output.decode("utf-8", "replace")[-VERIFY_TAIL_CHARS:]
-            return process.returncode == 0, process.returncode, tail
-    finally:
-        if process.returncode is None:  # timed out, or cancelled
-            _kill_group(process.pid)
-            with anyio.CancelScope(shield=True):
-                await process.wait()
-    return False, None, ""
-
-
-def _kill_group(pgid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
-
-
 def _verified(count: int) -> str:
     if not count:
         return "the agent reported done"
     return f"done; {count} verify command{'' if count == 1 else 's'} passed"
 
 
-def _exit_text(code: int | None, timeout: float) -> str:
-    if code is None:
+def _failure_text(result: CommandResult, timeout: float) -> str:
+    if result.timed_out:
         return f"timed out after {timeout:g}s"
-    return f"exit status {code}"
+    if result.exit_code is None:  # it could not start, or run
+        return result.tail
+    return f"exit status {result.exit_code}"
 
 
 def _worked_in(session: SessionInfo) -> str:

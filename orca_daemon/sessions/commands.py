@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from typing import NamedTuple
 
 import anyio
 
@@ -19,6 +20,17 @@ KILL_WAIT_SECONDS = 5.0
 its processes in an uninterruptible wait)."""
 
 
+class CommandResult(NamedTuple):
+    """How a one-shot command ended."""
+
+    passed: bool
+    exit_code: int | None
+    """None when it did not end in time or could not start."""
+    tail: str
+    """The end of its output (stderr included), or why it could not start."""
+    timed_out: bool = False
+
+
 async def run_command(
     command: str,
     cwd: str,
@@ -26,11 +38,10 @@ async def run_command(
     env: dict[str, str],
     *,
     tail_chars: int = TAIL_CHARS,
-) -> tuple[bool, int | None, str]:
-    """Run `command` with `/bin/sh -c` in its own process group for at most `limit` seconds:
-    (passed, exit status or None when it did not end in time, the end of its output, stderr
-    included). It has ended when its shell has exited and nothing holds its output any more;
-    one that did not is killed with its group, and so is one whose caller is cancelled (the
+) -> CommandResult:
+    """Run `command` with `/bin/sh -c` in its own process group for at most `limit` seconds.
+    It has ended when its shell has exited and nothing holds its output any more; one that did
+    not is killed with its group (`timed_out`), and so is one whose caller is cancelled (the
     cancel then goes on up). `env` is added to orcad's environment for children."""
     try:
         with anyio.CancelScope(shield=True):  # a cancel comes after, when it can end its group
@@ -47,7 +58,7 @@ async def run_command(
                 preexec_fn=restore_inherited_limit,
             )
     except OSError as exc:
-        return False, None, f"could not start: {exc}"
+        return CommandResult(False, None, f"could not start: {exc}")
     assert process.stdout is not None
     tail = bytearray()
     ended = False
@@ -67,5 +78,5 @@ async def run_command(
                     await anyio.sleep(0.02)
     text = tail.decode("utf-8", "replace")[-tail_chars:]
     if not ended:
-        return False, None, text
-    return process.returncode == 0, process.returncode, text
+        return CommandResult(False, None, text, timed_out=True)
+    return CommandResult(process.returncode == 0, process.returncode, text)
