@@ -98,8 +98,6 @@ class SessionInfo(Struct, frozen=True):
     created_at: float
     debug_run_id: str | None = None
     pid: int | None = None
-    process_start_ticks: int | None = None
-    """The agent process's start time (Linux clock ticks), which tells a reused pid apart."""
     started_at: float | None = None
     ended_at: float | None = None
     exit_code: int | None = None

@@ -47,7 +47,7 @@ async def reconcile(
     A session orcad itself decided on (an orchestrator, a plan task) that never started is
     started now. Then every live fan-out, plan and parent run is handed to `carry_on`."""
     live = state.live_sessions()
-    groups = {s.pid for s in live if s.pid is not None and _is_same_process(s)}
+    groups = {s.pid for s in live if s.pid is not None and _is_same_process(state, s)}
     found = processes_of_sessions(set(state.sessions))
     for session_id, pids in found.items():
         for pid in pids:
@@ -114,11 +114,11 @@ async def shutdown(
         log.error("sessions still recording after their processes were stopped: cancelled")
 
 
-def _is_same_process(session: SessionInfo) -> bool:
+def _is_same_process(state: State, session: SessionInfo) -> bool:
     """True when the pid still names the process the session started (not a reused pid)."""
     assert session.pid is not None
     current = process_start_ticks(session.pid)
-    return current is not None and current == session.process_start_ticks
+    return current is not None and current == state.start_ticks.get(session.session_id)
 
 
 def _check_worktrees(state: State) -> None:

@@ -138,6 +138,8 @@ class State:
     run_answers: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     """Each run's answered questions as (question, answer), secret ones left out: what the run
     has learned, handed to its later sessions."""
+    start_ticks: dict[str, int] = field(default_factory=dict)
+    """Each live session's process start time (Linux clock ticks): tells a reused pid apart."""
     causes: dict[str, EndCause] = field(default_factory=dict)
     """Why each ended session of a live plan run ended (its task's next step depends on it)."""
     open_lines: dict[str, str] = field(default_factory=dict)
@@ -219,8 +221,12 @@ def apply(state: State, stored: StoredEvent) -> State:
         if session is not None:
             if isinstance(event, QuestionAnswered):
                 _learn(state, session, event)
+            elif isinstance(event, SessionStarted):
+                if session.status not in TERMINAL_STATUSES and event.process_start_ticks:
+                    state.start_ticks[event.session_id] = event.process_start_ticks
             elif isinstance(event, SessionTerminated):
                 state.prompts.pop(event.session_id, None)
+                state.start_ticks.pop(event.session_id, None)
                 if event.run_id in state.plans:
                     state.causes[event.session_id] = cause_of(event)
                 state.open_lines.pop(event.session_id, None)
@@ -348,7 +354,6 @@ def evolve_session(session: SessionInfo, event: AnyEvent, at: float) -> SessionI
             session,
             status="running",
             pid=event.pid,
-            process_start_ticks=event.process_start_ticks,
             started_at=at,
             last_activity_at=at,
         )
