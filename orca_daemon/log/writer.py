@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from pathlib import Path
-
-import aiosqlite
 
 from orca_daemon.log.appends import AppendQueue
 from orca_daemon.log.outage import Outages, unwritable_reason
@@ -149,7 +148,7 @@ class LogWriter:
             if rows or tracking:
                 await transactions.write(rows, tracking)
                 written = True
-        except aiosqlite.IntegrityError:
+        except sqlite3.IntegrityError:
             # Only possible if something else wrote to the log: re-read, and write each append
             # on its own (those made together, together).
             transactions.forget_versions()
