@@ -55,7 +55,7 @@ from orca_client.wire import (  # noqa: E402
     Status,
     StatusResult,
 )
-from orca_daemon.log.store import StoredEvent  # noqa: E402
+from orca_daemon.log.records import StoredEvent  # noqa: E402
 from orca_daemon.state.projection import State  # noqa: E402
 
 Info = TypeVar("Info", RunInfo, SessionInfo)

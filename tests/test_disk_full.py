@@ -33,7 +33,7 @@ from test_questions import write_config
 from orca_client.client import RequestFailed
 from orca_client.plan import Plan, PlanTask
 from orca_client.wire import RunStarted, StartDebug, StartPlan, StartRun
-from orca_daemon.log.store import TEST_PAGE_LIMIT_VARIABLE
+from orca_daemon.log.transactions import TEST_PAGE_LIMIT_VARIABLE
 from orca_daemon.runs.manager import STOPPED_REASON
 
 MEGABYTES = 4

@@ -33,7 +33,8 @@ from orca_client.wire import (
     Status,
     StatusResult,
 )
-from orca_daemon.log.store import COLUMNS, StoredEvent
+from orca_daemon.log.records import StoredEvent
+from orca_daemon.log.schema import COLUMNS
 from orca_daemon.runs.manager import RESTARTED_REASON, run_status_after
 from orca_daemon.state.projection import State, replay
 

@@ -26,16 +26,16 @@ from orca_client.events import (
     run_stream,
 )
 from orca_daemon.log import writer as writer_module
-from orca_daemon.log.store import (
-    MAX_APPENDS_PER_BATCH,
-    TEST_PAGE_LIMIT_VARIABLE,
+from orca_daemon.log.appends import MAX_APPENDS_PER_BATCH
+from orca_daemon.log.records import (
     ConcurrencyError,
-    EventStore,
     LogUnavailable,
     StoredEvent,
     StoreError,
     first_page,
 )
+from orca_daemon.log.store import EventStore
+from orca_daemon.log.transactions import TEST_PAGE_LIMIT_VARIABLE
 
 TIMEOUT = 10.0
 

@@ -31,7 +31,7 @@ from orca_client.wire import (
     WireError,
 )
 from orca_daemon.agents.registry import Launch
-from orca_daemon.log.store import ConcurrencyError
+from orca_daemon.log.records import ConcurrencyError
 from orca_daemon.orchestration.orchestrator_prompt import WorkerReport, build_orchestrator_prompt
 
 if TYPE_CHECKING:

@@ -23,7 +23,7 @@ from orca_client.events import (
 )
 from orca_client.wire import TERMINAL_STATUSES, RunInfo, RunStarted, StartRun, WireError
 from orca_daemon.config import RepoSettings
-from orca_daemon.log.store import AppendMode, ConcurrencyError, LogUnavailable
+from orca_daemon.log.records import AppendMode, ConcurrencyError, LogUnavailable
 
 if TYPE_CHECKING:
     from orca_daemon.runs.manager import RunManager

@@ -68,7 +68,8 @@ from orca_daemon.agents.base import (
 from orca_daemon.agents.binaries import BinaryNotFound
 from orca_daemon.agents.registry import Launch, LaunchContext, command_launch, plan_launch
 from orca_daemon.config import Config, ConfigError
-from orca_daemon.log.store import AppendMode, EventStore, LogUnavailable, StoredEvent, StoreError
+from orca_daemon.log.records import AppendMode, LogUnavailable, StoredEvent, StoreError
+from orca_daemon.log.store import EventStore
 from orca_daemon.runs.questions import resolve_answers, split_secrets
 from orca_daemon.sessions.process import (
     PumpSettings,

@@ -47,13 +47,8 @@ from orca_client.wire import (
 from orca_daemon import __version__
 from orca_daemon.agents.binaries import VERSION_TIMEOUT_SECONDS
 from orca_daemon.agents.registry import LaunchContext, check_agents
-from orca_daemon.log.store import (
-    ConcurrencyError,
-    EventStore,
-    LogUnavailable,
-    StoreError,
-    first_page,
-)
+from orca_daemon.log.records import ConcurrencyError, LogUnavailable, StoreError, first_page
+from orca_daemon.log.store import EventStore
 from orca_daemon.orchestration import maintenance
 from orca_daemon.runs.manager import RunManager
 from orca_daemon.socket.request_checks import check_start
