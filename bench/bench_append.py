@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orca_client.events import SCHEMA_VERSION, OutputAppended, encode_event, event_type, run_stream
-from orca_daemon.log.store import INSERT, SCHEMA, EventStore
+from orca_daemon.log.schema import INSERT, SCHEMA
+from orca_daemon.log.store import EventStore
 
 APPENDERS = 100
 RAW_BATCH_ROWS = 1000

@@ -54,7 +54,7 @@ from orca_client.events import (
 from orca_client.plan import Plan, PlanGraph, PlanTask, parse_plan
 from orca_client.views import TERMINAL_STATUSES
 from orca_client.wire import RunStarted, StartPlan, Status
-from orca_daemon.log.store import StoredEvent
+from orca_daemon.log.records import StoredEvent
 from orca_daemon.state.projection import State, apply, replay
 
 SIZES = (1_000, 10_000)

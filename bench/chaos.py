@@ -49,7 +49,7 @@ from support.durability import (  # noqa: E402
 
 from orca_client.views import TERMINAL_STATUSES, RunInfo, SessionInfo, StatusResult  # noqa: E402
 from orca_client.wire import RunStarted, StartRun, Status  # noqa: E402
-from orca_daemon.log.store import StoredEvent  # noqa: E402
+from orca_daemon.log.records import StoredEvent  # noqa: E402
 from orca_daemon.state.projection import State  # noqa: E402
 
 Info = TypeVar("Info", RunInfo, SessionInfo)

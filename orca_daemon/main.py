@@ -28,7 +28,8 @@ from orca_client.wire import ReloadResult, WireError
 from orca_daemon import __version__
 from orca_daemon.config import Config, ConfigError, agent_names, changes, load_config
 from orca_daemon.limits import connection_cap, descriptor_limit, raise_descriptor_limit
-from orca_daemon.log.store import EventStore, StoredEvent
+from orca_daemon.log.records import StoredEvent
+from orca_daemon.log.store import EventStore
 from orca_daemon.orchestration.fanout import FanOutCoordinator
 from orca_daemon.orchestration.hooks import HookRunner
 from orca_daemon.orchestration.parents import ParentCoordinator

@@ -34,7 +34,7 @@ from orca_client.client import RequestFailed
 from orca_client.events import STOPPED_REASON
 from orca_client.plan import Plan, PlanTask
 from orca_client.wire import Answer, AnswerResult, RunStarted, StartDebug, StartPlan, StartRun
-from orca_daemon.log.store import TEST_PAGE_LIMIT_VARIABLE
+from orca_daemon.log.transactions import TEST_PAGE_LIMIT_VARIABLE
 
 MEGABYTES = 4
 SUMMARY_BYTES = 20_000
@@ -146,7 +146,7 @@ def session_ends_while_full(
     )  # the note of the loss comes before the end
 
     output = daemon.output()
-    assert output.count("orca_daemon.log.store: the log cannot be written") == 1, output
+    assert output.count("orca_daemon.log.outage: the log cannot be written") == 1, output
     assert "the log can be written again" in output
     assert "Traceback" not in output, output
 
@@ -182,7 +182,7 @@ def test_a_run_started_while_the_log_is_full_is_refused_with_the_reason_and_not_
 
     wait_until(started, what="a run to be accepted once the log has space")
     output = daemon.output()
-    assert output.count("orca_daemon.log.store: the log cannot be written") == 1, output
+    assert output.count("orca_daemon.log.outage: the log cannot be written") == 1, output
     assert "Traceback" not in output, output
 
 

@@ -32,7 +32,7 @@ from support.durability import (
 from orca_client.events import RESTARTED_REASON
 from orca_client.views import StatusResult
 from orca_client.wire import RunStarted, StartRun, Status
-from orca_daemon.log.store import StoredEvent
+from orca_daemon.log.records import StoredEvent
 from orca_daemon.state.projection import State
 
 SEED = 20240611

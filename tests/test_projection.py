@@ -36,7 +36,8 @@ from orca_client.events import (
 from orca_client.plan import Plan, PlanTask, ready_tasks
 from orca_client.view_text import VIEW_TEXT_CHARS, bounded
 from orca_client.views import TERMINAL_STATUSES, PendingQuestion, Question, QuestionOption
-from orca_daemon.log.store import EventStore, StoredEvent
+from orca_daemon.log.records import StoredEvent
+from orca_daemon.log.store import EventStore
 from orca_daemon.state.projection import State, apply, replay
 
 QUESTION = Question(id="q", question="Which branch?", options=None)

@@ -19,7 +19,7 @@ from conftest import DaemonProcess, agent, process_exists, wait_until
 
 from orca_client.events import RESTARTED_REASON, STOPPED_REASON
 from orca_client.wire import RunStarted, StartRun
-from orca_daemon.log.store import TEST_PAGE_LIMIT_VARIABLE
+from orca_daemon.log.transactions import TEST_PAGE_LIMIT_VARIABLE
 
 AGENTS = 40
 

@@ -25,17 +25,17 @@ from orca_client.events import (
     decode_event,
     run_stream,
 )
-from orca_daemon.log import store as store_module
-from orca_daemon.log.store import (
-    MAX_APPENDS_PER_BATCH,
-    TEST_PAGE_LIMIT_VARIABLE,
+from orca_daemon.log import writer as writer_module
+from orca_daemon.log.appends import MAX_APPENDS_PER_BATCH
+from orca_daemon.log.records import (
     ConcurrencyError,
-    EventStore,
     LogUnavailable,
     StoredEvent,
     StoreError,
     first_page,
 )
+from orca_daemon.log.store import EventStore
+from orca_daemon.log.transactions import TEST_PAGE_LIMIT_VARIABLE
 
 TIMEOUT = 10.0
 
@@ -524,7 +524,7 @@ async def wait_for(condition: Callable[[], bool]) -> None:
 async def test_a_store_stopped_while_the_log_is_full_gives_up_after_a_bounded_time(
     log: Log, page_limit: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store_module, "CLOSE_RETRY_SECONDS", 0.2)
+    monkeypatch.setattr(writer_module, "CLOSE_RETRY_SECONDS", 0.2)
     store = await EventStore.open(log.path)
     writer = asyncio.create_task(store.run_writer())
     fill(page_limit)

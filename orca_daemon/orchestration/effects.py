@@ -13,7 +13,7 @@ from typing import Protocol
 from orca_client.events import AgentLookup, Event
 from orca_daemon.agents.registry import Launch
 from orca_daemon.config import Config
-from orca_daemon.log.store import AppendMode, StoredEvent
+from orca_daemon.log.records import AppendMode, StoredEvent
 from orca_daemon.runs.launcher import Prepared
 from orca_daemon.state.projection import State
 

@@ -25,7 +25,7 @@ from orca_client.events import (
 from orca_client.views import TERMINAL_STATUSES
 from orca_client.wire import OrchestrateResult, RunStarted, StartDebug, WireError
 from orca_daemon.agents.registry import Launch
-from orca_daemon.log.store import ConcurrencyError
+from orca_daemon.log.records import ConcurrencyError
 from orca_daemon.orchestration.effects import RunEffects
 from orca_daemon.orchestration.orchestrator_prompt import WorkerReport, build_orchestrator_prompt
 from orca_daemon.orchestration.underway import Underway

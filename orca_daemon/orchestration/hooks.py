@@ -30,7 +30,8 @@ from orca_client.events import (
     run_stream,
 )
 from orca_daemon.limits import restore_inherited_limit
-from orca_daemon.log.store import EventStore, StoredEvent, StoreError
+from orca_daemon.log.records import StoredEvent, StoreError
+from orca_daemon.log.store import EventStore
 from orca_daemon.sessions.procs import child_env, stop_group
 from orca_daemon.state.projection import State
 

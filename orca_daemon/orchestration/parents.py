@@ -22,7 +22,7 @@ from orca_client.events import (
 from orca_client.views import TERMINAL_STATUSES, RunInfo
 from orca_client.wire import RunStarted, StartRun, WireError
 from orca_daemon.config import RepoSettings
-from orca_daemon.log.store import AppendMode, ConcurrencyError, LogUnavailable
+from orca_daemon.log.records import AppendMode, ConcurrencyError, LogUnavailable
 from orca_daemon.orchestration.effects import RunEffects
 from orca_daemon.orchestration.parent_rules import decide_children
 from orca_daemon.orchestration.underway import Underway

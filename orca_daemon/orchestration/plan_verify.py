@@ -14,7 +14,7 @@ import anyio.abc
 from orca_client.events import Event, TaskStatusChanged, VerifyFinished
 from orca_client.plan import PlanTask
 from orca_client.views import TERMINAL_STATUSES, SessionInfo
-from orca_daemon.log.store import ConcurrencyError
+from orca_daemon.log.records import ConcurrencyError
 from orca_daemon.orchestration.effects import RunEffects
 from orca_daemon.orchestration.plan_rules import failed_attempt, has_worktree, plan_spec
 from orca_daemon.sessions.commands import CommandResult, run_command

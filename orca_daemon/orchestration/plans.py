@@ -21,7 +21,7 @@ from orca_client.plan import Plan, PlanError, validate_plan
 from orca_client.views import TERMINAL_STATUSES, RunInfo
 from orca_client.wire import RunStarted, StartPlan, TaskRetried, WireError
 from orca_daemon.config import ConfigError
-from orca_daemon.log.store import ConcurrencyError
+from orca_daemon.log.records import ConcurrencyError
 from orca_daemon.orchestration.effects import RunEffects
 from orca_daemon.orchestration.parents import DECIDE_ATTEMPTS, ConflictingChanges
 from orca_daemon.orchestration.plan_prompt import build_task_prompt

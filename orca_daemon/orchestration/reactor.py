@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 import anyio
 import anyio.abc
 
-from orca_daemon.log.store import StoredEvent
+from orca_daemon.log.records import StoredEvent
 from orca_daemon.state.projection import State
 
 log = logging.getLogger(__name__)

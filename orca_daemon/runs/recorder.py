@@ -27,7 +27,7 @@ from orca_daemon.agents.base import (
     QuestionsWithdrawn,
     Usage,
 )
-from orca_daemon.log.store import LogUnavailable, StoredEvent, StoreError
+from orca_daemon.log.records import LogUnavailable, StoredEvent, StoreError
 from orca_daemon.runs.rules import resume_events
 from orca_daemon.runs.run_log import RunLog
 from orca_daemon.sessions.process import SessionSpec, StreamName

@@ -11,7 +11,8 @@ import asyncio
 
 from orca_client.events import Event, RunStatusChanged, run_stream
 from orca_client.views import TERMINAL_STATUSES, RunStatus
-from orca_daemon.log.store import AppendMode, EventStore, StoredEvent
+from orca_daemon.log.records import AppendMode, StoredEvent
+from orca_daemon.log.store import EventStore
 from orca_daemon.state.projection import State
 
 

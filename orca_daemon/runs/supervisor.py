@@ -16,7 +16,7 @@ import anyio.abc
 from orca_client.events import STOPPED_REASON, SessionTerminated, WorktreeCreated
 from orca_client.views import TERMINAL_STATUSES, WorktreeInfo
 from orca_daemon.agents.base import Translator
-from orca_daemon.log.store import StoredEvent, StoreError
+from orca_daemon.log.records import StoredEvent, StoreError
 from orca_daemon.runs.admission import Admission
 from orca_daemon.runs.launcher import Prepared, session_env
 from orca_daemon.runs.lifecycle import Lifecycle

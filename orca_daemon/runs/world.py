@@ -11,7 +11,7 @@ from pathlib import Path
 from orca_client.events import AgentLookup, Event, run_stream
 from orca_daemon.agents.registry import Launch
 from orca_daemon.config import Config
-from orca_daemon.log.store import AppendMode, StoredEvent
+from orca_daemon.log.records import AppendMode, StoredEvent
 from orca_daemon.runs.admission import Admission
 from orca_daemon.runs.launcher import Launcher, Prepared
 from orca_daemon.runs.lifecycle import Lifecycle

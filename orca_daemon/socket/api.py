@@ -45,13 +45,8 @@ from orca_client.wire import (
 from orca_daemon import __version__
 from orca_daemon.agents.binaries import VERSION_TIMEOUT_SECONDS
 from orca_daemon.agents.registry import LaunchContext, check_agents
-from orca_daemon.log.store import (
-    ConcurrencyError,
-    EventStore,
-    LogUnavailable,
-    StoreError,
-    first_page,
-)
+from orca_daemon.log.records import ConcurrencyError, LogUnavailable, StoreError, first_page
+from orca_daemon.log.store import EventStore
 from orca_daemon.orchestration.fanout import FanOutCoordinator
 from orca_daemon.orchestration.parents import ParentCoordinator
 from orca_daemon.orchestration.plans import PlanCoordinator

@@ -28,7 +28,8 @@ from orca_client.wire import (
     SubscriptionOverflowed,
     WireError,
 )
-from orca_daemon.log.store import EventStore, StoredEvent, first_page
+from orca_daemon.log.records import StoredEvent, first_page
+from orca_daemon.log.store import EventStore
 
 log = logging.getLogger(__name__)
 

@@ -50,7 +50,7 @@ from orca_client.views import (
     TaskInfo,
     WorktreeInfo,
 )
-from orca_daemon.log.store import StoredEvent
+from orca_daemon.log.records import StoredEvent
 
 replace = msgspec.structs.replace
 

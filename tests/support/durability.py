@@ -24,7 +24,8 @@ from orca_client.client import Client, DaemonUnavailable, OrcaClientError
 from orca_client.events import RESTARTED_REASON
 from orca_client.views import TERMINAL_STATUSES, RunInfo, SessionInfo, StatusResult
 from orca_client.wire import EventRecord, ReadEvents, RunStarted, StartRun
-from orca_daemon.log.store import COLUMNS, StoredEvent
+from orca_daemon.log.records import StoredEvent
+from orca_daemon.log.schema import COLUMNS
 from orca_daemon.runs.rules import run_status_after
 from orca_daemon.state.projection import State, replay
 

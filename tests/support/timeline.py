@@ -4,7 +4,7 @@ tests of the projection and of the pure decisions made from it."""
 from __future__ import annotations
 
 from orca_client.events import SCHEMA_VERSION, AnyEvent, encode_event, event_type, run_stream
-from orca_daemon.log.store import StoredEvent
+from orca_daemon.log.records import StoredEvent
 from orca_daemon.state.projection import State, replay
 
 

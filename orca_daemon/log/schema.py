@@ -1,0 +1,87 @@
+"""The log's SQLite file: its tables, the statements that write them, and opening it."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Literal
+
+import aiosqlite
+
+from orca_daemon.log.records import StoredEvent
+from orca_daemon.log.thread import DatabaseThread
+
+Synchronous = Literal["FULL", "NORMAL", "EXTRA"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    position INTEGER PRIMARY KEY,
+    stream TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    schema_version INTEGER NOT NULL,
+    recorded_at REAL NOT NULL,
+    data BLOB NOT NULL,
+    UNIQUE (stream, version)
+);
+CREATE TABLE IF NOT EXISTS tracking (
+    name TEXT PRIMARY KEY,
+    position INTEGER NOT NULL
+);
+"""
+TRACK = (
+    "INSERT INTO tracking (name, position) VALUES (?, ?)"
+    " ON CONFLICT (name) DO UPDATE SET position = MAX(position, excluded.position)"
+)
+INSERT = (
+    "INSERT INTO events (position, stream, version, type, schema_version, recorded_at, data)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+COLUMNS = "position, stream, version, type, schema_version, recorded_at, data"
+HEAD = "SELECT COALESCE(MAX(position), 0) FROM events"
+WAL_CHECKPOINT_PAGES = 4000
+"""Checkpoint the WAL at about 16 MB rather than SQLite's 4 MB: fewer, larger checkpoints."""
+
+
+async def connect(
+    path: Path, synchronous: Synchronous
+) -> tuple[DatabaseThread, aiosqlite.Connection, int]:
+    """Open (creating if needed) the log at `path` in WAL mode: its writing connection, a
+    read-only one, and the position of its last event (0 for an empty log)."""
+    # DEFERRED: the first INSERT opens the transaction, so that the inserts and the COMMIT of a
+    # batch run in one call on the writer's thread (`Transactions.write`).
+    writer = await DatabaseThread.connect(path, isolation_level="DEFERRED")
+    try:
+        head = await writer.call(_prepare, synchronous)
+        reader = await aiosqlite.connect(path, isolation_level=None)
+    except BaseException:
+        await writer.close()
+        raise
+    await reader.execute("PRAGMA query_only=1")
+    return writer, reader, head
+
+
+def _prepare(db: sqlite3.Connection, synchronous: Synchronous) -> int:
+    """Set the writing connection up and create the tables; returns the head position."""
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute(f"PRAGMA synchronous={synchronous}")
+    db.execute("PRAGMA busy_timeout=5000")
+    db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+    db.executescript(SCHEMA)
+    db.execute("DROP INDEX IF EXISTS events_by_stream_position")  # pre-0.1 logs
+    row = db.execute(HEAD).fetchone()
+    return int(row[0]) if row else 0
+
+
+def row_to_event(row: sqlite3.Row | tuple[object, ...]) -> StoredEvent:
+    """The event a row of `COLUMNS` holds."""
+    position, stream, version, type_, schema_version, recorded_at, data = tuple(row)
+    return StoredEvent(
+        int(position),
+        str(stream),
+        int(version),
+        str(type_),
+        int(schema_version),
+        float(recorded_at),
+        bytes(data),
+    )

@@ -1,0 +1,181 @@
+"""One transaction of the writer: a batch of appends given positions and versions, then written."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from orca_client.events import SCHEMA_VERSION, encode_event, event_type
+from orca_daemon.log.pending import PendingAppend
+from orca_daemon.log.records import ConcurrencyError, StoredEvent
+from orca_daemon.log.schema import HEAD, INSERT, TRACK
+from orca_daemon.log.tail import Tail
+from orca_daemon.log.thread import DatabaseThread
+
+log = logging.getLogger(__name__)
+
+TEST_PAGE_LIMIT_VARIABLE = "ORCA_TEST_LOG_PAGE_LIMIT_FILE"
+"""Tests only: a file holding a page count for SQLite's `max_page_count`, read before each write,
+so that a test can make the log full (SQLITE_FULL) and give the space back."""
+
+Accepted = list[tuple[PendingAppend, list[StoredEvent]]]
+"""The appends of a batch that go into its transaction, each with its events as stored."""
+
+
+class Transactions:
+    """Plans a batch (the next positions after the head, each stream's next versions, checked
+    against expected versions) and writes its rows in one transaction on the writing connection."""
+
+    def __init__(self, writer: DatabaseThread, tail: Tail) -> None:
+        self._writer = writer
+        self._tail = tail
+        self._versions: dict[str, int] = {}
+        self._page_limit_file = os.environ.get(TEST_PAGE_LIMIT_VARIABLE)
+        self._page_limit: int | None = None
+
+    def plan(
+        self, batch: list[PendingAppend]
+    ) -> tuple[Accepted, list[tuple[object, ...]], list[StoredEvent]]:
+        """The appends accepted (the others fail with `ConcurrencyError`), their rows, and their
+        events as stored. Call `load_versions` for the batch's streams first."""
+        accepted: Accepted = []
+        rows: list[tuple[object, ...]] = []
+        stored: list[StoredEvent] = []
+        now = time.time()
+        position = self._tail.head
+        for pending in batch:
+            current = self._versions.get(pending.stream, 0)
+            expected = pending.expected_version
+            if expected is not None and expected != current:
+                if pending.future.done():
+                    continue
+                pending.future.set_exception(
+                    ConcurrencyError(
+                        f"stream {pending.stream} is at version {current}, "
+                        f"but the append expected version {expected}"
+                    )
+                )
+                continue
+            events: list[StoredEvent] = []
+            for event in pending.events:
+                position += 1
+                current += 1
+                record = StoredEvent(
+                    position,
+                    pending.stream,
+                    current,
+                    event_type(event),
+                    SCHEMA_VERSION,
+                    now,
+                    encode_event(event),
+                )
+                events.append(record)
+                rows.append(
+                    (
+                        position,
+                        record.stream,
+                        current,
+                        record.type,
+                        SCHEMA_VERSION,
+                        now,
+                        record.data,
+                    )
+                )
+            self._versions[pending.stream] = current
+            accepted.append((pending, events))
+            stored.extend(events)
+        return accepted, rows, stored
+
+    async def write(self, rows: list[tuple[object, ...]], tracking: list[tuple[str, int]]) -> None:
+        """Insert `rows` and upsert `tracking` in one transaction, and commit it (rolled back
+        if anything fails, or if the caller was cancelled before the COMMIT began); one call on
+        the writer's thread."""
+        if self._page_limit_file is not None:
+            await self._apply_test_page_limit(self._page_limit_file)
+        abandoned = threading.Event()
+        try:
+            await self._writer.call(_write, rows, tracking, abandoned)
+        except asyncio.CancelledError:
+            abandoned.set()
+            raise
+
+    async def _apply_test_page_limit(self, limit_file: str) -> None:
+        """Tests only (`ORCA_TEST_LOG_PAGE_LIMIT_FILE`): apply the page limit the file holds."""
+        limit = _read_page_limit(limit_file)
+        if limit != self._page_limit:
+            await self._writer.call(_fetchall, f"PRAGMA max_page_count={limit}", [])
+            self._page_limit = limit
+
+    async def load_versions(self, streams: set[str]) -> None:
+        """Learn the current version of each of `streams` not known yet."""
+        missing = [s for s in streams if s not in self._versions]
+        if not missing:
+            return
+        marks = ",".join("?" * len(missing))
+        query = f"SELECT stream, MAX(version) FROM events WHERE stream IN ({marks}) GROUP BY stream"
+        rows = await self._writer.call(_fetchall, query, missing)
+        found = {str(row[0]): int(row[1]) for row in rows}
+        for stream in missing:
+            self._versions[stream] = found.get(stream, 0)
+
+    def forget_versions(self) -> None:
+        """A write failed: the versions it planned are not the streams' versions."""
+        self._versions.clear()
+
+    async def reset_head(self) -> None:
+        """Re-read the head after a failed write; leaves it as it was if even that fails."""
+        try:
+            rows = await self._writer.call(_fetchall, HEAD, [])
+        except Exception:
+            log.exception("could not re-read the log's head position")
+            return
+        self._tail.head = int(rows[0][0]) if rows else 0
+
+    async def close(self) -> None:
+        await self._writer.close()
+
+
+def _write(
+    db: sqlite3.Connection,
+    rows: list[tuple[object, ...]],
+    tracking: list[tuple[str, int]],
+    abandoned: threading.Event,
+) -> None:
+    """On the writer's thread: the inserts and the COMMIT of one batch, or a rollback."""
+    try:
+        if rows:
+            db.executemany(INSERT, rows)
+        if tracking:
+            db.executemany(TRACK, tracking)
+        if abandoned.is_set():
+            db.rollback()
+            return
+        db.commit()
+    except BaseException:
+        if db.in_transaction:
+            try:
+                db.rollback()
+            except Exception as exc:  # the write's own error is the one to report
+                log.debug("rollback failed: %s", exc)
+        raise
+
+
+def _fetchall(db: sqlite3.Connection, query: str, args: Sequence[object]) -> list[Any]:
+    """On the writer's thread: the rows `query` selects."""
+    return db.execute(query, args).fetchall()
+
+
+def _read_page_limit(limit_file: str) -> int:
+    """The page count in a test's limit file; no file or an empty one: SQLite's maximum."""
+    try:
+        with open(limit_file) as handle:
+            text = handle.read().strip()
+    except FileNotFoundError:
+        text = ""
+    return int(text) if text else 2**32 - 2
