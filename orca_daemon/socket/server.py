@@ -131,6 +131,21 @@ class ConnectionGuard:
     def __len__(self) -> int:
         return len(self._live)
 
+    def watch(self, monitor: zmq.Socket[bytes]) -> None:
+        """Take in what the socket's monitor says of connections accepted and ended."""
+        while _has_input(monitor):
+            try:
+                frames = monitor.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(frames) != 2 or len(frames[0]) != 6:
+                continue
+            event, descriptor = struct.unpack("=Hi", frames[0])
+            if event == zmq.EVENT_ACCEPTED:
+                self.accepted(descriptor)
+            elif event == zmq.EVENT_DISCONNECTED:
+                self.disconnected(descriptor)
+
     def accepted(self, descriptor: int) -> None:
         self._live.add(descriptor)
         if len(self._live) <= self.cap:
@@ -206,12 +221,7 @@ class Server:
         self._key = key
         self._guard = ReplayGuard(not_before=started_at)
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        self._socket = self._context.socket(zmq.ROUTER)
-        self._socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        self._socket.setsockopt(zmq.MAXMSGSIZE, HARD_MAX_MESSAGE_BYTES)
-        self._socket.setsockopt(zmq.SNDHWM, PEER_SEND_QUEUE_MESSAGES)
-        self._socket.setsockopt(zmq.RCVHWM, PEER_RECEIVE_QUEUE_MESSAGES)
-        self._socket.setsockopt(zmq.LINGER, 500)
+        self._socket = _router_socket(self._context)
         self._monitor = self._socket.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
         self.connections = ConnectionGuard(endpoint.removeprefix("ipc://"), max_connections)
         self._readable = asyncio.Event()
@@ -251,7 +261,7 @@ class Server:
                 handled = 0
                 # The descriptors are edge-triggered: drain, then wait for the next edge.
                 while handled < RECEIVE_BATCH:
-                    self._watch_connections()
+                    self.connections.watch(self._monitor)
                     if not _has_input(self._socket):
                         break
                     try:
@@ -269,20 +279,6 @@ class Server:
         finally:
             for descriptor in descriptors:
                 loop.remove_reader(descriptor)
-
-    def _watch_connections(self) -> None:
-        while _has_input(self._monitor):
-            try:
-                frames = self._monitor.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            if len(frames) != 2 or len(frames[0]) != 6:
-                continue
-            event, descriptor = struct.unpack("=Hi", frames[0])
-            if event == zmq.EVENT_ACCEPTED:
-                self.connections.accepted(descriptor)
-            elif event == zmq.EVENT_DISCONNECTED:
-                self.connections.disconnected(descriptor)
 
     # ------------------------------------------------------------------ requests
 
@@ -516,13 +512,24 @@ class Server:
 
     def close(self) -> None:
         try:
-            self._watch_connections()  # a full monitor queue would block libzmq's own thread
+            self.connections.watch(self._monitor)  # a full monitor queue would block libzmq
             self._socket.disable_monitor()
         except zmq.ZMQError as exc:
             log.warning("could not stop the connection monitor: %s", exc)
         self._monitor.close(linger=0)
         self._socket.close(linger=200)
         self._context.term()
+
+
+def _router_socket(context: zmq.Context[zmq.Socket[bytes]]) -> zmq.Socket[bytes]:
+    """The ROUTER socket, with its limits: message size, per-peer queues, linger."""
+    router = context.socket(zmq.ROUTER)
+    router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    router.setsockopt(zmq.MAXMSGSIZE, HARD_MAX_MESSAGE_BYTES)
+    router.setsockopt(zmq.SNDHWM, PEER_SEND_QUEUE_MESSAGES)
+    router.setsockopt(zmq.RCVHWM, PEER_RECEIVE_QUEUE_MESSAGES)
+    router.setsockopt(zmq.LINGER, 500)
+    return router
 
 
 def _has_input(sock: zmq.Socket[bytes]) -> bool:
