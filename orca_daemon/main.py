@@ -1,4 +1,5 @@
-"""`orcad`: wires the log, the projection, the run manager and the socket into one task tree.
+"""`orcad`, the composition root: the log, the projection, runs, orchestration and the socket,
+each component started in one task tree (`await tg.start(component.run)`).
 
 Start-up: check paths and token, take the lock, replay the log, reconcile sessions left in
 flight, bind, tell systemd READY. SIGTERM: stop serving, end sessions in a recorded state, let the

@@ -59,7 +59,7 @@ READ_SIZE = 65_536
 
 
 class SessionRecorder(Protocol):
-    """Where a session's facts go; the run manager turns them into events."""
+    """Where a session's facts go; `runs/recorder.Recorder` turns them into events."""
 
     async def started(self, pid: int, process_start_ticks: int | None) -> None: ...
 

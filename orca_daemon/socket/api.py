@@ -1,5 +1,6 @@
-"""What each socket request does: reads answer from the projection and the log, writes go
-through the run manager. Requests arrive here already verified and decoded."""
+"""What each socket request does: reads are answered from the projection and the log; writes go
+to runs/ (start, cancel, answer) and orchestration/ (fan-outs, plans). The log's errors become
+the client's error codes here. Requests arrive already verified and decoded."""
 
 from __future__ import annotations
 
@@ -95,7 +96,7 @@ class RunServices:
 
 
 class Api:
-    """Dispatches verified requests to the projection, the log and the run manager."""
+    """Dispatches verified requests to the projection, the log, runs and orchestration."""
 
     def __init__(
         self,
