@@ -100,13 +100,7 @@ class Launcher:
             settings = self.config.agent(agent, Path(cwd))
         except ConfigError as exc:
             raise WireError("bad_request", str(exc)) from None
-        context = LaunchContext(
-            cwd=cwd,
-            search_path=client.search_path or os.environ.get("PATH", ""),
-            codex_path=client.codex_path or os.environ.get("ORCA_CODEX_PATH"),
-            claude_path=client.claude_path or os.environ.get("ORCA_CLAUDE_PATH"),
-            resume=resume,
-        )
+        context = launch_context(client, cwd, resume)
         try:
             return await anyio.to_thread.run_sync(plan_launch, settings, context)
         except BinaryNotFound as exc:
@@ -162,6 +156,17 @@ def client_context(request: object) -> AgentLookup:
         search_path=getattr(request, "search_path", None),
         codex_path=getattr(request, "codex_path", None),
         claude_path=getattr(request, "claude_path", None),
+    )
+
+
+def launch_context(client: AgentLookup, cwd: str, resume: str | None = None) -> LaunchContext:
+    """Where agent CLIs are found for a client: its lookup, else orcad's own environment."""
+    return LaunchContext(
+        cwd=cwd,
+        search_path=client.search_path or os.environ.get("PATH", ""),
+        codex_path=client.codex_path or os.environ.get("ORCA_CODEX_PATH"),
+        claude_path=client.claude_path or os.environ.get("ORCA_CLAUDE_PATH"),
+        resume=resume,
     )
 
 

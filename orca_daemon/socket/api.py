@@ -45,7 +45,7 @@ from orca_client.wire import (
 )
 from orca_daemon import __version__
 from orca_daemon.agents.binaries import VERSION_TIMEOUT_SECONDS
-from orca_daemon.agents.registry import LaunchContext, check_agents
+from orca_daemon.agents.registry import check_agents
 from orca_daemon.log.records import ConcurrencyError, LogUnavailable, StoreError, first_page
 from orca_daemon.log.store import EventStore
 from orca_daemon.orchestration.fanout import FanOutCoordinator
@@ -53,7 +53,7 @@ from orca_daemon.orchestration.parents import ParentCoordinator
 from orca_daemon.orchestration.plans import PlanCoordinator
 from orca_daemon.runs import answers, maintenance
 from orca_daemon.runs.admission import Admission
-from orca_daemon.runs.launcher import Launcher
+from orca_daemon.runs.launcher import Launcher, client_context, launch_context
 from orca_daemon.runs.lifecycle import Lifecycle
 from orca_daemon.runs.run_log import RunLog
 from orca_daemon.runs.starts import start_single
@@ -349,12 +349,7 @@ class Api:
                 f"timeout must be more than 0 and at most {MAX_VERSION_TIMEOUT:g} seconds, "
                 f"got {timeout}",
             )
-        context = LaunchContext(
-            cwd="",
-            search_path=request.search_path or os.environ.get("PATH", ""),
-            codex_path=request.codex_path or os.environ.get("ORCA_CODEX_PATH"),
-            claude_path=request.claude_path or os.environ.get("ORCA_CLAUDE_PATH"),
-        )
+        context = launch_context(client_context(request), cwd="")
         checks = await anyio.to_thread.run_sync(
             check_agents, self._runs.launcher.config, context, timeout
         )
