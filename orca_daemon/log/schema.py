@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Literal
 
 import aiosqlite
 
 from orca_daemon.log.records import StoredEvent
-from orca_daemon.log.thread import DatabaseThread
 
 Synchronous = Literal["FULL", "NORMAL", "EXTRA"]
 
@@ -45,35 +43,31 @@ WAL_CHECKPOINT_PAGES = 4000
 
 async def connect(
     path: Path, synchronous: Synchronous
-) -> tuple[DatabaseThread, aiosqlite.Connection, int]:
+) -> tuple[aiosqlite.Connection, aiosqlite.Connection, int]:
     """Open (creating if needed) the log at `path` in WAL mode: its writing connection, a
     read-only one, and the position of its last event (0 for an empty log)."""
-    # DEFERRED: the first INSERT opens the transaction, so that the inserts and the COMMIT of a
-    # batch run in one call on the writer's thread (`Transactions.write`).
-    writer = await DatabaseThread.connect(path, isolation_level="DEFERRED")
+    # DEFERRED: the first INSERT opens the transaction, so a commit costs two trips to the
+    # database thread (inserts, COMMIT) instead of three.
+    writer = await aiosqlite.connect(path, isolation_level="DEFERRED")
     try:
-        head = await writer.call(_prepare, synchronous)
+        await writer.execute("PRAGMA journal_mode=WAL")
+        await writer.execute(f"PRAGMA synchronous={synchronous}")
+        await writer.execute("PRAGMA busy_timeout=5000")
+        await writer.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+        await writer.executescript(SCHEMA)
+        await writer.execute("DROP INDEX IF EXISTS events_by_stream_position")  # pre-0.1 logs
+        async with writer.execute(HEAD) as cursor:
+            row = await cursor.fetchone()
         reader = await aiosqlite.connect(path, isolation_level=None)
     except BaseException:
         await writer.close()
         raise
     await reader.execute("PRAGMA query_only=1")
+    head = int(row[0]) if row else 0
     return writer, reader, head
 
 
-def _prepare(db: sqlite3.Connection, synchronous: Synchronous) -> int:
-    """Set the writing connection up and create the tables; returns the head position."""
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute(f"PRAGMA synchronous={synchronous}")
-    db.execute("PRAGMA busy_timeout=5000")
-    db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
-    db.executescript(SCHEMA)
-    db.execute("DROP INDEX IF EXISTS events_by_stream_position")  # pre-0.1 logs
-    row = db.execute(HEAD).fetchone()
-    return int(row[0]) if row else 0
-
-
-def row_to_event(row: sqlite3.Row | tuple[object, ...]) -> StoredEvent:
+def row_to_event(row: aiosqlite.Row | tuple[object, ...]) -> StoredEvent:
     """The event a row of `COLUMNS` holds."""
     position, stream, version, type_, schema_version, recorded_at, data = tuple(row)
     return StoredEvent(

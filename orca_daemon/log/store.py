@@ -1,4 +1,4 @@
-"""The event log: SQLite, one writer task that group-commits, reads, a live tail.
+"""The event log: SQLite through aiosqlite, one writer task that group-commits, reads, a live tail.
 
 Every event has a global `position` and a `version` within its stream; `(stream, version)` is
 unique, which gives optimistic concurrency. `append` returns only after its transaction is durable.
@@ -10,9 +10,8 @@ with `LogUnavailable`. An append whose caller stops waiting for it (is cancelled
 is never written later.
 
 The parts: `schema` (the file), `appends` (the queue appenders wait on), `writer` (the group
-commit), `transactions` (one batch's rows, written in one call on the writing connection's own
-`thread`), `outage` (when the log cannot be written), `tail` (head, recent events, commit
-listeners), `reads` (through aiosqlite); `records` holds what they hand out.
+commit), `transactions` (one batch's rows), `outage` (when the log cannot be written), `tail`
+(head, recent events, commit listeners), `reads`; `records` holds what they hand out.
 """
 
 from __future__ import annotations

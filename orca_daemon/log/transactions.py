@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-import sqlite3
-import threading
 import time
-from collections.abc import Sequence
-from typing import Any
+
+import aiosqlite
 
 from orca_client.events import SCHEMA_VERSION, encode_event, event_type
 from orca_daemon.log.pending import PendingAppend
 from orca_daemon.log.records import ConcurrencyError, StoredEvent
 from orca_daemon.log.schema import HEAD, INSERT, TRACK
 from orca_daemon.log.tail import Tail
-from orca_daemon.log.thread import DatabaseThread
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +28,7 @@ class Transactions:
     """Plans a batch (the next positions after the head, each stream's next versions, checked
     against expected versions) and writes its rows in one transaction on the writing connection."""
 
-    def __init__(self, writer: DatabaseThread, tail: Tail) -> None:
+    def __init__(self, writer: aiosqlite.Connection, tail: Tail) -> None:
         self._writer = writer
         self._tail = tail
         self._versions: dict[str, int] = {}
@@ -94,22 +90,28 @@ class Transactions:
 
     async def write(self, rows: list[tuple[object, ...]], tracking: list[tuple[str, int]]) -> None:
         """Insert `rows` and upsert `tracking` in one transaction, and commit it (rolled back
-        if anything fails, or if the caller was cancelled before the COMMIT began); one call on
-        the writer's thread."""
+        if anything fails)."""
         if self._page_limit_file is not None:
             await self._apply_test_page_limit(self._page_limit_file)
-        abandoned = threading.Event()
         try:
-            await self._writer.call(_write, rows, tracking, abandoned)
-        except asyncio.CancelledError:
-            abandoned.set()
+            if rows:
+                await self._writer.executemany(INSERT, rows)
+            if tracking:
+                await self._writer.executemany(TRACK, tracking)
+            await self._writer.commit()
+        except BaseException:
+            if self._writer.in_transaction:
+                try:
+                    await self._writer.rollback()
+                except Exception as exc:  # the write's own error is the one to report
+                    log.debug("rollback failed: %s", exc)
             raise
 
     async def _apply_test_page_limit(self, limit_file: str) -> None:
         """Tests only (`ORCA_TEST_LOG_PAGE_LIMIT_FILE`): apply the page limit the file holds."""
         limit = _read_page_limit(limit_file)
         if limit != self._page_limit:
-            await self._writer.call(_fetchall, f"PRAGMA max_page_count={limit}", [])
+            await self._writer.execute(f"PRAGMA max_page_count={limit}")
             self._page_limit = limit
 
     async def load_versions(self, streams: set[str]) -> None:
@@ -119,8 +121,8 @@ class Transactions:
             return
         marks = ",".join("?" * len(missing))
         query = f"SELECT stream, MAX(version) FROM events WHERE stream IN ({marks}) GROUP BY stream"
-        rows = await self._writer.call(_fetchall, query, missing)
-        found = {str(row[0]): int(row[1]) for row in rows}
+        async with self._writer.execute(query, missing) as cursor:
+            found = {str(row[0]): int(row[1]) for row in await cursor.fetchall()}
         for stream in missing:
             self._versions[stream] = found.get(stream, 0)
 
@@ -131,44 +133,15 @@ class Transactions:
     async def reset_head(self) -> None:
         """Re-read the head after a failed write; leaves it as it was if even that fails."""
         try:
-            rows = await self._writer.call(_fetchall, HEAD, [])
+            async with self._writer.execute(HEAD) as cursor:
+                row = await cursor.fetchone()
         except Exception:
             log.exception("could not re-read the log's head position")
             return
-        self._tail.head = int(rows[0][0]) if rows else 0
+        self._tail.head = int(row[0]) if row else 0
 
     async def close(self) -> None:
         await self._writer.close()
-
-
-def _write(
-    db: sqlite3.Connection,
-    rows: list[tuple[object, ...]],
-    tracking: list[tuple[str, int]],
-    abandoned: threading.Event,
-) -> None:
-    """On the writer's thread: the inserts and the COMMIT of one batch, or a rollback."""
-    try:
-        if rows:
-            db.executemany(INSERT, rows)
-        if tracking:
-            db.executemany(TRACK, tracking)
-        if abandoned.is_set():
-            db.rollback()
-            return
-        db.commit()
-    except BaseException:
-        if db.in_transaction:
-            try:
-                db.rollback()
-            except Exception as exc:  # the write's own error is the one to report
-                log.debug("rollback failed: %s", exc)
-        raise
-
-
-def _fetchall(db: sqlite3.Connection, query: str, args: Sequence[object]) -> list[Any]:
-    """On the writer's thread: the rows `query` selects."""
-    return db.execute(query, args).fetchall()
 
 
 def _read_page_limit(limit_file: str) -> int:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 from pathlib import Path
+
+import aiosqlite
 
 from orca_daemon.log.appends import AppendQueue
 from orca_daemon.log.outage import Outages, unwritable_reason
@@ -148,7 +149,7 @@ class LogWriter:
             if rows or tracking:
                 await transactions.write(rows, tracking)
                 written = True
-        except sqlite3.IntegrityError:
+        except aiosqlite.IntegrityError:
             # Only possible if something else wrote to the log: re-read, and write each append
             # on its own (those made together, together).
             transactions.forget_versions()
