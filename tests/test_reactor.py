@@ -20,7 +20,13 @@ from conftest import DaemonProcess, agent, wait_until
 from support.homes import write_config
 from support.timeline import Timeline
 
-from orca_client.events import OutputAppended, RunCreated, RunStatusChanged, SessionCreated
+from orca_client.events import (
+    OutputAppended,
+    RunCreated,
+    RunStatusChanged,
+    SessionCreated,
+    SessionTerminated,
+)
 from orca_client.plan import Plan, PlanTask
 from orca_client.wire import RunStarted, StartPlan
 from orca_daemon.orchestration.reactions import TEST_FAULTS_VARIABLE
@@ -95,23 +101,28 @@ async def test_one_run_failing_does_not_hold_up_another() -> None:
     assert done == ["good"]
 
 
-def test_committed_events_mark_their_run_and_its_parent_but_output_marks_nothing() -> None:
+def test_what_commits_mark_a_run_and_its_parent_and_what_marks_nothing() -> None:
     timeline = Timeline()
     timeline.record(RunCreated("p", title="parent", cwd="/", kind="parent"))
     timeline.record(RunCreated("c", title="child", cwd="/", parent_run_id="p"))
+    timeline.record(RunCreated("f", title="fan-out", cwd="/", kind="fanout"))
     state = timeline.state()
     marked: list[str] = []
     reactor = Reactor(state, lambda run_id: anyio.lowlevel.checkpoint())
     reactor.mark = marked.append  # type: ignore[method-assign]
-    reactor.on_commit(
-        timeline.record(SessionCreated("c", "c.1", agent="command", command=["true"], cwd="/"))
-    )
-    assert marked == ["c", "p"]
-    marked.clear()
+    created = SessionCreated("c", "c.1", agent="command", command=["true"], cwd="/")
+    reactor.on_commit(timeline.record(created))
     reactor.on_commit(timeline.record(OutputAppended("c", "c.1", "stdout", "hello\n")))
-    assert marked == []
+    reactor.on_commit(timeline.record(SessionTerminated("c", "c.1", "completed", "done")))
+    assert marked == []  # a single run decides nothing until its status changes
     reactor.on_commit(timeline.record(RunStatusChanged("c", "completed")))
     assert marked == ["c", "p"]
+    marked.clear()
+    worker = SessionCreated("f", "f.1", agent="command", command=["true"], cwd="/")
+    reactor.on_commit(timeline.record(worker, OutputAppended("f", "f.1", "stdout", "x\n")))
+    assert marked == []
+    reactor.on_commit(timeline.record(SessionTerminated("f", "f.1", "completed", "done")))
+    assert marked == ["f"]
 
 
 def test_a_plan_whose_reactions_fail_again_and_again_still_finishes(

@@ -23,21 +23,11 @@ log = logging.getLogger(__name__)
 
 RETRY_SECONDS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 """Backoff between failed attempts at a run's reaction; the last one repeats."""
-QUIET_TYPES = frozenset(
-    {
-        "output_appended",
-        "usage_recorded",
-        "agent_session_identified",
-        "hook_started",
-        "hook_finished",
-        "worktree_created",
-        "worktree_removed",
-        "question_asked",
-        "question_answered",
-        "question_cleared",
-    }
+DECISION_TYPES = frozenset(
+    {"run_created", "run_status_changed", "session_terminated", "task_status_changed"}
 )
-"""Events that never change an orchestration decision: they mark nothing dirty."""
+"""Events after which a run's orchestration may decide something new; the others (output,
+usage, questions, a session's creation or start...) mark nothing."""
 
 React = Callable[[str], Awaitable[None]]
 
@@ -73,18 +63,18 @@ class Reactor:
         self._stopped = True
 
     def on_commit(self, events: list[StoredEvent]) -> None:
-        """A store listener: mark the runs these events change (and their parents)."""
-        seen: set[str] = set()
+        """A store listener: mark the runs these events may move on (a child's status change
+        moves its parent). A single run has nothing to decide until its own status changes."""
         for stored in events:
-            if stored.type in QUIET_TYPES or not stored.stream.startswith("run-"):
+            if stored.type not in DECISION_TYPES or not stored.stream.startswith("run-"):
                 continue
-            run_id = stored.stream[len("run-") :]
-            if run_id in seen:
+            run = self._state.runs.get(stored.stream[len("run-") :])
+            if run is None:
                 continue
-            seen.add(run_id)
-            self.mark(run_id)
-            run = self._state.runs.get(run_id)
-            if run is not None and run.parent_run_id is not None:
+            status_changed = stored.type == "run_status_changed"
+            if run.kind != "single" or status_changed:
+                self.mark(run.run_id)
+            if status_changed and run.parent_run_id is not None:
                 self.mark(run.parent_run_id)
 
     def mark(self, run_id: str) -> None:

@@ -24,7 +24,7 @@ from orca_daemon.runs.recorder import Recorder
 from orca_daemon.runs.rules import outcome_status, restartable, worktree_bases
 from orca_daemon.runs.run_log import RunLog
 from orca_daemon.sessions.process import PumpSettings, SessionProcess, SessionSpec
-from orca_daemon.sessions.procs import process_table
+from orca_daemon.sessions.procs import process_table, scan_in_thread
 from orca_daemon.sessions.worktrees import WorktreeError, create_worktree
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ class Supervisor:
         while True:
             now = time.time()
             processes = list(self._processes.items())
-            table = await anyio.to_thread.run_sync(process_table) if processes else {}
+            table = await scan_in_thread(process_table) if processes else {}
             for session_id, process in processes:
                 if process.alive():
                     self.heartbeats[session_id] = now

@@ -11,13 +11,17 @@ import os
 import signal
 import sys
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterable
+from typing import TypeVar
 
 import anyio
 
 from orca_daemon.limits import restore_inherited_limit
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def _stat_fields(pid: int | str) -> list[bytes]:
@@ -247,3 +251,20 @@ def group_running(pgid: int) -> bool:
         if len(fields) > 2 and fields[0] != b"Z" and fields[2] == member:
             return True
     return False
+
+
+PROC_SCANS_AT_ONCE = 2
+"""/proc scans in threads at once: each reads a file of every process, mostly holding the GIL, so
+more at once only slow each other and the event loop (many sessions end together at shutdown)."""
+_scan_limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def scan_in_thread(scan: Callable[[], T]) -> T:
+    """Run a /proc scan in a worker thread, `PROC_SCANS_AT_ONCE` at most at a time."""
+    loop = asyncio.get_running_loop()
+    limiter = _scan_limiters.get(loop)
+    if limiter is None:
+        limiter = _scan_limiters[loop] = anyio.CapacityLimiter(PROC_SCANS_AT_ONCE)
+    return await anyio.to_thread.run_sync(scan, limiter=limiter)

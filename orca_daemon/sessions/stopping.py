@@ -19,6 +19,7 @@ from orca_daemon.sessions.procs import (
     process_table,
     processes_of_sessions,
     running_since,
+    scan_in_thread,
     stop_group,
     stop_processes,
 )
@@ -112,14 +113,15 @@ class Stopper:
         self._descendants = {**known, **{pid: table[pid][1] for pid in found}}
 
     async def track_descendants(self) -> None:
-        self.note_descendants(await anyio.to_thread.run_sync(process_table))
+        self.note_descendants(await scan_in_thread(process_table))
 
     async def end_leftovers(self, pgid: int) -> None:
         """Stop what the agent left running: its process group, any process that carries this
         session's id in its environment (children that left the group included), and every
         descendant of the agent seen while it ran (those that left its session too)."""
         leftovers = {pgid} if group_exists(pgid) else set()
-        found = await anyio.to_thread.run_sync(processes_of_sessions, {self._session_id})
+        session_ids = {self._session_id}
+        found = await scan_in_thread(lambda: processes_of_sessions(session_ids))
         for pid in found.get(self._session_id, []):
             with contextlib.suppress(OSError):
                 leftovers.add(os.getpgid(pid))
