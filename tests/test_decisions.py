@@ -20,6 +20,7 @@ from orca_client.events import (
 from orca_client.plan import Plan, PlanTask
 from orca_daemon.orchestration.parent_rules import decide_children
 from orca_daemon.orchestration.plan_rules import plan_ending, ready_to_start, settle
+from orca_daemon.runs.rules import restartable
 from orca_daemon.state.projection import State
 
 NOT_VERIFYING = lambda task_id, attempt: False  # noqa: E731
@@ -190,3 +191,14 @@ def test_given_every_child_completed_the_parent_completes() -> None:
     child(timeline, 1, "completed")
     child(timeline, 2, "completed")
     assert decide(timeline, spec) == ([], "completed", False)
+
+
+def test_given_a_task_session_recorded_in_a_run_that_then_ended_no_orcad_starts_it() -> None:
+    timeline = Timeline()
+    plan_run(timeline, task("a"))
+    session_id = attempt(timeline, "a")
+    state = timeline.state()
+    assert restartable(state, state.sessions[session_id])
+    timeline.record(RunStatusChanged("p", "cancelled", "by hand"))
+    state = timeline.state()
+    assert not restartable(state, state.sessions[session_id])

@@ -24,7 +24,7 @@ from orca_client.wire import RunStarted, StartRun, WireError
 from orca_daemon.config import RepoSettings
 from orca_daemon.log.records import AppendMode, ConcurrencyError, LogUnavailable
 from orca_daemon.orchestration.effects import RunEffects
-from orca_daemon.orchestration.parent_rules import decide_children
+from orca_daemon.orchestration.parent_rules import ParentStep, decide_children
 from orca_daemon.orchestration.underway import Underway
 from orca_daemon.runs.launcher import (
     MAX_TITLE_CHARS,
@@ -170,24 +170,16 @@ class ParentCoordinator:
             await self._advance(parent_id)
 
     async def _advance(self, parent_id: str, mode: AppendMode = "wait") -> None:
-        """Decided from the state, launches prepared outside the run's lock, recorded at the
-        parent's version decided from. `mode`: what appends do while the log cannot be written."""
+        """Decided from the state; launches prepared outside the run's lock, the decision
+        recorded under it if it still holds. `mode`: what appends do while the log cannot be
+        written."""
         runs = self._runs
         for _ in range(DECIDE_ATTEMPTS):
-            parent = runs.state.runs[parent_id]
-            if parent.status in TERMINAL_STATUSES or not runs.accepting:
+            step = self._step(parent_id)
+            if step is None:
                 return
-            version = runs.state.run_versions[parent_id]
             spec = runs.state.created[parent_id].children
             assert spec is not None
-            children = [runs.state.runs[c] for c in parent.child_run_ids]
-            step = decide_children(parent, children, spec)
-            if step.ending is not None:
-                try:
-                    await runs.append(parent_id, [step.ending], version, mode)
-                except ConcurrencyError:
-                    continue
-                return
             prompt = runs.state.created[parent_id].prompt  # whole: the view's is cut
             agent = spec.agent or "command"
             prepared = [
@@ -195,16 +187,29 @@ class ParentCoordinator:
                 for i in step.start
             ]
             async with runs.lock(parent_id):
-                if runs.state.run_versions[parent_id] != version:
-                    continue  # cancelled, say: decide again
+                if self._step(parent_id) != step:
+                    continue  # a child ended, or the parent was cancelled: decide again
+                if step.ending is not None:
+                    await runs.append(parent_id, [step.ending], mode=mode)
+                    return
                 if step.running:
-                    await runs.append(
-                        parent_id, [RunStatusChanged(parent_id, "running")], mode=mode
-                    )
+                    running = RunStatusChanged(parent_id, "running")
+                    await runs.append(parent_id, [running], mode=mode)
+                parent = runs.state.runs[parent_id]
                 for index, launch in zip(step.start, prepared, strict=True):
                     await self._start_child(parent, spec, index, launch, mode)
             return
         raise ConflictingChanges(f"parent run {parent_id} kept changing while it was advanced")
+
+    def _step(self, parent_id: str) -> ParentStep | None:
+        """What the parent does next; None once it has ended (or orcad stops)."""
+        runs = self._runs
+        parent = runs.state.runs[parent_id]
+        if parent.status in TERMINAL_STATUSES or not runs.accepting:
+            return None
+        spec = runs.state.created[parent_id].children
+        assert spec is not None
+        return decide_children(parent, [runs.state.runs[c] for c in parent.child_run_ids], spec)
 
     async def cancel_live_children(self, parent_id: str) -> None:
         """A parent that ended cancelled leaves no child running (a crash between the parent's

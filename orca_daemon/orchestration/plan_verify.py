@@ -14,7 +14,6 @@ import anyio.abc
 from orca_client.events import Event, TaskStatusChanged, VerifyFinished
 from orca_client.plan import PlanTask
 from orca_client.views import TERMINAL_STATUSES, SessionInfo
-from orca_daemon.log.records import ConcurrencyError
 from orca_daemon.orchestration.effects import RunEffects
 from orca_daemon.orchestration.plan_rules import failed_attempt, has_worktree, plan_spec
 from orca_daemon.sessions.commands import CommandResult, run_command
@@ -22,7 +21,6 @@ from orca_daemon.sessions.worktrees import WorktreeError, commit_all
 
 log = logging.getLogger(__name__)
 
-RECORD_ATTEMPTS = 20
 
 Attempt = tuple[str, str, int]
 """(run id, task id, attempt)."""
@@ -85,14 +83,19 @@ class PlanVerifier:
     async def _verify(
         self, key: Attempt, task: PlanTask, session: SessionInfo, scope: anyio.CancelScope
     ) -> None:
+        """Never raises: what goes wrong here fails the attempt (a retry, if it has retries
+        left), so the run carries on."""
         run_id = key[0]
         try:
             with scope:
-                outcome = await self._check(key, task, session)
+                try:
+                    outcome = await self._check(key, task, session)
+                except Exception as exc:
+                    log.exception("task %s: its verification failed inside orcad", task.id)
+                    outcome = (f"it could not be verified: {type(exc).__name__}: {exc}", "", None)
                 await self._record(key, session, *outcome)
         except Exception:
-            log.exception("task %s: its verification failed inside orcad", task.id)
-            raise
+            log.exception("task %s: the outcome of its verification was not recorded", task.id)
         finally:
             self._running.pop(key, None)
             self._runs.reconsider(run_id)  # settle the attempt, whatever happened here
@@ -142,13 +145,13 @@ class PlanVerifier:
         done: str,
         failed_verify: tuple[str, str] | None,
     ) -> None:
-        """The attempt's outcome, at the run's version it was decided from."""
+        """The attempt's outcome, decided and recorded under the run's lock (unless nobody
+        waits for the attempt any more)."""
         run_id, task_id, attempt = key
         runs = self._runs
-        for _ in range(RECORD_ATTEMPTS):
+        async with runs.lock(run_id):
             if not self._wanted(key):
                 return
-            version = runs.state.run_versions[run_id]
             run = runs.state.runs[run_id]
             info = run.tasks[runs.state.task_index[run_id][task_id]]
             if failure is None:  # the session ended before verify began: its summary is final
@@ -161,15 +164,9 @@ class PlanVerifier:
                 isinstance(event, TaskStatusChanged) and event.status == "pending"
                 for event in events
             )
-            if retried and failed_verify is not None:  # before the retry can be decided on
+            if retried and failed_verify is not None:  # for the retry's prompt
                 self._failed_verify[(run_id, task_id)] = failed_verify
-            try:
-                await runs.append(run_id, events, version)
-            except ConcurrencyError:
-                self._failed_verify.pop((run_id, task_id), None)
-                continue
-            return
-        raise ConcurrencyError(f"run {run_id} kept changing while task {task_id} was verified")
+            await runs.append(run_id, events)
 
 
 def _verified(count: int) -> str:

@@ -21,7 +21,6 @@ from orca_client.plan import Plan, PlanError, validate_plan
 from orca_client.views import TERMINAL_STATUSES, RunInfo
 from orca_client.wire import RunStarted, StartPlan, TaskRetried, WireError
 from orca_daemon.config import ConfigError
-from orca_daemon.log.records import ConcurrencyError
 from orca_daemon.orchestration.effects import RunEffects
 from orca_daemon.orchestration.parents import DECIDE_ATTEMPTS, ConflictingChanges
 from orca_daemon.orchestration.plan_prompt import build_task_prompt
@@ -132,58 +131,68 @@ class PlanCoordinator:
         self._verifier.stop_unwanted(run_id)
 
     async def _advance(self, run_id: str) -> None:
-        """Settle attempts that ended, start ready tasks, end the run when nothing is left."""
+        """Settle attempts that ended, start ready tasks, end the run when nothing is left.
+
+        Each decision is made and recorded under the run's lock (the lock every writer of the
+        run takes), except for preparing the ready tasks' launches, which probes binaries: that
+        happens outside it, and the start is recorded only if the same tasks are still ready."""
         runs = self._runs
         self._verifier.stop_unwanted(run_id)
         for _ in range(DECIDE_ATTEMPTS):
-            run = runs.state.runs[run_id]
-            if run.status in TERMINAL_STATUSES or not runs.accepting:
-                return
-            version = runs.state.run_versions[run_id]
-            settled = settle(runs.state, run_id, self._verifying(run_id))
-            for place in settled.verify:
-                self._verifier.start(run_id, place)
-            if settled.events:
-                await self._record(run_id, settled.events, version)
-                continue  # decide again from what that changed (or from what changed it)
-            starts = await self._prepare_ready(run)  # outside any lock: binaries are probed
-            if starts:
-                if await self._record(run_id, self._start_events(run, starts), version):
-                    for start in starts:
-                        self._verifier.forget(run_id, run.tasks[start.place].task_id)
-                        runs.begin_session(run_id, start.session.session_id, start.prepared)
-                continue
-            ending = plan_ending(runs.state, run_id)
-            if ending is None or await self._record(run_id, [ending], version):
-                return
+            async with runs.lock(run_id):
+                if not self._live(run_id):
+                    return
+                settled = settle(runs.state, run_id, self._verifying(run_id))
+                for place in settled.verify:
+                    self._verifier.start(run_id, place)
+                if settled.events:
+                    await runs.append(run_id, settled.events)
+                ready = ready_to_start(runs.state, run_id)
+                if not ready:
+                    ending = plan_ending(runs.state, run_id)
+                    if ending is not None:
+                        await runs.append(run_id, [ending])
+                    return
+            starts = await self._prepare_ready(run_id, ready)  # outside the lock
+            async with runs.lock(run_id):
+                if not self._live(run_id):
+                    return
+                run = runs.state.runs[run_id]
+                if ready_to_start(runs.state, run_id) != ready or any(
+                    run.tasks[start.place].attempt + 1 != start.session.attempt for start in starts
+                ):
+                    continue  # the run changed meanwhile: decide again
+                await runs.append(run_id, self._start_events(run, starts))
+            for start in starts:
+                self._verifier.forget(run_id, run.tasks[start.place].task_id)
+                runs.begin_session(run_id, start.session.session_id, start.prepared)
         raise ConflictingChanges(f"plan run {run_id} kept changing while it was advanced")
+
+    def _live(self, run_id: str) -> bool:
+        return self._runs.accepting and run_id in self._runs.state.plans
 
     def _verifying(self, run_id: str) -> Callable[[str, int], bool]:
         return lambda task_id, attempt: self._verifier.verifying(run_id, task_id, attempt)
 
-    async def _record(self, run_id: str, events: list[Event], version: int) -> bool:
-        """Append at the version decided from; False when the run changed since."""
-        try:
-            await self._runs.append(run_id, events, version)
-        except ConcurrencyError:
-            return False
-        return True
-
-    async def _prepare_ready(self, run: RunInfo) -> list[_TaskStart]:
+    async def _prepare_ready(self, run_id: str, ready: list[int]) -> list[_TaskStart]:
+        """The next attempts of these ready tasks, launches prepared (binaries probed)."""
         runs = self._runs
-        spec = plan_spec(runs.state, run.run_id)
         starts = []
-        for place in ready_to_start(runs.state, run.run_id):
+        for place in ready:
+            if run_id not in runs.state.plans:  # ended meanwhile
+                return []
+            run = runs.state.runs[run_id]
+            spec = plan_spec(runs.state, run_id)
             plan_task = spec.plan.tasks[place]
             attempt = run.tasks[place].attempt + 1
             agent = plan_task.agent or spec.agent or "command"
             failed_before = self._previous_attempt(run, place) if attempt > 1 else None
-            learned = runs.state.run_answers.get(run.run_id, [])
-            graph = runs.state.plans[run.run_id].graph
+            learned = runs.state.run_answers.get(run_id, [])
+            graph = runs.state.plans[run_id].graph
             prompt = build_task_prompt(run, plan_task, spec, learned, graph, failed_before)
-            prepared = await runs.prepare(run.run_id, agent, prompt, run.cwd)
+            prepared = await runs.prepare(run_id, agent, prompt, run.cwd)
             session = NewSession(
-                f"{run.run_id}.{plan_task.id}.{attempt}",
+                f"{run_id}.{plan_task.id}.{attempt}",
                 agent,
                 prepared.command,
                 run.cwd,
@@ -237,8 +246,15 @@ class PlanCoordinator:
                 f"run {run_id} has ended ({run.status}); an ended run never changes: run the "
                 "plan again with orca plan run",
             )
+        with self._starting.request(run_id):  # the reactor leaves the run to this request
+            return await self._retry(run_id, task_id)
+
+    async def _retry(self, run_id: str, task_id: str) -> TaskRetried:
+        runs = self._runs
         async with runs.lock(run_id):
             run = runs.state.runs[run_id]
+            if run.status in TERMINAL_STATUSES:
+                raise WireError("invalid_state", f"run {run_id} has ended ({run.status})")
             place = runs.state.task_index[run_id].get(task_id)
             if place is None:
                 raise WireError("not_found", f"run {run_id} has no task {task_id!r}")
@@ -256,7 +272,6 @@ class PlanCoordinator:
             )
         if old_session is not None:
             await runs.cancel_sessions(run_id, [old_session], "replaced by a retry")
-        with self._starting.request(run_id):
-            await self._advance(run_id)
+        await self._advance(run_id)
         attempt = runs.state.runs[run_id].tasks[place].attempt
         return TaskRetried(run_id=run_id, task_id=task_id, attempt=attempt)

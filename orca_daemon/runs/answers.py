@@ -70,6 +70,10 @@ async def answer(runs: RunLog, supervisor: Supervisor, request: Answer) -> Answe
         status = runs.state.runs[run_id].status
     if not still_waits:  # it withdrew the request while the answer was being recorded
         log.info("session %s stopped waiting for %s", pending.session_id, pending.request_id)
-        return AnswerResult(run_id, pending.session_id, pending.request_id, status, False)
+        raise WireError(
+            "invalid_state",
+            f"the agent stopped waiting for request {pending.request_id} while the answer was "
+            "being recorded: the answer is in the run's log, but it was not sent",
+        )
     delivered = await process.deliver(reply)
     return AnswerResult(run_id, pending.session_id, pending.request_id, status, delivered)

@@ -180,9 +180,9 @@ def pending_request(state: State, run_id: str, request_id: str | None) -> Pendin
 def restartable(state: State, session: SessionInfo) -> bool:
     """A session that never started and that orcad itself decided on (an orchestrator, a
     plan task, a child run's): the next orcad starts it rather than failing it."""
-    if session.status != "created":
-        return False
     run = state.runs[session.run_id]
+    if session.status != "created" or run.status in TERMINAL_STATUSES:
+        return False
     if run.parent_run_id is not None:  # a child run's, unless its parent has ended
         return state.runs[run.parent_run_id].status not in TERMINAL_STATUSES
     return session.role in RESTARTABLE_ROLES
