@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
+import select
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -93,7 +95,7 @@ def _ask(question: Question) -> str:
         if question.is_secret:
             reply = getpass.getpass("secret answer (not echoed): ")
         else:
-            reply = input(f"{_prompt(question)}> ")
+            reply = read_line(f"{_prompt(question)}> ")
         answer, problem = choose(question, reply)
         if answer is not None:
             return answer
@@ -143,3 +145,27 @@ def answer_hint(run_id: str, questions: list[Question]) -> str:
         return f"orca answer {run_id}   (asks each question here; secrets unechoed)"
     shape = ", ".join(f'"{q.id}": "…"' for q in questions)
     return f"orca answer {run_id}   (asks each in turn), or --json '{{{shape}}}'"
+
+
+READ_SLICE_SECONDS = 0.2
+
+
+def read_line(prompt: str) -> str:
+    """`input(prompt)` on a terminal, but one that Ctrl-C always interrupts. `input()` blocks in
+    read(2), where a SIGINT that came just before the read is only acted on once Enter is
+    pressed; this waits for the line in short slices, so Python handles the signal at once
+    (KeyboardInterrupt). End of input (Ctrl-D) raises EOFError, as `input()` does."""
+    sys.stderr.write(prompt)
+    sys.stderr.flush()
+    descriptor = sys.stdin.fileno()
+    line = b""
+    while not line.endswith(b"\n"):
+        if not select.select([descriptor], [], [], READ_SLICE_SECONDS)[0]:
+            continue
+        chunk = os.read(descriptor, 4096)
+        if not chunk:  # end of input
+            if line:
+                break
+            raise EOFError
+        line += chunk
+    return line.decode(errors="replace").rstrip("\n")
