@@ -64,6 +64,12 @@ class PlanVerifier:
             if key[0] == run_id and not self._wanted(key):
                 scope.cancel()
 
+    def ended(self, run_id: str) -> None:
+        """The run has ended: stop its verifications, forget what it kept for retries."""
+        self.stop_unwanted(run_id)
+        for key in [key for key in self._failed_verify if key[0] == run_id]:
+            del self._failed_verify[key]
+
     def failed_verify(self, run_id: str, task_id: str) -> tuple[str, str] | None:
         return self._failed_verify.get((run_id, task_id))
 

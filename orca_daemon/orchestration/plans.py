@@ -128,7 +128,7 @@ class PlanCoordinator:
 
     def ended(self, run_id: str) -> None:
         """The run has ended: its verify commands stop."""
-        self._verifier.stop_unwanted(run_id)
+        self._verifier.ended(run_id)
 
     async def _advance(self, run_id: str) -> None:
         """Settle attempts that ended, start ready tasks, end the run when nothing is left.

@@ -8,6 +8,7 @@ outside the lock append at the stream version they were made from, and lose a ra
 from __future__ import annotations
 
 import asyncio
+import weakref
 
 from orca_client.events import Event, RunStatusChanged, run_stream
 from orca_client.views import TERMINAL_STATUSES, RunStatus
@@ -22,7 +23,8 @@ class RunLog:
     def __init__(self, store: EventStore, state: State) -> None:
         self.store = store
         self.state = state
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        """A run's lock lives while someone holds or awaits it: memory does not grow by run."""
 
     def lock(self, run_id: str) -> asyncio.Lock:
         lock = self._locks.get(run_id)

@@ -296,7 +296,7 @@ class Server:
                 envelope = decode_request(self._key, payload)
                 request_id = envelope.id
                 self._guard.check(envelope.nonce, envelope.ts, time.time())
-                self._admit(identity)
+                _admit(self._peers.get(identity), self._answering)
                 result = handler.answer_now(identity, envelope.request)
             except WireError as exc:
                 request_id = request_id or _request_id_in(payload)
@@ -315,21 +315,6 @@ class Server:
             handler.after_reply(result, delivered)
         except Exception as exc:
             self._failed(identity, request_id, exc)
-
-    def _admit(self, identity: bytes) -> None:
-        """Refuse a request when its peer, or every peer together, holds too much already."""
-        peer = self._peers.get(identity)
-        if peer is not None and peer.outstanding >= MAX_PEER_REQUESTS:
-            raise WireError(
-                "busy",
-                f"this connection has {peer.outstanding} requests unanswered or replies unread, "
-                f"the most it may ({MAX_PEER_REQUESTS}); read the replies before sending more",
-            )
-        if self._answering >= MAX_REQUESTS_IN_FLIGHT:
-            raise WireError(
-                "busy",
-                f"orcad is answering {self._answering} requests, its most; try again shortly",
-            )
 
     def _start_answer(
         self,
@@ -497,18 +482,10 @@ class Server:
             del self._peers[identity]
 
     def _send_now(self, identity: bytes, frames: list[bytes]) -> Delivery | None:
-        """Try to send without waiting: SENT, GONE, or None when the peer's queue is full."""
         try:
-            self._socket.send_multipart([identity, *frames], flags=zmq.NOBLOCK, copy=False)
-        except zmq.ZMQError as exc:
-            if exc.errno == errno.EHOSTUNREACH:
-                return Delivery.GONE
-            if exc.errno != errno.EAGAIN:
-                raise
-            return None
+            return _send_without_waiting(self._socket, [identity, *frames])
         finally:
             self._readable.set()  # a send can swallow the descriptor's edge: look again
-        return Delivery.SENT
 
     def close(self) -> None:
         try:
@@ -530,6 +507,34 @@ def _router_socket(context: zmq.Context[zmq.Socket[bytes]]) -> zmq.Socket[bytes]
     router.setsockopt(zmq.RCVHWM, PEER_RECEIVE_QUEUE_MESSAGES)
     router.setsockopt(zmq.LINGER, 500)
     return router
+
+
+def _admit(peer: _Peer | None, answering: int) -> None:
+    """Refuse a request when its peer, or every peer together, holds too much already."""
+    if peer is not None and peer.outstanding >= MAX_PEER_REQUESTS:
+        raise WireError(
+            "busy",
+            f"this connection has {peer.outstanding} requests unanswered or replies unread, "
+            f"the most it may ({MAX_PEER_REQUESTS}); read the replies before sending more",
+        )
+    if answering >= MAX_REQUESTS_IN_FLIGHT:
+        raise WireError(
+            "busy",
+            f"orcad is answering {answering} requests, its most; try again shortly",
+        )
+
+
+def _send_without_waiting(router: zmq.Socket[bytes], frames: list[bytes]) -> Delivery | None:
+    """SENT, GONE (the peer left), or None when the peer's queue is full."""
+    try:
+        router.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+    except zmq.ZMQError as exc:
+        if exc.errno == errno.EHOSTUNREACH:
+            return Delivery.GONE
+        if exc.errno != errno.EAGAIN:
+            raise
+        return None
+    return Delivery.SENT
 
 
 def _has_input(sock: zmq.Socket[bytes]) -> bool:
