@@ -7,9 +7,12 @@ the last position it yielded after an overflow notice or a daemon restart.
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -62,7 +65,41 @@ class RequestFailed(OrcaClientError):
 
 
 def not_running_hint(paths: OrcaPaths) -> str:
-    return f"orcad is not running (no socket at {paths.socket_file}); {START_HINT}"
+    held = held_sessions(paths)
+    kept = (
+        f"; {held} session{'s' if held != 1 else ''} keep running in their holders, and orcad "
+        "re-attaches to them when it starts"
+        if held
+        else ""
+    )
+    return f"orcad is not running (no socket at {paths.socket_file}); {START_HINT}{kept}"
+
+
+def held_sessions(paths: OrcaPaths) -> int:
+    """How many session holders listen while orcad is away (their agents run on)."""
+    try:
+        names = os.listdir(paths.holders_dir)
+    except OSError:
+        return 0
+    return sum(_listening(paths.holders_dir / name) for name in names)
+
+
+def _listening(directory: Path) -> bool:
+    """True when something accepts connections on `directory`/sock (reached through the
+    directory's descriptor: a socket's path may not exceed 108 bytes)."""
+    try:
+        descriptor = os.open(directory, os.O_PATH | os.O_DIRECTORY)
+    except OSError:
+        return False
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(1.0)
+            probe.connect(f"/proc/self/fd/{descriptor}/sock")
+            return True
+    except OSError:
+        return False
+    finally:
+        os.close(descriptor)
 
 
 class Client:

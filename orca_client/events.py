@@ -109,6 +109,9 @@ class SessionStarted(Event, tag="session_started", frozen=True):
     pid: int
     process_start_ticks: int | None = None
     """The process's start time from /proc, so a restarted daemon never kills a reused pid."""
+    holder_pid: int | None = None
+    """The session's holder: the process that owns the agent's pipes and outlives orcad."""
+    holder_start_ticks: int | None = None
 
 
 class OutputAppended(Event, tag="output_appended", frozen=True):
@@ -116,6 +119,18 @@ class OutputAppended(Event, tag="output_appended", frozen=True):
     stream: Literal["stdout", "stderr", "orca"]
     """`orca`: orcad's own notes about the session, e.g. a malformed line it ignored."""
     text: str
+    offset: int | None = None
+    """How far into the stream's spool (bytes the agent wrote) this chunk's text reaches; an
+    orcad that re-attaches to the session reads on from the last one recorded."""
+
+
+class OutputRead(Event, tag="output_read", frozen=True):
+    """orcad has handled what the agent wrote on `stream` up to `offset` (recorded with what
+    that output caused, or before orcad answers a line of it): a re-attach reads on from there."""
+
+    session_id: str
+    stream: Literal["stdout", "stderr"]
+    offset: int
 
 
 class QuestionAsked(Event, tag="question_asked", frozen=True):
@@ -283,6 +298,7 @@ AnyEvent = (
     | SessionCreated
     | SessionStarted
     | OutputAppended
+    | OutputRead
     | QuestionAsked
     | QuestionAnswered
     | QuestionCleared
@@ -304,6 +320,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     SessionCreated,
     SessionStarted,
     OutputAppended,
+    OutputRead,
     QuestionAsked,
     QuestionAnswered,
     QuestionCleared,

@@ -15,6 +15,7 @@ TOKEN_NAME = "token"
 LOG_NAME = "events.sqlite3"
 LOCK_NAME = "orcad.lock"
 DAEMON_LOG_NAME = "orcad.log"
+HOLDERS_NAME = "holders"
 
 
 class OrcaPaths(NamedTuple):
@@ -39,6 +40,11 @@ class OrcaPaths(NamedTuple):
     @property
     def token_file(self) -> Path:
         return self.runtime_dir / TOKEN_NAME
+
+    @property
+    def holders_dir(self) -> Path:
+        """Where each session holder keeps its socket (one directory per session)."""
+        return self.runtime_dir / HOLDERS_NAME
 
     @property
     def daemon_log_file(self) -> Path:

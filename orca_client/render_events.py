@@ -15,6 +15,7 @@ from orca_client.events import (
     OrchestrationFinished,
     OrchestratorTriggered,
     OutputAppended,
+    OutputRead,
     QuestionAnswered,
     QuestionAsked,
     QuestionCleared,
@@ -83,6 +84,8 @@ def _detail(event: ShownEvent) -> str:
             return " ".join(event.command)
         case SessionStarted():
             return f"pid {event.pid}"
+        case OutputRead():
+            return f"{event.stream} read to byte {event.offset}"
         case SessionTerminated() | RunStatusChanged():
             return event.status + (f" ({event.reason})" if event.reason else "")
         case QuestionAsked():

@@ -32,7 +32,10 @@ RestartSec=2
 WatchdogSec=30
 TimeoutStopSec=60
 LimitNOFILE=65536
-KillMode=mixed
+# Only orcad itself is signalled on stop or restart: each agent runs in a session holder of
+# its own (in this unit's cgroup), which keeps it running until orcad is back and re-attaches.
+# `orca daemon stop --cancel-sessions` ends them instead.
+KillMode=process
 UMask=0077
 RuntimeDirectory=orca
 RuntimeDirectoryMode=0700

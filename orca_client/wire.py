@@ -253,7 +253,11 @@ class Unsubscribe(Struct, tag="unsubscribe", frozen=True):
 
 
 class Shutdown(Struct, tag="shutdown", frozen=True):
-    """Stop the daemon cleanly, as SIGTERM does."""
+    """Stop the daemon cleanly, as SIGTERM does: running sessions keep running in their holders
+    and the next orcad re-attaches to them; with `cancel_sessions`, they are stopped and end
+    failed ("orcad stopped while the session was running")."""
+
+    cancel_sessions: bool = False
 
 
 class Reload(Struct, tag="reload", frozen=True):

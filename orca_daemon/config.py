@@ -27,6 +27,7 @@ RANGES: dict[str, dict[str, tuple[float, float]]] = {
         "cancel_grace_seconds": (0.1, 30.0),  # stopping must fit in the unit's TimeoutStopSec=60
         "output_chunk_chars": (256, 1 << 20),
         "output_flush_seconds": (0.001, 5.0),
+        "orphan_timeout_seconds": (1.0, 30 * 86_400.0),
         "max_line_bytes": (1024, 16 << 20),
         "subscriber_queue_events": (10, 100_000),
         "subscription_lease_seconds": (1.0, 3600.0),
@@ -77,6 +78,9 @@ class DaemonSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """A subscriber that neither sends a request nor takes an event for this long is dropped."""
     watchdog_fraction: float = 0.5
     """Ping the systemd watchdog at this fraction of WatchdogSec."""
+    orphan_timeout_seconds: float = 86_400.0
+    """How long a session's holder keeps its agent running with no orcad attached (orcad
+    stopped and was not started again); then it stops the agent and keeps its exit status."""
 
     def __post_init__(self) -> None:
         _check_ranges("daemon", self)

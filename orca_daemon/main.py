@@ -188,11 +188,15 @@ class Daemon:
         self._config = config
         self._token = token
         self._stop = asyncio.Event()
+        self._end_sessions = False
         self._reload_wanted = asyncio.Event()
         self._reloader = ConfigReloader(paths.config_file, config)
         self._notifier = Notifier()
 
-    def request_stop(self) -> None:
+    def request_stop(self, end_sessions: bool = False) -> None:
+        """Stop orcad: sessions keep running in their holders unless `end_sessions` (once
+        asked for, a later plain stop does not take it back)."""
+        self._end_sessions = self._end_sessions or end_sessions
         self._stop.set()
 
     async def run(self) -> None:
@@ -229,6 +233,7 @@ class Daemon:
             output_chunk_chars=settings.output_chunk_chars,
             output_flush_seconds=settings.output_flush_seconds,
             max_line_bytes=settings.max_line_bytes,
+            orphan_timeout_seconds=settings.orphan_timeout_seconds,
         )
         runs_dir = self._paths.state_dir / "runs"
         run_log = RunLog(store, state)
@@ -242,6 +247,7 @@ class Daemon:
             pump,
             settings.cancel_grace_seconds,
             runs_dir,
+            self._paths.runtime_dir,
             lambda: launcher.config.orchestration.heartbeat_seconds,
         )
         world = RunWorld(run_log, launcher, supervisor, lifecycle, admission)
@@ -298,9 +304,11 @@ class Daemon:
                 self._notifier.ready(f"serving {len(state.runs)} runs")
                 await self._stop.wait()
                 server.stop_receiving()
-                self._notifier.stopping("stopping sessions")
-                log.info("stopping: ending live sessions")
-                await shutdown(admission, reactor.stop, supervisor, lifecycle)
+                end_sessions = self._end_sessions
+                self._notifier.stopping(
+                    "ending sessions" if end_sessions else "letting go of sessions"
+                )
+                await shutdown(admission, reactor.stop, supervisor, lifecycle, end_sessions)
                 await hooks.stop(grace=settings.cancel_grace_seconds)
                 subscriptions.close_all()
                 work.cancel_scope.cancel()

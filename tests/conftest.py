@@ -19,6 +19,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from support.processes import kill_processes_with_env
 
 from orca_client.client import Client, DaemonUnavailable
 from orca_client.paths import OrcaPaths, resolve_paths
@@ -205,6 +206,8 @@ def make_daemon(orca_home: Path) -> Iterator[Callable[..., DaemonProcess]]:
     for daemon in made:
         if daemon.process is not None and daemon.process.poll() is None:
             daemon.stop(signal.SIGKILL)
+    # Session holders outlive orcad by design: end those the test's daemons left.
+    kill_processes_with_env("ORCA_HOME", str(orca_home))
 
 
 @pytest.fixture

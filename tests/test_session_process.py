@@ -14,6 +14,7 @@ from support.processes import live_members, wait_for_line
 from orca_daemon.agents.base import Identified, PhaseChanged, QuestionsAsked, QuestionsWithdrawn
 from orca_daemon.agents.base import Usage as UsageEffect
 from orca_daemon.agents.command import CommandTranslator
+from orca_daemon.sessions.held import HeldAgent, HolderPlaces
 from orca_daemon.sessions.output import StreamName
 from orca_daemon.sessions.process import PumpSettings, SessionProcess, SessionSpec
 
@@ -28,33 +29,40 @@ class Facts:
         self.outputs: list[tuple[StreamName, str]] = []
         self.spoke = anyio.Event()
 
-    async def started(self, pid: int, process_start_ticks: int | None) -> None:
-        self.pid = pid
+    async def started(self, agent: HeldAgent) -> None:
+        self.pid = agent.pid
 
-    async def output(self, stream: StreamName, text: str) -> None:
+    async def output(self, stream: StreamName, text: str, at: int | None) -> None:
         self.outputs.append((stream, text))
         self.spoke.set()
 
-    async def question_asked(self, asked: QuestionsAsked) -> None:
+    async def read_to(self, at: int) -> None:
         pass
 
-    async def question_withdrawn(self, withdrawn: QuestionsWithdrawn) -> None:
+    async def question_asked(self, asked: QuestionsAsked, at: int | None) -> None:
         pass
 
-    async def usage(self, usage: UsageEffect) -> None:
+    async def question_withdrawn(self, withdrawn: QuestionsWithdrawn, at: int | None) -> None:
         pass
 
-    async def phase(self, changed: PhaseChanged) -> None:
+    async def usage(self, usage: UsageEffect, at: int | None) -> None:
+        pass
+
+    async def phase(self, changed: PhaseChanged, at: int | None) -> None:
         if self.failing:
             raise RuntimeError("the log refused the record")
 
-    async def identified(self, identified: Identified) -> None:
+    async def identified(self, identified: Identified, at: int | None) -> None:
         pass
 
 
 def session(tmp_path: Path, script: str, facts: Facts) -> SessionProcess:
-    spec = SessionSpec("run-1", f"s-{uuid.uuid4().hex}", ["/bin/sh", "-c", script], str(tmp_path))
-    return SessionProcess(spec, CommandTranslator(), facts, PumpSettings())
+    session_id = f"s-{uuid.uuid4().hex[:12]}"
+    spec = SessionSpec("run-1", session_id, ["/bin/sh", "-c", script], str(tmp_path))
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700, exist_ok=True)
+    places = HolderPlaces.of(runtime, tmp_path / "runs", "run-1", session_id)
+    return SessionProcess(spec, CommandTranslator(), facts, PumpSettings(), places)
 
 
 async def test_a_cancel_of_its_owner_ends_the_agent_and_all_it_started(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from orca_client.client import (
 from orca_client.paths import InsecurePathError, OrcaPaths, ensure_private_dir, resolve_paths
 from orca_client.systemd_unit import ORCA_ENVIRONMENT, UnitError, render_unit
 from orca_client.terminal_text import one_line, visible
-from orca_client.views import RunInfo
+from orca_client.views import TERMINAL_STATUSES, RunInfo, SessionInfo
 from orca_client.wire import HelloResult, Reload, ReloadResult, Shutdown, Status
 
 
@@ -35,7 +35,7 @@ def cmd_daemon(args: Args) -> int:
     if action == "start":
         return start(timeout=args.timeout, as_json=args.json)
     if action == "stop":
-        return stop(timeout=args.timeout, force=args.force)
+        return stop(timeout=args.timeout, force=args.force, cancel_sessions=args.cancel_sessions)
     if action == "status":
         return status(as_json=args.json)
     if action == "reload":
@@ -119,31 +119,33 @@ def _reason(exc: Exception) -> str:
     return str(exc)
 
 
-def stop(timeout: float, force: bool = False) -> int:
-    """Stop orcad. With live runs it first says which it will end, and asks on a terminal;
-    without a terminal it needs `force`."""
+def stop(timeout: float, force: bool = False, cancel_sessions: bool = False) -> int:
+    """Stop orcad. Its running sessions keep running in their holders, and the next orcad
+    re-attaches to them; with `cancel_sessions` they end (failed): then, with live runs, it first
+    says which and asks on a terminal, and without a terminal it needs `force`."""
     paths = resolve_paths()
     try:
         with Client(paths) as client:
             pid = client.hello().pid
-            live = _live_runs(client)
-            if live and not force:
+            status = fetch_status(client, Status(ended=0))
+            live, running = status.runs, _running(status.sessions)
+            if cancel_sessions and live and not force:
                 _tell_live_runs(live)
                 if not sys.stdin.isatty():
                     print(
                         "orca: not stopping orcad: it would end these runs; "
-                        "stop it anyway with: orca daemon stop --force",
+                        "stop it anyway with: orca daemon stop --cancel-sessions --force",
                         file=sys.stderr,
                     )
                     return EXIT_USAGE
                 if not _confirm("stop orcad and end them? [y/N] "):
                     print("orcad is still running", file=sys.stderr)
                     return EXIT_FAILED
-            elif live:
+            elif cancel_sessions and live:
                 _tell_live_runs(live)
             # It may stop before its reply goes out: either way, watch the process below.
             with contextlib.suppress(DaemonUnavailable):
-                client.request(Shutdown(), timeout=5.0)
+                client.request(Shutdown(cancel_sessions=cancel_sessions), timeout=5.0)
     except DaemonUnavailable:
         print("orcad is not running")
         return EXIT_OK
@@ -154,6 +156,12 @@ def stop(timeout: float, force: bool = False) -> int:
     while time.monotonic() < deadline:
         if not _process_exists(pid):
             print(f"orcad stopped (pid {pid})")
+            if running and not cancel_sessions:
+                print(
+                    f"{running} session{'s' if running != 1 else ''} keep running; orcad will "
+                    "re-attach to them when it starts (orca daemon start). To end them "
+                    "instead: orca daemon start, then orca daemon stop --cancel-sessions"
+                )
             return EXIT_OK
         time.sleep(0.05)
     print(f"orca: orcad (pid {pid}) is still stopping after {timeout:.0f}s", file=sys.stderr)
@@ -163,16 +171,18 @@ def stop(timeout: float, force: bool = False) -> int:
 SHOWN_LIVE_RUNS = 10
 
 
-def _live_runs(client: Client) -> list[RunInfo]:
-    return fetch_status(client, Status(ended=0)).runs
+def _running(sessions: list[SessionInfo]) -> int:
+    """Sessions whose agent runs now (they keep running when orcad stops)."""
+    return sum(s.status not in TERMINAL_STATUSES and s.pid is not None for s in sessions)
 
 
 def _tell_live_runs(live: list[RunInfo]) -> None:
-    """On stderr: the live runs that stopping orcad ends (their running sessions are recorded
-    failed; work orcad had decided on but not started resumes at its next start)."""
+    """On stderr: the live runs that stopping orcad with --cancel-sessions ends (their running
+    sessions are recorded failed; work orcad had decided on but not started resumes at its
+    next start)."""
     print(
-        f"orcad has {len(live)} live run{'s' if len(live) != 1 else ''}; stopping it ends "
-        "their running sessions (recorded as failed):",
+        f"orcad has {len(live)} live run{'s' if len(live) != 1 else ''}; stopping it with "
+        "--cancel-sessions ends their running sessions (recorded as failed):",
         file=sys.stderr,
     )
     for run in live[:SHOWN_LIVE_RUNS]:

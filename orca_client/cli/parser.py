@@ -121,14 +121,24 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--json", action="store_true", help="print the daemon's hello as JSON")
     stop = daemon_commands.add_parser(
         "stop",
-        help="stop orcad cleanly",
-        description="Ask orcad to stop: running sessions end in a recorded state (failed) "
-        "first. With live runs it first lists them and asks on a terminal (no: exit status 1); "
-        "without a terminal it stops only with --force (else exit status 2).",
+        help="stop orcad cleanly (running sessions keep running)",
+        description="Ask orcad to stop. Running sessions keep running: each agent is held by "
+        "a small holder process that outlives orcad, and the next orcad re-attaches to them "
+        "(output they print meanwhile is kept, questions they ask are recorded then). With "
+        "--cancel-sessions they end instead, recorded as failed: with live runs it first lists "
+        "them and asks on a terminal (no: exit status 1); without a terminal it stops only with "
+        "--force (else exit status 2).",
     )
     stop.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (default 60)")
     stop.add_argument(
-        "--force", action="store_true", help="stop without asking, even with live runs"
+        "--cancel-sessions",
+        action="store_true",
+        help="end the running sessions (failed) instead of leaving them running",
+    )
+    stop.add_argument(
+        "--force",
+        action="store_true",
+        help="with --cancel-sessions: end them without asking, even without a terminal",
     )
     reload = daemon_commands.add_parser(
         "reload",

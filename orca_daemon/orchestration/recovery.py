@@ -1,9 +1,11 @@
 """Start-up after an earlier orcad, and the order of a shutdown.
 
-Start-up: sessions the log shows in flight are ended (or, when orcad decided on them and they
-never started, started now), processes an earlier daemon left behind are stopped, and every live
+Start-up: sessions the log shows in flight are re-attached through their holders (which kept
+them running); those whose holder is gone are ended, and those orcad decided on that never
+started are started now; processes an earlier daemon left behind are stopped; every live
 fan-out, plan and parent run is handed to the reactor to carry on from its log. Shutdown: no new
-work, every process signalled at once, every live session's end recorded in one transaction.
+work; every session is let go to its holder (or, when asked, signalled, and every live session's
+end recorded in one transaction).
 """
 
 from __future__ import annotations
@@ -11,22 +13,42 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 from collections.abc import Callable
 
 import anyio
 
-from orca_client.events import RESTARTED_REASON
 from orca_client.views import TERMINAL_STATUSES, SessionInfo
 from orca_daemon.runs.admission import Admission
 from orca_daemon.runs.launcher import Launcher
 from orca_daemon.runs.lifecycle import Lifecycle
 from orca_daemon.runs.rules import parent_ended, restartable, superseded
 from orca_daemon.runs.supervisor import Supervisor
-from orca_daemon.sessions.procs import process_start_ticks, processes_of_sessions, stop_group
+from orca_daemon.sessions.held import (
+    HeldAgent,
+    HolderError,
+    HolderGone,
+    HolderPlaces,
+    attach_holder,
+    read_exit,
+    remove_places,
+)
+from orca_daemon.sessions.procs import (
+    pid_exited,
+    process_start_ticks,
+    processes_of_sessions,
+    stop_group,
+)
 from orca_daemon.state.projection import State
 
 log = logging.getLogger(__name__)
 
+LOST_REASON = (
+    "its agent stopped while orcad was away: its holder is gone (the machine restarted, or "
+    "the holder was killed)"
+)
+ATTACHING_AT_ONCE = 32
+"""Holders re-attached at the same time on start-up."""
 STOP_RECORD_SECONDS = 10.0
 """On shutdown, how long orcad waits to record the stopped sessions' ends (the log may be full);
 what is not recorded by then, the next orcad reconciles."""
@@ -39,16 +61,23 @@ async def reconcile(
     supervisor: Supervisor,
     carry_on: Callable[[str], None],
 ) -> None:
-    """End sessions that the log shows in flight from an earlier daemon, and stop every
-    process an earlier daemon left behind: by recorded pid (checked against its start time),
-    and by the ORCA_SESSION_ID in its environment — which also finds agents whose pid never
-    reached the log, and those of sessions recorded as ended just before a crash.
+    """Carry on the sessions that the log shows in flight from an earlier daemon: re-attach
+    to each through its holder, which kept it running. End those whose holder is gone, and stop
+    every process an earlier daemon left behind: by recorded pid (checked against its start
+    time), and by the ORCA_SESSION_ID in its environment — which also finds agents whose pid
+    never reached the log, and those of sessions recorded as ended just before a crash.
 
     A session orcad itself decided on (an orchestrator, a plan task) that never started is
     started now. Then every live fan-out, plan and parent run is handed to `carry_on`."""
     live = state.live_sessions()
-    groups = {s.pid for s in live if s.pid is not None and _is_same_process(state, s)}
-    found = processes_of_sessions(set(state.sessions))
+    held = await _attach_all(state, supervisor, live)
+    await _collect_ended(state, supervisor)
+    groups = {
+        s.pid
+        for s in live
+        if s.session_id not in held and s.pid is not None and _is_same_process(state, s)
+    }
+    found = processes_of_sessions(set(state.sessions) - set(held))
     for session_id, pids in found.items():
         for pid in pids:
             with contextlib.suppress(OSError):
@@ -58,10 +87,23 @@ async def reconcile(
     async with anyio.create_task_group() as group:
         for pgid in groups:
             group.start_soon(stop_group, pgid, supervisor.cancel_grace)
-    unstarted = [s for s in live if restartable(state, s) and s.session_id not in found]
+    unstarted = [
+        s
+        for s in live
+        if restartable(state, s) and s.session_id not in found and s.session_id not in held
+    ]
     for session in live:
         run_id, session_id = session.run_id, session.session_id
-        if session in unstarted and superseded(state, session):
+        agent = held.get(session_id)
+        if agent is not None:
+            problem = await _resume(state, launcher, supervisor, session, agent)
+            if problem is not None:
+                await lifecycle.finish_session(run_id, session_id, "failed", problem, "internal")
+            elif parent_ended(state, session):
+                await lifecycle.finish_session(
+                    run_id, session_id, "cancelled", "its parent run has ended", "cancelled"
+                )
+        elif session in unstarted and superseded(state, session):
             await lifecycle.finish_session(
                 run_id, session_id, "cancelled", "replaced by a retry", "cancelled"
             )
@@ -70,9 +112,12 @@ async def reconcile(
                 run_id, session_id, "cancelled", "its parent run has ended", "cancelled"
             )
         elif session not in unstarted:
+            places = supervisor.places_of(run_id, session_id)
             await lifecycle.finish_session(
-                run_id, session_id, "failed", RESTARTED_REASON, "orcad_restarted"
+                run_id, session_id, "failed", _lost_reason(places), "orcad_restarted"
             )
+            with contextlib.suppress(OSError):
+                remove_places(places)
     for session in [s for s in unstarted if not superseded(state, s)]:
         log.info("starting session %s, which an earlier orcad recorded", session.session_id)
         recorded = session.command if session.agent == "command" else ()
@@ -90,16 +135,121 @@ async def reconcile(
     _check_worktrees(state)
 
 
+async def _attach_all(
+    state: State, supervisor: Supervisor, live: list[SessionInfo]
+) -> dict[str, HeldAgent]:
+    """Connect to the holder of each live session that has one, a few at a time."""
+    held: dict[str, HeldAgent] = {}
+    limit = anyio.CapacityLimiter(ATTACHING_AT_ONCE)
+
+    async def attach(session: SessionInfo) -> None:
+        session_id = session.session_id
+        places = supervisor.places_of(session.run_id, session_id)
+        offsets = state.read_offsets.get(session_id, {})
+        async with limit:
+            try:
+                held[session_id] = await attach_holder(
+                    places,
+                    offsets.get("stdout", 0),
+                    offsets.get("stderr", 0),
+                    state.holders.get(session_id),
+                )
+            except HolderGone:
+                return
+            except HolderError as exc:
+                log.error("session %s: its holder cannot be re-attached: %s", session_id, exc)
+
+    async with anyio.create_task_group() as attaching:
+        for session in live:
+            attaching.start_soon(attach, session)
+    if held:
+        log.info("re-attached to %d sessions that ran on while orcad was away", len(held))
+    return held
+
+
+async def _resume(
+    state: State,
+    launcher: Launcher,
+    supervisor: Supervisor,
+    session: SessionInfo,
+    agent: HeldAgent,
+) -> str | None:
+    """Hand a re-attached session to the supervisor with a translator like its first; or stop
+    its agent and say why it cannot be (its agent's binary is gone: nothing reads it)."""
+    recorded = session.command if session.agent == "command" else ()
+    prompt = state.prompts.get(session.session_id)
+    prepared = await launcher.prepare(session.run_id, session.agent, prompt, session.cwd, recorded)
+    if prepared.launch is None:
+        await _end_held(agent, supervisor.cancel_grace)
+        return f"orcad could not re-attach to it: {prepared.error}"
+    supervisor.resume_session(session.run_id, session.session_id, agent, prepared.launch.translator)
+    return None
+
+
+async def _end_held(agent: HeldAgent, grace: float) -> None:
+    """Stop a held agent, take its exit and let its holder go."""
+    await stop_group(agent.pid, grace, lambda: pid_exited(agent.pid, agent.start_ticks))
+    with anyio.move_on_after(grace + 5.0), contextlib.suppress(HolderError):
+        while await agent.read() is not None:
+            pass
+        await agent.acknowledge()
+    agent.detach()
+
+
+async def _collect_ended(state: State, supervisor: Supervisor) -> None:
+    """Holders of sessions that the log shows ended (orcad stopped before it let them go):
+    their agents are stopped, and they and their files go."""
+    holders = supervisor.runtime_dir / "holders"
+    try:
+        names = os.listdir(holders)
+    except OSError:
+        return
+    for session_id in names:
+        session = state.sessions.get(session_id)
+        if session is not None and session.status not in TERMINAL_STATUSES:
+            continue
+        if session is None:
+            with contextlib.suppress(OSError):
+                shutil.rmtree(holders / session_id)
+            continue
+        places = supervisor.places_of(session.run_id, session_id)
+        try:
+            agent = await attach_holder(places, 1 << 62, 1 << 62)
+        except HolderError:
+            agent = None
+        if agent is not None:
+            log.warning("session %s ended while its agent ran: stopping it", session_id)
+            await _end_held(agent, supervisor.cancel_grace)
+        with contextlib.suppress(OSError):
+            remove_places(places)
+
+
+def _lost_reason(places: HolderPlaces) -> str:
+    """Why a live session whose holder is gone ended."""
+    ended = read_exit(places)
+    if ended is None:
+        return LOST_REASON
+    return f"its agent ended while orcad was away (exit status {ended.exit_code})"
+
+
 async def shutdown(
     admission: Admission,
     stop_reacting: Callable[[], None],
     supervisor: Supervisor,
     lifecycle: Lifecycle,
+    end_sessions: bool,
 ) -> None:
-    """Stop accepting runs and reacting; signal every session's processes at once; record
-    every live session's end in one transaction; wait for the sessions' tasks."""
+    """Stop accepting runs and reacting; let go of every session (its holder keeps it running
+    for the next orcad) — or, with `end_sessions`, signal every session's processes at once and
+    record every live session's end in one transaction; wait for the sessions' tasks."""
     admission.close()  # from now on no session's process starts
     stop_reacting()
+    if not end_sessions:
+        kept = supervisor.detach_all()
+        log.info("stopping: %d sessions keep running; the next orcad re-attaches to them", kept)
+        if not await supervisor.wait_all_stopped(STOP_RECORD_SECONDS):
+            log.error("sessions still recording after they were let go: cancelled")
+        return
     signalled = supervisor.signal_all()
     log.info("stopping: signalled the processes of %d sessions", signalled)
     with anyio.move_on_after(STOP_RECORD_SECONDS) as waited:

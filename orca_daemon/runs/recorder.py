@@ -13,6 +13,7 @@ from orca_client.events import (
     AgentSessionIdentified,
     Event,
     OutputAppended,
+    OutputRead,
     QuestionAsked,
     QuestionCleared,
     RunStatusChanged,
@@ -30,6 +31,7 @@ from orca_daemon.agents.base import (
 from orca_daemon.log.records import LogUnavailable, StoredEvent, StoreError
 from orca_daemon.runs.rules import resume_events
 from orca_daemon.runs.run_log import RunLog
+from orca_daemon.sessions.held import HeldAgent
 from orca_daemon.sessions.process import SessionSpec, StreamName
 
 log = logging.getLogger(__name__)
@@ -63,19 +65,27 @@ class Recorder:
         self._lost_reason = ""
         self._settling = False
 
-    async def started(self, pid: int, process_start_ticks: int | None) -> None:
+    async def started(self, agent: HeldAgent) -> None:
         spec = self._spec
         run = self._runs.state.runs[spec.run_id]
+        started = SessionStarted(
+            spec.run_id,
+            spec.session_id,
+            agent.pid,
+            agent.start_ticks,
+            agent.holder_pid,
+            agent.holder_start_ticks,
+        )
         await self._runs.record_if_live(
             spec.run_id,
             spec.session_id,
-            [SessionStarted(spec.run_id, spec.session_id, pid, process_start_ticks)],
+            [started],
             # The first session moves a queued run on; a later one (a plan task, a worker or an
             # orchestrator that starts late) leaves a waiting or reviewing run as it is.
             run_status="running" if run.status == "queued" else None,
         )
 
-    async def output(self, stream: StreamName, text: str) -> None:
+    async def output(self, stream: StreamName, text: str, at: int | None) -> None:
         """Queue the chunk without waiting for its commit (the log keeps queue order), so the
         pump goes on reading; wait only when too many chunks are in flight."""
         spec = self._spec
@@ -84,7 +94,8 @@ class Recorder:
         if self._lost and self._runs.store.unwritable() is None:
             reported, self._lost = self._lost, {}
             events.append(self._loss_note(reported))
-        events.append(OutputAppended(spec.run_id, spec.session_id, stream, text))
+        offset = at if stream != "orca" else None
+        events.append(OutputAppended(spec.run_id, spec.session_id, stream, text, offset))
         try:
             future = self._runs.append_nowait(spec.run_id, events, mode="drop")
         except LogUnavailable as exc:
@@ -159,13 +170,24 @@ class Recorder:
         )
         return OutputAppended(spec.run_id, spec.session_id, "orca", text)
 
-    async def question_asked(self, asked: QuestionsAsked) -> None:
+    def _read(self, at: int | None) -> list[Event]:
+        """With a fact the agent's output caused: how far its stdout is read, for a re-attach."""
+        spec = self._spec
+        return [] if at is None else [OutputRead(spec.run_id, spec.session_id, "stdout", at)]
+
+    async def read_to(self, at: int) -> None:
+        """The agent's stdout is handled up to `at` (before orcad answers a line of it)."""
+        await self._runs.append(self._spec.run_id, self._read(at))
+
+    async def question_asked(self, asked: QuestionsAsked, at: int | None) -> None:
         """The agent asked: record the request and put the run in `waiting_for_answer`."""
         spec = self._spec
         event = QuestionAsked(spec.run_id, spec.session_id, asked.request_id, asked.questions)
-        await self._runs.record_if_live(spec.run_id, spec.session_id, [event], "waiting_for_answer")
+        await self._runs.record_if_live(
+            spec.run_id, spec.session_id, [event, *self._read(at)], "waiting_for_answer"
+        )
 
-    async def question_withdrawn(self, withdrawn: QuestionsWithdrawn) -> None:
+    async def question_withdrawn(self, withdrawn: QuestionsWithdrawn, at: int | None) -> None:
         """The agent withdrew its question: clear it; the run resumes if nothing else waits."""
         spec, request_id = self._spec, withdrawn.request_id
         async with self._runs.lock(spec.run_id):
@@ -180,9 +202,9 @@ class Recorder:
                 QuestionCleared(spec.run_id, spec.session_id, request_id, withdrawn.reason)
             ]
             events += resume_events(self._runs.state, spec.run_id, spec.session_id)
-            await self._runs.append(spec.run_id, events)
+            await self._runs.append(spec.run_id, [*events, *self._read(at)])
 
-    async def phase(self, changed: PhaseChanged) -> None:
+    async def phase(self, changed: PhaseChanged, at: int | None) -> None:
         """The agent moved to another phase; a waiting or ended run keeps its status."""
         spec, phase = self._spec, changed.phase
         async with self._runs.lock(spec.run_id):
@@ -192,9 +214,10 @@ class Recorder:
                 return
             if run.status in TERMINAL_STATUSES or run.status in ("waiting_for_answer", phase):
                 return
-            await self._runs.append(spec.run_id, [RunStatusChanged(spec.run_id, phase)])
+            changed_to = RunStatusChanged(spec.run_id, phase)
+            await self._runs.append(spec.run_id, [changed_to, *self._read(at)])
 
-    async def usage(self, usage: Usage) -> None:
+    async def usage(self, usage: Usage, at: int | None) -> None:
         spec = self._spec
         await self._runs.append(
             spec.run_id,
@@ -206,11 +229,12 @@ class Recorder:
                     usage.input_tokens,
                     usage.output_tokens,
                     usage.cost_usd,
-                )
+                ),
+                *self._read(at),
             ],
         )
 
-    async def identified(self, identified: Identified) -> None:
+    async def identified(self, identified: Identified, at: int | None) -> None:
         spec = self._spec
         event = AgentSessionIdentified(spec.run_id, spec.session_id, identified.agent_session_id)
-        await self._runs.append(spec.run_id, [event])
+        await self._runs.append(spec.run_id, [event, *self._read(at)])

@@ -30,11 +30,6 @@ from orca_client.wire import WireError
 from orca_daemon.sessions.process import SessionOutcome
 from orca_daemon.state.projection import State
 
-RESTARTABLE_ROLES = frozenset({"orchestrator", "task"})
-"""Sessions orcad decided on by itself: started on restart when an earlier orcad recorded them
-but died before starting them."""
-
-
 @dataclass(frozen=True)
 class SessionEnding:
     """A session's end, about to be recorded."""
@@ -51,6 +46,8 @@ def outcome_status(outcome: SessionOutcome) -> tuple[TerminalStatus, str, EndCau
     """A session's terminal status: the agent's result line if it gave one, else its exit."""
     if outcome.spawn_error is not None:
         return "failed", outcome.spawn_error, "spawn_failed"
+    if outcome.lost is not None and outcome.result is None:
+        return "failed", outcome.lost, "internal"
     if outcome.result is not None:
         if outcome.result.outcome == "done":
             return "completed", "the agent reported done", "agent"
@@ -178,14 +175,15 @@ def pending_request(state: State, run_id: str, request_id: str | None) -> Pendin
 
 
 def restartable(state: State, session: SessionInfo) -> bool:
-    """A session that never started and that orcad itself decided on (an orchestrator, a
-    plan task, a child run's): the next orcad starts it rather than failing it."""
+    """A session that was recorded but never started (orcad stopped or died first): the next
+    orcad starts it rather than failing it — a client was told of it, or orcad decided on it —
+    unless its run (or a child run's parent) has ended."""
     run = state.runs[session.run_id]
     if session.status != "created" or run.status in TERMINAL_STATUSES:
         return False
-    if run.parent_run_id is not None:  # a child run's, unless its parent has ended
+    if run.parent_run_id is not None:
         return state.runs[run.parent_run_id].status not in TERMINAL_STATUSES
-    return session.role in RESTARTABLE_ROLES
+    return True
 
 
 def parent_ended(state: State, session: SessionInfo) -> bool:

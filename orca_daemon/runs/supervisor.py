@@ -1,6 +1,8 @@
 """Owns every live session process: starts a recorded session's process (in its worktree, if it
-asks for one), records its end through the lifecycle, and stops the process of a session that
-became terminal while it ran — by following the log, not by being told."""
+asks for one) in a holder of its own, re-attaches to one an earlier orcad left running, records
+its end through the lifecycle, and stops the process of a session that became terminal while it
+ran — by following the log, not by being told. When orcad stops, it lets go of them (`detach_all`):
+their holders keep them running for the next orcad."""
 
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ from orca_daemon.runs.lifecycle import Lifecycle
 from orca_daemon.runs.recorder import Recorder
 from orca_daemon.runs.rules import outcome_status, restartable, worktree_bases
 from orca_daemon.runs.run_log import RunLog
-from orca_daemon.sessions.process import PumpSettings, SessionProcess, SessionSpec
+from orca_daemon.sessions.held import HeldAgent, HolderPlaces
+from orca_daemon.sessions.process import PumpSettings, Resumption, SessionProcess, SessionSpec
 from orca_daemon.sessions.procs import process_table, scan_in_thread
 from orca_daemon.sessions.worktrees import WorktreeError, create_worktree
 
@@ -41,6 +44,7 @@ class Supervisor:
         settings: PumpSettings,
         cancel_grace: float,
         runs_dir: Path,
+        runtime_dir: Path,
         heartbeat_seconds: Callable[[], float],
     ) -> None:
         self._runs = runs
@@ -50,6 +54,7 @@ class Supervisor:
         self.cancel_grace = cancel_grace
         """Seconds between SIGTERM and SIGKILL when a session is stopped."""
         self.runs_dir = runs_dir
+        self.runtime_dir = runtime_dir
         self._heartbeat_seconds = heartbeat_seconds
         self._tg: anyio.abc.TaskGroup | None = None
         self._processes: dict[str, SessionProcess] = {}
@@ -74,6 +79,49 @@ class Supervisor:
     def process_of(self, session_id: str) -> SessionProcess | None:
         return self._processes.get(session_id)
 
+    def places_of(self, run_id: str, session_id: str) -> HolderPlaces:
+        """Where the session's holder keeps its socket and its spool."""
+        return HolderPlaces.of(self.runtime_dir, self.runs_dir, run_id, session_id)
+
+    def resume_session(
+        self, run_id: str, session_id: str, agent: HeldAgent, translator: Translator
+    ) -> None:
+        """Carry on a session an earlier orcad left running in its holder (`agent`, attached
+        where the log says its output was read to)."""
+        assert self._tg is not None, "the supervisor runs"
+        state = self._runs.state
+        run, session = state.runs[run_id], state.sessions[session_id]
+        cwd = session.cwd
+        if session.worktree is not None:
+            cwd = _inside(session.worktree, cwd)
+        spec = SessionSpec(
+            run_id,
+            session_id,
+            session.command,
+            cwd,
+            state.prompts.get(session_id),
+            session_env(run, session),
+        )
+        offsets = state.read_offsets.get(session_id, {})
+        pending = session.pending.request_id if session.pending is not None else None
+        resume = Resumption(
+            agent,
+            offsets.get("stdout", 0),
+            offsets.get("stderr", 0),
+            pending,
+            started_recorded=session.status != "created",
+        )
+        self._done[session_id] = anyio.Event()
+        self._tg.start_soon(self._drive, spec, translator, resume)
+
+    def detach_all(self) -> int:
+        """orcad stops: let go of every session's agent (its holder keeps it running, and the
+        next orcad re-attaches); returns how many were running."""
+        processes = list(self._processes.values())
+        for process in processes:
+            process.detach()
+        return len(processes)
+
     def begin_session(self, run_id: str, session_id: str, prepared: Prepared) -> None:
         """Start a recorded session's process (or record why it cannot start)."""
         assert self._tg is not None, "the supervisor runs"
@@ -92,7 +140,7 @@ class Supervisor:
             {**prepared.launch.env, **session_env(run, session)},
         )
         self._done[session_id] = anyio.Event()
-        self._tg.start_soon(self._drive, spec, prepared.launch.translator)
+        self._tg.start_soon(self._drive, spec, prepared.launch.translator, None)
 
     def on_commit(self, events: list[StoredEvent]) -> None:
         """A session that ended while its process runs (cancelled, say): stop the process,
@@ -162,31 +210,38 @@ class Supervisor:
         except StoreError:
             log.exception("session %s: could not record its end", session_id)
 
-    async def _drive(self, spec: SessionSpec, translator: Translator) -> None:
+    async def _drive(
+        self, spec: SessionSpec, translator: Translator, resume: Resumption | None
+    ) -> None:
         state = self._runs.state
         recorder: Recorder | None = None
         process: SessionProcess | None = None
         try:
-            if not self._admission.accepting:  # shutting down: the session never starts
-                await self._not_started(spec)
-                return
-            placed = await self._in_worktree(spec)
-            if placed is None:
-                return
-            spec = placed
-            # Nothing awaits from here until the process is registered, so a cancel or a stop
-            # that came while the worktree was made is seen now, and a later one finds it.
-            if state.sessions[spec.session_id].status in TERMINAL_STATUSES:
-                return
-            if not self._admission.accepting:
-                await self._not_started(spec)
-                return
+            if resume is None:
+                if not self._admission.accepting:  # shutting down: the session never starts
+                    await self._not_started(spec)
+                    return
+                placed = await self._in_worktree(spec)
+                if placed is None:
+                    return
+                spec = placed
+                # Nothing awaits from here until the process is registered, so a cancel or a
+                # stop that came while the worktree was made is seen now, and a later one
+                # finds it.
+                if state.sessions[spec.session_id].status in TERMINAL_STATUSES:
+                    return
+                if not self._admission.accepting:
+                    await self._not_started(spec)
+                    return
             recorder = Recorder(self._runs, spec)
             self._recorders.add(recorder)
-            process = SessionProcess(spec, translator, recorder, self._settings)
+            places = self.places_of(spec.run_id, spec.session_id)
+            process = SessionProcess(spec, translator, recorder, self._settings, places)
             self._processes[spec.session_id] = process
-            outcome = await process.run()
+            outcome = await process.run(resume)
             await recorder.settle()
+            if outcome.detached:
+                return  # its holder keeps it running; the next orcad carries on
             if not self._admission.accepting and restartable(
                 state, state.sessions[spec.session_id]
             ):
@@ -200,6 +255,7 @@ class Supervisor:
                 spec.run_id, spec.session_id, status, reason, cause, outcome.exit_code, summary
             )
             await process.wait_stopped()
+            await process.release()
         except Exception:
             log.exception("session %s failed inside orcad", spec.session_id)
             if process is not None:
@@ -210,6 +266,8 @@ class Supervisor:
                 )
             except Exception:
                 log.exception("session %s: could not record its end", spec.session_id)
+            if process is not None:
+                await process.release()
         finally:
             if recorder is not None:
                 self._recorders.discard(recorder)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
@@ -13,20 +14,32 @@ MAX_UNREAD_INPUT_BYTES = 16 << 20
 """How much input orcad keeps for an agent that has not read it yet (besides its pipe)."""
 
 
+class InputPipe(Protocol):
+    """Where an agent's input goes (its holder's connection): `drain` returns once everything
+    written has left orcad; `buffered` is what has not yet."""
+
+    def write(self, data: bytes) -> None: ...
+
+    async def drain(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def is_closing(self) -> bool: ...
+
+    def buffered(self) -> int: ...
+
+    def abort(self) -> None: ...
+
+
 class InputWriter:
     """An agent's stdin: lines go out in order from one task (`run`), so neither the pump nor a
     request ever waits for an agent that does not read; what waits is bounded."""
 
-    def __init__(self, stdin: asyncio.StreamWriter, session_id: str) -> None:
+    def __init__(self, stdin: InputPipe, session_id: str) -> None:
         self._stdin = stdin
         self._session_id = session_id
-        # drain() then returns only once everything written is in the pipe.
-        stdin.transport.set_write_buffer_limits(high=0)
         self._queue: deque[bytes] = deque()
         self._queued_bytes = 0
-        self._unconfirmed = 0
-        """What the transport still held after the last write (its buffer is gone once the
-        agent has closed the pipe, so this is what is known to be unread then, at most)."""
         self._wake = asyncio.Event()
         self._written = asyncio.Event()
         self._written.set()
@@ -75,9 +88,7 @@ class InputWriter:
 
     def unwritten(self) -> tuple[int, int]:
         """Lines queued, and bytes not yet in the pipe (queued or in the transport's buffer)."""
-        transport = self._stdin.transport
-        held = self._unconfirmed if transport.is_closing() else transport.get_write_buffer_size()
-        return len(self._queue), self._queued_bytes + held
+        return len(self._queue), self._queued_bytes + self._stdin.buffered()
 
     async def wait_written(self) -> None:
         """Return once everything sent so far is in the pipe."""
@@ -92,7 +103,6 @@ class InputWriter:
                 self._wake.clear()
                 while True:
                     await self._stdin.drain()
-                    self._unconfirmed = 0
                     if not self._queue:
                         break
                     line = self._queue.popleft()
@@ -102,7 +112,7 @@ class InputWriter:
                 if self._closing:
                     self._stdin.close()
                     return
-        except (BrokenPipeError, ConnectionResetError):  # the agent closed its stdin
+        except OSError:  # the connection to the holder broke
             self._closing = True
         finally:
             self._written.set()  # nothing more will be written: nobody waits for it
@@ -114,9 +124,7 @@ class InputWriter:
         self._queue.clear()
         self._queued_bytes = 0
         self._closing = True
-        transport = self._stdin.transport
-        if not transport.is_closing() or transport.get_write_buffer_size():  # (not yet closed)
-            transport.abort()
+        self._stdin.abort()
         notes = []
         if self._dropped:
             notes.append(
@@ -133,7 +141,6 @@ class InputWriter:
 
     def _hand_over(self, line: bytes) -> None:
         self._stdin.write(line)
-        self._unconfirmed = self._buffered()
 
     def _buffered(self) -> int:
-        return self._stdin.transport.get_write_buffer_size()
+        return self._stdin.buffered()

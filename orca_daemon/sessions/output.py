@@ -21,7 +21,7 @@ class OutputBuffer:
 
     def __init__(
         self,
-        write: Callable[[StreamName, str], Awaitable[None]],
+        write: Callable[[StreamName, str, int | None], Awaitable[None]],
         chunk_chars: int,
         flush_seconds: float,
     ) -> None:
@@ -33,11 +33,12 @@ class OutputBuffer:
         self._buffered = asyncio.Event()
         self._lock = asyncio.Lock()  # keeps a stream's chunks in order against the flusher
 
-    async def add(self, stream: StreamName, text: str) -> None:
-        """Buffer `text`; the chunks it fills go out now."""
+    async def add(self, stream: StreamName, text: str, at: int | None = None) -> None:
+        """Buffer `text`, which ends at position `at` of the stream's spool; the chunks it fills
+        go out now."""
         async with self._lock:
-            for chunk in self._coalescers[stream].add(text, time.monotonic()):
-                await self._write(stream, chunk)
+            for chunk, position in self._coalescers[stream].add(text, time.monotonic(), at):
+                await self._write(stream, chunk, position)
         self._buffered.set()
 
     async def flush(self, force: bool) -> None:
@@ -46,9 +47,9 @@ class OutputBuffer:
             now = time.monotonic()
             for name, coalescer in self._coalescers.items():
                 if force or coalescer.due(now):
-                    text = coalescer.take()
+                    text, position = coalescer.take()
                     if text:
-                        await self._write(name, text)
+                        await self._write(name, text, position)
 
     async def flush_when_due(self) -> None:
         """Send each chunk at its deadline; runs until cancelled."""

@@ -1,14 +1,18 @@
-"""The subprocess pump: runs one agent process in its own process group and drives a translator.
+"""The session pump: runs one agent through its holder and drives its translator.
 
-It reads stdout and stderr, feeds stdout lines to the agent's translator, writes the translator's
-lines to stdin from a task of its own (so that an agent that does not read never stalls the pump),
-coalesces output into bounded chunks for the recorder, and reports how the process ended. It
-decides no statuses. Every task it starts belongs to its one task group (`SessionProcess.run`).
+The holder (`sessions/holder.py`) starts the agent in its own process group, owns its pipes and
+spools what it prints; the pump reads that output from the holder's connection, feeds stdout lines
+to the translator, sends the translator's lines to the agent from a task of its own (so that an
+agent that does not read never stalls the pump), coalesces output into bounded chunks for the
+recorder, and reports how the agent ended. Every recorded fact carries how far into the spool it
+reaches, so an orcad that re-attaches (`run(resume=...)`) reads on from exactly there, with the
+translator rebuilt from the spool. It decides no statuses. Every task it starts belongs to its one
+task group (`SessionProcess.run`).
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -32,20 +36,25 @@ from orca_daemon.agents.base import (
     Translator,
     Usage,
 )
+from orca_daemon.sessions.held import (
+    HeldAgent,
+    HolderError,
+    HolderGone,
+    HolderLaunch,
+    HolderPlaces,
+    remove_places,
+    spool_bytes,
+    start_holder,
+)
 from orca_daemon.sessions.input import InputWriter
 from orca_daemon.sessions.lines import LineSplitter, join_outputs, without_terminal_escapes
 from orca_daemon.sessions.output import OutputBuffer, StreamName
-from orca_daemon.sessions.procs import (
-    ProcessTable,
-    child_env,
-    exited,
-    prepare_agent_process,
-    process_start_ticks,
-)
+from orca_daemon.sessions.procs import ProcessTable, child_env, pid_exited, running_since
 from orca_daemon.sessions.stopping import Stopper
 
 __all__ = [
     "PumpSettings",
+    "Resumption",
     "SessionOutcome",
     "SessionProcess",
     "SessionRecorder",
@@ -55,25 +64,28 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-READ_SIZE = 65_536
+REPLAY_READ_BYTES = 1 << 20
 
 
 class SessionRecorder(Protocol):
-    """Where a session's facts go; `runs/recorder.Recorder` turns them into events."""
+    """Where a session's facts go; `runs/recorder.Recorder` turns them into events. `at` is
+    how far into the agent's stdout spool the fact reaches (None: not from its output)."""
 
-    async def started(self, pid: int, process_start_ticks: int | None) -> None: ...
+    async def started(self, agent: HeldAgent) -> None: ...
 
-    async def output(self, stream: StreamName, text: str) -> None: ...
+    async def output(self, stream: StreamName, text: str, at: int | None) -> None: ...
 
-    async def question_asked(self, asked: QuestionsAsked) -> None: ...
+    async def read_to(self, at: int) -> None: ...
 
-    async def question_withdrawn(self, withdrawn: QuestionsWithdrawn) -> None: ...
+    async def question_asked(self, asked: QuestionsAsked, at: int | None) -> None: ...
 
-    async def usage(self, usage: Usage) -> None: ...
+    async def question_withdrawn(self, withdrawn: QuestionsWithdrawn, at: int | None) -> None: ...
 
-    async def phase(self, changed: PhaseChanged) -> None: ...
+    async def usage(self, usage: Usage, at: int | None) -> None: ...
 
-    async def identified(self, identified: Identified) -> None: ...
+    async def phase(self, changed: PhaseChanged, at: int | None) -> None: ...
+
+    async def identified(self, identified: Identified, at: int | None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -93,10 +105,24 @@ class PumpSettings:
     output_flush_seconds: float = 0.05
     max_line_bytes: int = 1 << 20
     result_exit_grace_seconds: float = 10.0
-    pipe_drain_seconds: float = 2.0
     interrupt_grace_seconds: float = 5.0
     """How long a cancelled agent that was asked to end its turn (`Interrupting`) may take to
     end it and exit before its process group is signalled."""
+    orphan_timeout_seconds: float = 86_400.0
+    """How long a holder keeps its agent running with no orcad attached."""
+
+
+@dataclass(frozen=True)
+class Resumption:
+    """A session whose holder kept it running while orcad was away: where the log stopped."""
+
+    agent: HeldAgent
+    stdout: int
+    stderr: int
+    pending_request_id: str | None
+    """The question the log shows waiting for an answer, if any."""
+    started_recorded: bool = True
+    """False when orcad stopped before it recorded the agent's start."""
 
 
 @dataclass
@@ -106,15 +132,19 @@ class SessionOutcome:
     exit_code: int | None
     result: Result | None = None
     spawn_error: str | None = None
+    lost: str | None = None
+    """Why nothing is known of how the agent ended (its holder died, say)."""
+    detached: bool = False
+    """orcad let go of the session (it stops): the agent runs on in its holder."""
 
 
 MAX_ENV_PROMPT_BYTES = 64 * 1024
 
 
-async def spawn_agent(spec: SessionSpec) -> asyncio.subprocess.Process:
-    """Start the agent in a process group of its own, its three pipes open to orcad."""
+def agent_env(spec: SessionSpec) -> dict[str, str]:
+    """The agent's environment: orcad's, its configuration's, and the session's."""
     prompt = spec.prompt or ""
-    env = child_env(
+    return child_env(
         spec.env,
         ORCA_RUN_ID=spec.run_id,
         ORCA_SESSION_ID=spec.session_id,
@@ -125,17 +155,6 @@ async def spawn_agent(spec: SessionSpec) -> asyncio.subprocess.Process:
             if len(prompt.encode()) <= MAX_ENV_PROMPT_BYTES and "\0" not in prompt
             else {"ORCA_PROMPT": "", "ORCA_PROMPT_ON_STDIN_ONLY": "1"}
         ),
-    )
-    return await asyncio.create_subprocess_exec(
-        *spec.command,
-        cwd=spec.cwd,
-        env=env,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,
-        # Only a ctypes call and setrlimit between fork and exec: safe with orcad's threads.
-        preexec_fn=prepare_agent_process,
     )
 
 
@@ -152,7 +171,8 @@ async def first_of(*waits: Callable[[], Awaitable[object]]) -> None:
 
 
 class SessionProcess:
-    """One agent process: start it, pump its output through its translator, stop it on request."""
+    """One agent, held by its holder: start it (or re-attach to it), pump its output through
+    its translator, stop it on request, or let go of it when orcad stops (`detach`)."""
 
     def __init__(
         self,
@@ -160,75 +180,157 @@ class SessionProcess:
         translator: Translator,
         recorder: SessionRecorder,
         settings: PumpSettings,
+        places: HolderPlaces,
     ) -> None:
         self.spec = spec
         self._translator = translator
         self._recorder = recorder
         self._settings = settings
-        self._process: asyncio.subprocess.Process | None = None
+        self.places = places
+        self._agent: HeldAgent | None = None
         self._output = OutputBuffer(
             recorder.output, settings.output_chunk_chars, settings.output_flush_seconds
         )
+        self._splitters: dict[StreamName, LineSplitter] = {}
         self._stopper = Stopper(spec.session_id)
         self._input: InputWriter | None = None
         self._result: Result | None = None
         self._result_seen = anyio.Event()
-        self._recording = 0
-        """Effects the pump is recording now (they wait for the log, which may be full)."""
-        self._recorded = asyncio.Event()
-        """Set whenever the pump is not recording."""
-        self._recorded.set()
-        self._open_readers = 2
+        self._marked = -1
+        """The stdout position last recorded as read before a line went to the agent."""
+        self._lost: str | None = None
+        self._scope: anyio.CancelScope | None = None
+        self._detaching = False
+        self._exited = False
 
-    async def run(self) -> SessionOutcome:
-        """Run the process to its end; returns how it ended. Output is recorded as it comes.
+    async def run(self, resume: Resumption | None = None) -> SessionOutcome:
+        """Run the agent to its end (started now, or `resume`d); returns how it ended. Output
+        is recorded as it comes.
 
-        When it fails or is cancelled, it stops the agent and all it started before it raises."""
+        When it fails or is cancelled, it stops the agent and all it started before it raises;
+        after `detach`, it returns at once and leaves the agent to its holder."""
+        with anyio.CancelScope() as self._scope:
+            if self._detaching:
+                return SessionOutcome(exit_code=None, detached=True)
+            if resume is None:
+                started = await self._start()
+                if isinstance(started, SessionOutcome):
+                    return started
+                agent, later = started
+                offsets = (0, 0)
+            else:
+                agent, later = resume.agent, []
+                self._agent = agent
+                await anyio.to_thread.run_sync(self._replay, resume)
+                if self._result is not None:
+                    self._result_seen.set()
+                offsets = (resume.stdout, resume.stderr)
+            max_bytes = self._settings.max_line_bytes
+            self._splitters.setdefault("stdout", LineSplitter(max_bytes, offsets[0]))
+            self._splitters["stderr"] = LineSplitter(max_bytes, offsets[1])
+            try:
+                async with anyio.create_task_group() as tasks:
+                    self._stopper.attach(agent.pid, agent.start_ticks, tasks)
+                    try:
+                        fresh = resume is None or not resume.started_recorded
+                        await self._pump(agent, tasks, later, fresh)
+                    finally:
+                        self._stopper.detach()
+                    tasks.cancel_scope.cancel()  # the flusher, the stdin writer, the reader
+            except BaseException:
+                if not self._detaching:  # (a detach is this scope's own cancel: caught below)
+                    await self._stopper.abandon(agent.pid)
+                raise
+            finally:
+                notes = self._input.abandon() if self._input is not None else []
+            for note in notes:
+                await self._output.add("orca", note)
+            await self._output.flush(force=True)
+            return SessionOutcome(exit_code=agent.returncode, result=self._result, lost=self._lost)
+        held = self._agent
+        with anyio.CancelScope(shield=True):
+            with anyio.move_on_after(5.0):  # what is buffered: the next orcad need not read it
+                await self._output.flush(force=True)
+            if held is not None:
+                held.detach()
+        return SessionOutcome(exit_code=None, detached=True)
+
+    async def _start(self) -> tuple[HeldAgent, list[Effect]] | SessionOutcome:
+        """Start the agent in a new holder, its first input (the translator's start) handed to
+        the holder with it; returns the agent and the start's other effects."""
         if self._stopper.requested is not None:
             return SessionOutcome(exit_code=None, spawn_error="stopped before it started")
+        first = self._translator.start(self.spec.prompt or "")
+        launch = HolderLaunch(
+            command=self.spec.command,
+            cwd=self.spec.cwd,
+            env=agent_env(self.spec),
+            initial_input=b"".join(e.line for e in first if isinstance(e, Send)),
+            close_input=any(isinstance(e, CloseInput) for e in first),
+            orphan_timeout=self._settings.orphan_timeout_seconds,
+        )
         try:
             with anyio.CancelScope(shield=True):  # a cancel comes after, when it can end all
-                process = await spawn_agent(self.spec)
-        except OSError as exc:
-            return SessionOutcome(
-                exit_code=None, spawn_error=f"could not start {self.spec.command[0]!r}: {exc}"
-            )
-        self._process = process
-        try:
-            async with anyio.create_task_group() as tasks:
-                self._stopper.attach(process, tasks)  # (a stop that came while it was spawned)
-                try:
-                    await self._pump(process, tasks)
-                finally:
-                    self._stopper.detach()
-                tasks.cancel_scope.cancel()  # the flusher, the stdin writer, stuck readers
-        except BaseException:
-            await self._stopper.abandon(process)
-            raise
-        finally:
-            notes = self._input.abandon() if self._input is not None else []
-        for note in notes:
-            await self._output.add("orca", note)
-        await self._output.flush(force=True)
-        return SessionOutcome(exit_code=process.returncode, result=self._result)
+                agent = await start_holder(self.places, launch)
+        except HolderError as exc:
+            return SessionOutcome(exit_code=None, spawn_error=str(exc))
+        self._agent = agent
+        return agent, [e for e in first if not isinstance(e, Send | CloseInput)]
 
-    async def _pump(self, process: asyncio.subprocess.Process, tasks: anyio.abc.TaskGroup) -> None:
+    def _replay(self, resume: Resumption) -> None:
+        """Rebuild the translator as the earlier orcad left it: its start, then every stdout
+        line it had handled (read from the spool), with their effects dropped (they happened)
+        but for the agent's result; then it forgets the questions the log shows settled."""
+        self._translator.start(self.spec.prompt or "")
+        splitter = LineSplitter(self._settings.max_line_bytes)
+        asked: dict[str, None] = {}
+        position = 0
+        while position < resume.stdout:
+            end = min(resume.stdout, position + REPLAY_READ_BYTES)
+            data = spool_bytes(self.places, "stdout", position, end)
+            if not data:
+                raise HolderError(f"its spool ends at byte {position}, before {resume.stdout}")
+            position += len(data)
+            for text, complete, _ in splitter.feed(data):
+                for effect in self._translator.feed_line(text) if complete else []:
+                    if isinstance(effect, Result) and self._result is None:
+                        self._result = effect
+                    elif isinstance(effect, QuestionsAsked):
+                        asked[effect.request_id] = None
+                    elif isinstance(effect, QuestionsWithdrawn):
+                        asked.pop(effect.request_id, None)
+        for request_id in asked:
+            if request_id != resume.pending_request_id:
+                self._translator.answered(request_id)
+        self._splitters["stdout"] = splitter
+
+    def detach(self) -> None:
+        """orcad stops: let go of the agent (its holder keeps it running for the next orcad);
+        `run` returns a detached outcome."""
+        self._detaching = True
+        if self._scope is not None:
+            self._scope.cancel()
+
+    async def _pump(
+        self, agent: HeldAgent, tasks: anyio.abc.TaskGroup, first: list[Effect], fresh: bool
+    ) -> None:
         """Pump until the agent has exited and its output is read; leave nothing behind."""
-        await self._recorder.started(process.pid, process_start_ticks(process.pid))
-        assert process.stdin is not None and process.stdout is not None
-        assert process.stderr is not None
-        self._input = InputWriter(process.stdin, self.spec.session_id)
+        if fresh:
+            await self._recorder.started(agent)
+        else:
+            await self._output.add("orca", "orcad re-attached to this session; it ran on\n")
+        self._input = InputWriter(agent.stdin, self.spec.session_id)
         read = anyio.Event()
         tasks.start_soon(self._output.flush_when_due)
         tasks.start_soon(self._input.run)
-        # Read first: an agent that prints before it reads its prompt must never stall orcad.
-        tasks.start_soon(self._read, process.stdout, "stdout", read)
-        tasks.start_soon(self._read, process.stderr, "stderr", read)
+        tasks.start_soon(self._read, agent, read)
         tasks.start_soon(self._stop_if_lingering)
-        await self._carry_out(self._translator.start(self.spec.prompt or ""), "stdout", True)
-        await exited(process)
-        await self._stopper.end_leftovers(process.pid)
-        await self._drain(read)
+        await self._carry_out(first, "stdout", force=True)
+        await pid_exited(agent.pid, agent.start_ticks)
+        self._exited = True
+        self._stopper.exited()
+        await self._stopper.end_leftovers(agent.pid)
+        await read.wait()
 
     async def _stop_if_lingering(self) -> None:
         """The agent gave its result: it has a grace period to exit."""
@@ -255,7 +357,7 @@ class SessionProcess:
 
     async def deliver(self, effects: list[Effect]) -> bool:
         """Send reply lines from `reply_for` to the agent without waiting for it to read them;
-        True when they are already in its stdin pipe, False when they wait in orcad (queued)."""
+        True when they have already left orcad, False when they wait in orcad (queued)."""
         await self._carry_out(effects, "stdout", force=True)
         return self._input is not None and self._input.unwritten()[1] == 0
 
@@ -265,14 +367,14 @@ class SessionProcess:
         An agent asked to end its turn (`Interrupting`) gets `interrupt_grace_seconds` to do so
         and exit (its result closes its input, which ends it) before the signal. Never raises
         but for a cancel of its caller."""
-        process = self._process
-        if process is not None and process.returncode is None:
+        agent = self._agent
+        if agent is not None and not self._exited:
             try:
                 effects = self._translator.cancel(reason)
                 await self._carry_out(effects, "stdout", force=True)
                 if any(isinstance(effect, Interrupting) for effect in effects):
                     with anyio.move_on_after(self._settings.interrupt_grace_seconds):
-                        await exited(process)
+                        await pid_exited(agent.pid, agent.start_ticks)
                 elif self._input is not None:  # a moment to read it before the signal
                     with anyio.move_on_after(1.0):
                         await self._input.wait_written()
@@ -295,80 +397,98 @@ class SessionProcess:
 
     @property
     def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
+        return self._agent.pid if self._agent is not None else None
 
     def alive(self) -> bool:
         """True while the agent's process runs (a zombie not yet reaped counts as ended)."""
-        process = self._process
-        if process is None or process.returncode is not None:
+        agent = self._agent
+        if agent is None or self._exited:
             return False
-        return process_start_ticks(process.pid) is not None
+        ticks = running_since(agent.pid)
+        return ticks is not None and ticks == (agent.start_ticks or ticks)
+
+    async def release(self) -> None:
+        """The session's end is recorded: its holder may exit, and its files go."""
+        agent = self._agent
+        if agent is not None and self._lost is None:
+            with anyio.move_on_after(5.0), contextlib.suppress(HolderError, OSError):
+                await agent.acknowledge()
+        if agent is not None:
+            agent.detach()
+        await anyio.to_thread.run_sync(remove_places_quietly, self.places)
 
     async def wait_stopped(self) -> None:
         """Return once the stop that `stop` began has ended (when `run` has returned, it has)."""
         await self._stopper.wait_stopped()
 
-    async def _drain(self, read: anyio.Event) -> None:
-        """Let the readers finish what the exited agent wrote. Whatever still holds the pipes
-        (it left the group and the session) is not waited for; but a reader that waits for the
-        log to take a record (a question, while the disk is full) is, for what follows it in
-        the agent's output (its result, say) decides how the session ended."""
-        said = False
-        while True:
-            with anyio.move_on_after(self._settings.pipe_drain_seconds):
-                await read.wait()
-            if read.is_set():
-                return
-            if self._recorded.is_set():
-                log.warning(
-                    "session %s: something still holds its output pipes", self.spec.session_id
-                )
-                return
-            if not said:
-                said = True
-                log.info(
-                    "session %s: its agent has exited; the rest of its output waits for the "
-                    "log to be written",
-                    self.spec.session_id,
-                )
-            await first_of(read.wait, self._recorded.wait)
+    async def _read(self, agent: HeldAgent, read: anyio.Event) -> None:
+        """Read the agent's output to its end; then finish the translator's input. A holder
+        that dies first ends the agent with it (it is the agent's parent): the session is lost."""
+        try:
+            while (piece := await agent.read()) is not None:
+                stream, data = piece
+                splitter = self._splitters[stream]
+                before = splitter.offset
+                await self._handle_lines(stream, splitter.feed(data), before)
+        except HolderGone as exc:
+            self._lost = f"its holder ended unexpectedly ({exc})"
+            log.warning("session %s: %s", self.spec.session_id, self._lost)
+            self.stop(2.0)
+        for stream in ("stdout", "stderr"):
+            splitter = self._splitters[stream]
+            before = splitter.offset
+            await self._handle_lines(stream, splitter.finish(), before)
+        last = self._translator.finish()
+        end = self._splitters["stdout"].offset
+        await self._carry_out(last, "stdout", ends=[end] * len(last))
+        read.set()
 
-    async def _read(
-        self, reader: asyncio.StreamReader, stream: StreamName, read: anyio.Event
+    async def _handle_lines(
+        self, stream: StreamName, lines: list[tuple[str, bool, int]], before: int
     ) -> None:
-        """Read one pipe to its end; the last reader to end finishes the translator's input."""
-        splitter = LineSplitter(self._settings.max_line_bytes)
-        while data := await reader.read(READ_SIZE):
-            await self._handle_lines(stream, splitter.feed(data))
-        await self._handle_lines(stream, splitter.finish())
-        self._open_readers -= 1
-        if not self._open_readers:
-            await self._carry_out(self._translator.finish(), "stdout")
-            read.set()
-
-    async def _handle_lines(self, stream: StreamName, lines: list[tuple[str, bool]]) -> None:
-        """One read's lines: their effects, with adjacent output joined into one piece."""
+        """One read's lines (the first begins at `before`): their effects, with adjacent output
+        joined into one piece."""
         effects: list[Effect] = []
-        for text, complete in lines:
+        ends: list[int] = []
+        for text, complete, end in lines:
             if stream == "stderr":  # a log line: its colours stay behind
                 text = without_terminal_escapes(text)
             if stream == "stderr" or not complete:
                 effects.append(Output(text + "\n" if complete else text))
+                ends.append(end)
             else:
-                effects.extend(self._translator.feed_line(text))
-        await self._carry_out(join_outputs(effects), stream)
+                produced = self._translator.feed_line(text)
+                effects += produced
+                # Only the line's last effect says it was read whole: a restart that finds
+                # the others recorded but not the last reads the line again.
+                ends += [before] * (len(produced) - 1) + [end] if produced else []
+            before = end
+        joined, joined_ends = join_outputs(effects, ends)
+        await self._carry_out(joined, stream, ends=joined_ends)
 
     async def _carry_out(
-        self, effects: list[Effect], stream: StreamName, force: bool = False
+        self,
+        effects: list[Effect],
+        stream: StreamName,
+        force: bool = False,
+        ends: list[int] | None = None,
     ) -> None:
         """Do what the translator said, in order; output before a question stays before it.
 
         Lines for the agent are queued, never waited for; `force` queues them even when much
-        waits unread (the prompt, an answer, a cancel: bounded by what clients may send)."""
-        for effect in effects:
+        waits unread (the prompt, an answer, a cancel: bounded by what clients may send). With
+        `ends` (the effects came from the agent's output), a line answering the agent goes out
+        only once the log says how far its output was read: a re-attached orcad never sends
+        it twice."""
+        for index, effect in enumerate(effects):
+            at = ends[index] if ends is not None else None
             if isinstance(effect, Output):
-                await self._output.add(stream, effect.text)
+                await self._output.add(stream, effect.text, at)
             elif isinstance(effect, Send):
+                if at is not None and at > self._marked:
+                    await self._output.flush(force=True)
+                    await self._recorder.read_to(at)
+                    self._marked = at
                 if self._input is not None:
                     self._input.offer(effect.line, force)
             elif isinstance(effect, CloseInput):
@@ -386,24 +506,24 @@ class SessionProcess:
                         self._input.close()
                     await self._stopper.track_descendants()  # before they leave the agent
             else:
-                self._recording += 1
-                self._recorded.clear()
-                try:
-                    await self._output.flush(force=True)
-                    await self._record(effect)
-                finally:
-                    self._recording -= 1
-                    if not self._recording:
-                        self._recorded.set()
+                await self._output.flush(force=True)
+                await self._record(effect, at)
 
-    async def _record(self, effect: Effect) -> None:
+    async def _record(self, effect: Effect, at: int | None) -> None:
         if isinstance(effect, QuestionsAsked):
-            await self._recorder.question_asked(effect)
+            await self._recorder.question_asked(effect, at)
         elif isinstance(effect, QuestionsWithdrawn):
-            await self._recorder.question_withdrawn(effect)
+            await self._recorder.question_withdrawn(effect, at)
         elif isinstance(effect, Usage):
-            await self._recorder.usage(effect)
+            await self._recorder.usage(effect, at)
         elif isinstance(effect, PhaseChanged):
-            await self._recorder.phase(effect)
+            await self._recorder.phase(effect, at)
         elif isinstance(effect, Identified):
-            await self._recorder.identified(effect)
+            await self._recorder.identified(effect, at)
+
+
+def remove_places_quietly(places: HolderPlaces) -> None:
+    try:
+        remove_places(places)
+    except OSError as exc:
+        log.warning("could not remove a session's holder files: %s", exc)

@@ -145,6 +145,34 @@ async def exited(process: asyncio.subprocess.Process) -> None:
         await asyncio.sleep(0 if attempt < 20 else 0.001)
 
 
+async def pid_exited(pid: int, start_ticks: int | None) -> None:
+    """Return once the process `pid` (started at `start_ticks`; not necessarily our child)
+    has exited: a pidfd becomes readable then, whoever its parent is."""
+    try:
+        descriptor = os.pidfd_open(pid)
+    except (AttributeError, OSError):  # no pidfd (old kernel), or it is gone already
+        while _still(pid, start_ticks):  # noqa: ASYNC110 - nothing to wait on
+            await asyncio.sleep(0.05)
+        return
+    try:
+        if not _still(pid, start_ticks):  # (the pid names another process now)
+            return
+        loop = asyncio.get_running_loop()
+        readable = asyncio.Event()
+        loop.add_reader(descriptor, readable.set)
+        try:
+            await readable.wait()
+        finally:
+            loop.remove_reader(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _still(pid: int, start_ticks: int | None) -> bool:
+    ticks = running_since(pid)
+    return ticks is not None and (start_ticks is None or ticks == start_ticks)
+
+
 def processes_of_sessions(session_ids: set[str]) -> dict[str, list[int]]:
     """Live processes (Linux /proc) whose environment names one of these sessions.
 

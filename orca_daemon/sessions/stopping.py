@@ -3,7 +3,6 @@ period), and once it has ended, whatever it left running."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -14,8 +13,8 @@ import anyio.abc
 from orca_daemon.sessions.procs import (
     ProcessTable,
     descendants,
-    exited,
     group_exists,
+    pid_exited,
     process_table,
     processes_of_sessions,
     running_since,
@@ -43,17 +42,24 @@ class Stopper:
         self._session_id = session_id
         self.requested: float | None = None
         """The grace period of the first stop asked for, once one was."""
-        self._process: asyncio.subprocess.Process | None = None
+        self._pid: int | None = None
+        self._start_ticks: int | None = None
+        self._exited = False
         self._tasks: anyio.abc.TaskGroup | None = None
         self._stopped: anyio.Event | None = None
         self._descendants: dict[int, int] = {}
         """The agent's descendants seen so far (pid -> start ticks), stopped with it."""
 
-    def attach(self, process: asyncio.subprocess.Process, tasks: anyio.abc.TaskGroup) -> None:
-        """The pump runs `process` in `tasks`: stops begin there (one asked for already, now)."""
-        self._process, self._tasks = process, tasks
+    def attach(self, pid: int, start_ticks: int | None, tasks: anyio.abc.TaskGroup) -> None:
+        """The pump runs the agent `pid` in `tasks`: stops begin there (one asked for already,
+        now). The agent leads its own process group."""
+        self._pid, self._start_ticks, self._tasks = pid, start_ticks, tasks
         if self.requested is not None:
             self.stop(self.requested)
+
+    def exited(self) -> None:
+        """The agent has exited (its pid may name another process from now on)."""
+        self._exited = True
 
     def detach(self) -> None:
         """The pump has ended."""
@@ -63,38 +69,38 @@ class Stopper:
         """Begin stopping the process group: SIGTERM now, SIGKILL after `grace` seconds."""
         if self.requested is None:
             self.requested = grace
-        process, tasks = self._process, self._tasks
-        if process is None or tasks is None or process.returncode is not None:
+        pid, tasks = self._pid, self._tasks
+        if pid is None or tasks is None or self._exited:
             return
         if self._stopped is None:
             self._stopped = anyio.Event()
-            tasks.start_soon(self._stop, process, grace)
+            tasks.start_soon(self._stop, pid, grace)
 
     async def wait_stopped(self) -> None:
         """Return once a stop that began has ended (at the latest when the pump ends)."""
         if self._stopped is not None:
             await self._stopped.wait()
 
-    async def _stop(self, process: asyncio.subprocess.Process, grace: float) -> None:
+    async def _stop(self, pid: int, grace: float) -> None:
         try:
-            await self.stop_now(process, grace)
+            await self.stop_now(pid, grace)
         finally:
             assert self._stopped is not None
             self._stopped.set()
 
-    async def stop_now(self, process: asyncio.subprocess.Process, grace: float) -> None:
+    async def stop_now(self, pid: int, grace: float) -> None:
         """Stop the process group and wait for it (at most `grace` seconds, then SIGKILL)."""
         await self.track_descendants()  # while the agent lives, they are all below it
-        await stop_group(process.pid, grace, lambda: exited(process))
+        await stop_group(pid, grace, lambda: pid_exited(pid, self._start_ticks))
 
-    async def abandon(self, process: asyncio.subprocess.Process) -> None:
+    async def abandon(self, pid: int) -> None:
         """The pump failed or was cancelled: stop the agent and all it started, shielded from
         the cancel, so that nothing of the session stays running."""
         with anyio.CancelScope(shield=True):
-            if process.returncode is None:
+            if not self._exited:
                 log.info("session %s: its pump ended; stopping its agent", self._session_id)
-                await self.stop_now(process, LEFTOVER_GRACE_SECONDS)
-            await self.end_leftovers(process.pid)
+                await self.stop_now(pid, LEFTOVER_GRACE_SECONDS)
+            await self.end_leftovers(pid)
 
     def note_descendants(self, table: ProcessTable) -> None:
         """Remember the agent's descendants in `table` (a `process_table()`), and forget those
@@ -106,9 +112,8 @@ class Stopper:
             if running_since(pid) == ticks  # (a table taken earlier may miss it)
         }
         roots = set(known)
-        process = self._process
-        if process is not None and process.returncode is None:  # not reaped: its pid
-            roots.add(process.pid)  # is still its own
+        if self._pid is not None and not self._exited:  # its pid is still its own
+            roots.add(self._pid)
         found = descendants(table, roots) - roots
         self._descendants = {**known, **{pid: table[pid][1] for pid in found}}
 

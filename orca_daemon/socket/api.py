@@ -108,7 +108,7 @@ class Api:
         instance: str,
         started_at: float,
         log_file: str,
-        request_shutdown: Callable[[], None],
+        request_shutdown: Callable[[bool], None],
         reload_config: Callable[[bool], Awaitable[ReloadResult]],
     ) -> None:
         self._store = store
@@ -134,7 +134,7 @@ class Api:
             self._subscriptions.close(identity, request.subscription)
             return Done()
         if isinstance(request, Shutdown):
-            self._request_shutdown()
+            self._request_shutdown(request.cancel_sessions)
             return Done()
         return None
 

@@ -23,6 +23,7 @@ from orca_client.events import (
     OrchestrationFinished,
     OrchestratorTriggered,
     OutputAppended,
+    OutputRead,
     QuestionAnswered,
     QuestionAsked,
     QuestionCleared,
@@ -140,6 +141,10 @@ class State:
     has learned, handed to its later sessions."""
     start_ticks: dict[str, int] = field(default_factory=dict)
     """Each live session's process start time (Linux clock ticks): tells a reused pid apart."""
+    read_offsets: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Per live session, how far into each stream's spool orcad has read (recorded output)."""
+    holders: dict[str, tuple[int, int | None]] = field(default_factory=dict)
+    """Each live session's holder (pid, start ticks), when it has one."""
     causes: dict[str, EndCause] = field(default_factory=dict)
     """Why each ended session of a live plan run ended (its task's next step depends on it)."""
     open_lines: dict[str, str] = field(default_factory=dict)
@@ -224,9 +229,15 @@ def apply(state: State, stored: StoredEvent) -> State:
             elif isinstance(event, SessionStarted):
                 if session.status not in TERMINAL_STATUSES and event.process_start_ticks:
                     state.start_ticks[event.session_id] = event.process_start_ticks
+                if session.status not in TERMINAL_STATUSES and event.holder_pid is not None:
+                    state.holders[event.session_id] = (event.holder_pid, event.holder_start_ticks)
+            elif isinstance(event, OutputRead):
+                _read_to(state, session, event.stream, event.offset)
             elif isinstance(event, SessionTerminated):
                 state.prompts.pop(event.session_id, None)
                 state.start_ticks.pop(event.session_id, None)
+                state.read_offsets.pop(event.session_id, None)
+                state.holders.pop(event.session_id, None)
                 if event.run_id in state.plans:
                     state.causes[event.session_id] = cause_of(event)
                 state.open_lines.pop(event.session_id, None)
@@ -234,11 +245,20 @@ def apply(state: State, stored: StoredEvent) -> State:
             session = evolve_session(session, event, at)
             if isinstance(event, OutputAppended) and event.stream != "orca":
                 session = _note_output(state, session, event.text)
+                if event.offset is not None:
+                    _read_to(state, session, event.stream, event.offset)
             state.sessions[session.session_id] = session
             if isinstance(event, UsageRecorded):
                 _add_usage(state, before, session)
     state.position = stored.position
     return state
+
+
+def _read_to(state: State, session: SessionInfo, stream: str, offset: int) -> None:
+    """A live session's `stream` has been read (and recorded) up to `offset` of its spool."""
+    if session.status not in TERMINAL_STATUSES:
+        offsets = state.read_offsets.setdefault(session.session_id, {})
+        offsets[stream] = max(offsets.get(stream, 0), offset)
 
 
 def _note_output(state: State, session: SessionInfo, text: str) -> SessionInfo:

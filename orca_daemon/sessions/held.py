@@ -1,0 +1,461 @@
+"""orcad's side of a session holder (holder.py): start one, attach to it, read what it left.
+
+A holder starts the agent, spools its output to files and outlives orcad; orcad talks to it over
+a unix socket in `socket_dir`. Frames both ways are 1 byte kind + 4 bytes big-endian length +
+payload (1 MiB at most). To the holder: `h` hello (JSON: version, secret, nonce, stdout and
+stderr offsets), `i` stdin bytes, `c` close the agent's stdin, `a` the exit is collected. From
+it: `w` welcome (JSON: proof = HMAC-SHA256 keyed by the secret's hex text over the nonce's hex
+text, pids, stdin state, the exit if any), `o`/`e` output from the offsets asked, `x` the exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hmac
+import json
+import os
+import secrets
+import shutil
+import socket
+import struct
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from orca_client.paths import HOLDERS_NAME, ensure_private_dir
+from orca_daemon.limits import INHERITED_DESCRIPTOR_LIMIT
+from orca_daemon.sessions.procs import process_start_ticks
+
+__all__ = [
+    "HeldAgent",
+    "HeldInput",
+    "HolderError",
+    "HolderExit",
+    "HolderGone",
+    "HolderLaunch",
+    "HolderPlaces",
+    "attach_holder",
+    "read_exit",
+    "remove_places",
+    "spool_bytes",
+    "start_holder",
+]
+
+HOLDER_PROGRAM = Path(__file__).with_name("holder.py")
+VERSION = 1
+MAX_PAYLOAD = 1 << 20
+STDIN_FRAME = 256 << 10
+READY_TIMEOUT = 10.0
+WELCOME_TIMEOUT = 10.0
+Stream = Literal["stdout", "stderr"]
+
+
+class HolderError(Exception):
+    """A holder could not be started or reached, with why (for the session's end reason)."""
+
+
+class HolderGone(HolderError):
+    """No holder answers for this session (none started, or it has exited / died)."""
+
+
+@dataclass(frozen=True)
+class HolderPlaces:
+    """Where a session's holder keeps its socket and secret, and its spooled output."""
+
+    socket_dir: Path
+    spool_dir: Path
+
+    @classmethod
+    def of(cls, runtime_dir: Path, runs_dir: Path, run_id: str, session_id: str) -> HolderPlaces:
+        return cls(
+            runtime_dir / HOLDERS_NAME / session_id, runs_dir / run_id / "spool" / session_id
+        )
+
+
+@dataclass(frozen=True)
+class HolderLaunch:
+    command: list[str]
+    cwd: str
+    env: dict[str, str]
+    initial_input: bytes = b""
+    close_input: bool = False
+    orphan_timeout: float = 86_400.0
+    exit_drain: float = 2.0
+    hello_timeout: float = 5.0
+    """How long a connection may take to say hello (shorter in tests)."""
+
+
+@dataclass(frozen=True)
+class HolderExit:
+    """How the agent ended (exit.json, and the `x` frame)."""
+
+    exit_code: int
+    """Popen-style: the negative signal number when a signal killed it."""
+    stdout: int
+    stderr: int
+    """The spool files' sizes: all the agent printed."""
+    stdin_dropped: int
+    """Bytes for its stdin it never read (it had exited or closed its stdin)."""
+
+    @classmethod
+    def parse(cls, data: Any) -> HolderExit:
+        try:
+            fields = {name: data[name] for name in ("exit_code", "stdout", "stderr")}
+            exit = cls(**fields, stdin_dropped=data.get("stdin_dropped", 0))
+        except (TypeError, KeyError, AttributeError):
+            raise HolderError(f"the holder described the exit wrongly: {data!r:.200}") from None
+        if not all(type(value) is int for value in vars(exit).values()):
+            raise HolderError(f"the holder described the exit wrongly: {data!r:.200}")
+        return exit
+
+
+def _frame(kind: bytes, payload: bytes) -> bytes:
+    return kind + len(payload).to_bytes(4, "big") + payload
+
+
+class HeldInput:
+    """The agent's stdin, through the holder. Writes queue in the connection's transport."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self._writer = writer
+        self._closed = False
+        # drain() returns only once the transport has handed everything to the socket.
+        writer.transport.set_write_buffer_limits(high=0)
+
+    def write(self, data: bytes) -> None:
+        if self._closed or self._writer.is_closing():
+            return
+        for start in range(0, len(data), STDIN_FRAME):
+            self._writer.write(_frame(b"i", data[start : start + STDIN_FRAME]))
+
+    async def drain(self) -> None:
+        """Return once the socket took everything written (raises HolderGone if it broke)."""
+        if self._closed or self._writer.is_closing():
+            return
+        try:
+            await self._writer.drain()
+        except (ConnectionError, RuntimeError) as exc:
+            raise HolderGone(f"the connection to the holder broke: {exc}") from exc
+
+    def close(self) -> None:
+        """Ask the holder to close the agent's stdin once what it holds is written."""
+        if not self._closed and not self._writer.is_closing():
+            self._writer.write(_frame(b"c", b""))
+        self._closed = True
+
+    def is_closing(self) -> bool:
+        return self._closed or self._writer.is_closing()
+
+    def buffered(self) -> int:
+        """Bytes written here that the socket has not taken yet."""
+        return self._writer.transport.get_write_buffer_size()
+
+    def abort(self) -> None:
+        """Stop writing (the agent has exited). What the transport still holds goes on to the
+        holder, which reads again once the agent is gone and counts it as dropped."""
+        self._closed = True
+
+
+class HeldAgent:
+    """One connection to a session's holder."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        welcome: dict[str, Any],
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self.pid: int = welcome["pid"]
+        """The agent's."""
+        self.start_ticks: int | None = welcome["start_ticks"]
+        self.holder_pid: int = welcome["holder_pid"]
+        self.holder_start_ticks: int | None = welcome["holder_start_ticks"]
+        self.stdin_received: int = welcome["stdin_received"]
+        """Bytes of stdin the holder has received from all its clients so far."""
+        self.stdin_closed: bool = welcome["stdin_closed"]
+        exit = welcome["exit"]
+        self.exit: HolderExit | None = None if exit is None else HolderExit.parse(exit)
+        self.returncode: int | None = None if self.exit is None else self.exit.exit_code
+        self.stdin = HeldInput(writer)
+        self._ended = False
+        self._exited = asyncio.Event()
+        self._reading = False
+        self._broken: HolderError | None = None
+
+    async def read(self) -> tuple[Stream, bytes] | None:
+        """The next piece of output (in the order the holder sends it); None once the agent has
+        exited and all its output has come (returncode is set then). Raises HolderGone when the
+        connection breaks first (the holder died)."""
+        if self._ended:
+            return None
+        self._reading = True
+        try:
+            kind, payload = await self._next_frame()
+        finally:
+            self._reading = False
+        if kind == b"o":
+            return "stdout", payload
+        if kind == b"e":
+            return "stderr", payload
+        if kind == b"x":
+            self.exit = HolderExit.parse(_json(payload))
+            self.returncode = self.exit.exit_code
+            self._ended = True
+            self._exited.set()
+            return None
+        raise self._break(HolderError(f"the holder sent an unknown frame {kind!r}"))
+
+    async def _next_frame(self) -> tuple[bytes, bytes]:
+        if self._broken is not None:
+            raise self._broken
+        try:
+            header = await self._reader.readexactly(5)
+            length = int.from_bytes(header[1:], "big")
+            if length > MAX_PAYLOAD:
+                raise self._break(HolderError(f"the holder sent a frame of {length} bytes"))
+            return header[:1], await self._reader.readexactly(length)
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            raise self._break(HolderGone(f"the connection to the holder broke: {exc}")) from exc
+
+    def _break(self, error: HolderError) -> HolderError:
+        self._broken = error
+        self._exited.set()
+        self._writer.close()
+        return error
+
+    async def wait_exited(self) -> int:
+        """Return the agent's returncode once the exit frame came. While nobody else reads,
+        this reads (and drops) the output that comes before it."""
+        while not self._ended:
+            if self._broken is not None:
+                raise self._broken
+            if self._reading:
+                await self._exited.wait()
+            else:
+                await self.read()
+        assert self.returncode is not None
+        return self.returncode
+
+    async def acknowledge(self) -> None:
+        """Send `a` and close: the holder exits."""
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            if not self._writer.is_closing():
+                self._writer.write(_frame(b"a", b""))
+            self._writer.close()
+            await self._writer.wait_closed()
+
+    def detach(self) -> None:
+        """Close the connection; the holder keeps the agent running."""
+        self._writer.close()
+
+
+def _json(payload: bytes) -> Any:
+    try:
+        return json.loads(payload)
+    except ValueError:
+        raise HolderError(f"the holder sent garbage: {payload[:200]!r}") from None
+
+
+def _log_tail(places: HolderPlaces, size: int = 2000) -> str:
+    try:
+        with open(places.spool_dir / "holder.log", "rb") as handle:
+            handle.seek(max(0, os.fstat(handle.fileno()).st_size - size))
+            tail = handle.read().decode(errors="replace").strip()
+    except OSError:
+        return ""
+    return f"; holder.log ends with: {tail}" if tail else ""
+
+
+def _private_file(path: Path, data: bytes | None = None) -> int:
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(descriptor, 0o600)
+    if data is not None:
+        os.ftruncate(descriptor, 0)
+        os.write(descriptor, data)
+    return descriptor
+
+
+async def start_holder(places: HolderPlaces, launch: HolderLaunch) -> HeldAgent:
+    """Create the dirs (0700) and secret (0600), launch the holder, read its ready line, attach at
+    offsets 0. Raises HolderError (with the agent's spawn error text when the agent could not
+    start)."""
+    for directory in (places.socket_dir.parent, places.socket_dir):
+        ensure_private_dir(directory)
+    for directory in (places.spool_dir.parent, places.spool_dir):
+        ensure_private_dir(directory)
+    secret = secrets.token_hex(32)
+    os.close(_private_file(places.socket_dir / "secret", secret.encode()))
+    spec = {
+        "version": VERSION,
+        "secret": secret,
+        "command": launch.command,
+        "cwd": launch.cwd,
+        "env": launch.env,
+        "spool_dir": str(places.spool_dir),
+        "socket_dir": str(places.socket_dir),
+        "orphan_timeout": launch.orphan_timeout,
+        "initial_input": base64.b64encode(launch.initial_input).decode(),
+        "close_input": launch.close_input,
+        "nofile": INHERITED_DESCRIPTOR_LIMIT,
+        "exit_drain": launch.exit_drain,
+        "hello_timeout": launch.hello_timeout,
+    }
+    log = _private_file(places.spool_dir / "holder.log")
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-I",
+            str(HOLDER_PROGRAM),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=log,
+            cwd=places.spool_dir,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise HolderError(f"could not start the holder: {exc}") from exc
+    finally:
+        os.close(log)
+    ready = await _ready_line(process, json.dumps(spec).encode(), places)
+    if "error" in ready:
+        raise HolderError(str(ready["error"]))
+    try:
+        expected = (int(ready["holder_pid"]), ready["holder_start_ticks"])
+    except (KeyError, TypeError, ValueError):
+        raise HolderError(f"the holder said {ready!r:.200}{_log_tail(places)}") from None
+    return await attach_holder(places, 0, 0, expected=expected)
+
+
+async def _ready_line(
+    process: asyncio.subprocess.Process, spec: bytes, places: HolderPlaces
+) -> dict[str, Any]:
+    """Hand the holder its spec and read the one line it answers with."""
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        process.stdin.write(spec)
+        process.stdin.close()
+        line = await asyncio.wait_for(process.stdout.readline(), READY_TIMEOUT)
+        await asyncio.wait_for(process.wait(), READY_TIMEOUT)  # the parent exits at once
+    except (TimeoutError, ValueError, ConnectionError) as exc:
+        # The holder proper stays in the group of the parent, which led a session of its own.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, 9)
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+        why = "did not say it was ready in time" if isinstance(exc, TimeoutError) else str(exc)
+        raise HolderError(f"the holder {why}{_log_tail(places)}") from exc
+    try:
+        ready = json.loads(line)
+        if not isinstance(ready, dict):
+            raise ValueError
+    except ValueError:
+        said = f"said {line[:200]!r}" if line else "exited before it was ready"
+        raise HolderError(f"the holder {said}{_log_tail(places)}") from None
+    return ready
+
+
+async def attach_holder(
+    places: HolderPlaces,
+    stdout: int,
+    stderr: int,
+    expected: tuple[int, int | None] | None = None,
+) -> HeldAgent:
+    """Connect to a running holder with the secret from places.socket_dir/'secret', ask for output
+    from these offsets, verify its proof, and — when `expected` (holder pid, start ticks) is given
+    — that the peer (SO_PEERCRED pid) is that process (pid + start ticks). HolderGone when there
+    is no socket / nobody listens / no secret file; HolderError when it answers wrongly."""
+    try:
+        secret = (places.socket_dir / "secret").read_text().strip()
+        directory = os.open(places.socket_dir, os.O_PATH | os.O_DIRECTORY)
+    except FileNotFoundError as exc:
+        raise HolderGone(f"no holder for this session: {exc}") from None
+    except OSError as exc:
+        raise HolderError(f"cannot reach the holder: {exc}") from exc
+    try:
+        reader, writer = await asyncio.open_unix_connection(path=f"/proc/self/fd/{directory}/sock")
+    except (FileNotFoundError, ConnectionRefusedError) as exc:
+        raise HolderGone(f"no holder listens for this session: {exc}") from None
+    except OSError as exc:
+        raise HolderError(f"cannot reach the holder: {exc}") from exc
+    finally:
+        os.close(directory)
+    try:
+        _check_peer(writer, expected)
+        nonce = secrets.token_hex(16)
+        hello = {"version": VERSION, "secret": secret, "nonce": nonce}
+        writer.write(
+            _frame(b"h", json.dumps({**hello, "stdout": stdout, "stderr": stderr}).encode())
+        )
+        welcome = await asyncio.wait_for(_welcome(reader, places), WELCOME_TIMEOUT)
+        proof = hmac.new(secret.encode(), nonce.encode(), "sha256").hexdigest()
+        if not hmac.compare_digest(str(welcome.get("proof")), proof):
+            raise HolderError("the holder's proof is wrong: it does not know the secret")
+        return HeldAgent(reader, writer, welcome)
+    except TimeoutError:
+        writer.close()
+        raise HolderError("the holder did not welcome us in time") from None
+    except (KeyError, TypeError) as exc:
+        writer.close()
+        raise HolderError(f"the holder's welcome lacks {exc}") from None
+    except BaseException:
+        writer.close()
+        raise
+
+
+def _check_peer(writer: asyncio.StreamWriter, expected: tuple[int, int | None] | None) -> None:
+    sock: socket.socket = writer.get_extra_info("socket")
+    credentials = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, _ = struct.unpack("3i", credentials)
+    if uid != os.getuid():
+        raise HolderError(f"the holder's socket is served by uid {uid}, not by us")
+    if expected is None:
+        return
+    holder_pid, ticks = expected
+    if pid != holder_pid or (ticks is not None and process_start_ticks(pid) != ticks):
+        raise HolderError(f"the holder's socket is served by pid {pid}, not holder {holder_pid}")
+
+
+async def _welcome(reader: asyncio.StreamReader, places: HolderPlaces) -> dict[str, Any]:
+    try:
+        header = await reader.readexactly(5)
+        length = int.from_bytes(header[1:], "big")
+        if header[:1] != b"w" or length > MAX_PAYLOAD:
+            raise HolderError(f"the holder answered with {header!r}, not a welcome")
+        welcome = _json(await reader.readexactly(length))
+    except (asyncio.IncompleteReadError, ConnectionError) as exc:
+        if not (places.socket_dir / "sock").exists():
+            raise HolderGone("the holder went away while we attached") from exc
+        raise HolderError(f"the holder closed the connection (refused us?): {exc}") from exc
+    if not isinstance(welcome, dict) or welcome.get("version") != VERSION:
+        raise HolderError(f"the holder's welcome is not version {VERSION}: {welcome!r:.200}")
+    return welcome
+
+
+def read_exit(places: HolderPlaces) -> HolderExit | None:
+    """exit.json of a holder that has ended, if any."""
+    try:
+        data = (places.spool_dir / "exit.json").read_bytes()
+    except FileNotFoundError:
+        return None
+    return HolderExit.parse(_json(data))
+
+
+def spool_bytes(places: HolderPlaces, stream: Stream, start: int, end: int) -> bytes:
+    """Bytes [start, end) of a spool file (for a session whose holder ended unattended)."""
+    try:
+        with open(places.spool_dir / stream, "rb") as handle:
+            return os.pread(handle.fileno(), max(0, end - start), start)
+    except FileNotFoundError:
+        return b""
+
+
+def remove_places(places: HolderPlaces) -> None:
+    """Remove socket_dir and spool_dir (after the session's end is recorded)."""
+    shutil.rmtree(places.socket_dir, ignore_errors=True)
+    shutil.rmtree(places.spool_dir, ignore_errors=True)

@@ -1,0 +1,523 @@
+"""The session holder: a small process that starts one agent, owns its stdio, spools its output
+to files and survives orcad, which attaches to it over a unix socket (the conmon pattern).
+
+Run by path (`python -I holder.py`) with one JSON spec on stdin: stdlib only, no asyncio, and
+nothing from orca_daemon. The wire and the files are described in held.py, orcad's side.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import ctypes
+import hmac
+import json
+import os
+import resource
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+VERSION = 1
+MAX_PAYLOAD = 1 << 20
+READ_SIZE = 65_536
+SPOOL_AHEAD = 8 << 20
+"""Bytes of a stream spooled beyond what the client was sent before the agent's pipe is left
+unread (so an agent printing with nobody attached blocks, as on a full pipe)."""
+CLIENT_BUFFER = 256 << 10
+STDIN_AHEAD = 1 << 20
+"""Bytes waiting for the agent's stdin beyond which the client's socket is left unread."""
+UNAUTHENTICATED_AT_ONCE = 4
+KILL_GRACE = 5.0
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+STREAMS = ((b"o", "stdout"), (b"e", "stderr"))
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def log(message: str) -> None:
+    """One line in holder.log (our stderr); never the secret or the environment."""
+    with contextlib.suppress(OSError, ValueError):
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        sys.stderr.write(f"{stamp} holder[{os.getpid()}] {message}\n")
+        sys.stderr.flush()
+
+
+def start_ticks(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat: when the process started, to tell a reused pid apart."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+        return int(stat[stat.rfind(b")") + 2 :].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def frame(kind: bytes, payload: bytes) -> bytes:
+    return kind + len(payload).to_bytes(4, "big") + payload
+
+
+class Connection:
+    """A client's socket with what is waiting to go out and what came in but was not used."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self.sock = sock
+        self.deadline = deadline
+        self.inbox = bytearray()
+        self.outbox = bytearray()
+        self.sent = [0, 0]
+        self.exit_sent = False
+
+    def frames(self) -> list[tuple[bytes, bytes]] | None:
+        """The complete frames received; None when one is longer than allowed."""
+        found = []
+        while len(self.inbox) >= 5:
+            length = int.from_bytes(self.inbox[1:5], "big")
+            if length > MAX_PAYLOAD:
+                return None
+            if len(self.inbox) < 5 + length:
+                break
+            found.append((bytes(self.inbox[:1]), bytes(self.inbox[5 : 5 + length])))
+            del self.inbox[: 5 + length]
+        return found
+
+
+class Holder:
+    def __init__(self, spec: dict[str, Any], wakeup: int) -> None:
+        self.spec = spec
+        self.wakeup = wakeup
+        self.secret = str(spec["secret"]).encode()
+        self.orphan_timeout = float(spec.get("orphan_timeout", 86_400.0))
+        self.hello_timeout = float(spec.get("hello_timeout", 5.0))
+        self.exit_drain = float(spec.get("exit_drain", 2.0))
+        self.spool_dir = str(spec["spool_dir"])
+        self.selector = selectors.DefaultSelector()
+        self.registered: dict[int, tuple[Any, int]] = {}
+        self.spools = [self.open_spool(name) for _, name in STREAMS]
+        self.sizes = [os.fstat(fd).st_size for fd in self.spools]
+        self.asked = [0, 0]
+        self.pending: list[Connection] = []
+        self.client: Connection | None = None
+        self.orphan_since = time.monotonic()
+        self.stdin_pending = bytearray(base64.b64decode(spec.get("initial_input", "")))
+        self.stdin_close = bool(spec.get("close_input", False))
+        self.stdin_received = 0
+        self.stdin_dropped = 0
+        self.exit_code: int | None = None
+        self.drain_until = 0.0
+        self.exit: dict[str, int] | None = None
+        self.ending_since: float | None = None
+        self.killed = False
+        self.acknowledged = False
+        self.agent_ticks: int | None = None
+
+    def open_spool(self, name: str) -> int:
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT
+        return os.open(os.path.join(self.spool_dir, name), flags, 0o600)
+
+    def listen(self) -> None:
+        directory = os.open(str(self.spec["socket_dir"]), os.O_PATH | os.O_DIRECTORY)
+        self.sock_path = f"/proc/self/fd/{directory}/sock"
+        self.sock_dir = directory
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.sock_path)
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        mask = os.umask(0o177)
+        try:
+            self.listener.bind(self.sock_path)
+        finally:
+            os.umask(mask)
+        self.listener.listen(16)
+        self.listener.setblocking(False)
+
+    def start_agent(self) -> None:
+        command = [str(part) for part in self.spec["command"]]
+        holder, nofile = os.getpid(), int(self.spec.get("nofile", 1024))
+
+        def prepare() -> None:  # in the agent's process, before exec
+            _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+            _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            if os.getppid() != holder:  # the holder died before PDEATHSIG was set
+                os._exit(1)
+            for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGCHLD):
+                signal.signal(signum, signal.SIG_DFL)
+            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+            soft = nofile if hard == resource.RLIM_INFINITY else min(nofile, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+        self.agent = subprocess.Popen(
+            command,
+            cwd=str(self.spec["cwd"]),
+            env={str(k): str(v) for k, v in self.spec["env"].items()},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            bufsize=0,
+            start_new_session=True,
+            preexec_fn=prepare,
+        )
+        self.stdin: int | None = self.agent.stdin.fileno()  # type: ignore[union-attr]
+        self.pipes: list[int | None] = [
+            self.agent.stdout.fileno(),  # type: ignore[union-attr]
+            self.agent.stderr.fileno(),  # type: ignore[union-attr]
+        ]
+        for fd in (self.stdin, *self.pipes):
+            os.set_blocking(fd, False)  # type: ignore[arg-type]
+
+    # -- the loop
+
+    def run(self) -> None:
+        while True:
+            self.reap()
+            now = time.monotonic()
+            self.timers(now)
+            if self.done(now):
+                return
+            self.fill()
+            self.update_interest()
+            for key, events in self.selector.select(self.timeout(now)):
+                key.data(events)
+
+    def timeout(self, now: float) -> float:
+        """Until the next deadline still ahead (those passed were acted on), a second at most."""
+        deadlines = [c.deadline for c in self.pending]
+        if self.client is None:
+            deadlines.append(self.orphan_since + self.orphan_timeout)
+        if self.exit_code is not None and self.exit is None:
+            deadlines.append(self.drain_until)
+        if self.ending_since is not None:
+            deadlines.append(self.ending_since + KILL_GRACE)
+        return min([1.0, *(d - now for d in deadlines if d > now)])
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid == self.agent.pid and self.exit_code is None:
+                self.exit_code = self.agent.returncode = os.waitstatus_to_exitcode(status)
+                self.drain_until = time.monotonic() + self.exit_drain
+                log(f"agent {pid} exited with {self.exit_code}")
+                self.drop_stdin()
+
+    def timers(self, now: float) -> None:
+        for conn in [c for c in self.pending if c.deadline <= now]:
+            self.refuse(conn, "no hello in time")
+        orphaned = self.client is None and now - self.orphan_since >= self.orphan_timeout
+        if orphaned and self.exit_code is None and self.ending_since is None:
+            log(f"no client for {self.orphan_timeout:g} s: ending the agent")
+            self.ending_since = now
+            self.signal_agent(signal.SIGTERM)
+        ending = self.ending_since is not None and self.exit_code is None and not self.killed
+        if ending and now - self.ending_since >= KILL_GRACE:  # type: ignore[operator]
+            self.killed = True
+            self.signal_agent(signal.SIGKILL)
+        drained = now >= self.drain_until or self.pipes == [None, None]
+        if self.exit_code is not None and self.exit is None and drained:
+            self.finish_exit()
+
+    def signal_agent(self, signum: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.agent.pid, signum)
+
+    def finish_exit(self) -> None:
+        for index, fd in enumerate(self.pipes):
+            if fd is not None:
+                self.close_pipe(index)
+        assert self.exit_code is not None
+        self.exit = {
+            "exit_code": self.exit_code,
+            "stdout": self.sizes[0],
+            "stderr": self.sizes[1],
+            "stdin_dropped": self.stdin_dropped,
+        }
+        path = os.path.join(self.spool_dir, "exit.json")
+        with open(path + ".tmp", "w", opener=lambda p, f: os.open(p, f, 0o600)) as handle:
+            json.dump(self.exit, handle)
+        os.replace(path + ".tmp", path)
+        log(f"wrote exit.json: {self.exit}")
+
+    def done(self, now: float) -> bool:
+        if self.acknowledged:
+            log("exit acknowledged")
+            return True
+        orphaned = self.client is None and now - self.orphan_since >= self.orphan_timeout
+        if self.exit is not None and orphaned:
+            log("exit not acknowledged in time: leaving exit.json")
+            return True
+        return False
+
+    def update_interest(self) -> None:
+        want: dict[int, tuple[Any, int, Any]] = {}
+        for index, fd in enumerate(self.pipes):
+            limit = SPOOL_AHEAD * (2 if self.exit_code is not None else 1)
+            if fd is not None and self.sizes[index] - self.base(index) <= limit:
+                want[fd] = (fd, selectors.EVENT_READ, lambda _, i=index: self.read_pipe(i))
+        if self.stdin is not None and self.stdin_pending:
+            want[self.stdin] = (self.stdin, selectors.EVENT_WRITE, lambda _: self.write_stdin())
+        accept = (self.listener, selectors.EVENT_READ, lambda _: self.accept())
+        want[self.listener.fileno()] = accept
+        want[self.wakeup] = (self.wakeup, selectors.EVENT_READ, lambda _: self.woken())
+        for conn in [*self.pending, *([self.client] if self.client else [])]:
+            events = selectors.EVENT_WRITE if conn.outbox else 0
+            if conn is not self.client or len(self.stdin_pending) <= STDIN_AHEAD:
+                events |= selectors.EVENT_READ
+            if events:
+                want[conn.sock.fileno()] = (conn.sock, events, lambda ev, c=conn: self.serve(c, ev))
+        for fd in [fd for fd in self.registered if fd not in want]:
+            self.selector.unregister(self.registered.pop(fd)[0])
+        for fd, (obj, events, callback) in want.items():
+            if fd in self.registered:
+                self.selector.modify(obj, events, callback)
+            else:
+                self.selector.register(obj, events, callback)
+            self.registered[fd] = (obj, events)
+
+    def forget(self, fd: int) -> None:
+        """Unregister a descriptor about to be closed (so a reused number starts afresh)."""
+        if fd in self.registered:
+            self.selector.unregister(self.registered.pop(fd)[0])
+
+    def base(self, index: int) -> int:
+        return self.client.sent[index] if self.client else self.asked[index]
+
+    def woken(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.read(self.wakeup, 4096)
+
+    # -- the agent's pipes
+
+    def read_pipe(self, index: int) -> None:
+        fd = self.pipes[index]
+        assert fd is not None
+        try:
+            data = os.read(fd, READ_SIZE)
+        except BlockingIOError:
+            return
+        if not data:
+            self.close_pipe(index)
+            return
+        try:
+            written = 0
+            while written < len(data):
+                written += os.write(self.spools[index], data[written:])
+        except OSError as exc:
+            log(f"could not spool {STREAMS[index][1]}: {exc}")
+        self.sizes[index] += written
+
+    def close_pipe(self, index: int) -> None:
+        pipe = (self.agent.stdout, self.agent.stderr)[index]
+        assert pipe is not None
+        self.forget(pipe.fileno())
+        pipe.close()
+        self.pipes[index] = None
+
+    def write_stdin(self) -> None:
+        assert self.stdin is not None
+        try:
+            written = os.write(self.stdin, self.stdin_pending)
+        except BlockingIOError:
+            return
+        except OSError:  # the agent closed its stdin
+            self.drop_stdin()
+            return
+        del self.stdin_pending[:written]
+        if not self.stdin_pending and self.stdin_close:
+            self.drop_stdin()
+
+    def drop_stdin(self) -> None:
+        self.stdin_dropped += len(self.stdin_pending)
+        self.stdin_pending.clear()
+        if self.stdin is not None:
+            assert self.agent.stdin is not None
+            self.forget(self.stdin)
+            self.agent.stdin.close()
+            self.stdin = None
+
+    # -- clients
+
+    def accept(self) -> None:
+        try:
+            sock, _ = self.listener.accept()
+        except (BlockingIOError, ConnectionAbortedError):
+            return
+        if len(self.pending) >= UNAUTHENTICATED_AT_ONCE:
+            log("refused a connection: too many unauthenticated connections")
+            sock.close()
+            return
+        sock.setblocking(False)
+        self.pending.append(Connection(sock, time.monotonic() + self.hello_timeout))
+
+    def refuse(self, conn: Connection, why: str) -> None:
+        log(f"refused a connection: {why}")
+        self.pending.remove(conn)
+        self.forget(conn.sock.fileno())
+        conn.sock.close()
+
+    def drop_client(self, why: str) -> None:
+        assert self.client is not None
+        log(f"client left: {why}")
+        self.asked = list(self.client.sent)
+        self.forget(self.client.sock.fileno())
+        self.client.sock.close()
+        self.client = None
+        self.orphan_since = time.monotonic()
+
+    def serve(self, conn: Connection, events: int) -> None:
+        try:
+            if events & selectors.EVENT_WRITE:
+                del conn.outbox[: conn.sock.send(conn.outbox)]
+            data = conn.sock.recv(READ_SIZE) if events & selectors.EVENT_READ else None
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            data, why = b"", str(exc)
+        else:
+            why = "connection closed"
+        if data == b"":
+            self.drop_client(why) if conn is self.client else self.refuse(conn, why)
+            return
+        if data is None:
+            return
+        conn.inbox += data
+        frames = conn.frames()
+        if frames is None:
+            why = "a frame longer than 1 MiB"
+            self.drop_client(why) if conn is self.client else self.refuse(conn, why)
+            return
+        for kind, payload in frames:
+            if conn is not self.client:
+                self.hello(conn, kind, payload)
+            elif not self.command(kind, payload):
+                self.drop_client(f"unknown frame {kind!r}")
+            if conn is not self.client and conn not in self.pending:
+                return
+
+    def hello(self, conn: Connection, kind: bytes, payload: bytes) -> None:
+        try:
+            hello = json.loads(payload) if kind == b"h" else None
+            secret = str(hello["secret"]).encode()  # type: ignore[index]
+            nonce = str(hello["nonce"]).encode()  # type: ignore[index]
+            offsets = [int(hello[name]) for _, name in STREAMS]  # type: ignore[index]
+        except (ValueError, TypeError, KeyError):
+            self.refuse(conn, "no hello")
+            return
+        if not hmac.compare_digest(secret, self.secret):
+            self.refuse(conn, "wrong secret")
+            return
+        if self.client is not None:
+            self.drop_client("replaced by a new client")
+        self.pending.remove(conn)
+        self.client = conn
+        for index, offset in enumerate(offsets):
+            conn.sent[index] = max(0, min(offset, self.sizes[index]))
+            if conn.sent[index] != offset:
+                log(f"asked {STREAMS[index][1]} from {offset}: from {conn.sent[index]}")
+        welcome = {
+            "version": VERSION,
+            "proof": hmac.new(self.secret, nonce, "sha256").hexdigest(),
+            "holder_pid": os.getpid(),
+            "holder_start_ticks": start_ticks(os.getpid()),
+            "pid": self.agent.pid,
+            "start_ticks": self.agent_ticks,
+            "stdin_received": self.stdin_received,
+            "stdin_closed": self.stdin_close or self.stdin is None,
+            "exit": self.exit,
+        }
+        conn.outbox += frame(b"w", json.dumps(welcome).encode())
+        log(f"client attached at stdout {conn.sent[0]}, stderr {conn.sent[1]}")
+
+    def command(self, kind: bytes, payload: bytes) -> bool:
+        if kind == b"i":
+            self.stdin_received += len(payload)
+            if self.stdin is None or self.stdin_close:
+                self.stdin_dropped += len(payload)
+            else:
+                self.stdin_pending += payload
+        elif kind == b"c":
+            self.stdin_close = True
+            if not self.stdin_pending:
+                self.drop_stdin()
+        elif kind == b"a":
+            self.acknowledged = self.exit is not None
+        else:
+            return False
+        return True
+
+    def fill(self) -> None:
+        """Frame spooled output the client was not sent yet, then the exit once all is sent."""
+        conn = self.client
+        if conn is None:
+            return
+        progressed = True
+        while progressed and len(conn.outbox) < CLIENT_BUFFER:
+            progressed = False
+            for index, (kind, _) in enumerate(STREAMS):
+                room = min(READ_SIZE, CLIENT_BUFFER - len(conn.outbox))
+                wanted = min(room, self.sizes[index] - conn.sent[index])
+                data = os.pread(self.spools[index], wanted, conn.sent[index]) if wanted > 0 else b""
+                if data:
+                    conn.outbox += frame(kind, data)
+                    conn.sent[index] += len(data)
+                    progressed = True
+        caught_up = conn.sent == self.sizes
+        if self.exit is not None and caught_up and not conn.exit_sent:
+            conn.outbox += frame(b"x", json.dumps(self.exit).encode())
+            conn.exit_sent = True
+
+
+def main() -> int:
+    spec = json.loads(sys.stdin.buffer.read())
+    if os.fork() > 0:
+        os._exit(0)  # orcad reaps this parent; the holder proper is never orcad's child
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(signum, signal.SIG_IGN)
+    _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    read_end, write_end = os.pipe()
+    for fd in (read_end, write_end):
+        os.set_blocking(fd, False)
+    signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    holder = Holder(spec, read_end)
+    holder.listen()
+    try:
+        holder.start_agent()
+    except (OSError, subprocess.SubprocessError) as exc:
+        error = f"could not start {str(spec['command'][0])!r}: {exc}"
+        log(error)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(holder.sock_path)
+        print(json.dumps({"error": error}), flush=True)
+        return 1
+    holder.agent_ticks = start_ticks(holder.agent.pid)
+    if holder.stdin_close and not holder.stdin_pending:
+        holder.drop_stdin()
+    ready = {
+        "holder_pid": os.getpid(),
+        "holder_start_ticks": start_ticks(os.getpid()),
+        "pid": holder.agent.pid,
+        "start_ticks": holder.agent_ticks,
+    }
+    log(f"started agent {holder.agent.pid}: {str(spec['command'][0])!r}")
+    print(json.dumps(ready), flush=True)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.close(null)
+    holder.run()
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(holder.sock_path)
+    log("exiting")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
