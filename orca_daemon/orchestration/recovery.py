@@ -28,11 +28,11 @@ from orca_daemon.sessions.held import (
     HeldAgent,
     HolderError,
     HolderGone,
-    HolderPlaces,
     attach_holder,
     read_exit,
     remove_places,
 )
+from orca_daemon.sessions.link import AgentLink, SpooledAgent
 from orca_daemon.sessions.procs import (
     pid_exited,
     process_start_ticks,
@@ -46,6 +46,11 @@ log = logging.getLogger(__name__)
 LOST_REASON = (
     "its agent stopped while orcad was away: its holder is gone (the machine restarted, or "
     "the holder was killed)"
+)
+INTERRUPTED_PROMPT = (
+    "You were interrupted: the machine or the program running you restarted while you worked "
+    "on the task below, and whatever you were doing at that moment did not finish. Look at "
+    "where things stand, then carry on with the task.\n\nThe task:\n{prompt}"
 )
 ATTACHING_AT_ONCE = 32
 """Holders re-attached at the same time on start-up."""
@@ -112,12 +117,7 @@ async def reconcile(
                 run_id, session_id, "cancelled", "its parent run has ended", "cancelled"
             )
         elif session not in unstarted:
-            places = supervisor.places_of(run_id, session_id)
-            await lifecycle.finish_session(
-                run_id, session_id, "failed", _lost_reason(places), "orcad_restarted"
-            )
-            with contextlib.suppress(OSError):
-                remove_places(places)
+            await _holder_gone(state, lifecycle, launcher, supervisor, session)
     for session in [s for s in unstarted if not superseded(state, s)]:
         log.info("starting session %s, which an earlier orcad recorded", session.session_id)
         recorded = session.command if session.agent == "command" else ()
@@ -172,7 +172,7 @@ async def _resume(
     launcher: Launcher,
     supervisor: Supervisor,
     session: SessionInfo,
-    agent: HeldAgent,
+    agent: AgentLink,
 ) -> str | None:
     """Hand a re-attached session to the supervisor with a translator like its first; or stop
     its agent and say why it cannot be (its agent's binary is gone: nothing reads it)."""
@@ -186,7 +186,7 @@ async def _resume(
     return None
 
 
-async def _end_held(agent: HeldAgent, grace: float) -> None:
+async def _end_held(agent: AgentLink, grace: float) -> None:
     """Stop a held agent, take its exit and let its holder go."""
     await stop_group(agent.pid, grace, lambda: pid_exited(agent.pid, agent.start_ticks))
     with anyio.move_on_after(grace + 5.0), contextlib.suppress(HolderError):
@@ -224,12 +224,48 @@ async def _collect_ended(state: State, supervisor: Supervisor) -> None:
             remove_places(places)
 
 
-def _lost_reason(places: HolderPlaces) -> str:
-    """Why a live session whose holder is gone ended."""
+async def _holder_gone(
+    state: State,
+    lifecycle: Lifecycle,
+    launcher: Launcher,
+    supervisor: Supervisor,
+    session: SessionInfo,
+) -> None:
+    """A live session whose holder is gone. One that ended with nobody attached (its holder's
+    orphan timeout) is finished from its spool and exit status, as if orcad had been there; an
+    agent that can continue its own conversation (Codex, Claude) is started again on it, told
+    that it was interrupted; any other session ends failed, saying why."""
+    run_id, session_id = session.run_id, session.session_id
+    places = supervisor.places_of(run_id, session_id)
     ended = read_exit(places)
-    if ended is None:
-        return LOST_REASON
-    return f"its agent ended while orcad was away (exit status {ended.exit_code})"
+    if ended is not None and session.pid is not None:
+        offsets = state.read_offsets.get(session_id, {})
+        spooled = SpooledAgent(
+            places,
+            ended,
+            (offsets.get("stdout", 0), offsets.get("stderr", 0)),
+            (session.pid, state.start_ticks.get(session_id)),
+        )
+        problem = await _resume(state, launcher, supervisor, session, spooled)
+        if problem is not None:
+            await lifecycle.finish_session(run_id, session_id, "failed", problem, "internal")
+        return
+    conversation = session.agent_session_id
+    if conversation is not None and launcher.continues_conversations(session.agent):
+        log.info("session %s: its agent is gone; continuing its conversation", session_id)
+        await lifecycle.clear_question(run_id, session_id, "its agent was interrupted")
+        prompt = INTERRUPTED_PROMPT.format(prompt=state.prompts.get(session_id) or "")
+        prepared = await launcher.prepare(
+            run_id, session.agent, prompt, session.cwd, resume=conversation
+        )
+        with contextlib.suppress(OSError):
+            remove_places(places)
+        note = f"{LOST_REASON}; orcad continues its conversation {conversation}"
+        supervisor.begin_session(run_id, session_id, prepared, prompt, note)
+        return
+    await lifecycle.finish_session(run_id, session_id, "failed", LOST_REASON, "orcad_restarted")
+    with contextlib.suppress(OSError):
+        remove_places(places)
 
 
 async def shutdown(

@@ -107,14 +107,21 @@ class Launcher:
             raise WireError("bad_request", str(exc)) from None
 
     async def prepare(
-        self, run_id: str, agent: str, prompt: str | None, cwd: str, command: Sequence[str] = ()
+        self,
+        run_id: str,
+        agent: str,
+        prompt: str | None,
+        cwd: str,
+        command: Sequence[str] = (),
+        resume: str | None = None,
     ) -> Prepared:
-        """A launch for a session decided by orcad itself (an orchestrator, a plan task): a
-        failure is kept to be recorded as the session's end, not raised."""
+        """A launch for a session decided by orcad itself (an orchestrator, a plan task, an
+        agent that continues its conversation): a failure is kept to be recorded as the
+        session's end, not raised."""
         client = self.client_of(run_id)
         try:
             launch = await self.prepare_launch(
-                None if agent == "command" else agent, command, prompt, cwd, client
+                None if agent == "command" else agent, command, prompt, cwd, client, resume
             )
         except WireError as exc:
             return Prepared(None, exc.message, list(command))
@@ -139,6 +146,11 @@ class Launcher:
         run = self._state.runs.get(run_id)
         parent = run.parent_run_id if run is not None else None
         return self.client_of(parent) if parent is not None else AgentLookup()
+
+    def continues_conversations(self, agent: str) -> bool:
+        """True when the agent can continue a conversation of its own (Codex, Claude)."""
+        configured = self.config.global_agent(agent)
+        return configured is not None and configured.adapter_name != "command"
 
     def wants_worktree(self, agent: str | None, requested: bool | None) -> bool:
         """A request's explicit choice, else the agent's `worktree` setting, else no."""

@@ -15,6 +15,7 @@ from orca_client.events import (
     STOPPED_REASON,
     EndCause,
     Event,
+    QuestionCleared,
     RunStatusChanged,
     SessionTerminated,
     TaskStatusChanged,
@@ -22,7 +23,13 @@ from orca_client.events import (
 )
 from orca_client.views import TERMINAL_STATUSES, RunInfo, TerminalStatus
 from orca_client.wire import CancelResult, WireError
-from orca_daemon.runs.rules import SessionEnding, ending_events, live_sessions, restartable
+from orca_daemon.runs.rules import (
+    SessionEnding,
+    ending_events,
+    live_sessions,
+    restartable,
+    resume_events,
+)
 from orca_daemon.runs.run_log import RunLog
 
 log = logging.getLogger(__name__)
@@ -54,6 +61,18 @@ class Lifecycle:
             ending = SessionEnding(session_id, status, reason, cause, exit_code, summary)
             await runs.append(run_id, ending_events(runs.state, run_id, [ending]))
         return True
+
+    async def clear_question(self, run_id: str, session_id: str, reason: str) -> None:
+        """The session's pending question no longer waits (the agent that asked it is gone):
+        clear it; the run resumes if nothing else waits."""
+        runs = self._runs
+        async with runs.lock(run_id):
+            session = runs.state.sessions.get(session_id)
+            if session is None or session.pending is None:
+                return
+            cleared = QuestionCleared(run_id, session_id, session.pending.request_id, reason)
+            events = [cleared, *resume_events(runs.state, run_id, session_id)]
+            await runs.append(run_id, events)
 
     async def cancel(
         self, run_id: str, reason: str | None, session_id: str | None = None

@@ -31,7 +31,7 @@ from orca_daemon.agents.base import (
 from orca_daemon.log.records import LogUnavailable, StoredEvent, StoreError
 from orca_daemon.runs.rules import resume_events
 from orca_daemon.runs.run_log import RunLog
-from orca_daemon.sessions.held import HeldAgent
+from orca_daemon.sessions.link import AgentLink
 from orca_daemon.sessions.process import SessionSpec, StreamName
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ class Recorder:
         self._lost_reason = ""
         self._settling = False
 
-    async def started(self, agent: HeldAgent) -> None:
+    async def started(self, agent: AgentLink) -> None:
         spec = self._spec
         run = self._runs.state.runs[spec.run_id]
         started = SessionStarted(

@@ -30,6 +30,7 @@ from orca_client.wire import WireError
 from orca_daemon.sessions.process import SessionOutcome
 from orca_daemon.state.projection import State
 
+
 @dataclass(frozen=True)
 class SessionEnding:
     """A session's end, about to be recorded."""

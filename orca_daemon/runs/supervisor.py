@@ -25,7 +25,8 @@ from orca_daemon.runs.lifecycle import Lifecycle
 from orca_daemon.runs.recorder import Recorder
 from orca_daemon.runs.rules import outcome_status, restartable, worktree_bases
 from orca_daemon.runs.run_log import RunLog
-from orca_daemon.sessions.held import HeldAgent, HolderPlaces
+from orca_daemon.sessions.held import HolderPlaces
+from orca_daemon.sessions.link import AgentLink
 from orca_daemon.sessions.process import PumpSettings, Resumption, SessionProcess, SessionSpec
 from orca_daemon.sessions.procs import process_table, scan_in_thread
 from orca_daemon.sessions.worktrees import WorktreeError, create_worktree
@@ -84,7 +85,7 @@ class Supervisor:
         return HolderPlaces.of(self.runtime_dir, self.runs_dir, run_id, session_id)
 
     def resume_session(
-        self, run_id: str, session_id: str, agent: HeldAgent, translator: Translator
+        self, run_id: str, session_id: str, agent: AgentLink, translator: Translator
     ) -> None:
         """Carry on a session an earlier orcad left running in its holder (`agent`, attached
         where the log says its output was read to)."""
@@ -122,8 +123,17 @@ class Supervisor:
             process.detach()
         return len(processes)
 
-    def begin_session(self, run_id: str, session_id: str, prepared: Prepared) -> None:
-        """Start a recorded session's process (or record why it cannot start)."""
+    def begin_session(
+        self,
+        run_id: str,
+        session_id: str,
+        prepared: Prepared,
+        prompt: str | None = None,
+        note: str | None = None,
+    ) -> None:
+        """Start a recorded session's process (or record why it cannot start); `prompt`, when
+        given, instead of the session's own (an agent told it was interrupted), and `note`
+        said in its log when it starts."""
         assert self._tg is not None, "the supervisor runs"
         state = self._runs.state
         run, session = state.runs[run_id], state.sessions[session_id]
@@ -136,8 +146,9 @@ class Supervisor:
             session_id,
             prepared.launch.command,
             session.cwd,
-            state.prompts.get(session_id),
+            prompt if prompt is not None else state.prompts.get(session_id),
             {**prepared.launch.env, **session_env(run, session)},
+            note,
         )
         self._done[session_id] = anyio.Event()
         self._tg.start_soon(self._drive, spec, prepared.launch.translator, None)

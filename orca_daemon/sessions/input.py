@@ -7,6 +7,8 @@ import logging
 from collections import deque
 from typing import Protocol
 
+from orca_daemon.sessions.held import HolderError
+
 log = logging.getLogger(__name__)
 
 MAX_UNREAD_INPUT_LINES = 1024
@@ -112,7 +114,7 @@ class InputWriter:
                 if self._closing:
                     self._stdin.close()
                     return
-        except OSError:  # the connection to the holder broke
+        except (OSError, HolderError):  # the connection to the holder broke
             self._closing = True
         finally:
             self._written.set()  # nothing more will be written: nobody waits for it

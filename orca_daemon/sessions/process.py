@@ -37,7 +37,6 @@ from orca_daemon.agents.base import (
     Usage,
 )
 from orca_daemon.sessions.held import (
-    HeldAgent,
     HolderError,
     HolderGone,
     HolderLaunch,
@@ -48,6 +47,7 @@ from orca_daemon.sessions.held import (
 )
 from orca_daemon.sessions.input import InputWriter
 from orca_daemon.sessions.lines import LineSplitter, join_outputs, without_terminal_escapes
+from orca_daemon.sessions.link import AgentLink
 from orca_daemon.sessions.output import OutputBuffer, StreamName
 from orca_daemon.sessions.procs import ProcessTable, child_env, pid_exited, running_since
 from orca_daemon.sessions.stopping import Stopper
@@ -71,7 +71,7 @@ class SessionRecorder(Protocol):
     """Where a session's facts go; `runs/recorder.Recorder` turns them into events. `at` is
     how far into the agent's stdout spool the fact reaches (None: not from its output)."""
 
-    async def started(self, agent: HeldAgent) -> None: ...
+    async def started(self, agent: AgentLink) -> None: ...
 
     async def output(self, stream: StreamName, text: str, at: int | None) -> None: ...
 
@@ -97,6 +97,8 @@ class SessionSpec:
     prompt: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     """Extra environment for the agent (from its configuration)."""
+    note: str | None = None
+    """Said in the session's log (stream `orca`) when its agent starts."""
 
 
 @dataclass(frozen=True)
@@ -110,13 +112,15 @@ class PumpSettings:
     end it and exit before its process group is signalled."""
     orphan_timeout_seconds: float = 86_400.0
     """How long a holder keeps its agent running with no orcad attached."""
+    exit_drain_seconds: float = 2.0
+    """How long the holder reads pipes that something the exited agent left still holds."""
 
 
 @dataclass(frozen=True)
 class Resumption:
     """A session whose holder kept it running while orcad was away: where the log stopped."""
 
-    agent: HeldAgent
+    agent: AgentLink
     stdout: int
     stderr: int
     pending_request_id: str | None
@@ -187,7 +191,7 @@ class SessionProcess:
         self._recorder = recorder
         self._settings = settings
         self.places = places
-        self._agent: HeldAgent | None = None
+        self._agent: AgentLink | None = None
         self._output = OutputBuffer(
             recorder.output, settings.output_chunk_chars, settings.output_flush_seconds
         )
@@ -243,6 +247,12 @@ class SessionProcess:
                 raise
             finally:
                 notes = self._input.abandon() if self._input is not None else []
+            dropped = agent.exit.stdin_dropped if agent.exit is not None else 0
+            if dropped:
+                notes.append(
+                    f"the agent exited without reading {dropped} bytes of its input; they were "
+                    "dropped\n"
+                )
             for note in notes:
                 await self._output.add("orca", note)
             await self._output.flush(force=True)
@@ -255,7 +265,7 @@ class SessionProcess:
                 held.detach()
         return SessionOutcome(exit_code=None, detached=True)
 
-    async def _start(self) -> tuple[HeldAgent, list[Effect]] | SessionOutcome:
+    async def _start(self) -> tuple[AgentLink, list[Effect]] | SessionOutcome:
         """Start the agent in a new holder, its first input (the translator's start) handed to
         the holder with it; returns the agent and the start's other effects."""
         if self._stopper.requested is not None:
@@ -268,6 +278,7 @@ class SessionProcess:
             initial_input=b"".join(e.line for e in first if isinstance(e, Send)),
             close_input=any(isinstance(e, CloseInput) for e in first),
             orphan_timeout=self._settings.orphan_timeout_seconds,
+            exit_drain=self._settings.exit_drain_seconds,
         )
         try:
             with anyio.CancelScope(shield=True):  # a cancel comes after, when it can end all
@@ -312,11 +323,13 @@ class SessionProcess:
             self._scope.cancel()
 
     async def _pump(
-        self, agent: HeldAgent, tasks: anyio.abc.TaskGroup, first: list[Effect], fresh: bool
+        self, agent: AgentLink, tasks: anyio.abc.TaskGroup, first: list[Effect], fresh: bool
     ) -> None:
         """Pump until the agent has exited and its output is read; leave nothing behind."""
         if fresh:
             await self._recorder.started(agent)
+            if self.spec.note is not None:
+                await self._output.add("orca", self.spec.note.rstrip("\n") + "\n")
         else:
             await self._output.add("orca", "orcad re-attached to this session; it ran on\n")
         self._input = InputWriter(agent.stdin, self.spec.session_id)
@@ -330,7 +343,15 @@ class SessionProcess:
         self._exited = True
         self._stopper.exited()
         await self._stopper.end_leftovers(agent.pid)
-        await read.wait()
+        with anyio.move_on_after(self._settings.exit_drain_seconds + 1.0):
+            await read.wait()
+        if not read.is_set():  # its holder bounds how long it waits for the pipes
+            log.info(
+                "session %s: its agent has exited; the rest of its output waits to be recorded "
+                "(for the log to be written?)",
+                self.spec.session_id,
+            )
+            await read.wait()
 
     async def _stop_if_lingering(self) -> None:
         """The agent gave its result: it has a grace period to exit."""
@@ -421,7 +442,7 @@ class SessionProcess:
         """Return once the stop that `stop` began has ended (when `run` has returned, it has)."""
         await self._stopper.wait_stopped()
 
-    async def _read(self, agent: HeldAgent, read: anyio.Event) -> None:
+    async def _read(self, agent: AgentLink, read: anyio.Event) -> None:
         """Read the agent's output to its end; then finish the translator's input. A holder
         that dies first ends the agent with it (it is the agent's parent): the session is lost."""
         try:

@@ -229,6 +229,7 @@ def apply(state: State, stored: StoredEvent) -> State:
             elif isinstance(event, SessionStarted):
                 if session.status not in TERMINAL_STATUSES and event.process_start_ticks:
                     state.start_ticks[event.session_id] = event.process_start_ticks
+                state.read_offsets.pop(event.session_id, None)  # a new agent, a new spool
                 if session.status not in TERMINAL_STATUSES and event.holder_pid is not None:
                     state.holders[event.session_id] = (event.holder_pid, event.holder_start_ticks)
             elif isinstance(event, OutputRead):
