@@ -91,9 +91,15 @@ def message(text: str, *, used: dict[str, Any] | None = None, pieces: int = 2) -
 
 
 def tool_call(
-    name: str, arguments: dict[str, Any], call_id: str, *, used: dict[str, Any] | None = None
+    name: str,
+    arguments: dict[str, Any],
+    call_id: str,
+    *,
+    used: dict[str, Any] | None = None,
+    say: str | None = None,
 ) -> Turn:
-    """The model calls a function tool; Codex runs it and sends its output in the next request."""
+    """The model calls a function tool (after a message `say`, if given); Codex runs it and
+    sends its output in the next request."""
     response_id = f"resp_{next(_ids)}"
     item = {
         "type": "function_call",
@@ -105,11 +111,25 @@ def tool_call(
     return Turn(
         [
             _created(response_id),
+            *(_said(say) if say is not None else []),
             {"type": "response.output_item.added", "item": item},
             {"type": "response.output_item.done", "item": item},
             _completed(response_id, used or usage()),
         ]
     )
+
+
+def _said(text: str) -> list[dict[str, Any]]:
+    """The events of one whole assistant message item within a response."""
+    item = {"type": "message", "role": "assistant", "id": f"msg_{next(_ids)}"}
+    return [
+        {"type": "response.output_item.added", "item": {**item, "content": []}},
+        {"type": "response.output_text.delta", "delta": text},
+        {
+            "type": "response.output_item.done",
+            "item": {**item, "content": [{"type": "output_text", "text": text}]},
+        },
+    ]
 
 
 def question(
@@ -129,10 +149,10 @@ def ask(questions: list[dict[str, Any]], call_id: str = "call_ask") -> Turn:
     return tool_call("request_user_input", {"questions": questions}, call_id)
 
 
-def shell(command: str, call_id: str = "call_shell") -> Turn:
-    """The model runs a shell command through Codex's `exec_command` tool."""
+def shell(command: str, call_id: str = "call_shell", *, say: str | None = None) -> Turn:
+    """The model runs a shell command through Codex's `exec_command` tool (after saying `say`)."""
     arguments = {"cmd": command, "login": False, "yield_time_ms": 5000}
-    return tool_call("exec_command", arguments, call_id)
+    return tool_call("exec_command", arguments, call_id, say=say)
 
 
 def failed(text: str, code: str = "server_error") -> Turn:
