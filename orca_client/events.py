@@ -198,6 +198,11 @@ was cancelled, it could not start, orcad stopped or restarted under it, or orcad
 
 STOPPED_REASON = "orcad stopped while the session was running"
 RESTARTED_REASON = "orcad restarted while the session was running"
+"""Written by orcads before session holders (issue 12); now `LOST_REASON` (or re-attached)."""
+LOST_REASON = (
+    "its agent stopped while orcad was away: its holder is gone (the machine restarted, or "
+    "the holder was killed)"
+)
 
 
 class SessionTerminated(Event, tag="session_terminated", frozen=True):

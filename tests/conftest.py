@@ -24,7 +24,7 @@ from support.processes import kill_processes_with_env
 from orca_client.client import Client, DaemonUnavailable
 from orca_client.paths import OrcaPaths, resolve_paths
 from orca_client.views import TERMINAL_STATUSES, RunInfo, StatusResult
-from orca_client.wire import EventRecord, ReadEvents, Status
+from orca_client.wire import EventRecord, ReadEvents, Shutdown, Status
 
 REPO = Path(__file__).resolve().parent.parent
 AGENTS = Path(__file__).resolve().parent / "agents"
@@ -178,6 +178,24 @@ class DaemonProcess:
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
+
+    def stop_ending_sessions(self, timeout: float = 30.0) -> int:
+        """Stop orcad as `orca daemon stop --cancel-sessions` does: its running sessions end
+        (failed, stopped) instead of running on in their holders. Returns orcad's exit status."""
+        assert self.process is not None
+        with self.client() as client:
+            client.request(Shutdown(cancel_sessions=True))
+        return self.process.wait(timeout)
+
+    def crash_with_sessions(self) -> list[int]:
+        """What a reboot does: SIGKILL orcad, then every session holder and agent of this home
+        (they run with its ORCA_HOME). Returns the pids killed besides orcad's."""
+        self.kill()
+        killed = kill_processes_with_env("ORCA_HOME", str(self.home))
+        wait_until(
+            lambda: not any(process_exists(pid) for pid in killed), what="the holders to die"
+        )
+        return killed
 
 
 def short_tempdir(prefix: str = "orca-") -> Path:

@@ -1,4 +1,5 @@
-"""`orca daemon stop` with live runs: it names the runs it will end, asks on a terminal, and
+"""`orca daemon stop` with live runs: a plain stop leaves their sessions running in their holders
+and says so; with --cancel-sessions it names the runs it will end, asks on a terminal, and
 without a terminal stops only with --force. orcad is started by `orca daemon start`, as a user
 would, so `stop` sees it exit."""
 
@@ -44,15 +45,15 @@ def test_without_a_terminal_it_refuses_to_end_live_runs_unless_forced(
 ) -> None:
     env, pid = started
     run_id = live_run(env, "long job")
-    refused = orca(env, "daemon", "stop")
+    refused = orca(env, "daemon", "stop", "--cancel-sessions")
     assert refused.returncode == 2
-    assert "orcad has 1 live run; stopping it ends their running sessions" in refused.stderr
+    assert "orcad has 1 live run; stopping it with --cancel-sessions ends" in refused.stderr
     assert f"{run_id}  running  long job" in refused.stderr
-    assert "orca daemon stop --force" in refused.stderr
+    assert "orca daemon stop --cancel-sessions --force" in refused.stderr
     assert process_exists(pid)
     assert orca(env, "status", run_id, "--json").stdout.count('"status":"running"') >= 1
 
-    forced = orca(env, "daemon", "stop", "--force")
+    forced = orca(env, "daemon", "stop", "--cancel-sessions", "--force")
     assert forced.returncode == 0, forced.stderr
     assert f"{run_id}  running  long job" in forced.stderr
     assert f"orcad stopped (pid {pid})" in forced.stdout
@@ -62,7 +63,7 @@ def test_without_a_terminal_it_refuses_to_end_live_runs_unless_forced(
 def test_on_a_terminal_it_asks_first(started: tuple[dict[str, str], int]) -> None:
     env, pid = started
     run_id = live_run(env, "long job")
-    terminal = Terminal(env, "daemon", "stop")
+    terminal = Terminal(env, "daemon", "stop", "--cancel-sessions")
     try:
         shown = terminal.read_until("[y/N] ")
         assert run_id in shown
@@ -74,7 +75,7 @@ def test_on_a_terminal_it_asks_first(started: tuple[dict[str, str], int]) -> Non
     assert code == 1 and "orcad is still running" in screen
     assert process_exists(pid)
 
-    terminal = Terminal(env, "daemon", "stop")
+    terminal = Terminal(env, "daemon", "stop", "--cancel-sessions")
     try:
         terminal.read_until("[y/N] ")
         terminal.type("y\n")
@@ -94,3 +95,25 @@ def test_with_no_live_run_it_stops_without_asking(started: tuple[dict[str, str],
     assert stopped.returncode == 0, stopped.stderr
     assert "live run" not in stopped.stderr
     wait_until(lambda: not process_exists(pid), "orcad to exit")
+
+
+def test_a_plain_stop_leaves_running_sessions_running_and_the_next_orcad_takes_them_back(
+    started: tuple[dict[str, str], int],
+) -> None:
+    env, pid = started
+    run_id = live_run(env, "long job")
+    shown = orca(env, "status", run_id, "--json").stdout
+    agent_pid = int(re.findall(r'"pid":(\d+)', shown)[0])
+    stopped = orca(env, "daemon", "stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert "live run" not in stopped.stderr  # nothing is ended, so nothing to confirm
+    assert "1 session keeps running; orcad will re-attach to them" in stopped.stdout
+    assert "orca daemon stop --cancel-sessions" in stopped.stdout
+    wait_until(lambda: not process_exists(pid), "orcad to exit")
+    assert process_exists(agent_pid)
+
+    assert orca(env, "daemon", "start").returncode == 0
+    again = orca(env, "status", run_id, "--json").stdout
+    assert '"status":"running"' in again and f'"pid":{agent_pid}' in again
+    assert orca(env, "daemon", "stop", "--cancel-sessions", "--force").returncode == 0
+    wait_until(lambda: not process_exists(agent_pid), "the agent to be stopped")

@@ -126,9 +126,10 @@ def test_finding_09_each_hook_fires_exactly_once_with_its_event(
 def test_finding_09_a_run_ended_by_a_daemon_stop_fires_on_error_once(
     make_daemon: Callable[..., DaemonProcess], orca_home: Path, tmp_path: Path
 ) -> None:
-    """A run still waiting when orcad stops (SIGTERM) ends failed; its on_error hook must run
-    exactly once, whether the stopping daemon runs it (it has cancel_grace_seconds for hooks)
-    or the next one does. Several stop/start cycles, since the stop races the hook runner."""
+    """A run still waiting when orcad stops ending sessions (`--cancel-sessions`) ends failed;
+    its on_error hook must run exactly once, whether the stopping daemon runs it (it has
+    cancel_grace_seconds for hooks) or the next one does. Several stop/start cycles, since the
+    stop races the hook runner."""
     log = tmp_path / "hooks.jsonl"
     write_config(orca_home, hooks_config(on_complete=hook(log), on_error=hook(log)))
     daemon = make_daemon().start()
@@ -137,7 +138,7 @@ def test_finding_09_a_run_ended_by_a_daemon_stop_fires_on_error_once(
         waiting = start(daemon, {"steps": [{"ask": [q("q1")]}, DONE]})
         wait_pending(daemon, waiting)
         stopped_runs.append(waiting)
-        assert daemon.stop() == 0
+        assert daemon.stop_ending_sessions() == 0
         daemon = make_daemon().start()
         assert daemon.status(waiting).runs[0].status == "failed"
     barrier = completing_run(daemon)
@@ -327,15 +328,16 @@ def test_a_hook_as_a_shell_string_gets_its_environment(
 def test_finding_09_many_runs_ended_by_a_daemon_stop_each_fire_on_error_once(
     make_daemon: Callable[..., DaemonProcess], orca_home: Path, tmp_path: Path
 ) -> None:
-    """Several runs end failed as orcad stops: each on_error hook fires exactly once, whether
-    the stopping daemon runs it or the next one does; none is skipped, none repeated."""
+    """Several runs end failed as orcad stops ending sessions: each on_error hook fires exactly
+    once, whether the stopping daemon runs it or the next one does; none is skipped, none
+    repeated."""
     log = tmp_path / "hooks.jsonl"
     write_config(orca_home, hooks_config(on_complete=hook(log), on_error=hook(log)))
     daemon = make_daemon().start()
     waiting = [start(daemon, {"steps": [{"ask": [q("q1")]}, DONE]}) for _ in range(30)]
     for run_id in waiting:
         wait_pending(daemon, run_id)
-    assert daemon.stop() == 0
+    assert daemon.stop_ending_sessions() == 0
     daemon = make_daemon().start()
     barrier = completing_run(daemon)
     wait_until(lambda: any(c["run_id"] == barrier for c in calls(log)))

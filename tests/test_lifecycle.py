@@ -160,7 +160,7 @@ def test_token_is_created_0600_in_a_0700_home(daemon: DaemonProcess) -> None:
 # --------------------------------------------------------------------------- clean stop
 
 
-def test_sigterm_ends_a_running_session_in_a_recorded_state(
+def test_a_cancelling_stop_ends_a_running_session_in_a_recorded_state(
     make_daemon: Callable[..., DaemonProcess], orca_home: Path
 ) -> None:
     daemon = make_daemon().start()
@@ -179,7 +179,7 @@ def test_sigterm_ends_a_running_session_in_a_recorded_state(
     assert {group, child} <= set(group_members(group))
 
     try:
-        assert daemon.stop(signal.SIGTERM, timeout=30) == 0
+        assert daemon.stop_ending_sessions(timeout=30) == 0
         wait_until(lambda: not group_members(group), timeout=5, what="the agent's group to end")
     finally:
         for pid in (group, child):
@@ -194,7 +194,7 @@ def test_sigterm_ends_a_running_session_in_a_recorded_state(
         "failed",
         STOPPED_REASON,
     )
-    assert "stopping: ending live sessions" in daemon.output()
+    assert "stopping: signalled the processes of 1 sessions" in daemon.output()
 
     daemon.start()
     after = daemon.status(started.run_id)
@@ -209,10 +209,12 @@ def test_sigterm_ends_a_running_session_in_a_recorded_state(
 
 
 def test_runs_started_as_orcad_stops_end_in_a_recorded_state(
-    daemon: DaemonProcess, orca_home: Path
+    make_daemon: Callable[..., DaemonProcess], orca_home: Path
 ) -> None:
-    """StartRun requests that arrive just before Shutdown: after orcad exits 0, every run in the
-    log must be terminal (stopped), or never have been recorded at all."""
+    """StartRun requests that arrive just before a Shutdown that ends sessions: after orcad exits
+    0, every session in the log has ended (stopped), or never started — and those the next
+    orcad starts, since a client was told of their run."""
+    daemon = make_daemon().start()
     pid_dir = orca_home.parent / "pids"
     pid_dir.mkdir()
     key = read_token(daemon.paths.token_file)
@@ -228,7 +230,7 @@ def test_runs_started_as_orcad_stops_end_in_a_recorded_state(
             request_id, frames = encode_request(key, StartRun(command=command, cwd=str(pid_dir)))
             run_ids.append(request_id)
             sock.send_multipart(frames)
-        _, frames = encode_request(key, Shutdown())
+        _, frames = encode_request(key, Shutdown(cancel_sessions=True))
         sock.send_multipart(frames)
 
         assert daemon.process is not None
@@ -239,10 +241,6 @@ def test_runs_started_as_orcad_stops_end_in_a_recorded_state(
                 replies[message.id] = message
     finally:
         sock.close(linger=0)
-        for pid_file in pid_dir.glob("*.pid"):
-            pid = int(pid_file.read_text() or 0)
-            if pid and process_running(pid):
-                os.kill(pid, signal.SIGKILL)
 
     state, _ = replay_file(daemon.paths.log_file)
     acknowledged = [
@@ -250,17 +248,26 @@ def test_runs_started_as_orcad_stops_end_in_a_recorded_state(
     ]
     for started in acknowledged:
         assert started.run_id in state.runs
-    left_open = {
-        s.session_id: s.status for s in state.sessions.values() if s.status not in TERMINAL_STATUSES
-    }
-    assert not left_open, (
-        f"orcad exited 0 leaving sessions non-terminal in its log: {left_open}; "
-        f"replies: {[(i, replies[i].ok if i in replies else None) for i in run_ids]}"
-    )
+    unstarted = set()
     for session in state.sessions.values():
-        assert (session.status, session.reason) == ("failed", STOPPED_REASON)
+        if session.status == "created":
+            assert session.pid is None and session.started_at is None, session
+            unstarted.add(session.session_id)
+        else:
+            assert (session.status, session.reason) == ("failed", STOPPED_REASON), session
     for run in state.runs.values():
-        assert run.status == "failed"
+        live = bool(set(run.session_ids) & unstarted)
+        assert (run.status not in TERMINAL_STATUSES) == live and run.status != "completed", run
+    for pid_file in pid_dir.glob("*.pid"):  # the ended ones' agents are gone
+        pid = int(pid_file.read_text() or 0)
+        wait_until(lambda pid=pid: not pid or not process_running(pid), what="agents to end")
+
+    daemon = make_daemon().start()
+    for session_id in unstarted:
+        run_id = state.sessions[session_id].run_id
+        daemon.wait_for_run(run_id, frozenset({"running"}))
+        wait_until(lambda s=session_id: (pid_dir / f"{s}.pid").exists(), what="it to start")
+    assert daemon.stop_ending_sessions() == 0
 
 
 # --------------------------------------------------------------------------- configuration

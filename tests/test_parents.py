@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -457,18 +456,23 @@ def test_cancelling_the_parent_cancels_its_live_children_and_starts_no_more(
 # --------------------------------------------------------------------------- restarts
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+@pytest.mark.parametrize("interruption", ["cancelling stop", "reboot"])
 def test_a_parent_whose_children_were_interrupted_ends_after_a_restart(
     make_daemon: Callable[..., DaemonProcess],
     orca_home: Path,
     repos: Repos,
-    sig: signal.Signals,
+    interruption: str,
 ) -> None:
+    """The children end (a stop that ends sessions, or a reboot that kills orcad, the holders
+    and the agents): the parent ends failed once orcad is back."""
     daemon = configured(make_daemon, orca_home, repos, "a", "b")
     repos.repo_steps({name: HANG for name in "ab"})
     parent_id = start(daemon, repos, project="p").run_id
     wait_until(lambda: repos.started("a").exists() and repos.started("b").exists())
-    daemon.stop(sig)
+    if interruption == "reboot":
+        daemon.crash_with_sessions()
+    else:
+        assert daemon.stop_ending_sessions() == 0
     daemon = make_daemon().start()
     parent = daemon.wait_for_run(parent_id, timeout=5)
     assert parent.status == "failed"

@@ -35,6 +35,7 @@ from support.homes import write_config, write_log
 
 from orca_client.client import RequestFailed, fetch_status
 from orca_client.events import (
+    LOST_REASON,
     PlanSpec,
     RunCreated,
     RunStatusChanged,
@@ -62,7 +63,6 @@ from orca_client.wire import (
 )
 
 STOPPED = "orcad stopped while the session was running"
-RESTARTED = "orcad restarted while the session was running"
 HANG: list[dict[str, Any]] = [{"hang": True}]
 
 
@@ -640,14 +640,23 @@ def test_retry_task_is_refused_for_a_task_not_in_progress(
 # --------------------------------------------------------------------------- restarts
 
 
+def interrupt(daemon: DaemonProcess, interruption: str) -> None:
+    """End orcad's sessions with it: a stop that ends them, or a reboot (orcad, the holders and
+    the agents all killed)."""
+    if interruption == "reboot":
+        daemon.crash_with_sessions()
+    else:
+        assert daemon.stop_ending_sessions() == 0
+
+
 @pytest.mark.parametrize(
-    ("sig", "retries"), [(signal.SIGTERM, 0), (signal.SIGTERM, 1), (signal.SIGKILL, 1)]
+    ("interruption", "retries"), [("cancelling stop", 0), ("cancelling stop", 1), ("reboot", 1)]
 )
 def test_task_statuses_survive_a_restart_and_the_interrupted_task_runs_again_uncounted(
     make_daemon: Callable[..., DaemonProcess],
     orca_home: Path,
     bench: Bench,
-    sig: signal.Signals,
+    interruption: str,
     retries: int,
 ) -> None:
     configure(orca_home, bench)
@@ -660,14 +669,14 @@ def test_task_statuses_survive_a_restart_and_the_interrupted_task_runs_again_unc
     assert before["b"].status == "in_progress"
     pid = bench.seen("b")["pid"]
 
-    daemon.stop(sig)
+    interrupt(daemon, interruption)
     daemon = make_daemon().start()
     wait_until(lambda: not process_exists(pid), what="the interrupted agent stopped")
     run = daemon.wait_for_run(run_id)
     after = {t.task_id: t for t in run.tasks}
     # What had ended is exactly as it was.
     assert after["a"] == before["a"] and after["c"] == before["c"]
-    reason = STOPPED if sig == signal.SIGTERM else RESTARTED
+    reason = STOPPED if interruption == "cancelling stop" else LOST_REASON
     # Interrupted by orcad, not failed: it runs again, and it uses none of its retries.
     assert run.status == "completed", run
     assert (after["b"].status, after["b"].attempt, after["b"].interrupted) == ("done", 2, 1)
@@ -679,7 +688,7 @@ def test_task_statuses_survive_a_restart_and_the_interrupted_task_runs_again_unc
 
     # Once the run has ended, a restart changes nothing at all.
     ended: RunInfo = daemon.status(run_id).runs[0]
-    daemon.stop(sig)
+    interrupt(daemon, interruption)
     daemon = make_daemon().start()
     assert daemon.status(run_id).runs[0] == ended
     assert_projection_is_replay(daemon, run_id)
@@ -903,7 +912,7 @@ def test_a_task_started_after_a_restart_finds_its_cli_where_the_client_said(
     with daemon.client() as client:
         run_id = client.request(request).run_id
     wait_until(bench.started("a").exists, what="task a to start")
-    daemon.kill()  # the client's PATH is known only from the log now
+    daemon.crash_with_sessions()  # the client's PATH is known only from the log now
     daemon = make_daemon(extra_env=env).start()
     run = daemon.wait_for_run(run_id)
     assert run.status == "completed", run

@@ -1,6 +1,6 @@
-"""SIGTERM to orcad with many busy agents: every agent is signalled at once, and every session's
-end is recorded in one transaction (not one after another, each waiting behind the agents'
-output, before anything is signalled).
+"""A stop that ends sessions (`orca daemon stop --cancel-sessions`) with many busy agents: every
+agent is signalled at once, and every session's end is recorded in one transaction (not one
+after another, each waiting behind the agents' output, before anything is signalled).
 
 Timing is for `bench/bench_shutdown.py`; this test checks what happened and in what order.
 """
@@ -18,13 +18,13 @@ import msgspec
 from conftest import DaemonProcess, agent, process_exists, wait_until
 
 from orca_client.events import RESTARTED_REASON, STOPPED_REASON
-from orca_client.wire import RunStarted, StartRun
+from orca_client.wire import RunStarted, Shutdown, StartRun
 from orca_daemon.log.transactions import TEST_PAGE_LIMIT_VARIABLE
 
 AGENTS = 40
 
 
-def test_sigterm_signals_every_busy_agent_and_records_their_ends_in_one_transaction(
+def test_a_cancelling_stop_signals_every_busy_agent_and_records_their_ends_at_once(
     make_daemon: Callable[..., DaemonProcess], orca_home: Path
 ) -> None:
     daemon = make_daemon().start()
@@ -43,7 +43,7 @@ def test_sigterm_signals_every_busy_agent_and_records_their_ends_in_one_transact
 
     pids: list[int] = wait_until(all_busy, what="every agent to be running", timeout=60)
     try:
-        assert daemon.stop(signal.SIGTERM, timeout=60) == 0
+        assert daemon.stop_ending_sessions(timeout=60) == 0
         assert [pid for pid in pids if process_exists(pid)] == []
     finally:
         for pid in pids:
@@ -81,7 +81,7 @@ POLITE = ["sh", "-c", "trap 'exit 0' TERM; sleep 300 & wait"]
 """An agent that exits 0 on SIGTERM (its sleep, in its process group, is signalled too)."""
 
 
-def test_sigterm_while_the_log_is_full_records_each_session_end_once_as_stopped(
+def test_a_cancelling_stop_while_the_log_is_full_records_each_session_end_once(
     make_daemon: Callable[..., DaemonProcess], orca_home: Path
 ) -> None:
     """The stopped sessions' ends cannot be recorded within orcad's limit; once the space is
@@ -101,8 +101,8 @@ def test_sigterm_while_the_log_is_full_records_each_session_end_once_as_stopped(
 
     pids: list[int] = wait_until(all_running, what="every agent to be running", timeout=60)
     limit_file.write_text("1\n")
-    assert daemon.process is not None
-    daemon.process.send_signal(signal.SIGTERM)
+    with daemon.client() as client:
+        client.request(Shutdown(cancel_sessions=True))
     wait_until(
         lambda: "could not record the stopped sessions' ends" in daemon.output(),
         what="orcad to give up recording the ends together",

@@ -158,8 +158,8 @@ def stop(timeout: float, force: bool = False, cancel_sessions: bool = False) -> 
             print(f"orcad stopped (pid {pid})")
             if running and not cancel_sessions:
                 print(
-                    f"{running} session{'s' if running != 1 else ''} keep running; orcad will "
-                    "re-attach to them when it starts (orca daemon start). To end them "
+                    f"{running} session{' keeps' if running == 1 else 's keep'} running; orcad "
+                    "will re-attach to them when it starts (orca daemon start). To end them "
                     "instead: orca daemon start, then orca daemon stop --cancel-sessions"
                 )
             return EXIT_OK

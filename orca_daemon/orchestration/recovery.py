@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import anyio
 
+from orca_client.events import LOST_REASON
 from orca_client.views import TERMINAL_STATUSES, SessionInfo
 from orca_daemon.runs.admission import Admission
 from orca_daemon.runs.launcher import Launcher
@@ -43,10 +44,6 @@ from orca_daemon.state.projection import State
 
 log = logging.getLogger(__name__)
 
-LOST_REASON = (
-    "its agent stopped while orcad was away: its holder is gone (the machine restarted, or "
-    "the holder was killed)"
-)
 INTERRUPTED_PROMPT = (
     "You were interrupted: the machine or the program running you restarted while you worked "
     "on the task below, and whatever you were doing at that moment did not finish. Look at "
