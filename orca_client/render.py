@@ -182,6 +182,8 @@ def run_detail(run: RunInfo, sessions: list[SessionInfo], width: int | None = No
         lines.append(f"  command  {one_line(' '.join(session.command))}")
         if session.pid is not None:
             lines.append(f"  pid      {session.pid}")
+        if session.detached is not None and session.status not in TERMINAL_STATUSES:
+            lines.append(f"  holder   not re-attached yet: {one_line(session.detached)}")
         if session.status not in TERMINAL_STATUSES:
             lines += _live_session_lines(session, now, width)
         if session.exit_code is not None:

@@ -125,6 +125,9 @@ class SessionInfo(Struct, frozen=True):
     last_output_line: str | None = None
     """The last non-blank line the agent wrote (stdout or stderr; after its last carriage
     return), as written: at most 200 characters, its end kept, cut ones starting with `…`."""
+    detached: str | None = None
+    """Set while the session's holder is alive but this orcad is not attached to it (why): its
+    agent runs on, its output waits in the holder's spool; orcad retries at each heartbeat."""
 
 
 class RunInfo(Struct, frozen=True):

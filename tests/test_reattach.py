@@ -10,7 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import DaemonProcess, agent, output_of, wait_until
+from conftest import DaemonProcess, agent, output_of, process_exists, wait_until
+from support.homes import write_config
 from support.processes import processes_with_env
 from support.questions import of_type, pending_of
 
@@ -90,3 +91,43 @@ def test_sessions_survive_kill9_and_stop_of_orcad_with_every_line_recorded_once(
         "every holder and agent to be gone",
     )
     assert not list((daemon.paths.runtime_dir / "holders").iterdir())
+
+
+def test_a_holder_that_refuses_the_new_orcad_is_shown_and_tried_again_until_it_attaches(
+    make_daemon: Callable[..., DaemonProcess], orca_home: Path
+) -> None:
+    """The holder is alive but refuses the restarted orcad (its secret file was changed while
+    orcad was down): the session is not ended and its agent runs on; `orca status` says it is
+    not re-attached and why; once the secret is right again, orcad attaches at a heartbeat and
+    the session goes on and completes with every line recorded once."""
+    write_config(orca_home, "[orchestration]\nheartbeat_seconds = 0.2\n")
+    daemon = make_daemon().start()
+    with daemon.client() as client:
+        request = StartRun(command=agent("counter.py", str(LINES), str(DELAY)), cwd="/tmp")
+        started: RunStarted = client.request(request)
+    wait_until(lambda: pending_of(daemon, started.run_id), "the question")
+    agent_pid = daemon.status(started.run_id).sessions[0].pid
+    assert agent_pid is not None
+    daemon.kill()
+    secret = daemon.paths.runtime_dir / "holders" / started.session_id / "secret"
+    kept = secret.read_text()
+    secret.write_text("0" * len(kept))
+
+    daemon.start()
+    session = daemon.status(started.run_id).sessions[0]
+    assert session.status == "waiting_for_answer" and session.detached is not None, session
+    assert "refused us" in session.detached
+    assert process_exists(agent_pid)
+    shown = daemon.orca("status", started.run_id)
+    assert "holder   not re-attached yet: " in shown.stdout, shown.stdout
+    time.sleep(0.5)  # a few heartbeats: still refused, still not ended
+    assert daemon.status(started.run_id).sessions[0].status == "waiting_for_answer"
+
+    secret.write_text(kept)
+    wait_until(lambda: daemon.status(started.run_id).sessions[0].detached is None, "re-attach")
+    with daemon.client() as client:
+        client.request(Answer(started.run_id, text="yes", answered_by="test"))
+    run = daemon.wait_for_run(started.run_id, timeout=30)
+    assert run.status == "completed", daemon.status(started.run_id)
+    assert output_of(daemon, started.run_id, "stdout") == expected_stdout("yes")
+    assert "Traceback" not in daemon.output()

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
 from collections.abc import Callable
 
 import anyio
@@ -72,14 +73,15 @@ async def reconcile(
     A session orcad itself decided on (an orchestrator, a plan task) that never started is
     started now. Then every live fan-out, plan and parent run is handed to `carry_on`."""
     live = state.live_sessions()
-    held = await _attach_all(state, supervisor, live)
+    held, unreachable = await _attach_all(state, supervisor, live)
     await _collect_ended(state, supervisor)
+    kept = set(held) | set(unreachable)  # sessions whose agents run on in their holders
     groups = {
         s.pid
         for s in live
-        if s.session_id not in held and s.pid is not None and _is_same_process(state, s)
+        if s.session_id not in kept and s.pid is not None and _is_same_process(state, s)
     }
-    found = processes_of_sessions(set(state.sessions) - set(held))
+    found = processes_of_sessions(set(state.sessions) - kept)
     for session_id, pids in found.items():
         for pid in pids:
             with contextlib.suppress(OSError):
@@ -92,7 +94,7 @@ async def reconcile(
     unstarted = [
         s
         for s in live
-        if restartable(state, s) and s.session_id not in found and s.session_id not in held
+        if restartable(state, s) and s.session_id not in found and s.session_id not in kept
     ]
     for session in live:
         run_id, session_id = session.run_id, session.session_id
@@ -105,6 +107,9 @@ async def reconcile(
                 await lifecycle.finish_session(
                     run_id, session_id, "cancelled", "its parent run has ended", "cancelled"
                 )
+        elif session_id in unreachable:
+            why = unreachable[session_id]
+            _reattach_later(state, lifecycle, launcher, supervisor, session, why)
         elif session in unstarted and superseded(state, session):
             await lifecycle.finish_session(
                 run_id, session_id, "cancelled", "replaced by a retry", "cancelled"
@@ -134,34 +139,89 @@ async def reconcile(
 
 async def _attach_all(
     state: State, supervisor: Supervisor, live: list[SessionInfo]
-) -> dict[str, HeldAgent]:
-    """Connect to the holder of each live session that has one, a few at a time."""
+) -> tuple[dict[str, HeldAgent], dict[str, str]]:
+    """Connect to the holder of each live session that has one, a few at a time. Returns the
+    attached ones, and why for those whose holder is there but did not let us attach."""
     held: dict[str, HeldAgent] = {}
+    unreachable: dict[str, str] = {}
     limit = anyio.CapacityLimiter(ATTACHING_AT_ONCE)
 
     async def attach(session: SessionInfo) -> None:
         session_id = session.session_id
-        places = supervisor.places_of(session.run_id, session_id)
-        offsets = state.read_offsets.get(session_id, {})
         async with limit:
             try:
-                held[session_id] = await attach_holder(
-                    places,
-                    offsets.get("stdout", 0),
-                    offsets.get("stderr", 0),
-                    state.holders.get(session_id),
-                )
+                held[session_id] = await _attach(state, supervisor, session)
             except HolderGone:
                 return
             except HolderError as exc:
                 log.error("session %s: its holder cannot be re-attached: %s", session_id, exc)
+                unreachable[session_id] = str(exc)
 
     async with anyio.create_task_group() as attaching:
         for session in live:
             attaching.start_soon(attach, session)
     if held:
         log.info("re-attached to %d sessions that ran on while orcad was away", len(held))
-    return held
+    return held, unreachable
+
+
+async def _attach(state: State, supervisor: Supervisor, session: SessionInfo) -> HeldAgent:
+    """Attach to a session's holder, reading on from where the log's output ends."""
+    session_id = session.session_id
+    offsets = state.read_offsets.get(session_id, {})
+    return await attach_holder(
+        supervisor.places_of(session.run_id, session_id),
+        offsets.get("stdout", 0),
+        offsets.get("stderr", 0),
+        state.holders.get(session_id),
+    )
+
+
+def _reattach_later(
+    state: State,
+    lifecycle: Lifecycle,
+    launcher: Launcher,
+    supervisor: Supervisor,
+    session: SessionInfo,
+    why: str,
+) -> None:
+    """A session whose holder is alive but refused or failed us: its agent runs on, and orcad
+    tries again at each heartbeat (status shows why meanwhile) until it attaches, the holder is
+    gone (then as `_holder_gone`), or the session ends (cancelled: its processes are stopped)."""
+    run_id, session_id = session.run_id, session.session_id
+
+    async def attempt() -> str | None:
+        now = state.sessions[session_id]
+        if now.status in TERMINAL_STATUSES:
+            await _stop_unattached(state, supervisor, now)
+            return None
+        try:
+            agent = await _attach(state, supervisor, now)
+        except HolderGone:
+            await _holder_gone(state, lifecycle, launcher, supervisor, now)
+            return None
+        except HolderError as exc:
+            return str(exc)
+        log.info("session %s: re-attached to its holder", session_id)
+        problem = await _resume(state, launcher, supervisor, now, agent)
+        if problem is not None:
+            await lifecycle.finish_session(run_id, session_id, "failed", problem, "internal")
+        return None
+
+    supervisor.reattach_later(session_id, why, attempt)
+
+
+async def _stop_unattached(state: State, supervisor: Supervisor, session: SessionInfo) -> None:
+    """Stop the agent of a session that ended while its holder would not let us attach, then
+    the holder (checked by pid and start time), and remove its files."""
+    if session.pid is not None and _is_same_process(state, session):
+        await stop_group(session.pid, supervisor.cancel_grace)
+    holder = state.holders.get(session.session_id)
+    if holder is not None and process_start_ticks(holder[0]) == holder[1]:
+        with contextlib.suppress(OSError):
+            os.kill(holder[0], signal.SIGKILL)
+    with contextlib.suppress(OSError):
+        remove_places(supervisor.places_of(session.run_id, session.session_id))
 
 
 async def _resume(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
@@ -67,6 +67,8 @@ class Supervisor:
         whatever their agent did on the signal."""
         self.heartbeats: dict[str, float] = {}
         """When each live session's process was last seen alive."""
+        self.detached: dict[str, str] = {}
+        """Live sessions whose holder is alive but not attached to (why): `reattach_later`."""
         runs.store.add_listener(self.on_commit)
         runs.store.add_writable_listener(self._log_writable_again)
 
@@ -83,6 +85,31 @@ class Supervisor:
     def places_of(self, run_id: str, session_id: str) -> HolderPlaces:
         """Where the session's holder keeps its socket and its spool."""
         return HolderPlaces.of(self.runtime_dir, self.runs_dir, run_id, session_id)
+
+    def reattach_later(
+        self, session_id: str, why: str, attempt: Callable[[], Awaitable[str | None]]
+    ) -> None:
+        """A live session whose holder could not be attached to now: call `attempt` once per
+        heartbeat until it returns None (attached, or settled otherwise) rather than a new
+        why; meanwhile `detached` says why (status shows it)."""
+        assert self._tg is not None, "the supervisor runs"
+        self.detached[session_id] = why
+        self._tg.start_soon(self._reattach, session_id, attempt)
+
+    async def _reattach(
+        self, session_id: str, attempt: Callable[[], Awaitable[str | None]]
+    ) -> None:
+        try:
+            while True:
+                await anyio.sleep(self._heartbeat_seconds())
+                if not self._admission.accepting:  # orcad stops: the next one tries
+                    return
+                why = await attempt()
+                if why is None:
+                    return
+                self.detached[session_id] = why
+        finally:
+            self.detached.pop(session_id, None)
 
     def resume_session(
         self, run_id: str, session_id: str, agent: AgentLink, translator: Translator

@@ -270,9 +270,16 @@ class Api:
         budget = min(request.page_bytes or STATUS_PAGE_BYTES, STATUS_PAGE_BYTES)
         start, cursor = self._resume(runs, request.cursor)
         page = status_page(runs[start:], self._state.sessions, cursor, budget)
+        detached = self._runs.supervisor.detached
+        sessions = [
+            msgspec.structs.replace(s, detached=detached[s.session_id])
+            if s.session_id in detached
+            else s
+            for s in page.sessions
+        ]
         return StatusResult(
             runs=page.runs,
-            sessions=page.sessions,
+            sessions=sessions,
             head_position=self._state.position,
             ended_not_shown=hidden,
             next_cursor=page.next_cursor,
