@@ -112,6 +112,9 @@ class SessionStarted(Event, tag="session_started", frozen=True):
     holder_pid: int | None = None
     """The session's holder: the process that owns the agent's pipes and outlives orcad."""
     holder_start_ticks: int | None = None
+    command: list[str] | None = None
+    """This process's command line, when it is not the session's recorded one (a conversation
+    continued after a reboot, e.g. `claude --resume ID`): the session's command from now on."""
 
 
 class OutputAppended(Event, tag="output_appended", frozen=True):

@@ -133,8 +133,12 @@ def reboot(daemon: DaemonProcess, run_id: str) -> str:
     return session.session_id
 
 
-def check_resumed(daemon: DaemonProcess, run_id: str, session_id: str, final: str) -> SessionInfo:
-    """The run completed through a second start of the same session, ending with `final`."""
+def check_resumed(
+    daemon: DaemonProcess, run_id: str, session_id: str, final: str, new_command: bool
+) -> SessionInfo:
+    """The run completed through a second start of the same session, ending with `final`. With
+    `new_command`, the second process resumed the conversation on its command line, which the
+    session shows from then on."""
     run = daemon.wait_for_run(run_id, timeout=DEADLINE)
     session = daemon.status(run_id).sessions[0]
     assert run.status == "completed", (run, session, daemon.output()[-3000:])
@@ -145,6 +149,12 @@ def check_resumed(daemon: DaemonProcess, run_id: str, session_id: str, final: st
     assert final in output_of(daemon, run_id)
     notes = output_of(daemon, run_id, "orca")
     assert f"orcad continues its conversation {session.agent_session_id}" in notes, notes
+    assert starts[0].get("command") is None  # the first ran the command the session recorded
+    if new_command:
+        assert starts[1]["command"] == session.command, (starts[1], session.command)
+        assert str(session.agent_session_id) in " ".join(session.command)
+    else:
+        assert starts[1].get("command") is None
     return session
 
 
@@ -193,7 +203,7 @@ def test_codex_continues_its_thread_after_a_reboot(
 
         api.script(message(marks.final))
         session_id = reboot(daemon, run_id)
-        session = check_resumed(daemon, run_id, session_id, marks.final)
+        session = check_resumed(daemon, run_id, session_id, marks.final, agent == "codex-exec")
 
         assert session.agent_session_id == thread
         resumed = [body for body in api.requests[before:] if says(body, marks.interrupted)]
@@ -237,7 +247,7 @@ def test_claude_resumes_its_conversation_after_a_reboot(
 
         api.script(text(marks.final))
         session_id = reboot(daemon, run_id)
-        session = check_resumed(daemon, run_id, session_id, marks.final)
+        session = check_resumed(daemon, run_id, session_id, marks.final, new_command=True)
 
         assert session.agent_session_id == conversation
         resumed = [body for body in api.turns()[before:] if says(body, marks.interrupted)]

@@ -67,7 +67,8 @@ class Recorder:
 
     async def started(self, agent: AgentLink) -> None:
         spec = self._spec
-        run = self._runs.state.runs[spec.run_id]
+        state = self._runs.state
+        run, session = state.runs[spec.run_id], state.sessions[spec.session_id]
         started = SessionStarted(
             spec.run_id,
             spec.session_id,
@@ -75,6 +76,7 @@ class Recorder:
             agent.start_ticks,
             agent.holder_pid,
             agent.holder_start_ticks,
+            command=None if spec.command == session.command else spec.command,
         )
         await self._runs.record_if_live(
             spec.run_id,

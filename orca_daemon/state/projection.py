@@ -375,6 +375,7 @@ def evolve_session(session: SessionInfo, event: AnyEvent, at: float) -> SessionI
             session,
             status="running",
             pid=event.pid,
+            command=session.command if event.command is None else event.command,
             started_at=at,
             last_activity_at=at,
         )
