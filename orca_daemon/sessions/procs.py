@@ -131,13 +131,9 @@ async def exited(process: asyncio.subprocess.Process) -> None:
         while process.returncode is None:  # noqa: ASYNC110 - nothing to wait on but the watcher
             await asyncio.sleep(0.05)
         return
-    loop = asyncio.get_running_loop()
-    readable = asyncio.Event()
-    loop.add_reader(descriptor, readable.set)
     try:
-        await readable.wait()
+        await _readable(descriptor)
     finally:
-        loop.remove_reader(descriptor)
         os.close(descriptor)
     for attempt in range(2000):  # the child watcher reaps it and sets returncode just after
         if process.returncode is not None:
@@ -155,17 +151,21 @@ async def pid_exited(pid: int, start_ticks: int | None) -> None:
             await asyncio.sleep(0.05)
         return
     try:
-        if not _still(pid, start_ticks):  # (the pid names another process now)
-            return
-        loop = asyncio.get_running_loop()
-        readable = asyncio.Event()
-        loop.add_reader(descriptor, readable.set)
-        try:
-            await readable.wait()
-        finally:
-            loop.remove_reader(descriptor)
+        if _still(pid, start_ticks):  # (else the pid names another process now)
+            await _readable(descriptor)
     finally:
         os.close(descriptor)
+
+
+async def _readable(descriptor: int) -> None:
+    """Return once `descriptor` is readable (a pidfd is once its process has exited)."""
+    loop = asyncio.get_running_loop()
+    readable = asyncio.Event()
+    loop.add_reader(descriptor, readable.set)
+    try:
+        await readable.wait()
+    finally:
+        loop.remove_reader(descriptor)
 
 
 def _still(pid: int, start_ticks: int | None) -> bool:
