@@ -24,10 +24,10 @@ from types import TracebackType
 
 import zmq
 
-from orca_client.client import Client, DaemonUnavailable
+from orca_client.client import Client, DaemonUnavailable, RequestFailed
 from orca_client.paths import OrcaPaths, read_token, resolve_paths
 from orca_client.views import TERMINAL_STATUSES, StatusResult
-from orca_client.wire import StartRun, Status, encode_request
+from orca_client.wire import Shutdown, StartRun, Status, encode_request
 
 GOAL_P50_RATIO = 2.0
 RUNS = 5
@@ -122,17 +122,39 @@ class OrcaDaemon:
         raise RuntimeError(f"bench runs did not finish within {timeout}s:\n{self.output()}")
 
     def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM orcad, wait for it (SIGKILL if it hangs) and remove its directory."""
+        """Stop orcad ending its sessions (SIGTERM if it does not answer; SIGKILL if it hangs),
+        end whatever of its home still runs (session holders outlive orcad), and remove its
+        directory."""
         try:
             if self.process is not None and self.process.poll() is None:
-                self.process.send_signal(signal.SIGTERM)
+                try:
+                    with self.client(timeout=5.0) as client:
+                        client.request(Shutdown(cancel_sessions=True))
+                except (DaemonUnavailable, RequestFailed):
+                    self.process.send_signal(signal.SIGTERM)
                 try:
                     self.process.wait(timeout)
                 except subprocess.TimeoutExpired:
                     self.process.kill()
                     self.process.wait()
         finally:
+            kill_processes_of_home(self.home)
             shutil.rmtree(self.base, ignore_errors=True)
+
+
+def kill_processes_of_home(home: Path) -> None:
+    """SIGKILL every process that carries ORCA_HOME=home (holders and agents left running)."""
+    wanted = f"ORCA_HOME={home}".encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as handle:
+                found = wanted in handle.read().split(b"\0")
+            if found:
+                os.kill(int(entry), signal.SIGKILL)
+        except OSError:
+            continue
 
 
 @dataclass(frozen=True)

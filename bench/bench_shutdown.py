@@ -1,7 +1,9 @@
-"""Stopping orcad with busy agents: SIGTERM → every agent gone, and SIGTERM → orcad exited.
+"""Stopping orcad with busy agents, ending their sessions (`orca daemon stop --cancel-sessions`):
+the stop → every agent gone, and the stop → orcad exited.
 
 Every session runs `bench/agents/busy_agent.py`, which prints lines without end. Once all of
-them are running, orcad gets SIGTERM; the figures are the time until the last agent process is
+them are running, orcad is asked to stop and end its sessions (a plain stop or SIGTERM lets
+them run on in their holders instead); the figures are the time until the last agent process is
 gone and until orcad has exited (it has then recorded every session's end). Each is the median of
 a few rounds.
 
@@ -25,7 +27,7 @@ from pathlib import Path
 from bench_roundtrip import OrcaDaemon
 
 from orca_client.views import StatusResult
-from orca_client.wire import StartRun, Status
+from orca_client.wire import Shutdown, StartRun, Status
 
 AGENT = Path(__file__).resolve().parent / "agents" / "busy_agent.py"
 PAUSE_SECONDS = "0.005"
@@ -35,7 +37,7 @@ TIMEOUT_STOP_SECONDS = 60.0
 
 @dataclass(frozen=True)
 class Stop:
-    """Seconds from SIGTERM until the last agent was gone, and until orcad had exited."""
+    """Seconds from the stop until the last agent was gone, and until orcad had exited."""
 
     agents_gone: float
     exited: float
@@ -66,7 +68,8 @@ def stop_once(agents: int) -> Stop:
         time.sleep(1.0)  # let them fill the log for a while
         assert daemon.process is not None
         start = time.monotonic()
-        daemon.process.send_signal(signal.SIGTERM)
+        with daemon.client() as client:
+            client.request(Shutdown(cancel_sessions=True))
         gone = None
         while daemon.process.poll() is None or gone is None:
             if gone is None and not any(alive(pid) for pid in pids):
@@ -98,7 +101,7 @@ def report(result: tuple[int, list[Stop], list[Stop]]) -> str:
     def median(stops: list[Stop], field: str) -> float:
         return float(statistics.median(float(getattr(s, field)) for s in stops))
 
-    lines = ["shutdown with busy agents (SIGTERM to orcad), median of rounds"]
+    lines = ["shutdown ending busy agents (Shutdown cancel_sessions), median of rounds"]
     for field, what in (("agents_gone", "last agent gone"), ("exited", "orcad exited")):
         base, ours = median(one, field), median(many, field)
         lines.append(
