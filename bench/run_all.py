@@ -1,7 +1,7 @@
 """Run every Orca benchmark and print each result with its ratio to a baseline from the same run.
 
     python bench/run_all.py            # the full run (about three minutes)
-    python bench/run_all.py --quick    # a smaller run (under a minute)
+    python bench/run_all.py --quick    # a smaller run (about a minute)
 
 The figures and what they mean are in docs/benchmarks.md.
 """
