@@ -1,7 +1,7 @@
 """Run every Orca benchmark and print each result with its ratio to a baseline from the same run.
 
-    python bench/run_all.py            # the full run (about a minute and a half)
-    python bench/run_all.py --quick    # a smaller run (about 15 seconds)
+    python bench/run_all.py            # the full run (about three minutes)
+    python bench/run_all.py --quick    # a smaller run (about a minute)
 
 The figures and what they mean are in docs/benchmarks.md.
 """
@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the bench_* modules 
 
 import bench_append
 import bench_cli_startup
+import bench_holder
 import bench_orchestration
 import bench_questions
 import bench_roundtrip
@@ -45,6 +46,7 @@ def main() -> None:
     print(bench_cli_startup.report(bench_cli_startup.run(quick)), end="\n\n", flush=True)
     print(bench_questions.report(bench_questions.run(quick)), end="\n\n", flush=True)
     print(bench_orchestration.report(bench_orchestration.run(quick)), end="\n\n", flush=True)
+    print(bench_holder.report(bench_holder.run(quick)), end="\n\n", flush=True)
     print(f"total {time.perf_counter() - started:.0f} s")
 
 
