@@ -24,6 +24,8 @@ from typing import Any
 
 VERSION = 1
 MAX_PAYLOAD = 1 << 20
+MAX_HELLO = 4096
+"""The longest frame a connection may send before its hello is accepted."""
 READ_SIZE = 65_536
 SPOOL_AHEAD = 8 << 20
 """Bytes of a stream spooled beyond what the client was sent before the agent's pipe is left
@@ -41,11 +43,11 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 
 def log(message: str) -> None:
-    """One line in holder.log (our stderr); never the secret or the environment."""
-    with contextlib.suppress(OSError, ValueError):
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
-        sys.stderr.write(f"{stamp} holder[{os.getpid()}] {message}\n")
-        sys.stderr.flush()
+    """One line in holder.log (our stderr, unbuffered: on a full disk the line is lost and
+    nothing piles up); never the secret or the environment."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+    with contextlib.suppress(OSError):
+        os.write(2, f"{stamp} holder[{os.getpid()}] {message}\n".encode(errors="replace"))
 
 
 def start_ticks(pid: int) -> int | None:
@@ -73,12 +75,12 @@ class Connection:
         self.sent = [0, 0]
         self.exit_sent = False
 
-    def frames(self) -> list[tuple[bytes, bytes]] | None:
-        """The complete frames received; None when one is longer than allowed."""
-        found = []
-        while len(self.inbox) >= 5:
+    def frames(self, limit: int, most: int) -> list[tuple[bytes, bytes]] | None:
+        """Up to `most` complete frames received; None when one is longer than `limit`."""
+        found: list[tuple[bytes, bytes]] = []
+        while len(self.inbox) >= 5 and len(found) < most:
             length = int.from_bytes(self.inbox[1:5], "big")
-            if length > MAX_PAYLOAD:
+            if length > limit:
                 return None
             if len(self.inbox) < 5 + length:
                 break
@@ -95,6 +97,7 @@ class Holder:
         self.orphan_timeout = float(spec.get("orphan_timeout", 86_400.0))
         self.hello_timeout = float(spec.get("hello_timeout", 5.0))
         self.exit_drain = float(spec.get("exit_drain", 2.0))
+        self.kill_grace = float(spec.get("kill_grace", KILL_GRACE))
         self.spool_dir = str(spec["spool_dir"])
         self.selector = selectors.DefaultSelector()
         self.registered: dict[int, tuple[Any, int]] = {}
@@ -114,6 +117,8 @@ class Holder:
         self.ending_since: float | None = None
         self.killed = False
         self.acknowledged = False
+        """A client said it has the exit (possibly before it happened): once it is final, and
+        sent to the client still attached if any, the holder exits."""
         self.agent_ticks: int | None = None
 
     def open_spool(self, name: str) -> int:
@@ -191,7 +196,7 @@ class Holder:
         if self.exit_code is not None and self.exit is None:
             deadlines.append(self.drain_until)
         if self.ending_since is not None:
-            deadlines.append(self.ending_since + KILL_GRACE)
+            deadlines.append(self.ending_since + self.kill_grace)
         return min([1.0, *(d - now for d in deadlines if d > now)])
 
     def reap(self) -> None:
@@ -211,24 +216,34 @@ class Holder:
     def timers(self, now: float) -> None:
         for conn in [c for c in self.pending if c.deadline <= now]:
             self.refuse(conn, "no hello in time")
+        self.end_if_orphaned(now)
+        if self.exit_code is not None and self.exit is None and self.drained(now):
+            self.finish_exit(now)
+
+    def end_if_orphaned(self, now: float) -> None:
+        """No client for orphan_timeout: SIGTERM the agent's group, SIGKILL after the grace."""
         orphaned = self.client is None and now - self.orphan_since >= self.orphan_timeout
         if orphaned and self.exit_code is None and self.ending_since is None:
             log(f"no client for {self.orphan_timeout:g} s: ending the agent")
             self.ending_since = now
             self.signal_agent(signal.SIGTERM)
         ending = self.ending_since is not None and self.exit_code is None and not self.killed
-        if ending and now - self.ending_since >= KILL_GRACE:  # type: ignore[operator]
+        if ending and now - self.ending_since >= self.kill_grace:  # type: ignore[operator]
+            log(f"the agent outlived SIGTERM by {self.kill_grace:g} s: killing it")
             self.killed = True
             self.signal_agent(signal.SIGKILL)
-        drained = now >= self.drain_until or self.pipes == [None, None]
-        if self.exit_code is not None and self.exit is None and drained:
-            self.finish_exit()
+
+    def drained(self, now: float) -> bool:
+        """The agent has exited: its pipes are at their end (or were given exit_drain seconds
+        for the processes it left)."""
+        return now >= self.drain_until or self.pipes == [None, None]
 
     def signal_agent(self, signum: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.agent.pid, signum)
 
-    def finish_exit(self) -> None:
+    def finish_exit(self, now: float) -> None:
+        """The exit is final: record it (exit.json) and send it to clients."""
         for index, fd in enumerate(self.pipes):
             if fd is not None:
                 self.close_pipe(index)
@@ -239,6 +254,11 @@ class Holder:
             "stderr": self.sizes[1],
             "stdin_dropped": self.stdin_dropped,
         }
+        if self.client is None:  # news nobody has: wait orphan_timeout from now for a client
+            self.orphan_since = now
+        self.write_exit(now)
+
+    def write_exit(self, now: float) -> None:
         path = os.path.join(self.spool_dir, "exit.json")
         with open(path + ".tmp", "w", opener=lambda p, f: os.open(p, f, 0o600)) as handle:
             json.dump(self.exit, handle)
@@ -246,11 +266,14 @@ class Holder:
         log(f"wrote exit.json: {self.exit}")
 
     def done(self, now: float) -> bool:
-        if self.acknowledged:
+        if self.exit is None:
+            return False
+        conn = self.client
+        if self.acknowledged and (conn is None or (conn.exit_sent and not conn.outbox)):
             log("exit acknowledged")
             return True
-        orphaned = self.client is None and now - self.orphan_since >= self.orphan_timeout
-        if self.exit is not None and orphaned:
+        orphaned = conn is None and now - self.orphan_since >= self.orphan_timeout
+        if orphaned:
             log("exit not acknowledged in time: leaving exit.json")
             return True
         return False
@@ -258,8 +281,7 @@ class Holder:
     def update_interest(self) -> None:
         want: dict[int, tuple[Any, int, Any]] = {}
         for index, fd in enumerate(self.pipes):
-            limit = SPOOL_AHEAD * (2 if self.exit_code is not None else 1)
-            if fd is not None and self.sizes[index] - self.base(index) <= limit:
+            if fd is not None and self.reads_pipe(index):
                 want[fd] = (fd, selectors.EVENT_READ, lambda _, i=index: self.read_pipe(i))
         if self.stdin is not None and self.stdin_pending:
             want[self.stdin] = (self.stdin, selectors.EVENT_WRITE, lambda _: self.write_stdin())
@@ -280,6 +302,11 @@ class Holder:
             else:
                 self.selector.register(obj, events, callback)
             self.registered[fd] = (obj, events)
+
+    def reads_pipe(self, index: int) -> bool:
+        """Whether to read this output pipe now: not while the client is far behind the spool."""
+        limit = SPOOL_AHEAD * (2 if self.exit_code is not None else 1)
+        return self.sizes[index] - self.base(index) <= limit
 
     def forget(self, fd: int) -> None:
         """Unregister a descriptor about to be closed (so a reused number starts afresh)."""
@@ -349,6 +376,9 @@ class Holder:
             sock, _ = self.listener.accept()
         except (BlockingIOError, ConnectionAbortedError):
             return
+        except OSError as exc:  # out of descriptors, say: the connection waits in the backlog
+            log(f"could not accept a connection: {exc}")
+            return
         if len(self.pending) >= UNAUTHENTICATED_AT_ONCE:
             log("refused a connection: too many unauthenticated connections")
             sock.close()
@@ -388,17 +418,26 @@ class Holder:
         if data is None:
             return
         conn.inbox += data
-        frames = conn.frames()
+        self.received(conn)
+
+    def received(self, conn: Connection) -> None:
+        """Act on the complete frames a connection sent: a hello, then commands."""
+        if conn is not self.client:
+            hello = conn.frames(MAX_HELLO, most=1)
+            if hello is None:
+                self.refuse(conn, "a hello longer than 4 KiB")
+                return
+            if hello:
+                self.hello(conn, *hello[0])
+            if conn is not self.client:  # no hello yet, or refused
+                return
+        frames = conn.frames(MAX_PAYLOAD, most=len(conn.inbox))
         if frames is None:
-            why = "a frame longer than 1 MiB"
-            self.drop_client(why) if conn is self.client else self.refuse(conn, why)
+            self.drop_client("a frame longer than 1 MiB")
             return
         for kind, payload in frames:
-            if conn is not self.client:
-                self.hello(conn, kind, payload)
-            elif not self.command(kind, payload):
+            if not self.command(kind, payload):
                 self.drop_client(f"unknown frame {kind!r}")
-            if conn is not self.client and conn not in self.pending:
                 return
 
     def hello(self, conn: Connection, kind: bytes, payload: bytes) -> None:
@@ -447,7 +486,7 @@ class Holder:
             if not self.stdin_pending:
                 self.drop_stdin()
         elif kind == b"a":
-            self.acknowledged = self.exit is not None
+            self.acknowledged = True
         else:
             return False
         return True
@@ -463,7 +502,9 @@ class Holder:
             for index, (kind, _) in enumerate(STREAMS):
                 room = min(READ_SIZE, CLIENT_BUFFER - len(conn.outbox))
                 wanted = min(room, self.sizes[index] - conn.sent[index])
-                data = os.pread(self.spools[index], wanted, conn.sent[index]) if wanted > 0 else b""
+                if wanted <= 0:
+                    continue
+                data = os.pread(self.spools[index], wanted, conn.sent[index])
                 if data:
                     conn.outbox += frame(kind, data)
                     conn.sent[index] += len(data)
