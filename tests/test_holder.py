@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -571,3 +572,104 @@ async def test_input_sent_faster_than_the_agent_reads_is_back_pressured(
     digest = hashlib.sha256(block * 48).hexdigest()
     assert stdout == f"{sent} {digest}\n".encode()
     await held.acknowledge()
+
+
+# -- a full disk
+
+
+@pytest.fixture
+def small_spool(holders: Holders) -> Iterator[Path]:
+    """A 1 MiB tmpfs for the spool files (needs the privilege to mount, e.g. root)."""
+    root = holders.base / "spool"
+    root.mkdir(mode=0o700)
+    mount = ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(root)]
+    try:
+        subprocess.run(mount, check=True, capture_output=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        yield root
+    finally:
+        holders.end()
+        subprocess.run(["umount", "-l", str(root)], check=False, timeout=10)
+
+
+def fill(path: Path) -> None:
+    """Write `path` until the file system is full."""
+    with open(path, "wb", buffering=0) as ballast:
+        for block in (65536, 4096, 1):
+            with contextlib.suppress(OSError):  # ENOSPC
+                while True:
+                    ballast.write(b"\0" * block)
+
+
+async def test_output_the_disk_refuses_waits_in_the_holder_and_arrives_once(
+    holders: Holders, small_spool: Path
+) -> None:
+    places = holders.places(spool_root=small_spool)
+    gate, progress, lines = holders.base / "gate", holders.base / "progress", 160
+    held = await holders.start(places, python(PAGES, str(lines), str(gate), str(progress)))
+    reading = asyncio.create_task(read_all(held))
+    pipe_size, _ = await eventually(lambda: numbers_in(progress), "the agent to start")
+    fill(small_spool / "ballast")
+    gate.touch()
+
+    def holder_keeps_refused_bytes() -> bool:  # more printed than the spool and the pipe hold
+        return numbers_in(progress)[1] > spool_size(places) + pipe_size
+
+    await eventually(holder_keeps_refused_bytes, "the holder to read what it cannot spool")
+    assert not reading.done()
+    (small_spool / "ballast").unlink()
+    stdout, stderr = await reading
+    assert stdout == page_lines(lines) and stderr == b"stderr too\n"
+    assert held.returncode == 0 and held.exit is not None
+    assert (held.exit.stdout, held.exit.stderr) == (len(stdout), len(stderr))
+    assert read_exit(places) == held.exit
+    await held.acknowledge()
+
+
+async def test_the_exit_is_final_only_once_all_the_agent_printed_is_spooled(
+    holders: Holders, small_spool: Path
+) -> None:
+    places = holders.places(spool_root=small_spool)
+    gate, progress, lines = holders.base / "gate", holders.base / "progress", 8
+    held = await holders.start(
+        places, python(PAGES, str(lines), str(gate), str(progress)), exit_drain=0.2
+    )
+    reading = asyncio.create_task(read_all(held))
+    await eventually(lambda: numbers_in(progress), "the agent to start")
+    fill(small_spool / "ballast")
+    gate.touch()
+    await eventually(lambda: not process_exists(held.pid), "the agent to exit")
+    await asyncio.sleep(1.0)  # past its exit drain and a retry (a moment, not a condition)
+    assert held.exit is None and not reading.done() and read_exit(places) is None
+    (small_spool / "ballast").unlink()
+    stdout, stderr = await reading
+    assert (stdout, stderr) == (page_lines(lines), b"stderr too\n")
+    assert held.exit is not None and (held.exit.stdout, held.exit.stderr) == (
+        len(stdout),
+        len(stderr),
+    )
+    await held.acknowledge()
+
+
+async def test_an_exit_json_the_disk_refuses_is_written_once_there_is_space(
+    holders: Holders, small_spool: Path
+) -> None:
+    places = holders.places(spool_root=small_spool)
+    gate = holders.base / "gate"
+    command = python(GATED_EXIT, str(gate), "5", "quietly")
+    held = await holders.start(places, command, orphan_timeout=60.0)
+    await read_until(held, b"working\n", bytearray())
+    fill(small_spool / "ballast")
+    gate.touch()
+    assert await held.read() is None  # the exit is final: all it printed is spooled
+    assert held.returncode == 5 and read_exit(places) is None  # but the disk refused exit.json
+    held.detach()
+    (small_spool / "ballast").unlink()
+    ended = await eventually(lambda: read_exit(places), "the holder to write exit.json")
+    assert ended == held.exit and process_exists(held.holder_pid)
+    again = await attach_holder(places, ended.stdout, ended.stderr)
+    assert again.exit == ended
+    await again.acknowledge()
+    await eventually(lambda: holder_gone(again), "the holder to exit")

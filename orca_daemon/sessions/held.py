@@ -7,7 +7,11 @@ version, secret, nonce, stdout and stderr offsets), `i` stdin bytes, `c` close t
 `a` the exit is collected (the holder exits once the exit is final and, if this client is still
 attached, sent to it; it may come early). From
 it: `w` welcome (JSON: proof = HMAC-SHA256 keyed by the secret's hex text over the nonce's hex
-text, pids, stdin state, the exit if any), `o`/`e` output from the offsets asked, `x` the exit.
+text, pids, stdin state, the exit if any), `o`/`e` output from the offsets asked, `x` the exit
+(final: everything the agent printed is spooled).
+
+Files in `spool_dir`: `stdout` and `stderr` (append-only: everything the agent printed),
+`exit.json` (the exit, once final; written again until the disk takes it), `holder.log`.
 """
 
 from __future__ import annotations

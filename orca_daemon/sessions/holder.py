@@ -35,6 +35,8 @@ STDIN_AHEAD = 1 << 20
 """Bytes waiting for the agent's stdin beyond which the client's socket is left unread."""
 UNAUTHENTICATED_AT_ONCE = 4
 KILL_GRACE = 5.0
+RETRY_WRITE = 0.5
+"""Seconds between attempts to write what the disk refused (a spool, exit.json)."""
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 STREAMS = ((b"o", "stdout"), (b"e", "stderr"))
@@ -62,6 +64,38 @@ def start_ticks(pid: int) -> int | None:
 
 def frame(kind: bytes, payload: bytes) -> bytes:
     return kind + len(payload).to_bytes(4, "big") + payload
+
+
+def write_all(fd: int, data: bytes) -> tuple[int, OSError | None]:
+    """Write `data` to a file: how much went in, and the error that stopped the rest."""
+    written = 0
+    try:
+        while written < len(data):
+            count = os.write(fd, data[written:])
+            if count <= 0:
+                return written, OSError(f"a write of {len(data) - written} bytes wrote none")
+            written += count
+    except OSError as exc:
+        return written, exc
+    return written, None
+
+
+def write_file(path: str, data: bytes) -> None:
+    """Replace `path` (0600) with `data` at once; raises OSError, leaving no temporary file."""
+    temporary = path + ".tmp"
+    try:
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            _, error = write_all(descriptor, data)
+        finally:
+            os.close(descriptor)
+        if error is not None:
+            raise error
+        os.replace(temporary, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
 class Connection:
@@ -103,6 +137,10 @@ class Holder:
         self.registered: dict[int, tuple[Any, int]] = {}
         self.spools = [self.open_spool(name) for _, name in STREAMS]
         self.sizes = [os.fstat(fd).st_size for fd in self.spools]
+        self.unspooled = [b"", b""]
+        """Per stream: read from the agent's pipe but refused by the disk so far (at most one
+        read); while it waits, that pipe is left unread."""
+        self.retry_spool_at = 0.0
         self.asked = [0, 0]
         self.pending: list[Connection] = []
         self.client: Connection | None = None
@@ -114,6 +152,9 @@ class Holder:
         self.exit_code: int | None = None
         self.drain_until = 0.0
         self.exit: dict[str, int] | None = None
+        """The agent's end, final: it has exited and everything it printed is spooled."""
+        self.exit_written = False
+        self.retry_exit_at = 0.0
         self.ending_since: float | None = None
         self.killed = False
         self.acknowledged = False
@@ -197,6 +238,10 @@ class Holder:
             deadlines.append(self.drain_until)
         if self.ending_since is not None:
             deadlines.append(self.ending_since + self.kill_grace)
+        if any(self.unspooled):
+            deadlines.append(self.retry_spool_at)
+        if self.exit is not None and not self.exit_written:
+            deadlines.append(self.retry_exit_at)
         return min([1.0, *(d - now for d in deadlines if d > now)])
 
     def reap(self) -> None:
@@ -217,8 +262,12 @@ class Holder:
         for conn in [c for c in self.pending if c.deadline <= now]:
             self.refuse(conn, "no hello in time")
         self.end_if_orphaned(now)
+        if any(self.unspooled) and now >= self.retry_spool_at:
+            self.retry_spooling(now)
         if self.exit_code is not None and self.exit is None and self.drained(now):
             self.finish_exit(now)
+        if self.exit is not None and not self.exit_written and now >= self.retry_exit_at:
+            self.write_exit(now)
 
     def end_if_orphaned(self, now: float) -> None:
         """No client for orphan_timeout: SIGTERM the agent's group, SIGKILL after the grace."""
@@ -235,7 +284,9 @@ class Holder:
 
     def drained(self, now: float) -> bool:
         """The agent has exited: its pipes are at their end (or were given exit_drain seconds
-        for the processes it left)."""
+        for the processes it left), and all read from them is spooled."""
+        if any(self.unspooled):
+            return False
         return now >= self.drain_until or self.pipes == [None, None]
 
     def signal_agent(self, signum: signal.Signals) -> None:
@@ -259,10 +310,15 @@ class Holder:
         self.write_exit(now)
 
     def write_exit(self, now: float) -> None:
-        path = os.path.join(self.spool_dir, "exit.json")
-        with open(path + ".tmp", "w", opener=lambda p, f: os.open(p, f, 0o600)) as handle:
-            json.dump(self.exit, handle)
-        os.replace(path + ".tmp", path)
+        """Write exit.json; when the disk refuses, say so once and try again later."""
+        try:
+            write_file(os.path.join(self.spool_dir, "exit.json"), json.dumps(self.exit).encode())
+        except OSError as exc:
+            if self.retry_exit_at == 0.0:
+                log(f"could not write exit.json ({exc}): trying again")
+            self.retry_exit_at = now + RETRY_WRITE
+            return
+        self.exit_written = True
         log(f"wrote exit.json: {self.exit}")
 
     def done(self, now: float) -> bool:
@@ -273,7 +329,7 @@ class Holder:
             log("exit acknowledged")
             return True
         orphaned = conn is None and now - self.orphan_since >= self.orphan_timeout
-        if orphaned:
+        if orphaned and self.exit_written:
             log("exit not acknowledged in time: leaving exit.json")
             return True
         return False
@@ -304,9 +360,10 @@ class Holder:
             self.registered[fd] = (obj, events)
 
     def reads_pipe(self, index: int) -> bool:
-        """Whether to read this output pipe now: not while the client is far behind the spool."""
+        """Whether to read this output pipe now: not while the disk refuses what came from it,
+        nor while the client is far behind the spool."""
         limit = SPOOL_AHEAD * (2 if self.exit_code is not None else 1)
-        return self.sizes[index] - self.base(index) <= limit
+        return not self.unspooled[index] and self.sizes[index] - self.base(index) <= limit
 
     def forget(self, fd: int) -> None:
         """Unregister a descriptor about to be closed (so a reused number starts afresh)."""
@@ -332,13 +389,31 @@ class Holder:
         if not data:
             self.close_pipe(index)
             return
-        try:
-            written = 0
-            while written < len(data):
-                written += os.write(self.spools[index], data[written:])
-        except OSError as exc:
-            log(f"could not spool {STREAMS[index][1]}: {exc}")
+        self.spool(index, data)
+
+    def spool(self, index: int, data: bytes) -> None:
+        """Append to the stream's spool what the disk takes; keep the rest for a retry."""
+        written, error = write_all(self.spools[index], data)
         self.sizes[index] += written
+        self.unspooled[index] = data[written:]
+        if error is not None:
+            name = STREAMS[index][1]
+            log(f"could not spool {name} ({error}): its pipe waits until the disk takes it")
+            self.retry_spool_at = time.monotonic() + RETRY_WRITE
+
+    def retry_spooling(self, now: float) -> None:
+        """Write what the disk refused before (quietly while it still refuses)."""
+        for index, data in enumerate(self.unspooled):
+            if data:
+                written, _ = write_all(self.spools[index], data)
+                self.sizes[index] += written
+                self.unspooled[index] = data[written:]
+        if any(self.unspooled):
+            self.retry_spool_at = now + RETRY_WRITE
+            return
+        log("spooling again")
+        if self.exit_code is not None:  # the pipes were left unread meanwhile: read them on
+            self.drain_until = max(self.drain_until, now + self.exit_drain)
 
     def close_pipe(self, index: int) -> None:
         pipe = (self.agent.stdout, self.agent.stderr)[index]
@@ -504,7 +579,11 @@ class Holder:
                 wanted = min(room, self.sizes[index] - conn.sent[index])
                 if wanted <= 0:
                     continue
-                data = os.pread(self.spools[index], wanted, conn.sent[index])
+                try:
+                    data = os.pread(self.spools[index], wanted, conn.sent[index])
+                except OSError as exc:
+                    log(f"could not read the {STREAMS[index][1]} spool: {exc}")
+                    return
                 if data:
                     conn.outbox += frame(kind, data)
                     conn.sent[index] += len(data)
