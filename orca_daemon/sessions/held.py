@@ -2,10 +2,16 @@
 
 A holder starts the agent, spools its output to files and outlives orcad; orcad talks to it over
 a unix socket in `socket_dir`. Frames both ways are 1 byte kind + 4 bytes big-endian length +
-payload (1 MiB at most). To the holder: `h` hello (JSON: version, secret, nonce, stdout and
-stderr offsets), `i` stdin bytes, `c` close the agent's stdin, `a` the exit is collected. From
+payload (1 MiB at most; 4 KiB before the hello is accepted). To the holder: `h` hello (JSON:
+version, secret, nonce, stdout and stderr offsets), `i` stdin bytes, `c` close the agent's stdin,
+`a` the exit is collected (the holder exits once the exit is final and, if this client is still
+attached, sent to it; it may come early). From
 it: `w` welcome (JSON: proof = HMAC-SHA256 keyed by the secret's hex text over the nonce's hex
-text, pids, stdin state, the exit if any), `o`/`e` output from the offsets asked, `x` the exit.
+text, pids, stdin state, the exit if any), `o`/`e` output from the offsets asked, `x` the exit
+(final: everything the agent printed is spooled).
+
+Files in `spool_dir`: `stdout` and `stderr` (append-only: everything the agent printed),
+`exit.json` (the exit, once final; written again until the disk takes it), `holder.log`.
 """
 
 from __future__ import annotations
@@ -86,6 +92,8 @@ class HolderLaunch:
     exit_drain: float = 2.0
     hello_timeout: float = 5.0
     """How long a connection may take to say hello (shorter in tests)."""
+    kill_grace: float = 5.0
+    """After the orphan timeout's SIGTERM, how long before SIGKILL (shorter in tests)."""
 
 
 @dataclass(frozen=True)
@@ -304,6 +312,7 @@ async def start_holder(places: HolderPlaces, launch: HolderLaunch) -> HeldAgent:
         "nofile": INHERITED_DESCRIPTOR_LIMIT,
         "exit_drain": launch.exit_drain,
         "hello_timeout": launch.hello_timeout,
+        "kill_grace": launch.kill_grace,
     }
     log = _private_file(places.spool_dir / "holder.log")
     try:

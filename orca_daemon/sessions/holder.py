@@ -24,6 +24,8 @@ from typing import Any
 
 VERSION = 1
 MAX_PAYLOAD = 1 << 20
+MAX_HELLO = 4096
+"""The longest frame a connection may send before its hello is accepted."""
 READ_SIZE = 65_536
 SPOOL_AHEAD = 8 << 20
 """Bytes of a stream spooled beyond what the client was sent before the agent's pipe is left
@@ -33,6 +35,8 @@ STDIN_AHEAD = 1 << 20
 """Bytes waiting for the agent's stdin beyond which the client's socket is left unread."""
 UNAUTHENTICATED_AT_ONCE = 4
 KILL_GRACE = 5.0
+RETRY_WRITE = 0.5
+"""Seconds between attempts to write what the disk refused (a spool, exit.json)."""
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 STREAMS = ((b"o", "stdout"), (b"e", "stderr"))
@@ -41,11 +45,11 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 
 def log(message: str) -> None:
-    """One line in holder.log (our stderr); never the secret or the environment."""
-    with contextlib.suppress(OSError, ValueError):
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
-        sys.stderr.write(f"{stamp} holder[{os.getpid()}] {message}\n")
-        sys.stderr.flush()
+    """One line in holder.log (our stderr, unbuffered: on a full disk the line is lost and
+    nothing piles up); never the secret or the environment."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+    with contextlib.suppress(OSError):
+        os.write(2, f"{stamp} holder[{os.getpid()}] {message}\n".encode(errors="replace"))
 
 
 def start_ticks(pid: int) -> int | None:
@@ -62,6 +66,38 @@ def frame(kind: bytes, payload: bytes) -> bytes:
     return kind + len(payload).to_bytes(4, "big") + payload
 
 
+def write_all(fd: int, data: bytes) -> tuple[int, OSError | None]:
+    """Write `data` to a file: how much went in, and the error that stopped the rest."""
+    written = 0
+    try:
+        while written < len(data):
+            count = os.write(fd, data[written:])
+            if count <= 0:
+                return written, OSError(f"a write of {len(data) - written} bytes wrote none")
+            written += count
+    except OSError as exc:
+        return written, exc
+    return written, None
+
+
+def write_file(path: str, data: bytes) -> None:
+    """Replace `path` (0600) with `data` at once; raises OSError, leaving no temporary file."""
+    temporary = path + ".tmp"
+    try:
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            _, error = write_all(descriptor, data)
+        finally:
+            os.close(descriptor)
+        if error is not None:
+            raise error
+        os.replace(temporary, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
 class Connection:
     """A client's socket with what is waiting to go out and what came in but was not used."""
 
@@ -73,12 +109,12 @@ class Connection:
         self.sent = [0, 0]
         self.exit_sent = False
 
-    def frames(self) -> list[tuple[bytes, bytes]] | None:
-        """The complete frames received; None when one is longer than allowed."""
-        found = []
-        while len(self.inbox) >= 5:
+    def frames(self, limit: int, most: int) -> list[tuple[bytes, bytes]] | None:
+        """Up to `most` complete frames received; None when one is longer than `limit`."""
+        found: list[tuple[bytes, bytes]] = []
+        while len(self.inbox) >= 5 and len(found) < most:
             length = int.from_bytes(self.inbox[1:5], "big")
-            if length > MAX_PAYLOAD:
+            if length > limit:
                 return None
             if len(self.inbox) < 5 + length:
                 break
@@ -95,11 +131,16 @@ class Holder:
         self.orphan_timeout = float(spec.get("orphan_timeout", 86_400.0))
         self.hello_timeout = float(spec.get("hello_timeout", 5.0))
         self.exit_drain = float(spec.get("exit_drain", 2.0))
+        self.kill_grace = float(spec.get("kill_grace", KILL_GRACE))
         self.spool_dir = str(spec["spool_dir"])
         self.selector = selectors.DefaultSelector()
         self.registered: dict[int, tuple[Any, int]] = {}
         self.spools = [self.open_spool(name) for _, name in STREAMS]
         self.sizes = [os.fstat(fd).st_size for fd in self.spools]
+        self.unspooled = [b"", b""]
+        """Per stream: read from the agent's pipe but refused by the disk so far (at most one
+        read); while it waits, that pipe is left unread."""
+        self.retry_spool_at = 0.0
         self.asked = [0, 0]
         self.pending: list[Connection] = []
         self.client: Connection | None = None
@@ -111,9 +152,14 @@ class Holder:
         self.exit_code: int | None = None
         self.drain_until = 0.0
         self.exit: dict[str, int] | None = None
+        """The agent's end, final: it has exited and everything it printed is spooled."""
+        self.exit_written = False
+        self.retry_exit_at = 0.0
         self.ending_since: float | None = None
         self.killed = False
         self.acknowledged = False
+        """A client said it has the exit (possibly before it happened): once it is final, and
+        sent to the client still attached if any, the holder exits."""
         self.agent_ticks: int | None = None
 
     def open_spool(self, name: str) -> int:
@@ -191,7 +237,11 @@ class Holder:
         if self.exit_code is not None and self.exit is None:
             deadlines.append(self.drain_until)
         if self.ending_since is not None:
-            deadlines.append(self.ending_since + KILL_GRACE)
+            deadlines.append(self.ending_since + self.kill_grace)
+        if any(self.unspooled):
+            deadlines.append(self.retry_spool_at)
+        if self.exit is not None and not self.exit_written:
+            deadlines.append(self.retry_exit_at)
         return min([1.0, *(d - now for d in deadlines if d > now)])
 
     def reap(self) -> None:
@@ -211,24 +261,40 @@ class Holder:
     def timers(self, now: float) -> None:
         for conn in [c for c in self.pending if c.deadline <= now]:
             self.refuse(conn, "no hello in time")
+        self.end_if_orphaned(now)
+        if any(self.unspooled) and now >= self.retry_spool_at:
+            self.retry_spooling(now)
+        if self.exit_code is not None and self.exit is None and self.drained(now):
+            self.finish_exit(now)
+        if self.exit is not None and not self.exit_written and now >= self.retry_exit_at:
+            self.write_exit(now)
+
+    def end_if_orphaned(self, now: float) -> None:
+        """No client for orphan_timeout: SIGTERM the agent's group, SIGKILL after the grace."""
         orphaned = self.client is None and now - self.orphan_since >= self.orphan_timeout
         if orphaned and self.exit_code is None and self.ending_since is None:
             log(f"no client for {self.orphan_timeout:g} s: ending the agent")
             self.ending_since = now
             self.signal_agent(signal.SIGTERM)
         ending = self.ending_since is not None and self.exit_code is None and not self.killed
-        if ending and now - self.ending_since >= KILL_GRACE:  # type: ignore[operator]
+        if ending and now - self.ending_since >= self.kill_grace:  # type: ignore[operator]
+            log(f"the agent outlived SIGTERM by {self.kill_grace:g} s: killing it")
             self.killed = True
             self.signal_agent(signal.SIGKILL)
-        drained = now >= self.drain_until or self.pipes == [None, None]
-        if self.exit_code is not None and self.exit is None and drained:
-            self.finish_exit()
+
+    def drained(self, now: float) -> bool:
+        """The agent has exited: its pipes are at their end (or were given exit_drain seconds
+        for the processes it left), and all read from them is spooled."""
+        if any(self.unspooled):
+            return False
+        return now >= self.drain_until or self.pipes == [None, None]
 
     def signal_agent(self, signum: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.agent.pid, signum)
 
-    def finish_exit(self) -> None:
+    def finish_exit(self, now: float) -> None:
+        """The exit is final: record it (exit.json) and send it to clients."""
         for index, fd in enumerate(self.pipes):
             if fd is not None:
                 self.close_pipe(index)
@@ -239,18 +305,31 @@ class Holder:
             "stderr": self.sizes[1],
             "stdin_dropped": self.stdin_dropped,
         }
-        path = os.path.join(self.spool_dir, "exit.json")
-        with open(path + ".tmp", "w", opener=lambda p, f: os.open(p, f, 0o600)) as handle:
-            json.dump(self.exit, handle)
-        os.replace(path + ".tmp", path)
+        if self.client is None:  # news nobody has: wait orphan_timeout from now for a client
+            self.orphan_since = now
+        self.write_exit(now)
+
+    def write_exit(self, now: float) -> None:
+        """Write exit.json; when the disk refuses, say so once and try again later."""
+        try:
+            write_file(os.path.join(self.spool_dir, "exit.json"), json.dumps(self.exit).encode())
+        except OSError as exc:
+            if self.retry_exit_at == 0.0:
+                log(f"could not write exit.json ({exc}): trying again")
+            self.retry_exit_at = now + RETRY_WRITE
+            return
+        self.exit_written = True
         log(f"wrote exit.json: {self.exit}")
 
     def done(self, now: float) -> bool:
-        if self.acknowledged:
+        if self.exit is None:
+            return False
+        conn = self.client
+        if self.acknowledged and (conn is None or (conn.exit_sent and not conn.outbox)):
             log("exit acknowledged")
             return True
-        orphaned = self.client is None and now - self.orphan_since >= self.orphan_timeout
-        if self.exit is not None and orphaned:
+        orphaned = conn is None and now - self.orphan_since >= self.orphan_timeout
+        if orphaned and self.exit_written:
             log("exit not acknowledged in time: leaving exit.json")
             return True
         return False
@@ -258,8 +337,7 @@ class Holder:
     def update_interest(self) -> None:
         want: dict[int, tuple[Any, int, Any]] = {}
         for index, fd in enumerate(self.pipes):
-            limit = SPOOL_AHEAD * (2 if self.exit_code is not None else 1)
-            if fd is not None and self.sizes[index] - self.base(index) <= limit:
+            if fd is not None and self.reads_pipe(index):
                 want[fd] = (fd, selectors.EVENT_READ, lambda _, i=index: self.read_pipe(i))
         if self.stdin is not None and self.stdin_pending:
             want[self.stdin] = (self.stdin, selectors.EVENT_WRITE, lambda _: self.write_stdin())
@@ -280,6 +358,12 @@ class Holder:
             else:
                 self.selector.register(obj, events, callback)
             self.registered[fd] = (obj, events)
+
+    def reads_pipe(self, index: int) -> bool:
+        """Whether to read this output pipe now: not while the disk refuses what came from it,
+        nor while the client is far behind the spool."""
+        limit = SPOOL_AHEAD * (2 if self.exit_code is not None else 1)
+        return not self.unspooled[index] and self.sizes[index] - self.base(index) <= limit
 
     def forget(self, fd: int) -> None:
         """Unregister a descriptor about to be closed (so a reused number starts afresh)."""
@@ -305,13 +389,31 @@ class Holder:
         if not data:
             self.close_pipe(index)
             return
-        try:
-            written = 0
-            while written < len(data):
-                written += os.write(self.spools[index], data[written:])
-        except OSError as exc:
-            log(f"could not spool {STREAMS[index][1]}: {exc}")
+        self.spool(index, data)
+
+    def spool(self, index: int, data: bytes) -> None:
+        """Append to the stream's spool what the disk takes; keep the rest for a retry."""
+        written, error = write_all(self.spools[index], data)
         self.sizes[index] += written
+        self.unspooled[index] = data[written:]
+        if error is not None:
+            name = STREAMS[index][1]
+            log(f"could not spool {name} ({error}): its pipe waits until the disk takes it")
+            self.retry_spool_at = time.monotonic() + RETRY_WRITE
+
+    def retry_spooling(self, now: float) -> None:
+        """Write what the disk refused before (quietly while it still refuses)."""
+        for index, data in enumerate(self.unspooled):
+            if data:
+                written, _ = write_all(self.spools[index], data)
+                self.sizes[index] += written
+                self.unspooled[index] = data[written:]
+        if any(self.unspooled):
+            self.retry_spool_at = now + RETRY_WRITE
+            return
+        log("spooling again")
+        if self.exit_code is not None:  # the pipes were left unread meanwhile: read them on
+            self.drain_until = max(self.drain_until, now + self.exit_drain)
 
     def close_pipe(self, index: int) -> None:
         pipe = (self.agent.stdout, self.agent.stderr)[index]
@@ -348,6 +450,9 @@ class Holder:
         try:
             sock, _ = self.listener.accept()
         except (BlockingIOError, ConnectionAbortedError):
+            return
+        except OSError as exc:  # out of descriptors, say: the connection waits in the backlog
+            log(f"could not accept a connection: {exc}")
             return
         if len(self.pending) >= UNAUTHENTICATED_AT_ONCE:
             log("refused a connection: too many unauthenticated connections")
@@ -388,17 +493,26 @@ class Holder:
         if data is None:
             return
         conn.inbox += data
-        frames = conn.frames()
+        self.received(conn)
+
+    def received(self, conn: Connection) -> None:
+        """Act on the complete frames a connection sent: a hello, then commands."""
+        if conn is not self.client:
+            hello = conn.frames(MAX_HELLO, most=1)
+            if hello is None:
+                self.refuse(conn, "a hello longer than 4 KiB")
+                return
+            if hello:
+                self.hello(conn, *hello[0])
+            if conn is not self.client:  # no hello yet, or refused
+                return
+        frames = conn.frames(MAX_PAYLOAD, most=len(conn.inbox))
         if frames is None:
-            why = "a frame longer than 1 MiB"
-            self.drop_client(why) if conn is self.client else self.refuse(conn, why)
+            self.drop_client("a frame longer than 1 MiB")
             return
         for kind, payload in frames:
-            if conn is not self.client:
-                self.hello(conn, kind, payload)
-            elif not self.command(kind, payload):
+            if not self.command(kind, payload):
                 self.drop_client(f"unknown frame {kind!r}")
-            if conn is not self.client and conn not in self.pending:
                 return
 
     def hello(self, conn: Connection, kind: bytes, payload: bytes) -> None:
@@ -447,7 +561,7 @@ class Holder:
             if not self.stdin_pending:
                 self.drop_stdin()
         elif kind == b"a":
-            self.acknowledged = self.exit is not None
+            self.acknowledged = True
         else:
             return False
         return True
@@ -463,7 +577,13 @@ class Holder:
             for index, (kind, _) in enumerate(STREAMS):
                 room = min(READ_SIZE, CLIENT_BUFFER - len(conn.outbox))
                 wanted = min(room, self.sizes[index] - conn.sent[index])
-                data = os.pread(self.spools[index], wanted, conn.sent[index]) if wanted > 0 else b""
+                if wanted <= 0:
+                    continue
+                try:
+                    data = os.pread(self.spools[index], wanted, conn.sent[index])
+                except OSError as exc:
+                    log(f"could not read the {STREAMS[index][1]} spool: {exc}")
+                    return
                 if data:
                     conn.outbox += frame(kind, data)
                     conn.sent[index] += len(data)
