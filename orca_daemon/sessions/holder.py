@@ -30,7 +30,11 @@ READ_SIZE = 65_536
 SPOOL_AHEAD = 8 << 20
 """Bytes of a stream spooled beyond what the client was sent before the agent's pipe is left
 unread (so an agent printing with nobody attached blocks, as on a full pipe)."""
-CLIENT_BUFFER = 256 << 10
+ATTACHED_AHEAD = 64 << 10
+"""The same while a client is attached: then the agent is held back as by a pipe when orcad reads
+slower than it prints, and what is left to record when it ends stays small (a stop that ends
+many busy sessions waits for that)."""
+CLIENT_BUFFER = 64 << 10
 STDIN_AHEAD = 1 << 20
 """Bytes waiting for the agent's stdin beyond which the client's socket is left unread."""
 UNAUTHENTICATED_AT_ONCE = 4
@@ -362,7 +366,8 @@ class Holder:
     def reads_pipe(self, index: int) -> bool:
         """Whether to read this output pipe now: not while the disk refuses what came from it,
         nor while the client is far behind the spool."""
-        limit = SPOOL_AHEAD * (2 if self.exit_code is not None else 1)
+        limit = SPOOL_AHEAD if self.client is None else ATTACHED_AHEAD
+        limit *= 2 if self.exit_code is not None else 1
         return not self.unspooled[index] and self.sizes[index] - self.base(index) <= limit
 
     def forget(self, fd: int) -> None:

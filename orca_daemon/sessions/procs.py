@@ -13,7 +13,7 @@ import sys
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
 
@@ -178,9 +178,15 @@ def processes_of_sessions(session_ids: set[str]) -> dict[str, list[int]]:
 
     Finds an agent even when the daemon died before recording its pid, and its children too.
     """
-    found: dict[str, list[int]] = {}
     if not session_ids:
-        return found
+        return {}
+    found = session_processes()
+    return {session_id: found[session_id] for session_id in session_ids & found.keys()}
+
+
+def session_processes() -> dict[str, list[int]]:
+    """Every process (Linux /proc) whose environment carries an ORCA_SESSION_ID, by session."""
+    found: dict[str, list[int]] = {}
     try:
         entries = os.listdir("/proc")
     except OSError:
@@ -196,8 +202,7 @@ def processes_of_sessions(session_ids: set[str]) -> dict[str, list[int]]:
         for variable in environ.split(b"\0"):
             if variable.startswith(b"ORCA_SESSION_ID="):
                 session_id = variable[len(b"ORCA_SESSION_ID=") :].decode(errors="replace")
-                if session_id in session_ids:
-                    found.setdefault(session_id, []).append(int(entry))
+                found.setdefault(session_id, []).append(int(entry))
                 break
     return found
 
@@ -281,18 +286,39 @@ def group_running(pgid: int) -> bool:
     return False
 
 
-PROC_SCANS_AT_ONCE = 2
-"""/proc scans in threads at once: each reads a file of every process, mostly holding the GIL, so
-more at once only slow each other and the event loop (many sessions end together at shutdown)."""
-_scan_limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = (
-    weakref.WeakKeyDictionary()
-)
+class SharedScan(Generic[T]):
+    """One /proc scan (a function of no arguments) run in a worker thread, one at a time, its
+    result shared: a caller gets the result of a scan that began after it asked (so it sees
+    every process that existed then), with everyone who asked meanwhile. Each scan reads a file
+    of every process, mostly holding the GIL: many sessions that end together (a stop) cost a
+    few scans, not one each."""
+
+    def __init__(self, scan: Callable[[], T]) -> None:
+        self._scan = scan
+        self._lock = anyio.Lock()
+        self._started = 0
+        self._latest: tuple[int, T] | None = None
+        """The number of the latest scan that finished, and its result."""
+
+    async def __call__(self) -> T:
+        asked = self._started  # any scan numbered above this began after we asked
+        async with self._lock:
+            if self._latest is not None and self._latest[0] > asked:
+                return self._latest[1]
+            self._started += 1
+            number = self._started
+            result = await anyio.to_thread.run_sync(self._scan)
+            self._latest = (number, result)
+            return result
+
+
+_shared_scans: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[Callable[[], Any], SharedScan[Any]]
+] = weakref.WeakKeyDictionary()
 
 
 async def scan_in_thread(scan: Callable[[], T]) -> T:
-    """Run a /proc scan in a worker thread, `PROC_SCANS_AT_ONCE` at most at a time."""
-    loop = asyncio.get_running_loop()
-    limiter = _scan_limiters.get(loop)
-    if limiter is None:
-        limiter = _scan_limiters[loop] = anyio.CapacityLimiter(PROC_SCANS_AT_ONCE)
-    return await anyio.to_thread.run_sync(scan, limiter=limiter)
+    """`scan()` (`process_table`, `session_processes`), as a `SharedScan` of this event loop."""
+    scans = _shared_scans.setdefault(asyncio.get_running_loop(), {})
+    shared: SharedScan[T] = scans.setdefault(scan, SharedScan(scan))
+    return await shared()

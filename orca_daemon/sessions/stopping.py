@@ -16,9 +16,9 @@ from orca_daemon.sessions.procs import (
     group_exists,
     pid_exited,
     process_table,
-    processes_of_sessions,
     running_since,
     scan_in_thread,
+    session_processes,
     stop_group,
     stop_processes,
 )
@@ -125,8 +125,7 @@ class Stopper:
         session's id in its environment (children that left the group included), and every
         descendant of the agent seen while it ran (those that left its session too)."""
         leftovers = {pgid} if group_exists(pgid) else set()
-        session_ids = {self._session_id}
-        found = await scan_in_thread(lambda: processes_of_sessions(session_ids))
+        found = await scan_in_thread(session_processes)
         for pid in found.get(self._session_id, []):
             with contextlib.suppress(OSError):
                 leftovers.add(os.getpgid(pid))
