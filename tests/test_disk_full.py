@@ -85,9 +85,10 @@ def test_on_a_file_system_that_is_really_full_a_session_ends_completed_once_ther
 
 @pytest.fixture
 def small_home(orca_home: Path) -> Iterator[Path]:
-    """ORCA_HOME on its own 8 MiB tmpfs (needs the privilege to mount, e.g. root)."""
+    """ORCA_HOME on its own 32 MiB tmpfs (needs the privilege to mount, e.g. root): room for the
+    output twice (the holder's spool and the log) once the ballast is gone."""
     orca_home.mkdir(mode=0o700)
-    mount = ["mount", "-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs", str(orca_home)]
+    mount = ["mount", "-t", "tmpfs", "-o", "size=32m,mode=0700", "tmpfs", str(orca_home)]
     try:
         subprocess.run(mount, check=True, capture_output=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
