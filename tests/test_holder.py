@@ -562,6 +562,7 @@ async def test_input_sent_faster_than_the_agent_reads_is_back_pressured(
     await eventually(lambda: held.stdin.buffered() < sent, "the holder to fill the pipe")
     await asyncio.sleep(0.5)  # a moment in which a holder that reads on would (not a condition)
     assert rss_kib(held.holder_pid) < RSS_BOUND_KIB
+    assert held.stdin.buffered() >= sent - 2 * 65536  # the agent has not read: not "written"
 
     gate.touch()
     await held.stdin.drain()  # returns once the holder wrote everything into the pipe
@@ -571,6 +572,54 @@ async def test_input_sent_faster_than_the_agent_reads_is_back_pressured(
     stdout, _ = await reading
     digest = hashlib.sha256(block * 48).hexdigest()
     assert stdout == f"{sent} {digest}\n".encode()
+    await held.acknowledge()
+
+
+# -- how far the agent's stdin got
+
+
+async def test_stdin_progress_tells_what_is_in_the_agents_pipe_as_a_pipe_of_its_own_would(
+    holders: Holders,
+) -> None:
+    places = holders.places()
+    gate = holders.base / "gate"
+    held = await holders.start(places, python(SLOW_READER, str(gate)))
+    reading = asyncio.create_task(read_all(held))  # (it takes in the holder's reports too)
+    held.stdin.write(b"x" * 10)
+    await held.stdin.settle()
+    assert held.stdin.buffered() == 0  # in the pipe, though the agent has not read it
+    held.stdin.write(b"y" * 200_000)
+    await held.stdin.settle()
+    assert 200_010 - 65536 <= held.stdin.buffered() < 200_000  # the pipe is full
+
+    gate.touch()
+    await held.stdin.drain()
+    assert held.stdin.buffered() == 0
+    held.stdin.close()
+    digest = hashlib.sha256(b"x" * 10 + b"y" * 200_000).hexdigest()
+    assert await reading == (f"200010 {digest}\n".encode(), b"")
+    await held.acknowledge()
+
+
+async def test_stdin_an_agent_never_read_stays_unwritten_and_draining_it_breaks(
+    holders: Holders,
+) -> None:
+    places = holders.places()
+    gate = holders.base / "gate"
+    held = await holders.start(
+        places, python(GATED_EXIT, str(gate), "0"), initial_input=b"p" * 100_000
+    )
+    reading = asyncio.create_task(read_all(held))
+    held.stdin.write(b"answer\n")
+    await held.stdin.settle()
+    assert held.stdin.buffered() >= 100_007 - 65536  # what the pipe did not take
+    gate.touch()
+    await reading
+    unread = held.stdin.buffered()
+    assert held.exit is not None and held.exit.stdin_dropped == unread > 0
+    with pytest.raises(BrokenPipeError):
+        await held.stdin.drain()
+    assert held.stdin.is_closing()
     await held.acknowledge()
 
 

@@ -3,12 +3,16 @@
 A holder starts the agent, spools its output to files and outlives orcad; orcad talks to it over
 a unix socket in `socket_dir`. Frames both ways are 1 byte kind + 4 bytes big-endian length +
 payload (1 MiB at most; 4 KiB before the hello is accepted). To the holder: `h` hello (JSON:
-version, secret, nonce, stdout and stderr offsets), `i` stdin bytes, `c` close the agent's stdin,
-`a` the exit is collected (the holder exits once the exit is final and, if this client is still
-attached, sent to it; it may come early). From
+version, secret, nonce, stdout and stderr offsets), `i` stdin bytes, `c` close the agent's stdin
+once what the holder holds for it is written, `a` the exit is collected (the holder exits once
+the exit is final and, if this client is still attached, sent to it; it may come early). From
 it: `w` welcome (JSON: proof = HMAC-SHA256 keyed by the secret's hex text over the nonce's hex
-text, pids, stdin state, the exit if any), `o`/`e` output from the offsets asked, `x` the exit
-(final: everything the agent printed is spooled).
+text, pids, stdin_received = bytes for the agent's stdin so far (its initial input included),
+stdin_written = those of them written into its pipe, stdin_closed, the exit if any), `o`/`e`
+output from the offsets asked, `s` stdin progress, sent when it changed (8 bytes big-endian
+stdin_received, 8 bytes stdin_written, 1 byte: 1 once the pipe is closed and nothing more will
+be written; the holder tries the pipe as soon as it receives `i`, so the first `s` after it says
+whether the pipe took it), `x` the exit (final: everything the agent printed is spooled).
 
 Files in `spool_dir`: `stdout` and `stderr` (append-only: everything the agent printed),
 `exit.json` (the exit, once final; written again until the disk takes it), `holder.log`.
@@ -125,46 +129,91 @@ def _frame(kind: bytes, payload: bytes) -> bytes:
 
 
 class HeldInput:
-    """The agent's stdin, through the holder. Writes queue in the connection's transport."""
+    """The agent's stdin, through the holder, as a pipe of its own would be: `buffered` is what
+    is not in the agent's pipe yet (here, on the way, or held by the holder), `drain` waits
+    until nothing is. The holder's `s` frames (read by HeldAgent.read) say how far it got."""
 
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, writer: asyncio.StreamWriter, welcome: dict[str, Any]) -> None:
         self._writer = writer
-        self._closed = False
-        # drain() returns only once the transport has handed everything to the socket.
+        self._sent: int = welcome["stdin_received"]
+        """Bytes for the agent's stdin given to the holder (by anyone) or on their way."""
+        self._written: int = welcome["stdin_written"]
+        """Of those, the bytes the holder has written into the agent's pipe."""
+        self._received: int = welcome["stdin_received"]
+        """What the holder last said it has received."""
+        self._closed: bool = welcome["stdin_closed"]
+        self._pipe_closed = False
+        self._broken: HolderError | None = None
+        self._progress = asyncio.Event()
         writer.transport.set_write_buffer_limits(high=0)
 
     def write(self, data: bytes) -> None:
-        if self._closed or self._writer.is_closing():
+        if self.is_closing():
             return
         for start in range(0, len(data), STDIN_FRAME):
             self._writer.write(_frame(b"i", data[start : start + STDIN_FRAME]))
+        self._sent += len(data)
 
     async def drain(self) -> None:
-        """Return once the socket took everything written (raises HolderGone if it broke)."""
-        if self._closed or self._writer.is_closing():
-            return
-        try:
-            await self._writer.drain()
-        except (ConnectionError, RuntimeError) as exc:
-            raise HolderGone(f"the connection to the holder broke: {exc}") from exc
+        """Return once the holder has written everything into the agent's pipe. Raises
+        BrokenPipeError when the pipe closed first (the agent exited or closed its stdin),
+        HolderGone when the connection broke."""
+        while not (self._closed or self._writer.is_closing()) and self._written < self._sent:
+            if self._broken is not None:
+                raise self._broken
+            if self._pipe_closed:
+                raise BrokenPipeError(f"the agent's stdin closed with {self.buffered()} unread")
+            progress = self._progress
+            try:
+                await self._writer.drain()
+            except (ConnectionError, RuntimeError) as exc:
+                raise HolderGone(f"the connection to the holder broke: {exc}") from exc
+            await progress.wait()
+
+    async def settle(self) -> None:
+        """Return once the holder has said what became of everything written here: all of it
+        is in the agent's pipe, or some waits because the pipe is full (or closed)."""
+        while not self.is_closing() and self._written < self._sent:
+            if self._broken is not None or self._written < self._received:
+                return
+            await self._progress.wait()
 
     def close(self) -> None:
         """Ask the holder to close the agent's stdin once what it holds is written."""
-        if not self._closed and not self._writer.is_closing():
+        if not self.is_closing():
             self._writer.write(_frame(b"c", b""))
         self._closed = True
+        self._woken()
 
     def is_closing(self) -> bool:
-        return self._closed or self._writer.is_closing()
+        return self._closed or self._pipe_closed or self._writer.is_closing()
 
     def buffered(self) -> int:
-        """Bytes written here that the socket has not taken yet."""
-        return self._writer.transport.get_write_buffer_size()
+        """Bytes written here (or by an earlier orcad) not yet in the agent's pipe."""
+        return self._sent - self._written
 
     def abort(self) -> None:
-        """Stop writing (the agent has exited). What the transport still holds goes on to the
-        holder, which reads again once the agent is gone and counts it as dropped."""
+        """Stop writing (the agent has exited): what the holder did not write is dropped."""
         self._closed = True
+        self._woken()
+
+    def progressed(self, payload: bytes) -> None:
+        """An `s` frame: the holder has received this much, written this much into the pipe
+        (and closed it)."""
+        if len(payload) != 17:
+            raise HolderError(f"the holder sent a stdin progress of {len(payload)} bytes")
+        self._received = int.from_bytes(payload[:8], "big")
+        self._written = int.from_bytes(payload[8:16], "big")
+        self._pipe_closed = self._pipe_closed or payload[16] != 0
+        self._woken()
+
+    def broken(self, error: HolderError) -> None:
+        self._broken = error
+        self._woken()
+
+    def _woken(self) -> None:
+        self._progress.set()
+        self._progress = asyncio.Event()
 
 
 class HeldAgent:
@@ -184,12 +233,12 @@ class HeldAgent:
         self.holder_pid: int = welcome["holder_pid"]
         self.holder_start_ticks: int | None = welcome["holder_start_ticks"]
         self.stdin_received: int = welcome["stdin_received"]
-        """Bytes of stdin the holder has received from all its clients so far."""
+        """Bytes for the agent's stdin the holder has had so far (its initial input too)."""
         self.stdin_closed: bool = welcome["stdin_closed"]
         exit = welcome["exit"]
         self.exit: HolderExit | None = None if exit is None else HolderExit.parse(exit)
         self.returncode: int | None = None if self.exit is None else self.exit.exit_code
-        self.stdin = HeldInput(writer)
+        self.stdin = HeldInput(writer, welcome)
         self._ended = False
         self._exited = asyncio.Event()
         self._reading = False
@@ -198,25 +247,31 @@ class HeldAgent:
     async def read(self) -> tuple[Stream, bytes] | None:
         """The next piece of output (in the order the holder sends it); None once the agent has
         exited and all its output has come (returncode is set then). Raises HolderGone when the
-        connection breaks first (the holder died)."""
-        if self._ended:
-            return None
-        self._reading = True
-        try:
-            kind, payload = await self._next_frame()
-        finally:
-            self._reading = False
-        if kind == b"o":
-            return "stdout", payload
-        if kind == b"e":
-            return "stderr", payload
-        if kind == b"x":
-            self.exit = HolderExit.parse(_json(payload))
-            self.returncode = self.exit.exit_code
-            self._ended = True
-            self._exited.set()
-            return None
-        raise self._break(HolderError(f"the holder sent an unknown frame {kind!r}"))
+        connection breaks first (the holder died). Stdin progress on the way goes to `stdin`."""
+        while not self._ended:
+            self._reading = True
+            try:
+                kind, payload = await self._next_frame()
+            finally:
+                self._reading = False
+            if kind == b"o":
+                return "stdout", payload
+            if kind == b"e":
+                return "stderr", payload
+            if kind == b"s":
+                try:
+                    self.stdin.progressed(payload)
+                except HolderError as exc:
+                    raise self._break(exc) from None
+                continue
+            if kind == b"x":
+                self.exit = HolderExit.parse(_json(payload))
+                self.returncode = self.exit.exit_code
+                self._ended = True
+                self._exited.set()
+                return None
+            raise self._break(HolderError(f"the holder sent an unknown frame {kind!r}"))
+        return None
 
     async def _next_frame(self) -> tuple[bytes, bytes]:
         if self._broken is not None:
@@ -233,6 +288,7 @@ class HeldAgent:
     def _break(self, error: HolderError) -> HolderError:
         self._broken = error
         self._exited.set()
+        self.stdin.broken(error)
         self._writer.close()
         return error
 
@@ -259,6 +315,7 @@ class HeldAgent:
 
     def detach(self) -> None:
         """Close the connection; the holder keeps the agent running."""
+        self.stdin.abort()
         self._writer.close()
 
 

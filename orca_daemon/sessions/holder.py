@@ -112,6 +112,8 @@ class Connection:
         self.outbox = bytearray()
         self.sent = [0, 0]
         self.exit_sent = False
+        self.stdin_told: tuple[int, int, bool] | None = None
+        """The stdin progress this client knows: bytes received, written, pipe closed."""
 
     def frames(self, limit: int, most: int) -> list[tuple[bytes, bytes]] | None:
         """Up to `most` complete frames received; None when one is longer than `limit`."""
@@ -151,7 +153,10 @@ class Holder:
         self.orphan_since = time.monotonic()
         self.stdin_pending = bytearray(base64.b64decode(spec.get("initial_input", "")))
         self.stdin_close = bool(spec.get("close_input", False))
-        self.stdin_received = 0
+        self.stdin_received = len(self.stdin_pending)
+        """Bytes for the agent's stdin: its initial input and all that clients sent."""
+        self.stdin_written = 0
+        """Of those, the bytes written into the agent's pipe."""
         self.stdin_dropped = 0
         self.exit_code: int | None = None
         self.drain_until = 0.0
@@ -437,6 +442,7 @@ class Holder:
             self.drop_stdin()
             return
         del self.stdin_pending[:written]
+        self.stdin_written += written
         if not self.stdin_pending and self.stdin_close:
             self.drop_stdin()
 
@@ -540,6 +546,7 @@ class Holder:
             conn.sent[index] = max(0, min(offset, self.sizes[index]))
             if conn.sent[index] != offset:
                 log(f"asked {STREAMS[index][1]} from {offset}: from {conn.sent[index]}")
+        conn.stdin_told = self.stdin_progress()
         welcome = {
             "version": VERSION,
             "proof": hmac.new(self.secret, nonce, "sha256").hexdigest(),
@@ -548,6 +555,7 @@ class Holder:
             "pid": self.agent.pid,
             "start_ticks": self.agent_ticks,
             "stdin_received": self.stdin_received,
+            "stdin_written": self.stdin_written,
             "stdin_closed": self.stdin_close or self.stdin is None,
             "exit": self.exit,
         }
@@ -561,6 +569,7 @@ class Holder:
                 self.stdin_dropped += len(payload)
             else:
                 self.stdin_pending += payload
+                self.write_stdin()  # at once: the client learns in this round if the pipe took it
         elif kind == b"c":
             self.stdin_close = True
             if not self.stdin_pending:
@@ -571,11 +580,21 @@ class Holder:
             return False
         return True
 
+    def stdin_progress(self) -> tuple[int, int, bool]:
+        return self.stdin_received, self.stdin_written, self.stdin is None
+
     def fill(self) -> None:
-        """Frame spooled output the client was not sent yet, then the exit once all is sent."""
+        """Tell the client how far its stdin got, frame spooled output it was not sent yet, then
+        the exit once all is sent."""
         conn = self.client
         if conn is None:
             return
+        progress = self.stdin_progress()
+        if conn.stdin_told != progress and len(conn.outbox) < CLIENT_BUFFER:
+            received, written, closed = progress
+            report = received.to_bytes(8, "big") + written.to_bytes(8, "big") + bytes([closed])
+            conn.outbox += frame(b"s", report)
+            conn.stdin_told = progress
         progressed = True
         while progressed and len(conn.outbox) < CLIENT_BUFFER:
             progressed = False

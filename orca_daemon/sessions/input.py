@@ -17,12 +17,15 @@ MAX_UNREAD_INPUT_BYTES = 16 << 20
 
 
 class InputPipe(Protocol):
-    """Where an agent's input goes (its holder's connection): `drain` returns once everything
-    written has left orcad; `buffered` is what has not yet."""
+    """Where an agent's input goes (its holder's connection), as a pipe of its own: `buffered`
+    is what is not in the agent's pipe yet, `drain` returns once nothing is, `settle` once it is
+    known how much of what was written the pipe took (for a holder: a round trip)."""
 
     def write(self, data: bytes) -> None: ...
 
     async def drain(self) -> None: ...
+
+    async def settle(self) -> None: ...
 
     def close(self) -> None: ...
 
@@ -91,6 +94,10 @@ class InputWriter:
     def unwritten(self) -> tuple[int, int]:
         """Lines queued, and bytes not yet in the pipe (queued or in the transport's buffer)."""
         return len(self._queue), self._queued_bytes + self._stdin.buffered()
+
+    async def settle(self) -> None:
+        """Return once `unwritten` says how much of what was handed over is in the pipe."""
+        await self._stdin.settle()
 
     async def wait_written(self) -> None:
         """Return once everything sent so far is in the pipe."""

@@ -56,6 +56,9 @@ class NoInput:
     async def drain(self) -> None:
         pass
 
+    async def settle(self) -> None:
+        pass
+
     def close(self) -> None:
         pass
 

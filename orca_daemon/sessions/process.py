@@ -248,7 +248,7 @@ class SessionProcess:
             finally:
                 notes = self._input.abandon() if self._input is not None else []
             dropped = agent.exit.stdin_dropped if agent.exit is not None else 0
-            if dropped:
+            if dropped and not agent.stdin.buffered():  # (else the input's note says it)
                 notes.append(
                     f"the agent exited without reading {dropped} bytes of its input; they were "
                     "dropped\n"
@@ -378,9 +378,13 @@ class SessionProcess:
 
     async def deliver(self, effects: list[Effect]) -> bool:
         """Send reply lines from `reply_for` to the agent without waiting for it to read them;
-        True when they have already left orcad, False when they wait in orcad (queued)."""
+        True when they are in its stdin pipe, False when they wait (in orcad or its holder)."""
         await self._carry_out(effects, "stdout", force=True)
-        return self._input is not None and self._input.unwritten()[1] == 0
+        if self._input is None:
+            return False
+        with anyio.move_on_after(2.0):  # a holder says at once (one that is stopped is not waited)
+            await self._input.settle()
+        return self._input.unwritten()[1] == 0
 
     async def cancel(self, reason: str, grace: float) -> None:
         """Tell the agent it is cancelled (in its protocol), then stop its process group.
