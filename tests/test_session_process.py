@@ -9,6 +9,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from conftest import process_exists
 from support.processes import live_members, wait_for_line
 
 from orca_daemon.agents.base import Identified, PhaseChanged, QuestionsAsked, QuestionsWithdrawn
@@ -17,6 +18,7 @@ from orca_daemon.agents.command import CommandTranslator
 from orca_daemon.sessions.held import HeldAgent, HolderPlaces
 from orca_daemon.sessions.output import StreamName
 from orca_daemon.sessions.process import PumpSettings, SessionProcess, SessionSpec
+from orca_daemon.sessions.procs import pid_exited
 
 
 class Facts:
@@ -26,11 +28,12 @@ class Facts:
     def __init__(self, failing: bool = False) -> None:
         self.failing = failing
         self.pid: int | None = None
+        self.holder_pid: int | None = None
         self.outputs: list[tuple[StreamName, str]] = []
         self.spoke = anyio.Event()
 
     async def started(self, agent: HeldAgent) -> None:
-        self.pid = agent.pid
+        self.pid, self.holder_pid = agent.pid, agent.holder_pid
 
     async def output(self, stream: StreamName, text: str, at: int | None) -> None:
         self.outputs.append((stream, text))
@@ -54,6 +57,12 @@ class Facts:
 
     async def identified(self, identified: Identified, at: int | None) -> None:
         pass
+
+
+async def holder_exits(facts: Facts) -> None:
+    assert facts.holder_pid is not None
+    with anyio.fail_after(10):
+        await pid_exited(facts.holder_pid, None)
 
 
 def session(tmp_path: Path, script: str, facts: Facts) -> SessionProcess:
@@ -83,6 +92,7 @@ async def test_a_cancel_of_its_owner_ends_the_agent_and_all_it_started(tmp_path:
     assert scope.cancelled_caught and not returned
     assert facts.pid is not None and live_members(facts.pid) == []
     assert not process.alive()
+    await holder_exits(facts)  # let go: nothing is left for it to keep
 
 
 async def test_a_record_that_fails_reaches_the_owner_and_ends_the_agent(tmp_path: Path) -> None:
@@ -94,6 +104,7 @@ async def test_a_record_that_fails_reaches_the_owner_and_ends_the_agent(tmp_path
         await process.run()
     assert raised.group_contains(RuntimeError, match="the log refused the record")
     assert facts.pid is not None and live_members(facts.pid) == []
+    await holder_exits(facts)
 
 
 async def test_a_stop_runs_inside_the_pump_which_waits_for_it(tmp_path: Path) -> None:
@@ -112,6 +123,9 @@ async def test_a_stop_runs_inside_the_pump_which_waits_for_it(tmp_path: Path) ->
     await process.wait_stopped()  # (nothing left to wait for)
     process.stop(grace=30)  # after its end: nothing to stop
     assert facts.pid is not None and live_members(facts.pid) == []
+    assert facts.holder_pid is not None and process_exists(facts.holder_pid)
+    await process.release()  # (its end recorded, as the supervisor does): the holder exits
+    await holder_exits(facts)
 
 
 async def test_a_stop_before_it_starts_means_it_never_starts(tmp_path: Path) -> None:

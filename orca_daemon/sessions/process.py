@@ -244,6 +244,9 @@ class SessionProcess:
             except BaseException:
                 if not self._detaching:  # (a detach is this scope's own cancel: caught below)
                     await self._stopper.abandon(agent.pid)
+                    shielded = anyio.CancelScope(shield=True)
+                    with shielded, anyio.move_on_after(2.0), contextlib.suppress(HolderError):
+                        await agent.acknowledge()  # nothing is left for its holder to keep
                 raise
             finally:
                 notes = self._input.abandon() if self._input is not None else []
