@@ -30,7 +30,7 @@ READ_SIZE = 65_536
 SPOOL_AHEAD = 8 << 20
 """Bytes of a stream spooled beyond what the client was sent before the agent's pipe is left
 unread (so an agent printing with nobody attached blocks, as on a full pipe)."""
-ATTACHED_AHEAD = 64 << 10
+ATTACHED_AHEAD = 256 << 10
 """The same while a client is attached: then the agent is held back as by a pipe when orcad reads
 slower than it prints, and what is left to record when it ends stays small (a stop that ends
 many busy sessions waits for that)."""
@@ -362,10 +362,10 @@ class Holder:
         for fd in [fd for fd in self.registered if fd not in want]:
             self.selector.unregister(self.registered.pop(fd)[0])
         for fd, (obj, events, callback) in want.items():
-            if fd in self.registered:
-                self.selector.modify(obj, events, callback)
-            else:
+            if fd not in self.registered:
                 self.selector.register(obj, events, callback)
+            elif self.registered[fd] != (obj, events):  # (else it stands: no system call)
+                self.selector.modify(obj, events, callback)
             self.registered[fd] = (obj, events)
 
     def reads_pipe(self, index: int) -> bool:
@@ -402,8 +402,14 @@ class Holder:
         self.spool(index, data)
 
     def spool(self, index: int, data: bytes) -> None:
-        """Append to the stream's spool what the disk takes; keep the rest for a retry."""
+        """Append to the stream's spool what the disk takes; keep the rest for a retry. A client
+        that was sent all before gets it framed from here, not read back from the file."""
         written, error = write_all(self.spools[index], data)
+        conn = self.client
+        caught_up = conn is not None and conn.sent[index] == self.sizes[index]
+        if conn is not None and caught_up and written and len(conn.outbox) < CLIENT_BUFFER:
+            conn.outbox += frame(STREAMS[index][0], data[:written])
+            conn.sent[index] += written
         self.sizes[index] += written
         self.unspooled[index] = data[written:]
         if error is not None:
