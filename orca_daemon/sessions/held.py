@@ -375,7 +375,8 @@ async def start_holder(places: HolderPlaces, launch: HolderLaunch) -> HeldAgent:
     try:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
-            "-I",
+            "-I",  # isolated: no environment, no user site
+            "-S",  # nor site-packages: the holder is the standard library only (and smaller)
             str(HOLDER_PROGRAM),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
