@@ -40,7 +40,7 @@ from support.fake_responses_api import (
     write_codex_home,
 )
 from support.fake_responses_api import slow as slow_stream
-from support.processes import processes_with_env
+from support.processes import kill_processes_with_env, processes_with_env
 
 from orca_client.views import SessionInfo
 from orca_daemon.orchestration.recovery import INTERRUPTED_PROMPT
@@ -122,6 +122,7 @@ def reboot(daemon: DaemonProcess, run_id: str) -> str:
     daemon.kill()
     os.kill(holder, signal.SIGKILL)
     os.killpg(agent, signal.SIGKILL)
+    kill_processes_with_env("ORCA_HOME", str(daemon.home))  # what left the agent's group too
     wait_until(
         lambda: (
             not any(map(process_exists, (holder, agent)))

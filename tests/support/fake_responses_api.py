@@ -361,6 +361,8 @@ def write_codex_home(home: Path, api: FakeResponsesAPI, *, extra: str = "") -> d
     """A private CODEX_HOME whose model provider is `api`; returns the environment Codex needs.
 
     Put `home` outside /tmp: Codex will not install its helper binaries under a temporary dir.
+    It is HOME as well, so the login shells Codex starts read no dotfiles of this machine's user
+    (whose start-up scripts may be slow, or leave locks behind when a test kills them).
     """
     home.mkdir(parents=True, exist_ok=True)
     (home / "config.toml").write_text(
@@ -378,4 +380,4 @@ def write_codex_home(home: Path, api: FakeResponsesAPI, *, extra: str = "") -> d
         "stream_max_retries = 0\n"
         "stream_idle_timeout_ms = 60000\n"
     )
-    return {"CODEX_HOME": str(home), API_KEY_VARIABLE: "sk-orca-test"}
+    return {"CODEX_HOME": str(home), "HOME": str(home), API_KEY_VARIABLE: "sk-orca-test"}
