@@ -4,14 +4,20 @@
     python bench/chaos.py --kills 3 --seconds 10   # a short run (tests/test_chaos.py)
 
 A real orcad runs on a private ORCA_HOME under /tmp. Four clients start runs over its socket as
-fast as it acknowledges them (small command agents, tests/fakes/dur_agent.py: quick, failing,
-without a result, a little slower, one minute long). At a random moment orcad gets SIGKILL; it is
-started again on the same home, and then:
+fast as it acknowledges them (small command agents printing numbered lines,
+tests/fakes/dur_agent.py: quick, failing, without a result, a little slower, one minute long).
+At a random moment orcad gets SIGKILL; its sessions' agents run on in their holders; after a
+random pause it is started again on the same home, and then:
   - every run whose start a client was told of is in its status, at the acknowledged position;
-  - the status orcad serves equals a fresh replay of the SQLite log (also checked under load);
-  - sessions in flight at the kill ended `failed` and every agent process started before the kill
-    is gone (orcad stops the orphans it finds on start-up); none is left after the final stop;
+  - the status orcad serves equals a fresh replay of the SQLite log (also checked under load),
+    and the log at the kill is the beginning of the log after it;
+  - each session in flight at the kill is re-attached (same agent, still running) or has ended
+    by its agent's own end; no session ends lost, restarted or stopped, nor starts twice;
+  - each session's recorded stdout is what its agent printed, every line once and in order;
+  - no agent or holder of a session the log shows ended runs a few seconds later;
   - a run or session seen terminal never changes afterwards.
+At the end a new run completes, every line of the sessions still running is recorded, and a stop
+that ends those sessions (`Shutdown(cancel_sessions)`) leaves no process of the home behind.
 The load, the log replay and the checks are those of tests/test_durability.py, reused here from
 tests/support/durability.py.
 Prints its figures; exits 1 on any violation (keeping the home for a look), else 0.
@@ -35,17 +41,22 @@ sys.path.insert(0, str(REPO / "tests"))  # the daemon fixture and durability che
 
 from conftest import DaemonProcess, short_tempdir, wait_until  # noqa: E402
 from support.durability import (  # noqa: E402
-    AGENT,
     CLIENT_TIMEOUT,
     MIN_ACKS_PER_ROUND,
+    Carried,
     Load,
     check_after_restart,
     check_live_projection_matches_log,
     dur_agent,
+    facts_of,
     kill_leftover_agents,
-    process_running,
+    leftovers_of_ended,
+    output_problems,
     replay_file,
+    stop_ending_sessions,
+    wait_for_all_output,
 )
+from support.processes import kill_processes_with_env, processes_with_env  # noqa: E402
 
 from orca_client.views import TERMINAL_STATUSES, RunInfo, SessionInfo, StatusResult  # noqa: E402
 from orca_client.wire import RunStarted, StartRun, Status  # noqa: E402
@@ -53,8 +64,9 @@ from orca_daemon.log.records import StoredEvent  # noqa: E402
 from orca_daemon.state.projection import State  # noqa: E402
 
 Info = TypeVar("Info", RunInfo, SessionInfo)
-ORPHAN_WAIT = 10.0
-"""How long a restarted orcad has to stop the agents of the killed one."""
+T = TypeVar("T")
+AWAY_SECONDS = 1.0
+"""orcad stays dead up to this long after a kill (some agents end meanwhile)."""
 
 
 @dataclass
@@ -63,8 +75,10 @@ class Figures:
     acknowledged: int = 0
     present: int = 0
     in_flight_at_kills: int = 0
+    carried: Carried = field(default_factory=Carried)
     agents_started: int = 0
     mismatches: int = 0
+    wrong_output: int = 0
     orphans: set[int] = field(default_factory=set)
     terminal_changed: int = 0
     violations: list[str] = field(default_factory=list)
@@ -80,9 +94,13 @@ class Figures:
                 f"  acknowledged runs      {self.acknowledged}",
                 f"  runs present           {self.present}",
                 f"  sessions in flight     {self.in_flight_at_kills} at the kills",
+                f"  re-attached            {self.carried.reattached} of them, agent running",
+                f"  ended by their agent   {self.carried.ended} of them, before the check",
+                f"  started after restart  {self.carried.started} of them, start not recorded",
                 f"  agent processes        {self.agents_started} started",
                 f"  status != replay       {self.mismatches} runs or sessions",
-                f"  orphaned agents        {len(self.orphans)}",
+                f"  output wrong           {self.wrong_output} sessions at the end",
+                f"  orphaned processes     {len(self.orphans)}",
                 f"  terminal ones changed  {self.terminal_changed}",
                 f"  violations             {len(self.violations)}",
             ]
@@ -108,28 +126,6 @@ def terminal_changes(known: dict[str, Info], now: dict[str, Info]) -> list[str]:
         if info.status in TERMINAL_STATUSES:
             known[key] = info
     return changes
-
-
-def agent_running(pid: int) -> bool:
-    """True while `pid` is one of our agents (not a reused pid) and not a zombie."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return str(AGENT).encode() in cmdline and process_running(pid)
-
-
-def agents_running(pid_dir: Path) -> list[int]:
-    """Pids of our agents (by their pid files) that are still running."""
-    running = []
-    for pid_file in pid_dir.glob("*.pid"):
-        try:
-            pid = int(pid_file.read_text())
-        except (OSError, ValueError):
-            continue
-        if agent_running(pid):
-            running.append(pid)
-    return running
 
 
 @dataclass
@@ -165,25 +161,23 @@ class Chaos:
             self.figures.violation(f"{len(self.acked) - self.figures.present} runs lost")
         self.note_terminal(status)
 
-    def wait_for_orphans(self, before_kill: list[int]) -> None:
-        """Every agent that ran when orcad was killed is stopped by the restarted orcad."""
-        deadline = time.monotonic() + ORPHAN_WAIT
-        while time.monotonic() < deadline and any(agent_running(p) for p in before_kill):
-            time.sleep(0.05)
-        left = [p for p in before_kill if agent_running(p)]
+    def check_leftovers(self) -> None:
+        """No agent or holder of a session the log shows ended runs a few seconds later."""
+        left = leftovers_of_ended(self.daemon)
         if left:
             self.figures.orphans.update(left)
-            self.figures.violation(f"agents {left} outlived the killed orcad by {ORPHAN_WAIT} s")
+            self.figures.violation(f"processes {left} of ended sessions still run")
 
-    def check(self, what: str, check: Callable[..., object], *args: object) -> None:
+    def check(self, what: str, check: Callable[..., T], *args: object) -> T | None:
         """Run one of the durability checks, recording a failed assertion as a violation."""
         try:
-            check(*args)
+            return check(*args)
         except AssertionError as error:
             self.figures.violation(f"{what}: {error}")
+            return None
 
-    def round(self, seconds: float, seed: int) -> tuple[State, list[StoredEvent], list[int]]:
-        """Load for about `seconds`, kill -9 at a random moment; the log and agents at the kill."""
+    def round(self, seconds: float, seed: int) -> tuple[State, list[StoredEvent]]:
+        """Load for about `seconds`, kill -9 at a random moment; the log at the kill."""
         load = Load(self.daemon, self.pid_dir, seed)
         started = time.monotonic()
         load.start()
@@ -205,7 +199,6 @@ class Chaos:
         load.killed.set()
         self.daemon.kill()
         self.figures.kills += 1
-        running = agents_running(self.pid_dir)
         self.check("load", load.join)
         for error in load.errors:
             self.figures.violation(f"client: {error}")
@@ -213,15 +206,16 @@ class Chaos:
         self.figures.acknowledged = len(self.acked)
         before, before_events = replay_file(self.daemon.paths.log_file)
         self.figures.in_flight_at_kills += len(before.live_sessions())
-        return before, before_events, running
+        time.sleep(self.rng.uniform(0.0, AWAY_SECONDS))  # orcad stays away a random while
+        return before, before_events
 
     def run(self, kills: int, seconds: float, seed: int) -> None:
-        before: tuple[State, list[StoredEvent], list[int]] | None = None
+        before: tuple[State, list[StoredEvent]] | None = None
         for index in range(kills + 1):
             self.daemon.start(timeout=60)
             if before is not None:
-                state, events, running = before
-                self.check(
+                state, events = before
+                carried = self.check(
                     "after restart",
                     check_after_restart,
                     self.daemon,
@@ -230,26 +224,30 @@ class Chaos:
                     None,
                     self.acked,
                 )
+                if carried is not None:
+                    self.figures.carried.add(carried)
                 self.compare_with_replay()
-                self.wait_for_orphans(running)
+                self.check_leftovers()
             if index < kills:
                 before = self.round(seconds / kills, seed + index)
         self.finish()
 
     def finish(self) -> None:
-        """A new run still completes; a clean stop leaves no agent behind."""
+        """A new run still completes; every line is recorded; a stop that ends the sessions still
+        running leaves no process behind."""
         with self.daemon.client() as client:
             started: RunStarted = client.request(
                 StartRun(command=dur_agent("--lines", "2"), cwd=str(self.pid_dir))
             )
         self.check("a run after the chaos", self.daemon.wait_for_run, started.run_id)
         self.compare_with_replay()
-        if self.daemon.stop() != 0:
-            self.figures.violation(f"orcad's clean stop failed:\n{self.daemon.output()[-2000:]}")
-        left = agents_running(self.pid_dir)
-        self.figures.orphans.update(left)
-        if left:
-            self.figures.violation(f"agents {left} outlived orcad's clean stop")
+        self.check("output", wait_for_all_output, self.daemon)
+        for problem in stop_ending_sessions(self.daemon):
+            self.figures.violation(f"at the end: {problem}")
+        state, events = replay_file(self.daemon.paths.log_file)
+        wrong = output_problems(state.sessions.values(), facts_of(events), complete=True)
+        self.figures.wrong_output = len(wrong)
+        self.figures.orphans.update(processes_with_env("ORCA_HOME", str(self.daemon.home)))
         self.figures.agents_started = len(list(self.pid_dir.glob("*.pid")))
 
 
@@ -266,10 +264,6 @@ def main(argv: list[str] | None = None) -> int:
 
     base = short_tempdir("orca-chaos-")
     home = base / "h"
-    home.mkdir(mode=0o700)
-    # Quick restarts: an orphan that exits on SIGTERM may linger as a zombie, and orcad waits
-    # the whole grace for it.
-    (home / "config.toml").write_text("[daemon]\ncancel_grace_seconds = 0.3\n")
     pid_dir = base / "pids"
     pid_dir.mkdir()
     chaos = Chaos(DaemonProcess(home), pid_dir, random.Random(args.seed))
@@ -287,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
             process.send_signal(signal.SIGKILL)
             process.wait()
         kill_leftover_agents(pid_dir)
+        kill_processes_with_env("ORCA_HOME", str(home))  # holders, when it failed
     print(chaos.figures.report(time.monotonic() - started))
     if chaos.figures.violations:
         print(f"kept for a look: {base} (orcad's output: {chaos.daemon.stderr_path})")

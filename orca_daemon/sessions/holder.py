@@ -657,7 +657,10 @@ def main() -> int:
         "start_ticks": holder.agent_ticks,
     }
     log(f"started agent {holder.agent.pid}: {str(spec['command'][0])!r}")
-    print(json.dumps(ready), flush=True)
+    try:
+        print(json.dumps(ready), flush=True)
+    except OSError:  # orcad died since it started us: the next one attaches over the socket
+        log("nobody read the ready line (orcad is gone?)")
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
     os.dup2(null, 1)

@@ -1,8 +1,11 @@
 """Load, log replay and checks for kill -9 tests: tests/test_durability.py and bench/chaos.py.
 
-Several threads start runs of tests/fakes/dur_agent.py as fast as orcad acknowledges them; the
-checks compare what orcad serves with a fresh replay of its SQLite log and with what clients
-were told before a kill.
+Several threads start runs of tests/fakes/dur_agent.py (numbered lines of output) as fast as
+orcad acknowledges them; orcad is killed and started again while their agents run on in their
+holders. The checks compare what orcad serves with a fresh replay of its SQLite log and with
+what clients were told before a kill, follow each session in flight at a kill (re-attached, or
+ended by its own agent), compare each session's recorded output with what its agent printed, and
+look for processes of ended sessions.
 """
 
 from __future__ import annotations
@@ -14,45 +17,56 @@ import sqlite3
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import msgspec
-from conftest import DaemonProcess
+from conftest import DaemonProcess, events_of, wait_until
 
 from orca_client.client import Client, DaemonUnavailable, OrcaClientError
-from orca_client.events import RESTARTED_REASON
+from orca_client.events import LOST_REASON, RESTARTED_REASON, STOPPED_REASON
 from orca_client.views import TERMINAL_STATUSES, RunInfo, SessionInfo, StatusResult
 from orca_client.wire import EventRecord, ReadEvents, RunStarted, StartRun
 from orca_daemon.log.records import StoredEvent
 from orca_daemon.log.schema import COLUMNS
 from orca_daemon.runs.rules import run_status_after
 from orca_daemon.state.projection import State, replay
+from support.processes import processes_with_env
 
 THREADS = 4
 MIN_ACKS_PER_ROUND = 10
 LONG_SLEEP = 60.0
 CLIENT_TIMEOUT = 2.0
 AGENT = Path(__file__).resolve().parents[1] / "fakes" / "dur_agent.py"
+ORPHAN_WAIT = 5.0
+"""How long the processes of an ended session may take to go."""
+ORCAD_REASONS = (RESTARTED_REASON, LOST_REASON, STOPPED_REASON)
+"""Why sessions end that orcad ended, not their agent."""
 
 
 def dur_agent(*args: str) -> list[str]:
     return [sys.executable, str(AGENT), *args]
 
 
-def replay_file(log_file: Path, upto: int | None = None) -> tuple[State, list[StoredEvent]]:
-    """A fresh projection of the SQLite log, read through a read-only connection."""
+def read_file(log_file: Path, upto: int | None = None) -> list[StoredEvent]:
+    """The events of the SQLite log (up to position `upto`), through a read-only connection."""
     connection = sqlite3.connect(f"file:{log_file}?mode=ro", uri=True)
     try:
-        query = f"SELECT {COLUMNS} FROM events ORDER BY position"
-        rows = connection.execute(query).fetchall()
+        query = f"SELECT {COLUMNS} FROM events WHERE position <= ? ORDER BY position"
+        rows = connection.execute(query, (upto if upto is not None else 1 << 62,)).fetchall()
     finally:
         connection.close()
-    events = [
+    return [
         StoredEvent(int(p), str(s), int(v), str(t), int(sv), float(at), bytes(d))
         for p, s, v, t, sv, at, d in rows
-        if upto is None or int(p) <= upto
     ]
+
+
+def replay_file(log_file: Path, upto: int | None = None) -> tuple[State, list[StoredEvent]]:
+    """A fresh projection of the SQLite log, and its events."""
+    events = read_file(log_file, upto)
     return replay(events), events
 
 
@@ -108,14 +122,77 @@ def as_maps(
     return {r.run_id: r for r in runs}, {s.session_id: s for s in sessions}
 
 
-def session_starts(events: list[StoredEvent]) -> dict[str, tuple[int, int | None]]:
-    """session id -> (pid, process start ticks) from the SessionStarted events in the log."""
-    starts: dict[str, tuple[int, int | None]] = {}
+@dataclass(frozen=True)
+class Start:
+    """A session's recorded start: its agent's and its holder's (pid, start ticks)."""
+
+    agent: tuple[int, int | None]
+    holder: tuple[int, int | None] | None
+
+    def processes(self) -> list[tuple[int, int | None]]:
+        return [self.agent] if self.holder is None else [self.agent, self.holder]
+
+
+@dataclass
+class Facts:
+    """What the log says of each session, by session id."""
+
+    stdout: dict[str, str] = field(default_factory=dict)
+    """Its recorded stdout, joined."""
+    starts: dict[str, list[Start]] = field(default_factory=dict)
+    causes: dict[str, str | None] = field(default_factory=dict)
+    """Why it ended, for programs (`SessionTerminated.cause`)."""
+
+
+def facts_of(events: Iterable[StoredEvent]) -> Facts:
+    facts = Facts()
     for stored in events:
-        if stored.type == "session_started":
-            body = msgspec.json.decode(stored.data)
-            starts[body["session_id"]] = (body["pid"], body.get("process_start_ticks"))
-    return starts
+        if stored.type not in ("output_appended", "session_started", "session_terminated"):
+            continue
+        body: dict[str, Any] = msgspec.json.decode(stored.data)
+        session_id = body["session_id"]
+        if stored.type == "output_appended" and body["stream"] == "stdout":
+            facts.stdout[session_id] = facts.stdout.get(session_id, "") + body["text"]
+        elif stored.type == "session_started":
+            holder = body.get("holder_pid")
+            start = Start(
+                (body["pid"], body.get("process_start_ticks")),
+                None if holder is None else (holder, body.get("holder_start_ticks")),
+            )
+            facts.starts.setdefault(session_id, []).append(start)
+        elif stored.type == "session_terminated":
+            facts.causes[session_id] = body.get("cause")
+    return facts
+
+
+def expected_stdout(session: SessionInfo) -> str | None:
+    """All that a session's dur_agent prints on stdout (its result line is no output); None
+    for another agent."""
+    command = session.command
+    if str(AGENT) not in command:
+        return None
+    lines = int(command[command.index("--lines") + 1]) if "--lines" in command else 0
+    sid = session.session_id
+    return "".join(
+        f"json line {n} of {sid}\n" if n % 2 else f"plain line {n} of {sid}\n" for n in range(lines)
+    )
+
+
+@dataclass
+class Carried:
+    """What became of the sessions in flight at a kill, as the restarted orcad first shows."""
+
+    reattached: int = 0
+    """Live again with the same agent."""
+    ended: int = 0
+    """Ended by their agent (while orcad was away, or since)."""
+    started: int = 0
+    """Recorded but not started at the kill (or their start not yet recorded)."""
+
+    def add(self, other: Carried) -> None:
+        self.reattached += other.reattached
+        self.ended += other.ended
+        self.started += other.started
 
 
 @dataclass
@@ -202,10 +279,14 @@ def check_after_restart(
     before_events: list[StoredEvent],
     snapshot: StatusResult | None,
     acked: list[tuple[RunStarted, str]],
-) -> None:
-    status = daemon.status()
-    runs, sessions = as_maps(status.runs, status.sessions)
+) -> Carried:
+    """Every check after a restart; orcad appends meanwhile (the sessions it re-attached to run
+    on), so each comparison is made at one log position. Returns what became of the sessions
+    in flight at the kill."""
     records, head = read_all_events(daemon)
+    status = daemon.status()
+    assert status.next_cursor is None, "the status did not fit one page"
+    runs, sessions = as_maps(status.runs, status.sessions)
     by_position = {record.position: record for record in records}
 
     # Every acknowledged run exists, and its acknowledged position is durable and readable.
@@ -220,32 +301,45 @@ def check_after_restart(
         assert body["type"] == "session_created"
         assert body["session_id"] == started.session_id
 
-    # The daemon's projection equals a fresh replay of the file, and ReadEvents equals the file.
-    state, events = replay_file(daemon.paths.log_file)
-    assert status.head_position == state.position == head
+    # The daemon's projection equals a fresh replay of the file up to the position it reports,
+    # and ReadEvents equals the file.
+    state, events = replay_file(daemon.paths.log_file, upto=status.head_position)
+    assert status.head_position == state.position >= head
     assert runs == state.runs
     assert sessions == state.sessions
-    assert [(e.position, e.stream, e.version, e.data) for e in events] == [
+    assert [(e.position, e.stream, e.version, e.data) for e in events[:head]] == [
         (r.position, r.stream, r.version, bytes(r.event)) for r in records
     ]
 
     # The log before the restart is a prefix of the log after it.
     assert [e.data for e in events[: len(before_events)]] == [e.data for e in before_events]
 
-    # In-flight sessions end failed with the restart reason; terminal ones are unchanged.
+    check_terminal_unchanged(before, snapshot, runs, sessions)
+    facts = facts_of(events)
+    for session in sessions.values():
+        starts = facts.starts.get(session.session_id, [])
+        assert len(starts) <= 1, f"session {session.session_id} started {len(starts)} times"
+        if session.status in TERMINAL_STATUSES:
+            check_ended_by_agent(session, facts.causes.get(session.session_id))
+    problems = output_problems(sessions.values(), facts)
+    assert not problems, "\n".join(problems)
+    return check_in_flight(daemon, before, sessions, facts)
+
+
+def check_terminal_unchanged(
+    before: State,
+    snapshot: StatusResult | None,
+    runs: dict[str, RunInfo],
+    sessions: dict[str, SessionInfo],
+) -> None:
+    """What the log (or a client) showed terminal before the kill is still exactly that, and
+    every run's status follows from its sessions'."""
     for session_id, was in before.sessions.items():
-        now = sessions[session_id]
         if was.status in TERMINAL_STATUSES:
-            assert now == was, f"terminal session {session_id} changed across the restart"
-        else:
-            assert now.status == "failed", f"in-flight session {session_id}: {now}"
-            assert now.reason == RESTARTED_REASON
-            assert now.ended_at is not None
+            assert sessions[session_id] == was, f"terminal session {session_id} changed"
     for run_id, was_run in before.runs.items():
         if was_run.status in TERMINAL_STATUSES:
             assert runs[run_id] == was_run, f"terminal run {run_id} changed across the restart"
-
-    # What clients were told was terminal before the kill is still exactly that.
     if snapshot is not None:
         for run in snapshot.runs:
             if run.status in TERMINAL_STATUSES:
@@ -253,13 +347,158 @@ def check_after_restart(
         for session in snapshot.sessions:
             if session.status in TERMINAL_STATUSES:
                 assert sessions[session.session_id] == session
-
-    # No run is left non-terminal once its sessions are; its status follows from theirs.
     for run in runs.values():
         statuses = [sessions[s].status for s in run.session_ids]
         assert statuses, f"run {run.run_id} has no sessions"
-        assert all(s in TERMINAL_STATUSES for s in statuses), f"{run.run_id}: {statuses}"
-        assert run.status == run_status_after(statuses), f"{run.run_id}: {run} {statuses}"
+        if all(s in TERMINAL_STATUSES for s in statuses):
+            assert run.status == run_status_after(statuses), f"{run.run_id}: {run} {statuses}"
+        else:
+            assert run.status not in TERMINAL_STATUSES, f"{run.run_id}: {run} {statuses}"
+
+
+def check_ended_by_agent(session: SessionInfo, cause: str | None) -> None:
+    """The session ended because its agent did: not lost, not ended by a restart or a stop."""
+    assert cause == "agent" and session.reason not in ORCAD_REASONS, (
+        f"session {session.session_id} ended {session.status} ({session.reason!r}, cause "
+        f"{cause}), not by its agent"
+    )
+
+
+def check_in_flight(
+    daemon: DaemonProcess, before: State, sessions: dict[str, SessionInfo], facts: Facts
+) -> Carried:
+    """Each session in flight at the kill is live again with the same agent, its process
+    still running (or ends by its agent soon after), or has ended by its agent's own end."""
+    carried = Carried()
+    for was in before.live_sessions():
+        session_id = was.session_id
+        now = sessions[session_id]
+        if was.pid is None:
+            carried.started += 1  # recorded, not started: the restarted orcad started it
+        elif now.status in TERMINAL_STATUSES:
+            carried.ended += 1  # while orcad was away, or since it re-attached (checked above)
+        else:
+            assert now.pid == was.pid, f"in-flight session {session_id}: {was.pid} -> {now}"
+            carried.reattached += 1
+        if now.status not in TERMINAL_STATUSES and now.pid is not None:
+            check_running_or_ends(daemon, now, facts.starts[session_id][0].agent)
+    return carried
+
+
+def check_running_or_ends(
+    daemon: DaemonProcess, session: SessionInfo, agent: tuple[int, int | None]
+) -> None:
+    """A live session's agent runs; or, gone since the status was read, the session ends by
+    its agent's end within a few seconds."""
+    if process_running(*agent):
+        return
+
+    def ended() -> tuple[SessionInfo, str | None] | None:
+        now = daemon.status(session.run_id).sessions
+        found = next(s for s in now if s.session_id == session.session_id)
+        if found.status not in TERMINAL_STATUSES:
+            return None
+        causes = [
+            e.get("cause")
+            for e in events_of(daemon, session.run_id)
+            if e["type"] == "session_terminated" and e["session_id"] == session.session_id
+        ]
+        return found, causes[0]
+
+    what = f"session {session.session_id} (its agent {agent[0]} is gone) to end"
+    check_ended_by_agent(*wait_until(ended, what, timeout=ORPHAN_WAIT))
+
+
+def output_problems(
+    sessions: Iterable[SessionInfo], facts: Facts, complete: bool = False
+) -> list[str]:
+    """Sessions whose recorded stdout is not what their agent printed, once and in order: all
+    of it for a session its agent ended (and, when `complete`, for every session), a beginning
+    of it for one still running."""
+    problems = []
+    for session in sessions:
+        expected = expected_stdout(session)
+        if expected is None:
+            continue
+        recorded = facts.stdout.get(session.session_id, "")
+        whole = complete or (
+            session.status in TERMINAL_STATUSES and facts.causes.get(session.session_id) == "agent"
+        )
+        if recorded != expected if whole else not expected.startswith(recorded):
+            problems.append(
+                f"session {session.session_id} ({session.status}) recorded {recorded!r}, its "
+                f"agent printed {expected!r}"
+            )
+    return problems
+
+
+def leftovers_of_ended(daemon: DaemonProcess, wait: float = ORPHAN_WAIT) -> list[int]:
+    """The agents and holders of sessions the log shows ended (by the pid and start time their
+    start recorded) that still run `wait` seconds later."""
+    status = daemon.status()
+    facts = facts_of(read_file(daemon.paths.log_file, upto=status.head_position))
+    processes = {
+        process
+        for session in status.sessions
+        if session.status in TERMINAL_STATUSES
+        for start in facts.starts.get(session.session_id, [])
+        for process in start.processes()
+    }
+    deadline = time.monotonic() + wait
+    while True:
+        left = sorted(pid for pid, ticks in processes if process_running(pid, ticks))
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.05)
+
+
+def wait_for_all_output(daemon: DaemonProcess, timeout: float = 30.0) -> None:
+    """Until every session has ended or recorded all its agent prints (the long ones print it
+    all before they sleep): a line lost across the kills never comes."""
+    missing: list[str] = []
+
+    def complete() -> bool:
+        status = daemon.status()
+        facts = facts_of(read_file(daemon.paths.log_file, upto=status.head_position))
+        live = [s for s in status.sessions if s.status not in TERMINAL_STATUSES]
+        missing[:] = output_problems(live, facts, complete=True)
+        return not missing
+
+    deadline = time.monotonic() + timeout
+    while not complete():
+        assert time.monotonic() < deadline, "output never recorded:\n" + "\n".join(missing)
+        time.sleep(0.2)
+
+
+def stop_ending_sessions(daemon: DaemonProcess) -> list[str]:
+    """Stop orcad, ending the sessions that still run; say what is wrong afterwards: a session
+    not ended by its agent (but those the stop ended), output not all recorded once in order,
+    a holder's files, or a process of its home left behind."""
+    live = {s.session_id for s in daemon.status().sessions if s.status not in TERMINAL_STATUSES}
+    problems = []
+    if daemon.stop_ending_sessions() != 0:
+        problems.append(f"orcad's stop failed:\n{daemon.output()[-2000:]}")
+    state, events = replay_file(daemon.paths.log_file)
+    facts = facts_of(events)
+    for session in state.sessions.values():
+        cause = facts.causes.get(session.session_id)
+        stopped = session.session_id in live and session.reason == STOPPED_REASON
+        if cause != "orcad_stopped" or not stopped:
+            try:
+                check_ended_by_agent(session, cause)
+            except AssertionError as error:
+                problems.append(str(error))
+    problems += output_problems(state.sessions.values(), facts, complete=True)
+    holders = daemon.paths.runtime_dir / "holders"
+    if holders.exists() and list(holders.iterdir()):
+        problems.append(f"holders' files left: {sorted(p.name for p in holders.iterdir())}")
+    home = str(daemon.home)
+    deadline = time.monotonic() + ORPHAN_WAIT
+    while (left := processes_with_env("ORCA_HOME", home)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if left:
+        problems.append(f"processes {left} of {home} outlived orcad's stop")
+    return problems
 
 
 def kill_leftover_agents(pid_dir: Path) -> None:
