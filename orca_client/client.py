@@ -67,7 +67,7 @@ class RequestFailed(OrcaClientError):
 def not_running_hint(paths: OrcaPaths) -> str:
     held = held_sessions(paths)
     kept = (
-        f"; {held} session{'s' if held != 1 else ''} keep running in their holders, and orcad "
+        f"; {held} session{' keeps' if held == 1 else 's keep'} running in a holder, and orcad "
         "re-attaches to them when it starts"
         if held
         else ""
