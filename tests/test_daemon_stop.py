@@ -111,6 +111,9 @@ def test_a_plain_stop_leaves_running_sessions_running_and_the_next_orcad_takes_t
     assert "orca daemon stop --cancel-sessions" in stopped.stdout
     wait_until(lambda: not process_exists(pid), "orcad to exit")
     assert process_exists(agent_pid)
+    down = orca(env, "status")
+    assert "orcad is not running" in down.stderr
+    assert "1 session keeps running in a holder, and orcad re-attaches" in down.stderr
 
     assert orca(env, "daemon", "start").returncode == 0
     again = orca(env, "status", run_id, "--json").stdout
