@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import ctypes
+import fcntl
 import hmac
 import json
 import os
@@ -27,6 +28,12 @@ MAX_PAYLOAD = 1 << 20
 MAX_HELLO = 4096
 """The longest frame a connection may send before its hello is accepted."""
 READ_SIZE = 65_536
+SPLICE_SIZE = 1 << 20
+"""The most moved from an agent's pipe to its spool at once (in the kernel: `os.splice`)."""
+FRAME_SIZE = 256 << 10
+"""The most output in one frame (sent from the spool by `os.sendfile`)."""
+PIPE_SIZE = 1 << 20
+"""The capacity asked for the agent's output pipes (fewer wake-ups when it prints fast)."""
 SPOOL_AHEAD = 8 << 20
 """Bytes of a stream spooled beyond what the client was sent before the agent's pipe is left
 unread (so an agent printing with nobody attached blocks, as on a full pipe)."""
@@ -110,6 +117,11 @@ class Connection:
         self.deadline = deadline
         self.inbox = bytearray()
         self.outbox = bytearray()
+        self.payload: tuple[int, int, int] | None = None
+        """The output frame being sent after the outbox: spool descriptor, offset, bytes left.
+        Nothing is added to the outbox while it is set (it would go out before it)."""
+        self.turn = 0
+        """The stream framed first next time (they take turns)."""
         self.sent = [0, 0]
         self.exit_sent = False
         self.stdin_told: tuple[int, int, bool] | None = None
@@ -143,9 +155,10 @@ class Holder:
         self.registered: dict[int, tuple[Any, int]] = {}
         self.spools = [self.open_spool(name) for _, name in STREAMS]
         self.sizes = [os.fstat(fd).st_size for fd in self.spools]
-        self.unspooled = [b"", b""]
-        """Per stream: read from the agent's pipe but refused by the disk so far (at most one
-        read); while it waits, that pipe is left unread."""
+        self.refused = [False, False]
+        """Per stream: the disk refused to spool more; what the agent printed waits in its pipe,
+        which is left unread until `retry_spool_at`."""
+        self.spooling_failed = False
         self.retry_spool_at = 0.0
         self.asked = [0, 0]
         self.pending: list[Connection] = []
@@ -172,7 +185,7 @@ class Holder:
         self.agent_ticks: int | None = None
 
     def open_spool(self, name: str) -> int:
-        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT
+        flags = os.O_RDWR | os.O_CREAT  # (not O_APPEND: os.splice refuses that; offsets given)
         return os.open(os.path.join(self.spool_dir, name), flags, 0o600)
 
     def listen(self) -> None:
@@ -223,6 +236,9 @@ class Holder:
         ]
         for fd in (self.stdin, *self.pipes):
             os.set_blocking(fd, False)  # type: ignore[arg-type]
+        for fd in self.pipes:
+            with contextlib.suppress(OSError):  # (above the system's pipe-max-size: as it is)
+                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)  # type: ignore[arg-type]
 
     # -- the loop
 
@@ -247,7 +263,7 @@ class Holder:
             deadlines.append(self.drain_until)
         if self.ending_since is not None:
             deadlines.append(self.ending_since + self.kill_grace)
-        if any(self.unspooled):
+        if any(self.refused):
             deadlines.append(self.retry_spool_at)
         if self.exit is not None and not self.exit_written:
             deadlines.append(self.retry_exit_at)
@@ -271,7 +287,7 @@ class Holder:
         for conn in [c for c in self.pending if c.deadline <= now]:
             self.refuse(conn, "no hello in time")
         self.end_if_orphaned(now)
-        if any(self.unspooled) and now >= self.retry_spool_at:
+        if any(self.refused) and now >= self.retry_spool_at:
             self.retry_spooling(now)
         if self.exit_code is not None and self.exit is None and self.drained(now):
             self.finish_exit(now)
@@ -294,7 +310,7 @@ class Holder:
     def drained(self, now: float) -> bool:
         """The agent has exited: its pipes are at their end (or were given exit_drain seconds
         for the processes it left), and all read from them is spooled."""
-        if any(self.unspooled):
+        if any(self.refused):
             return False
         return now >= self.drain_until or self.pipes == [None, None]
 
@@ -334,7 +350,8 @@ class Holder:
         if self.exit is None:
             return False
         conn = self.client
-        if self.acknowledged and (conn is None or (conn.exit_sent and not conn.outbox)):
+        sent_all = conn is None or (conn.exit_sent and not conn.outbox and conn.payload is None)
+        if self.acknowledged and sent_all:
             log("exit acknowledged")
             return True
         orphaned = conn is None and now - self.orphan_since >= self.orphan_timeout
@@ -354,7 +371,7 @@ class Holder:
         want[self.listener.fileno()] = accept
         want[self.wakeup] = (self.wakeup, selectors.EVENT_READ, lambda _: self.woken())
         for conn in [*self.pending, *([self.client] if self.client else [])]:
-            events = selectors.EVENT_WRITE if conn.outbox else 0
+            events = selectors.EVENT_WRITE if conn.outbox or conn.payload else 0
             if conn is not self.client or len(self.stdin_pending) <= STDIN_AHEAD:
                 events |= selectors.EVENT_READ
             if events:
@@ -373,7 +390,7 @@ class Holder:
         nor while the client is far behind the spool."""
         limit = SPOOL_AHEAD if self.client is None else ATTACHED_AHEAD
         limit *= 2 if self.exit_code is not None else 1
-        return not self.unspooled[index] and self.sizes[index] - self.base(index) <= limit
+        return not self.refused[index] and self.sizes[index] - self.base(index) <= limit
 
     def forget(self, fd: int) -> None:
         """Unregister a descriptor about to be closed (so a reused number starts afresh)."""
@@ -390,44 +407,34 @@ class Holder:
     # -- the agent's pipes
 
     def read_pipe(self, index: int) -> None:
+        """Move what the agent printed from its pipe to the end of its spool, in the kernel.
+        What the disk refuses stays in the pipe (the agent blocks once it is full)."""
         fd = self.pipes[index]
         assert fd is not None
         try:
-            data = os.read(fd, READ_SIZE)
+            moved = os.splice(fd, self.spools[index], SPLICE_SIZE, offset_dst=self.sizes[index])
         except BlockingIOError:
             return
-        if not data:
+        except OSError as exc:
+            self.refused[index] = True
+            self.retry_spool_at = time.monotonic() + RETRY_WRITE
+            if not self.spooling_failed:
+                name = STREAMS[index][1]
+                log(f"could not spool {name} ({exc}): its pipe waits until the disk takes it")
+            self.spooling_failed = True
+            return
+        if not moved:
             self.close_pipe(index)
             return
-        self.spool(index, data)
-
-    def spool(self, index: int, data: bytes) -> None:
-        """Append to the stream's spool what the disk takes; keep the rest for a retry. A client
-        that was sent all before gets it framed from here, not read back from the file."""
-        written, error = write_all(self.spools[index], data)
-        conn = self.client
-        caught_up = conn is not None and conn.sent[index] == self.sizes[index]
-        if conn is not None and caught_up and written and len(conn.outbox) < CLIENT_BUFFER:
-            conn.outbox += frame(STREAMS[index][0], data[:written])
-            conn.sent[index] += written
-        self.sizes[index] += written
-        self.unspooled[index] = data[written:]
-        if error is not None:
-            name = STREAMS[index][1]
-            log(f"could not spool {name} ({error}): its pipe waits until the disk takes it")
-            self.retry_spool_at = time.monotonic() + RETRY_WRITE
+        self.sizes[index] += moved
+        if self.spooling_failed:
+            self.spooling_failed = False
+            log("spooling again")
 
     def retry_spooling(self, now: float) -> None:
-        """Write what the disk refused before (quietly while it still refuses)."""
-        for index, data in enumerate(self.unspooled):
-            if data:
-                written, _ = write_all(self.spools[index], data)
-                self.sizes[index] += written
-                self.unspooled[index] = data[written:]
-        if any(self.unspooled):
-            self.retry_spool_at = now + RETRY_WRITE
-            return
-        log("spooling again")
+        """Read the pipes the disk refused again (they are left unread again, quietly, while it
+        still refuses)."""
+        self.refused = [False, False]
         if self.exit_code is not None:  # the pipes were left unread meanwhile: read them on
             self.drain_until = max(self.drain_until, now + self.exit_drain)
 
@@ -496,7 +503,7 @@ class Holder:
     def serve(self, conn: Connection, events: int) -> None:
         try:
             if events & selectors.EVENT_WRITE:
-                del conn.outbox[: conn.sock.send(conn.outbox)]
+                self.send(conn)
             data = conn.sock.recv(READ_SIZE) if events & selectors.EVENT_READ else None
         except BlockingIOError:
             return
@@ -511,6 +518,19 @@ class Holder:
             return
         conn.inbox += data
         self.received(conn)
+
+    def send(self, conn: Connection) -> None:
+        """Send what the outbox holds, then the output frame's payload from its spool (in the
+        kernel: `os.sendfile`). Raises BlockingIOError or OSError."""
+        if conn.outbox:
+            del conn.outbox[: conn.sock.send(conn.outbox)]
+        if conn.outbox or conn.payload is None:
+            return
+        spool, offset, left = conn.payload
+        count = os.sendfile(conn.sock.fileno(), spool, offset, left)
+        if count <= 0:
+            raise OSError(f"the spool ends before byte {offset + left}")
+        conn.payload = None if count >= left else (spool, offset + count, left - count)
 
     def received(self, conn: Connection) -> None:
         """Act on the complete frames a connection sent: a hello, then commands."""
@@ -591,35 +611,25 @@ class Holder:
 
     def fill(self) -> None:
         """Tell the client how far its stdin got, frame spooled output it was not sent yet, then
-        the exit once all is sent."""
+        the exit once all is sent. Only while no output frame is on its way (see `payload`)."""
         conn = self.client
-        if conn is None:
+        if conn is None or conn.payload is not None or len(conn.outbox) >= CLIENT_BUFFER:
             return
         progress = self.stdin_progress()
-        if conn.stdin_told != progress and len(conn.outbox) < CLIENT_BUFFER:
+        if conn.stdin_told != progress:
             received, written, closed = progress
             report = received.to_bytes(8, "big") + written.to_bytes(8, "big") + bytes([closed])
             conn.outbox += frame(b"s", report)
             conn.stdin_told = progress
-        progressed = True
-        while progressed and len(conn.outbox) < CLIENT_BUFFER:
-            progressed = False
-            for index, (kind, _) in enumerate(STREAMS):
-                room = min(READ_SIZE, CLIENT_BUFFER - len(conn.outbox))
-                wanted = min(room, self.sizes[index] - conn.sent[index])
-                if wanted <= 0:
-                    continue
-                try:
-                    data = os.pread(self.spools[index], wanted, conn.sent[index])
-                except OSError as exc:
-                    log(f"could not read the {STREAMS[index][1]} spool: {exc}")
-                    return
-                if data:
-                    conn.outbox += frame(kind, data)
-                    conn.sent[index] += len(data)
-                    progressed = True
-        caught_up = conn.sent == self.sizes
-        if self.exit is not None and caught_up and not conn.exit_sent:
+        for index in (conn.turn, 1 - conn.turn):
+            length = min(FRAME_SIZE, self.sizes[index] - conn.sent[index])
+            if length > 0:
+                conn.outbox += STREAMS[index][0] + length.to_bytes(4, "big")
+                conn.payload = (self.spools[index], conn.sent[index], length)
+                conn.sent[index] += length
+                conn.turn = 1 - index
+                return
+        if self.exit is not None and conn.sent == self.sizes and not conn.exit_sent:
             conn.outbox += frame(b"x", json.dumps(self.exit).encode())
             conn.exit_sent = True
 
