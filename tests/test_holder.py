@@ -8,8 +8,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import hmac
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -722,3 +724,14 @@ async def test_an_exit_json_the_disk_refuses_is_written_once_there_is_space(
     assert again.exit == ended
     await again.acknowledge()
     await eventually(lambda: holder_gone(again), "the holder to exit")
+
+
+def test_the_holders_proof_is_hmac_sha256() -> None:
+    """The holder computes its proof without hmac (which loads OpenSSL): the same digests."""
+    for key, message in [
+        (b"", b""),
+        (b"k" * 64, b"a nonce"),
+        (secrets.token_hex(32).encode(), secrets.token_hex(16).encode()),
+        (b"a key longer than one block of sha-256, " * 3, b"x" * 1000),
+    ]:
+        assert holder.hmac_sha256(key, message) == hmac.new(key, message, "sha256").hexdigest()
