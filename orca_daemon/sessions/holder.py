@@ -40,7 +40,7 @@ SPLICE_SIZE = 1 << 20
 """The most moved from an agent's pipe to its spool at once (in the kernel: `os.splice`)."""
 FRAME_SIZE = 256 << 10
 """The most output in one frame (sent from the spool by `os.sendfile`)."""
-PIPE_SIZE = 256 << 10
+PIPE_SIZE = 1 << 20
 """The capacity asked for the agent's output pipes (fewer wake-ups when it prints fast)."""
 SPOOL_AHEAD = 8 << 20
 """Bytes of a stream spooled beyond what the client was sent before the agent's pipe is left
