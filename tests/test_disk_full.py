@@ -15,7 +15,6 @@ import json
 import re
 import signal
 import sqlite3
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from conftest import (
     process_exists,
     wait_until,
 )
-from support.homes import write_config
+from support.homes import small_tmpfs, write_config
 
 from orca_client.client import RequestFailed
 from orca_client.events import STOPPED_REASON
@@ -87,16 +86,8 @@ def test_on_a_file_system_that_is_really_full_a_session_ends_completed_once_ther
 def small_home(orca_home: Path) -> Iterator[Path]:
     """ORCA_HOME on its own 32 MiB tmpfs (needs the privilege to mount, e.g. root): room for the
     output twice (the holder's spool and the log) once the ballast is gone."""
-    orca_home.mkdir(mode=0o700)
-    mount = ["mount", "-t", "tmpfs", "-o", "size=32m,mode=0700", "tmpfs", str(orca_home)]
-    try:
-        subprocess.run(mount, check=True, capture_output=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        pytest.skip("cannot mount a small tmpfs here (the page-limit test covers a full log)")
-    try:
-        yield orca_home
-    finally:
-        subprocess.run(["umount", "-l", str(orca_home)], check=False, timeout=10)
+    with small_tmpfs(orca_home, "32m", "the page-limit test covers a full log") as home:
+        yield home
 
 
 def session_ends_while_full(

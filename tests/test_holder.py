@@ -15,7 +15,6 @@ import secrets
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +24,7 @@ from typing import Any
 
 import pytest
 from conftest import process_exists, short_tempdir
+from support.homes import small_tmpfs
 
 from orca_daemon.sessions import holder
 from orca_daemon.sessions.held import (
@@ -631,18 +631,11 @@ async def test_stdin_an_agent_never_read_stays_unwritten_and_draining_it_breaks(
 @pytest.fixture
 def small_spool(holders: Holders) -> Iterator[Path]:
     """A 1 MiB tmpfs for the spool files (needs the privilege to mount, e.g. root)."""
-    root = holders.base / "spool"
-    root.mkdir(mode=0o700)
-    mount = ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(root)]
-    try:
-        subprocess.run(mount, check=True, capture_output=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        pytest.skip("cannot mount a small tmpfs here")
-    try:
-        yield root
-    finally:
-        holders.end()
-        subprocess.run(["umount", "-l", str(root)], check=False, timeout=10)
+    with small_tmpfs(holders.base / "spool", "1m", "nothing else fills a holder's disk") as root:
+        try:
+            yield root
+        finally:
+            holders.end()
 
 
 def fill(path: Path) -> None:

@@ -1,11 +1,16 @@
 """What a test puts in an ORCA_HOME before orcad starts: its config.toml, or the log an earlier
-orcad left."""
+orcad left; and a small file system to fill."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from orca_client.events import Event, run_stream
 from orca_daemon.log.store import EventStore
@@ -31,3 +36,20 @@ def write_log(home: Path, events: list[Event]) -> None:
         await writer
 
     asyncio.run(write())
+
+
+@contextlib.contextmanager
+def small_tmpfs(directory: Path, size: str, otherwise: str) -> Iterator[Path]:
+    """`directory` (made 0700) as a tmpfs of `size` (e.g. "32m") while in the block. Mounting
+    needs the privilege (root, as in CI); without it the test is skipped, saying `otherwise`
+    (what covers the case then)."""
+    directory.mkdir(mode=0o700, exist_ok=True)
+    mount = ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(directory)]
+    try:
+        subprocess.run(mount, check=True, capture_output=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        pytest.skip(f"cannot mount a small tmpfs here ({otherwise})")
+    try:
+        yield directory
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], check=False, timeout=10)
