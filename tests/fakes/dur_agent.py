@@ -11,8 +11,6 @@ Options:
   --pid-dir DIR     write this process's pid to DIR/<ORCA_SESSION_ID>.pid first thing
   --child           also start a grandchild (`sleep`) in the same process group and write its
                     pid to DIR/<ORCA_SESSION_ID>.child
-  --hold-db PATH    take SQLite's write lock on PATH (so orcad cannot commit), write
-                    DIR/<ORCA_SESSION_ID>.locked, and hold the lock until orcad is gone
   --report-env      print which systemd variables the agent inherited
 """
 
@@ -21,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import time
@@ -42,28 +39,15 @@ def main() -> int:
     parser.add_argument("--exit", type=int, default=0)
     parser.add_argument("--pid-dir", type=Path)
     parser.add_argument("--child", action="store_true")
-    parser.add_argument("--hold-db", type=Path)
     parser.add_argument("--report-env", action="store_true")
     args = parser.parse_args()
     session_id = os.environ.get("ORCA_SESSION_ID", "unknown")
-    parent = os.getppid()
 
     if args.pid_dir is not None:
         write_atomically(args.pid_dir / f"{session_id}.pid", str(os.getpid()))
         if args.child:
             child = subprocess.Popen(["sleep", "120"], stdin=subprocess.DEVNULL)
             write_atomically(args.pid_dir / f"{session_id}.child", str(child.pid))
-
-    if args.hold_db is not None:
-        assert args.pid_dir is not None, "--hold-db needs --pid-dir"
-        connection = sqlite3.connect(args.hold_db, timeout=10, isolation_level=None)
-        connection.execute("BEGIN IMMEDIATE")
-        write_atomically(args.pid_dir / f"{session_id}.locked", str(os.getpid()))
-        deadline = time.monotonic() + 60
-        while os.getppid() == parent and time.monotonic() < deadline:
-            time.sleep(0.02)
-        connection.execute("ROLLBACK")
-        connection.close()
 
     if args.report_env:
         for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
