@@ -102,8 +102,12 @@ def test_a_plain_stop_leaves_running_sessions_running_and_the_next_orcad_takes_t
 ) -> None:
     env, pid = started
     run_id = live_run(env, "long job")
-    shown = orca(env, "status", run_id, "--json").stdout
-    agent_pid = int(re.findall(r'"pid":(\d+)', shown)[0])
+    agent_pid = int(
+        wait_until(
+            lambda: re.findall(r'"pid":(\d+)', orca(env, "status", run_id, "--json").stdout),
+            "the agent to start",
+        )[0]
+    )
     stopped = orca(env, "daemon", "stop")
     assert stopped.returncode == 0, stopped.stderr
     assert "live run" not in stopped.stderr  # nothing is ended, so nothing to confirm

@@ -469,6 +469,12 @@ def test_a_parent_whose_children_were_interrupted_ends_after_a_restart(
     repos.repo_steps({name: HANG for name in "ab"})
     parent_id = start(daemon, repos, project="p").run_id
     wait_until(lambda: repos.started("a").exists() and repos.started("b").exists())
+
+    def starts_recorded() -> bool:  # (else the next orcad starts them: they never started)
+        sessions = tree(daemon, parent_id).sessions
+        return len(sessions) == 2 and all(s.status == "running" for s in sessions)
+
+    wait_until(starts_recorded, "the children's starts to be in the log")
     if interruption == "reboot":
         daemon.crash_with_sessions()
     else:

@@ -640,6 +640,17 @@ def test_retry_task_is_refused_for_a_task_not_in_progress(
 # --------------------------------------------------------------------------- restarts
 
 
+def wait_start_recorded(daemon: DaemonProcess, run_id: str, task_id: str) -> None:
+    """Until the task's session is running in the log (a session whose start is not recorded
+    never started, as far as the next orcad knows: it starts it again, as the same attempt)."""
+
+    def running() -> bool:
+        sessions = daemon.status(run_id).sessions
+        return any(s.task_id == task_id and s.status == "running" for s in sessions)
+
+    wait_until(running, what=f"task {task_id}'s start to be recorded")
+
+
 def interrupt(daemon: DaemonProcess, interruption: str) -> None:
     """End orcad's sessions with it: a stop that ends them, or a reboot (orcad, the holders and
     the agents all killed)."""
@@ -668,6 +679,7 @@ def test_task_statuses_survive_a_restart_and_the_interrupted_task_runs_again_unc
     before = tasks_of(daemon, run_id)
     assert before["b"].status == "in_progress"
     pid = bench.seen("b")["pid"]
+    wait_start_recorded(daemon, run_id, "b")
 
     interrupt(daemon, interruption)
     daemon = make_daemon().start()
@@ -912,6 +924,7 @@ def test_a_task_started_after_a_restart_finds_its_cli_where_the_client_said(
     with daemon.client() as client:
         run_id = client.request(request).run_id
     wait_until(bench.started("a").exists, what="task a to start")
+    wait_start_recorded(daemon, run_id, "a")
     daemon.crash_with_sessions()  # the client's PATH is known only from the log now
     daemon = make_daemon(extra_env=env).start()
     run = daemon.wait_for_run(run_id)
