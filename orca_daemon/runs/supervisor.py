@@ -104,7 +104,11 @@ class Supervisor:
                 await anyio.sleep(self._heartbeat_seconds())
                 if not self._admission.accepting:  # orcad stops: the next one tries
                     return
-                why = await attempt()
+                try:
+                    why = await attempt()
+                except Exception:  # (the log refused the session's end, say): not fatal
+                    log.exception("session %s: re-attaching to its holder failed", session_id)
+                    why = "re-attaching failed inside orcad (see its log); it tries again"
                 if why is None:
                     return
                 self.detached[session_id] = why
