@@ -15,7 +15,7 @@ from support.homes import write_config
 from support.processes import processes_with_env
 from support.questions import of_type, pending_of
 
-from orca_client.wire import Answer, RunStarted, StartRun
+from orca_client.wire import Answer, Cancel, RunStarted, StartRun
 
 SESSIONS = 20
 LINES = 200
@@ -131,3 +131,37 @@ def test_a_holder_that_refuses_the_new_orcad_is_shown_and_tried_again_until_it_a
     assert run.status == "completed", daemon.status(started.run_id)
     assert output_of(daemon, started.run_id, "stdout") == expected_stdout("yes")
     assert "Traceback" not in daemon.output()
+
+
+@pytest.mark.parametrize("ending", ["cancel", "cancelling stop"])
+def test_a_session_not_re_attached_yet_that_is_ended_leaves_nothing_running(
+    make_daemon: Callable[..., DaemonProcess], orca_home: Path, ending: str
+) -> None:
+    """A cancel, or a stop that ends sessions, while orcad is not attached to the session's
+    holder: its agent and its holder are stopped all the same (by the pids the log had)."""
+    write_config(orca_home, "[orchestration]\nheartbeat_seconds = 0.2\n")
+    daemon = make_daemon().start()
+    with daemon.client() as client:
+        request = StartRun(command=agent("counter.py", str(LINES), str(DELAY)), cwd="/tmp")
+        started: RunStarted = client.request(request)
+    wait_until(lambda: pending_of(daemon, started.run_id), "the question")
+    daemon.kill()
+    secret = daemon.paths.runtime_dir / "holders" / started.session_id / "secret"
+    secret.write_text("0" * len(secret.read_text()))
+    daemon.start()
+    assert daemon.status(started.run_id).sessions[0].detached is not None
+    assert daemon.process is not None
+    running = set(processes_with_env("ORCA_HOME", str(orca_home))) - {daemon.process.pid}
+    assert len(running) >= 2  # the holder and its agent
+
+    if ending == "cancel":
+        with daemon.client() as client:
+            client.request(Cancel(run_id=started.run_id))
+        assert daemon.wait_for_run(started.run_id).status == "cancelled"
+    else:
+        assert daemon.stop_ending_sessions() == 0
+    wait_until(
+        lambda: not [pid for pid in running if process_exists(pid)],
+        f"the agent and its holder to end: {running}",
+    )
+    wait_until(lambda: not secret.parent.exists(), "its holder's files to be removed")

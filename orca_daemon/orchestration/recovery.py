@@ -14,7 +14,6 @@ import contextlib
 import logging
 import os
 import shutil
-import signal
 from collections.abc import Callable
 
 import anyio
@@ -192,8 +191,8 @@ def _reattach_later(
 
     async def attempt() -> str | None:
         now = state.sessions[session_id]
-        if now.status in TERMINAL_STATUSES:
-            await _stop_unattached(state, supervisor, now)
+        if now.status in TERMINAL_STATUSES:  # ended meanwhile (cancelled)
+            await supervisor.stop_detached(session_id)
             return None
         try:
             agent = await _attach(state, supervisor, now)
@@ -209,19 +208,6 @@ def _reattach_later(
         return None
 
     supervisor.reattach_later(session_id, why, attempt)
-
-
-async def _stop_unattached(state: State, supervisor: Supervisor, session: SessionInfo) -> None:
-    """Stop the agent of a session that ended while its holder would not let us attach, then
-    the holder (checked by pid and start time), and remove its files."""
-    if session.pid is not None and _is_same_process(state, session):
-        await stop_group(session.pid, supervisor.cancel_grace)
-    holder = state.holders.get(session.session_id)
-    if holder is not None and process_start_ticks(holder[0]) == holder[1]:
-        with contextlib.suppress(OSError):
-            os.kill(holder[0], signal.SIGKILL)
-    with contextlib.suppress(OSError):
-        remove_places(supervisor.places_of(session.run_id, session.session_id))
 
 
 async def _resume(

@@ -6,8 +6,11 @@ their holders keep them running for the next orcad."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import os
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -27,8 +30,14 @@ from orca_daemon.runs.rules import outcome_status, restartable, worktree_bases
 from orca_daemon.runs.run_log import RunLog
 from orca_daemon.sessions.held import HolderPlaces
 from orca_daemon.sessions.link import AgentLink
-from orca_daemon.sessions.process import PumpSettings, Resumption, SessionProcess, SessionSpec
-from orca_daemon.sessions.procs import process_table, scan_in_thread
+from orca_daemon.sessions.process import (
+    PumpSettings,
+    Resumption,
+    SessionProcess,
+    SessionSpec,
+    remove_places_quietly,
+)
+from orca_daemon.sessions.procs import process_table, running_since, scan_in_thread, stop_group
 from orca_daemon.sessions.worktrees import WorktreeError, create_worktree
 
 log = logging.getLogger(__name__)
@@ -69,6 +78,9 @@ class Supervisor:
         """When each live session's process was last seen alive."""
         self.detached: dict[str, str] = {}
         """Live sessions whose holder is alive but not attached to (why): `reattach_later`."""
+        self._detached_processes: dict[str, tuple[tuple[int, int | None] | None, ...]] = {}
+        """Their agent's and holder's (pid, start ticks), as the log had them when orcad could
+        not attach (the log forgets them once the session ends)."""
         runs.store.add_listener(self.on_commit)
         runs.store.add_writable_listener(self._log_writable_again)
 
@@ -93,6 +105,10 @@ class Supervisor:
         heartbeat until it returns None (attached, or settled otherwise) rather than a new
         why; meanwhile `detached` says why (status shows it)."""
         assert self._tg is not None, "the supervisor runs"
+        state = self._runs.state
+        pid = state.sessions[session_id].pid
+        agent = None if pid is None else (pid, state.start_ticks.get(session_id))
+        self._detached_processes[session_id] = (agent, state.holders.get(session_id))
         self.detached[session_id] = why
         self._tg.start_soon(self._reattach, session_id, attempt)
 
@@ -114,6 +130,7 @@ class Supervisor:
                 self.detached[session_id] = why
         finally:
             self.detached.pop(session_id, None)
+            self._detached_processes.pop(session_id, None)
 
     def resume_session(
         self, run_id: str, session_id: str, agent: AgentLink, translator: Translator
@@ -201,13 +218,32 @@ class Supervisor:
                 self._tg.start_soon(process.cancel, ended.reason, self.cancel_grace)
 
     def signal_all(self) -> int:
-        """Shutdown: signal every session's processes at once; returns how many."""
+        """Shutdown: signal every session's processes at once (those not re-attached yet, by
+        their recorded pids); returns how many."""
+        assert self._tg is not None, "the supervisor runs"
         processes = list(self._processes.items())
         for session_id, process in processes:
             if process.pid is None or process.alive():  # (not one that had ended by itself)
                 self._stopped_by_orcad.add(session_id)
             process.stop(self.cancel_grace)
-        return len(processes)
+        for session_id in list(self.detached):
+            self._tg.start_soon(self.stop_detached, session_id)
+        return len(processes) + len(self.detached)
+
+    async def stop_detached(self, session_id: str) -> None:
+        """Stop the agent of a session orcad is not attached to (by the pid and start time the
+        log had), then its holder (likewise: the agent dies with it), and remove its files.
+        Shielded (a stop that ends sessions waits for it), at most the cancel grace."""
+        agent, holder = self._detached_processes.get(session_id, (None, None))
+        run_id = self._runs.state.sessions[session_id].run_id
+        with anyio.CancelScope(shield=True):
+            if agent is not None and agent[1] is not None and running_since(agent[0]) == agent[1]:
+                await stop_group(agent[0], self.cancel_grace)
+            if holder is not None and running_since(holder[0]) == holder[1]:
+                with contextlib.suppress(OSError):
+                    os.kill(holder[0], signal.SIGKILL)
+            places = self.places_of(run_id, session_id)
+            await anyio.to_thread.run_sync(remove_places_quietly, places)
 
     async def wait_stopped(self, session_ids: list[str], limit: float) -> None:
         """Wait (up to `limit` seconds) until these sessions' processes have exited and all
