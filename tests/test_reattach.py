@@ -93,6 +93,26 @@ def test_sessions_survive_kill9_and_stop_of_orcad_with_every_line_recorded_once(
     assert not list((daemon.paths.runtime_dir / "holders").iterdir())
 
 
+def refused_after_a_restart(
+    make_daemon: Callable[..., DaemonProcess], orca_home: Path
+) -> tuple[DaemonProcess, RunStarted, Path, str]:
+    """A counting session waits for its answer; orcad is killed, the session's secret file is
+    changed (so its holder refuses the next orcad), and orcad starts again. Returns the daemon,
+    the run, the secret file and its right content."""
+    write_config(orca_home, "[orchestration]\nheartbeat_seconds = 0.2\n")
+    daemon = make_daemon().start()
+    with daemon.client() as client:
+        request = StartRun(command=agent("counter.py", str(LINES), str(DELAY)), cwd="/tmp")
+        started: RunStarted = client.request(request)
+    wait_until(lambda: pending_of(daemon, started.run_id), "the question")
+    daemon.kill()
+    secret = daemon.paths.runtime_dir / "holders" / started.session_id / "secret"
+    kept = secret.read_text()
+    secret.write_text("0" * len(kept))
+    daemon.start()
+    return daemon, started, secret, kept
+
+
 def test_a_holder_that_refuses_the_new_orcad_is_shown_and_tried_again_until_it_attaches(
     make_daemon: Callable[..., DaemonProcess], orca_home: Path
 ) -> None:
@@ -100,21 +120,10 @@ def test_a_holder_that_refuses_the_new_orcad_is_shown_and_tried_again_until_it_a
     orcad was down): the session is not ended and its agent runs on; `orca status` says it is
     not re-attached and why; once the secret is right again, orcad attaches at a heartbeat and
     the session goes on and completes with every line recorded once."""
-    write_config(orca_home, "[orchestration]\nheartbeat_seconds = 0.2\n")
-    daemon = make_daemon().start()
-    with daemon.client() as client:
-        request = StartRun(command=agent("counter.py", str(LINES), str(DELAY)), cwd="/tmp")
-        started: RunStarted = client.request(request)
-    wait_until(lambda: pending_of(daemon, started.run_id), "the question")
-    agent_pid = daemon.status(started.run_id).sessions[0].pid
-    assert agent_pid is not None
-    daemon.kill()
-    secret = daemon.paths.runtime_dir / "holders" / started.session_id / "secret"
-    kept = secret.read_text()
-    secret.write_text("0" * len(kept))
-
-    daemon.start()
+    daemon, started, secret, kept = refused_after_a_restart(make_daemon, orca_home)
     session = daemon.status(started.run_id).sessions[0]
+    agent_pid = session.pid
+    assert agent_pid is not None
     assert session.status == "waiting_for_answer" and session.detached is not None, session
     assert "refused us" in session.detached
     assert process_exists(agent_pid)
@@ -139,16 +148,7 @@ def test_a_session_not_re_attached_yet_that_is_ended_leaves_nothing_running(
 ) -> None:
     """A cancel, or a stop that ends sessions, while orcad is not attached to the session's
     holder: its agent and its holder are stopped all the same (by the pids the log had)."""
-    write_config(orca_home, "[orchestration]\nheartbeat_seconds = 0.2\n")
-    daemon = make_daemon().start()
-    with daemon.client() as client:
-        request = StartRun(command=agent("counter.py", str(LINES), str(DELAY)), cwd="/tmp")
-        started: RunStarted = client.request(request)
-    wait_until(lambda: pending_of(daemon, started.run_id), "the question")
-    daemon.kill()
-    secret = daemon.paths.runtime_dir / "holders" / started.session_id / "secret"
-    secret.write_text("0" * len(secret.read_text()))
-    daemon.start()
+    daemon, started, secret, _ = refused_after_a_restart(make_daemon, orca_home)
     assert daemon.status(started.run_id).sessions[0].detached is not None
     assert daemon.process is not None
     running = set(processes_with_env("ORCA_HOME", str(orca_home))) - {daemon.process.pid}
