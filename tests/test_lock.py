@@ -34,7 +34,8 @@ def _requirements() -> tuple[list[Requirement], list[Requirement]]:
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
     build = [Requirement(r) for r in pyproject["build-system"]["requires"]]
     run = [Requirement(r) for r in pyproject["project"]["dependencies"]]
-    dev = [Requirement(r) for r in pyproject["project"]["optional-dependencies"]["dev"]]
+    extras = pyproject["project"]["optional-dependencies"]
+    dev = [Requirement(r) for extra in ("dev", "mcp") for r in extras[extra]]
     return build + run, build + run + dev
 
 
@@ -48,6 +49,12 @@ def test_every_declared_dependency_is_locked_at_a_version_it_allows() -> None:
             assert requirement.specifier.contains(version, prereleases=True), (
                 f"{lock} pins {requirement.name}=={version}, not {requirement}: run scripts/lock"
             )
+
+
+def test_the_mcp_sdk_is_in_the_test_lock_only() -> None:
+    """`orca mcp` is tested, so the tests install the extra; the demo needs none of it."""
+    assert "mcp" in _pins(DEV_LOCK)
+    assert "mcp" not in _pins(RUN_LOCK)
 
 
 def test_the_demo_lock_pins_the_same_versions_as_the_test_lock() -> None:
