@@ -231,41 +231,52 @@ class Client:
         idle_check: float = 2.0,
         on_reconnect: Callable[[str], None] | None = None,
         reconnect_for: float = float("inf"),
+        until: float | None = None,
     ) -> Iterator[EventRecord]:
         """Yield every event after `after` in order, forever; survives overflow and restarts.
 
         `on_reconnect` is told (with a reason) whenever the daemon went away and the
         subscription is being restored; after `reconnect_for` seconds without a daemon,
-        DaemonUnavailable is raised.
+        DaemonUnavailable is raised. With `until` (a `time.monotonic()` deadline) it ends once
+        that has passed and no event is waiting, or raises DaemonUnavailable if orcad is still
+        away then.
         """
         position = after
         instance: str | None = None
-        while True:
+        while not _passed(until):
             try:
                 hello = self.hello(timeout=LIVENESS_TIMEOUT)
                 if instance is not None and hello.instance != instance and on_reconnect:
                     on_reconnect(f"orcad restarted; resuming after position {position}")
                 instance = hello.instance
                 subscription: Subscribed = self.request(Subscribe(after=position, run_id=run_id))
-                for record in self._pump(subscription.subscription, instance, idle_check):
+                for record in self._pump(subscription.subscription, instance, idle_check, until):
                     if record.position > position:
                         position = record.position
                         yield record
+                if _passed(until):
+                    self._unsubscribe(subscription.subscription)
             except DaemonUnavailable as exc:
                 self.close()
                 if on_reconnect is not None:
                     on_reconnect(f"{exc}; waiting for it to come back")
-                self._wait_for_daemon(reconnect_for)
+                left = reconnect_for if until is None else until - time.monotonic()
+                self._wait_for_daemon(min(reconnect_for, left))
 
-    def _pump(self, subscription: str, instance: str, idle_check: float) -> Iterator[EventRecord]:
+    def _pump(
+        self, subscription: str, instance: str, idle_check: float, until: float | None = None
+    ) -> Iterator[EventRecord]:
         try:
             while True:
+                wake = time.monotonic() + idle_check
                 message = (
                     self._pushes.popleft()
                     if self._pushes
-                    else self._receive(time.monotonic() + idle_check)
+                    else self._receive(wake if until is None else min(wake, until))
                 )
                 if message is None:
+                    if _passed(until):
+                        return
                     alive: HelloResult = self.request(
                         Hello(subscription=subscription), LIVENESS_TIMEOUT
                     )
@@ -297,6 +308,10 @@ class Client:
             except DaemonUnavailable:
                 self.close()
         raise DaemonUnavailable(not_running_hint(self.paths))
+
+
+def _passed(deadline: float | None) -> bool:
+    return deadline is not None and time.monotonic() >= deadline
 
 
 def _millis(deadline: float) -> int:

@@ -66,6 +66,22 @@ examples:
   orca plan retry RUN_ID TASK_ID"""
 
 
+MCP_HELP = """Serve Orca's tools to an MCP client (Codex, Claude Code, ...) on stdin and stdout.
+
+The MCP client starts this command itself. Register it once:
+  codex mcp add orca -- orca mcp       or in ~/.codex/config.toml:  [mcp_servers.orca]
+                                                                      command = "orca"
+                                                                      args = ["mcp"]
+  claude mcp add orca -- orca mcp      (-s user: in every project)
+An orcad on a home of its own: codex mcp add orca --env ORCA_HOME=DIR -- orca mcp
+(claude: -e ORCA_HOME=DIR).
+
+tools: orca_run, orca_debug, orca_plan (start work, return a run id at once); orca_wait (at
+most 50 s a call: until the run ends or asks a question; call it again); orca_status; orca_logs;
+orca_answer (never a secret question: only a person answers those, with orca answer);
+orca_cancel. orcad must be running (orca daemon start); until it is, each tool call fails
+saying so. Needs the MCP SDK: pip install 'orca[mcp]' (else exit status 2)."""
+
 DOCTOR_HELP = """Diagnose a run, or the agent CLIs Orca would run.
 
 orca doctor RUN_ID: each live session of RUN_ID (and of its child runs): pid, whether its
@@ -313,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("--json", action="store_true", help="print the result as JSON")
 
     _add_orchestration_commands(command)
+    command("mcp", "serve Orca's tools to an MCP client (Codex, Claude Code) on stdio", MCP_HELP)
 
     completion = command(
         "completion",
