@@ -17,7 +17,7 @@ from typing import Any
 
 import anyio
 import pytest
-from conftest import EXAMPLES, REPO, DaemonProcess, agent, events_of, output_of
+from conftest import EXAMPLES, REPO, DaemonProcess, agent, events_of, output_of, wait_until
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.types import CallToolResult, TextContent
@@ -45,6 +45,17 @@ SECRET_SCRIPT = {
 }
 
 
+def gated_script(home: Path) -> dict[str, Any]:
+    """Work that ends once the test creates the file `go` in the home."""
+    return {
+        "steps": [
+            {"say": "waiting for go"},
+            {"wait_file": str(home / "go")},
+            {"result": {"outcome": "done", "summary": "went"}},
+        ]
+    }
+
+
 def config(home: Path) -> None:
     """The example agents by name, as scripts/demo configures them, and a secret asker."""
     agents = {
@@ -54,6 +65,7 @@ def config(home: Path) -> None:
         "reviewer": [sys.executable, str(EXAMPLES / "reviewer.py")],
         "long": [sys.executable, str(EXAMPLES / "long_task.py"), "60"],
         "secret": agent("q_ask.py", json.dumps(SECRET_SCRIPT)),
+        "gated": agent("q_ask.py", json.dumps(gated_script(home))),
     }
     write_config(
         home,
@@ -284,6 +296,35 @@ async def test_a_run_is_cancelled_and_errors_are_tool_errors(daemon: DaemonProce
         )
         assert too_long.is_error
         assert run_id in json.dumps(await call(session, "orca_status"))  # still serving
+
+
+async def test_a_wait_goes_on_across_an_orcad_restart(
+    make_daemon: Callable[..., DaemonProcess], daemon: DaemonProcess
+) -> None:
+    """orca_wait follows the run's events: orcad stopping and coming back in the middle of a
+    call (its sessions run on in their holders) loses nothing; the call returns at the end."""
+    async with mcp_session(daemon.env) as session:
+        run_id = (await call(session, "orca_run", agent="gated", prompt="go"))["run_id"]
+        first = await call(session, "orca_wait", run_id=run_id, timeout_seconds=0.5)
+        assert first["run"]["status"] == "running"
+        waited: dict[str, Any] = {}
+
+        def following() -> bool:
+            with daemon.client() as client:
+                return client.hello().subscriptions > 0
+
+        async def wait() -> None:
+            waited.update(await call(session, "orca_wait", run_id=run_id, timeout_seconds=40))
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(wait)
+            await anyio.to_thread.run_sync(wait_until, following, "orca_wait to subscribe")
+            await anyio.to_thread.run_sync(daemon.stop)
+            await anyio.to_thread.run_sync(make_daemon().start)
+            await anyio.Path(daemon.home / "go").touch()
+        assert waited["terminal"] is True
+        assert waited["run"]["status"] == "completed"
+        assert waited["run"]["sessions"][0]["summary"] == "went"
 
 
 async def test_a_plan_runs_to_its_end(daemon: DaemonProcess) -> None:
