@@ -187,15 +187,19 @@ def status(client: Client, run_id: str | None, ended: int) -> Json:
     return {"runs": runs, "ended_not_shown": every.ended_not_shown}
 
 
-def wait(client: Client, run_id: str, timeout: float) -> Json:
-    """Follow the run's events until it ends, one of its sessions asks a question, or `timeout`
-    (at most MAX_WAIT_SECONDS) has passed; then its status."""
+def wait(client: Client, run_id: str, timeout: float, after: int | None) -> Json:
+    """Follow the run's events after log position `after` until it ends, one of its sessions
+    asks a question, or `timeout` (at most MAX_WAIT_SECONDS) has passed; then its status and
+    the position it reflects (the next call's `after`). Without `after`, a question already
+    pending returns at once (the caller may not have seen it yet)."""
     started = time.monotonic()
     deadline = started + min(max(timeout, 0.0), MAX_WAIT_SECONDS)
     first = fetch_status(client, Status(run_id=run_id))
     run = first.runs[0]
-    if run.status not in TERMINAL_STATUSES:
-        events = client.follow(after=first.head_position, run_id=run.run_id, until=deadline)
+    shown_pending = after is None and _pending(run, {s.session_id: s for s in first.sessions})
+    if run.status not in TERMINAL_STATUSES and not shown_pending:
+        start = first.head_position if after is None else after
+        events = client.follow(after=start, run_id=run.run_id, until=deadline)
         with contextlib.closing(cast("Generator[EventRecord]", events)):  # ends the subscription
             for record in events:
                 event = decode(record)
@@ -205,18 +209,21 @@ def wait(client: Client, run_id: str, timeout: float) -> Json:
                     break
     now = fetch_status(client, Status(run_id=run.run_id))
     view = run_view(now.runs[0], now.sessions)
+    position = now.head_position
     if view["terminal"]:
         next_step = "the run has ended: see run.status, run.result and (a fan-out) run.synthesis"
     elif "pending" in view:
         next_step = (
             "the run waits for an answer: give it with orca_answer (a secret question: ask the "
-            "user to answer it with `orca answer RUN_ID`), then call orca_wait again"
+            f"user to answer it with `orca answer {run.run_id}`), then call orca_wait again "
+            f"with after={position}"
         )
     else:
-        next_step = "not ended yet: call orca_wait again"
+        next_step = f"not ended yet: call orca_wait again with after={position}"
     return {
         "run": view,
         "terminal": view["terminal"],
+        "position": position,
         "waited_seconds": round(time.monotonic() - started, 1),
         "next": next_step,
     }

@@ -30,12 +30,13 @@ INSTRUCTIONS = """\
 Orca (orcad) runs coding-agent sessions on this machine — Codex, Claude Code, or any configured \
 command agent — durably: runs go on when you disconnect, and survive orcad restarts.
 Start work with orca_run (one agent on a prompt), orca_debug (one prompt fanned out to several \
-agents, whose outputs one orchestrator then synthesizes) or orca_plan (a task graph). Each returns \
-a run_id at once. Then call orca_wait(run_id) again and again until it returns terminal: true; it \
-returns early when a session asks a question: answer it with orca_answer, except a secret one \
-(a password, token or key), which only a person answers (`orca answer RUN_ID` in a terminal). \
-orca_status shows a run (its sessions, tasks, questions, result and a fan-out's synthesis) or \
-all runs; orca_logs reads a run's output; orca_cancel stops a run or one of its sessions."""
+agents, whose outputs one orchestrator then synthesizes) or orca_plan (a task graph). Each \
+returns a run_id at once. Then call orca_wait(run_id), and again with after=<the position it \
+returned>, until it returns terminal: true. It returns early when a session asks a question: \
+answer it with orca_answer, except a secret one (a password, token or key), which only a person \
+answers (`orca answer RUN_ID` in a terminal). orca_status shows a run (its sessions, tasks, \
+questions, result and a fan-out's synthesis) or all runs; orca_logs reads a run's output; \
+orca_cancel stops a run or one of its sessions."""
 
 RUN_ID = Annotated[
     str, Field(description="the run's id (as a start tool returned it) or a unique prefix of it")
@@ -218,12 +219,22 @@ def build_server() -> MCPServer:
                 description=f"seconds to wait, at most {MAX_WAIT_SECONDS:.0f}",
             ),
         ] = MAX_WAIT_SECONDS,
+        after: Annotated[
+            int | None,
+            Field(
+                ge=0,
+                description="the position the previous orca_wait of this run returned: what "
+                "happened up to it (a question already shown) does not end this wait",
+            ),
+        ] = None,
     ) -> Json:
         """Wait until the run ends, or one of its sessions asks a question, or the timeout
-        passes; returns the run's status and whether it is terminal. Not terminal: call
-        orca_wait again (it follows the run's events; nothing is lost between calls). A pending
-        question is in run.pending: answer it with orca_answer, unless it is secret."""
-        return await _call(mcp_calls.wait, run_id, timeout_seconds)
+        passes; returns the run's status, whether it is terminal, and a position. Not terminal:
+        call orca_wait again with after=position (it follows the run's events, so nothing is
+        missed between calls). Without after, a question already pending returns at once. A
+        pending question is in run.pending: answer it with orca_answer, unless it is secret
+        (then the user answers it; waiting goes on meanwhile)."""
+        return await _call(mcp_calls.wait, run_id, timeout_seconds, after)
 
     @tool(server, READS)
     async def orca_logs(

@@ -116,14 +116,20 @@ def text_of(result: CallToolResult) -> str:
     return "".join(block.text for block in result.content if isinstance(block, TextContent))
 
 
-async def wait_until_terminal(session: ClientSession, run_id: str) -> dict[str, Any]:
+async def wait_until_terminal(
+    session: ClientSession, run_id: str, after: int | None = None
+) -> dict[str, Any]:
     """orca_wait again and again, as a model is told to, until the run has ended."""
     for _ in range(10):
-        waited = await call(session, "orca_wait", run_id=run_id, timeout_seconds=20)
+        arguments: dict[str, Any] = {"run_id": run_id, "timeout_seconds": 20}
+        if after is not None:
+            arguments["after"] = after
+        waited = await call(session, "orca_wait", **arguments)
         if waited["terminal"]:
             assert waited["run"]["terminal"] is True
             return waited
-        assert "call orca_wait again" in waited["next"]
+        assert f"call orca_wait again with after={waited['position']}" in waited["next"]
+        after = waited["position"]
     raise AssertionError(f"run {run_id} did not end: {waited}")
 
 
@@ -185,7 +191,7 @@ async def test_a_fan_out_is_started_waited_for_answered_and_its_synthesis_read(
         answered = await call(session, "orca_answer", run_id=run_id, text="python3.11")
         assert answered["request_id"] == pending["request_id"]
 
-        ended = await wait_until_terminal(session, run_id)
+        ended = await wait_until_terminal(session, run_id, waited["position"])
         run = ended["run"]
         assert run["status"] == "completed"
         assert run["kind"] == "fanout"
@@ -239,14 +245,18 @@ async def test_a_secret_question_is_refused_and_left_to_a_person(daemon: DaemonP
         assert "secret" in message and "only a person" in message
         assert f"orca answer {run_id}" in message
         assert "hunter2" not in message
-        still = await call(session, "orca_wait", run_id=run_id, timeout_seconds=1)
+        again = await call(session, "orca_wait", run_id=run_id, timeout_seconds=40)
+        assert again["waited_seconds"] < 40  # without after, a pending question is news
+        still = await call(
+            session, "orca_wait", run_id=run_id, timeout_seconds=1, after=waited["position"]
+        )
         assert still["run"]["status"] == "waiting_for_answer"  # nobody answered meanwhile:
         assert still["waited_seconds"] >= 1  # it waited the whole timeout
         assert still["run"]["pending"] == waited["run"]["pending"]
 
         person = daemon.orca("answer", run_id, "s3cret-token")  # a person, with the CLI
         assert person.returncode == 0, person.stderr
-        ended = await wait_until_terminal(session, run_id)
+        ended = await wait_until_terminal(session, run_id, still["position"])
         assert ended["run"]["status"] == "completed"
     log = json.dumps(events_of(daemon, run_id))
     assert "hunter2" not in log and "s3cret-token" not in log
@@ -333,14 +343,15 @@ async def test_a_plan_runs_to_its_end(daemon: DaemonProcess) -> None:
         run_id = (
             await call(session, "orca_plan", plan=plan, cwd=str(EXAMPLES), agent="investigator")
         )["run_id"]
-        answered = 0
+        answered, after = 0, {}
         for _ in range(10):
-            waited = await call(session, "orca_wait", run_id=run_id, timeout_seconds=20)
+            waited = await call(session, "orca_wait", run_id=run_id, timeout_seconds=20, **after)
             if waited["terminal"]:
                 break
             if "pending" in waited["run"]:
                 await call(session, "orca_answer", run_id=run_id, text="python3.13")
                 answered += 1
+            after = {"after": waited["position"]}
         assert answered == 1
         assert waited["run"]["status"] == "completed"
         assert {task["status"] for task in waited["run"]["tasks"]} == {"done"}

@@ -77,7 +77,8 @@ An orcad on a home of its own: codex mcp add orca --env ORCA_HOME=DIR -- orca mc
 (claude: -e ORCA_HOME=DIR).
 
 tools: orca_run, orca_debug, orca_plan (start work, return a run id at once); orca_wait (at
-most 50 s a call: until the run ends or asks a question; call it again); orca_status; orca_logs;
+most 50 s a call: until the run ends or asks a question; then again, from the position it
+returned); orca_status; orca_logs;
 orca_answer (never a secret question: only a person answers those, with orca answer);
 orca_cancel. orcad must be running (orca daemon start); until it is, each tool call fails
 saying so. Needs the MCP SDK: pip install 'orca[mcp]' (else exit status 2)."""
