@@ -240,34 +240,32 @@ def logs(client: Client, run_id: str, after: int, max_chars: int, tail: bool) ->
     budget = min(max(max_chars, 1), MAX_LOG_CHARS)
     found = fetch_status(client, Status(run_id=run_id))
     run = found.runs[0]
-    chunks: deque[Json] = deque()
+    pieces: deque[OutputAppended] = deque()
     size = 0
     position = after
-    cut = False
-    left_out = False
+    cut = dropped = False
     for record in _records(client, run.run_id, after):
         event = decode(record)
         if isinstance(event, OutputAppended):
             if not tail and size and size + len(event.text) > budget:
                 cut = True
                 break
-            _append(chunks, event)
+            pieces.append(event)
             size += len(event.text)
-            while tail and size > budget:
-                left_out = True
-                size -= _trim(chunks[0], size - budget)
-                if not chunks[0]["text"]:
-                    chunks.popleft()
+            while tail and size - len(pieces[0].text) >= budget:
+                size -= len(pieces.popleft().text)
+                dropped = True
         position = record.position
+    chunks = _chunks(pieces, keep=budget if tail else None)
     result: Json = {
         "run_id": run.run_id,
         "run_status": run.status,
-        "chunks": list(chunks),
+        "chunks": chunks,
         "next_after": position,
         "more": cut,
     }
     if tail:
-        result["earlier_output_left_out"] = left_out
+        result["earlier_output_left_out"] = dropped or size > budget
     result["next"] = (
         f"more output follows: call orca_logs again with after={position}"
         if cut
@@ -288,23 +286,31 @@ def _records(client: Client, run_id: str, after: int) -> Generator[EventRecord]:
         after = page.events[-1].position
 
 
-def _append(chunks: deque[Json], event: OutputAppended) -> None:
-    last = chunks[-1] if chunks else None
-    if last is not None and (last["session_id"], last["stream"]) == (
-        event.session_id,
-        event.stream,
-    ):
-        last["text"] += event.text
-    else:
-        chunks.append({"session_id": event.session_id, "stream": event.stream, "text": event.text})
-
-
-def _trim(chunk: Json, excess: int) -> int:
-    """Drop up to `excess` characters from the start of `chunk`; returns how many went."""
-    text: str = chunk["text"]
-    gone = min(excess, len(text))
-    chunk["text"] = text[gone:]
-    return gone
+def _chunks(pieces: deque[OutputAppended], keep: int | None) -> list[Json]:
+    """Output events joined into chunks, one per run of the same session and stream; with
+    `keep`, only the last `keep` characters."""
+    chunks: list[Json] = []
+    texts: list[str] = []
+    for event in pieces:
+        if not chunks or (chunks[-1]["session_id"], chunks[-1]["stream"]) != (
+            event.session_id,
+            event.stream,
+        ):
+            if chunks:
+                chunks[-1]["text"] = "".join(texts)
+            chunks.append({"session_id": event.session_id, "stream": event.stream})
+            texts = []
+        texts.append(event.text)
+    if chunks:
+        chunks[-1]["text"] = "".join(texts)
+    excess = 0 if keep is None else sum(len(c["text"]) for c in chunks) - keep
+    while excess > 0:
+        first: str = chunks[0]["text"]
+        chunks[0]["text"] = first[excess:]
+        excess -= len(first)
+        if not chunks[0]["text"]:
+            chunks.pop(0)
+    return chunks
 
 
 # --------------------------------------------------------------------------- acting on a run

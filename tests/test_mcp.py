@@ -227,6 +227,9 @@ async def test_a_fan_out_is_started_waited_for_answered_and_its_synthesis_read(
         tail = await call(session, "orca_logs", run_id=run_id, max_chars=100, tail=True)
         assert "".join(chunk["text"] for chunk in tail["chunks"]) == text[-100:]
         assert tail["earlier_output_left_out"] is True
+        everything = await call(session, "orca_logs", run_id=run_id, max_chars=10_000, tail=True)
+        assert everything["chunks"] == whole["chunks"]
+        assert everything["earlier_output_left_out"] is False
 
     [answer] = [e for e in events_of(daemon, run_id) if e["type"] == "question_answered"]
     assert answer["answered_by"].startswith("orca-mcp:")
