@@ -314,6 +314,8 @@ class HelloResult(Struct, frozen=True):
     """Open subscriptions (a disconnected peer's are closed at once)."""
     subscription_open: bool | None = None
     """Whether the `subscription` asked about is open on this connection (None: not asked)."""
+    requests: list[str] = msgspec.field(default_factory=list)
+    """Every request type this daemon serves: how a client detects a feature before using it."""
 
 
 class RunStarted(Struct, frozen=True):
@@ -454,6 +456,8 @@ REQUEST_TYPES: tuple[type[Struct], ...] = (
     Shutdown,
     Reload,
 )
+REQUEST_NAMES: tuple[str, ...] = tuple(str(kind.__struct_config__.tag) for kind in REQUEST_TYPES)
+"""The `type` of every request, as `hello` lists them."""
 RESULT_TYPES: dict[type[Struct], type[Struct]] = {
     Hello: HelloResult,
     Status: StatusResult,
