@@ -9,7 +9,8 @@ import { dirname } from "node:path";
 import * as vscode from "vscode";
 
 import { type AnswerUI, collectAnswer } from "./answer";
-import { BridgeClient, OrcaError } from "./bridge";
+import { BridgeClient, type DaemonNotification, OrcaError } from "./bridge";
+import { LiveRuns } from "./live";
 import { RunLog, loadRunLog } from "./log";
 import { type OrcaNode, RunsModel, type WaitingQuestion } from "./model";
 import type { EventRecord, PendingQuestion, Plan } from "./protocol.generated";
@@ -38,8 +39,8 @@ class Orca implements vscode.TreeDataProvider<OrcaNode> {
   private readonly logs = new Map<string, OpenLog>();
   private readonly notified = new Set<string>();
   private readonly bridge: BridgeClient;
+  private readonly live: LiveRuns;
   private redraw: NodeJS.Timeout | undefined;
-  private following = false;
 
   constructor(private readonly context: vscode.ExtensionContext) {
     const config = vscode.workspace.getConfiguration("orca");
@@ -54,11 +55,10 @@ class Orca implements vscode.TreeDataProvider<OrcaNode> {
     this.bridge.on("stderr", (line: string) => this.output.appendLine(line));
     this.bridge.on("spawnError", (e: Error) => this.unavailable(`cannot start orca bridge: ${e.message}`));
     this.bridge.on("exited", (code: number | null) => this.output.appendLine(`orca bridge exited (${code}); restarting`));
-    this.bridge.on("started", () => void this.refresh());
+    this.live = new LiveRuns(this.bridge, this.model, (m) => this.unavailable(m), (e) => this.failed(e));
     this.bridge.on("record", (record: EventRecord) => this.record(record));
-    this.bridge.on("daemon", (note: { state: string; message?: string }) => {
-      if (note.state === "unavailable") this.unavailable(note.message ?? "orcad is not answering");
-      else void this.refresh();
+    this.bridge.on("daemon", (note: DaemonNotification) => {
+      if (note.state === "available") this.view.message = undefined;
     });
     const commands: Record<string, (node?: OrcaNode) => Promise<unknown>> = {
       "orca.refresh": () => this.refresh(),
@@ -81,6 +81,7 @@ class Orca implements vscode.TreeDataProvider<OrcaNode> {
   }
 
   async dispose(): Promise<void> {
+    await this.live.dispose();
     await this.bridge.dispose();
   }
 
@@ -117,25 +118,10 @@ class Orca implements vscode.TreeDataProvider<OrcaNode> {
   // --- live state ---
 
   private async refresh(): Promise<void> {
-    try {
-      const status = await this.bridge.request("status", {});
-      this.model.applyStatus(status);
-      this.view.message = undefined;
-      if (!this.following) {
-        this.following = true;
-        await this.bridge.follow(status.head_position).catch((e) => {
-          this.following = false;
-          throw e;
-        });
-      }
-    } catch (error) {
-      if (error instanceof OrcaError && error.orcaCode === "daemon_unavailable") this.unavailable(error.message);
-      else if (!(error instanceof OrcaError && error.orcaCode === "bridge_exited")) throw error;
-    }
+    if (await this.live.refresh()) this.view.message = undefined;
   }
 
   private record(record: EventRecord): void {
-    this.model.applyEvent(record);
     for (const open of this.logs.values()) {
       if (open.held) open.held.push(record);
       else open.channel.append(open.log.append(record));
