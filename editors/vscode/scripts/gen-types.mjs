@@ -17,7 +17,9 @@ function read(folder, file) {
 }
 
 function jsonFiles(folder) {
-  return readdirSync(join(schemas, folder)).filter((f) => f.endsWith(".json")).sort();
+  return readdirSync(join(schemas, folder))
+    .filter((f) => f.endsWith(".json"))
+    .sort();
 }
 
 /** The name of the type a schema file describes: its `$ref`'s target, else its title. */

@@ -20,8 +20,7 @@ export interface EventNotification extends EventRecord {
 
 /** A `daemon` notification: orcad became unreachable, or is back. */
 export type DaemonNotification =
-  | { state: "unavailable"; message: string }
-  | { state: "available"; instance: string; restarted: boolean };
+  { state: "unavailable"; message: string } | { state: "available"; instance: string; restarted: boolean };
 
 /** Codes of errors the client raises itself (not from the bridge). */
 export const BRIDGE_EXITED = -32099;
@@ -114,9 +113,7 @@ export class BridgeClient extends EventEmitter {
     const child = spawn(this.options.executable, args, { env, stdio: ["pipe", "pipe", "pipe"] });
     this.process = child;
     child.stdin.on("error", () => undefined); // a dead bridge: 'exit' handles it
-    createInterface({ input: child.stdout, crlfDelay: Infinity }).on("line", (line) =>
-      this.received(line),
-    );
+    createInterface({ input: child.stdout, crlfDelay: Infinity }).on("line", (line) => this.received(line));
     createInterface({ input: child.stderr, crlfDelay: Infinity }).on("line", (line) =>
       this.emit("stderr", line),
     );
@@ -201,7 +198,10 @@ export class BridgeClient extends EventEmitter {
   private async subscribe(state: FollowState): Promise<void> {
     this.subscribing++;
     try {
-      const params = state.runId === undefined ? { after: state.position } : { after: state.position, run_id: state.runId };
+      const params =
+        state.runId === undefined
+          ? { after: state.position }
+          : { after: state.position, run_id: state.runId };
       const { subscription } = await this.request("subscribe", params);
       state.bridgeId = subscription;
     } finally {
@@ -273,7 +273,12 @@ export class BridgeClient extends EventEmitter {
     for (const [id, pending] of this.pending) {
       this.pending.delete(id);
       pending.reject(
-        new OrcaError("orca bridge exited before it answered", BRIDGE_EXITED, "bridge_exited", pending.method),
+        new OrcaError(
+          "orca bridge exited before it answered",
+          BRIDGE_EXITED,
+          "bridge_exited",
+          pending.method,
+        ),
       );
     }
     this.emit("exited", code, signal);

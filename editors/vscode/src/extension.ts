@@ -54,8 +54,15 @@ class Orca implements vscode.TreeDataProvider<OrcaNode> {
     this.model.onChange(() => this.scheduleRedraw());
     this.bridge.on("stderr", (line: string) => this.output.appendLine(line));
     this.bridge.on("spawnError", (e: Error) => this.unavailable(`cannot start orca bridge: ${e.message}`));
-    this.bridge.on("exited", (code: number | null) => this.output.appendLine(`orca bridge exited (${code}); restarting`));
-    this.live = new LiveRuns(this.bridge, this.model, (m) => this.unavailable(m), (e) => this.failed(e));
+    this.bridge.on("exited", (code: number | null) =>
+      this.output.appendLine(`orca bridge exited (${code}); restarting`),
+    );
+    this.live = new LiveRuns(
+      this.bridge,
+      this.model,
+      (m) => this.unavailable(m),
+      (e) => this.failed(e),
+    );
     this.bridge.on("record", (record: EventRecord) => this.record(record));
     this.bridge.on("daemon", (note: DaemonNotification) => {
       if (note.state === "available") this.view.message = undefined;
@@ -71,7 +78,9 @@ class Orca implements vscode.TreeDataProvider<OrcaNode> {
     };
     for (const [name, handler] of Object.entries(commands)) {
       context.subscriptions.push(
-        vscode.commands.registerCommand(name, (node?: OrcaNode) => handler(node).catch((e) => this.failed(e))),
+        vscode.commands.registerCommand(name, (node?: OrcaNode) =>
+          handler(node).catch((e) => this.failed(e)),
+        ),
       );
     }
   }
@@ -160,9 +169,17 @@ class Orca implements vscode.TreeDataProvider<OrcaNode> {
     if (!cwd) return;
     const agent = await vscode.window.showQuickPick(await this.agentNames(), { title: "Orca: agent" });
     if (!agent) return;
-    const prompt = await vscode.window.showInputBox({ title: `Orca: prompt for ${agent}`, ignoreFocusOut: true });
+    const prompt = await vscode.window.showInputBox({
+      title: `Orca: prompt for ${agent}`,
+      ignoreFocusOut: true,
+    });
     if (!prompt) return;
-    const started = await this.bridge.request("run", { cwd, agent, prompt, search_path: process.env.PATH ?? null });
+    const started = await this.bridge.request("run", {
+      cwd,
+      agent,
+      prompt,
+      search_path: process.env.PATH ?? null,
+    });
     vscode.window.showInformationMessage(`Orca: run ${started.run_id} started`);
   }
 
@@ -174,15 +191,26 @@ class Orca implements vscode.TreeDataProvider<OrcaNode> {
       canPickMany: true,
     });
     if (!agents?.length) return;
-    const prompt = await vscode.window.showInputBox({ title: "Orca: what should they debug?", ignoreFocusOut: true });
+    const prompt = await vscode.window.showInputBox({
+      title: "Orca: what should they debug?",
+      ignoreFocusOut: true,
+    });
     if (!prompt) return;
-    const started = await this.bridge.request("debug", { cwd, agents, prompt, search_path: process.env.PATH ?? null });
-    vscode.window.showInformationMessage(`Orca: fan-out ${started.run_id} started (${agents.length} workers)`);
+    const started = await this.bridge.request("debug", {
+      cwd,
+      agents,
+      prompt,
+      search_path: process.env.PATH ?? null,
+    });
+    vscode.window.showInformationMessage(
+      `Orca: fan-out ${started.run_id} started (${agents.length} workers)`,
+    );
   }
 
   private async startPlan(): Promise<void> {
     const [file] =
-      (await vscode.window.showOpenDialog({ title: "Orca: a plan (JSON)", filters: { Plan: ["json"] } })) ?? [];
+      (await vscode.window.showOpenDialog({ title: "Orca: a plan (JSON)", filters: { Plan: ["json"] } })) ??
+      [];
     if (!file) return;
     const plan: unknown = JSON.parse(Buffer.from(await vscode.workspace.fs.readFile(file)).toString("utf8"));
     const cwd = this.cwd() ?? dirname(file.fsPath);
@@ -233,7 +261,9 @@ class Orca implements vscode.TreeDataProvider<OrcaNode> {
     if (!sure) return;
     const params = session ? { run_id: runId, session_id: session.session_id } : { run_id: runId };
     const result = await this.bridge.request("cancel", { ...params, reason: "cancelled from VS Code" });
-    vscode.window.showInformationMessage(`Orca: ${what} ${result.already_terminal ? "had already ended" : "cancelled"}`);
+    vscode.window.showInformationMessage(
+      `Orca: ${what} ${result.already_terminal ? "had already ended" : "cancelled"}`,
+    );
   }
 
   private async showLog(node?: OrcaNode): Promise<void> {
@@ -259,12 +289,15 @@ class Orca implements vscode.TreeDataProvider<OrcaNode> {
   }
 
   private async pickRun(title: string): Promise<OrcaNode | undefined> {
-    const items = this.model.roots().map((node) => ({ label: this.model.describe(node)?.label ?? node.id, node }));
+    const items = this.model
+      .roots()
+      .map((node) => ({ label: this.model.describe(node)?.label ?? node.id, node }));
     return (await vscode.window.showQuickPick(items, { title }))?.node;
   }
 
   private async pickFolder(): Promise<string | undefined> {
-    const [folder] = (await vscode.window.showOpenDialog({ canSelectFolders: true, canSelectFiles: false })) ?? [];
+    const [folder] =
+      (await vscode.window.showOpenDialog({ canSelectFolders: true, canSelectFiles: false })) ?? [];
     return folder?.fsPath;
   }
 

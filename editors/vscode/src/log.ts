@@ -32,7 +32,9 @@ export class RunLog {
       case "output_appended":
         return this.output(session, event.text as string);
       case "question_asked":
-        return this.note((event.questions as Question[]).map((q) => `asks: [${q.id}] ${q.question}`).join("\n"));
+        return this.note(
+          (event.questions as Question[]).map((q) => `asks: [${q.id}] ${q.question}`).join("\n"),
+        );
       case "question_answered":
         return this.note(`answered by ${event.answered_by as string}`);
       case "question_cleared":

@@ -161,8 +161,7 @@ export class RunsModel {
     }
     if (!run) return;
     run.updated_at = at;
-    const session =
-      typeof event.session_id === "string" ? this.sessions.get(event.session_id) : undefined;
+    const session = typeof event.session_id === "string" ? this.sessions.get(event.session_id) : undefined;
     switch (event.type) {
       case "run_status_changed":
         run.status = event.status as RunStatus;
@@ -340,8 +339,7 @@ function describeRun(run: RunInfo, sessions: SessionInfo[]): NodeView {
     tooltip: tooltip.filter(Boolean).join("\n"),
     contextValue: waiting ? "run.waiting" : ended ? "run.ended" : "run.live",
     icon: runIcon(run.status),
-    collapsible:
-      (run.child_run_ids?.length ?? 0) + (run.tasks?.length ?? 0) + sessions.length > 0,
+    collapsible: (run.child_run_ids?.length ?? 0) + (run.tasks?.length ?? 0) + sessions.length > 0,
   };
 }
 

@@ -2,12 +2,20 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 
-import { type AnswerUI, OTHER_LABEL, type PickItem, type QuestionPrompt, collectAnswer, promptsFor } from "../src/answer";
+import {
+  type AnswerUI,
+  OTHER_LABEL,
+  type PickItem,
+  type QuestionPrompt,
+  collectAnswer,
+  promptsFor,
+} from "../src/answer";
 import type { PendingQuestion } from "../src/protocol.generated";
 
 /** A UI that gives scripted replies and records what it was shown. */
 function scripted(replies: Array<string | undefined>) {
-  const shown: Array<{ how: string; title: string; items?: string[]; password?: boolean; refusal?: string }> = [];
+  const shown: Array<{ how: string; title: string; items?: string[]; password?: boolean; refusal?: string }> =
+    [];
   const ui: AnswerUI = {
     async pick(prompt: QuestionPrompt, items: PickItem[]) {
       shown.push({ how: "pick", title: prompt.title, items: items.map((i) => i.label) });
@@ -27,7 +35,13 @@ const pending: PendingQuestion = {
   session_id: "r.1",
   asked_at: 1,
   questions: [
-    { id: "runtime", header: "Runtime", question: "Which runtime?", options: [{ label: "py311", description: "CI" }, { label: "py313" }], isOther: true },
+    {
+      id: "runtime",
+      header: "Runtime",
+      question: "Which runtime?",
+      options: [{ label: "py311", description: "CI" }, { label: "py313" }],
+      isOther: true,
+    },
     { id: "strict", question: "Strict mode?", options: [{ label: "yes" }, { label: "no" }] },
     { id: "name", question: "Branch name?" },
     { id: "token", header: "Token", question: "API token?", isSecret: true, options: [{ label: "ignored" }] },
@@ -56,12 +70,15 @@ describe("answer flow", () => {
       answers: { runtime: ["py313"], strict: ["no"], name: ["fix-parser"], token: ["s3cret"] },
       answered_by: "orca-vscode:me",
     });
-    assert.deepEqual(shown.map((s) => [s.how, s.items ?? s.password]), [
-      ["pick", ["py311", "py313", OTHER_LABEL]],
-      ["pick", ["yes", "no"]],
-      ["input", false],
-      ["input", true],
-    ]);
+    assert.deepEqual(
+      shown.map((s) => [s.how, s.items ?? s.password]),
+      [
+        ["pick", ["py311", "py313", OTHER_LABEL]],
+        ["pick", ["yes", "no"]],
+        ["input", false],
+        ["input", true],
+      ],
+    );
   });
 
   it("lets the user type their own answer when the question allows other answers", async () => {
@@ -69,18 +86,29 @@ describe("answer flow", () => {
     const params = await collectAnswer("r", pending, ui);
     assert.deepEqual(params?.answers?.runtime, ["pypy"]);
     assert.equal(params?.answered_by, undefined, "the bridge names who answered when we do not");
-    assert.deepEqual(shown.slice(0, 2).map((s) => s.how), ["pick", "input"]);
+    assert.deepEqual(
+      shown.slice(0, 2).map((s) => s.how),
+      ["pick", "input"],
+    );
   });
 
   it("asks again after an empty answer, which the input box refuses", async () => {
     const single: PendingQuestion = { ...pending, questions: [{ id: "name", question: "Branch?" }] };
     const { ui, shown } = scripted(["", "main"]);
     assert.deepEqual((await collectAnswer("r", single, ui))?.answers, { name: ["main"] });
-    assert.deepEqual(shown.map((s) => s.refusal), ["an answer cannot be empty", undefined]);
+    assert.deepEqual(
+      shown.map((s) => s.refusal),
+      ["an answer cannot be empty", undefined],
+    );
   });
 
   it("sends nothing when the user dismisses any question", async () => {
-    for (const replies of [[undefined], ["py311", undefined], [OTHER_LABEL, undefined], ["py311", "yes", "x", undefined]]) {
+    for (const replies of [
+      [undefined],
+      ["py311", undefined],
+      [OTHER_LABEL, undefined],
+      ["py311", "yes", "x", undefined],
+    ]) {
       const { ui } = scripted(replies);
       assert.equal(await collectAnswer("r", pending, ui), undefined);
     }

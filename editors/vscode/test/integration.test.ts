@@ -40,7 +40,8 @@ describe("through a real orca bridge and orcad", () => {
   const positions: number[] = [];
 
   const runLog = (runId: string) => loadRunLog((p) => bridge.request("read", p), new RunLog(runId));
-  const ended = (runId: string) => ["completed", "failed", "cancelled"].includes(model.run(runId)?.status ?? "");
+  const ended = (runId: string) =>
+    ["completed", "failed", "cancelled"].includes(model.run(runId)?.status ?? "");
 
   before(async () => {
     home = makeHome();
@@ -57,8 +58,15 @@ describe("through a real orca bridge and orcad", () => {
   });
 
   it("answers a question through the answer flow; the model follows the run to completed", async () => {
-    const { run_id } = await bridge.request("run", { cwd: EXAMPLES, agent: "asker", prompt: "fix the parser" });
-    const waiting = await until(() => model.waitingQuestions().find((w) => w.runId === run_id), "the question");
+    const { run_id } = await bridge.request("run", {
+      cwd: EXAMPLES,
+      agent: "asker",
+      prompt: "fix the parser",
+    });
+    const waiting = await until(
+      () => model.waitingQuestions().find((w) => w.runId === run_id),
+      "the question",
+    );
     assert.equal(model.run(run_id)?.status, "waiting_for_answer");
     assert.equal(waiting.pending.questions[0]?.question, "Which runtime should the fix target?");
 
@@ -83,10 +91,12 @@ describe("through a real orca bridge and orcad", () => {
     const secret = "hunter2-not-for-logs";
     const script = {
       steps: [
-        { ask: [
-          { id: "token", header: "Token", question: "The deploy token?", isSecret: true },
-          { id: "env", question: "Which environment?", options: [{ label: "staging" }, { label: "prod" }] },
-        ] },
+        {
+          ask: [
+            { id: "token", header: "Token", question: "The deploy token?", isSecret: true },
+            { id: "env", question: "Which environment?", options: [{ label: "staging" }, { label: "prod" }] },
+          ],
+        },
         { result: { outcome: "done", summary: "deployed" } },
       ],
     };
@@ -95,7 +105,10 @@ describe("through a real orca bridge and orcad", () => {
       command: ["python3", join(TEST_AGENTS, "q_ask.py"), JSON.stringify(script)],
       prompt: "deploy",
     });
-    const waiting = await until(() => model.waitingQuestions().find((w) => w.runId === run_id), "the questions");
+    const waiting = await until(
+      () => model.waitingQuestions().find((w) => w.runId === run_id),
+      "the questions",
+    );
     const { ui, offered } = scripted([secret, "prod"]);
     await bridge.request("answer", (await collectAnswer(run_id, waiting.pending, ui))!);
     assert.deepEqual(offered, [["(password)"], ["staging", "prod"]]);
@@ -103,7 +116,11 @@ describe("through a real orca bridge and orcad", () => {
     await until(() => model.run(run_id)?.status === "completed", "the run to complete");
     const log = await runLog(run_id);
     const digest = createHash("sha256").update(secret).digest("hex");
-    assert.match(log, new RegExp(`"token": \\{"answers": \\["sha256:${digest}"\\]`), "the agent got the secret");
+    assert.match(
+      log,
+      new RegExp(`"token": \\{"answers": \\["sha256:${digest}"\\]`),
+      "the agent got the secret",
+    );
     assert.match(log, /"env": \{"answers": \["prod"\]/);
     const everything = await bridge.request("read", { after: 0, limit: 10000 });
     assert.ok(!JSON.stringify(everything).includes(secret), "the secret is in no event");
@@ -121,7 +138,9 @@ describe("through a real orca bridge and orcad", () => {
     const run = model.run(started.run_id)!;
     assert.equal(run.status, "completed");
     assert.equal(run.kind, "fanout");
-    const sessions = model.children(runNode).map((n) => (n.kind === "session" ? model.session(n.sessionId) : undefined));
+    const sessions = model
+      .children(runNode)
+      .map((n) => (n.kind === "session" ? model.session(n.sessionId) : undefined));
     assert.deepEqual(
       sessions.map((s) => [s?.role, s?.agent, s?.status]),
       [
@@ -143,7 +162,10 @@ describe("through a real orca bridge and orcad", () => {
     assert.equal(result.already_terminal, false);
     await until(() => model.run(run_id)?.status === "cancelled", "the run to be cancelled");
     assert.equal(model.run(run_id)?.reason, "cancelled from VS Code");
-    assert.equal(model.describe({ kind: "run", id: `run:${run_id}`, runId: run_id })?.contextValue, "run.ended");
+    assert.equal(
+      model.describe({ kind: "run", id: `run:${run_id}`, runId: run_id })?.contextValue,
+      "run.ended",
+    );
   });
 
   it("a request orcad refuses fails with orcad's code", async () => {
@@ -154,8 +176,14 @@ describe("through a real orca bridge and orcad", () => {
       return true;
     };
     await assert.rejects(bridge.request("cancel", { run_id: "nosuchrun" }), refused("not_found"));
-    const done = model.roots().map((n) => (n.kind === "run" ? model.run(n.runId) : undefined)).find((r) => r?.status === "completed");
-    await assert.rejects(bridge.request("answer", { run_id: done!.run_id, text: "late" }), refused("invalid_state"));
+    const done = model
+      .roots()
+      .map((n) => (n.kind === "run" ? model.run(n.runId) : undefined))
+      .find((r) => r?.status === "completed");
+    await assert.rejects(
+      bridge.request("answer", { run_id: done!.run_id, text: "late" }),
+      refused("invalid_state"),
+    );
   });
 
   it("restarts a bridge that died; requests cut short say so; the events go on with no gap", async () => {
@@ -164,14 +192,25 @@ describe("through a real orca bridge and orcad", () => {
     process.kill(first, "SIGKILL");
     await cut.then(
       () => undefined, // it may have been answered first
-      (error: unknown) => assert.ok(error instanceof OrcaError && error.code === BRIDGE_EXITED && error.orcaCode === "bridge_exited"),
+      (error: unknown) =>
+        assert.ok(
+          error instanceof OrcaError && error.code === BRIDGE_EXITED && error.orcaCode === "bridge_exited",
+        ),
     );
     await until(() => !alive(first) && bridge.pid !== undefined && bridge.pid !== first, "a new bridge");
-    const { run_id } = await bridge.request("run", { cwd: EXAMPLES, agent: "reviewer", prompt: "after the restart" });
+    const { run_id } = await bridge.request("run", {
+      cwd: EXAMPLES,
+      agent: "reviewer",
+      prompt: "after the restart",
+    });
     await until(() => model.run(run_id)?.status === "completed", "the run after the restart to complete");
 
     assert.ok(positions.length > 0);
-    assert.deepEqual(positions, positions.map((_, i) => positions[0]! + i), "every position once, in order");
+    assert.deepEqual(
+      positions,
+      positions.map((_, i) => positions[0]! + i),
+      "every position once, in order",
+    );
     assert.equal(model.position, positions[positions.length - 1]);
   });
 
@@ -181,7 +220,9 @@ describe("through a real orca bridge and orcad", () => {
     const shape = (m: RunsModel) =>
       m.roots().map((node) => {
         const run = node.kind === "run" ? m.run(node.runId) : undefined;
-        const children = m.children(node).map((c) => (c.kind === "session" ? m.session(c.sessionId)?.status : c.id));
+        const children = m
+          .children(node)
+          .map((c) => (c.kind === "session" ? m.session(c.sessionId)?.status : c.id));
         return [run?.run_id, run?.status, run?.kind, children, m.describe(node)?.description];
       });
     assert.deepEqual(shape(model), shape(fresh));

@@ -17,13 +17,22 @@ export function makeHome(): string {
     `[agents.${name}]\ncommand = ["python3", ${JSON.stringify(join(EXAMPLES, file))}]\n`;
   writeFileSync(
     join(home, "config.toml"),
-    agent("asker", "asker.py") + agent("reviewer", "reviewer.py") + agent("tester", "failing.py") + agent("long", "long_task.py"),
+    agent("asker", "asker.py") +
+      agent("reviewer", "reviewer.py") +
+      agent("tester", "failing.py") +
+      agent("long", "long_task.py"),
   );
   return home;
 }
 
 export function bridgeFor(home: string, options: Partial<BridgeOptions> = {}): BridgeClient {
-  const bridge = new BridgeClient({ executable: "orca", home, startDaemon: true, restartDelayMs: 100, ...options });
+  const bridge = new BridgeClient({
+    executable: "orca",
+    home,
+    startDaemon: true,
+    restartDelayMs: 100,
+    ...options,
+  });
   bridge.on("stderr", (line: string) => process.stderr.write(`[bridge] ${line}\n`));
   return bridge;
 }
@@ -52,7 +61,11 @@ export function alive(pid: number): boolean {
 
 /** Polls `condition` until it holds; fails naming `what` if it never does (a bound against
  * hanging, not a timing assertion). */
-export async function until<T>(condition: () => T | undefined | false, what: string, timeoutMs = 60_000): Promise<T> {
+export async function until<T>(
+  condition: () => T | undefined | false,
+  what: string,
+  timeoutMs = 60_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = condition();
