@@ -76,6 +76,14 @@ class Orca implements vscode.TreeDataProvider<OrcaNode> {
       "orca.cancel": (node) => this.cancel(node),
       "orca.showLog": (node) => this.showLog(node),
     };
+    context.subscriptions.push(
+      vscode.workspace.onDidChangeConfiguration((change) => {
+        if (!change.affectsConfiguration("orca")) return;
+        void vscode.window
+          .showInformationMessage("Orca: the settings apply after a reload of the window", "Reload Window")
+          .then((choice) => choice && vscode.commands.executeCommand("workbench.action.reloadWindow"));
+      }),
+    );
     for (const [name, handler] of Object.entries(commands)) {
       context.subscriptions.push(
         vscode.commands.registerCommand(name, (node?: OrcaNode) =>
