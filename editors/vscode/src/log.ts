@@ -1,9 +1,11 @@
 /**
  * A run's log as text for an output channel: its agents' output, and a line for each question,
- * answer, session end and run outcome. Pure: fed the run's events (from `read`, then live), it
+ * answer, session end and the run's outcome. Pure: fed the run's events (from `read`, then live), it
  * returns what to append, each position once.
  */
 import type { EventRecord, Question } from "./protocol.generated";
+
+const TERMINAL: ReadonlySet<string> = new Set(["completed", "failed", "cancelled"]);
 
 type Ev = { type: string; run_id: string; session_id?: string; [key: string]: unknown };
 
@@ -44,6 +46,7 @@ export class RunLog {
         return this.note(`session ${session} ${event.status as string}: ${summary}`);
       }
       case "run_status_changed": {
+        if (!TERMINAL.has(event.status as string)) return "";
         const reason = event.reason ? `: ${event.reason as string}` : "";
         return this.note(`run ${(event.status as string).replaceAll("_", " ")}${reason}`);
       }
