@@ -2,6 +2,7 @@
 // the model follows runs live, the answer flow answers questions (a secret too), cancel, errors
 // with orcad's code, and a bridge that dies is restarted with no gap in the events.
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { rmSync } from "node:fs";
 import { join } from "node:path";
@@ -9,7 +10,7 @@ import { after, before, describe, it } from "node:test";
 
 import { type AnswerUI, OTHER_LABEL } from "../src/answer";
 import { collectAnswer } from "../src/answer";
-import { BRIDGE_EXITED, type BridgeClient, OrcaError } from "../src/bridge";
+import { BRIDGE_EXITED, type BridgeClient, type DaemonNotification, OrcaError } from "../src/bridge";
 import { LiveRuns } from "../src/live";
 import { RunLog, loadRunLog } from "../src/log";
 import { RunsModel } from "../src/model";
@@ -48,7 +49,9 @@ describe("through a real orca bridge and orcad", () => {
     bridge = bridgeFor(home);
     bridge.on("record", (record: EventRecord) => positions.push(record.position));
     const trouble: string[] = [];
-    bridge.on("spawnError", (error: Error) => trouble.push(`cannot run orca (is it on PATH?): ${error.message}`));
+    bridge.on("spawnError", (error: Error) =>
+      trouble.push(`cannot run orca (is it on PATH?): ${error.message}`),
+    );
     live = new LiveRuns(bridge, model, (message) => trouble.push(message));
     bridge.start();
     assert.equal(await live.refresh(), true, `orca bridge does not answer: ${trouble.join("; ")}`);
@@ -129,6 +132,11 @@ describe("through a real orca bridge and orcad", () => {
       "the agent got the secret",
     );
     assert.match(log, /"env": \{"answers": \["prod"\]/);
+    assert.match(
+      log,
+      /── answered by orca-bridge:/,
+      "the bridge names who answered when the client does not",
+    );
     const everything = await bridge.request("read", { after: 0, limit: 10000 });
     assert.ok(!JSON.stringify(everything).includes(secret), "the secret is in no event");
   });
@@ -221,6 +229,42 @@ describe("through a real orca bridge and orcad", () => {
     assert.equal(model.position, positions[positions.length - 1]);
   });
 
+  it("stays live across a restart of orcad, and says when orcad went and came back", async () => {
+    const notes: DaemonNotification[] = [];
+    const listener = (note: DaemonNotification) => notes.push(note);
+    bridge.on("daemon", listener);
+    try {
+      const before = await bridge.request("hello", {});
+      await bridge.request("shutdown", {});
+      await until(() => !alive(before.pid), "orcad to stop");
+      await until(() => notes.find((n) => n.state === "unavailable"), "the bridge to say orcad is gone");
+      execFileSync("orca", ["daemon", "start"], {
+        env: { ...process.env, ORCA_HOME: home },
+        stdio: "ignore",
+      });
+      const back = await until(
+        () => notes.find((n) => n.state === "available"),
+        "the bridge to say orcad is back",
+      );
+      assert.deepEqual(
+        notes.map((n) => n.state),
+        ["unavailable", "available"],
+      );
+      assert.notEqual(back.state === "available" && back.instance, before.instance);
+      const { run_id } = await bridge.request("run", {
+        cwd: EXAMPLES,
+        agent: "reviewer",
+        prompt: "after orcad's restart",
+      });
+      await until(
+        () => model.run(run_id)?.status === "completed",
+        "the run after orcad's restart to complete",
+      );
+    } finally {
+      bridge.off("daemon", listener);
+    }
+  });
+
   it("has, folded from the events, what a fresh status says", async () => {
     const fresh = new RunsModel();
     fresh.applyStatus(await bridge.request("status", {}));
@@ -233,7 +277,7 @@ describe("through a real orca bridge and orcad", () => {
         return [run?.run_id, run?.status, run?.kind, children, m.describe(node)?.description];
       });
     assert.deepEqual(shape(model), shape(fresh));
-    assert.equal(fresh.roots().length, 5);
+    assert.equal(fresh.roots().length, 6);
   });
 });
 
