@@ -22,13 +22,18 @@ interface OpenLog {
   held: EventRecord[] | undefined;
 }
 
+let active: Orca | undefined;
+
 export function activate(context: vscode.ExtensionContext): void {
-  const orca = new Orca(context);
-  context.subscriptions.push({ dispose: () => void orca.dispose() });
-  orca.start();
+  active = new Orca(context);
+  active.start();
 }
 
-export function deactivate(): void {}
+/** VS Code waits for this: the bridge closes its subscription and exits. */
+export async function deactivate(): Promise<void> {
+  await active?.dispose();
+  active = undefined;
+}
 
 class Orca implements vscode.TreeDataProvider<OrcaNode> {
   private readonly model = new RunsModel();
