@@ -2,6 +2,8 @@
 // `orca bridge`: the tree, a notification answered with a quick pick, a run's log in its output
 // channel, cancel, and a refused request shown as an error.
 import assert from "node:assert/strict";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 
 import { type TreeProvider, fakeVscode, installVscode } from "./fake_vscode";
@@ -57,6 +59,47 @@ describe("the extension on a stand-in vscode", () => {
     await command("orca.showLog", item(runId)!.node);
     const log = vscode.channels.get(`Orca ${runId.slice(0, 12)}`)!;
     assert.match(log.text, /── answered by orca-vscode:\S+\ntargeting python3\.11\n/);
+  });
+
+  it("starts a fan-out and a plan from the palette and shows them to completed", async () => {
+    vscode.script.pick = (_choices, options) =>
+      options.title?.includes("workers") ? ["reviewer", "tester"] : undefined;
+    vscode.script.input = () => "why does it fail?";
+    await command("orca.startFanout");
+    const fanout = /fan-out (\w+) started \(2 workers\)/.exec(vscode.shown.info.at(-1) ?? "")?.[1];
+    assert.ok(fanout, vscode.shown.info.at(-1));
+
+    const planFile = join(home, "plan.json");
+    const task = (id: string, depends_on: string[]) => ({
+      id,
+      prompt: `do ${id}`,
+      agent: "reviewer",
+      depends_on,
+    });
+    writeFileSync(planFile, JSON.stringify({ title: "two steps", tasks: [task("a", []), task("b", ["a"])] }));
+    vscode.script.open = () => planFile;
+    await command("orca.startPlan");
+    const plan = /plan (\w+) started/.exec(vscode.shown.info.at(-1) ?? "")?.[1];
+    assert.ok(plan, vscode.shown.info.at(-1));
+
+    await until(
+      () => item(fanout)?.description === "completed · 2/2 workers ended",
+      "the fan-out to complete",
+    );
+    await until(() => item(plan)?.description === "completed · 2/2 tasks done", "the plan to complete");
+    const tasks = tree.getChildren(item(plan)!.node).map((node) => tree.getTreeItem(node));
+    assert.deepEqual(
+      tasks.map((t) => [t.label, t.description]),
+      [
+        ["a", "done"],
+        ["b", "done"],
+      ],
+    );
+    const workers = tree.getChildren(item(fanout)!.node).map((node) => tree.getTreeItem(node).description);
+    assert.deepEqual(
+      workers.map((d) => d?.split(" · ").slice(0, 2).join(" · ")),
+      ["completed · worker", "failed · worker", "completed · orchestrator"],
+    );
   });
 
   it("cancels a run from its tree item, after asking", async () => {

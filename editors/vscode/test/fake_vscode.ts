@@ -1,5 +1,6 @@
 // A stand-in for the `vscode` module (VS Code itself cannot run here): just the API surface
 // extension.ts uses, recording what it shows and answering dialogs from a script.
+import { readFileSync } from "node:fs";
 import Module from "node:module";
 
 export interface Script {
@@ -7,6 +8,7 @@ export interface Script {
   warning?: (message: string, items: string[]) => string | undefined;
   pick?: (items: unknown[], options: { title?: string }) => unknown;
   input?: (options: { title?: string; password?: boolean }) => string | undefined;
+  open?: () => string | undefined;
 }
 
 export interface Channel {
@@ -81,11 +83,16 @@ export function fakeVscode(settings: Record<string, unknown>, folder: string) {
       async showInputBox(options: { title?: string; password?: boolean }) {
         return script.input?.(options);
       },
+      async showOpenDialog() {
+        const path = script.open?.();
+        return path ? [{ fsPath: path }] : undefined;
+      },
     },
     workspace: {
       getConfiguration: () => ({ get: (key: string, fallback?: unknown) => settings[key] ?? fallback }),
       onDidChangeConfiguration: () => ({ dispose() {} }),
       workspaceFolders: [{ uri: { fsPath: folder } }],
+      fs: { readFile: async (uri: { fsPath: string }) => readFileSync(uri.fsPath) },
     },
     commands: {
       registerCommand(name: string, handler: (...args: unknown[]) => Promise<unknown>) {
