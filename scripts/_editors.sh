@@ -16,7 +16,7 @@ echo "==> VS Code extension: npm ci, check:types, tsc --noEmit, npm test, vsce p
   npx --no-install tsc -p . --noEmit
   npm test --silent
   VSIX="$EXTENSION/orca-vscode-$(node -p 'require("./package.json").version').vsix"
-  npx --no-install vsce package --allow-missing-repository --out "$VSIX" >"$ROOT/.cache/vsce.log" 2>&1 ||
+  npm run --silent package -- --out "$VSIX" >"$ROOT/.cache/vsce.log" 2>&1 ||
     { cat "$ROOT/.cache/vsce.log" >&2; exit 1; }
   echo "==> the extension: $VSIX (install with: code --install-extension $VSIX)"
 )
