@@ -464,4 +464,8 @@ def _timeout_for(request: Request) -> float:
 
 def serve_stdio(paths: OrcaPaths, start_failure: str | None = None) -> int:
     """Run the bridge on this process's stdin and stdout; the exit status."""
-    return asyncio.run(Bridge(paths, start_failure).serve())
+
+    async def serve() -> int:  # the bridge's sockets and events belong to this loop
+        return await Bridge(paths, start_failure).serve()
+
+    return asyncio.run(serve())

@@ -19,6 +19,7 @@ from support.homes import write_config
 from support.questions import DONE, of_type, q, wait_pending
 
 from orca_client.answering import who
+from orca_client.bridge_stdio import Marker, split_lines
 from orca_client.client import fetch_status
 from orca_client.wire import StartRun, Status
 
@@ -84,31 +85,43 @@ def test_hello_status_and_run_through_json_rpc(
     assert bridge.finish() == 0
 
 
+def gated_codex(directory: Path, name: str) -> tuple[Path, Path]:
+    """A codex whose `--version` answers once its gate file exists: (the binary, the gate)."""
+    gate = directory / f"{name}.open"
+    binary = directory / name
+    binary.write_text(
+        f"#!/bin/sh\nwhile [ ! -e {gate} ]; do sleep 0.02; done\necho 'codex-cli 0.169.0'\n"
+    )
+    binary.chmod(0o755)
+    return binary, gate
+
+
 def test_requests_are_answered_concurrently_and_more_than_the_limit_are_busy(
     daemon: DaemonProcess, bridge_for: Callable[..., BridgeProcess], tmp_path: Path
 ) -> None:
-    """A slow request does not hold up a quick one; past MAX_IN_FLIGHT requests at once, the
-    bridge says `busy` at once."""
-    slow = tmp_path / "slow-codex"
-    slow.write_text("#!/bin/sh\nsleep 1.5\necho 'codex-cli 0.169.0'\n")
-    slow.chmod(0o755)
-    check = {"codex_path": str(slow), "claude_path": str(slow), "search_path": "/nonexistent"}
+    """A request orcad takes long to answer does not hold up a quick one; past MAX_IN_FLIGHT
+    requests at once, the bridge says `busy` at once."""
     bridge = bridge_for(daemon.env)
     bridge.call("hello")
 
-    slow_id = bridge.request("check_agents", check)
-    quick_id = bridge.request("hello")
-    assert "result" in bridge.response(slow_id)
-    order = [m["id"] for m in bridge.responses()]
-    assert order.index(quick_id) < order.index(slow_id)
+    def check(binary: Path) -> dict[str, Any]:
+        return {"codex_path": str(binary), "claude_path": str(binary), "search_path": "/none"}
 
-    slow_ids = [bridge.request("check_agents", check) for _ in range(MAX_IN_FLIGHT)]
-    over = bridge.request("hello")
-    refused = bridge.response(over)
+    first, first_gate = gated_codex(tmp_path, "first")
+    slow_id = bridge.request("check_agents", check(first))
+    assert bridge.call("hello")["protocol"] == 1
+    assert bridge.call("status")["next_cursor"] is None
+    assert slow_id not in {m["id"] for m in bridge.responses()}
+    first_gate.touch()
+    assert "agents" in bridge.response(slow_id)["result"]
+
+    second, second_gate = gated_codex(tmp_path, "second")
+    slow_ids = [bridge.request("check_agents", check(second)) for _ in range(MAX_IN_FLIGHT)]
+    refused = bridge.response(bridge.request("hello"))
     assert refused["error"]["code"] == -32000
     assert refused["error"]["data"]["orca_code"] == "busy"
-    answered = {m["id"] for m in bridge.responses()}
-    assert not answered & set(slow_ids), "busy came only after the slow ones were answered"
+    assert not {m["id"] for m in bridge.responses()} & set(slow_ids)
+    second_gate.touch()
     for call_id in slow_ids:
         agents = bridge.response(call_id)["result"]["agents"]
         assert {a["name"]: a["version"] for a in agents}["codex"] == "0.169.0"
@@ -393,3 +406,16 @@ def test_start_starts_orcad_and_shutdown_stops_it(
         bridge.call("status")
     assert gone.value.code == -32001
     assert bridge.finish() == 0
+
+
+# --------------------------------------------------------------------------- lines, without I/O
+
+
+def test_lines_of_up_to_the_limit_pass_and_longer_ones_are_dropped_whatever_the_chunks() -> None:
+    limit = 8
+    text = b"12345678\n123456789\n\nab" + b"x" * 20 + b"\nlast"
+    expected = [b"12345678", Marker.TOO_LONG, b"", Marker.TOO_LONG, b"last"]
+    for size in (1, 3, 8, 9, len(text)):
+        chunks = [text[i : i + size] for i in range(0, len(text), size)]
+        assert list(split_lines(chunks, limit)) == expected, size
+    assert list(split_lines([b"x" * 9], limit)) == [Marker.TOO_LONG]  # no newline, still too long

@@ -187,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     bridge = command(
         "bridge", "serve orcad to an editor: JSON-RPC over stdin and stdout", BRIDGE_HELP
     )
+    bridge.epilog = "exit status:\n  0  stdin closed (or stdout did)\n  2  bad usage"
     bridge.add_argument(
         "--stdio",
         action="store_true",
