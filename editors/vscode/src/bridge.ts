@@ -121,7 +121,16 @@ export class BridgeClient extends EventEmitter {
       this.emit("spawnError", error);
       this.exited(child, null, null);
     });
-    child.on("exit", (code, signal) => this.exited(child, code, signal));
+    // 'close' comes once its stdout is read to the end (no reply left unread); 'exit' alone
+    // too, should a process it started keep its stdout or stderr open
+    let fallback: NodeJS.Timeout | undefined;
+    child.on("exit", (code, signal) => {
+      fallback = setTimeout(() => this.exited(child, code, signal), 2000);
+    });
+    child.on("close", (code, signal) => {
+      clearTimeout(fallback);
+      this.exited(child, code, signal);
+    });
     if (child.pid !== undefined) {
       this.emit("started", child.pid);
       void this.resubscribeAll();

@@ -258,6 +258,10 @@ class Orca implements vscode.TreeDataProvider<OrcaNode> {
   }
 
   private async answerRequest(runId: string, pending: PendingQuestion): Promise<void> {
+    if (!this.model.waitingQuestions().some((w) => w.pending.request_id === pending.request_id)) {
+      void vscode.window.showInformationMessage("Orca: that question was answered or withdrawn meanwhile");
+      return;
+    }
     const params = await collectAnswer(runId, pending, vscodeAnswerUI, `orca-vscode:${userInfo().username}`);
     if (!params) return;
     await this.bridge.request("answer", params);

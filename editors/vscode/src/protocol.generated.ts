@@ -162,7 +162,15 @@ export interface AnswerResult {
   request_id: string;
   run_id: string;
   session_id: string;
-  status: "cancelled" | "completed" | "failed" | "planning" | "queued" | "reviewing" | "running" | "waiting_for_answer";
+  status:
+    | "cancelled"
+    | "completed"
+    | "failed"
+    | "planning"
+    | "queued"
+    | "reviewing"
+    | "running"
+    | "waiting_for_answer";
 }
 export interface HookFinished {
   exit_code?: number | null;
@@ -353,7 +361,15 @@ export interface PlanTask {
 export interface RunStatusChanged {
   reason?: null | string;
   run_id: string;
-  status: "cancelled" | "completed" | "failed" | "planning" | "queued" | "reviewing" | "running" | "waiting_for_answer";
+  status:
+    | "cancelled"
+    | "completed"
+    | "failed"
+    | "planning"
+    | "queued"
+    | "reviewing"
+    | "running"
+    | "waiting_for_answer";
   type: "run_status_changed";
 }
 export interface SessionCreated {
@@ -456,7 +472,15 @@ export interface Cancel {
 export interface CancelResult {
   already_terminal: boolean;
   run_id: string;
-  status: "cancelled" | "completed" | "failed" | "planning" | "queued" | "reviewing" | "running" | "waiting_for_answer";
+  status:
+    | "cancelled"
+    | "completed"
+    | "failed"
+    | "planning"
+    | "queued"
+    | "reviewing"
+    | "running"
+    | "waiting_for_answer";
 }
 /**
  * Every agent a run may name (built in and configured): the binary a run started with
@@ -547,7 +571,15 @@ export interface Doctor {
 export interface DoctorResult {
   run_id: string;
   sessions: SessionHealth[];
-  status: "cancelled" | "completed" | "failed" | "planning" | "queued" | "reviewing" | "running" | "waiting_for_answer";
+  status:
+    | "cancelled"
+    | "completed"
+    | "failed"
+    | "planning"
+    | "queued"
+    | "reviewing"
+    | "running"
+    | "waiting_for_answer";
   stuck_after: number;
 }
 /**
@@ -789,7 +821,16 @@ export interface RunInfo {
   output_tokens?: number | null;
   parent_run_id?: null | string;
   paused_status?:
-    | ("cancelled" | "completed" | "failed" | "planning" | "queued" | "reviewing" | "running" | "waiting_for_answer")
+    | (
+        | "cancelled"
+        | "completed"
+        | "failed"
+        | "planning"
+        | "queued"
+        | "reviewing"
+        | "running"
+        | "waiting_for_answer"
+      )
     | null;
   prompt?: null | string;
   reason?: null | string;
@@ -797,7 +838,15 @@ export interface RunInfo {
   result?: null | string;
   run_id: string;
   session_ids?: string[];
-  status: "cancelled" | "completed" | "failed" | "planning" | "queued" | "reviewing" | "running" | "waiting_for_answer";
+  status:
+    | "cancelled"
+    | "completed"
+    | "failed"
+    | "planning"
+    | "queued"
+    | "reviewing"
+    | "running"
+    | "waiting_for_answer";
   task_file?: null | string;
   tasks?: TaskInfo[];
   title: string;
