@@ -60,7 +60,7 @@ class Orca implements vscode.TreeDataProvider<OrcaNode> {
     this.bridge.on("stderr", (line: string) => this.output.appendLine(line));
     this.bridge.on("spawnError", (e: Error) => this.unavailable(`cannot start orca bridge: ${e.message}`));
     this.bridge.on("exited", (code: number | null) =>
-      this.output.appendLine(`orca bridge exited (${code}); restarting`),
+      this.output.appendLine(`orca bridge exited (status ${code})`),
     );
     this.live = new LiveRuns(
       this.bridge,
