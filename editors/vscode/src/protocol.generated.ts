@@ -162,15 +162,7 @@ export interface AnswerResult {
   request_id: string;
   run_id: string;
   session_id: string;
-  status:
-    | "cancelled"
-    | "completed"
-    | "failed"
-    | "planning"
-    | "queued"
-    | "reviewing"
-    | "running"
-    | "waiting_for_answer";
+  status: "cancelled" | "completed" | "failed" | "planning" | "queued" | "reviewing" | "running" | "waiting_for_answer";
 }
 export interface HookFinished {
   exit_code?: number | null;
@@ -361,15 +353,7 @@ export interface PlanTask {
 export interface RunStatusChanged {
   reason?: null | string;
   run_id: string;
-  status:
-    | "cancelled"
-    | "completed"
-    | "failed"
-    | "planning"
-    | "queued"
-    | "reviewing"
-    | "running"
-    | "waiting_for_answer";
+  status: "cancelled" | "completed" | "failed" | "planning" | "queued" | "reviewing" | "running" | "waiting_for_answer";
   type: "run_status_changed";
 }
 export interface SessionCreated {
@@ -472,15 +456,7 @@ export interface Cancel {
 export interface CancelResult {
   already_terminal: boolean;
   run_id: string;
-  status:
-    | "cancelled"
-    | "completed"
-    | "failed"
-    | "planning"
-    | "queued"
-    | "reviewing"
-    | "running"
-    | "waiting_for_answer";
+  status: "cancelled" | "completed" | "failed" | "planning" | "queued" | "reviewing" | "running" | "waiting_for_answer";
 }
 /**
  * Every agent a run may name (built in and configured): the binary a run started with
@@ -571,15 +547,7 @@ export interface Doctor {
 export interface DoctorResult {
   run_id: string;
   sessions: SessionHealth[];
-  status:
-    | "cancelled"
-    | "completed"
-    | "failed"
-    | "planning"
-    | "queued"
-    | "reviewing"
-    | "running"
-    | "waiting_for_answer";
+  status: "cancelled" | "completed" | "failed" | "planning" | "queued" | "reviewing" | "running" | "waiting_for_answer";
   stuck_after: number;
 }
 /**
@@ -821,16 +789,7 @@ export interface RunInfo {
   output_tokens?: number | null;
   parent_run_id?: null | string;
   paused_status?:
-    | (
-        | "cancelled"
-        | "completed"
-        | "failed"
-        | "planning"
-        | "queued"
-        | "reviewing"
-        | "running"
-        | "waiting_for_answer"
-      )
+    | ("cancelled" | "completed" | "failed" | "planning" | "queued" | "reviewing" | "running" | "waiting_for_answer")
     | null;
   prompt?: null | string;
   reason?: null | string;
@@ -838,15 +797,7 @@ export interface RunInfo {
   result?: null | string;
   run_id: string;
   session_ids?: string[];
-  status:
-    | "cancelled"
-    | "completed"
-    | "failed"
-    | "planning"
-    | "queued"
-    | "reviewing"
-    | "running"
-    | "waiting_for_answer";
+  status: "cancelled" | "completed" | "failed" | "planning" | "queued" | "reviewing" | "running" | "waiting_for_answer";
   task_file?: null | string;
   tasks?: TaskInfo[];
   title: string;
