@@ -590,6 +590,7 @@ export interface HelloResult {
   log_file: string;
   pid: number;
   protocol: number;
+  requests?: string[];
   started_at: number;
   subscription_open?: boolean | null;
   subscriptions?: number;
