@@ -2,9 +2,10 @@
 told on the desktop and to webhooks — exactly once per event and channel, across restarts.
 
 The runner follows the log like the hook runner. For each event that calls for a notification
-it appends `NotificationTriggered` (what it says, the channels) in the same transaction as how
-far it has read, so a trigger is never skipped nor triggered twice. Each channel's delivery is a
-task of its own, retried with backoff (1 s doubling to 5 min) until delivered or
+(a question still waiting when the runner reads it; see `notify_text` for the rest) it appends
+`NotificationTriggered` (what it says, the channels) in the same transaction as how far it has
+read, so a trigger is never skipped nor triggered twice. Each channel's delivery is a task of
+its own, retried with backoff (1 s doubling to 5 min) until delivered or
 `give_up_after_seconds` after the trigger, then recorded: `NotificationSent` or
 `NotificationFailed`. A delivery neither recorded is done again by the next orcad; that crash
 window (delivered, not yet recorded) is the only way a channel gets one twice, with the same
@@ -156,16 +157,13 @@ class NotificationRunner:
         if stored.type in TRIGGER_TYPES:
             event = stored.decode()
             run = self._state.runs.get(event.run_id)
-            others = 0
-            if isinstance(event, QuestionAsked) and run is not None:
-                others = sum(
-                    1
-                    for session_id in run.session_ids
-                    if (session := self._state.sessions.get(session_id)) is not None
-                    and session.pending is not None
-                    and session.pending.request_id != event.request_id
-                )
-            notice = notice_for(event, run, others)
+            notice = None
+            if isinstance(event, QuestionAsked):
+                waiting = self._waiting_requests(event.run_id)
+                if event.request_id in waiting:  # not answered or withdrawn meanwhile
+                    notice = notice_for(event, run, len(waiting) - 1)
+            else:
+                notice = notice_for(event, run)
             channels = list(self._settings.channels())
             if notice is not None and channels:
                 triggered = NotificationTriggered(
@@ -186,6 +184,12 @@ class NotificationRunner:
                 for channel in channels:
                     self._start_delivery(triggered, channel, recorded.recorded_at)
         self._position = stored.position
+
+    def _waiting_requests(self, run_id: str) -> set[str]:
+        """The question requests of a run that wait for an answer now."""
+        run = self._state.runs.get(run_id)
+        sessions = [self._state.sessions.get(s) for s in run.session_ids] if run else []
+        return {s.pending.request_id for s in sessions if s is not None and s.pending is not None}
 
     async def _save_periodically(self) -> None:
         while not self._stopping.is_set():

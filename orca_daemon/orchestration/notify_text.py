@@ -1,7 +1,8 @@
 """What a notification says, decided from the event that triggers it (pure).
 
-A run waiting for an answer (each `question_asked`: exactly one per question request) and a
-top-level run that ended completed or failed are notified. A cancelled run is not (a person
+A run waiting for an answer (each `question_asked`: exactly one per question request; the
+runner leaves out one answered before it got to it) and a top-level run that ended completed or
+failed are notified. A cancelled run is not (a person
 cancelled it); a child run's end is not (its parent's end is), but its questions are: only a
 person answers them. Texts are short and bounded, and never carry an answer.
 """
