@@ -206,6 +206,22 @@ def test_kill_9_right_after_a_run_ends_still_tells_it_once(
         assert {c[3] for c in desktop_calls(desktop)} == {f"orca: run {run_id} completed"}
 
 
+def test_runs_ended_by_a_daemon_stop_are_told_once_by_it_or_the_next_orcad(
+    make_daemon: Callable[..., DaemonProcess], orca_home: Path
+) -> None:
+    with receiving() as receiver:
+        write_config(orca_home, notify_config([(receiver.url("/hook"), "json")]))
+        daemon = make_daemon().start()
+        waiting = [asking_run(daemon, q("go")) for _ in range(3)]
+        wait_delivered(daemon, 3)
+        assert daemon.stop_ending_sessions() == 0  # each run ends failed as orcad stops
+        daemon = make_daemon().start()
+        wait_delivered(daemon, 6)
+        expected = {(r, kind): 1 for r in waiting for kind in ("waiting", "failed")}
+        assert kinds(receiver.posts) == Counter(expected)
+        assert_each_delivery_recorded_once(daemon)
+
+
 def test_a_delivery_cut_by_kill_9_is_made_again_with_the_same_idempotency_key(
     make_daemon: Callable[..., DaemonProcess], orca_home: Path
 ) -> None:
