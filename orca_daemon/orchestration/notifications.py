@@ -91,6 +91,8 @@ class NotificationRunner:
                 tracked = self._store.head_position
                 await self._store.save_tracking(TRACKING, tracked)
             self._position = self._saved = tracked
+            if channels := list(self._settings.channels()):
+                log.info("notifications go to: %s", ", ".join(channels))
             for (_, channel), (triggered, at) in list(self._state.notifications_due.items()):
                 self._start_delivery(triggered, channel, at)
             self._store.add_listener(self._on_commit)

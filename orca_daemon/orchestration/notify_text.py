@@ -22,6 +22,8 @@ OPTION_CHARS = 120
 REASON_CHARS = 600
 SHOWN_QUESTIONS = 3
 SHOWN_OPTIONS = 6
+TEXT_CHARS = 1000
+"""The whole body at most: 4,000 bytes in UTF-8 (ntfy takes a longer one as an attachment)."""
 
 
 class Notice(msgspec.Struct, frozen=True):
@@ -43,12 +45,16 @@ def notice_for(event: AnyEvent, run: RunInfo | None, other_requests: int = 0) ->
     title = clip(run.title, TITLE_CHARS)
     if isinstance(event, QuestionAsked):
         command = answer_command(run.run_id, event.questions, event.request_id, other_requests)
-        lines = [title, *describe_questions(event.questions), f"answer: {command}"]
+        answer = f"answer: {command}"
+        asked = "\n".join(describe_questions(event.questions))
+        room = TEXT_CHARS - len(title) - len(answer) - 2
+        if len(asked) > room:
+            asked = asked[: room - 1] + "…"
         return Notice(
             "waiting",
             title,
             f"orca: run {run.run_id} waits for an answer",
-            "\n".join(lines),
+            f"{title}\n{asked}\n{answer}",
             command,
             event.request_id,
         )
