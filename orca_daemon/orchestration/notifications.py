@@ -217,73 +217,55 @@ class NotificationRunner:
         self._tg.start_soon(self._deliver, triggered, channel, at)
 
     async def _deliver(self, triggered: NotificationTriggered, channel: str, at: float) -> None:
-        """Attempt until delivered, unavailable or past the deadline; record which."""
-        key = notification_key(triggered.trigger_position, channel)
-        backoff = FIRST_BACKOFF_SECONDS
-        attempts = 0
+        """Deliver on one channel and record the outcome (unless orcad stops first)."""
         try:
-            while not self._stopping.is_set():
-                attempts += 1
-                try:
-                    async with self._attempts:
-                        await self._attempt(triggered, channel)
-                except ChannelUnavailable as exc:
-                    if channel not in self._unavailable_logged:
-                        self._unavailable_logged.add(channel)
-                        log.warning("notifications: %s is not available: %s", channel, exc.reason)
-                    await self._record(
-                        NotificationFailed(
-                            triggered.run_id,
-                            triggered.trigger_position,
-                            channel,
-                            attempts,
-                            exc.reason,
-                        )
-                    )
-                    return
-                except DeliveryError as exc:
-                    deadline = at + self._settings.give_up_after_seconds
-                    if time.time() + backoff > deadline:
-                        log.warning(
-                            "notification %s given up after %d attempts: %s",
-                            key,
-                            attempts,
-                            exc.reason,
-                        )
-                        reason = f"{exc.reason} (gave up after {attempts} attempts)"
-                        await self._record(
-                            NotificationFailed(
-                                triggered.run_id,
-                                triggered.trigger_position,
-                                channel,
-                                attempts,
-                                reason,
-                            )
-                        )
-                        return
-                    log.warning(
-                        "notification %s: attempt %d failed: %s; next in %gs",
-                        key,
-                        attempts,
-                        exc.reason,
-                        backoff,
-                    )
-                    with anyio.move_on_after(backoff):
-                        await self._stopping.wait()
-                    backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
-                    continue
-                await self._record(
-                    NotificationSent(
-                        triggered.run_id, triggered.trigger_position, channel, attempts
-                    )
-                )
-                return
+            outcome = await self._attempt_until_done(triggered, channel, at)
+            if outcome is not None:
+                await self._record(outcome)
         except Exception:
+            key = notification_key(triggered.trigger_position, channel)
             log.exception("notification %s failed inside orcad; the next orcad tries again", key)
         finally:
             self._delivering.discard((triggered.trigger_position, channel))
             if not self._delivering:
                 self._idle.set()
+
+    async def _attempt_until_done(
+        self, triggered: NotificationTriggered, channel: str, at: float
+    ) -> NotificationSent | NotificationFailed | None:
+        """Attempt until delivered, unavailable or past the deadline; None if orcad stops
+        first (the next orcad delivers it)."""
+        key = notification_key(triggered.trigger_position, channel)
+        position = triggered.trigger_position
+        backoff = FIRST_BACKOFF_SECONDS
+        attempts = 0
+        while not self._stopping.is_set():
+            attempts += 1
+            try:
+                async with self._attempts:
+                    await self._attempt(triggered, channel)
+                return NotificationSent(triggered.run_id, position, channel, attempts)
+            except ChannelUnavailable as exc:
+                if channel not in self._unavailable_logged:  # said once, not at every event
+                    self._unavailable_logged.add(channel)
+                    log.warning("notifications: %s is not available: %s", channel, exc.reason)
+                return NotificationFailed(triggered.run_id, position, channel, attempts, exc.reason)
+            except DeliveryError as exc:
+                if time.time() + backoff > at + self._settings.give_up_after_seconds:
+                    log.warning("notification %s given up: %s", key, exc.reason)
+                    reason = f"{exc.reason} (gave up after {attempts} attempts)"
+                    return NotificationFailed(triggered.run_id, position, channel, attempts, reason)
+                log.warning(
+                    "notification %s: attempt %d failed: %s; next in %gs",
+                    key,
+                    attempts,
+                    exc.reason,
+                    backoff,
+                )
+            with anyio.move_on_after(backoff):
+                await self._stopping.wait()
+            backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+        return None
 
     async def _attempt(self, triggered: NotificationTriggered, channel: str) -> None:
         settings = self._settings
