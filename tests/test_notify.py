@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DaemonProcess, wait_until
+from conftest import DaemonProcess, all_records, wait_until
 from support.homes import write_config
 from support.notify import (
     Post,
@@ -28,6 +28,7 @@ from support.notify import (
 from support.questions import DONE, q, start, wait_pending
 
 from orca_client.events import QuestionAsked, RunStatusChanged
+from orca_client.render_events import decode, event_line
 from orca_client.views import Question, QuestionOption, RunInfo
 from orca_daemon.config import ConfigError, load_config
 from orca_daemon.orchestration.notify_text import notice_for
@@ -296,6 +297,16 @@ def test_an_undeliverable_notification_is_given_up_and_recorded(
                 assert event["attempts"] >= 2
         assert daemon.output().count("desktop is not available") == 1
         assert {p.json()["run_id"] for p in receiver.posts} == set(runs)
+        lines = [event_line(r, decode(r)) for r in all_records(daemon)]  # as `orca watch` shows
+        failing = [line for line in lines if "notification_failed" in line]
+        assert len(failing) == 4
+        assert (
+            sum("desktop (position" in line and "notify-send not found" in line for line in failing)
+            == 2
+        )
+        assert any(
+            "notification_triggered" in line and "completed (position" in line for line in lines
+        )
 
 
 def test_a_secret_answer_never_reaches_a_notification_or_a_log(
