@@ -262,8 +262,9 @@ class Shutdown(Struct, tag="shutdown", frozen=True):
 
 class Reload(Struct, tag="reload", frozen=True):
     """Read the config file again and use it from now on, as SIGHUP does. A file with errors
-    changes nothing (the error lists them all). Agents, hooks, `[orchestration]` and repositories
-    change at once; `[daemon]` settings only at the next start (`needs_restart` names them)."""
+    changes nothing (the error lists them all). Agents, hooks, `[notify]`, `[orchestration]` and
+    repositories change at once; `[daemon]` settings only at the next start (`needs_restart`
+    names them)."""
 
     dry_run: bool = False
     """Only compare the file with what orcad uses; change nothing."""
@@ -370,7 +371,7 @@ class ReloadResult(Struct, frozen=True):
     """False for a dry run."""
     changed: list[str]
     """What differs from the configuration orcad used before: `agents.NAME`, `hooks.KEY`,
-    `orchestration.KEY`, `daemon.KEY`, `repos`."""
+    `notify.KEY`, `orchestration.KEY`, `daemon.KEY`, `repos`."""
     needs_restart: list[str]
     """Of `changed`, what orcad uses only from its next start (the `[daemon]` settings)."""
     agents: list[str]

@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
         "reload",
         help="read config.toml again (as SIGHUP does)",
         description="Have orcad read its config file again. It checks the whole file first: a "
-        "file with errors changes nothing and every error is listed. Agents, hooks, "
+        "file with errors changes nothing and every error is listed. Agents, hooks, [notify], "
         "[orchestration] and [[repos]] apply at once (to what starts from now on; running "
         "sessions keep their settings); [daemon] settings need a restart (orca daemon stop, "
         "then start), and the reply says which changed.",
