@@ -5,6 +5,9 @@ export type AnyEvent =
   | AgentSessionIdentified
   | HookFinished
   | HookStarted
+  | NotificationFailed
+  | NotificationSent
+  | NotificationTriggered
   | OrchestrationFinished
   | OrchestratorTriggered
   | OutputAppended
@@ -55,6 +58,9 @@ export interface OrcaProtocolTypes {
   HelloResult: HelloResult;
   HookFinished: HookFinished;
   HookStarted: HookStarted;
+  NotificationFailed: NotificationFailed;
+  NotificationSent: NotificationSent;
+  NotificationTriggered: NotificationTriggered;
   Orchestrate: Orchestrate;
   OrchestrateResult: OrchestrateResult;
   OrchestrationFinished: OrchestrationFinished;
@@ -183,6 +189,45 @@ export interface HookStarted {
   run_id: string;
   trigger_position: number;
   type: "hook_started";
+}
+/**
+ * A channel's delivery was given up; `reason` is the last attempt's error.
+ */
+export interface NotificationFailed {
+  attempts: number;
+  channel: string;
+  reason: string;
+  run_id: string;
+  trigger_position: number;
+  type: "notification_failed";
+}
+/**
+ * A channel took the notification (a 2xx reply; notify-send exited 0).
+ */
+export interface NotificationSent {
+  attempts: number;
+  channel: string;
+  run_id: string;
+  trigger_position: number;
+  type: "notification_sent";
+}
+/**
+ * A notification is due for the event at `trigger_position` (recorded once, with how far
+ * the notifier has read the log): what it says, and the channels it goes to. Each channel's
+ * delivery ends with `NotificationSent` or `NotificationFailed`; one with neither when orcad
+ * starts is delivered again, with the same idempotency key (`notification_key`).
+ */
+export interface NotificationTriggered {
+  answer_command?: null | string;
+  channels: string[];
+  kind: "completed" | "failed" | "waiting";
+  request_id?: null | string;
+  run_id: string;
+  summary: string;
+  text: string;
+  title: string;
+  trigger_position: number;
+  type: "notification_triggered";
 }
 /**
  * A fan-out's orchestrator ended; its synthesis is in `task_file` when it completed.
@@ -630,8 +675,9 @@ export interface ReadEvents {
 }
 /**
  * Read the config file again and use it from now on, as SIGHUP does. A file with errors
- * changes nothing (the error lists them all). Agents, hooks, `[orchestration]` and repositories
- * change at once; `[daemon]` settings only at the next start (`needs_restart` names them).
+ * changes nothing (the error lists them all). Agents, hooks, `[notify]`, `[orchestration]` and
+ * repositories change at once; `[daemon]` settings only at the next start (`needs_restart`
+ * names them).
  */
 export interface Reload {
   dry_run?: boolean;
