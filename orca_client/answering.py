@@ -44,12 +44,12 @@ def _is_long_form(value: dict[str, Any]) -> bool:
     )
 
 
-def who() -> str:
-    """How the log names this client."""
+def who(tool: str = "orca-cli") -> str:
+    """How the log names this client: `tool`, and the user it runs as."""
     try:
-        return f"orca-cli:{getpass.getuser()}"
+        return f"{tool}:{getpass.getuser()}"
     except (KeyError, OSError):
-        return "orca-cli"
+        return tool
 
 
 def ask_on_terminal(

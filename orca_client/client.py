@@ -64,6 +64,30 @@ class RequestFailed(OrcaClientError):
         self.code = code
 
 
+def socket_present(paths: OrcaPaths) -> bool:
+    """Whether orcad's socket file is there (it may still be one a killed orcad left)."""
+    try:
+        return paths.socket_file.exists()
+    except OSError as exc:  # e.g. a runtime directory it may not enter
+        raise OrcaClientError(
+            f"cannot look for orcad's socket {paths.socket_file}: {exc.strerror}"
+        ) from None
+
+
+def daemon_key(paths: OrcaPaths) -> bytes:
+    """The token requests are signed with; DaemonUnavailable when orcad has never run here."""
+    try:
+        return read_token(paths.token_file)
+    except FileNotFoundError:
+        raise DaemonUnavailable(
+            f"no token at {paths.token_file}: orcad has never run here; {START_HINT}"
+        ) from None
+    except PermissionError:
+        raise OrcaClientError(
+            f"cannot read the token {paths.token_file}: permission denied"
+        ) from None
+
+
 def not_running_hint(paths: OrcaPaths) -> str:
     held = held_sessions(paths)
     kept = (
@@ -118,24 +142,9 @@ class Client:
     def _connect(self) -> zmq.Socket[bytes]:
         if self._socket is not None:
             return self._socket
-        try:
-            socket_present = self.paths.socket_file.exists()
-        except OSError as exc:  # e.g. a runtime directory it may not enter
-            raise OrcaClientError(
-                f"cannot look for orcad's socket {self.paths.socket_file}: {exc.strerror}"
-            ) from None
-        if not socket_present:
+        if not socket_present(self.paths):
             raise DaemonUnavailable(not_running_hint(self.paths))
-        try:
-            self._key = read_token(self.paths.token_file)
-        except FileNotFoundError:
-            raise DaemonUnavailable(
-                f"no token at {self.paths.token_file}: orcad has never run here; {START_HINT}"
-            ) from None
-        except PermissionError:
-            raise OrcaClientError(
-                f"cannot read the token {self.paths.token_file}: permission denied"
-            ) from None
+        self._key = daemon_key(self.paths)
         sock = self._context.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.IMMEDIATE, 1)
@@ -322,28 +331,46 @@ MAX_STATUS_PAGES = 100_000
 
 
 def fetch_status(connection: Client, request: Status) -> StatusResult:
-    """A whole status, page after page: a run that spans pages is put back together (its
-    tasks and session ids appended in order; the rest as the last page saw it)."""
-    first: StatusResult = connection.request(request)
-    runs = {run.run_id: run for run in first.runs}
-    sessions = list(first.sessions)
-    page = first
-    for _ in range(MAX_STATUS_PAGES):
-        if page.next_cursor is None:
-            break
-        page = connection.request(msgspec.structs.replace(request, cursor=page.next_cursor))
+    """A whole status, page after page (see `StatusPages`)."""
+    pages = StatusPages(connection.request(request))
+    while pages.next_cursor is not None:
+        pages.add(connection.request(msgspec.structs.replace(request, cursor=pages.next_cursor)))
+    return pages.whole()
+
+
+class StatusPages:
+    """A whole status put together from its pages: a run that spans pages is put back together
+    (its tasks and session ids appended in order; the rest as the last page saw it)."""
+
+    def __init__(self, first: StatusResult) -> None:
+        self._first = first
+        self._runs = {run.run_id: run for run in first.runs}
+        self._sessions = list(first.sessions)
+        self._pages = 1
+        self.next_cursor = first.next_cursor
+        """Where the next page starts; None once every page is in."""
+
+    def add(self, page: StatusResult) -> None:
+        """The page that `next_cursor` asked for."""
+        self._pages += 1
+        if self._pages > MAX_STATUS_PAGES:
+            raise OrcaClientError(f"orcad's status did not end after {MAX_STATUS_PAGES} pages")
         for run in page.runs:
-            before = runs.get(run.run_id)
+            before = self._runs.get(run.run_id)
             if before is not None:
                 run = msgspec.structs.replace(
                     run,
                     tasks=[*before.tasks, *run.tasks],
                     session_ids=[*before.session_ids, *run.session_ids],
                 )
-            runs[run.run_id] = run
-        sessions += page.sessions
-    else:
-        raise OrcaClientError(f"orcad's status did not end after {MAX_STATUS_PAGES} pages")
-    return msgspec.structs.replace(
-        first, runs=list(runs.values()), sessions=sessions, next_cursor=None
-    )
+            self._runs[run.run_id] = run
+        self._sessions += page.sessions
+        self.next_cursor = page.next_cursor
+
+    def whole(self) -> StatusResult:
+        return msgspec.structs.replace(
+            self._first,
+            runs=list(self._runs.values()),
+            sessions=self._sessions,
+            next_cursor=None,
+        )

@@ -193,6 +193,52 @@ class HookFinished(Event, tag="hook_finished", frozen=True):
     output_tail: str = ""
 
 
+NotificationKind = Literal["waiting", "completed", "failed"]
+
+
+class NotificationTriggered(Event, tag="notification_triggered", frozen=True):
+    """A notification is due for the event at `trigger_position` (recorded once, with how far
+    the notifier has read the log): what it says, and the channels it goes to. Each channel's
+    delivery ends with `NotificationSent` or `NotificationFailed`; one with neither when orcad
+    starts is delivered again, with the same idempotency key (`notification_key`)."""
+
+    trigger_position: int
+    kind: NotificationKind
+    title: str
+    """The run's title."""
+    summary: str
+    """One line: the run and what happened."""
+    text: str
+    """The body: the title, what the run asks (and its options) or how it ended, and the
+    command to answer. Never an answer."""
+    channels: list[str]
+    answer_command: str | None = None
+    request_id: str | None = None
+
+
+class NotificationSent(Event, tag="notification_sent", frozen=True):
+    """A channel took the notification (a 2xx reply; notify-send exited 0)."""
+
+    trigger_position: int
+    channel: str
+    attempts: int
+
+
+class NotificationFailed(Event, tag="notification_failed", frozen=True):
+    """A channel's delivery was given up; `reason` is the last attempt's error."""
+
+    trigger_position: int
+    channel: str
+    attempts: int
+    reason: str
+
+
+def notification_key(trigger_position: int, channel: str) -> str:
+    """The idempotency key of one notification on one channel: the same on every delivery of
+    it (a restart may deliver it again), unique within one Orca home."""
+    return f"orca-{trigger_position}-{channel}"
+
+
 EndCause = Literal[
     "agent", "cancelled", "spawn_failed", "orcad_stopped", "orcad_restarted", "internal"
 ]
@@ -314,6 +360,9 @@ AnyEvent = (
     | AgentSessionIdentified
     | HookStarted
     | HookFinished
+    | NotificationTriggered
+    | NotificationSent
+    | NotificationFailed
     | SessionTerminated
     | RunStatusChanged
     | OrchestratorTriggered
@@ -336,6 +385,9 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     AgentSessionIdentified,
     HookStarted,
     HookFinished,
+    NotificationTriggered,
+    NotificationSent,
+    NotificationFailed,
     SessionTerminated,
     RunStatusChanged,
     OrchestratorTriggered,

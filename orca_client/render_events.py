@@ -12,6 +12,9 @@ import msgspec
 from orca_client.answering import answer_hint
 from orca_client.events import (
     AnyEvent,
+    NotificationFailed,
+    NotificationSent,
+    NotificationTriggered,
     OrchestrationFinished,
     OrchestratorTriggered,
     OutputAppended,
@@ -108,6 +111,12 @@ def _detail(event: ShownEvent) -> str:
             return f"{event.path} on {event.branch}" if event.branch else event.path
         case WorktreeRemoved():
             return event.path
+        case NotificationTriggered():
+            return f"{event.kind} (position {event.trigger_position}): {', '.join(event.channels)}"
+        case NotificationSent():
+            return f"{event.channel} (position {event.trigger_position}, attempt {event.attempts})"
+        case NotificationFailed():
+            return f"{event.channel} (position {event.trigger_position}): {event.reason}"
     return ""
 
 

@@ -262,8 +262,9 @@ class Shutdown(Struct, tag="shutdown", frozen=True):
 
 class Reload(Struct, tag="reload", frozen=True):
     """Read the config file again and use it from now on, as SIGHUP does. A file with errors
-    changes nothing (the error lists them all). Agents, hooks, `[orchestration]` and repositories
-    change at once; `[daemon]` settings only at the next start (`needs_restart` names them)."""
+    changes nothing (the error lists them all). Agents, hooks, `[notify]`, `[orchestration]` and
+    repositories change at once; `[daemon]` settings only at the next start (`needs_restart`
+    names them)."""
 
     dry_run: bool = False
     """Only compare the file with what orcad uses; change nothing."""
@@ -314,6 +315,8 @@ class HelloResult(Struct, frozen=True):
     """Open subscriptions (a disconnected peer's are closed at once)."""
     subscription_open: bool | None = None
     """Whether the `subscription` asked about is open on this connection (None: not asked)."""
+    requests: list[str] = msgspec.field(default_factory=list)
+    """Every request type this daemon serves: how a client detects a feature before using it."""
 
 
 class RunStarted(Struct, frozen=True):
@@ -368,7 +371,7 @@ class ReloadResult(Struct, frozen=True):
     """False for a dry run."""
     changed: list[str]
     """What differs from the configuration orcad used before: `agents.NAME`, `hooks.KEY`,
-    `orchestration.KEY`, `daemon.KEY`, `repos`."""
+    `notify.KEY`, `orchestration.KEY`, `daemon.KEY`, `repos`."""
     needs_restart: list[str]
     """Of `changed`, what orcad uses only from its next start (the `[daemon]` settings)."""
     agents: list[str]
@@ -454,6 +457,8 @@ REQUEST_TYPES: tuple[type[Struct], ...] = (
     Shutdown,
     Reload,
 )
+REQUEST_NAMES: tuple[str, ...] = tuple(str(kind.__struct_config__.tag) for kind in REQUEST_TYPES)
+"""The `type` of every request, as `hello` lists them."""
 RESULT_TYPES: dict[type[Struct], type[Struct]] = {
     Hello: HelloResult,
     Status: StatusResult,

@@ -6,10 +6,12 @@ every number has a range (`RANGES`), so no value can starve the machine or lift 
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import sys
 import tomllib
+import urllib.parse
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -34,6 +36,7 @@ RANGES: dict[str, dict[str, tuple[float, float]]] = {
         "watchdog_fraction": (0.1, 0.9),
     },
     "hooks": {"timeout_seconds": (0.1, 3600.0)},
+    "notify": {"timeout_seconds": (0.1, 300.0), "give_up_after_seconds": (1.0, 7 * 86_400.0)},
     "orchestration": {
         "per_worker_chars": (100, 10_000_000),
         "total_chars": (100, 10_000_000),
@@ -129,6 +132,83 @@ class HookSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
             command = getattr(self, name)
             if command is not None:
                 found[name] = ["/bin/sh", "-c", command] if isinstance(command, str) else command
+        return found
+
+
+WebhookFormat = Literal["json", "ntfy", "slack"]
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+"""An HTTP field name (RFC 9110's token)."""
+RESERVED_HEADERS = frozenset({"content-length", "content-type", "host", "transfer-encoding"})
+"""Headers orcad sets itself for each POST."""
+
+
+class WebhookSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """`[[notify.webhook]]`: a URL that each notification is POSTed to. Neither the URL (a Slack
+    webhook's holds its secret, an ntfy topic is one) nor a header's value is ever logged or
+    recorded; errors name the key, not the value."""
+
+    url: str
+    format: WebhookFormat = "json"
+    """`json`: Orca's own body; `ntfy`: text to an ntfy topic URL with Title, Priority and Tags
+    headers; `slack`: a Slack incoming webhook's `{"text": ...}`."""
+    headers: dict[str, str] = {}
+    """Sent with each POST, e.g. `Authorization = "Bearer tk_..."` for a protected ntfy topic."""
+
+    def __post_init__(self) -> None:
+        try:
+            parts = urllib.parse.urlsplit(self.url)
+            port = parts.port
+        except ValueError:
+            raise ValueError("url: not a URL") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("url: must be an http:// or https:// URL with a host")
+        if port == 0 or any(c.isspace() or not c.isprintable() for c in self.url):
+            raise ValueError("url: not a URL (a port of 0, spaces or control characters)")
+        for name, value in self.headers.items():
+            if not HEADER_NAME.fullmatch(name):
+                raise ValueError(f"headers: {name!r} is not an HTTP header name")
+            if name.lower() in RESERVED_HEADERS:
+                raise ValueError(f"headers: {name} is set by orcad itself")
+            if any(not c.isprintable() or ord(c) > 0xFF for c in value):
+                raise ValueError(f"headers: the value of {name} has characters HTTP cannot carry")
+
+    @property
+    def channel(self) -> str:
+        """How the log names this webhook: its host and a digest of its URL, never the URL."""
+        digest = hashlib.sha256(self.url.encode()).hexdigest()[:12]
+        return f"webhook:{urllib.parse.urlsplit(self.url).hostname}:{digest}"
+
+
+DESKTOP_CHANNEL = "desktop"
+
+
+class NotifySettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """`[notify]`: tell people when a run waits for an answer and when one ends (completed or
+    failed): on the desktop (`notify-send`) and by webhooks. Each exactly once per event."""
+
+    desktop: bool = False
+    """Run `notify-send` (found on orcad's PATH) for each notification."""
+    webhook: list[WebhookSettings] = []
+    timeout_seconds: float = 10.0
+    """One attempt at one channel (a POST, a notify-send) is given up after this long."""
+    give_up_after_seconds: float = 3600.0
+    """A notification not delivered this long after its event (retried with backoff, 1 s
+    doubling to 5 min) is recorded as failed."""
+
+    def __post_init__(self) -> None:
+        _check_ranges("notify", self)
+        channels = [webhook.channel for webhook in self.webhook]
+        for index, channel in enumerate(channels):
+            if channel in channels[:index]:
+                first = channels.index(channel)
+                raise ValueError(
+                    f"notify.webhook[{index}].url: the same URL as notify.webhook[{first}]"
+                )
+
+    def channels(self) -> dict[str, WebhookSettings | None]:
+        """Every configured channel by name: the desktop (None) and each webhook."""
+        found: dict[str, WebhookSettings | None] = {DESKTOP_CHANNEL: None} if self.desktop else {}
+        found.update((webhook.channel, webhook) for webhook in self.webhook)
         return found
 
 
@@ -245,6 +325,7 @@ class RepoSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     daemon: DaemonSettings = msgspec.field(default_factory=DaemonSettings)
     hooks: HookSettings = msgspec.field(default_factory=HookSettings)
+    notify: NotifySettings = msgspec.field(default_factory=NotifySettings)
     agents: dict[str, AgentSettings] = msgspec.field(default_factory=dict)
     orchestration: OrchestrationSettings = msgspec.field(default_factory=OrchestrationSettings)
     repos: list[RepoSettings] = []
@@ -331,6 +412,7 @@ def load_config(path: Path) -> Config:
 SECTIONS: dict[str, type[msgspec.Struct]] = {
     "daemon": DaemonSettings,
     "hooks": HookSettings,
+    "notify": NotifySettings,
     "orchestration": OrchestrationSettings,
 }
 """The tables of config.toml whose keys are each optional, so each key can be checked alone."""
@@ -377,6 +459,11 @@ def _errors(data: dict[str, object], kind: type[object]) -> list[str]:
                 continue
             for name, table in value.items():
                 errors += _table_errors(table, AgentSettings, f"agents.{name}")
+        elif key == "notify" and isinstance(value, dict) and isinstance(value.get("webhook"), list):
+            others = {name: item for name, item in value.items() if name != "webhook"}
+            errors += _table_errors(others, NotifySettings, key)
+            for index, item in enumerate(value["webhook"]):
+                errors += _webhook_errors(item, f"notify.webhook[{index}]")
         elif key in SECTIONS:
             errors += _table_errors(value, SECTIONS[key], key)
         elif key == "repos" and isinstance(value, list):
@@ -393,6 +480,14 @@ def _table_errors(table: object, kind: type[msgspec.Struct], prefix: str) -> lis
     for key, value in table.items():
         errors += _convert_errors({key: value}, kind, prefix)
     return errors or _convert_errors(table, kind, prefix)
+
+
+def _webhook_errors(item: object, prefix: str) -> list[str]:
+    """A webhook's errors, each naming its key (`notify.webhook[0].url: ...`)."""
+    return [
+        re.sub(rf"^key {re.escape(prefix)}: (url|headers): ", rf"key {prefix}.\1: ", error)
+        for error in _convert_errors(item, WebhookSettings, prefix)
+    ]
 
 
 def _convert_errors(value: object, kind: type[msgspec.Struct], prefix: str) -> list[str]:
@@ -429,7 +524,7 @@ def changes(old: Config, new: Config) -> list[str]:
     """What differs between two configurations: `SECTION.KEY` for the tables of settings,
     `agents.NAME` for each agent added, removed or changed, and `repos`."""
     found: list[str] = []
-    for section in ("daemon", "hooks", "orchestration"):
+    for section in ("daemon", "hooks", "notify", "orchestration"):
         before, after = getattr(old, section), getattr(new, section)
         found += [
             f"{section}.{key}"

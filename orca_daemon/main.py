@@ -33,6 +33,7 @@ from orca_daemon.log.records import StoredEvent
 from orca_daemon.log.store import EventStore
 from orca_daemon.orchestration.fanout import FanOutCoordinator
 from orca_daemon.orchestration.hooks import HookRunner
+from orca_daemon.orchestration.notifications import NotificationRunner
 from orca_daemon.orchestration.parents import ParentCoordinator
 from orca_daemon.orchestration.plan_verify import PlanVerifier
 from orca_daemon.orchestration.plans import PlanCoordinator
@@ -108,18 +109,22 @@ class ConfigReloader:
     """Reads the config file again and hands it to the parts that use it. A file with errors
     changes nothing. What changes at once: agents, `[orchestration]` and repositories (for every
     run, session and decision started afterwards; sessions running keep what they started
-    with) and hooks (from the next event handled). `[daemon]` settings are used from the next
-    start only: they size the log, the socket, subscriptions and each session's pump."""
+    with), hooks and notifications (from the next event handled). `[daemon]` settings are used
+    from the next start only: they size the log, the socket, subscriptions and each session's
+    pump."""
 
     def __init__(self, path: Path, config: Config) -> None:
         self.path = path
         self.config = config
         self._launcher: Launcher | None = None
         self._hooks: HookRunner | None = None
+        self._notifications: NotificationRunner | None = None
         self._lock = anyio.Lock()
 
-    def attach(self, launcher: Launcher, hooks: HookRunner) -> None:
-        self._launcher, self._hooks = launcher, hooks
+    def attach(
+        self, launcher: Launcher, hooks: HookRunner, notifications: NotificationRunner
+    ) -> None:
+        self._launcher, self._hooks, self._notifications = launcher, hooks, notifications
 
     async def reload(self, dry_run: bool = False) -> ReloadResult:
         """Reload (or, with `dry_run`, only compare); raises ConfigError naming every error
@@ -141,6 +146,8 @@ class ConfigReloader:
                     self._launcher.config = new
                 if self._hooks is not None:
                     self._hooks.reconfigure(new.hooks.commands(), new.hooks.timeout_seconds)
+                if self._notifications is not None:
+                    self._notifications.reconfigure(new.notify)
             return ReloadResult(
                 config_file=str(self.path),
                 applied=not dry_run,
@@ -261,7 +268,8 @@ class Daemon:
         hooks = HookRunner(
             store, state, self._config.hooks.commands(), self._config.hooks.timeout_seconds
         )
-        self._reloader.attach(launcher, hooks)
+        notifications = NotificationRunner(store, state, self._config.notify)
+        self._reloader.attach(launcher, hooks, notifications)
         services = RunServices(
             run_log, launcher, admission, supervisor, lifecycle, fanout, plans, parents
         )
@@ -271,6 +279,7 @@ class Daemon:
             await reconcile(state, lifecycle, launcher, supervisor, reactor.mark)
             await work.start(reactor.run)
             await work.start(hooks.run)
+            await work.start(notifications.run)
             work.start_soon(self._reloader.on_signal, self._reload_wanted)
             server = Server(
                 self._paths.socket_endpoint,
@@ -310,6 +319,7 @@ class Daemon:
                 )
                 await shutdown(admission, reactor.stop, supervisor, lifecycle, end_sessions)
                 await hooks.stop(grace=settings.cancel_grace_seconds)
+                await notifications.stop(grace=settings.cancel_grace_seconds)
                 subscriptions.close_all()
                 work.cancel_scope.cancel()
             finally:

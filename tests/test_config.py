@@ -19,6 +19,7 @@ from orca_daemon.config import (
     ConfigError,
     DaemonSettings,
     HookSettings,
+    NotifySettings,
     OrchestrationSettings,
     load_config,
 )
@@ -170,6 +171,7 @@ def test_every_number_in_the_config_has_a_range_and_its_default_is_inside() -> N
     for section, settings in (
         ("daemon", DaemonSettings()),
         ("hooks", HookSettings()),
+        ("notify", NotifySettings()),
         ("orchestration", OrchestrationSettings()),
     ):
         numbers = {

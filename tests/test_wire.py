@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import msgspec
 import pytest
+from conftest import REPO
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -416,3 +417,18 @@ def test_the_same_signed_request_is_never_accepted_twice(
             continue
         assert (nonce, ts) not in accepted
         accepted.add((nonce, ts))
+
+
+def test_the_documented_signing_test_vector_holds() -> None:
+    """docs/protocol.md gives client authors a test vector: it must be what orcad computes."""
+    doc = (REPO / "docs" / "protocol.md").read_text()
+    token = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+    body = (
+        b'{"id":"1","nonce":"0123456789abcdef0123456789abcdef","ts":1795511260.0,'
+        b'"request":{"type":"hello"}}'
+    )
+    signature = sign(token.encode(), body).decode()
+    assert f"token text `{token}`" in doc
+    assert body.decode() in doc
+    assert f"`{signature}`" in doc
+    assert decode_request(token.encode(), [PROTOCOL, signature.encode(), body]).id == "1"

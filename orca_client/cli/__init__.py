@@ -97,6 +97,10 @@ def _carry_out(args: Args) -> int:
         from orca_client.cli.answer import cmd_answer
 
         return cmd_answer(args)
+    if command == "bridge":
+        from orca_client.cli.bridge import cmd_bridge
+
+        return cmd_bridge(args)
     if command == "mcp":
         from orca_client.cli.mcp import cmd_mcp
 

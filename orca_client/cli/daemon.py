@@ -62,38 +62,55 @@ def _hello(paths: OrcaPaths, timeout: float = 2.0) -> HelloResult | None:
 def start(timeout: float, as_json: bool) -> int:
     paths = resolve_paths()
     try:
+        hello, started = ensure_running(paths, timeout)
+    except StartFailed as exc:
+        print(f"orca: {exc}", file=sys.stderr)
+        return exc.status
+    if started:
+        text = f"orcad started (pid {hello.pid}); log: {paths.daemon_log_file}"
+    else:
+        text = f"orcad is already running (pid {hello.pid})"
+    _print_hello(hello, as_json, text)
+    return EXIT_OK
+
+
+class StartFailed(Exception):
+    """orcad could not be started, or did not become ready; `status` is the exit status."""
+
+    def __init__(self, message: str, status: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def ensure_running(paths: OrcaPaths, timeout: float) -> tuple[HelloResult, bool]:
+    """orcad's hello, once it answers: started in the background (its output appended to
+    orcad.log) if it did not answer already; and whether it was started now. Writes nothing;
+    StartFailed says what went wrong."""
+    try:
         hello = _hello(paths)
         if hello is not None:
-            _print_hello(hello, as_json, f"orcad is already running (pid {hello.pid})")
-            return EXIT_OK
+            return hello, False
         for directory in {paths.state_dir, paths.runtime_dir}:
             ensure_private_dir(directory)
         log_start = _size(paths.daemon_log_file)
         process = _spawn(paths.daemon_log_file)
     except (InsecurePathError, OSError) as exc:
-        print(f"orca: refusing to start orcad: {_reason(exc)}", file=sys.stderr)
-        return EXIT_FAILED
+        raise StartFailed(f"refusing to start orcad: {_reason(exc)}") from None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            print(
-                f"orca: orcad exited with status {process.returncode} during start-up:\n"
-                + _tail(paths.daemon_log_file, log_start),
-                file=sys.stderr,
+            raise StartFailed(
+                f"orcad exited with status {process.returncode} during start-up:\n"
+                + _tail(paths.daemon_log_file, log_start)
             )
-            return EXIT_FAILED
         hello = _hello(paths, timeout=1.0) if paths.socket_file.exists() else None
         if hello is not None:
-            _print_hello(
-                hello, as_json, f"orcad started (pid {hello.pid}); log: {paths.daemon_log_file}"
-            )
-            return EXIT_OK
+            return hello, True
         time.sleep(0.05)
-    print(
-        f"orca: orcad did not become ready within {timeout:.0f}s; see {paths.daemon_log_file}",
-        file=sys.stderr,
+    raise StartFailed(
+        f"orcad did not become ready within {timeout:.0f}s; see {paths.daemon_log_file}",
+        EXIT_UNAVAILABLE,
     )
-    return EXIT_UNAVAILABLE
 
 
 def _spawn(log_file: Path) -> subprocess.Popen[bytes]:

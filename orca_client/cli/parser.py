@@ -99,6 +99,23 @@ claude >= 2.0.0; the tests run codex 0.169.0 and claude 2.1.332.
   exit status with --agents: 0 when every agent is supported, 1 when one is not."""
 
 
+BRIDGE_HELP = """Serve orcad to an editor: JSON-RPC 2.0 on stdin and stdout, one JSON object a line.
+
+A method is a socket request (hello, status, run, debug, plan, answer, cancel, read,
+subscribe, unsubscribe, ...), its params that request's fields, its result the reply's
+result (status: every page). Errors: -32000 when orcad refuses (data.orca_code is orcad's
+code), -32001 when orcad is not running, and JSON-RPC's own codes. A subscription's events
+come as "event" notifications, in order, none missed and none twice, across overflows and
+restarts of orcad; "daemon" notifications say when orcad went away and came back. The
+bridge signs requests, keeps leases alive and subscribes again by itself. Only JSON-RPC goes
+to stdout (diagnostics to stderr); it exits with 0 when stdin closes.
+
+The contract, with an example session: docs/protocol.md, "The stdio bridge (for editors)".
+
+example:
+  echo '{"jsonrpc":"2.0","id":1,"method":"hello"}' | orca bridge --stdio"""
+
+
 CommandFactory = Callable[[str, str, str], argparse.ArgumentParser]
 
 
@@ -161,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
         "reload",
         help="read config.toml again (as SIGHUP does)",
         description="Have orcad read its config file again. It checks the whole file first: a "
-        "file with errors changes nothing and every error is listed. Agents, hooks, "
+        "file with errors changes nothing and every error is listed. Agents, hooks, [notify], "
         "[orchestration] and [[repos]] apply at once (to what starts from now on; running "
         "sessions keep their settings); [daemon] settings need a restart (orca daemon stop, "
         "then start), and the reply says which changed.",
@@ -183,6 +200,22 @@ def build_parser() -> argparse.ArgumentParser:
     install.add_argument("--force", action="store_true", help="overwrite an existing unit file")
     for action_parser in daemon_commands.choices.values():
         action_parser.set_defaults(usage_parser=action_parser)
+
+    bridge = command(
+        "bridge", "serve orcad to an editor: JSON-RPC over stdin and stdout", BRIDGE_HELP
+    )
+    bridge.epilog = "exit status:\n  0  stdin closed (or stdout did)\n  2  bad usage"
+    bridge.add_argument(
+        "--stdio",
+        action="store_true",
+        required=True,
+        help="speak on stdin and stdout (the only transport today; required)",
+    )
+    bridge.add_argument(
+        "--start",
+        action="store_true",
+        help="start orcad first (as `orca daemon start` does) if it is not running",
+    )
 
     run = command(
         "run",

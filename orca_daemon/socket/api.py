@@ -17,6 +17,7 @@ from orca_client.views import TERMINAL_STATUSES, AgentChecks, RunInfo, SessionIn
 from orca_client.wire import (
     PAGE_BYTES,
     PROTOCOL_VERSION,
+    REQUEST_NAMES,
     Answer,
     Cancel,
     CheckAgents,
@@ -255,6 +256,7 @@ class Api:
             subscription_open=(
                 None if asked is None else self._subscriptions.is_open(identity, asked)
             ),
+            requests=list(REQUEST_NAMES),
         )
 
     def _status(self, request: Status) -> StatusResult:

@@ -20,6 +20,9 @@ from orca_client.events import (
     EndCause,
     HookFinished,
     HookStarted,
+    NotificationFailed,
+    NotificationSent,
+    NotificationTriggered,
     OrchestrationFinished,
     OrchestratorTriggered,
     OutputAppended,
@@ -126,6 +129,11 @@ class State:
     sessions: dict[str, SessionInfo] = field(default_factory=dict)
     hooks_running: dict[tuple[str, int], HookStarted] = field(default_factory=dict)
     """Hooks started and not yet finished, by (hook name, trigger position)."""
+    notifications_due: dict[tuple[int, str], tuple[NotificationTriggered, float]] = field(
+        default_factory=dict
+    )
+    """Notifications triggered and neither sent nor given up, by (trigger position, channel),
+    with when each was triggered."""
     run_versions: dict[str, int] = field(default_factory=dict)
     """Each run's stream version: what an append expecting nothing new since must name."""
     prompts: dict[str, str] = field(default_factory=dict)
@@ -188,6 +196,11 @@ def apply(state: State, stored: StoredEvent) -> State:
         state.hooks_running[(event.hook, event.trigger_position)] = event
     elif isinstance(event, HookFinished):
         state.hooks_running.pop((event.hook, event.trigger_position), None)
+    elif isinstance(event, NotificationTriggered):
+        for channel in event.channels:
+            state.notifications_due[(event.trigger_position, channel)] = (event, at)
+    elif isinstance(event, NotificationSent | NotificationFailed):
+        state.notifications_due.pop((event.trigger_position, event.channel), None)
     elif isinstance(event, OrchestratorTriggered):
         run = state.runs.get(event.run_id)
         if run is not None and run.orchestrator_session_id is None:

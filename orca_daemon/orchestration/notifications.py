@@ -1,0 +1,291 @@
+"""Notifications (`[notify]`): a run waiting for an answer, a run that completed or failed,
+told on the desktop and to webhooks — exactly once per event and channel, across restarts.
+
+The runner follows the log like the hook runner. For each event that calls for a notification
+(a question still waiting when the runner reads it; see `notify_text` for the rest) it appends
+`NotificationTriggered` (what it says, the channels) in the same transaction as how far it has
+read, so a trigger is never skipped nor triggered twice. Each channel's delivery is a task of
+its own, retried with backoff (1 s doubling to 5 min) until delivered or
+`give_up_after_seconds` after the trigger, then recorded: `NotificationSent` or
+`NotificationFailed`. A delivery neither recorded is done again by the next orcad; that crash
+window (delivered, not yet recorded) is the only way a channel gets one twice, with the same
+idempotency key. Deliveries never hold up the follower, each other, or orcad's stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+
+import anyio
+import anyio.abc
+
+from orca_client.events import (
+    NotificationFailed,
+    NotificationSent,
+    NotificationTriggered,
+    QuestionAsked,
+    notification_key,
+    run_stream,
+)
+from orca_daemon.config import NotifySettings
+from orca_daemon.log.records import StoredEvent, StoreError
+from orca_daemon.log.store import EventStore
+from orca_daemon.orchestration.notify_channels import (
+    ChannelUnavailable,
+    DeliveryError,
+    notify_desktop,
+    post_webhook,
+)
+from orca_daemon.orchestration.notify_text import notice_for
+from orca_daemon.state.projection import State
+
+log = logging.getLogger(__name__)
+
+TRACKING = "notifications"
+TRIGGER_TYPES = frozenset({"question_asked", "run_status_changed"})
+SAVE_INTERVAL_SECONDS = 2.0
+RETRY_SECONDS = 1.0
+"""While the log cannot be written: how long before appending again."""
+FIRST_BACKOFF_SECONDS = 1.0
+MAX_BACKOFF_SECONDS = 300.0
+ATTEMPTS_AT_ONCE = 8
+"""Delivery attempts in flight at the same time, over every channel."""
+NOT_CONFIGURED = "the channel is no longer configured"
+
+
+class NotificationRunner:
+    """Triggers notifications for committed events, in log order, and delivers them."""
+
+    def __init__(self, store: EventStore, state: State, settings: NotifySettings) -> None:
+        self._store = store
+        self._state = state
+        self._settings = settings
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._queue: deque[StoredEvent] = deque()
+        self._wake = asyncio.Event()
+        self._progress = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._position = 0
+        self._saved = 0
+        self._delivering: set[tuple[int, str]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._attempts = anyio.CapacityLimiter(ATTEMPTS_AT_ONCE)
+        self._unavailable_logged: set[str] = set()
+
+    def reconfigure(self, settings: NotifySettings) -> None:
+        """Use these settings from the next event on; deliveries under way use the channels'
+        new settings from their next attempt."""
+        self._settings = settings
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        """Deliver what an earlier orcad left undelivered, then follow the log and own every
+        delivery until cancelled (after `stop`)."""
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            tracked = await self._store.read_tracking(TRACKING)
+            if tracked is None:  # first start: notifications are for what happens from now on
+                tracked = self._store.head_position
+                await self._store.save_tracking(TRACKING, tracked)
+            self._position = self._saved = tracked
+            if channels := list(self._settings.channels()):
+                log.info("notifications go to: %s", ", ".join(channels))
+            for (_, channel), (triggered, at) in list(self._state.notifications_due.items()):
+                self._start_delivery(triggered, channel, at)
+            self._store.add_listener(self._on_commit)
+            task_status.started()
+            tg.start_soon(self._follow)
+            await self._save_periodically()
+
+    async def stop(self, grace: float) -> None:
+        """Trigger what the log holds so far (within `grace`), stop following, give deliveries
+        in flight `grace` seconds; what is left undelivered, the next orcad delivers."""
+        with anyio.move_on_after(grace):
+            head = self._store.head_position
+            while self._position < head:
+                self._progress.clear()
+                await self._progress.wait()
+        self._stopping.set()
+        self._wake.set()
+        self._store.remove_listener(self._on_commit)
+        with anyio.move_on_after(grace):
+            await self._idle.wait()
+        try:
+            await self._store.save_tracking(TRACKING, self._position)
+        except StoreError:
+            log.exception("could not record how far notifications have read the log")
+
+    # ------------------------------------------------------------------ following the log
+
+    def _on_commit(self, events: list[StoredEvent]) -> None:
+        self._queue.extend(e for e in events if e.type in TRIGGER_TYPES)
+        self._wake.set()
+
+    async def _follow(self) -> None:
+        while not self._stopping.is_set():
+            page = await self._store.read_all(after=self._position, limit=500)
+            if not page:
+                break
+            for stored in page:
+                await self._handle_retrying(stored)
+        while not self._stopping.is_set():
+            while self._queue and not self._stopping.is_set():
+                stored = self._queue.popleft()
+                if stored.position > self._position:
+                    await self._handle_retrying(stored)
+            if not self._queue:  # every trigger up to the head has been handled
+                self._position = max(self._position, self._store.head_position)
+                self._progress.set()
+            self._wake.clear()
+            if not self._queue:
+                await self._wake.wait()
+
+    async def _handle_retrying(self, stored: StoredEvent) -> None:
+        """Handle one event; while the log cannot be written, wait and try again (in order)."""
+        while not self._stopping.is_set():
+            try:
+                await self._handle(stored)
+                return
+            except StoreError:
+                log.exception(
+                    "notification for position %d not recorded yet; retrying", stored.position
+                )
+                await asyncio.sleep(RETRY_SECONDS)
+
+    async def _handle(self, stored: StoredEvent) -> None:
+        if stored.type in TRIGGER_TYPES:
+            event = stored.decode()
+            run = self._state.runs.get(event.run_id)
+            notice = None
+            if isinstance(event, QuestionAsked):
+                waiting = self._waiting_requests(event.run_id)
+                if event.request_id in waiting:  # not answered or withdrawn meanwhile
+                    notice = notice_for(event, run, len(waiting) - 1)
+            else:
+                notice = notice_for(event, run)
+            channels = list(self._settings.channels())
+            if notice is not None and channels:
+                triggered = NotificationTriggered(
+                    event.run_id,
+                    stored.position,
+                    notice.kind,
+                    notice.title,
+                    notice.summary,
+                    notice.text,
+                    channels,
+                    notice.answer_command,
+                    notice.request_id,
+                )
+                [recorded] = await self._store.append_tracked(
+                    run_stream(event.run_id), [triggered], (TRACKING, stored.position)
+                )
+                self._saved = max(self._saved, stored.position)
+                for channel in channels:
+                    self._start_delivery(triggered, channel, recorded.recorded_at)
+        self._position = stored.position
+
+    def _waiting_requests(self, run_id: str) -> set[str]:
+        """The question requests of a run that wait for an answer now."""
+        run = self._state.runs.get(run_id)
+        sessions = [self._state.sessions.get(s) for s in run.session_ids] if run else []
+        return {s.pending.request_id for s in sessions if s is not None and s.pending is not None}
+
+    async def _save_periodically(self) -> None:
+        while not self._stopping.is_set():
+            await asyncio.sleep(SAVE_INTERVAL_SECONDS)
+            if self._position > self._saved:
+                position = self._position
+                try:
+                    await self._store.save_tracking(TRACKING, position)
+                except StoreError:
+                    log.exception("could not record how far notifications have read the log")
+                    continue
+                self._saved = position
+
+    # ------------------------------------------------------------------ delivering
+
+    def _start_delivery(self, triggered: NotificationTriggered, channel: str, at: float) -> None:
+        key = (triggered.trigger_position, channel)
+        if key in self._delivering:
+            return
+        self._delivering.add(key)
+        self._idle.clear()
+        assert self._tg is not None, "the notification runner runs"
+        self._tg.start_soon(self._deliver, triggered, channel, at)
+
+    async def _deliver(self, triggered: NotificationTriggered, channel: str, at: float) -> None:
+        """Deliver on one channel and record the outcome (unless orcad stops first)."""
+        try:
+            outcome = await self._attempt_until_done(triggered, channel, at)
+            if outcome is not None:
+                await self._record(outcome)
+        except Exception:
+            key = notification_key(triggered.trigger_position, channel)
+            log.exception("notification %s failed inside orcad; the next orcad tries again", key)
+        finally:
+            self._delivering.discard((triggered.trigger_position, channel))
+            if not self._delivering:
+                self._idle.set()
+
+    async def _attempt_until_done(
+        self, triggered: NotificationTriggered, channel: str, at: float
+    ) -> NotificationSent | NotificationFailed | None:
+        """Attempt until delivered, unavailable or past the deadline; None if orcad stops
+        first (the next orcad delivers it)."""
+        key = notification_key(triggered.trigger_position, channel)
+        position = triggered.trigger_position
+        backoff = FIRST_BACKOFF_SECONDS
+        attempts = 0
+        while not self._stopping.is_set():
+            attempts += 1
+            try:
+                async with self._attempts:
+                    await self._attempt(triggered, channel)
+                return NotificationSent(triggered.run_id, position, channel, attempts)
+            except ChannelUnavailable as exc:
+                if channel not in self._unavailable_logged:  # said once, not at every event
+                    self._unavailable_logged.add(channel)
+                    log.warning("notifications: %s is not available: %s", channel, exc.reason)
+                return NotificationFailed(triggered.run_id, position, channel, attempts, exc.reason)
+            except DeliveryError as exc:
+                if time.time() + backoff > at + self._settings.give_up_after_seconds:
+                    log.warning("notification %s given up: %s", key, exc.reason)
+                    reason = f"{exc.reason} (gave up after {attempts} attempts)"
+                    return NotificationFailed(triggered.run_id, position, channel, attempts, reason)
+                log.warning(
+                    "notification %s: attempt %d failed: %s; next in %gs",
+                    key,
+                    attempts,
+                    exc.reason,
+                    backoff,
+                )
+            with anyio.move_on_after(backoff):
+                await self._stopping.wait()
+            backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+        return None
+
+    async def _attempt(self, triggered: NotificationTriggered, channel: str) -> None:
+        settings = self._settings
+        channels = settings.channels()
+        if channel not in channels:
+            raise ChannelUnavailable(NOT_CONFIGURED)
+        webhook = channels[channel]
+        if webhook is None:
+            await notify_desktop(triggered, settings.timeout_seconds)
+        else:
+            await post_webhook(webhook, triggered, settings.timeout_seconds)
+
+    async def _record(self, outcome: NotificationSent | NotificationFailed) -> None:
+        """Append the delivery's outcome; while the log cannot be written, try again."""
+        while True:
+            try:
+                await self._store.append(run_stream(outcome.run_id), [outcome])
+                return
+            except StoreError:
+                if self._stopping.is_set():
+                    raise
+                log.exception("notification outcome not recorded yet; retrying")
+                await asyncio.sleep(RETRY_SECONDS)
