@@ -36,8 +36,8 @@ if TYPE_CHECKING:
     from orca_client.wire import EventRecord, EventsPage
 
 MAX_WAIT_SECONDS = 50.0
-"""The longest one `orca_wait` call waits: MCP clients give up on a tool call after a minute or
-so (Codex: `tool_timeout_sec`, 60 by default)."""
+"""The longest one `orca_wait` call waits: under what MCP clients allow one tool call (a call of
+50 s passes with Codex's defaults)."""
 LOG_CHARS = 20_000
 """How much output one `orca_logs` call returns by default."""
 MAX_LOG_CHARS = 100_000

@@ -17,11 +17,11 @@ from typing import Any
 
 import anyio
 import pytest
-from conftest import EXAMPLES, REPO, DaemonProcess, agent, events_of, output_of, wait_until
+from conftest import EXAMPLES, REPO, DaemonProcess, events_of, output_of, wait_until
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.types import CallToolResult, TextContent
-from support.homes import write_config
+from support.example_agents import write_agent_config
 
 from orca_client.cli.mcp import find_login_runtime_dir
 from orca_client.mcp_calls import MAX_WAIT_SECONDS
@@ -37,48 +37,11 @@ TOOLS = {
     "orca_answer",
     "orca_cancel",
 }
-SECRET_SCRIPT = {
-    "steps": [
-        {"ask": [{"id": "token", "question": "API token?", "header": "Token", "isSecret": True}]},
-        {"result": {"outcome": "done", "summary": "deployed"}},
-    ]
-}
-
-
-def gated_script(home: Path) -> dict[str, Any]:
-    """Work that ends once the test creates the file `go` in the home."""
-    return {
-        "steps": [
-            {"say": "waiting for go"},
-            {"wait_file": str(home / "go")},
-            {"result": {"outcome": "done", "summary": "went"}},
-        ]
-    }
-
-
-def config(home: Path) -> None:
-    """The example agents by name, as scripts/demo configures them, and a secret asker."""
-    agents = {
-        "investigator": [sys.executable, str(EXAMPLES / "investigator.py")],
-        "tester": [sys.executable, str(EXAMPLES / "failing.py")],
-        "asker": [sys.executable, str(EXAMPLES / "asker.py")],
-        "reviewer": [sys.executable, str(EXAMPLES / "reviewer.py")],
-        "long": [sys.executable, str(EXAMPLES / "long_task.py"), "60"],
-        "secret": agent("q_ask.py", json.dumps(SECRET_SCRIPT)),
-        "gated": agent("q_ask.py", json.dumps(gated_script(home))),
-    }
-    write_config(
-        home,
-        "".join(
-            f'[agents.{name}]\nadapter = "command"\ncommand = {json.dumps(argv)}\n'
-            for name, argv in agents.items()
-        ),
-    )
 
 
 @pytest.fixture
 def daemon(make_daemon: Callable[..., DaemonProcess], orca_home: Path) -> DaemonProcess:
-    config(orca_home)
+    write_agent_config(orca_home)
     return make_daemon().start()
 
 

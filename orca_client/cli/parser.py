@@ -74,7 +74,8 @@ The MCP client starts this command itself. Register it once:
                                                                       args = ["mcp"]
   claude mcp add orca -- orca mcp      (-s user: in every project)
 An orcad on a home of its own: codex mcp add orca --env ORCA_HOME=DIR -- orca mcp
-(claude: -e ORCA_HOME=DIR).
+(claude: -e ORCA_HOME=DIR). Codex asks before the tools that are not read-only; for codex exec,
+add default_tools_approval_mode = "approve" to [mcp_servers.orca].
 
 tools: orca_run, orca_debug, orca_plan (start work, return a run id at once); orca_wait (at
 most 50 s a call: until the run ends or asks a question; then again, from the position it

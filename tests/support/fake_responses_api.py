@@ -21,6 +21,7 @@ import subprocess
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,9 +98,11 @@ def tool_call(
     *,
     used: dict[str, Any] | None = None,
     say: str | None = None,
+    namespace: str | None = None,
 ) -> Turn:
     """The model calls a function tool (after a message `say`, if given); Codex runs it and
-    sends its output in the next request."""
+    sends its output in the next request. An MCP server's tools are in the namespace
+    `mcp__SERVER`."""
     response_id = f"resp_{next(_ids)}"
     item = {
         "type": "function_call",
@@ -107,6 +110,7 @@ def tool_call(
         "call_id": call_id,
         "name": name,
         "arguments": json.dumps(arguments),
+        **({"namespace": namespace} if namespace is not None else {}),
     }
     return Turn(
         [
@@ -194,7 +198,7 @@ class FakeResponsesAPI:
     """The fake model service on 127.0.0.1 (a random port), serving the scripted turns in order."""
 
     def __init__(self) -> None:
-        self._turns: deque[Turn] = deque()
+        self._turns: deque[Turn | Callable[[], Turn]] = deque()
         self._lock = threading.Condition()
         self.requests: list[dict[str, Any]] = []
         """Every `POST .../responses` body, in order."""
@@ -226,8 +230,9 @@ class FakeResponsesAPI:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def script(self, *turns: Turn) -> None:
-        """Queue what the next requests get, in order."""
+    def script(self, *turns: Turn | Callable[[], Turn]) -> None:
+        """Queue what the next requests get, in order; a callable makes its turn when its
+        request comes (from what earlier tools returned, say)."""
         with self._lock:
             self._turns.extend(turns)
 
@@ -276,7 +281,8 @@ class FakeResponsesAPI:
             if not self._turns:
                 self.unscripted += 1
                 return None
-            return self._turns.popleft()
+            turn = self._turns.popleft()
+        return turn if isinstance(turn, Turn) else turn()
 
     def _handler(self) -> type[http.server.BaseHTTPRequestHandler]:
         api = self
