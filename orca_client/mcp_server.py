@@ -57,6 +57,9 @@ WORKTREE = Annotated[
     ),
 ]
 
+CLIENT_NAME_CHARS = 80
+"""How much of the MCP client's own name (it chooses it) the log keeps in `answered_by`."""
+
 READS = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 STARTS = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=True)
 
@@ -367,7 +370,7 @@ def _lookup() -> AgentLookup:
 def _answered_by(ctx: Context) -> str:
     """How the log names who answered: this server, and the MCP client it serves."""
     params = ctx.session.client_params
-    client = params.client_info.name if params is not None else "unknown client"
+    client = params.client_info.name[:CLIENT_NAME_CHARS] if params is not None else "unknown client"
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
