@@ -1,11 +1,11 @@
 """Notifications (`[notify]`): a run waiting for an answer, a run that completed or failed,
 told on the desktop and to webhooks — exactly once per event and channel, across restarts.
 
-The runner follows the log like the hook runner. For each event that calls for a notification
-(a question still waiting when the runner reads it; see `notify_text` for the rest) it appends
-`NotificationTriggered` (what it says, the channels) in the same transaction as how far it has
-read, so a trigger is never skipped nor triggered twice. Each channel's delivery is a task of
-its own, retried with backoff (1 s doubling to 5 min) until delivered or
+The runner follows the log (`log_follower`), as the hook runner does. For each event that calls
+for a notification (a question still waiting when the runner reads it; see `notify_text` for the
+rest) it appends `NotificationTriggered` (what it says, the channels) in the same transaction as
+how far it has read, so a trigger is never skipped nor triggered twice. Each channel's delivery
+is a task of its own, retried with backoff (1 s doubling to 5 min) until delivered or
 `give_up_after_seconds` after the trigger, then recorded: `NotificationSent` or
 `NotificationFailed`. A delivery neither recorded is done again by the next orcad; that crash
 window (delivered, not yet recorded) is the only way a channel gets one twice, with the same
@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 
 import anyio
 import anyio.abc
@@ -33,6 +32,7 @@ from orca_client.events import (
 from orca_daemon.config import NotifySettings
 from orca_daemon.log.records import StoredEvent, StoreError
 from orca_daemon.log.store import EventStore
+from orca_daemon.orchestration.log_follower import LogFollower
 from orca_daemon.orchestration.notify_channels import (
     ChannelUnavailable,
     DeliveryError,
@@ -46,9 +46,8 @@ log = logging.getLogger(__name__)
 
 TRACKING = "notifications"
 TRIGGER_TYPES = frozenset({"question_asked", "run_status_changed"})
-SAVE_INTERVAL_SECONDS = 2.0
-RETRY_SECONDS = 1.0
-"""While the log cannot be written: how long before appending again."""
+RECORD_RETRY_SECONDS = 1.0
+"""While the log cannot be written: how long before an outcome is appended again."""
 FIRST_BACKOFF_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 300.0
 ATTEMPTS_AT_ONCE = 8
@@ -64,12 +63,8 @@ class NotificationRunner:
         self._state = state
         self._settings = settings
         self._tg: anyio.abc.TaskGroup | None = None
-        self._queue: deque[StoredEvent] = deque()
-        self._wake = asyncio.Event()
-        self._progress = asyncio.Event()
+        self._follower = LogFollower(store, TRACKING, TRIGGER_TYPES, self._handle)
         self._stopping = asyncio.Event()
-        self._position = 0
-        self._saved = 0
         self._delivering: set[tuple[int, str]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -86,124 +81,62 @@ class NotificationRunner:
         delivery until cancelled (after `stop`)."""
         async with anyio.create_task_group() as tg:
             self._tg = tg
-            tracked = await self._store.read_tracking(TRACKING)
-            if tracked is None:  # first start: notifications are for what happens from now on
-                tracked = self._store.head_position
-                await self._store.save_tracking(TRACKING, tracked)
-            self._position = self._saved = tracked
             if channels := list(self._settings.channels()):
                 log.info("notifications go to: %s", ", ".join(channels))
             for (_, channel), (triggered, at) in list(self._state.notifications_due.items()):
                 self._start_delivery(triggered, channel, at)
-            self._store.add_listener(self._on_commit)
+            await self._follower.start()
             task_status.started()
-            tg.start_soon(self._follow)
-            await self._save_periodically()
+            tg.start_soon(self._follower.follow)
+            await self._follower.save_periodically()
 
     async def stop(self, grace: float) -> None:
         """Trigger what the log holds so far (within `grace`), stop following, give deliveries
         in flight `grace` seconds; what is left undelivered, the next orcad delivers."""
-        with anyio.move_on_after(grace):
-            head = self._store.head_position
-            while self._position < head:
-                self._progress.clear()
-                await self._progress.wait()
+        await self._follower.catch_up(grace)
         self._stopping.set()
-        self._wake.set()
-        self._store.remove_listener(self._on_commit)
+        self._follower.stop()
         with anyio.move_on_after(grace):
             await self._idle.wait()
-        try:
-            await self._store.save_tracking(TRACKING, self._position)
-        except StoreError:
-            log.exception("could not record how far notifications have read the log")
+        await self._follower.save()
 
-    # ------------------------------------------------------------------ following the log
-
-    def _on_commit(self, events: list[StoredEvent]) -> None:
-        self._queue.extend(e for e in events if e.type in TRIGGER_TYPES)
-        self._wake.set()
-
-    async def _follow(self) -> None:
-        while not self._stopping.is_set():
-            page = await self._store.read_all(after=self._position, limit=500)
-            if not page:
-                break
-            for stored in page:
-                await self._handle_retrying(stored)
-        while not self._stopping.is_set():
-            while self._queue and not self._stopping.is_set():
-                stored = self._queue.popleft()
-                if stored.position > self._position:
-                    await self._handle_retrying(stored)
-            if not self._queue:  # every trigger up to the head has been handled
-                self._position = max(self._position, self._store.head_position)
-                self._progress.set()
-            self._wake.clear()
-            if not self._queue:
-                await self._wake.wait()
-
-    async def _handle_retrying(self, stored: StoredEvent) -> None:
-        """Handle one event; while the log cannot be written, wait and try again (in order)."""
-        while not self._stopping.is_set():
-            try:
-                await self._handle(stored)
-                return
-            except StoreError:
-                log.exception(
-                    "notification for position %d not recorded yet; retrying", stored.position
-                )
-                await asyncio.sleep(RETRY_SECONDS)
+    # ------------------------------------------------------------------ triggering
 
     async def _handle(self, stored: StoredEvent) -> None:
-        if stored.type in TRIGGER_TYPES:
-            event = stored.decode()
-            run = self._state.runs.get(event.run_id)
-            notice = None
-            if isinstance(event, QuestionAsked):
-                waiting = self._waiting_requests(event.run_id)
-                if event.request_id in waiting:  # not answered or withdrawn meanwhile
-                    notice = notice_for(event, run, len(waiting) - 1)
-            else:
-                notice = notice_for(event, run)
-            channels = list(self._settings.channels())
-            if notice is not None and channels:
-                triggered = NotificationTriggered(
-                    event.run_id,
-                    stored.position,
-                    notice.kind,
-                    notice.title,
-                    notice.summary,
-                    notice.text,
-                    channels,
-                    notice.answer_command,
-                    notice.request_id,
-                )
-                [recorded] = await self._store.append_tracked(
-                    run_stream(event.run_id), [triggered], (TRACKING, stored.position)
-                )
-                self._saved = max(self._saved, stored.position)
-                for channel in channels:
-                    self._start_delivery(triggered, channel, recorded.recorded_at)
-        self._position = stored.position
+        event = stored.decode()
+        run = self._state.runs.get(event.run_id)
+        notice = None
+        if isinstance(event, QuestionAsked):
+            waiting = self._waiting_requests(event.run_id)
+            if event.request_id in waiting:  # not answered or withdrawn meanwhile
+                notice = notice_for(event, run, len(waiting) - 1)
+        else:
+            notice = notice_for(event, run)
+        channels = list(self._settings.channels())
+        if notice is not None and channels:
+            triggered = NotificationTriggered(
+                event.run_id,
+                stored.position,
+                notice.kind,
+                notice.title,
+                notice.summary,
+                notice.text,
+                channels,
+                notice.answer_command,
+                notice.request_id,
+            )
+            [recorded] = await self._store.append_tracked(
+                run_stream(event.run_id), [triggered], (TRACKING, stored.position)
+            )
+            self._follower.saved(stored.position)
+            for channel in channels:
+                self._start_delivery(triggered, channel, recorded.recorded_at)
 
     def _waiting_requests(self, run_id: str) -> set[str]:
         """The question requests of a run that wait for an answer now."""
         run = self._state.runs.get(run_id)
         sessions = [self._state.sessions.get(s) for s in run.session_ids] if run else []
         return {s.pending.request_id for s in sessions if s is not None and s.pending is not None}
-
-    async def _save_periodically(self) -> None:
-        while not self._stopping.is_set():
-            await asyncio.sleep(SAVE_INTERVAL_SECONDS)
-            if self._position > self._saved:
-                position = self._position
-                try:
-                    await self._store.save_tracking(TRACKING, position)
-                except StoreError:
-                    log.exception("could not record how far notifications have read the log")
-                    continue
-                self._saved = position
 
     # ------------------------------------------------------------------ delivering
 
@@ -288,4 +221,4 @@ class NotificationRunner:
                 if self._stopping.is_set():
                     raise
                 log.exception("notification outcome not recorded yet; retrying")
-                await asyncio.sleep(RETRY_SECONDS)
+                await asyncio.sleep(RECORD_RETRY_SECONDS)
