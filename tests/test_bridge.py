@@ -216,8 +216,16 @@ def test_a_run_filter_holds_across_a_restart_and_unsubscribe_ends_a_subscription
     script = {"steps": [{"ask": [q("go")]}, DONE]}
     asking = {"cwd": str(daemon.home), "command": agent("q_ask.py", json.dumps(script))}
     first = bridge.call("run", asking)["run_id"]
-    only = bridge.call("subscribe", {"after": 0, "run_id": first[:5]})["subscription"]
+    subscribing = bridge.request("subscribe", {"after": 0, "run_id": first[:5]})
+    only = bridge.response(subscribing)["result"]["subscription"]
     assert only != whole
+    bridge.wait_for("its first events", lambda _: bridge.events(only))
+    about_it = [
+        m
+        for m in bridge.lines
+        if m.get("id") == subscribing or m.get("params", {}).get("subscription") == only
+    ]
+    assert about_it[0]["id"] == subscribing  # the editor learns its id before its events
     wait_pending(daemon, first)
     assert bridge.call("unsubscribe", {"subscription": whole}) == {}
     unsubscribed = len(bridge.lines)
