@@ -100,6 +100,8 @@ class Bridge:
         self._leaving: set[str] = set()
         """orcad's subscriptions being unsubscribed."""
         self._chores: asyncio.TaskGroup | None = None
+        self._abandoned = False
+        """The editor stopped reading after closing stdin: nothing more is written to it."""
 
     # ------------------------------------------------------------------ the whole life
 
@@ -114,12 +116,16 @@ class Bridge:
                 link = background.create_task(self._link.run(self._on_push, self._on_connection))
                 writer = background.create_task(self._write())
                 keeper = background.create_task(self._keep())
-                await self._serve_requests()
-                keeper.cancel()
-                await self._unsubscribe_all()
+                async with asyncio.TaskGroup() as requests:
+                    await self._take_lines(requests)
+                    keeper.cancel()
+                    stuck = background.create_task(self._give_up_on_a_stuck_editor())
+                    await self._unsubscribe_all()
+                stuck.cancel()
                 self._outbox.close()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(writer), EXIT_FLUSH_SECONDS)
+                if not self._abandoned:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(asyncio.shield(writer), EXIT_FLUSH_SECONDS)
                 writer.cancel()
                 link.cancel()
         finally:
@@ -135,24 +141,40 @@ class Bridge:
             self._gone.set()
             self._outbox.close()
 
-    async def _serve_requests(self) -> None:
-        """Take the editor's lines until stdin closes (or stdout did); every request started is
-        answered before this returns."""
+    async def _take_lines(self, requests: asyncio.TaskGroup) -> None:
+        """Take the editor's lines, starting each request in `requests`, until stdin closes (or
+        stdout did)."""
         gone = asyncio.ensure_future(self._gone.wait())
         try:
-            async with asyncio.TaskGroup() as requests:
-                while True:
-                    line = asyncio.ensure_future(self._stdin.next())
-                    await asyncio.wait({line, gone}, return_when=asyncio.FIRST_COMPLETED)
-                    if not line.done():
-                        line.cancel()
-                        return
-                    item = line.result()
-                    if item is Marker.END:
-                        return
-                    await self._take(item, requests)
+            while True:
+                line = asyncio.ensure_future(self._stdin.next())
+                await asyncio.wait({line, gone}, return_when=asyncio.FIRST_COMPLETED)
+                if not line.done():
+                    line.cancel()
+                    return
+                item = line.result()
+                if item is Marker.END:
+                    return
+                await self._take(item, requests)
         finally:
             gone.cancel()
+
+    async def _give_up_on_a_stuck_editor(self) -> None:
+        """Once stdin has closed: if the editor reads nothing for EXIT_FLUSH_SECONDS while the
+        bridge has lines for it, write it nothing more (so the bridge can end)."""
+        loop = asyncio.get_running_loop()
+        stuck_since: float | None = None
+        while True:
+            await asyncio.sleep(0.25)
+            if not self._outbox.held:
+                stuck_since = None
+                continue
+            stuck_since = stuck_since or loop.time()
+            if loop.time() - stuck_since >= EXIT_FLUSH_SECONDS:
+                say("stdin closed and the editor reads nothing from stdout: ending without it")
+                self._abandoned = True
+                self._outbox.close()
+                return
 
     async def _take(self, item: bytes | Marker, requests: asyncio.TaskGroup) -> None:
         if item is Marker.TOO_LONG:

@@ -206,6 +206,29 @@ def test_an_editor_that_stops_reading_gets_every_event_once_it_reads_again(
     assert bridge.finish() == 0
 
 
+def test_an_editor_that_closes_stdin_and_reads_nothing_does_not_keep_the_bridge(
+    make_daemon: Callable[..., DaemonProcess],
+    orca_home: Path,
+    bridge_for: Callable[..., BridgeProcess],
+) -> None:
+    """The bridge holds all the events it may for an editor that reads nothing, and the editor
+    closes stdin: the bridge ends all the same (after EXIT_FLUSH_SECONDS without the editor
+    reading), with nothing left subscribed."""
+    write_config(orca_home, "[daemon]\nsubscription_lease_seconds = 1\n")
+    daemon = make_daemon().start()
+    with daemon.client() as client:
+        started = client.request(StartRun(command=agent("firehose.py", "8"), cwd=str(daemon.home)))
+    daemon.wait_for_run(started.run_id)
+    bridge = bridge_for(daemon.env)
+    bridge.pause_reading()
+    bridge.request("subscribe", {"after": 0})
+    # orcad sent all it could (more than the bridge holds) and then ended the subscription
+    wait_until(lambda: "ending it at position" in daemon.output(), "orcad to give up on it")
+    bridge.close_stdin()
+    assert bridge.process.wait(30) == 0
+    assert hello_of(daemon).subscriptions == 0
+
+
 def test_a_run_filter_holds_across_a_restart_and_unsubscribe_ends_a_subscription(
     daemon: DaemonProcess, bridge_for: Callable[..., BridgeProcess]
 ) -> None:
@@ -216,8 +239,16 @@ def test_a_run_filter_holds_across_a_restart_and_unsubscribe_ends_a_subscription
     script = {"steps": [{"ask": [q("go")]}, DONE]}
     asking = {"cwd": str(daemon.home), "command": agent("q_ask.py", json.dumps(script))}
     first = bridge.call("run", asking)["run_id"]
-    only = bridge.call("subscribe", {"after": 0, "run_id": first[:5]})["subscription"]
+    subscribing = bridge.request("subscribe", {"after": 0, "run_id": first[:5]})
+    only = bridge.response(subscribing)["result"]["subscription"]
     assert only != whole
+    bridge.wait_for("its first events", lambda _: bridge.events(only))
+    about_it = [
+        m
+        for m in bridge.lines
+        if m.get("id") == subscribing or m.get("params", {}).get("subscription") == only
+    ]
+    assert about_it[0]["id"] == subscribing  # the editor learns its id before its events
     wait_pending(daemon, first)
     assert bridge.call("unsubscribe", {"subscription": whole}) == {}
     unsubscribed = len(bridge.lines)
