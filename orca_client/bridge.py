@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import msgspec
 
@@ -79,7 +79,12 @@ class Bridge:
     """One editor on stdin and stdout, one connection to orcad."""
 
     def __init__(
-        self, paths: OrcaPaths, start_failure: str | None = None, stdin: int = 0, stdout: int = 1
+        self,
+        paths: OrcaPaths,
+        start_failure: str | None = None,
+        lookup: Mapping[str, str | None] | None = None,
+        stdin: int = 0,
+        stdout: int = 1,
     ) -> None:
         self._outbox = Outbox()
         self._link = DaemonLink(paths, self._outbox)
@@ -87,6 +92,8 @@ class Bridge:
         self._stdout = StdoutWriter(stdout)
         self._subs = SubscriptionTable()
         self._author = answering.who("orca-bridge")
+        self._lookup = dict(lookup or {})
+        """Where agent binaries are found, for requests that leave it out (the CLI's lookup)."""
         self._in_flight = 0
         self._wake = asyncio.Event()
         self._gone = asyncio.Event()
@@ -237,7 +244,7 @@ class Bridge:
                 then()
 
     async def _carry_out(self, call: Call) -> Answered:
-        request = request_of(call, self._author)
+        request = request_of(call, self._author, self._lookup)
         if isinstance(request, Subscribe):
             return await self._subscribe(request)
         if isinstance(request, Unsubscribe):
@@ -484,10 +491,14 @@ def _timeout_for(request: Request) -> float:
     return REQUEST_TIMEOUT
 
 
-def serve_stdio(paths: OrcaPaths, start_failure: str | None = None) -> int:
+def serve_stdio(
+    paths: OrcaPaths,
+    start_failure: str | None = None,
+    lookup: Mapping[str, str | None] | None = None,
+) -> int:
     """Run the bridge on this process's stdin and stdout; the exit status."""
 
     async def serve() -> int:  # the bridge's sockets and events belong to this loop
-        return await Bridge(paths, start_failure).serve()
+        return await Bridge(paths, start_failure, lookup).serve()
 
     return asyncio.run(serve())

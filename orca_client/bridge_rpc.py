@@ -7,6 +7,7 @@ docs/protocol.md, "The stdio bridge"). Nothing here ever logs a param: answers m
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,9 +96,11 @@ def parse_line(line: bytes) -> Call:
     return Call(method, params, call_id, answered="id" in message)
 
 
-def request_of(call: Call, author: str) -> Request:
+def request_of(call: Call, author: str, lookup: Mapping[str, str | None]) -> Request:
     """The Orca request a call asks for; RpcError for an unknown method or params of the wrong
-    shape (naming the field). An answer or orchestration that names nobody is by `author`."""
+    shape (naming the field). An answer or orchestration that names nobody is by `author`; a
+    request that finds agent binaries (`search_path`, `codex_path`, `claude_path`) and leaves
+    them out gets the bridge's own (`lookup`), as the CLI sends its shell's."""
     request_type = METHODS.get(call.method)
     if request_type is None:
         shown = call.method if len(call.method) <= 64 else call.method[:64] + "…"
@@ -110,6 +113,10 @@ def request_of(call: Call, author: str) -> Request:
     author_field = DEFAULT_AUTHOR_FIELDS.get(request_type)
     if author_field is not None and author_field not in params:
         params = {**params, author_field: author}
+    fields = request_type.__struct_fields__
+    missing = {k: v for k, v in lookup.items() if k in fields and k not in params and v}
+    if missing:
+        params = {**params, **missing}
     try:
         request: Request = msgspec.convert(params, request_type)  # type: ignore[assignment]
     except msgspec.ValidationError as exc:

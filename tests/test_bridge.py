@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets
 import signal
 from collections.abc import Callable, Iterator
@@ -13,7 +14,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from conftest import DaemonProcess, agent, all_events, process_exists, wait_until
+from conftest import DaemonProcess, agent, all_events, process_exists, run_orca, wait_until
 from support.bridge import BridgeProcess, RpcFailed
 from support.homes import write_config
 from support.questions import DONE, of_type, q, wait_pending
@@ -126,6 +127,28 @@ def test_requests_are_answered_concurrently_and_more_than_the_limit_are_busy(
         agents = bridge.response(call_id)["result"]["agents"]
         assert {a["name"]: a["version"] for a in agents}["codex"] == "0.169.0"
     assert "result" in bridge.response(bridge.request("hello"))
+    assert bridge.finish() == 0
+
+
+def test_requests_that_find_agents_get_the_bridges_path_unless_they_say_where(
+    daemon: DaemonProcess, bridge_for: Callable[..., BridgeProcess], tmp_path: Path
+) -> None:
+    """As the CLI sends its shell's PATH, the bridge sends its own (the editor's environment):
+    a codex only on the bridge's PATH is the one orcad finds; a request's own lookup wins."""
+    mine = tmp_path / "bin"
+    mine.mkdir()
+    codex, gate = gated_codex(mine, "codex")
+    gate.touch()
+    env = {**daemon.env, "PATH": f"{mine}{os.pathsep}{daemon.env['PATH']}"}
+    env.pop("ORCA_CODEX_PATH", None)
+    bridge = bridge_for(env)
+
+    def codex_binary(params: dict[str, Any]) -> str:
+        agents = bridge.call("check_agents", params)["agents"]
+        return str({a["name"]: a["binary"] for a in agents}["codex"])
+
+    assert codex_binary({}) == str(codex)
+    assert codex_binary({"search_path": "/none"}) != str(codex)
     assert bridge.finish() == 0
 
 
@@ -436,6 +459,21 @@ def test_start_starts_orcad_and_shutdown_stops_it(
     with pytest.raises(RpcFailed) as gone:
         bridge.call("status")
     assert gone.value.code == -32001
+    assert bridge.finish() == 0
+
+
+def test_an_orcad_the_bridge_started_is_reaped_when_it_stops(
+    make_daemon: Callable[..., DaemonProcess], bridge_for: Callable[..., BridgeProcess]
+) -> None:
+    """orcad started by `--start` is the bridge's child: stopped with `orca daemon stop` while
+    the editor keeps the bridge open, it must not linger as a zombie (the stop would wait for
+    it in vain and fail)."""
+    daemon = make_daemon()
+    bridge = bridge_for(daemon.env, "--start")
+    pid = bridge.call("hello")["pid"]
+    stopped = run_orca(daemon.env, "daemon", "stop", timeout=90)
+    assert stopped.returncode == 0, stopped.stderr
+    wait_until(lambda: not Path(f"/proc/{pid}").exists(), "orcad to be reaped", timeout=10)
     assert bridge.finish() == 0
 
 

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -105,8 +106,10 @@ def ensure_running(paths: OrcaPaths, timeout: float) -> tuple[HelloResult, bool]
             )
         hello = _hello(paths, timeout=1.0) if paths.socket_file.exists() else None
         if hello is not None:
+            _reap_when_it_ends(process)
             return hello, True
         time.sleep(0.05)
+    _reap_when_it_ends(process)
     raise StartFailed(
         f"orcad did not become ready within {timeout:.0f}s; see {paths.daemon_log_file}",
         EXIT_UNAVAILABLE,
@@ -127,6 +130,13 @@ def _spawn(log_file: Path) -> subprocess.Popen[bytes]:
         )
     finally:
         os.close(log_fd)
+
+
+def _reap_when_it_ends(process: subprocess.Popen[bytes]) -> None:
+    """Wait for orcad in a thread of its own: a long-lived caller (`orca bridge --start`) is its
+    parent, and an orcad nobody waits for stays a zombie once stopped (and `orca daemon stop`
+    waits for it in vain). The thread ends with orcad, or with this process."""
+    threading.Thread(target=process.wait, name="reap orcad", daemon=True).start()
 
 
 def _reason(exc: Exception) -> str:
