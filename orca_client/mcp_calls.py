@@ -6,21 +6,30 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import deque
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 import msgspec
 
 from orca_client.client import Client, fetch_status
-from orca_client.events import OutputAppended, QuestionAsked, RunStatusChanged
+from orca_client.events import OutputAppended, QuestionAsked, RunStatusChanged, run_stream
+from orca_client.mcp_views import (
+    Json,
+    answer_with,
+    drop_empty,
+    next_after_wait,
+    pending_of,
+    run_view,
+    when,
+)
 from orca_client.plan import PlanError, parse_plan
 from orca_client.render_events import decode
-from orca_client.views import TERMINAL_STATUSES, PendingQuestion, RunInfo, SessionInfo
+from orca_client.views import TERMINAL_STATUSES, AgentChecks, RunInfo, StatusResult
 from orca_client.wire import (
     Answer,
     AnswerResult,
     Cancel,
     CancelResult,
+    CheckAgents,
     ReadEvents,
     RunStarted,
     StartDebug,
@@ -41,11 +50,10 @@ MAX_WAIT_SECONDS = 50.0
 LOG_CHARS = 20_000
 """How much output one `orca_logs` call returns by default."""
 MAX_LOG_CHARS = 100_000
-SYNTHESIS_CHARS = 100_000
-"""How much of a fan-out's task file a run's view carries."""
 READ_PAGE_EVENTS = 1000
-
-Json = dict[str, Any]
+AGENT_CHECK_SECONDS = 10.0
+"""The longest orcad may let one agent's `--version` take for `orca_agents` (it checks them all
+at once)."""
 
 
 class ToolRefused(Exception):
@@ -165,10 +173,10 @@ def _absolute(path: str, what: str = "cwd") -> str:
 
 
 def status(client: Client, run_id: str | None, ended: int) -> Json:
-    """One run in full, or every live run and the `ended` newest ended ones in short."""
+    """One run in full (with its child runs), or every live run and the `ended` newest ended
+    ones in short."""
     if run_id is not None:
-        one = fetch_status(client, Status(run_id=run_id))
-        return {"run": run_view(one.runs[0], one.sessions)}
+        return {"run": run_view(fetch_status(client, Status(run_id=run_id, tree=True)))}
     every = fetch_status(client, Status(ended=max(0, ended)))
     by_id = {session.session_id: session for session in every.sessions}
     runs = []
@@ -178,55 +186,75 @@ def status(client: Client, run_id: str | None, ended: int) -> Json:
             "title": run.title,
             "status": run.status,
             "kind": run.kind,
-            "updated_at": _when(run.updated_at),
+            "updated_at": when(run.updated_at),
         }
-        questions = [q.question for p in _pending(run, by_id) for q in p.questions]
-        if questions:
-            short["asks"] = questions
+        if run.parent_run_id is not None:
+            short["parent_run_id"] = run.parent_run_id
+        pending = pending_of(run, by_id)
+        if pending:
+            short["asks"] = [q.question for p in pending for q in p.questions]
+            short["answer_with"] = [answer_with(run.run_id, p, len(pending) > 1) for p in pending]
         runs.append(short)
     return {"runs": runs, "ended_not_shown": every.ended_not_shown}
 
 
 def wait(client: Client, run_id: str, timeout: float, after: int | None) -> Json:
-    """Follow the run's events after log position `after` until it ends, one of its sessions
-    asks a question, or `timeout` (at most MAX_WAIT_SECONDS) has passed; then its status and
-    the position it reflects (the next call's `after`). Without `after`, a question already
-    pending returns at once (the caller may not have seen it yet)."""
+    """Follow the events of the run and its child runs after log position `after` until the
+    run ends, a session of it or of a child run asks a question, or `timeout` (capped at
+    MAX_WAIT_SECONDS) has passed; then its status and the position it reflects (the next
+    call's `after`). Without `after`, a question already pending returns at once (the caller
+    may not have seen it yet)."""
     started = time.monotonic()
     deadline = started + min(max(timeout, 0.0), MAX_WAIT_SECONDS)
-    first = fetch_status(client, Status(run_id=run_id))
-    run = first.runs[0]
-    shown_pending = after is None and _pending(run, {s.session_id: s for s in first.sessions})
-    if run.status not in TERMINAL_STATUSES and not shown_pending:
+    first = fetch_status(client, Status(run_id=run_id, tree=True))
+    root = first.runs[0]
+    by_id = {session.session_id: session for session in first.sessions}
+    shown_pending = after is None and any(pending_of(run, by_id) for run in first.runs)
+    if root.status not in TERMINAL_STATUSES and not shown_pending:
         start = first.head_position if after is None else after
-        events = client.follow(after=start, run_id=run.run_id, until=deadline)
-        with contextlib.closing(cast("Generator[EventRecord]", events)):  # ends the subscription
-            for record in events:
-                event = decode(record)
-                if isinstance(event, QuestionAsked) or _ends(event):
-                    break
-                if time.monotonic() >= deadline:
-                    break
-    now = fetch_status(client, Status(run_id=run.run_id))
-    view = run_view(now.runs[0], now.sessions)
-    position = now.head_position
-    if view["terminal"]:
-        next_step = "the run has ended: see run.status, run.result and (a fan-out) run.synthesis"
-    elif "pending" in view:
-        next_step = (
-            "the run waits for an answer: give it with orca_answer (a secret question: ask the "
-            f"user to answer it with `orca answer {run.run_id}`), then call orca_wait again "
-            f"with after={position}"
-        )
-    else:
-        next_step = f"not ended yet: call orca_wait again with after={position}"
+        _follow_until_news(client, first.runs, start, deadline)
+    now = fetch_status(client, Status(run_id=root.run_id, tree=True))
+    view = run_view(now)
     return {
         "run": view,
         "terminal": view["terminal"],
-        "position": position,
+        "position": now.head_position,
         "waited_seconds": round(time.monotonic() - started, 1),
-        "next": next_step,
+        "next": next_after_wait(view, now.head_position),
     }
+
+
+class _Created(msgspec.Struct):
+    """What of an event shows a new child run: a `run_created` naming its parent."""
+
+    type: str = "?"
+    parent_run_id: str | None = None
+
+
+def _follow_until_news(client: Client, tree: list[RunInfo], after: int, deadline: float) -> None:
+    """Follow the events after `after` of `tree` (a run, then its descendant runs, and the
+    child runs created meanwhile) until a question is asked in it, the run ends, or
+    `deadline`. A run that has child runs, or may have (a parent), is followed through the
+    whole log; any other through its own stream."""
+    root = tree[0]
+    family = {run_stream(run.run_id) for run in tree}
+    whole_log = root.kind == "parent" or len(tree) > 1
+    events = client.follow(after=after, run_id=None if whole_log else root.run_id, until=deadline)
+    with contextlib.closing(cast("Generator[EventRecord]", events)):  # ends the subscription
+        for record in events:
+            if record.stream not in family:
+                created = msgspec.json.decode(record.event, type=_Created)
+                parent = created.parent_run_id
+                if created.type == "run_created" and parent and run_stream(parent) in family:
+                    family.add(record.stream)
+            else:
+                event = decode(record)
+                if isinstance(event, QuestionAsked):
+                    return
+                if event.run_id == root.run_id and _ends(event):
+                    return
+            if time.monotonic() >= deadline:
+                return
 
 
 def _ends(event: object) -> bool:
@@ -242,7 +270,7 @@ def logs(client: Client, run_id: str, after: int, max_chars: int, tail: bool) ->
     run = found.runs[0]
     pieces: deque[OutputAppended] = deque()
     size = 0
-    position = after
+    position = min(after, found.head_position)  # past the log's end: from its end
     cut = dropped = False
     for record in _records(client, run.run_id, after):
         event = decode(record)
@@ -332,17 +360,14 @@ def answer(
         raise ToolRefused(
             "give either text (the answer to a lone question) or answers (by question id)"
         )
-    found = fetch_status(client, Status(run_id=run_id))
+    found = fetch_status(client, Status(run_id=run_id, tree=True))
     run = found.runs[0]
     by_id = {session.session_id: session for session in found.sessions}
-    pending = _pending(run, by_id)
+    pending = pending_of(run, by_id)
     if request_id is not None:
         pending = [p for p in pending if p.request_id == request_id]
     if not pending:
-        asked = f" request {request_id!r}" if request_id else " question"
-        raise ToolRefused(
-            f"run {run.run_id} has no pending{asked} (it is {run.status}); see orca_status"
-        )
+        raise ToolRefused(_nothing_to_answer(found, request_id))
     if len(pending) > 1:
         listed = "; ".join(
             f"{p.request_id} (session {p.session_id}: "
@@ -359,6 +384,12 @@ def answer(
             "key): only a person answers it, never a model. Ask the user to answer it with "
             f"`orca answer {run.run_id}` in a terminal (it asks without echo) or in their "
             "editor; then call orca_wait again."
+        )
+    if text is not None and len(request.questions) > 1:
+        ids = ", ".join(q.id for q in request.questions)
+        raise ToolRefused(
+            f"{len(request.questions)} questions are pending ({ids}): give answers as "
+            "{question_id: answer}, one for each, instead of text"
         )
     by_question = (
         None
@@ -384,108 +415,74 @@ def answer(
     }
 
 
+def _nothing_to_answer(found: StatusResult, request_id: str | None) -> str:
+    """Why run `found.runs[0]` has nothing to answer, and which of its child runs has."""
+    run = found.runs[0]
+    by_id = {session.session_id: session for session in found.sessions}
+    asked = f" request {request_id!r}" if request_id else " question"
+    waiting = [child for child in found.runs[1:] if pending_of(child, by_id)]
+    if not waiting:
+        return f"run {run.run_id} has no pending{asked} (it is {run.status}); see orca_status"
+    children = "; ".join(
+        f"{child.run_id}"
+        + (f" (repository {child.repo})" if child.repo else "")
+        + ": "
+        + " / ".join(q.question for p in pending_of(child, by_id) for q in p.questions)
+        for child in waiting
+    )
+    return (
+        f"run {run.run_id} waits on no question itself; its child runs do, {children}. Call "
+        f'orca_answer with run_id="{waiting[0].run_id}" (the child run\'s id) to answer it'
+    )
+
+
 def cancel(client: Client, run_id: str, reason: str | None, session_id: str | None) -> Json:
     result: CancelResult = client.request(
         Cancel(run_id=run_id, reason=reason, session_id=session_id)
     )
+    what = f"session {session_id}" if session_id else f"run {result.run_id}"
+    if result.already_terminal:
+        return {
+            "run_id": result.run_id,
+            "run_status": result.status,
+            "already_ended": True,
+            "cancelled": None,
+            "message": f"nothing was cancelled: {what} had already ended (the run is "
+            f"{result.status})",
+        }
     return {
         "run_id": result.run_id,
         "run_status": result.status,
-        "already_ended": result.already_terminal,
+        "already_ended": False,
         "cancelled": session_id or result.run_id,
+        "message": f"{what} is cancelled (the run is {result.status})",
     }
 
 
-# --------------------------------------------------------------------------- views
+# --------------------------------------------------------------------------- agents
 
 
-def run_view(run: RunInfo, sessions: list[SessionInfo]) -> Json:
-    """A run as a model reads it: its status, sessions, tasks, pending questions (and how to
-    answer them), and, once a fan-out has ended, its synthesis (the task file's text)."""
-    view: Json = {
-        "run_id": run.run_id,
-        "title": run.title,
-        "kind": run.kind,
-        "status": run.status,
-        "terminal": run.status in TERMINAL_STATUSES,
-        "reason": run.reason,
-        "cwd": run.cwd,
-        "created_at": _when(run.created_at),
-        "updated_at": _when(run.updated_at),
-        "result": run.result,
-        "task_file": run.task_file,
-        "parent_run_id": run.parent_run_id,
-        "child_run_ids": run.child_run_ids or None,
-        "cost_usd": run.cost_usd,
-    }
-    view["sessions"] = [_session_view(session) for session in sessions]
-    if run.tasks:
-        view["tasks"] = [_drop_empty(msgspec.to_builtins(task)) for task in run.tasks]
-    by_id = {session.session_id: session for session in sessions}
-    pending = _pending(run, by_id)
-    if pending:
-        view["pending"] = [_pending_view(run.run_id, request) for request in pending]
-    if run.kind == "fanout" and run.task_file and run.status in TERMINAL_STATUSES:
-        view["synthesis"] = _read_synthesis(run.task_file)
-    return _drop_empty(view)
-
-
-def _session_view(session: SessionInfo) -> Json:
-    return _drop_empty(
-        {
-            "session_id": session.session_id,
-            "agent": session.agent,
-            "role": session.role,
-            "task_id": session.task_id,
-            "status": session.status,
-            "summary": session.summary,
-            "reason": session.reason,
-            "exit_code": session.exit_code,
-            "last_output_line": session.last_output_line,
-        }
+def agents(client: Client, lookup: AgentLookup) -> Json:
+    """Every agent a run may name, and whether a run of it can start (`--version` of each CLI
+    agent's binary, found with `lookup`)."""
+    checked: AgentChecks = client.request(
+        CheckAgents(**lookup, timeout=AGENT_CHECK_SECONDS),
+        timeout=client.timeout + 2 * AGENT_CHECK_SECONDS,
     )
-
-
-def _pending(run: RunInfo, sessions: dict[str, SessionInfo]) -> list[PendingQuestion]:
-    found = (sessions.get(session_id) for session_id in run.session_ids)
-    return [s.pending for s in found if s is not None and s.pending is not None]
-
-
-def _pending_view(run_id: str, request: PendingQuestion) -> Json:
-    questions = []
-    for question in request.questions:
-        shown: Json = {"id": question.id, "header": question.header, "question": question.question}
-        if question.options:
-            shown["options"] = [_drop_empty(msgspec.to_builtins(o)) for o in question.options]
-            shown["other_answers_allowed"] = question.is_other
-        if question.is_secret:
-            shown["secret"] = True
-            shown["answered_by"] = f"a person only: `orca answer {run_id}` or the editor"
-        questions.append(_drop_empty(shown))
     return {
-        "request_id": request.request_id,
-        "session_id": request.session_id,
-        "asked_at": _when(request.asked_at),
-        "questions": questions,
+        "agents": [
+            drop_empty(
+                {
+                    "name": check.name,
+                    "kind": check.kind,
+                    "usable": check.usable,
+                    "status": check.status,
+                    "version": check.version,
+                    "detail": check.detail,
+                }
+            )
+            for check in checked.agents
+        ],
+        "next": "name a usable agent in orca_run (agent), orca_debug (agents, orchestrator) or "
+        "orca_plan (agent, or a task's agent)",
     }
-
-
-def _read_synthesis(task_file: str) -> str:
-    try:
-        with open(task_file, encoding="utf-8", errors="replace") as handle:
-            text = handle.read(SYNTHESIS_CHARS + 1)
-    except OSError as exc:
-        return f"(the task file {task_file} cannot be read: {exc.strerror})"
-    if len(text) > SYNTHESIS_CHARS:
-        return (
-            text[:SYNTHESIS_CHARS] + f"\n… (cut at {SYNTHESIS_CHARS:,} characters; see {task_file})"
-        )
-    return text
-
-
-def _when(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
-
-
-def _drop_empty(values: Json) -> Json:
-    return {key: value for key, value in values.items() if value not in (None, "", [])}

@@ -2,7 +2,8 @@
 `orca[mcp]`), so Codex, Claude Code or any MCP client can hand work to orcad and follow it.
 
 Each tool runs its blocking `mcp_calls` function in a worker thread with a connection of its own;
-orcad's refusals, and orcad not running, come back as tool errors carrying orcad's message.
+orcad's refusals (in the tools' terms), orcad not running and arguments that do not fit the
+tool's schema come back as tool errors saying what to do.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 import anyio.to_thread
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import ToolAnnotations
-from pydantic import Field
+from mcp.types import CallToolResult, InputRequiredResult, ToolAnnotations
+from pydantic import Field, ValidationError
 
 from orca_client import mcp_calls
 from orca_client.client import Client, OrcaClientError, RequestFailed
-from orca_client.mcp_calls import MAX_WAIT_SECONDS, Json, ToolRefused
+from orca_client.mcp_calls import MAX_WAIT_SECONDS, ToolRefused
+from orca_client.mcp_views import Json, in_tool_terms
 from orca_client.paths import InsecurePathError
 
 if TYPE_CHECKING:
@@ -32,11 +34,12 @@ command agent — durably: runs go on when you disconnect, and survive orcad res
 Start work with orca_run (one agent on a prompt), orca_debug (one prompt fanned out to several \
 agents, whose outputs one orchestrator then synthesizes) or orca_plan (a task graph). Each \
 returns a run_id at once. Then call orca_wait(run_id), and again with after=<the position it \
-returned>, until it returns terminal: true. It returns early when a session asks a question: \
-answer it with orca_answer, except a secret one (a password, token or key), which only a person \
-answers (`orca answer RUN_ID` in a terminal). orca_status shows a run (its sessions, tasks, \
-questions, result and a fan-out's synthesis) or all runs; orca_logs reads a run's output; \
-orca_cancel stops a run or one of its sessions."""
+returned>, until it returns terminal: true. It returns early when a session (of the run or of \
+one of its child runs) asks a question: answer it with orca_answer as its answer_with says, \
+except a secret one (a password, token or key), which only a person answers (`orca answer \
+RUN_ID` in a terminal). orca_status shows a run (its sessions, tasks, child runs, questions, \
+result and a fan-out's synthesis) or all runs; orca_logs reads a run's output; orca_cancel \
+stops a run or one of its sessions; orca_agents lists the agents a run may name."""
 
 RUN_ID = Annotated[
     str, Field(description="the run's id (as a start tool returned it) or a unique prefix of it")
@@ -64,9 +67,27 @@ READS = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 STARTS = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=True)
 
 
+class OrcaServer(MCPServer):
+    """The SDK's server, refusing arguments that do not fit a tool's schema in a sentence that
+    names each parameter and what it must be (the SDK passes pydantic's report on, with links
+    to pydantic's documentation and the values given)."""
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            if not isinstance(exc.__cause__, ValidationError):
+                raise
+            problem = exc.__cause__
+        # Raised from the ValidationError: the SDK then logs the parameters' names only.
+        raise ToolError(invalid_arguments(name, arguments, problem)) from problem
+
+
 def build_server() -> MCPServer:
     """The server with every tool registered."""
-    server = MCPServer(
+    server = OrcaServer(
         name="orca",
         title="Orca",
         instructions=INSTRUCTIONS,
@@ -207,8 +228,10 @@ def build_server() -> MCPServer:
         ] = 20,
     ) -> Json:
         """One run in full — status, sessions (agent, status, summary, last output line), a
-        plan's tasks, the questions it waits on and how to answer them, a fan-out's result and
-        synthesis — or, without run_id, every live run and the newest ended ones in short."""
+        plan's tasks, child runs, the questions it and its child runs wait on with how to
+        answer each (answer_with), a fan-out's result and synthesis — or, without run_id,
+        every live run and the newest ended ones in short (with what each asks and how to
+        answer it)."""
         return await _call(mcp_calls.status, run_id, ended)
 
     @tool(server, READS)
@@ -218,8 +241,8 @@ def build_server() -> MCPServer:
             float,
             Field(
                 ge=0,
-                le=MAX_WAIT_SECONDS,
-                description=f"seconds to wait, at most {MAX_WAIT_SECONDS:.0f}",
+                description=f"seconds to wait, at most {MAX_WAIT_SECONDS:.0f} (the default; a "
+                f"longer value is capped at {MAX_WAIT_SECONDS:.0f})",
             ),
         ] = MAX_WAIT_SECONDS,
         after: Annotated[
@@ -231,12 +254,14 @@ def build_server() -> MCPServer:
             ),
         ] = None,
     ) -> Json:
-        """Wait until the run ends, or one of its sessions asks a question, or the timeout
-        passes; returns the run's status, whether it is terminal, and a position. Not terminal:
-        call orca_wait again with after=position (it follows the run's events, so nothing is
-        missed between calls). Without after, a question already pending returns at once. A
-        pending question is in run.pending: answer it with orca_answer, unless it is secret
-        (then the user answers it; waiting goes on meanwhile)."""
+        """Wait until the run ends, or a session of it or of one of its child runs asks a
+        question, or the timeout passes; returns the run's status, whether it is terminal, and
+        a position. Not terminal: call orca_wait again with after=position (it follows the
+        run's events, so nothing is missed between calls). Without after, a question already
+        pending returns at once. A pending question is in run.pending, with the run_id to
+        answer (a child run's, for a question a child run asks) and how (answer_with):
+        orca_answer, unless it is secret (then the user answers it; waiting goes on
+        meanwhile)."""
         return await _call(mcp_calls.wait, run_id, timeout_seconds, after)
 
     @tool(server, READS)
@@ -285,10 +310,11 @@ def build_server() -> MCPServer:
             Field(description="which pending request, when several sessions wait"),
         ] = None,
     ) -> Json:
-        """Answer the question(s) a run waits on (shown by orca_wait and orca_status under
-        run.pending; an option's label, or free text where other answers are allowed). Secret
-        questions (passwords, tokens, keys) are refused: only a person answers those, with
-        `orca answer RUN_ID` in a terminal or in their editor."""
+        """Answer the question(s) a run waits on, as the answer_with of each entry of
+        run.pending (shown by orca_wait and orca_status) says: with that entry's run_id (a
+        child run's, when a child run asks); an option's label, or free text where other
+        answers are allowed. Secret questions (passwords, tokens, keys) are refused: only a
+        person answers those, with `orca answer RUN_ID` in a terminal or in their editor."""
         return await _call(
             mcp_calls.answer,
             run_id,
@@ -313,6 +339,14 @@ def build_server() -> MCPServer:
         """Cancel a run (its agents are interrupted, then stopped; a cancelled run stays
         cancelled), or only one of its sessions."""
         return await _call(mcp_calls.cancel, run_id, reason, session_id)
+
+    @tool(server, READS)
+    async def orca_agents() -> Json:
+        """The agents a run may name — built in (codex, codex-exec, claude, synthesizer) and
+        configured in orcad's config.toml — each with whether a run of it can start now
+        (usable) and, if not, why. orcad runs each agent CLI's --version for it, which may
+        take a few seconds."""
+        return await _call(mcp_calls.agents, _lookup())
 
     return server
 
@@ -340,12 +374,94 @@ async def _call(function: Callable[..., Json], *args: Any, **kwargs: Any) -> Jso
     try:
         return await anyio.to_thread.run_sync(blocking)
     except RequestFailed as exc:
-        raise ToolError(f"orcad refused: {exc.code}: {exc}") from None
+        raise ToolError(f"orcad refused: {exc.code}: {in_tool_terms(exc.code, str(exc))}") from None
     except (ToolRefused, OrcaClientError, InsecurePathError) as exc:  # DaemonUnavailable too:
         raise ToolError(str(exc)) from None  # "orcad is not running ...; start it with ..."
     except OSError as exc:  # e.g. a home it may not read
         where = f": {exc.filename}" if exc.filename is not None else ""
         raise ToolError(f"{exc.strerror or exc}{where}") from None
+
+
+WANTED = {
+    "string_type": "a string",
+    "int_type": "a whole number",
+    "int_parsing": "a whole number",
+    "int_from_float": "a whole number",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "finite_number": "a finite number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "dict_type": "an object",
+    "list_type": "a list",
+}
+"""What a value must be, by the type of pydantic's error about it."""
+BOUNDS = {
+    "greater_than_equal": ("at least", "ge"),
+    "greater_than": ("more than", "gt"),
+    "less_than_equal": ("at most", "le"),
+    "less_than": ("less than", "lt"),
+}
+"""A bound a number must keep, by the type of pydantic's error: its words and its name."""
+
+
+def invalid_arguments(tool: str, arguments: dict[str, Any], error: ValidationError) -> str:
+    """`error` (arguments that do not fit the tool's schema) as one sentence: each parameter
+    (or part of one) and what it must be; no value is repeated."""
+    wanted: dict[str, list[str]] = {}
+    for problem in error.errors(include_url=False, include_input=False):
+        where = _where(problem["loc"], arguments)
+        wanted.setdefault(where, []).append(_what_it_must_be(problem))
+    said = "; ".join(f"{where} {_either(musts)}" for where, musts in wanted.items())
+    return f"invalid arguments for {tool}: {said}"
+
+
+def _where(location: tuple[int | str, ...], arguments: dict[str, Any]) -> str:
+    """The parameter (and the key or index in it) a problem is about. pydantic puts the
+    member of a union a value was tried as into the location; that part is left out."""
+    if not location:
+        return "the arguments"
+    where, value = str(location[0]), arguments.get(str(location[0]))
+    for part in location[1:]:
+        if isinstance(value, dict) and part in value:
+            where, value = f"{where}.{part}", value[part]
+        elif isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value):
+            where, value = f"{where}[{part}]", value[part]
+    return where
+
+
+def _what_it_must_be(problem: Any) -> str:
+    kind, context = problem["type"], problem.get("ctx") or {}
+    if kind == "missing":
+        return "is required"
+    if kind in WANTED:
+        return f"must be {WANTED[kind]}"
+    if kind in BOUNDS and BOUNDS[kind][1] in context:
+        words, bound = BOUNDS[kind]
+        return f"must be {words} {_number(context[bound])}"
+    if kind == "too_short" and "min_length" in context:
+        return f"must have at least {_items(context['min_length'])}"
+    if kind == "too_long" and "max_length" in context:
+        return f"must have at most {_items(context['max_length'])}"
+    message: str = problem["msg"]
+    if message.startswith("Input should be "):
+        return "must be " + message.removeprefix("Input should be ")
+    return f"does not fit: {message}"
+
+
+def _items(count: int) -> str:
+    return f"{count} item" if count == 1 else f"{count} items"
+
+
+def _number(value: object) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _either(musts: list[str]) -> str:
+    """`must be a string`, `must be a list` → `must be a string or a list`."""
+    if len(musts) > 1 and all(must.startswith("must be ") for must in musts):
+        return "must be " + " or ".join(must.removeprefix("must be ") for must in musts)
+    return "; ".join(musts)
 
 
 def _cwd(given: str | None) -> str:

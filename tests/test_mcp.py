@@ -26,6 +26,7 @@ from support.example_agents import write_agent_config
 from orca_client.cli.mcp import find_login_runtime_dir
 from orca_client.mcp_calls import MAX_WAIT_SECONDS
 from orca_client.paths import resolve_paths
+from orca_client.wire import RunStarted, StartRun
 
 TOOLS = {
     "orca_run",
@@ -36,6 +37,7 @@ TOOLS = {
     "orca_logs",
     "orca_answer",
     "orca_cancel",
+    "orca_agents",
 }
 
 
@@ -115,7 +117,10 @@ async def test_the_server_lists_its_tools_with_descriptions_and_schemas(
             assert field.get("description"), f"{tool.name}.{name} has no description"
     wait = tools["orca_wait"].input_schema
     assert wait["required"] == ["run_id"]
-    assert wait["properties"]["timeout_seconds"]["maximum"] == MAX_WAIT_SECONDS
+    assert "maximum" not in wait["properties"]["timeout_seconds"]  # longer waits are capped:
+    assert "capped at 50" in wait["properties"]["timeout_seconds"]["description"]
+    status = tools["orca_status"].description or ""
+    assert "how to answer each (answer_with)" in status
     debug = tools["orca_debug"].input_schema
     assert set(debug["required"]) == {"prompt", "agents"}
     assert debug["properties"]["agents"]["minItems"] == 1
@@ -203,9 +208,13 @@ async def test_a_secret_question_is_refused_and_left_to_a_person(daemon: DaemonP
     async with mcp_session(daemon.env) as session:
         run_id = (await call(session, "orca_run", agent="secret", prompt="deploy it"))["run_id"]
         waited = await call(session, "orca_wait", run_id=run_id)
-        [question] = waited["run"]["pending"][0]["questions"]
+        [pending] = waited["run"]["pending"]
+        [question] = pending["questions"]
         assert question["secret"] is True
-        assert f"orca answer {run_id}" in question["answered_by"]
+        assert pending["answer_with"].startswith("a person only")
+        assert f"`orca answer {run_id}`" in pending["answer_with"]
+        shown = await call(session, "orca_status", run_id=run_id)
+        assert shown["run"]["pending"] == [pending]
 
         message = await refused(session, "orca_answer", run_id=run_id, text="hunter2")
         assert "secret" in message and "only a person" in message
@@ -224,6 +233,11 @@ async def test_a_secret_question_is_refused_and_left_to_a_person(daemon: DaemonP
         assert person.returncode == 0, person.stderr
         ended = await wait_until_terminal(session, run_id, still["position"])
         assert ended["run"]["status"] == "completed"
+        assert ended["run"]["sessions"][0]["summary"] == "deployed"
+        assert ended["next"].startswith(
+            "the run has ended completed (the agent reported done): see run.sessions"
+        )
+        assert "run.result" not in ended["next"]  # a single run has none
     log = json.dumps(events_of(daemon, run_id))
     assert "hunter2" not in log and "s3cret-token" not in log
 
@@ -236,20 +250,42 @@ async def test_a_run_is_cancelled_and_errors_are_tool_errors(daemon: DaemonProce
         assert waited["terminal"] is False
         assert waited["run"]["status"] == "running"
 
+        beyond = await call(session, "orca_logs", run_id=run_id, after=10**12)
+        assert beyond["chunks"] == []
+        assert beyond["next_after"] < 10**12  # the log's end: from there, new output comes
+        for _ in range(200):
+            newer = await call(session, "orca_logs", run_id=run_id, after=beyond["next_after"])
+            if newer["chunks"]:
+                break
+            await anyio.sleep(0.05)
+        assert newer["chunks"][0]["text"].startswith("step ")
+
         cancelled = await call(session, "orca_cancel", run_id=run_id, reason="enough")
         assert cancelled["already_ended"] is False
+        assert cancelled["cancelled"] == run_id
         ended = await call(session, "orca_wait", run_id=run_id)
         assert ended["terminal"] is True
         assert ended["run"]["status"] == "cancelled"
+        assert ended["next"].startswith("the run has ended cancelled (enough): see run.sessions")
+        assert "run.result" not in ended["next"]
         again = await call(session, "orca_cancel", run_id=run_id)
         assert again["already_ended"] is True
+        assert again["cancelled"] is None
+        assert again["message"] == (
+            f"nothing was cancelled: run {run_id} had already ended (the run is cancelled)"
+        )
+        capped = await call(session, "orca_wait", run_id=run_id, timeout_seconds=60)
+        assert capped["terminal"] is True  # 60 s is waited as 50 s, not refused
 
         missing = await refused(session, "orca_status", run_id="nosuchrun")
         assert "orcad refused: not_found: no run with id" in missing
         assert "nosuchrun" in missing
+        assert "(orca_status lists the runs)" in missing and "orca status" not in missing
         unknown_agent = await refused(session, "orca_run", agent="nobody", prompt="x")
         assert "orcad refused: bad_request:" in unknown_agent
         assert "nobody" in unknown_agent
+        assert "orca_agents lists the agents orcad has" in unknown_agent
+        assert "kill -HUP" not in unknown_agent
         relative = await refused(session, "orca_run", agent="long", prompt="x", cwd="src")
         assert "absolute" in relative
         cyclic = await refused(
@@ -265,13 +301,45 @@ async def test_a_run_is_cancelled_and_errors_are_tool_errors(daemon: DaemonProce
             agent="investigator",
         )
         assert "cycle" in cyclic
+        agentless = await refused(
+            session, "orca_plan", plan={"title": "t", "tasks": [{"id": "a", "prompt": "a"}]}
+        )
+        assert "task a names no agent: give it one, or a default with the agent parameter" in (
+            agentless
+        )
+        assert "--agent" not in agentless
         not_waiting = await refused(session, "orca_answer", run_id=run_id, text="yes")
         assert "no pending question" in not_waiting
-        too_long = await session.call_tool(
-            "orca_wait", {"run_id": run_id, "timeout_seconds": MAX_WAIT_SECONDS + 1}
+
+        wrong_type = await refused(session, "orca_wait", run_id=5)
+        assert wrong_type == "invalid arguments for orca_wait: run_id must be a string"
+        wrong_answer = await refused(session, "orca_answer", run_id=run_id, answers={"q": 3})
+        assert wrong_answer == (
+            "invalid arguments for orca_answer: answers.q must be a string or a list"
         )
-        assert too_long.is_error
+        nothing = await refused(session, "orca_debug", prompt="x", agents=[], cwd="/")
+        assert nothing == "invalid arguments for orca_debug: agents must have at least 1 item"
         assert run_id in json.dumps(await call(session, "orca_status"))  # still serving
+
+
+async def test_two_questions_at_once_are_answered_by_id(daemon: DaemonProcess) -> None:
+    async with mcp_session(daemon.env) as session:
+        run_id = (await call(session, "orca_run", agent="two_questions", prompt="ship"))["run_id"]
+        waited = await call(session, "orca_wait", run_id=run_id)
+        [pending] = waited["run"]["pending"]
+        assert pending["answer_with"] == (
+            f'orca_answer with run_id="{run_id}", answers={{"branch": <answer>, "push": <answer>}}'
+        )
+        listed = await call(session, "orca_status")
+        [short] = [run for run in listed["runs"] if run["run_id"] == run_id]
+        assert short["asks"] == ["Which branch?", "Push it?"]
+        assert short["answer_with"] == [pending["answer_with"]]
+
+        as_text = await refused(session, "orca_answer", run_id=run_id, text="main")
+        assert "give answers as {question_id: answer}, one for each, instead of text" in as_text
+        await call(session, "orca_answer", run_id=run_id, answers={"branch": "main", "push": "yes"})
+        ended = await wait_until_terminal(session, run_id, waited["position"])
+        assert ended["run"]["sessions"][0]["summary"] == "answered both"
 
 
 async def test_a_wait_goes_on_across_an_orcad_restart(
@@ -301,6 +369,90 @@ async def test_a_wait_goes_on_across_an_orcad_restart(
         assert waited["terminal"] is True
         assert waited["run"]["status"] == "completed"
         assert waited["run"]["sessions"][0]["summary"] == "went"
+
+
+@pytest.mark.parametrize("mode", ["parallel", "sequential"])
+async def test_a_parent_run_is_waited_for_and_answered_through_its_child_runs(
+    make_daemon: Callable[..., DaemonProcess], orca_home: Path, tmp_path: Path, mode: str
+) -> None:
+    """A parent run (one child run per repository) asks nothing itself: orca_wait on it returns
+    when a child run asks, naming the child run to answer, and orca_answer on the parent says
+    which child run to answer instead. In sequence, the second child run is created (and asks)
+    only once the first has ended: the wait follows child runs created meanwhile too."""
+    repos = ""
+    for name in ("ra", "rb"):
+        (tmp_path / name).mkdir()
+        repos += f'[[repos]]\nname = "{name}"\npath = {json.dumps(str(tmp_path / name))}\n'
+    write_agent_config(orca_home, more=repos)
+    daemon = make_daemon().start()
+    request = StartRun(
+        cwd=str(EXAMPLES),
+        agent="asker",
+        prompt="fix it",
+        repos=["ra", "rb"],
+        orchestration_mode=mode,
+    )
+    with daemon.client() as client:
+        started: RunStarted = client.request(request)
+    parent = started.run_id
+    children = [f"{parent}-1", f"{parent}-2"]
+    async with mcp_session(daemon.env) as session:
+        waited = await call(session, "orca_wait", run_id=parent, timeout_seconds=20)
+        assert waited["terminal"] is False
+        first = waited["run"]["pending"][0]
+        assert first["run_id"] == children[0]
+        assert first["questions"][0]["id"] == "runtime"
+        assert first["answer_with"] == (
+            f'orca_answer with run_id="{children[0]}", text=<an option\'s label or your own answer>'
+        )
+        refusal = await refused(session, "orca_answer", run_id=parent, text="python3.11")
+        assert f"run {parent} waits on no question itself; its child runs do, {children[0]}" in (
+            refusal
+        )
+        assert f'Call orca_answer with run_id="{children[0]}"' in refusal
+        shown = await call(session, "orca_status", run_id=parent)
+        assert shown["run"]["pending"][0] == first
+
+        answered: list[str] = []
+        for _ in range(10):
+            for pending in waited["run"].get("pending", []):
+                if pending["run_id"] not in answered:
+                    await call(session, "orca_answer", run_id=pending["run_id"], text="python3.11")
+                    answered.append(pending["run_id"])
+            if waited["terminal"]:
+                break
+            waited = await call(
+                session, "orca_wait", run_id=parent, timeout_seconds=20, after=waited["position"]
+            )
+        assert sorted(answered) == children
+        run = waited["run"]
+        assert run["status"] == "completed"
+        assert [(c["run_id"], c["repo"], c["status"]) for c in run["child_runs"]] == [
+            (children[0], "ra", "completed"),
+            (children[1], "rb", "completed"),
+        ]
+        assert {c["sessions"][0]["summary"] for c in run["child_runs"]} == {
+            "planned for python3.11"
+        }
+        assert "see run.child_runs, each child run's status" in waited["next"]
+        assert "orca_logs with a child run's run_id" in waited["next"]
+
+
+async def test_orca_agents_lists_the_agents_a_run_may_name(
+    make_daemon: Callable[..., DaemonProcess], orca_home: Path
+) -> None:
+    write_agent_config(
+        orca_home, more='[agents.gone]\nadapter = "command"\ncommand = ["/nonexistent/agent"]\n'
+    )
+    daemon = make_daemon().start()
+    async with mcp_session(daemon.env) as session:
+        listed = await call(session, "orca_agents")
+    by_name = {agent["name"]: agent for agent in listed["agents"]}
+    assert {"codex", "codex-exec", "claude", "synthesizer", "investigator", "asker"} <= set(by_name)
+    assert by_name["investigator"]["usable"] is True
+    assert by_name["gone"]["usable"] is False
+    assert "/nonexistent/agent" in by_name["gone"]["detail"]
+    assert "orca_run" in listed["next"]
 
 
 async def test_a_plan_runs_to_its_end(daemon: DaemonProcess) -> None:
@@ -338,6 +490,20 @@ async def test_with_orcad_down_each_call_says_how_to_start_it(orca_home: Path) -
 
 
 # --------------------------------------------------------------------------- the command
+
+
+def test_the_help_lists_the_exit_statuses_orca_mcp_has() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "orca_client.cli", "mcp", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    statuses = done.stdout.partition("exit status:")[2]
+    assert [line.split()[0] for line in statuses.strip().splitlines()] == ["0", "2"]
+    assert 'codex mcp add orca -- "$(command -v orca)" mcp' in done.stdout
 
 
 def test_without_the_sdk_orca_mcp_says_how_to_install_it() -> None:

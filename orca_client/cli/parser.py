@@ -73,16 +73,22 @@ The MCP client starts this command itself. Register it once:
                                                                       command = "orca"
                                                                       args = ["mcp"]
   claude mcp add orca -- orca mcp      (-s user: in every project)
+orca installed in a virtualenv (not on the PATH the client starts servers with): register
+its full path, codex mcp add orca -- "$(command -v orca)" mcp
 An orcad on a home of its own: codex mcp add orca --env ORCA_HOME=DIR -- orca mcp
 (claude: -e ORCA_HOME=DIR). Codex asks before the tools that are not read-only; for codex exec,
 add default_tools_approval_mode = "approve" to [mcp_servers.orca].
 
 tools: orca_run, orca_debug, orca_plan (start work, return a run id at once); orca_wait (at
-most 50 s a call: until the run ends or asks a question; then again, from the position it
-returned); orca_status; orca_logs;
-orca_answer (never a secret question: only a person answers those, with orca answer);
-orca_cancel. orcad must be running (orca daemon start); until it is, each tool call fails
-saying so. Needs the MCP SDK: pip install 'orca[mcp]' (else exit status 2)."""
+most 50 s a call: until the run ends or it or a child run asks a question; then again, from
+the position it returned); orca_status; orca_logs; orca_answer (never a secret question:
+only a person answers those, with orca answer); orca_cancel; orca_agents (the agents a run
+may name, and whether each can run). orcad must be running (orca daemon start); until it
+is, each tool call fails saying so. Needs the MCP SDK: pip install 'orca[mcp]'."""
+
+MCP_EXIT_STATUS_HELP = """exit status:
+  0  the MCP client closed stdin (it ended the session)
+  2  the MCP SDK is not installed (pip install 'orca[mcp]')"""
 
 DOCTOR_HELP = """Diagnose a run, or the agent CLIs Orca would run.
 
@@ -364,7 +370,10 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("--json", action="store_true", help="print the result as JSON")
 
     _add_orchestration_commands(command)
-    command("mcp", "serve Orca's tools to an MCP client (Codex, Claude Code) on stdio", MCP_HELP)
+    mcp = command(
+        "mcp", "serve Orca's tools to an MCP client (Codex, Claude Code) on stdio", MCP_HELP
+    )
+    mcp.epilog = MCP_EXIT_STATUS_HELP
 
     completion = command(
         "completion",

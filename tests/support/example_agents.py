@@ -12,6 +12,21 @@ from conftest import EXAMPLES, agent
 
 from support.homes import write_config
 
+TWO_QUESTIONS_SCRIPT = {
+    "steps": [
+        {
+            "ask": [
+                {"id": "branch", "question": "Which branch?"},
+                {
+                    "id": "push",
+                    "question": "Push it?",
+                    "options": [{"label": "yes"}, {"label": "no"}],
+                },
+            ]
+        },
+        {"result": {"outcome": "done", "summary": "answered both"}},
+    ]
+}
 SECRET_SCRIPT = {
     "steps": [
         {"ask": [{"id": "token", "question": "API token?", "header": "Token", "isSecret": True}]},
@@ -31,9 +46,10 @@ def gated_script(home: Path) -> dict[str, Any]:
     }
 
 
-def write_agent_config(home: Path) -> None:
+def write_agent_config(home: Path, more: str = "") -> None:
     """config.toml for orcad on `home`: investigator, tester (fails), asker, reviewer, long
-    (60 s), secret (asks for a token, secret), gated (done once the file `home`/go exists)."""
+    (60 s), secret (asks for a token, secret), two_questions (asks two at once), gated (done
+    once the file `home`/go exists); then `more` (other tables)."""
     agents = {
         "investigator": [sys.executable, str(EXAMPLES / "investigator.py")],
         "tester": [sys.executable, str(EXAMPLES / "failing.py")],
@@ -41,6 +57,7 @@ def write_agent_config(home: Path) -> None:
         "reviewer": [sys.executable, str(EXAMPLES / "reviewer.py")],
         "long": [sys.executable, str(EXAMPLES / "long_task.py"), "60"],
         "secret": agent("q_ask.py", json.dumps(SECRET_SCRIPT)),
+        "two_questions": agent("q_ask.py", json.dumps(TWO_QUESTIONS_SCRIPT)),
         "gated": agent("q_ask.py", json.dumps(gated_script(home))),
     }
     write_config(
@@ -48,5 +65,6 @@ def write_agent_config(home: Path) -> None:
         "".join(
             f'[agents.{name}]\nadapter = "command"\ncommand = {json.dumps(argv)}\n'
             for name, argv in agents.items()
-        ),
+        )
+        + more,
     )
