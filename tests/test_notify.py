@@ -434,7 +434,7 @@ def run_info(**fields: Any) -> RunInfo:
 
 
 def test_who_is_told_what() -> None:
-    asked = QuestionAsked("r1", "s1", "req-1", [Question("q", "Go?")])
+    asked = QuestionAsked("r1", "r1.2", "q1", [Question("q", "Go?")])
     several = QuestionAsked("r1", "s1", "req-1", [Question("a", "A?"), Question("b", "B?")])
     child = run_info(parent_run_id="p1")
     assert notice_for(RunStatusChanged("r1", "cancelled", "by you"), run_info()) is None
@@ -443,7 +443,7 @@ def test_who_is_told_what() -> None:
     told = notice_for(asked, child)  # a child's question needs a person all the same
     assert told is not None and told.answer_command == "orca answer r1 'TEXT'"
     told = notice_for(asked, run_info(), other_requests=1)
-    assert told is not None and told.answer_command == "orca answer r1 --request req-1 'TEXT'"
+    assert told is not None and told.answer_command == "orca answer r1 --session 2 'TEXT'"
     told = notice_for(several, run_info())
     assert told is not None and told.answer_command == "orca answer r1"
     long = Question("q", "x" * 5000, options=[QuestionOption(f"o{i}") for i in range(20)])

@@ -108,7 +108,7 @@ class NotificationRunner:
         notice = None
         if isinstance(event, QuestionAsked):
             waiting = self._waiting_requests(event.run_id)
-            if event.request_id in waiting:  # not answered or withdrawn meanwhile
+            if waiting.get(event.session_id) == event.request_id:  # not answered or withdrawn
                 notice = notice_for(event, run, len(waiting) - 1)
         else:
             notice = notice_for(event, run)
@@ -132,11 +132,16 @@ class NotificationRunner:
             for channel in channels:
                 self._start_delivery(triggered, channel, recorded.recorded_at)
 
-    def _waiting_requests(self, run_id: str) -> set[str]:
-        """The question requests of a run that wait for an answer now."""
+    def _waiting_requests(self, run_id: str) -> dict[str, str]:
+        """The question requests of a run that wait for an answer now, by session (each
+        session numbers its requests on its own)."""
         run = self._state.runs.get(run_id)
         sessions = [self._state.sessions.get(s) for s in run.session_ids] if run else []
-        return {s.pending.request_id for s in sessions if s is not None and s.pending is not None}
+        return {
+            s.session_id: s.pending.request_id
+            for s in sessions
+            if s is not None and s.pending is not None
+        }
 
     # ------------------------------------------------------------------ delivering
 

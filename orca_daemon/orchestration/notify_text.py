@@ -44,7 +44,7 @@ def notice_for(event: AnyEvent, run: RunInfo | None, other_requests: int = 0) ->
         return None
     title = clip(run.title, TITLE_CHARS)
     if isinstance(event, QuestionAsked):
-        command = answer_command(run.run_id, event.questions, event.request_id, other_requests)
+        command = answer_command(run.run_id, event.questions, event.session_id, other_requests)
         answer = f"answer: {command}"
         asked = "\n".join(describe_questions(event.questions))
         room = TEXT_CHARS - len(title) - len(answer) - 2
@@ -91,14 +91,16 @@ def describe_questions(questions: list[Question]) -> list[str]:
 
 
 def answer_command(
-    run_id: str, questions: list[Question], request_id: str, other_requests: int
+    run_id: str, questions: list[Question], session_id: str, other_requests: int
 ) -> str:
     """The exact `orca answer` command for this request: `'TEXT'` for one plain question;
-    without an answer (the CLI asks each question, secrets unechoed) otherwise."""
-    request = f" --request {shlex.quote(request_id)}" if other_requests else ""
+    without an answer (the CLI asks each question, secrets unechoed) otherwise. With other
+    sessions of the run waiting too, it names the session (its id after the run's)."""
+    session = session_id.removeprefix(f"{run_id}.")
+    which = f" --session {shlex.quote(session)}" if other_requests else ""
     if len(questions) == 1 and not questions[0].is_secret:
-        return f"orca answer {run_id}{request} 'TEXT'"
-    return f"orca answer {run_id}{request}"
+        return f"orca answer {run_id}{which} 'TEXT'"
+    return f"orca answer {run_id}{which}"
 
 
 def clip(text: str, limit: int) -> str:
