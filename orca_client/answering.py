@@ -115,6 +115,7 @@ def choose(question: Question, reply: str) -> tuple[str | None, str]:
     empty reply; for a question with options and no other answers (`isOther: false`), anything
     but an option's number or label. A number picks an option; other text is kept verbatim."""
     from orca_client.terminal_text import one_line
+    from orca_client.views import option_named
 
     options = question.options or []
     labels = [option.label for option in options]
@@ -123,16 +124,12 @@ def choose(question: Question, reply: str) -> tuple[str | None, str]:
             f"an empty answer is not accepted; type one{' (or its number)' if labels else ''}. "
             f'To send an empty answer: orca answer RUN_ID --json \'{{"{question.id}": ""}}\''
         )
-    word = reply.strip()
-    if labels and word.isdigit() and 1 <= int(word) <= len(labels):
-        return labels[int(word) - 1], ""
+    if labels and (not question.is_other or reply.strip().isdigit()):
+        named = option_named(question, reply)
+        if named is not None:
+            return named, ""
     if not labels or question.is_other:
         return reply, ""
-    if word in labels:
-        return word, ""
-    folded = [label for label in labels if label.casefold() == word.casefold()]
-    if len(folded) == 1:
-        return folded[0], ""
     valid = ", ".join(f"{n}. {one_line(label)}" for n, label in enumerate(labels, 1))
     return None, f"{question.id} takes one of its options, by number or label: {valid}"
 
