@@ -283,6 +283,7 @@ def test_an_undeliverable_notification_is_given_up_and_recorded(
         )
         write_config(orca_home, config)
         daemon = make_daemon(extra_env={"PATH": str(empty)}).start()
+        wait_until(lambda: "notify-send is not on orcad's PATH" in daemon.output(), "a warning")
         runs = [start(daemon, {"steps": [DONE]}) for _ in range(2)]
         wait_delivered(daemon, 4)
         failed = notification_events(daemon, "notification_failed")
@@ -370,6 +371,15 @@ def test_a_secret_answer_never_reaches_a_notification_or_a_log(
         (
             '[[notify.webhook]]\nurl = "https://ntfy.sh/t"\nheaders = {Host = "x"}\n',
             "key notify.webhook[0].headers: Host is set by orcad itself",
+        ),
+        (
+            '[[notify.webhook]]\nurl = "https://t"\nheaders = {"idempotency-key" = "fixed"}\n',
+            "key notify.webhook[0].headers: idempotency-key is set by orcad itself",
+        ),
+        (
+            '[[notify.webhook]]\nurl = "http://user:pw@127.0.0.1:8765/slack"\n',
+            "key notify.webhook[0].url: a user or password in the URL is not sent; give it as a "
+            "header instead",
         ),
         (
             '[[notify.webhook]]\nurl = "https://a/b"\n[[notify.webhook]]\nurl = "https://a/b"\n',

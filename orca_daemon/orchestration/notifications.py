@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import time
 
 import anyio
@@ -75,14 +76,25 @@ class NotificationRunner:
         """Use these settings from the next event on; deliveries under way use the channels'
         new settings from their next attempt."""
         self._settings = settings
+        self._say_where()
+
+    def _say_where(self) -> None:
+        """Log where notifications go, and at once if the desktop cannot be told here."""
+        if channels := list(self._settings.channels()):
+            log.info("notifications go to: %s", ", ".join(channels))
+        if self._settings.desktop and shutil.which("notify-send") is None:
+            log.warning(
+                "notifications: [notify] desktop = true, but notify-send is not on orcad's PATH "
+                "(install libnotify-bin, or put its directory on the PATH orcad starts with); "
+                "desktop notifications will be recorded as failed"
+            )
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         """Deliver what an earlier orcad left undelivered, then follow the log and own every
         delivery until cancelled (after `stop`)."""
         async with anyio.create_task_group() as tg:
             self._tg = tg
-            if channels := list(self._settings.channels()):
-                log.info("notifications go to: %s", ", ".join(channels))
+            self._say_where()
             for (_, channel), (triggered, at) in list(self._state.notifications_due.items()):
                 self._start_delivery(triggered, channel, at)
             await self._follower.start()
