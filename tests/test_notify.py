@@ -464,3 +464,13 @@ def test_who_is_told_what() -> None:
     told = notice_for(QuestionAsked("r1", "s1", "q", many), run_info())
     assert told is not None and len(told.text) <= 1000
     assert told.text.endswith("\nanswer: orca answer r1")
+    fanout = run_info(task_file="/s/runs/r1/synthesis.md")
+    done = RunStatusChanged("r1", "completed", "synthesized 3 agents")
+    told = notice_for(done, fanout, summary="the parser drops a token at EOF")
+    assert told is not None and told.text == (
+        "fix the parser\nsynthesized 3 agents\nthe parser drops a token at EOF\n"
+        "synthesis: /s/runs/r1/synthesis.md\ndetails: orca status r1"
+    )
+    told = notice_for(done, fanout, summary="z" * 5000)
+    assert told is not None and len(told.text) <= 1000
+    assert told.text.endswith("…\nsynthesis: /s/runs/r1/synthesis.md\ndetails: orca status r1")

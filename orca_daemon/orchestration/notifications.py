@@ -123,7 +123,7 @@ class NotificationRunner:
             if waiting.get(event.session_id) == event.request_id:  # not answered or withdrawn
                 notice = notice_for(event, run, len(waiting) - 1)
         else:
-            notice = notice_for(event, run)
+            notice = notice_for(event, run, summary=self._last_summary(event.run_id))
         channels = list(self._settings.channels())
         if notice is not None and channels:
             triggered = NotificationTriggered(
@@ -143,6 +143,14 @@ class NotificationRunner:
             self._follower.saved(stored.position)
             for channel in channels:
                 self._start_delivery(triggered, channel, recorded.recorded_at)
+
+    def _last_summary(self, run_id: str) -> str | None:
+        """What the run's last session (a fan-out's orchestrator, a plan's last task) said it
+        did, if it said."""
+        run = self._state.runs.get(run_id)
+        sessions = [self._state.sessions.get(s) for s in run.session_ids] if run else []
+        said = [s.summary for s in sessions if s is not None and s.summary]
+        return said[-1] if said else None
 
     def _waiting_requests(self, run_id: str) -> dict[str, str]:
         """The question requests of a run that wait for an answer now, by session (each

@@ -37,9 +37,12 @@ class Notice(msgspec.Struct, frozen=True):
     request_id: str | None = None
 
 
-def notice_for(event: AnyEvent, run: RunInfo | None, other_requests: int = 0) -> Notice | None:
+def notice_for(
+    event: AnyEvent, run: RunInfo | None, other_requests: int = 0, summary: str | None = None
+) -> Notice | None:
     """The notification `event` triggers for `run`, or None. `other_requests`: how many other
-    question requests of the run wait for an answer (then the command names this one)."""
+    question requests of the run wait for an answer (then the command names this one);
+    `summary`: what the run's last session said it did, for an end."""
     if run is None:
         return None
     title = clip(run.title, TITLE_CHARS)
@@ -62,12 +65,21 @@ def notice_for(event: AnyEvent, run: RunInfo | None, other_requests: int = 0) ->
         if run.parent_run_id is not None:
             return None
         outcome = clip(event.reason or event.status, REASON_CHARS)
-        lines = [title, outcome, f"details: orca status {run.run_id}"]
+        lines = [title, outcome]
+        if summary and summary != event.reason:
+            lines.append(clip(summary, REASON_CHARS))
+        if run.task_file is not None and event.status == "completed":
+            lines.append(f"synthesis: {clip(run.task_file, REASON_CHARS)}")
+        details = f"details: orca status {run.run_id}"
+        told = "\n".join(lines)
+        room = TEXT_CHARS - len(details) - 1
+        if len(told) > room:
+            told = told[: room - 1] + "…"
         return Notice(
             event.status,
             title,
             f"orca: run {run.run_id} {event.status}",
-            "\n".join(lines),
+            f"{told}\n{details}",
         )
     return None
 
