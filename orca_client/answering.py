@@ -53,10 +53,11 @@ def who(tool: str = "orca-cli") -> str:
 
 
 def ask_on_terminal(
-    client: Client, run_id: str, request_id: str | None
-) -> tuple[str, dict[str, list[str]]]:
+    client: Client, run_id: str, session_id: str | None, request_id: str | None
+) -> tuple[str, str, dict[str, list[str]]]:
     """Show each pending question with its options and read the answers (secrets without echo);
-    returns the request answered, so the answer cannot land on a question that replaced it.
+    returns the session and request answered, so the answer cannot land on a question that
+    replaced it.
 
     An empty answer, or one that is not an option of a question that allows only its options,
     is refused on the terminal and asked again. End of input (Ctrl-D) raises EOFError and
@@ -66,6 +67,8 @@ def ask_on_terminal(
 
     status: StatusResult = client.request(Status(run_id=run_id))
     pending = [s.pending for s in status.sessions if s.pending is not None]
+    if session_id is not None:
+        pending = [p for p in pending if p.session_id in (session_id, f"{run_id}.{session_id}")]
     if request_id is not None:
         pending = [p for p in pending if p.request_id == request_id]
     if len(pending) != 1:
@@ -73,13 +76,12 @@ def ask_on_terminal(
             raise SystemExit(
                 f"orca answer: no pending question request; see `orca status {run_id}`"
             )
-        ids = ", ".join(f"{p.request_id} (session {p.session_id})" for p in pending)
+        ids = ", ".join(f"{p.session_id} (request {p.request_id})" for p in pending)
         raise SystemExit(
-            f"orca answer: several sessions are waiting; pick one by request id with "
-            f"--request: {ids}"
+            f"orca answer: several sessions are waiting; pick one with --session: {ids}"
         )
     request = pending[0]
-    return request.request_id, {q.id: [_ask(q)] for q in request.questions}
+    return request.session_id, request.request_id, {q.id: [_ask(q)] for q in request.questions}
 
 
 def _ask(question: Question) -> str:
@@ -113,6 +115,7 @@ def choose(question: Question, reply: str) -> tuple[str | None, str]:
     empty reply; for a question with options and no other answers (`isOther: false`), anything
     but an option's number or label. A number picks an option; other text is kept verbatim."""
     from orca_client.terminal_text import one_line
+    from orca_client.views import option_named
 
     options = question.options or []
     labels = [option.label for option in options]
@@ -121,16 +124,12 @@ def choose(question: Question, reply: str) -> tuple[str | None, str]:
             f"an empty answer is not accepted; type one{' (or its number)' if labels else ''}. "
             f'To send an empty answer: orca answer RUN_ID --json \'{{"{question.id}": ""}}\''
         )
-    word = reply.strip()
-    if labels and word.isdigit() and 1 <= int(word) <= len(labels):
-        return labels[int(word) - 1], ""
+    if labels and (not question.is_other or reply.strip().isdigit()):
+        named = option_named(question, reply)
+        if named is not None:
+            return named, ""
     if not labels or question.is_other:
         return reply, ""
-    if word in labels:
-        return word, ""
-    folded = [label for label in labels if label.casefold() == word.casefold()]
-    if len(folded) == 1:
-        return folded[0], ""
     valid = ", ".join(f"{n}. {one_line(label)}" for n, label in enumerate(labels, 1))
     return None, f"{question.id} takes one of its options, by number or label: {valid}"
 

@@ -273,8 +273,9 @@ class RunProgress:
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
         self.kind = "single"
-        self.pending: dict[str, list[Question]] = {}
-        """Question requests waiting for an answer: their questions, by request id."""
+        self.pending: dict[str, tuple[str, list[Question]]] = {}
+        """Question requests waiting for an answer: their request id and questions, by session
+        (a session waits on one request at a time; two sessions may use the same request id)."""
         self._sessions: dict[str, SessionCreated] = {}
         self._workers: dict[str, str] = {}
         """A fan-out's workers: their status, by session id."""
@@ -306,11 +307,13 @@ class RunProgress:
                 verdict = f"exit status {code}" if code is not None else "it did not finish"
                 return [f"task {event.task_id}: verify failed ({verdict}): {event.command}"]
             case QuestionAsked():
-                self.pending[event.request_id] = list(event.questions)
+                self.pending[event.session_id] = (event.request_id, list(event.questions))
                 return [self.waiting_line()]
             case QuestionAnswered() | QuestionCleared():
-                if self.pending.pop(event.request_id, None) is None:
+                waiting = self.pending.get(event.session_id)
+                if waiting is None or waiting[0] != event.request_id:
                     return []
+                del self.pending[event.session_id]
                 if isinstance(event, QuestionCleared):
                     return [f"question withdrawn: {event.reason}"]
                 return [f"answered by {event.answered_by}: {answers_text(event)}"]
@@ -346,9 +349,11 @@ class RunProgress:
         """`waiting for an answer: db, token — answer with: …` for the pending requests."""
         several = len(self.pending) > 1
         parts = []
-        for request_id, questions in self.pending.items():
+        for session_id, (_, questions) in self.pending.items():
             ids = [one_line(q.id) + (" [secret]" if q.is_secret else "") for q in questions]
-            # several requests: each is named, with the option placed before the answer
-            run = f"{self.run_id} --request {request_id}" if several else self.run_id
+            # several sessions wait: each is named (its id after the run's)
+            run = self.run_id
+            if several:
+                run += f" --session {session_id.removeprefix(self.run_id + '.')}"
             parts.append(f"{', '.join(ids)} — answer with: {answer_hint(run, questions)}")
         return "waiting for an answer: " + "; ".join(parts)

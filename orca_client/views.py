@@ -48,6 +48,19 @@ class Question(msgspec.Struct, frozen=True, rename="camel"):
     is_secret: bool = False
 
 
+def option_named(question: Question, reply: str) -> str | None:
+    """The label of the option `reply` names — the label itself, its number (from 1), or the
+    label in another case when only one matches, surrounding spaces ignored — or None."""
+    labels = [option.label for option in question.options or []]
+    word = reply.strip()
+    if word.isdigit() and 1 <= int(word) <= len(labels):
+        return labels[int(word) - 1]
+    if word in labels:
+        return word
+    folded = [label for label in labels if label.casefold() == word.casefold()]
+    return folded[0] if len(folded) == 1 else None
+
+
 class PendingQuestion(Struct, frozen=True):
     """A question request an agent asked and nobody has answered or cleared yet."""
 

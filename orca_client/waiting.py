@@ -44,8 +44,8 @@ class RunWaiter:
         self.progress = render_events.RunProgress(run_id)
         self.position = 0
         self.ended = False
-        self.declined: set[str] = set()
-        """Requests the person chose not to answer here."""
+        self.declined: set[tuple[str, str]] = set()
+        """Requests the person chose not to answer here: (session id, request id)."""
 
     def wait(self) -> None:
         """Return once the run has ended."""
@@ -76,7 +76,8 @@ class RunWaiter:
     def _offerable(self) -> list[str]:
         if not (self.ask and _in_foreground()):  # a background job must not touch the terminal
             return []
-        return [request for request in self.progress.pending if request not in self.declined]
+        pending = self.progress.pending
+        return [s for s, (request, _) in pending.items() if (s, request) not in self.declined]
 
     def _offer(self) -> None:
         _discard_typed_ahead()
@@ -86,7 +87,8 @@ class RunWaiter:
                 self._catch_up()
                 continue
             if not sys.stdin.readline():  # Ctrl-D
-                self.declined.update(self._offerable())
+                pending = self.progress.pending
+                self.declined.update((s, pending[s][0]) for s in self._offerable())
                 say("not asking here; the run waits for `orca answer`")
                 return
             self._answer_here(self._offerable()[0])
@@ -102,14 +104,14 @@ class RunWaiter:
             if self.ended:
                 return
 
-    def _answer_here(self, request_id: str) -> None:
+    def _answer_here(self, session_id: str) -> None:
         from orca_client import answering
         from orca_client.client import RequestFailed
         from orca_client.wire import Answer
 
         try:
-            request_id, answers = answering.ask_on_terminal(
-                self.connection, self.run_id, request_id
+            session_id, request_id, answers = answering.ask_on_terminal(
+                self.connection, self.run_id, session_id, self.progress.pending[session_id][0]
             )
         except (KeyboardInterrupt, EOFError):
             print(file=sys.stderr)
@@ -124,6 +126,7 @@ class RunWaiter:
                     run_id=self.run_id,
                     answers=answers,
                     request_id=request_id,
+                    session_id=session_id,
                     answered_by=answering.who(),
                 )
             )

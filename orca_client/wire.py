@@ -222,8 +222,9 @@ class Answer(Struct, tag="answer", frozen=True):
     """Answer a run's pending question request.
 
     Either `text` (only when exactly one question is pending; taken verbatim) or `answers`,
-    which must name every pending question id and no other. `request_id` picks the request
-    when several sessions of the run are waiting.
+    which must name every pending question id and no other. `session_id` or `request_id` picks
+    the request when several sessions of the run are waiting (each session numbers its requests
+    on its own, so two sessions may wait with the same request id).
     """
 
     run_id: str
@@ -231,6 +232,7 @@ class Answer(Struct, tag="answer", frozen=True):
     answers: dict[str, list[str]] | None = None
     request_id: str | None = None
     answered_by: str = "unknown"
+    session_id: str | None = None
 
 
 class ReadEvents(Struct, tag="read", frozen=True):

@@ -138,8 +138,11 @@ class HookSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 WebhookFormat = Literal["json", "ntfy", "slack"]
 HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 """An HTTP field name (RFC 9110's token)."""
-RESERVED_HEADERS = frozenset({"content-length", "content-type", "host", "transfer-encoding"})
-"""Headers orcad sets itself for each POST."""
+RESERVED_HEADERS = frozenset(
+    {"content-length", "content-type", "host", "idempotency-key", "transfer-encoding"}
+)
+"""Headers orcad sets itself for each POST (a fixed Idempotency-Key would make a receiver that
+drops repeats drop every notification but the first)."""
 
 
 class WebhookSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -162,6 +165,11 @@ class WebhookSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
             raise ValueError("url: not a URL") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("url: must be an http:// or https:// URL with a host")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError(
+                "url: a user or password in the URL is not sent; give it as a header instead "
+                '(headers = { Authorization = "Basic BASE64(user:password)" })'
+            )
         if port == 0 or any(c.isspace() or not c.isprintable() for c in self.url):
             raise ValueError("url: not a URL (a port of 0, spaces or control characters)")
         for name, value in self.headers.items():

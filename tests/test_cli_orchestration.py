@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLES, DaemonProcess, wait_until
+from conftest import EXAMPLES, DaemonProcess, events_of, wait_until
 
 ORCHESTRATION_COMMANDS = [["debug"], ["orchestrate"], ["plan"], ["plan", "run"], ["doctor"]]
 
@@ -69,6 +69,38 @@ def test_debug_answers_and_prints_the_synthesis_path(configured: DaemonProcess) 
     again = configured.orca("orchestrate", run_id)
     assert again.returncode == 0
     assert f"already has its orchestrator: {run.orchestrator_session_id}" in again.stdout
+
+
+def test_two_sessions_waiting_with_the_same_request_id_are_answered_each_by_its_session(
+    configured: DaemonProcess,
+) -> None:
+    """Each session numbers its requests on its own, so two askers of a fan-out both wait on
+    request `q1`: `--session` picks one (its full id, or the part after the run id), with the
+    option before the answer or after it, as `orca status` and the progress lines say."""
+    started = configured.orca("debug", "--agents", "asker,asker", "--json", "which runtime?")
+    reply = json.loads(started.stdout)
+    run_id, first, second = reply["run_id"], *reply["session_ids"]
+    wait_until(
+        lambda: all(s.pending is not None for s in configured.status(run_id).sessions),
+        "both askers waiting",
+    )
+    assert {s.pending.request_id for s in configured.status(run_id).sessions if s.pending} == {"q1"}
+    ambiguous = configured.orca("answer", run_id, "python3.11")
+    assert ambiguous.returncode == 1
+    assert f"pick one with --session: {first} (request q1), {second} (request q1)" in (
+        ambiguous.stderr
+    )
+    one = configured.orca("answer", run_id, "--session", second.removeprefix(f"{run_id}."), "3.13")
+    assert one.returncode == 0, one.stderr
+    other = configured.orca("answer", run_id, "python3.11", "--session", first)
+    assert other.returncode == 0, other.stderr
+    assert configured.wait_for_run(run_id).status == "completed"
+    answered = {
+        e["session_id"]: e["answers"]
+        for e in events_of(configured, run_id)
+        if e["type"] == "question_answered"
+    }
+    assert answered == {first: {"runtime": ["python3.11"]}, second: {"runtime": ["3.13"]}}
 
 
 def test_cancel_one_worker_then_orchestrate_by_hand(configured: DaemonProcess) -> None:

@@ -283,6 +283,7 @@ def test_an_undeliverable_notification_is_given_up_and_recorded(
         )
         write_config(orca_home, config)
         daemon = make_daemon(extra_env={"PATH": str(empty)}).start()
+        wait_until(lambda: "notify-send is not on orcad's PATH" in daemon.output(), "a warning")
         runs = [start(daemon, {"steps": [DONE]}) for _ in range(2)]
         wait_delivered(daemon, 4)
         failed = notification_events(daemon, "notification_failed")
@@ -372,6 +373,15 @@ def test_a_secret_answer_never_reaches_a_notification_or_a_log(
             "key notify.webhook[0].headers: Host is set by orcad itself",
         ),
         (
+            '[[notify.webhook]]\nurl = "https://t"\nheaders = {"idempotency-key" = "fixed"}\n',
+            "key notify.webhook[0].headers: idempotency-key is set by orcad itself",
+        ),
+        (
+            '[[notify.webhook]]\nurl = "http://user:pw@127.0.0.1:8765/slack"\n',
+            "key notify.webhook[0].url: a user or password in the URL is not sent; give it as a "
+            "header instead",
+        ),
+        (
             '[[notify.webhook]]\nurl = "https://a/b"\n[[notify.webhook]]\nurl = "https://a/b"\n',
             "notify.webhook[1].url: the same URL as notify.webhook[0]",
         ),
@@ -434,7 +444,7 @@ def run_info(**fields: Any) -> RunInfo:
 
 
 def test_who_is_told_what() -> None:
-    asked = QuestionAsked("r1", "s1", "req-1", [Question("q", "Go?")])
+    asked = QuestionAsked("r1", "r1.2", "q1", [Question("q", "Go?")])
     several = QuestionAsked("r1", "s1", "req-1", [Question("a", "A?"), Question("b", "B?")])
     child = run_info(parent_run_id="p1")
     assert notice_for(RunStatusChanged("r1", "cancelled", "by you"), run_info()) is None
@@ -443,7 +453,7 @@ def test_who_is_told_what() -> None:
     told = notice_for(asked, child)  # a child's question needs a person all the same
     assert told is not None and told.answer_command == "orca answer r1 'TEXT'"
     told = notice_for(asked, run_info(), other_requests=1)
-    assert told is not None and told.answer_command == "orca answer r1 --request req-1 'TEXT'"
+    assert told is not None and told.answer_command == "orca answer r1 --session 2 'TEXT'"
     told = notice_for(several, run_info())
     assert told is not None and told.answer_command == "orca answer r1"
     long = Question("q", "x" * 5000, options=[QuestionOption(f"o{i}") for i in range(20)])
@@ -454,3 +464,13 @@ def test_who_is_told_what() -> None:
     told = notice_for(QuestionAsked("r1", "s1", "q", many), run_info())
     assert told is not None and len(told.text) <= 1000
     assert told.text.endswith("\nanswer: orca answer r1")
+    fanout = run_info(task_file="/s/runs/r1/synthesis.md")
+    done = RunStatusChanged("r1", "completed", "synthesized 3 agents")
+    told = notice_for(done, fanout, summary="the parser drops a token at EOF")
+    assert told is not None and told.text == (
+        "fix the parser\nsynthesized 3 agents\nthe parser drops a token at EOF\n"
+        "synthesis: /s/runs/r1/synthesis.md\ndetails: orca status r1"
+    )
+    told = notice_for(done, fanout, summary="z" * 5000)
+    assert told is not None and len(told.text) <= 1000
+    assert told.text.endswith("…\nsynthesis: /s/runs/r1/synthesis.md\ndetails: orca status r1")

@@ -405,19 +405,14 @@ def test_progress_names_each_waiting_request_when_several_sessions_ask() -> None
 
     told(1, {"type": "run_created", "title": "t", "cwd": "/", "kind": "fanout"})
     question = {"id": "q", "question": "Go?"}
-    told(
-        2,
-        {"type": "question_asked", "session_id": "r.1", "request_id": "a", "questions": [question]},
-    )
-    [line] = told(
-        3,
-        {"type": "question_asked", "session_id": "r.2", "request_id": "b", "questions": [question]},
-    )
+    asked = {"type": "question_asked", "request_id": "q1", "questions": [question]}
+    told(2, {**asked, "session_id": "r.1"})  # each session numbers its requests: both ask q1
+    [line] = told(3, {**asked, "session_id": "r.2"})
     assert line == (
-        "waiting for an answer: q — answer with: orca answer r --request a 'TEXT'; "
-        "q — answer with: orca answer r --request b 'TEXT'"
+        "waiting for an answer: q — answer with: orca answer r --session 1 'TEXT'; "
+        "q — answer with: orca answer r --session 2 'TEXT'"
     )
-    answered = {"type": "question_answered", "session_id": "r.1", "request_id": "a"}
+    answered = {"type": "question_answered", "session_id": "r.1", "request_id": "q1"}
     assert told(4, {**answered, "answered_by": "me", "answers": {"q": ["yes"]}}) == [
         "answered by me: q=yes"
     ]

@@ -228,6 +228,51 @@ def test_finding_03_a_lone_question_takes_text_verbatim_even_if_it_starts_with_a
     assert recorded == [{"choice": [t]} for t in [*texts, '{"from": "stdin"}']]
 
 
+def test_a_question_that_takes_only_its_options_refuses_other_answers_and_takes_numbers(
+    daemon: DaemonProcess,
+) -> None:
+    """`isOther: false`: what the terminal enforces, orcad enforces for every client (a
+    notification's pasted command, a script, an MCP tool): an option by label, number or case;
+    anything else is refused and nothing reaches the agent. Free-text questions stay verbatim."""
+    options = [{"label": "staging"}, {"label": "production"}]
+    run_id = start(
+        daemon,
+        {
+            "steps": [
+                {"ask": [q("env", "Where?", options=options, isOther=False)]},
+                {"ask": [q("env2", "And then?", options=options, isOther=False), q("why")]},
+                {"ask": [q("free", "Any?", options=options, isOther=True)]},
+                DONE,
+            ]
+        },
+    )
+    wait_pending(daemon, run_id, "q1")
+    wrong = refused(daemon, run_id, text="TEXT")
+    assert wrong.code == "bad_request"
+    assert "env takes only one of its options, by label or number: 1. staging, 2. production" in (
+        str(wrong)
+    )
+    assert "TEXT" not in str(wrong)
+    assert refused(daemon, run_id, text="3").code == "bad_request"
+    cli = daemon.orca("answer", run_id, "qa")
+    assert cli.returncode == 1 and "1. staging, 2. production" in cli.stderr
+    assert received(daemon, run_id) == []
+    answer(daemon, run_id, text="2")
+    pending = wait_pending(daemon, run_id, "q2")
+    answer(
+        daemon, run_id, request_id=pending.request_id, answers={"env2": [" STAGING "], "why": ["1"]}
+    )
+    wait_pending(daemon, run_id, "q3")
+    answer(daemon, run_id, text="2")  # other answers allowed: verbatim, as before
+    assert daemon.wait_for_run(run_id).status == "completed"
+    answers = [line["answers"] for line in received(daemon, run_id)]
+    assert answers[:3] == [
+        {"env": {"answers": ["production"]}},
+        {"env2": {"answers": ["staging"]}, "why": {"answers": ["1"]}},
+        {"free": {"answers": ["2"]}},
+    ]
+
+
 # --------------------------------------------------------------------------- finding 4
 
 

@@ -51,11 +51,19 @@ def _parse(argv: list[str]) -> Args:
 
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
+    if args.command == "answer" and args.text is None and _one_operand(unknown):
+        # argparse leaves an optional positional that follows an option unread: `orca answer
+        # RUN --session 2 TEXT` means what `orca answer RUN TEXT --session 2` does
+        args.text = unknown.pop()
     if unknown:
         (getattr(args, "usage_parser", None) or parser).error(
             f"unrecognized arguments: {' '.join(unknown)}"
         )
     return args
+
+
+def _one_operand(unknown: list[str]) -> bool:
+    return len(unknown) == 1 and (unknown[0] == "-" or not unknown[0].startswith("-"))
 
 
 def main(argv: list[str] | None = None) -> int:

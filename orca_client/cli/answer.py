@@ -22,7 +22,7 @@ def cmd_answer(args: Args) -> int:
             answers = answering.parse_answers_json(source)
         except ValueError as exc:
             raise UsageError(f"orca answer: --json: {exc}") from None
-    request_id = args.request
+    request_id, session_id = args.request, args.session
     with client() as connection:
         if text is None and answers is None:
             if not sys.stdin.isatty():
@@ -31,8 +31,8 @@ def cmd_answer(args: Args) -> int:
                     "(there is no terminal to ask the questions on)"
                 )
             try:
-                request_id, answers = answering.ask_on_terminal(
-                    connection, args.run_id, args.request
+                session_id, request_id, answers = answering.ask_on_terminal(
+                    connection, args.run_id, args.session, args.request
                 )
             except EOFError:
                 print(
@@ -49,6 +49,7 @@ def cmd_answer(args: Args) -> int:
                 text=text,
                 answers=answers,
                 request_id=request_id,
+                session_id=session_id,
                 answered_by=answering.who(),
             )
         )

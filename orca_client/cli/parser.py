@@ -28,7 +28,9 @@ from a script, without putting the answer on a command line (where `ps` shows it
 
 The answer must name every pending question id and no other; otherwise nothing
 is sent. `orca status RUN_ID` shows the pending questions with their question ids, and
-the request id of each session's pending request (for --request).
+each waiting session with its request id: with several sessions waiting, pick one with
+--session (and --request, to be sure the answer is for the request you read).
+An agent's question that allows only its options takes an option's label or number.
 
 On a terminal, an empty answer is refused and asked again (an empty answer is sent only
 with --json '{"q1": ""}'), and so is anything but an option, by number or label, for a
@@ -346,10 +348,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", dest="answers_json", metavar="JSON", help="answers by question id"
     )
     answer.add_argument(
+        "--session",
+        metavar="SESSION_ID",
+        help="which session's question, when several sessions of the run are waiting (its id "
+        "as orca status shows it, or the part after the run id, e.g. 2 for RUN_ID.2)",
+    )
+    answer.add_argument(
         "--request",
         metavar="REQUEST_ID",
-        help="which pending request (its request id, as orca status shows it), when several "
-        "sessions are waiting",
+        help="which pending request (its request id, as orca status shows it): the answer is "
+        "refused if the session now waits on another one",
     )
 
     cancel = command(

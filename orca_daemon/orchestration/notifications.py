@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import time
 
 import anyio
@@ -75,14 +76,25 @@ class NotificationRunner:
         """Use these settings from the next event on; deliveries under way use the channels'
         new settings from their next attempt."""
         self._settings = settings
+        self._say_where()
+
+    def _say_where(self) -> None:
+        """Log where notifications go, and at once if the desktop cannot be told here."""
+        if channels := list(self._settings.channels()):
+            log.info("notifications go to: %s", ", ".join(channels))
+        if self._settings.desktop and shutil.which("notify-send") is None:
+            log.warning(
+                "notifications: [notify] desktop = true, but notify-send is not on orcad's PATH "
+                "(install libnotify-bin, or put its directory on the PATH orcad starts with); "
+                "desktop notifications will be recorded as failed"
+            )
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         """Deliver what an earlier orcad left undelivered, then follow the log and own every
         delivery until cancelled (after `stop`)."""
         async with anyio.create_task_group() as tg:
             self._tg = tg
-            if channels := list(self._settings.channels()):
-                log.info("notifications go to: %s", ", ".join(channels))
+            self._say_where()
             for (_, channel), (triggered, at) in list(self._state.notifications_due.items()):
                 self._start_delivery(triggered, channel, at)
             await self._follower.start()
@@ -108,10 +120,10 @@ class NotificationRunner:
         notice = None
         if isinstance(event, QuestionAsked):
             waiting = self._waiting_requests(event.run_id)
-            if event.request_id in waiting:  # not answered or withdrawn meanwhile
+            if waiting.get(event.session_id) == event.request_id:  # not answered or withdrawn
                 notice = notice_for(event, run, len(waiting) - 1)
         else:
-            notice = notice_for(event, run)
+            notice = notice_for(event, run, summary=self._last_summary(event.run_id))
         channels = list(self._settings.channels())
         if notice is not None and channels:
             triggered = NotificationTriggered(
@@ -132,11 +144,24 @@ class NotificationRunner:
             for channel in channels:
                 self._start_delivery(triggered, channel, recorded.recorded_at)
 
-    def _waiting_requests(self, run_id: str) -> set[str]:
-        """The question requests of a run that wait for an answer now."""
+    def _last_summary(self, run_id: str) -> str | None:
+        """What the run's last session (a fan-out's orchestrator, a plan's last task) said it
+        did, if it said."""
         run = self._state.runs.get(run_id)
         sessions = [self._state.sessions.get(s) for s in run.session_ids] if run else []
-        return {s.pending.request_id for s in sessions if s is not None and s.pending is not None}
+        said = [s.summary for s in sessions if s is not None and s.summary]
+        return said[-1] if said else None
+
+    def _waiting_requests(self, run_id: str) -> dict[str, str]:
+        """The question requests of a run that wait for an answer now, by session (each
+        session numbers its requests on its own)."""
+        run = self._state.runs.get(run_id)
+        sessions = [self._state.sessions.get(s) for s in run.session_ids] if run else []
+        return {
+            s.session_id: s.pending.request_id
+            for s in sessions
+            if s is not None and s.pending is not None
+        }
 
     # ------------------------------------------------------------------ delivering
 

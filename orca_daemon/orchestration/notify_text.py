@@ -37,14 +37,17 @@ class Notice(msgspec.Struct, frozen=True):
     request_id: str | None = None
 
 
-def notice_for(event: AnyEvent, run: RunInfo | None, other_requests: int = 0) -> Notice | None:
+def notice_for(
+    event: AnyEvent, run: RunInfo | None, other_requests: int = 0, summary: str | None = None
+) -> Notice | None:
     """The notification `event` triggers for `run`, or None. `other_requests`: how many other
-    question requests of the run wait for an answer (then the command names this one)."""
+    question requests of the run wait for an answer (then the command names this one);
+    `summary`: what the run's last session said it did, for an end."""
     if run is None:
         return None
     title = clip(run.title, TITLE_CHARS)
     if isinstance(event, QuestionAsked):
-        command = answer_command(run.run_id, event.questions, event.request_id, other_requests)
+        command = answer_command(run.run_id, event.questions, event.session_id, other_requests)
         answer = f"answer: {command}"
         asked = "\n".join(describe_questions(event.questions))
         room = TEXT_CHARS - len(title) - len(answer) - 2
@@ -62,12 +65,21 @@ def notice_for(event: AnyEvent, run: RunInfo | None, other_requests: int = 0) ->
         if run.parent_run_id is not None:
             return None
         outcome = clip(event.reason or event.status, REASON_CHARS)
-        lines = [title, outcome, f"details: orca status {run.run_id}"]
+        lines = [title, outcome]
+        if summary and summary != event.reason:
+            lines.append(clip(summary, REASON_CHARS))
+        if run.task_file is not None and event.status == "completed":
+            lines.append(f"synthesis: {clip(run.task_file, REASON_CHARS)}")
+        details = f"details: orca status {run.run_id}"
+        told = "\n".join(lines)
+        room = TEXT_CHARS - len(details) - 1
+        if len(told) > room:
+            told = told[: room - 1] + "…"
         return Notice(
             event.status,
             title,
             f"orca: run {run.run_id} {event.status}",
-            "\n".join(lines),
+            f"{told}\n{details}",
         )
     return None
 
@@ -91,14 +103,16 @@ def describe_questions(questions: list[Question]) -> list[str]:
 
 
 def answer_command(
-    run_id: str, questions: list[Question], request_id: str, other_requests: int
+    run_id: str, questions: list[Question], session_id: str, other_requests: int
 ) -> str:
     """The exact `orca answer` command for this request: `'TEXT'` for one plain question;
-    without an answer (the CLI asks each question, secrets unechoed) otherwise."""
-    request = f" --request {shlex.quote(request_id)}" if other_requests else ""
+    without an answer (the CLI asks each question, secrets unechoed) otherwise. With other
+    sessions of the run waiting too, it names the session (its id after the run's)."""
+    session = session_id.removeprefix(f"{run_id}.")
+    which = f" --session {shlex.quote(session)}" if other_requests else ""
     if len(questions) == 1 and not questions[0].is_secret:
-        return f"orca answer {run_id}{request} 'TEXT'"
-    return f"orca answer {run_id}{request}"
+        return f"orca answer {run_id}{which} 'TEXT'"
+    return f"orca answer {run_id}{which}"
 
 
 def clip(text: str, limit: int) -> str:

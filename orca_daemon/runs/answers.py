@@ -38,7 +38,10 @@ async def answer(runs: RunLog, supervisor: Supervisor, request: Answer) -> Answe
             raise WireError(
                 "invalid_state", f"run {run_id} has ended ({run.status}); nothing to answer"
             )
-        pending = pending_request(runs.state, run_id, request.request_id)
+        session_id = request.session_id
+        if session_id is not None and not session_id.startswith(f"{run_id}."):
+            session_id = f"{run_id}.{session_id}"  # the part after the run id: "2", "build.1"
+        pending = pending_request(runs.state, run_id, request.request_id, session_id)
         answers = resolve_answers(pending.questions, request.text, request.answers)
         process = supervisor.process_of(pending.session_id)
         if process is not None and not process.accepts_input():

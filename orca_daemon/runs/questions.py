@@ -1,13 +1,15 @@
 """Answer validation and redaction: pure rules for what an answer must name and what is kept.
 
 An answer names every pending question id and no other; a lone pending question also takes
-plain text, verbatim. Secret answers are never put in an event. Error messages name ids only,
-never a value, so a secret cannot leak through one.
+plain text, verbatim — except where a question takes only its options (`isOther: false`): there
+an answer must name one, by label or number, and is delivered as its label. Secret answers are
+never put in an event. Error messages name ids (and options) only, never a value, so a secret
+cannot leak through one.
 """
 
 from __future__ import annotations
 
-from orca_client.views import Question
+from orca_client.views import Question, option_named
 from orca_client.wire import WireError
 
 MAX_ANSWER_CHARS = 100_000
@@ -45,6 +47,9 @@ def resolve_answers(
                 + f" (pending question ids: {', '.join(ids)}); nothing was sent",
             )
         resolved = {qid: list(answers[qid]) for qid in ids}
+    for question in questions:
+        if question.options and not question.is_other:
+            resolved[question.id] = [_option(question, v) for v in resolved[question.id]]
     for qid, values in resolved.items():
         if not values:
             raise WireError("bad_request", f"the answer to {qid} is empty")
@@ -53,6 +58,22 @@ def resolve_answers(
                 "bad_request", f"the answer to {qid} is longer than {MAX_ANSWER_CHARS} characters"
             )
     return resolved
+
+
+def _option(question: Question, value: str) -> str:
+    """The option a value names, for a question that takes only its options (`isOther:
+    false`): its label, number or label in another case; refused otherwise (without the value:
+    it may be secret)."""
+    named = option_named(question, value)
+    if named is None:
+        labels = [option.label for option in question.options or []]
+        valid = ", ".join(f"{n}. {label}" for n, label in enumerate(labels, 1))
+        raise WireError(
+            "bad_request",
+            f"{question.id} takes only one of its options, by label or number: {valid}; "
+            "nothing was sent",
+        )
+    return named
 
 
 def split_secrets(

@@ -145,10 +145,20 @@ def resume_events(state: State, run_id: str, resolved_session: str) -> list[Even
     return [RunStatusChanged(run_id, run.paused_status or "running")]
 
 
-def pending_request(state: State, run_id: str, request_id: str | None) -> PendingQuestion:
+def pending_request(
+    state: State, run_id: str, request_id: str | None, session_id: str | None = None
+) -> PendingQuestion:
     """The question an answer to `run_id` is for; raises `WireError` saying why there is none
     (or which to pick when several sessions wait)."""
     pending = [s.pending for s in live_sessions(state, run_id) if s.pending is not None]
+    if session_id is not None:
+        pending = [p for p in pending if p.session_id == session_id]
+        if not pending:
+            raise WireError(
+                "invalid_state",
+                f"session {session_id} of run {run_id} has no pending request "
+                "(it was answered or cleared, it ended, or it is not in this run)",
+            )
     if request_id is not None:
         pending = [p for p in pending if p.request_id == request_id]
         if not pending:
@@ -166,11 +176,10 @@ def pending_request(state: State, run_id: str, request_id: str | None) -> Pendin
         hint = f"; its child run {waiting[0]} is: orca answer {waiting[0]}" if waiting else ""
         raise WireError("invalid_state", f"run {run_id} is not waiting for an answer{hint}")
     if len(pending) > 1:
-        ids = ", ".join(f"{p.request_id} (session {p.session_id})" for p in pending)
+        ids = ", ".join(f"{p.session_id} (request {p.request_id})" for p in pending)
         raise WireError(
             "bad_request",
-            f"several sessions of run {run_id} are waiting: pick one by its request id "
-            f"with --request: {ids}",
+            f"several sessions of run {run_id} are waiting: pick one with --session: {ids}",
         )
     return pending[0]
 

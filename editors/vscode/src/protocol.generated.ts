@@ -150,8 +150,9 @@ export interface AgentSessionIdentified {
  * Answer a run's pending question request.
  *
  * Either `text` (only when exactly one question is pending; taken verbatim) or `answers`,
- * which must name every pending question id and no other. `request_id` picks the request
- * when several sessions of the run are waiting.
+ * which must name every pending question id and no other. `session_id` or `request_id` picks
+ * the request when several sessions of the run are waiting (each session numbers its requests
+ * on its own, so two sessions may wait with the same request id).
  */
 export interface Answer {
   answered_by?: string;
@@ -160,6 +161,7 @@ export interface Answer {
   } | null;
   request_id?: null | string;
   run_id: string;
+  session_id?: null | string;
   text?: null | string;
   type: "answer";
 }
