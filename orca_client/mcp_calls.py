@@ -350,12 +350,14 @@ def answer(
     *,
     text: str | None,
     answers: dict[str, str | list[str]] | None,
+    session_id: str | None,
     request_id: str | None,
     answered_by: str,
 ) -> Json:
-    """Answer the question request a run waits on; a request with a secret question is refused
-    (only a person answers those). The request checked is the one answered: orcad refuses the
-    answer if another has replaced it meanwhile."""
+    """Answer the question request a run waits on (of session `session_id`, its full id or the
+    part after the run id, and/or with `request_id`, when several sessions wait); a request
+    with a secret question is refused (only a person answers those). The request checked is
+    the one answered: orcad refuses the answer if another has replaced it meanwhile."""
     if (text is None) == (answers is None):
         raise ToolRefused(
             "give either text (the answer to a lone question) or answers (by question id)"
@@ -364,18 +366,24 @@ def answer(
     run = found.runs[0]
     by_id = {session.session_id: session for session in found.sessions}
     pending = pending_of(run, by_id)
+    if session_id is not None:
+        prefix = f"{run.run_id}."
+        whole = session_id if session_id.startswith(prefix) else prefix + session_id
+        pending = [p for p in pending if p.session_id == whole]
     if request_id is not None:
         pending = [p for p in pending if p.request_id == request_id]
     if not pending:
-        raise ToolRefused(_nothing_to_answer(found, request_id))
+        raise ToolRefused(_nothing_to_answer(found, session_id, request_id))
     if len(pending) > 1:
         listed = "; ".join(
-            f"{p.request_id} (session {p.session_id}: "
+            f"{p.session_id} (request {p.request_id}: "
             + " / ".join(q.question for q in p.questions)
             + ")"
             for p in pending
         )
-        raise ToolRefused(f"several sessions of run {run.run_id} wait; give request_id: {listed}")
+        raise ToolRefused(
+            f"several sessions of run {run.run_id} wait; give session_id, one of: {listed}"
+        )
     request = pending[0]
     secret = [q.id for q in request.questions if q.is_secret]
     if secret:
@@ -402,6 +410,7 @@ def answer(
             text=text,
             answers=by_question,
             request_id=request.request_id,
+            session_id=request.session_id,
             answered_by=answered_by,
         )
     )
@@ -415,11 +424,12 @@ def answer(
     }
 
 
-def _nothing_to_answer(found: StatusResult, request_id: str | None) -> str:
+def _nothing_to_answer(found: StatusResult, session_id: str | None, request_id: str | None) -> str:
     """Why run `found.runs[0]` has nothing to answer, and which of its child runs has."""
     run = found.runs[0]
     by_id = {session.session_id: session for session in found.sessions}
-    asked = f" request {request_id!r}" if request_id else " question"
+    asked = " question" + (f" of session {session_id!r}" if session_id else "")
+    asked += f" with request id {request_id!r}" if request_id else ""
     waiting = [child for child in found.runs[1:] if pending_of(child, by_id)]
     if not waiting:
         return f"run {run.run_id} has no pending{asked} (it is {run.status}); see orca_status"

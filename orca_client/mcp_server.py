@@ -305,9 +305,16 @@ def build_server() -> MCPServer:
                 "question id, and no other"
             ),
         ] = None,
+        session_id: Annotated[
+            str | None,
+            Field(
+                description="which waiting session (its session_id in run.pending), when "
+                "several sessions of the run wait"
+            ),
+        ] = None,
         request_id: Annotated[
             str | None,
-            Field(description="which pending request, when several sessions wait"),
+            Field(description="which pending request (its request_id in run.pending)"),
         ] = None,
     ) -> Json:
         """Answer the question(s) a run waits on, as the answer_with of each entry of
@@ -320,6 +327,7 @@ def build_server() -> MCPServer:
             run_id,
             text=text,
             answers=answers,
+            session_id=session_id,
             request_id=request_id,
             answered_by=_answered_by(ctx),
         )

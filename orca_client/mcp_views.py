@@ -37,7 +37,7 @@ CLI_TERMS: tuple[tuple[str, re.Pattern[str], str], ...] = (
         re.compile(r"answer each by id \(orca answer \S+ --json .*\)$"),
         "give answers as {question_id: answer}, one for each, instead of text",
     ),
-    ("bad_request", re.compile(r"by its request id with --request"), "by giving request_id"),
+    ("bad_request", re.compile(r"pick one with --session:"), "give session_id, one of:"),
     (
         "invalid_state",
         re.compile(r"its child run (\S+) is: orca answer \S+"),
@@ -159,16 +159,18 @@ def pending_view(run_id: str, request: PendingQuestion, several: bool) -> Json:
 
 def answer_with(run_id: str, request: PendingQuestion, several: bool) -> str:
     """How this request is answered: the orca_answer call, or (secret) by a person only."""
+    session = request.session_id.removeprefix(f"{run_id}.")
     if any(question.is_secret for question in request.questions):
+        command = f"orca answer {run_id}" + (f" --session {session}" if several else "")
         return (
             "a person only (it is secret: a password, token or key): ask the user to answer it "
-            f"with `orca answer {run_id}` in a terminal or in their editor; never orca_answer"
+            f"with `{command}` in a terminal or in their editor; never orca_answer"
         )
-    which = f', request_id="{request.request_id}"' if several else ""
+    which = f', session_id="{request.session_id}"' if several else ""
     if len(request.questions) == 1:
         [question] = request.questions
         what = (
-            "one option's label"
+            "one option's label or number"
             if question.options and not question.is_other
             else "an option's label or your own answer"
             if question.options

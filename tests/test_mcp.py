@@ -371,6 +371,51 @@ async def test_a_wait_goes_on_across_an_orcad_restart(
         assert waited["run"]["sessions"][0]["summary"] == "went"
 
 
+async def test_sessions_waiting_with_the_same_request_id_are_answered_by_session(
+    daemon: DaemonProcess,
+) -> None:
+    """Each session numbers its own requests: two workers of a fan-out both wait on q1, and
+    orca_answer picks one by session_id (its whole id, or the part after the run id)."""
+    async with mcp_session(daemon.env) as session:
+        started = await call(
+            session, "orca_debug", prompt="plan it", agents=["asker", "asker"], cwd=str(EXAMPLES)
+        )
+        run_id = started["run_id"]
+        waited = await call(session, "orca_wait", run_id=run_id, timeout_seconds=20)
+        for _ in range(10):
+            if len(waited["run"]["pending"]) == 2:
+                break
+            after = waited["position"]
+            waited = await call(
+                session, "orca_wait", run_id=run_id, timeout_seconds=20, after=after
+            )
+        first, second = waited["run"]["pending"]
+        assert first["request_id"] == second["request_id"] == "q1"
+        assert [first["session_id"], second["session_id"]] == started["session_ids"]
+        assert first["answer_with"] == (
+            f'orca_answer with run_id="{run_id}", session_id="{first["session_id"]}", '
+            "text=<an option's label or your own answer>"
+        )
+        listed = await call(session, "orca_status")
+        assert listed["runs"][0]["answer_with"] == [first["answer_with"], second["answer_with"]]
+
+        unpicked = await refused(
+            session, "orca_answer", run_id=run_id, text="python3.11", request_id="q1"
+        )
+        assert f"several sessions of run {run_id} wait; give session_id, one of: " in unpicked
+        assert f"{first['session_id']} (request q1: Which runtime" in unpicked
+        by_number = first["session_id"].removeprefix(f"{run_id}.")
+        one = await call(session, "orca_answer", run_id=run_id, session_id=by_number, text="3.11")
+        assert one["session_id"] == first["session_id"]
+        other = await call(
+            session, "orca_answer", run_id=run_id, session_id=second["session_id"], text="3.13"
+        )
+        assert other["session_id"] == second["session_id"]
+        ended = await wait_until_terminal(session, run_id, waited["position"])
+    summaries = [s.get("summary") for s in ended["run"]["sessions"] if s["role"] == "worker"]
+    assert summaries == ["planned for 3.11", "planned for 3.13"]
+
+
 @pytest.mark.parametrize("mode", ["parallel", "sequential"])
 async def test_a_parent_run_is_waited_for_and_answered_through_its_child_runs(
     make_daemon: Callable[..., DaemonProcess], orca_home: Path, tmp_path: Path, mode: str
