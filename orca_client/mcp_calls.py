@@ -18,6 +18,7 @@ from orca_client.mcp_views import (
     drop_empty,
     next_after_wait,
     pending_of,
+    person_answers,
     run_view,
     when,
 )
@@ -365,7 +366,7 @@ def answer(
     found = fetch_status(client, Status(run_id=run_id, tree=True))
     run = found.runs[0]
     by_id = {session.session_id: session for session in found.sessions}
-    pending = pending_of(run, by_id)
+    waiting = pending = pending_of(run, by_id)
     if session_id is not None:
         prefix = f"{run.run_id}."
         whole = session_id if session_id.startswith(prefix) else prefix + session_id
@@ -390,8 +391,8 @@ def answer(
         raise ToolRefused(
             f"question {', '.join(secret)} of run {run.run_id} is secret (a password, token or "
             "key): only a person answers it, never a model. Ask the user to answer it with "
-            f"`orca answer {run.run_id}` in a terminal (it asks without echo) or in their "
-            "editor; then call orca_wait again."
+            f"`{person_answers(run.run_id, request, len(waiting) > 1)}` in a terminal (it asks "
+            "without echo) or in their editor; then call orca_wait again."
         )
     if text is not None and len(request.questions) > 1:
         ids = ", ".join(q.id for q in request.questions)

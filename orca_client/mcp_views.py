@@ -159,12 +159,11 @@ def pending_view(run_id: str, request: PendingQuestion, several: bool) -> Json:
 
 def answer_with(run_id: str, request: PendingQuestion, several: bool) -> str:
     """How this request is answered: the orca_answer call, or (secret) by a person only."""
-    session = request.session_id.removeprefix(f"{run_id}.")
     if any(question.is_secret for question in request.questions):
-        command = f"orca answer {run_id}" + (f" --session {session}" if several else "")
         return (
             "a person only (it is secret: a password, token or key): ask the user to answer it "
-            f"with `{command}` in a terminal or in their editor; never orca_answer"
+            f"with `{person_answers(run_id, request, several)}` in a terminal or in their "
+            "editor; never orca_answer"
         )
     which = f', session_id="{request.session_id}"' if several else ""
     if len(request.questions) == 1:
@@ -179,6 +178,12 @@ def answer_with(run_id: str, request: PendingQuestion, several: bool) -> str:
         return f'orca_answer with run_id="{run_id}"{which}, text=<{what}>'
     ids = ", ".join(f'"{question.id}": <answer>' for question in request.questions)
     return f'orca_answer with run_id="{run_id}"{which}, answers={{{ids}}}'
+
+
+def person_answers(run_id: str, request: PendingQuestion, several: bool) -> str:
+    """The `orca answer` command with which a person answers this request (a secret one)."""
+    session = request.session_id.removeprefix(f"{run_id}.")
+    return f"orca answer {run_id}" + (f" --session {session}" if several else "")
 
 
 # --------------------------------------------------------------------------- what to do next
