@@ -206,7 +206,7 @@ def wait(client: Client, run_id: str, timeout: float, after: int | None) -> Json
     call's `after`). Without `after`, a question already pending returns at once (the caller
     may not have seen it yet)."""
     started = time.monotonic()
-    deadline = started + min(max(timeout, 0.0), MAX_WAIT_SECONDS)
+    deadline = started + (min(timeout, MAX_WAIT_SECONDS) if timeout > 0 else 0.0)  # NaN: 0
     first = fetch_status(client, Status(run_id=run_id, tree=True))
     root = first.runs[0]
     by_id = {session.session_id: session for session in first.sessions}

@@ -18,6 +18,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, InputRequiredResult, ToolAnnotations
 from pydantic import Field, ValidationError
+from pydantic_core import ErrorDetails
 
 from orca_client import mcp_calls
 from orca_client.client import Client, OrcaClientError, RequestFailed
@@ -438,7 +439,7 @@ def _where(location: tuple[int | str, ...], arguments: dict[str, Any]) -> str:
     return where
 
 
-def _what_it_must_be(problem: Any) -> str:
+def _what_it_must_be(problem: ErrorDetails) -> str:
     kind, context = problem["type"], problem.get("ctx") or {}
     if kind == "missing":
         return "is required"
@@ -451,7 +452,7 @@ def _what_it_must_be(problem: Any) -> str:
         return f"must have at least {_items(context['min_length'])}"
     if kind == "too_long" and "max_length" in context:
         return f"must have at most {_items(context['max_length'])}"
-    message: str = problem["msg"]
+    message = problem["msg"]
     if message.startswith("Input should be "):
         return "must be " + message.removeprefix("Input should be ")
     return f"does not fit: {message}"
