@@ -18,6 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the bench_* modules beside this file
 
 import bench_append
+import bench_bridge
 import bench_cli_startup
 import bench_holder
 import bench_orchestration
@@ -47,6 +48,7 @@ def main() -> None:
     print(bench_questions.report(bench_questions.run(quick)), end="\n\n", flush=True)
     print(bench_orchestration.report(bench_orchestration.run(quick)), end="\n\n", flush=True)
     print(bench_holder.report(bench_holder.run(quick)), end="\n\n", flush=True)
+    print(bench_bridge.report(bench_bridge.run(quick)), end="\n\n", flush=True)
     print(f"total {time.perf_counter() - started:.0f} s")
 
 

@@ -407,8 +407,11 @@ class Bridge:
                 where = "".join(traceback.format_tb(exc.__traceback__))
                 say(f"internal error keeping subscriptions: {type(exc).__name__}\n{where}")
             interval = KEEPALIVE_SECONDS if self._available else AWAY_RETRY_SECONDS
+            # asyncio.timeout, not wait_for: on Python 3.11, wait_for swallows a cancel that
+            # comes as `_wake` is set, and the bridge then never ends once stdin closes
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), interval)
+                async with asyncio.timeout(interval):
+                    await self._wake.wait()
             self._wake.clear()
 
     async def _check(self) -> None:

@@ -8,6 +8,8 @@ import json
 import os
 import secrets
 import signal
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -443,6 +445,21 @@ def test_without_orcad_requests_get_daemon_unavailable_and_the_editor_is_told_on
     ]
     assert bridge.call("hello")["instance"] == instance
     assert bridge.finish() == 0
+
+
+def test_a_bridge_without_orcad_exits_when_stdin_closes_even_with_a_request_in_flight(
+    make_daemon: Callable[..., DaemonProcess],
+) -> None:
+    """An editor that quits while orcad is down: stdin closes as the keeper learns orcad is
+    away (a race that left one bridge in five running forever). Twenty tries, each must end."""
+    daemon = make_daemon()  # not started
+    line = b'{"jsonrpc":"2.0","id":1,"method":"hello"}\n'
+    command = [sys.executable, "-m", "orca_client.cli", "bridge", "--stdio"]
+    for _ in range(20):
+        done = subprocess.run(command, input=line, env=daemon.env, capture_output=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        [reply] = [m for m in map(json.loads, done.stdout.splitlines()) if m.get("id") == 1]
+        assert reply["error"]["code"] == -32001
 
 
 def test_start_starts_orcad_and_shutdown_stops_it(

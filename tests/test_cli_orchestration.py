@@ -87,9 +87,10 @@ def test_two_sessions_waiting_with_the_same_request_id_are_answered_each_by_its_
     assert {s.pending.request_id for s in configured.status(run_id).sessions if s.pending} == {"q1"}
     ambiguous = configured.orca("answer", run_id, "python3.11")
     assert ambiguous.returncode == 1
-    assert f"pick one with --session: {first} (request q1), {second} (request q1)" in (
-        ambiguous.stderr
-    )
+    assert (
+        f"pick one by its session (session_id; orca answer --session): {first} (request q1), "
+        f"{second} (request q1)"
+    ) in ambiguous.stderr
     one = configured.orca("answer", run_id, "--session", second.removeprefix(f"{run_id}."), "3.13")
     assert one.returncode == 0, one.stderr
     other = configured.orca("answer", run_id, "python3.11", "--session", first)

@@ -66,7 +66,7 @@ def test_agent_text_is_shown_inert_everywhere_but_json(daemon: DaemonProcess) ->
         detail, _ = orca(daemon, "status", run_id)
         for words in (f"t {SHOWN}", f"head {SHOWN}: ask {SHOWN}", f"yes {SHOWN}: why {SHOWN}"):
             assert words in detail
-        orca(daemon, "answer", run_id, "yes")
+        orca(daemon, "answer", run_id, "1")  # its only option, by number
         out_bytes, err_bytes = waiting.communicate(timeout=60)
     finally:
         if waiting.poll() is None:

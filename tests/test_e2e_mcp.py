@@ -24,6 +24,7 @@ from support.fake_responses_api import (
     Turn,
     message,
     real_codex,
+    shell,
     tool_call,
     write_codex_home,
 )
@@ -58,6 +59,26 @@ def orca_tool(name: str, call_id: str, **arguments: Any) -> Turn:
     return tool_call(name, arguments, call_id, namespace="mcp__orca")
 
 
+MCP_START_TURNS = 20
+"""How many model requests may come before Codex offers Orca's tools (it starts MCP servers
+while its first turn goes on: a tool the model calls before then is an "unsupported call")."""
+
+
+def once_orca_is_offered(api: FakeResponsesAPI, turns: list[Callable[[], Turn]]) -> list[Any]:
+    """The model's turns, for `api.script`: until a request of Codex's offers Orca's tools the
+    model waits a moment (a shell `sleep`, so that the next request comes after Codex has had
+    time to start `orca mcp`), then `turns` in order. Slots left over are never asked for."""
+    left = list(turns)
+
+    def next_turn() -> Turn:
+        offered = "orca_debug" in json.dumps(api.requests[-1].get("tools", []))
+        if len(left) == len(turns) and not offered:
+            return shell("sleep 0.5", call_id=f"call_sleep_{len(api.requests)}")
+        return left.pop(0)()
+
+    return [next_turn] * (MCP_START_TURNS + len(turns))
+
+
 def tool_result(api: FakeResponsesAPI, call_id: str) -> dict[str, Any]:
     """What an Orca tool returned, as Codex handed it to the model (after its wall time)."""
     output = api.tool_output(call_id)
@@ -73,18 +94,24 @@ def test_codex_starts_a_fan_out_through_orca_mcp_and_reads_the_synthesis(
     with FakeResponsesAPI() as api:
         env = {**os.environ, **write_codex_home(codex_home, api, extra=orca_server(orca_home))}
         env.pop("ORCA_HOME", None)
+        debug = orca_tool(
+            "orca_debug",
+            "call_debug",
+            prompt="why does the parser test fail?",
+            agents=["investigator", "tester"],
+            cwd=str(EXAMPLES),
+        )
         api.script(
-            orca_tool(
-                "orca_debug",
-                "call_debug",
-                prompt="why does the parser test fail?",
-                agents=["investigator", "tester"],
-                cwd=str(EXAMPLES),
-            ),
-            lambda: orca_tool(
-                "orca_wait", "call_wait", run_id=tool_result(api, "call_debug")["run_id"]
-            ),
-            message("The fan-out is done."),
+            *once_orca_is_offered(
+                api,
+                [
+                    lambda: debug,
+                    lambda: orca_tool(
+                        "orca_wait", "call_wait", run_id=tool_result(api, "call_debug")["run_id"]
+                    ),
+                    lambda: message("The fan-out is done."),
+                ],
+            )
         )
         done = subprocess.run(
             [str(real_codex()), "exec", "--skip-git-repo-check", "-C", str(EXAMPLES), "debug it"],

@@ -6,6 +6,8 @@ receiver that fails first, and never with a secret answer."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -85,13 +87,14 @@ def test_a_waiting_run_and_an_ended_run_are_told_once_on_every_channel_in_its_fo
         [waiting] = receiver.to("/json")
         body = waiting.json()
         assert body["run_id"] == asking and body["kind"] == "waiting"
-        assert body["answer_command"] == f"orca answer {asking} 'TEXT'"
+        command = f"ORCA_HOME={daemon.home} orca answer {asking} 'TEXT'"  # exact, pasted anywhere
+        assert body["answer_command"] == command
         assert body["summary"] == f"orca: run {asking} waits for an answer"
         for line in (
             "[Deploy] Where should it deploy?",
             "  1. staging — safe",
             "  2. production",
-            f"answer: orca answer {asking} 'TEXT'",
+            f"answer: {command}",
         ):
             assert line in body["text"].splitlines(), body["text"]
         position = body["position"]
@@ -99,9 +102,15 @@ def test_a_waiting_run_and_an_ended_run_are_told_once_on_every_channel_in_its_fo
         assert body["idempotency_key"].startswith(f"orca-{position}-webhook:127.0.0.1:")
         [call] = desktop_calls(desktop)
         assert call[:4] == ["--app-name=Orca", "--urgency=critical", "--", body["summary"]]
-        assert f"answer: orca answer {asking} 'TEXT'" in call[4]
+        assert f"answer: {command}" in call[4]
 
-        assert daemon.orca("answer", asking, "staging").returncode == 0
+        # the command as told, pasted into a shell that knows nothing of this orcad's home
+        pasted = command.replace("'TEXT'", "staging").replace(
+            "orca answer", f"{sys.executable} -m orca_client.cli answer"
+        )
+        env = {k: v for k, v in daemon.env.items() if k != "ORCA_HOME"}
+        done = subprocess.run(["/bin/sh", "-c", pasted], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
         assert daemon.wait_for_run(asking).status == "completed"
         failing = start(daemon, {"steps": [FAIL]})
         assert daemon.wait_for_run(failing).status == "failed"
@@ -335,7 +344,7 @@ def test_a_secret_answer_never_reaches_a_notification_or_a_log(
 
         waiting = [p for p in receiver.posts if p.headers.get("Tags") == "question"]
         assert "Which API key may it use?" in waiting[0].body.decode()
-        assert f"orca answer {run_id}\n" in waiting[0].body.decode() + "\n"
+        assert f"orca answer {run_id}\n" in waiting[0].body.decode() + "\n"  # no TEXT: asks
         assert all(p.headers["Authorization"] == f"Bearer {token}" for p in receiver.posts)
         for post in receiver.posts:
             assert secret not in post.body.decode() + repr(post.headers)

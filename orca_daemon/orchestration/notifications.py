@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import time
 
@@ -121,7 +122,7 @@ class NotificationRunner:
         if isinstance(event, QuestionAsked):
             waiting = self._waiting_requests(event.run_id)
             if waiting.get(event.session_id) == event.request_id:  # not answered or withdrawn
-                notice = notice_for(event, run, len(waiting) - 1)
+                notice = notice_for(event, run, len(waiting) - 1, home=os.environ.get("ORCA_HOME"))
         else:
             notice = notice_for(event, run, summary=self._last_summary(event.run_id))
         channels = list(self._settings.channels())

@@ -38,16 +38,23 @@ class Notice(msgspec.Struct, frozen=True):
 
 
 def notice_for(
-    event: AnyEvent, run: RunInfo | None, other_requests: int = 0, summary: str | None = None
+    event: AnyEvent,
+    run: RunInfo | None,
+    other_requests: int = 0,
+    summary: str | None = None,
+    home: str | None = None,
 ) -> Notice | None:
     """The notification `event` triggers for `run`, or None. `other_requests`: how many other
     question requests of the run wait for an answer (then the command names this one);
-    `summary`: what the run's last session said it did, for an end."""
+    `summary`: what the run's last session said it did, for an end; `home`: orcad's ORCA_HOME,
+    if set (a command pasted into another shell must reach this orcad)."""
     if run is None:
         return None
     title = clip(run.title, TITLE_CHARS)
     if isinstance(event, QuestionAsked):
         command = answer_command(run.run_id, event.questions, event.session_id, other_requests)
+        if home:
+            command = f"ORCA_HOME={shlex.quote(home)} {command}"
         answer = f"answer: {command}"
         asked = "\n".join(describe_questions(event.questions))
         room = TEXT_CHARS - len(title) - len(answer) - 2

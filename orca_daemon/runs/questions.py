@@ -13,6 +13,9 @@ from orca_client.views import Question, option_named
 from orca_client.wire import WireError
 
 MAX_ANSWER_CHARS = 100_000
+SHOWN_OPTIONS = 10
+SHOWN_LABEL_CHARS = 80
+"""How much of the options a refusal lists (an agent may offer many, and long ones)."""
 
 
 def resolve_answers(
@@ -67,7 +70,12 @@ def _option(question: Question, value: str) -> str:
     named = option_named(question, value)
     if named is None:
         labels = [option.label for option in question.options or []]
-        valid = ", ".join(f"{n}. {label}" for n, label in enumerate(labels, 1))
+        valid = ", ".join(
+            f"{n}. {label if len(label) <= SHOWN_LABEL_CHARS else label[:SHOWN_LABEL_CHARS] + '…'}"
+            for n, label in enumerate(labels[:SHOWN_OPTIONS], 1)
+        )
+        if len(labels) > SHOWN_OPTIONS:
+            valid += f" (and {len(labels) - SHOWN_OPTIONS} more: see orca status)"
         raise WireError(
             "bad_request",
             f"{question.id} takes only one of its options, by label or number: {valid}; "

@@ -179,7 +179,8 @@ def pending_request(
         ids = ", ".join(f"{p.session_id} (request {p.request_id})" for p in pending)
         raise WireError(
             "bad_request",
-            f"several sessions of run {run_id} are waiting: pick one with --session: {ids}",
+            f"several sessions of run {run_id} are waiting: pick one by its session "
+            f"(session_id; orca answer --session): {ids}",
         )
     return pending[0]
 
