@@ -31,13 +31,18 @@ CLI_TERMS: tuple[tuple[str, re.Pattern[str], str], ...] = (
         "`orca daemon reload`); orca_agents lists the agents orcad has",
     ),
     ("bad_request", re.compile(r"a default with --agent"), "a default with the agent parameter"),
+    ("bad_request", re.compile(r"see orca status\)"), "see orca_status)"),
     ("bad_request", re.compile(r"give --agent"), "give agent"),
     (
         "bad_request",
         re.compile(r"answer each by id \(orca answer \S+ --json .*\)$"),
         "give answers as {question_id: answer}, one for each, instead of text",
     ),
-    ("bad_request", re.compile(r"pick one with --session:"), "give session_id, one of:"),
+    (
+        "bad_request",
+        re.compile(r"pick one by its session \(session_id; orca answer --session\):"),
+        "give session_id, one of:",
+    ),
     (
         "invalid_state",
         re.compile(r"its child run (\S+) is: orca answer \S+"),
