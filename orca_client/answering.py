@@ -67,8 +67,10 @@ def ask_on_terminal(
 
     status: StatusResult = client.request(Status(run_id=run_id))
     pending = [s.pending for s in status.sessions if s.pending is not None]
-    if session_id is not None:
-        pending = [p for p in pending if p.session_id in (session_id, f"{run_id}.{session_id}")]
+    if session_id is not None:  # its full id, or the part after the run's (given as a prefix)
+        full_run_id = status.runs[0].run_id if status.runs else run_id
+        wanted = (session_id, f"{full_run_id}.{session_id}")
+        pending = [p for p in pending if p.session_id in wanted]
     if request_id is not None:
         pending = [p for p in pending if p.request_id == request_id]
     if len(pending) != 1:

@@ -63,8 +63,8 @@ def test_answer_on_a_terminal_asks_each_question_and_hides_secrets(daemon: Daemo
     started = start(daemon, [sys.executable, "-c", ASKER, json.dumps(QUESTIONS)])
     daemon.wait_for_run(started.run_id, frozenset({"waiting_for_answer"}))
     primary, secondary = pty.openpty()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "orca_client.cli", "answer", started.run_id],
+    process = subprocess.Popen(  # the run by a prefix, the session by the part after the run's
+        [sys.executable, "-m", "orca_client.cli", "answer", started.run_id[:6], "--session", "1"],
         env=daemon.env,
         stdin=secondary,
         stdout=secondary,
