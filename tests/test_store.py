@@ -664,3 +664,25 @@ async def test_the_log_file_is_an_ordinary_sqlite_table(store: EventStore, log: 
         journal = db.execute("PRAGMA journal_mode").fetchone()[0]
     assert rows == [(1, "run-r1", 1, "run_created"), (2, "run-r1", 2, "run_status_changed")]
     assert journal == "wal"
+
+
+async def test_a_byte_bounded_read_is_the_first_page_of_the_unbounded_one(log: Log) -> None:
+    """`max_bytes` cuts a read as `first_page` would, from the ring and from SQLite alike (where
+    it reads no more rows than it returns), for the whole log and for one stream, seeking from
+    an event of that stream or from any other position."""
+    store = await log.open(ring_size=4)
+    for i in range(12):
+        await store.append(f"run-{i % 2}", [output(str(i % 2), "x" * (100 * (i + 1)))])
+    queries = [
+        (after, stream, budget)
+        for after in range(0, 13)
+        for stream in (None, "run-0", "run-1")
+        for budget in (1, 300, 1000, 5000, 10**6)
+    ]
+    for reopened in (False, True):
+        if reopened:
+            store = await log.reopen(store, ring_size=4)
+        for after, stream, budget in queries:
+            whole = await store.read_all(after, 1000, stream)
+            bounded = await store.read_all(after, 1000, stream, max_bytes=budget)
+            assert bounded == first_page(whole, budget), (after, stream, budget, reopened)

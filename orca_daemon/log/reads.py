@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import aiosqlite
 
-from orca_daemon.log.records import StoredEvent
+from orca_daemon.log.records import StoredEvent, first_page
 from orca_daemon.log.schema import COLUMNS, row_to_event
 from orca_daemon.log.tail import Tail
+
+FETCH_ROWS = 16
+"""Rows taken from SQLite at a time while a byte-bounded page fills."""
+
+
+def _within(events: list[StoredEvent], max_bytes: int | None) -> list[StoredEvent]:
+    return events if max_bytes is None else first_page(events, max_bytes)
 
 
 class LogReader:
@@ -17,26 +24,60 @@ class LogReader:
         self._tail = tail
 
     async def read_all(
-        self, after: int = 0, limit: int = 1000, stream: str | None = None
+        self,
+        after: int = 0,
+        limit: int = 1000,
+        stream: str | None = None,
+        max_bytes: int | None = None,
     ) -> list[StoredEvent]:
-        """Committed events with position greater than `after`, oldest first."""
+        """Committed events with position greater than `after`, oldest first: at most `limit`,
+        and with `max_bytes`, no more than fit in it (`StoredEvent.size`; always at least one),
+        so a page of large events never reads more rows than it returns."""
         limit = max(0, limit)
         if stream is None:
             recent = self._tail.recent(after, limit)
             if recent is not None:
-                return recent
+                return _within(recent, max_bytes)
             query = f"SELECT {COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?"
             args: tuple[object, ...] = (after, limit)
         else:
-            # Within a stream, version order is position order: the (stream, version) key serves.
-            query = (
-                f"SELECT {COLUMNS} FROM events WHERE stream = ? AND position > ?"
-                " ORDER BY version LIMIT ?"
-            )
-            args = (stream, after, limit)
+            query, args = await self._stream_query(stream, after, limit)
+        events: list[StoredEvent] = []
+        total = 0
         async with self._reader.execute(query, args) as cursor:
-            rows = await cursor.fetchall()
-        return [row_to_event(row) for row in rows if int(row[0]) <= self._tail.head]
+            while rows := await cursor.fetchmany(FETCH_ROWS):
+                for row in rows:
+                    event = row_to_event(row)
+                    total += event.size()
+                    past = max_bytes is not None and total > max_bytes and events
+                    if past or event.position > self._tail.head:
+                        return events
+                    events.append(event)
+        return events
+
+    async def _stream_query(
+        self, stream: str, after: int, limit: int
+    ) -> tuple[str, tuple[object, ...]]:
+        """One stream's events after position `after`. Within a stream, version order is
+        position order, and the (stream, version) key is the index: when `after` is an event of
+        this stream (a reader paging through it), the read seeks to the version after it
+        instead of scanning the stream from its start for positions past `after`."""
+        if after > 0:
+            async with self._reader.execute(
+                "SELECT stream, version FROM events WHERE position = ?", (after,)
+            ) as cursor:
+                found = await cursor.fetchone()
+            if found is not None and found[0] == stream:
+                query = (
+                    f"SELECT {COLUMNS} FROM events WHERE stream = ? AND version > ?"
+                    " ORDER BY version LIMIT ?"
+                )
+                return query, (stream, int(found[1]), limit)
+        query = (
+            f"SELECT {COLUMNS} FROM events WHERE stream = ? AND position > ?"
+            " ORDER BY version LIMIT ?"
+        )
+        return query, (stream, after, limit)
 
     async def read_stream(
         self,

@@ -122,10 +122,15 @@ class EventStore:
     # ------------------------------------------------------------------ reading
 
     async def read_all(
-        self, after: int = 0, limit: int = 1000, stream: str | None = None
+        self,
+        after: int = 0,
+        limit: int = 1000,
+        stream: str | None = None,
+        max_bytes: int | None = None,
     ) -> list[StoredEvent]:
-        """Committed events with position greater than `after`, oldest first."""
-        return await self._reads.read_all(after, limit, stream)
+        """Committed events with position greater than `after`, oldest first (at most `limit`,
+        and with `max_bytes` only as many as fit in it, at least one)."""
+        return await self._reads.read_all(after, limit, stream, max_bytes)
 
     async def read_stream(
         self,

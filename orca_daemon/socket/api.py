@@ -47,7 +47,7 @@ from orca_client.wire import (
 from orca_daemon import __version__
 from orca_daemon.agents.binaries import VERSION_TIMEOUT_SECONDS
 from orca_daemon.agents.registry import check_agents
-from orca_daemon.log.records import ConcurrencyError, LogUnavailable, StoreError, first_page
+from orca_daemon.log.records import ConcurrencyError, LogUnavailable, StoreError
 from orca_daemon.log.store import EventStore
 from orca_daemon.orchestration.fanout import FanOutCoordinator
 from orca_daemon.orchestration.parents import ParentCoordinator
@@ -341,9 +341,7 @@ class Api:
         if not 1 <= request.limit <= MAX_READ_LIMIT:
             raise WireError("bad_request", f"limit must be between 1 and {MAX_READ_LIMIT}")
         stream = None if request.run_id is None else run_stream(self.resolve_run_id(request.run_id))
-        events = first_page(
-            await self._store.read_all(request.after, request.limit, stream), PAGE_BYTES
-        )
+        events = await self._store.read_all(request.after, request.limit, stream, PAGE_BYTES)
         return EventsPage(
             events=[e.to_record() for e in events], head_position=self._store.head_position
         )

@@ -28,7 +28,7 @@ from orca_client.wire import (
     SubscriptionOverflowed,
     WireError,
 )
-from orca_daemon.log.records import StoredEvent, first_page
+from orca_daemon.log.records import StoredEvent
 from orca_daemon.log.store import EventStore
 
 log = logging.getLogger(__name__)
@@ -238,11 +238,11 @@ class Subscriptions:
     async def _catch_up(self, sub: Subscription) -> bool:
         while not sub.closed and not sub.overflowed:
             page = await self._store.read_all(
-                after=sub.delivered, limit=PAGE_EVENTS, stream=sub.stream
+                after=sub.delivered, limit=PAGE_EVENTS, stream=sub.stream, max_bytes=PAGE_BYTES
             )
             if not page:
                 return True
-            if not await self._push(sub, first_page(page, PAGE_BYTES)):
+            if not await self._push(sub, page):
                 return False
         if sub.overflowed:
             self._give_up(sub, "it fell too far behind")
