@@ -21,6 +21,7 @@ import bench_append
 import bench_bridge
 import bench_cli_startup
 import bench_holder
+import bench_logs
 import bench_orchestration
 import bench_questions
 import bench_roundtrip
@@ -49,6 +50,7 @@ def main() -> None:
     print(bench_orchestration.report(bench_orchestration.run(quick)), end="\n\n", flush=True)
     print(bench_holder.report(bench_holder.run(quick)), end="\n\n", flush=True)
     print(bench_bridge.report(bench_bridge.run(quick)), end="\n\n", flush=True)
+    print(bench_logs.report(bench_logs.run(quick)), end="\n\n", flush=True)
     print(f"total {time.perf_counter() - started:.0f} s")
 
 
