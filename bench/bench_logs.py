@@ -1,7 +1,7 @@
 """`orca logs` of a big run against a plain sqlite3 read of the same rows (issue 14).
 
 A run of `agents/flood_agent.py` leaves its output in the log of a real orcad (64 MB; `--quick`:
-16 MB), beside a second, small run whose events interleave with it. Then, alternating:
+8 MB and 2 rounds), beside a second, small run whose events interleave with it. Then, alternating:
 - ours: the whole `orca logs RUN` process, its output to /dev/null (it pages through the run's
   events with `read` requests, 512 KiB a page);
 - the floor: Python's sqlite3 reading the run's rows (`data`, in version order) from the same
@@ -60,7 +60,7 @@ def timed(command: list[str], env: dict[str, str]) -> float:
 
 
 def run(quick: bool = False) -> LogsResult:
-    lines, rounds = (160_000, 3) if quick else (640_000, 3)
+    lines, rounds = (80_000, 2) if quick else (640_000, 3)
     with OrcaDaemon() as daemon:
         with daemon.client() as client:  # a second run, so the big one's events interleave
             client.request(StartRun(command=["true"], cwd=str(daemon.base), title="beside"))
