@@ -30,6 +30,7 @@ RANGES: dict[str, dict[str, tuple[float, float]]] = {
         "output_chunk_chars": (256, 1 << 20),
         "output_flush_seconds": (0.001, 5.0),
         "orphan_timeout_seconds": (1.0, 30 * 86_400.0),
+        "snapshot_every_events": (100, 10_000_000),
         "max_line_bytes": (1024, 16 << 20),
         "subscriber_queue_events": (10, 100_000),
         "subscription_lease_seconds": (1.0, 3600.0),
@@ -84,6 +85,9 @@ class DaemonSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     orphan_timeout_seconds: float = 86_400.0
     """How long a session's holder keeps its agent running with no orcad attached (orcad
     stopped and was not started again); then it stops the agent and keeps its exit status."""
+    snapshot_every_events: int = 50_000
+    """Save the projection (run and session status) after this many new events, and at every
+    stop: a restart then reads the snapshot and folds only the events after it."""
 
     def __post_init__(self) -> None:
         _check_ranges("daemon", self)

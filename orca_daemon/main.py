@@ -51,6 +51,7 @@ from orca_daemon.socket.api import Api, RunServices
 from orca_daemon.socket.server import Server
 from orca_daemon.socket.subscriptions import Subscriptions
 from orca_daemon.state.projection import State, apply
+from orca_daemon.state.snapshot_keeper import SNAPSHOT_NAME, SnapshotKeeper, load_snapshot
 from orca_daemon.systemd import Notifier
 from orca_daemon.token import load_or_create_token
 
@@ -58,6 +59,7 @@ log = logging.getLogger("orcad")
 
 MAX_IPC_PATH = 107
 REPLAY_PAGE = 10_000
+REPLAY_PAGE_BYTES = 8 << 20
 
 
 class StartupError(Exception):
@@ -215,26 +217,47 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self._reload_wanted.set)  # handled once serving
         store = await EventStore.open(self._paths.log_file, settings.synchronous)
         try:
-            state = await self._replay(store)
+            snapshot_file = self._paths.state_dir / SNAPSHOT_NAME
+            loaded = await load_snapshot(snapshot_file, store)
+            state = await self._replay(store, loaded)
             store.add_listener(lambda events: _fold(state, events))
+            keeper = SnapshotKeeper(
+                snapshot_file,
+                store,
+                state,
+                settings.snapshot_every_events,
+                saved_at=None if loaded is None else loaded.position,
+            )
             async with anyio.create_task_group() as writer_group:
                 writer_group.start_soon(store.run_writer)
                 try:
-                    await self._serve(store, state, started_at)
+                    await self._serve(store, state, started_at, keeper)
                 finally:
                     store.stop_accepting()
+            await keeper.save()  # every append is done: the next start replays nothing
         finally:
             await store.close()
             self._notifier.close()
 
-    async def _replay(self, store: EventStore) -> State:
-        state = State()
-        while page := await store.read_all(after=state.position, limit=REPLAY_PAGE):
+    async def _replay(self, store: EventStore, loaded: State | None) -> State:
+        """`loaded` (from the snapshot), or a new state, with the rest of the log folded in."""
+        state = State() if loaded is None else loaded
+        start = state.position
+        while page := await store.read_all(
+            after=state.position, limit=REPLAY_PAGE, max_bytes=REPLAY_PAGE_BYTES
+        ):
             _fold(state, page)
-        log.info("replayed %d events: %d runs", state.position, len(state.runs))
+        log.info(
+            "%s and replayed %d events: %d runs",
+            "started empty" if loaded is None else f"loaded the snapshot at position {start}",
+            state.position - start,
+            len(state.runs),
+        )
         return state
 
-    async def _serve(self, store: EventStore, state: State, started_at: float) -> None:
+    async def _serve(
+        self, store: EventStore, state: State, started_at: float, keeper: SnapshotKeeper
+    ) -> None:
         settings = self._config.daemon
         pump = PumpSettings(
             output_chunk_chars=settings.output_chunk_chars,
@@ -274,6 +297,7 @@ class Daemon:
             run_log, launcher, admission, supervisor, lifecycle, fanout, plans, parents
         )
         async with anyio.create_task_group() as work:
+            await work.start(keeper.run)
             await work.start(supervisor.run)
             await work.start(verifier.run)
             await reconcile(state, lifecycle, launcher, supervisor, reactor.mark)

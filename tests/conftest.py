@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 import pytest
 from support.processes import kill_processes_with_env
+from support.snapshots import assert_snapshot_matches_log
 
 from orca_client.client import Client, DaemonUnavailable
 from orca_client.paths import OrcaPaths, resolve_paths
@@ -174,7 +175,7 @@ class DaemonProcess:
         assert self.process is not None
         if self.process.poll() is None:
             self.process.send_signal(sig)
-        return self.process.wait(timeout)
+        return self._stopped(self.process.wait(timeout), sig)
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
@@ -185,7 +186,14 @@ class DaemonProcess:
         assert self.process is not None
         with self.client() as client:
             client.request(Shutdown(cancel_sessions=True))
-        return self.process.wait(timeout)
+        return self._stopped(self.process.wait(timeout))
+
+    def _stopped(self, code: int, sig: int = signal.SIGTERM) -> int:
+        """After a clean stop, the snapshot orcad saved must be the projection of its log:
+        every test that stops a daemon checks snapshots against a replay."""
+        if code == 0 and sig != signal.SIGKILL:
+            assert_snapshot_matches_log(self.paths.state_dir, self.paths.log_file)
+        return code
 
     def crash_with_sessions(self) -> list[int]:
         """What a reboot does: SIGKILL orcad, then every session holder and agent of this home

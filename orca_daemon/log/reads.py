@@ -9,7 +9,10 @@ from orca_daemon.log.schema import COLUMNS, row_to_event
 from orca_daemon.log.tail import Tail
 
 FETCH_ROWS = 16
-"""Rows taken from SQLite at a time while a byte-bounded page fills."""
+"""Rows first taken from SQLite at a time while a byte-bounded page fills; each further trip
+takes twice as many (up to `MAX_FETCH_ROWS`), so a page never reads more than about twice the
+rows it returns, and a page of many small events takes few trips to the database thread."""
+MAX_FETCH_ROWS = 2048
 
 
 def _within(events: list[StoredEvent], max_bytes: int | None) -> list[StoredEvent]:
@@ -44,8 +47,10 @@ class LogReader:
             query, args = await self._stream_query(stream, after, limit)
         events: list[StoredEvent] = []
         total = 0
+        fetch = FETCH_ROWS if max_bytes is not None else max(1, limit)
         async with self._reader.execute(query, args) as cursor:
-            while rows := await cursor.fetchmany(FETCH_ROWS):
+            while rows := await cursor.fetchmany(fetch):
+                fetch = min(2 * fetch, max(fetch, MAX_FETCH_ROWS))
                 for row in rows:
                     event = row_to_event(row)
                     total += event.size()

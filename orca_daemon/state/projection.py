@@ -83,6 +83,19 @@ class PlanProgress:
         ready = [place for place, count in enumerate(waiting) if not count]
         return cls(graph, waiting, set(ready), _ready_heap=ready)  # ascending: a heap already
 
+    @classmethod
+    def resume(cls, graph: PlanGraph, statuses: list[str]) -> PlanProgress:
+        """Where a plan stands whose tasks have `statuses` (by place): what `start` and every
+        `moved` since would have made of it."""
+        waiting = [sum(statuses[dep] != "done" for dep in deps) for deps in graph.depends_on]
+        ready = [
+            place
+            for place, status in enumerate(statuses)
+            if status == "pending" and not waiting[place]
+        ]
+        in_progress = {place for place, status in enumerate(statuses) if status == "in_progress"}
+        return cls(graph, waiting, set(ready), in_progress, _ready_heap=ready)
+
     def first_ready(self, count: int) -> list[int]:
         """Up to `count` ready tasks, first in plan order first."""
         heap = self._ready_heap
