@@ -130,7 +130,8 @@ def report(result: RestartResult) -> str:
         count, start = result.many_runs
         lines.append(_start(f"{count:,} runs, from the snapshot", start, result.floor))
     lines.append(
-        f"  goal (issue 14): ready <= {GOAL_READY_SECONDS:.0f} s, peak RSS <= {GOAL_RSS_MIB:.0f} MiB"
+        f"  goal (issue 14): ready <= {GOAL_READY_SECONDS:.0f} s,"
+        f" peak RSS <= {GOAL_RSS_MIB:.0f} MiB"
     )
     return "\n".join(lines)
 

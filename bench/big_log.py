@@ -75,7 +75,8 @@ def write(path: Path, events: int, runs: int, live: int = 0) -> None:
     for first in range(known, known + runs, group):
         ids = [f"{index:012x}" for index in range(first, min(known + runs, first + group))]
         streams = [
-            _run_events(run_id, outputs, ends=int(run_id, 16) < known + runs - live) for run_id in ids
+            _run_events(run_id, outputs, ends=int(run_id, 16) < known + runs - live)
+            for run_id in ids
         ]
         versions = [0] * len(ids)
         rows = []

@@ -13,6 +13,7 @@ every file in test_questions.py's test_finding_05 covers it).
 from __future__ import annotations
 
 import stat
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import pytest
 from conftest import DaemonProcess, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.logs import ended_runs
 from support.snapshots import fold, read_log, same_state
 from support.timeline import Timeline
 
@@ -44,10 +46,11 @@ from orca_client.events import (
     UsageRecorded,
 )
 from orca_client.plan import Plan, PlanTask
-from orca_client.views import Question
+from orca_client.views import TERMINAL_STATUSES, Question
 from orca_client.wire import StartRun
 from orca_daemon.state.snapshot import Anchor, UnusableSnapshot, decode, encode
 from orca_daemon.state.snapshot_keeper import SNAPSHOT_NAME
+from orca_daemon.state.tables import RunTable
 
 PLAN = PlanSpec(
     plan=Plan(
@@ -335,3 +338,73 @@ def test_an_unusable_snapshot_is_named_and_the_whole_log_replayed(
     assert replayed_events(daemon) == len(read_log(daemon.paths.log_file))
     assert sorted(run.run_id for run in daemon.status().runs) == sorted(ids)
     assert daemon.stop() == 0  # and a good snapshot is saved again (checked by conftest)
+
+
+# --------------------------------------------------------------------------- packed runs
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(event, max_size=40))
+def test_packing_ended_runs_changes_nothing_a_reader_sees(events: list[AnyEvent]) -> None:
+    stored = timeline_of(events).events
+    packed = fold(stored)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(RunTable, "settle", lambda self, run_id: None)
+        plain = fold(stored)
+    assert dict(packed.runs.items()) == dict(plain.runs.items())
+    assert dict(packed.sessions.items()) == dict(plain.sessions.items())
+    assert len(packed.sessions) == len(plain.sessions)
+    assert packed.live_sessions() == plain.live_sessions()
+    for run_id in plain.runs:
+        if packed.runs.is_packed(run_id):
+            assert plain.runs[run_id].status in TERMINAL_STATUSES
+
+
+def test_an_ended_run_is_kept_packed_in_a_fraction_of_the_memory() -> None:
+    timeline = Timeline()
+    timeline.record(*ended_runs(2_000))
+
+    def bytes_per_run(pack: bool) -> float:
+        with pytest.MonkeyPatch.context() as patch:
+            if not pack:
+                patch.setattr(RunTable, "settle", lambda self, run_id: None)
+            tracemalloc.start()
+            try:
+                state = fold(timeline.events)
+                used = tracemalloc.get_traced_memory()[0]
+            finally:
+                tracemalloc.stop()
+        assert len(state.runs) == 2_000
+        return used / 2_000
+
+    packed, plain = bytes_per_run(True), bytes_per_run(False)
+    assert packed < plain / 3, (packed, plain)
+    state = fold(timeline.events)
+    assert all(state.runs.is_packed(run_id) for run_id in state.runs)
+    assert state.runs["00000000002a"].status == "completed"
+    assert state.sessions["00000000002a.1"].last_output_line == "step 42"
+    assert state.live_sessions() == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.booleans(), max_size=60), st.none() | st.integers(0, 70))
+def test_recent_runs_are_the_live_ones_and_the_newest_ended_in_order(
+    ended_flags: list[bool], ended: int | None
+) -> None:
+    events: list[AnyEvent] = []
+    for index, has_ended in enumerate(ended_flags):
+        events.append(RunCreated(run_id=f"{index:04d}", title="t", cwd="/"))
+        if has_ended:
+            events.append(RunStatusChanged(run_id=f"{index:04d}", status="failed"))
+    timeline = Timeline()
+    timeline.record(*events)
+    runs = fold(timeline.events).runs
+    places, hidden = runs.recent(ended)
+    ended_places = [place for place, flag in enumerate(ended_flags) if flag]
+    kept = ended_places if ended is None else ended_places[len(ended_places) - ended :]
+    if ended == 0:
+        kept = []
+    expected = sorted({place for place, flag in enumerate(ended_flags) if not flag} | set(kept))
+    assert list(places) == expected
+    assert hidden == len(ended_places) - len(kept)
+    assert [runs.run_id_at(place) for place in places] == [f"{p:04d}" for p in expected]

@@ -8,16 +8,19 @@ Real orcad, real CLI, real agents (tests/agents/big_text.py writes the big texts
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 import pytest
 from conftest import DaemonProcess, agent, wait_until
+from support.logs import ended_runs, write_log
 
 from orca_client.client import RequestFailed, fetch_status
 from orca_client.view_text import VIEW_TEXT_CHARS
 from orca_client.views import StatusResult
-from orca_client.wire import RunStarted, StartRun, Status
+from orca_client.wire import Cancel, RunStarted, StartRun, Status
+from orca_daemon.socket.status_pages import PAGE_RUNS
 
 MB = 1_000_000
 THIRD = MB // 3
@@ -38,6 +41,13 @@ def shortened(kind: str, chars: int, run_id: str) -> str:
 def start(daemon: DaemonProcess, *argv: str) -> str:
     with daemon.client() as client:
         started: RunStarted = client.request(StartRun(command=agent(*argv), cwd="/tmp"))
+    return started.run_id
+
+
+def sleeping(daemon: DaemonProcess) -> str:
+    """A run that stays running until it is cancelled."""
+    with daemon.client() as client:
+        started: RunStarted = client.request(StartRun(command=["sleep", "600"], cwd="/tmp"))
     return started.run_id
 
 
@@ -135,3 +145,63 @@ def test_a_status_cursor_that_orcad_did_not_give_is_refused(daemon: DaemonProces
         with pytest.raises(RequestFailed, match="page_bytes must be at least 1"):
             client.request(Status(page_bytes=0))
         client.hello()
+
+
+def test_status_of_a_long_history_pages_through_every_run_once_in_order(
+    make_daemon: Callable[..., DaemonProcess],
+) -> None:
+    """Issue 14: with thousands of ended runs (kept packed), `status --all` comes in pages of
+    at most PAGE_RUNS runs, each found from its cursor without walking the history, and the
+    default status shows the live runs and the 50 newest ended ones."""
+    count = 2 * PAGE_RUNS + 234
+    daemon = make_daemon()
+    write_log(daemon.paths.log_file, ended_runs(count))
+    daemon.start()
+    live = sleeping(daemon)
+    wait_until(lambda: status_of(daemon, live) == "running", "the live run")
+    expected = [f"{index:012x}" for index in range(count)] + [live]
+
+    with daemon.client() as client:
+        pages = [client.request(Status(ended=None))]
+        while pages[-1].next_cursor is not None:
+            cursor = pages[-1].next_cursor
+            pages.append(client.request(Status(ended=None, cursor=cursor)))
+        recent: StatusResult = client.request(Status())
+    assert [len(page.runs) for page in pages] == [PAGE_RUNS, PAGE_RUNS, 235]
+    assert [run.run_id for page in pages for run in page.runs] == expected
+    assert [session.session_id for page in pages for session in page.sessions] == [
+        f"{run_id}.1" for run_id in expected
+    ]
+    assert pages[0].sessions[42].last_output_line == "step 42"
+    assert [run.run_id for run in recent.runs] == expected[-51:]
+    assert recent.ended_not_shown == count - 50
+
+    shown = orca_json(daemon, "status", "--all")
+    assert [run["run_id"] for run in shown["runs"]] == expected
+    table = daemon.orca("status")
+    assert table.returncode == 0, table.stderr
+    assert f"({count - 50} older ended runs not shown: orca status --all)" in table.stdout
+
+
+def test_a_status_cursor_passes_a_run_that_left_the_listing_between_pages(
+    make_daemon: Callable[..., DaemonProcess],
+) -> None:
+    """`status` (live + newest ended) paged while a listed run ends and drops out of it: the
+    next page starts at the first run after the cursor's, none twice, none lost."""
+    daemon = make_daemon().start()
+    runs = [sleeping(daemon) for _ in range(4)]
+    for run_id in runs:
+        wait_until(lambda r=run_id: status_of(daemon, r) == "running", "running")
+    with daemon.client() as client:
+        first: StatusResult = client.request(Status(ended=0, page_bytes=1))
+        assert [run.run_id for run in first.runs] == runs[:1]
+        assert first.next_cursor is not None
+        client.request(Cancel(run_id=runs[0]))
+        wait_until(lambda: status_of(daemon, runs[0]) == "cancelled", "cancelled")
+        rest = []
+        cursor: str | None = first.next_cursor
+        while cursor is not None:
+            page: StatusResult = client.request(Status(ended=0, page_bytes=1, cursor=cursor))
+            rest += [run.run_id for run in page.runs]
+            cursor = page.next_cursor
+    assert rest == runs[1:]

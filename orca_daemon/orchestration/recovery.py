@@ -130,7 +130,7 @@ async def reconcile(
             recorded,
         )
         supervisor.begin_session(session.run_id, session.session_id, prepared)
-    for run in list(state.runs.values()):
+    for run in list(state.runs.unpacked()):  # a packed run has ended
         if run.status not in TERMINAL_STATUSES and run.kind != "single":
             carry_on(run.run_id)  # in the background: start-up does not wait
     _check_worktrees(state)
@@ -352,7 +352,7 @@ def _is_same_process(state: State, session: SessionInfo) -> bool:
 
 def _check_worktrees(state: State) -> None:
     """Say which recorded worktrees (not removed with `orca clean`) no longer exist."""
-    for session in state.sessions.values():
+    for session in state.sessions.unpacked():  # a packed run's sessions left no worktree
         tree = session.worktree
         if tree is not None and not tree.removed and not os.path.isdir(tree.path):
             log.warning(

@@ -13,7 +13,7 @@ import anyio
 import msgspec
 
 from orca_client.events import run_stream
-from orca_client.views import TERMINAL_STATUSES, AgentChecks, RunInfo, SessionInfo, StatusResult
+from orca_client.views import AgentChecks, StatusResult
 from orca_client.wire import (
     PAGE_BYTES,
     PROTOCOL_VERSION,
@@ -60,6 +60,7 @@ from orca_daemon.runs.run_log import RunLog
 from orca_daemon.runs.starts import start_single
 from orca_daemon.runs.supervisor import Supervisor
 from orca_daemon.socket.request_checks import check_start
+from orca_daemon.socket.status_pages import Listing, status_page
 from orca_daemon.socket.subscriptions import Subscriptions
 from orca_daemon.state.projection import State
 
@@ -262,16 +263,20 @@ class Api:
     def _status(self, request: Status) -> StatusResult:
         if request.page_bytes is not None and request.page_bytes < 1:
             raise WireError("bad_request", "page_bytes must be at least 1 (or null)")
+        if request.ended is not None and request.ended < 0:
+            raise WireError("bad_request", "ended must be 0 or more (or null for all)")
+        runs = self._state.runs
         if request.run_id is not None:
-            runs = [self._state.runs[self.resolve_run_id(request.run_id)]]
+            run_ids = [self.resolve_run_id(request.run_id)]
             if request.tree:
-                runs = self._with_descendants(runs)
+                run_ids = self._with_descendants(run_ids)
+            listing = Listing.of_ids(runs, run_ids)
             hidden = 0
         else:
-            runs, hidden = self._recent_runs(request.ended)
+            places, hidden = runs.recent(request.ended)
+            listing = Listing.of_places(runs, places)
         budget = min(request.page_bytes or STATUS_PAGE_BYTES, STATUS_PAGE_BYTES)
-        start, cursor = self._resume(runs, request.cursor)
-        page = status_page(runs[start:], self._state.sessions, cursor, budget)
+        page = status_page(listing, request.cursor, budget)
         detached = self._runs.supervisor.detached
         sessions = [
             msgspec.structs.replace(s, detached=detached[s.session_id])
@@ -287,53 +292,15 @@ class Api:
             next_cursor=page.next_cursor,
         )
 
-    def _resume(self, runs: list[RunInfo], cursor: str | None) -> tuple[int, StatusCursor]:
-        """Where in `runs` a page starts: the cursor's run, or (when it is no longer among
-        them: an ended run that `ended` now leaves out) the first run created after it."""
-        if cursor is None:
-            return 0, StatusCursor("", 0, 0)
-        try:
-            where = _cursor_decoder.decode(cursor)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            where = StatusCursor("", -1, -1)
-        if where.tasks < 0 or where.sessions < 0:
-            raise WireError("bad_request", "not a status cursor: ask for the first page")
-        for index, run in enumerate(runs):
-            if run.run_id == where.run_id:
-                return index, where
-        order = {run_id: index for index, run_id in enumerate(self._state.runs)}
-        if where.run_id not in order:
-            raise WireError("bad_request", "not a status cursor: ask for the first page")
-        after = order[where.run_id]
-        later = [index for index, run in enumerate(runs) if order[run.run_id] > after]
-        return (later[0] if later else len(runs)), StatusCursor("", 0, 0)
-
-    def _with_descendants(self, runs: list[RunInfo]) -> list[RunInfo]:
+    def _with_descendants(self, run_ids: list[str]) -> list[str]:
         """Each run followed by its children, depth first."""
-        found: list[RunInfo] = []
-        stack = list(reversed(runs))
+        found: list[str] = []
+        stack = list(reversed(run_ids))
         while stack:
-            run = stack.pop()
-            found.append(run)
-            stack.extend(self._state.runs[c] for c in reversed(run.child_run_ids))
+            run_id = stack.pop()
+            found.append(run_id)
+            stack.extend(reversed(self._state.runs[run_id].child_run_ids))
         return found
-
-    def _recent_runs(self, ended: int | None) -> tuple[list[RunInfo], int]:
-        """Every live run, and the `ended` newest ended ones (runs are kept in creation order)."""
-        if ended is not None and ended < 0:
-            raise WireError("bad_request", "ended must be 0 or more (or null for all)")
-        kept: list[RunInfo] = []
-        hidden = 0
-        for run in reversed(self._state.runs.values()):
-            if run.status not in TERMINAL_STATUSES:
-                kept.append(run)
-            elif ended is None or ended > 0:
-                kept.append(run)
-                ended = None if ended is None else ended - 1
-            else:
-                hidden += 1
-        kept.reverse()
-        return kept, hidden
 
     async def _read(self, request: ReadEvents) -> EventsPage:
         if request.after < 0:
@@ -368,77 +335,3 @@ class Api:
         stream = None if request.run_id is None else run_stream(self.resolve_run_id(request.run_id))
         sub = self._subscriptions.open(identity, request.after, stream)
         return Subscribed(subscription=sub.id)
-
-
-class StatusCursor(msgspec.Struct, array_like=True, frozen=True):
-    """Where a status page starts: a run, and how many of its tasks and sessions came before."""
-
-    run_id: str
-    tasks: int
-    sessions: int
-
-
-_cursor_decoder = msgspec.json.Decoder(StatusCursor)
-_size_encoder = msgspec.json.Encoder()
-
-
-class StatusPage(msgspec.Struct, frozen=True):
-    runs: list[RunInfo]
-    sessions: list[SessionInfo]
-    next_cursor: str | None
-
-
-def status_page(
-    runs: list[RunInfo], sessions: dict[str, SessionInfo], start: StatusCursor, budget: int
-) -> StatusPage:
-    """As much of `runs` (each with its tasks, then its sessions) as fits in about `budget`
-    bytes, from `start`'s place in the first run on; never nothing, so paging always ends.
-
-    A run cut short is shown with the tasks and session ids this page carries; the cursor
-    says where the next page carries on."""
-    shown: list[RunInfo] = []
-    shown_sessions: list[SessionInfo] = []
-    used = 0
-    moved = False  # something new is on the page: the page may end at the next item
-
-    def fits(item: int) -> bool:
-        nonlocal used, moved
-        if moved and used + item > budget:
-            return False
-        used += item
-        moved = True
-        return True
-
-    first_task, first_session = start.tasks, start.sessions
-    for run in runs:
-        header = _size(msgspec.structs.replace(run, tasks=[], session_ids=[]))
-        if (first_task, first_session) != (0, 0):
-            used += header  # the run the page before cut short: it comes again, with the rest
-            header = 0
-        task, session = first_task, first_session  # a run starts a page with its first item
-        while task < len(run.tasks) and fits(header + _size(run.tasks[task]) + 1):
-            header, task = 0, task + 1
-        while task == len(run.tasks) and session < len(run.session_ids):
-            info = sessions[run.session_ids[session]]
-            if not fits(header + _size(info) + len(info.session_id) + 4):
-                break
-            shown_sessions.append(info)
-            header, session = 0, session + 1
-        if header and (run.tasks or run.session_ids or not fits(header)):
-            return StatusPage(shown, shown_sessions, _cursor(run.run_id, 0, 0))
-        ids = run.session_ids[first_session:session]
-        shown.append(
-            msgspec.structs.replace(run, tasks=run.tasks[first_task:task], session_ids=ids)
-        )
-        if task < len(run.tasks) or session < len(run.session_ids):
-            return StatusPage(shown, shown_sessions, _cursor(run.run_id, task, session))
-        first_task = first_session = 0
-    return StatusPage(shown, shown_sessions, None)
-
-
-def _size(item: msgspec.Struct) -> int:
-    return len(_size_encoder.encode(item))
-
-
-def _cursor(run_id: str, tasks: int, sessions: int) -> str:
-    return _size_encoder.encode(StatusCursor(run_id, tasks, sessions)).decode()

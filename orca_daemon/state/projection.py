@@ -55,6 +55,7 @@ from orca_client.views import (
     WorktreeInfo,
 )
 from orca_daemon.log.records import StoredEvent
+from orca_daemon.state.tables import RunTable, SessionTable
 
 replace = msgspec.structs.replace
 
@@ -138,8 +139,10 @@ class State:
     """
 
     position: int = 0
-    runs: dict[str, RunInfo] = field(default_factory=dict)
-    sessions: dict[str, SessionInfo] = field(default_factory=dict)
+    runs: RunTable = field(default_factory=RunTable)
+    """Every run, in the order created (those ended for good are kept packed: `tables`)."""
+    sessions: SessionTable = field(init=False)
+    """Every session (`runs.sessions`)."""
     hooks_running: dict[tuple[str, int], HookStarted] = field(default_factory=dict)
     """Hooks started and not yet finished, by (hook name, trigger position)."""
     notifications_due: dict[tuple[int, str], tuple[NotificationTriggered, float]] = field(
@@ -172,9 +175,12 @@ class State:
     """Per live session, the end of the line its output has begun and not yet ended (at most
     `LAST_LINE_CHARS`): the next output continues it."""
 
+    def __post_init__(self) -> None:
+        self.sessions = self.runs.sessions
+
     def live_sessions(self) -> list[SessionInfo]:
         """Sessions that have not reached a terminal status."""
-        return [s for s in self.sessions.values() if s.status not in TERMINAL_STATUSES]
+        return [s for s in self.sessions.unpacked() if s.status not in TERMINAL_STATUSES]
 
 
 def apply(state: State, stored: StoredEvent) -> State:
@@ -182,7 +188,9 @@ def apply(state: State, stored: StoredEvent) -> State:
     event = stored.decode()
     at = stored.recorded_at
     state.run_versions[event.run_id] = stored.version
-    if isinstance(event, RunCreated):
+    if type(event) is OutputAppended:  # most of a log: straight to its session
+        _output(state, event, at)
+    elif isinstance(event, RunCreated):
         if event.run_id not in state.runs:
             state.runs[event.run_id] = _new_run(event, at)
             if event.kind != "single":
@@ -270,15 +278,30 @@ def apply(state: State, stored: StoredEvent) -> State:
                 state.open_lines.pop(event.session_id, None)
             before = session
             session = evolve_session(session, event, at)
-            if isinstance(event, OutputAppended) and event.stream != "orca":
-                session = _note_output(state, session, event.text)
-                if event.offset is not None:
-                    _read_to(state, session, event.stream, event.offset)
             state.sessions[session.session_id] = session
             if isinstance(event, UsageRecorded):
                 _add_usage(state, before, session)
+    state.runs.settle(event.run_id)
     state.position = stored.position
     return state
+
+
+def _output(state: State, event: OutputAppended, at: float) -> None:
+    """Output counts for its session; an agent's (not orcad's own notes) shows its last line."""
+    session = state.sessions.get(event.session_id)
+    if session is None:
+        return
+    shown = session.last_output_line
+    if event.stream != "orca":
+        shown = _last_line(state, session, event.text) or shown
+        if event.offset is not None:
+            _read_to(state, session, event.stream, event.offset)
+    state.sessions[session.session_id] = replace(
+        session,
+        output_events=session.output_events + 1,
+        last_activity_at=at,
+        last_output_line=shown,
+    )
 
 
 def _read_to(state: State, session: SessionInfo, stream: str, offset: int) -> None:
@@ -288,18 +311,25 @@ def _read_to(state: State, session: SessionInfo, stream: str, offset: int) -> No
         offsets[stream] = max(offsets.get(stream, 0), offset)
 
 
-def _note_output(state: State, session: SessionInfo, text: str) -> SessionInfo:
-    """`session` with the last non-blank line of its output so far; the unended end of `text`
-    is kept (bounded) in `state.open_lines` while the session is live, for the next output."""
+def _last_line(state: State, session: SessionInfo, text: str) -> str | None:
+    """The last non-blank line of `session`'s output with `text`, None if `text` ends no such
+    line; the unended end of `text` is kept (bounded) in `state.open_lines` while the session
+    is live, for the next output. Lines are looked at from the end, until one shows something."""
     live = session.status not in TERMINAL_STATUSES
-    lines = (state.open_lines.pop(session.session_id, "") + text).split("\n")
-    if lines[-1] and live:
-        state.open_lines[session.session_id] = _line_end(lines[-1])
-    for line in reversed(lines):
-        shown = next((part for part in reversed(line.split("\r")) if part.strip()), None)
-        if shown is not None:
-            return replace(session, last_output_line=_line_end(shown))
-    return session
+    output = state.open_lines.pop(session.session_id, "") + text
+    end = len(output)
+    start = output.rfind("\n") + 1
+    if start < end and live:
+        state.open_lines[session.session_id] = _line_end(output[start:])
+    while True:
+        line = output[start:end]
+        if line.strip():  # after a carriage return, a line shows what was written last
+            shown = next(part for part in reversed(line.split("\r")) if part.strip())
+            return _line_end(shown)
+        if not start:
+            return None
+        end = start - 1
+        start = output.rfind("\n", 0, end) + 1
 
 
 def _latest(reported: _Number | None, before: _Number | None) -> _Number | None:
@@ -373,10 +403,9 @@ def _change_run_status(run: RunInfo, event: RunStatusChanged, at: float) -> RunI
 
 
 def evolve_session(session: SessionInfo, event: AnyEvent, at: float) -> SessionInfo:
-    """The pure per-session fold; a terminal session keeps its status whatever comes next."""
+    """The pure per-session fold (output: `_output`); a terminal session keeps its status
+    whatever comes next."""
     terminal = session.status in TERMINAL_STATUSES
-    if isinstance(event, OutputAppended):
-        return replace(session, output_events=session.output_events + 1, last_activity_at=at)
     if isinstance(event, WorktreeCreated):
         worktree = WorktreeInfo(repo=event.repo, path=event.path, branch=event.branch)
         return replace(session, worktree=worktree)

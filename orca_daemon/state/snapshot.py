@@ -6,8 +6,9 @@ is recognised and not used; and it carries a fingerprint of its own layout (`FOR
 shape of every type it holds), so a snapshot written by another version of orcad is not used
 either: orcad replays the whole log instead, and saves a new one.
 
-What a snapshot holds is exactly `State`, except `State.plans`, which `decode` derives from
-each live plan's graph and its tasks' statuses (`PlanProgress.resume`).
+What a snapshot holds is exactly `State` (packed runs as they are packed), except `State.plans`,
+which `decode` derives from each live plan's graph and its tasks' statuses
+(`PlanProgress.resume`).
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from orca_client.events import EndCause, HookStarted, NotificationTriggered, Run
 from orca_client.plan import PlanGraph
 from orca_client.views import RunInfo, SessionInfo
 from orca_daemon.state.projection import PlanProgress, State
+from orca_daemon.state.tables import DICTIONARY
 
-FORMAT = 1
+FORMAT = 2
 """Bump when `apply` changes what it makes of the same events (a snapshot made by the old
 rules would then differ from a replay by the new ones)."""
 
@@ -35,8 +37,12 @@ class Anchor(msgspec.Struct, frozen=True, array_like=True):
 
 
 class _Body(msgspec.Struct, array_like=True):
-    runs: list[RunInfo]
+    run_ids: list[str]
+    runs: list[RunInfo | bytes]
+    """Each run as `RunTable` holds it: its view, or packed with its sessions."""
     sessions: list[SessionInfo]
+    """The sessions of the runs not packed."""
+    packed_sessions: int
     hooks_running: list[HookStarted]
     notifications_due: list[tuple[str, NotificationTriggered, float]]
     run_versions: dict[str, int]
@@ -72,7 +78,7 @@ class UnusableSnapshot(Exception):
 
 def _fingerprint() -> str:
     shape = msgspec.json.encode(msgspec.json.schema(_Body))
-    return hashlib.sha256(b"%d:" % FORMAT + shape).hexdigest()[:32]
+    return hashlib.sha256(b"%d:" % FORMAT + shape + DICTIONARY).hexdigest()[:32]
 
 
 FINGERPRINT = _fingerprint()
@@ -88,9 +94,12 @@ def encode(state: State, anchor: Anchor | None) -> bytes:
 
 def encode_body(state: State) -> bytes:
     """What `state` holds, as bytes: `seal` makes them a snapshot once the anchor is known."""
+    entries = state.runs.entries()
     body = _Body(
-        runs=list(state.runs.values()),
-        sessions=list(state.sessions.values()),
+        run_ids=list(entries),
+        runs=list(entries.values()),
+        sessions=list(state.sessions.unpacked()),
+        packed_sessions=state.sessions.packed_count,
         hooks_running=list(state.hooks_running.values()),
         notifications_due=[
             (channel, event, at) for (_, channel), (event, at) in state.notifications_due.items()
@@ -126,10 +135,10 @@ def decode(data: bytes) -> Snapshot:
         body = _body_decoder.decode(header.body)
     except msgspec.DecodeError as exc:
         raise UnusableSnapshot(f"it is damaged ({exc})") from None
+    if len(body.run_ids) != len(body.runs):
+        raise UnusableSnapshot("it is damaged (its runs and their ids differ in number)")
     state = State(
         position=header.position,
-        runs={run.run_id: run for run in body.runs},
-        sessions={session.session_id: session for session in body.sessions},
         hooks_running={(hook.hook, hook.trigger_position): hook for hook in body.hooks_running},
         notifications_due={
             (event.trigger_position, channel): (event, at)
@@ -145,6 +154,9 @@ def decode(data: bytes) -> Snapshot:
         holders=body.holders,
         causes=body.causes,
         open_lines=body.open_lines,
+    )
+    state.runs.restore(
+        dict(zip(body.run_ids, body.runs, strict=True)), body.sessions, body.packed_sessions
     )
     for run_id, created in state.created.items():
         run = state.runs.get(run_id)
