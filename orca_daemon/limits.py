@@ -8,6 +8,7 @@ leaves the rest for the log, agent sessions and connections being refused.
 from __future__ import annotations
 
 import logging
+import os
 import resource
 
 log = logging.getLogger(__name__)
@@ -17,6 +18,11 @@ WANTED_DESCRIPTORS = 65_536
 MAX_CONNECTIONS = 1024
 """Peers connected at once, at most (fewer when descriptors are scarce)."""
 MIN_CONNECTIONS = 8
+RESERVED_DESCRIPTORS = 64
+"""Kept free of sessions and peers: the log, a snapshot, a hook, a notification being sent."""
+SESSION_DESCRIPTORS = 8
+"""What starting one more session may take at once (its holder's pipes, then its socket and
+pidfd)."""
 INHERITED_DESCRIPTOR_LIMIT = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 """The soft limit orcad was started with (read before it raises its own), which the processes
 it starts get back: many programs still assume descriptors below 1024 (select)."""
@@ -63,3 +69,26 @@ def connection_cap(descriptors: int) -> int:
     """Peers allowed at once under a limit of `descriptors`: at most half of them, so the other
     half is left for the log, sessions' pipes and a burst of connections being refused."""
     return max(MIN_CONNECTIONS, min(MAX_CONNECTIONS, descriptors // 2))
+
+
+def descriptors_in_use() -> int:
+    """How many descriptors orcad has open now."""
+    try:
+        return len(os.listdir("/proc/self/fd")) - 1  # the listing's own
+    except OSError:
+        return 0
+
+
+def no_room_for_a_session() -> str | None:
+    """Why one more session may not start now, or None: sessions may use the descriptors that
+    peers of the socket (at their cap) and `RESERVED_DESCRIPTORS` leave, so that orcad refuses
+    a session (clearly) before it runs out, instead of failing somewhere in the middle."""
+    limit = descriptor_limit()
+    in_use = descriptors_in_use()
+    if in_use + SESSION_DESCRIPTORS + connection_cap(limit) + RESERVED_DESCRIPTORS <= limit:
+        return None
+    return (
+        f"orcad has {in_use} of its {limit} open files in use (agent sessions, connected "
+        "clients): no new session until some end; raise LimitNOFILE in the unit (or "
+        "`ulimit -n` before orcad starts) to run more at once"
+    )

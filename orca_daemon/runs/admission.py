@@ -1,5 +1,5 @@
-"""Whether orcad takes new work: runs are admitted until shutdown begins, and shutdown waits for
-the requests that are recording a run now."""
+"""Whether orcad takes new work: runs are admitted until shutdown begins (and while descriptors
+are left for their sessions), and shutdown waits for the requests that are recording a run now."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import anyio
 
 from orca_client.wire import WireError
+from orca_daemon.limits import no_room_for_a_session
 
 
 class Admission:
@@ -25,6 +26,9 @@ class Admission:
         """Held while a request creates a run, so that shutdown waits for it to be recorded."""
         if not self.accepting:
             raise WireError("shutting_down", "orcad is shutting down; no new runs")
+        full = no_room_for_a_session()
+        if full is not None:
+            raise WireError("busy", f"no new run: {full}")
         if self._starting == 0:
             self._idle = anyio.Event()
         self._starting += 1

@@ -21,6 +21,7 @@ import anyio.abc
 from orca_client.events import STOPPED_REASON, SessionTerminated, WorktreeCreated
 from orca_client.views import TERMINAL_STATUSES, WorktreeInfo
 from orca_daemon.agents.base import Translator
+from orca_daemon.limits import no_room_for_a_session
 from orca_daemon.log.records import StoredEvent, StoreError
 from orca_daemon.runs.admission import Admission
 from orca_daemon.runs.launcher import Prepared, session_env
@@ -185,8 +186,9 @@ class Supervisor:
         assert self._tg is not None, "the supervisor runs"
         state = self._runs.state
         run, session = state.runs[run_id], state.sessions[session_id]
-        if prepared.launch is None:
-            reason = f"could not start: {prepared.error}"
+        error = prepared.error if prepared.launch is None else no_room_for_a_session()
+        if prepared.launch is None or error is not None:
+            reason = f"could not start: {error}"
             self._tg.start_soon(self._finish_quietly, run_id, session_id, reason)
             return
         spec = SessionSpec(
