@@ -219,14 +219,11 @@ class Daemon:
         try:
             snapshot_file = self._paths.state_dir / SNAPSHOT_NAME
             loaded = await load_snapshot(snapshot_file, store)
+            saved_at = None if loaded is None else loaded.position  # before the tail is in
             state = await self._replay(store, loaded)
             store.add_listener(lambda events: _fold(state, events))
             keeper = SnapshotKeeper(
-                snapshot_file,
-                store,
-                state,
-                settings.snapshot_every_events,
-                saved_at=None if loaded is None else loaded.position,
+                snapshot_file, store, state, settings.snapshot_every_events, saved_at
             )
             async with anyio.create_task_group() as writer_group:
                 writer_group.start_soon(store.run_writer)

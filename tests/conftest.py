@@ -192,7 +192,7 @@ class DaemonProcess:
         """After a clean stop, the snapshot orcad saved must be the projection of its log:
         every test that stops a daemon checks snapshots against a replay."""
         if code == 0 and sig != signal.SIGKILL:
-            assert_snapshot_matches_log(self.paths.state_dir, self.paths.log_file)
+            assert_snapshot_matches_log(self.paths.state_dir, self.paths.log_file, self.output())
         return code
 
     def crash_with_sessions(self) -> list[int]:

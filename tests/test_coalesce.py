@@ -239,3 +239,46 @@ def test_valid_utf8_comes_out_the_same_however_it_is_fed(text: str, cuts: list[i
     if expected[-1] == "":
         expected.pop()
     assert lines == [(line, True) for line in expected]
+
+
+def as_output(pieces: list[tuple[str, bool, int]]) -> tuple[str, list[int]]:
+    """What a pump makes of a splitter's pieces: the output text (a complete line with its
+    newline) and where each piece ends."""
+    text = "".join(piece + "\n" if complete else piece for piece, complete, _ in pieces)
+    return text, [end for _, _, end in pieces]
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(
+        st.lists(st.sampled_from([b"a", b"\n", b"{", b" ", b"\xc3\xa9", b"\xc3", b"x" * 7])).map(
+            b"".join
+        ),
+        max_size=12,
+    )
+)
+def test_plain_output_taken_whole_reads_as_line_by_line_would(chunks: list[bytes]) -> None:
+    """Issue 14: plain output (no `{` in it) goes to the log in blocks, without work per line:
+    the same text, ending at the same offsets, as line by line."""
+    by_line, by_block = LineSplitter(max_bytes=16), LineSplitter(max_bytes=16)
+    lines: list[tuple[str, bool, int]] = []
+    blocks: list[tuple[str, bool, int]] = []
+    for chunk in chunks:
+        lines += by_line.feed(chunk)
+        taken = by_block.feed_plain(chunk, b"{")
+        blocks += by_block.feed(chunk) if taken is None else taken
+        assert by_block.offset in {end for _, _, end in lines} | {0}
+        assert by_block.offset == by_line.offset or taken is None
+    lines += by_line.finish()
+    blocks += by_block.finish()
+    assert as_output(blocks)[0] == as_output(lines)[0]
+    assert set(as_output(blocks)[1]) <= set(as_output(lines)[1])
+    assert by_block.offset == by_line.offset
+
+
+def test_output_with_a_brace_in_it_is_read_line_by_line() -> None:
+    assert LineSplitter(100).feed_plain(b'plain\n{"type": "result"}\n', b"{") is None
+    splitter = LineSplitter(max_bytes=100)
+    assert splitter.feed_plain(b"one\ntwo\nthr", b"{") == [("one\ntwo\n", False, 8)]
+    assert splitter.feed_plain(b"ee {\n", b"{") is None  # the line begun holds a brace
+    assert splitter.feed(b"ee {\n") == [("three {", True, 16)]

@@ -136,6 +136,11 @@ Effect = (
 class Translator(Protocol):
     """One agent protocol, without I/O."""
 
+    plain_mark: bytes | None
+    """A stdout line without this byte is plain output: `feed_line` would give exactly
+    `[Output(line + "\n")]` and change nothing, so lines read without it may go to the log
+    as they are, unlooked at. None: every line is the protocol's."""
+
     def start(self, prompt: str) -> list[Effect]:
         """Effects at start-up (typically the first lines to send)."""
         ...

@@ -85,6 +85,8 @@ def _reply(control_id: str, response: dict[str, Any]) -> Send:
 class ClaudeTranslator:
     """One conversation: the prompt, tool permissions, questions, the result."""
 
+    plain_mark: bytes | None = None  # every stdout line is a protocol message
+
     def __init__(self, label: str, tool_permission: Literal["allow", "deny"] = "allow") -> None:
         self._label = label
         self._tool_permission = tool_permission

@@ -190,6 +190,8 @@ def server_request_answer(
 class CodexAppServerTranslator:
     """Drives one thread with one turn for the prompt."""
 
+    plain_mark: bytes | None = None  # every stdout line is a protocol message
+
     def __init__(self, settings: CodexSettings) -> None:
         self._settings = settings
         self._next_id = 0

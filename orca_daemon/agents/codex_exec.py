@@ -48,6 +48,8 @@ def exec_argv(
 class CodexExecTranslator:
     """Reads `codex exec --json` events."""
 
+    plain_mark: bytes | None = None  # every stdout line is a protocol message
+
     def __init__(self, label: str) -> None:
         self._label = label
         self._last_message = ""

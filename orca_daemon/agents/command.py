@@ -78,6 +78,8 @@ def _line(message: msgspec.Struct) -> Send:
 class CommandTranslator:
     """Translates a command agent's stdout; remembers its first result and pending question."""
 
+    plain_mark: bytes | None = b"{"  # a protocol line is a JSON object: it has a "{"
+
     def __init__(self) -> None:
         self.result: Result | None = None
         self._pending: str | None = None

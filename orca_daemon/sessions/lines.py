@@ -62,6 +62,25 @@ class LineSplitter:
             lines.append(self._piece(self._max))
         return lines
 
+    def feed_plain(self, data: bytes, mark: bytes) -> list[tuple[str, bool, int]] | None:
+        """`feed` for output that may hold no protocol line: when no line here has `mark`,
+        every complete line comes out as one piece of raw output (`(text, False, end)`, the
+        text with its newlines), with no work per line; else None, and nothing is taken (call
+        `feed`)."""
+        if self._inside_long_line or mark in data or mark in self._buffer:
+            return None
+        end = len(self._buffer) + data.rfind(b"\n")
+        if not len(self._buffer) <= end < self._max:  # no newline in `data`, or a long line
+            return None
+        self._buffer += data
+        raw = bytes(self._buffer[: end + 1])
+        del self._buffer[: end + 1]
+        self._offset += end + 1
+        pieces = [(self._decoder.decode(raw, final=True), False, self._offset)]
+        while len(self._buffer) > self._max:  # the line begun is already too long
+            pieces.append(self._piece(self._max))
+        return pieces
+
     @property
     def offset(self) -> int:
         """Where the next line begins: the end of the last one given out."""

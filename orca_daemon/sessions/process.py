@@ -453,11 +453,17 @@ class SessionProcess:
         """Read the agent's output to its end; then finish the translator's input. A holder
         that dies first ends the agent with it (it is the agent's parent): the session is lost."""
         try:
+            plain = self._translator.plain_mark
             while (piece := await agent.read()) is not None:
                 stream, data = piece
                 splitter = self._splitters[stream]
                 before = splitter.offset
-                await self._handle_lines(stream, splitter.feed(data), before)
+                lines = None
+                if stream == "stdout" and plain is not None:  # plain output, unlooked at
+                    lines = splitter.feed_plain(data, plain)
+                if lines is None:
+                    lines = splitter.feed(data)
+                await self._handle_lines(stream, lines, before)
         except HolderGone as exc:
             self._lost = f"its holder ended unexpectedly ({exc})"
             log.warning("session %s: %s", self.spec.session_id, self._lost)

@@ -49,9 +49,15 @@ def same_state(left: State, right: State) -> bool:
     return True
 
 
-def assert_snapshot_matches_log(state_dir: Path, log_file: Path) -> None:
-    """The snapshot orcad left in `state_dir` is the projection of the whole log."""
+def assert_snapshot_matches_log(state_dir: Path, log_file: Path, output: str = "") -> None:
+    """The snapshot orcad left in `state_dir` is the projection of the whole log (`output`,
+    orcad's, is shown if it is not)."""
     snapshot = decode((state_dir / SNAPSHOT_NAME).read_bytes())
     replayed = fold(read_log(log_file))
-    assert snapshot.state.position == replayed.position, "the snapshot is not at the log's head"
-    assert same_state(snapshot.state, replayed), "the snapshot differs from a replay of the log"
+    assert snapshot.state.position == replayed.position, (
+        f"the snapshot is at {snapshot.state.position}, the log's head at {replayed.position}"
+        f"; orcad said:\n{output[-4000:]}"
+    )
+    assert same_state(snapshot.state, replayed), (
+        f"the snapshot differs from a replay of the log; orcad said:\n{output[-4000:]}"
+    )
