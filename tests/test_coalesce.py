@@ -265,10 +265,8 @@ def test_plain_output_taken_whole_reads_as_line_by_line_would(chunks: list[bytes
     blocks: list[tuple[str, bool, int]] = []
     for chunk in chunks:
         lines += by_line.feed(chunk)
-        taken = by_block.feed_plain(chunk, b"{")
-        blocks += by_block.feed(chunk) if taken is None else taken
-        assert by_block.offset in {end for _, _, end in lines} | {0}
-        assert by_block.offset == by_line.offset or taken is None
+        blocks += by_block.feed_plain(chunk, b"{")
+        assert by_block.offset == by_line.offset
     lines += by_line.finish()
     blocks += by_block.finish()
     assert as_output(blocks)[0] == as_output(lines)[0]
@@ -276,9 +274,13 @@ def test_plain_output_taken_whole_reads_as_line_by_line_would(chunks: list[bytes
     assert by_block.offset == by_line.offset
 
 
-def test_output_with_a_brace_in_it_is_read_line_by_line() -> None:
-    assert LineSplitter(100).feed_plain(b'plain\n{"type": "result"}\n', b"{") is None
+def test_output_is_read_line_by_line_from_the_first_line_with_a_brace() -> None:
+    result = b'{"type": "result"}'
+    assert LineSplitter(100).feed_plain(b"plain\nmore\n" + result + b"\nafter\n", b"{") == [
+        ("plain\nmore\n", False, 11),
+        (result.decode(), True, 30),
+        ("after", True, 36),
+    ]
     splitter = LineSplitter(max_bytes=100)
     assert splitter.feed_plain(b"one\ntwo\nthr", b"{") == [("one\ntwo\n", False, 8)]
-    assert splitter.feed_plain(b"ee {\n", b"{") is None  # the line begun holds a brace
-    assert splitter.feed(b"ee {\n") == [("three {", True, 16)]
+    assert splitter.feed_plain(b"ee {\n", b"{") == [("three {", True, 16)]  # begun before

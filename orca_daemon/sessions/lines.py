@@ -62,21 +62,25 @@ class LineSplitter:
             lines.append(self._piece(self._max))
         return lines
 
-    def feed_plain(self, data: bytes, mark: bytes) -> list[tuple[str, bool, int]] | None:
-        """`feed` for output that may hold no protocol line: when no line here has `mark`,
-        every complete line comes out as one piece of raw output (`(text, False, end)`, the
-        text with its newlines), with no work per line; else None, and nothing is taken (call
-        `feed`)."""
-        if self._inside_long_line or mark in data or mark in self._buffer:
-            return None
-        end = len(self._buffer) + data.rfind(b"\n")
-        if not len(self._buffer) <= end < self._max:  # no newline in `data`, or a long line
-            return None
-        self._buffer += data
+    def feed_plain(self, data: bytes, mark: bytes) -> list[tuple[str, bool, int]]:
+        """`feed` for output that holds protocol lines only where `mark` is: the complete
+        lines before the first line that has it come out as one piece of raw output
+        (`(text, False, end)`, the text with its newlines), with no work per line; the rest as
+        `feed` gives it."""
+        if self._inside_long_line or mark in self._buffer:
+            return self.feed(data)
+        first = data.find(mark)
+        plain = data if first < 0 else data[: data.rfind(b"\n", 0, first) + 1]
+        end = len(self._buffer) + plain.rfind(b"\n")
+        if not len(self._buffer) <= end < self._max:  # no line ends before the mark, or a long one
+            return self.feed(data)
+        self._buffer += plain
         raw = bytes(self._buffer[: end + 1])
         del self._buffer[: end + 1]
         self._offset += end + 1
         pieces = [(self._decoder.decode(raw, final=True), False, self._offset)]
+        if first >= 0:
+            return pieces + self.feed(data[len(plain) :])
         while len(self._buffer) > self._max:  # the line begun is already too long
             pieces.append(self._piece(self._max))
         return pieces

@@ -458,10 +458,9 @@ class SessionProcess:
                 stream, data = piece
                 splitter = self._splitters[stream]
                 before = splitter.offset
-                lines = None
                 if stream == "stdout" and plain is not None:  # plain output, unlooked at
                     lines = splitter.feed_plain(data, plain)
-                if lines is None:
+                else:
                     lines = splitter.feed(data)
                 await self._handle_lines(stream, lines, before)
         except HolderGone as exc:
