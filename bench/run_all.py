@@ -24,7 +24,9 @@ import bench_holder
 import bench_logs
 import bench_orchestration
 import bench_questions
+import bench_restart
 import bench_roundtrip
+import bench_status
 
 
 def machine() -> str:
@@ -51,6 +53,8 @@ def main() -> None:
     print(bench_holder.report(bench_holder.run(quick)), end="\n\n", flush=True)
     print(bench_bridge.report(bench_bridge.run(quick)), end="\n\n", flush=True)
     print(bench_logs.report(bench_logs.run(quick)), end="\n\n", flush=True)
+    print(bench_restart.report(bench_restart.run(quick)), end="\n\n", flush=True)
+    print(bench_status.report(bench_status.run(quick)), end="\n\n", flush=True)
     print(f"total {time.perf_counter() - started:.0f} s")
 
 
