@@ -7,6 +7,7 @@ import fcntl
 import os
 import pty
 import select
+import signal
 import struct
 import subprocess
 import sys
@@ -104,5 +105,8 @@ class Terminal:
 
 def _take_terminal() -> None:
     """In the child, a session leader: make the pty its controlling terminal, so that /dev/tty
-    (where getpass reads) is the pty and Ctrl-C reaches it as SIGINT."""
+    (where getpass reads) is the pty and Ctrl-C reaches it as SIGINT, handled as a person's
+    terminal handles it (a test suite started in the background, as `cmd &` in a shell
+    without job control, would otherwise hand SIGINT down ignored)."""
     fcntl.ioctl(1, termios.TIOCSCTTY, 0)  # stdout: stdin may be /dev/null
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
