@@ -108,5 +108,5 @@ def write(path: Path, events: int, runs: int, live: int = 0) -> None:
 
 async def _create(path: Path) -> None:
     writer, reader, _ = await connect(path, "NORMAL")
-    await reader.close()
+    reader.close()
     await writer.close()

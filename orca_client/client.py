@@ -24,9 +24,11 @@ from orca_client.views import StatusResult
 from orca_client.wire import (
     RESULT_TYPES,
     EventRecord,
+    EventsPage,
     EventsPushed,
     Hello,
     HelloResult,
+    ReadEvents,
     Reply,
     Request,
     Status,
@@ -45,6 +47,8 @@ DEFAULT_TIMEOUT = 10.0
 START_HINT = "start it with `orca daemon start`"
 CONNECT_TIMEOUT = 2.0
 """How long to wait for the socket to accept a connection before saying orcad is not running."""
+READ_LIMIT = 5000
+"""Events asked for per page by `read_pages` (orcad also bounds a page by bytes)."""
 LIVENESS_TIMEOUT = 2.0
 """How long a following client waits for a liveness reply before it reconnects."""
 
@@ -183,6 +187,11 @@ class Client:
         return self._request_once(request, deadline, timeout)
 
     def _request_once(self, request: Request, deadline: float, timeout: float) -> Any:
+        request_id = self._send(request, deadline)
+        return self._reply_to(request, request_id, deadline, timeout)
+
+    def _send(self, request: Request, deadline: float) -> str:
+        """Sign and send `request`; its id, to wait for its reply with `_reply_to`."""
         sock = self._connect()
         request_id, frames = encode_request(self._key, request)
         try:
@@ -196,6 +205,11 @@ class Client:
                 f"(a socket left by a stopped daemon?); {START_HINT}"
             )
         sock.send_multipart(frames)
+        return request_id
+
+    def _reply_to(self, request: Request, request_id: str, deadline: float, timeout: float) -> Any:
+        """The typed result of the request sent as `request_id` (pushes that come first are
+        kept for `follow`)."""
         while True:
             message = self._receive(deadline)
             if message is None:
@@ -211,6 +225,28 @@ class Client:
                     )
                 return decode_result(message, RESULT_TYPES[type(request)])
             self._pushes.append(message)
+
+    def read_pages(
+        self, after: int = 0, run_id: str | None = None, limit: int = READ_LIMIT
+    ) -> Iterator[list[EventRecord]]:
+        """Every committed event after position `after` (of one run, with `run_id`), a page at
+        a time, until the head. The request for the next page goes out before a page is
+        yielded: orcad reads it while the caller shows this one."""
+        request = ReadEvents(after=after, limit=limit, run_id=run_id)
+        request_id = self._send(request, time.monotonic() + self.timeout)
+        while True:
+            deadline = time.monotonic() + self.timeout
+            try:
+                page: EventsPage = self._reply_to(request, request_id, deadline, self.timeout)
+            except RequestFailed as failed:
+                if failed.code != "stale":
+                    raise
+                page = self.request(request)
+            if not page.events:
+                return
+            request = ReadEvents(after=page.events[-1].position, limit=limit, run_id=run_id)
+            request_id = self._send(request, deadline)
+            yield page.events
 
     def hello(self, timeout: float | None = None) -> HelloResult:
         result: HelloResult = self.request(Hello(), timeout)

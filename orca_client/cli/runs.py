@@ -150,7 +150,7 @@ def cmd_watch(args: Args) -> int:
 
 def cmd_logs(args: Args) -> int:
     from orca_client import render, render_events
-    from orca_client.wire import ReadEvents, Status
+    from orca_client.wire import Status
 
     labels = None if args.json else render_events.OutputLabels()
 
@@ -173,14 +173,10 @@ def cmd_logs(args: Args) -> int:
                 ended: StatusResult = connection.request(Status(run_id=run_id))
                 print(render.outcome_line(ended.runs[0], ended.sessions), file=sys.stderr)
             return EXIT_OK
-        after = 0
-        while True:
-            page = connection.request(ReadEvents(after=after, limit=5000, run_id=run_id))
-            for record in page.events:
+        for page in connection.read_pages(after=0, run_id=run_id):
+            for record in page:
                 show(record)
-            if not page.events:
-                return EXIT_OK
-            after = page.events[-1].position
+        return EXIT_OK
 
 
 def cmd_cancel(args: Args) -> int:

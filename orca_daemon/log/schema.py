@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Literal
 
 import aiosqlite
+import anyio.to_thread
 
 from orca_daemon.log.records import StoredEvent
 
@@ -43,9 +45,10 @@ WAL_CHECKPOINT_PAGES = 4000
 
 async def connect(
     path: Path, synchronous: Synchronous
-) -> tuple[aiosqlite.Connection, aiosqlite.Connection, int]:
+) -> tuple[aiosqlite.Connection, sqlite3.Connection, int]:
     """Open (creating if needed) the log at `path` in WAL mode: its writing connection, a
-    read-only one, and the position of its last event (0 for an empty log)."""
+    read-only one (see `open_reader`), and the position of its last event (0 for an empty
+    log)."""
     # DEFERRED: the first INSERT opens the transaction, so a commit costs two trips to the
     # database thread (inserts, COMMIT) instead of three.
     writer = await aiosqlite.connect(path, isolation_level="DEFERRED")
@@ -58,13 +61,24 @@ async def connect(
         await writer.execute("DROP INDEX IF EXISTS events_by_stream_position")  # pre-0.1 logs
         async with writer.execute(HEAD) as cursor:
             row = await cursor.fetchone()
-        reader = await aiosqlite.connect(path, isolation_level=None)
+        reader = await anyio.to_thread.run_sync(open_reader, path)
     except BaseException:
         await writer.close()
         raise
-    await reader.execute("PRAGMA query_only=1")
     head = int(row[0]) if row else 0
     return writer, reader, head
+
+
+def open_reader(path: Path) -> sqlite3.Connection:
+    """A read-only connection to the log, for one thread at a time but any thread: reads run
+    whole pages on a worker thread (`LogReader`), one hand-off each."""
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        connection.execute("PRAGMA query_only=1")
+    except BaseException:
+        connection.close()
+        raise
+    return connection
 
 
 def row_to_event(row: aiosqlite.Row | tuple[object, ...]) -> StoredEvent:

@@ -19,7 +19,7 @@ def write_log(path: Path, events: list[AnyEvent]) -> None:
 
     async def create() -> None:
         writer, reader, _ = await connect(path, "NORMAL")
-        await reader.close()
+        reader.close()
         await writer.close()
 
     path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
