@@ -30,10 +30,13 @@ import secrets
 import shutil
 import socket
 import struct
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+import anyio.to_thread
 
 from orca_client.paths import HOLDERS_NAME, ensure_private_dir
 from orca_daemon.limits import INHERITED_DESCRIPTOR_LIMIT
@@ -348,7 +351,23 @@ def _private_file(path: Path, data: bytes | None = None) -> int:
 async def start_holder(places: HolderPlaces, launch: HolderLaunch) -> HeldAgent:
     """Create the dirs (0700) and secret (0600), launch the holder, read its ready line, attach at
     offsets 0. Raises HolderError (with the agent's spawn error text when the agent could not
-    start)."""
+    start).
+
+    The launch runs on a worker thread: its directories, files, fork and exec, and the wait for
+    the holder's ready line are blocking calls, and with many sessions starting on a busy
+    machine they held orcad's loop (and every running session's output) for seconds."""
+    ready = await anyio.to_thread.run_sync(_launch_holder, places, launch)
+    if "error" in ready:
+        raise HolderError(str(ready["error"]))
+    try:
+        expected = (int(ready["holder_pid"]), ready["holder_start_ticks"])
+    except (KeyError, TypeError, ValueError):
+        raise HolderError(f"the holder said {ready!r:.200}{_log_tail(places)}") from None
+    return await attach_holder(places, 0, 0, expected=expected)
+
+
+def _launch_holder(places: HolderPlaces, launch: HolderLaunch) -> dict[str, Any]:
+    """Blocking: the holder's places, its process, its spec handed over and its ready line."""
     for directory in (places.socket_dir.parent, places.socket_dir):
         ensure_private_dir(directory)
     for directory in (places.spool_dir.parent, places.spool_dir):
@@ -373,13 +392,15 @@ async def start_holder(places: HolderPlaces, launch: HolderLaunch) -> HeldAgent:
     }
     log = _private_file(places.spool_dir / "holder.log")
     try:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-I",  # isolated: no environment, no user site
-            "-S",  # nor site-packages: the holder is the standard library only (and smaller)
-            str(HOLDER_PROGRAM),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-I",  # isolated: no environment, no user site
+                "-S",  # nor site-packages: the holder is the standard library only (and smaller)
+                str(HOLDER_PROGRAM),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
             stderr=log,
             cwd=places.spool_dir,
             start_new_session=True,
@@ -388,42 +409,34 @@ async def start_holder(places: HolderPlaces, launch: HolderLaunch) -> HeldAgent:
         raise HolderError(f"could not start the holder: {exc}") from exc
     finally:
         os.close(log)
-    ready = await _ready_line(process, json.dumps(spec).encode(), places)
-    if "error" in ready:
-        raise HolderError(str(ready["error"]))
-    try:
-        expected = (int(ready["holder_pid"]), ready["holder_start_ticks"])
-    except (KeyError, TypeError, ValueError):
-        raise HolderError(f"the holder said {ready!r:.200}{_log_tail(places)}") from None
-    return await attach_holder(places, 0, 0, expected=expected)
+    return _ready_line(process, json.dumps(spec).encode(), places)
 
 
-async def _ready_line(
-    process: asyncio.subprocess.Process, spec: bytes, places: HolderPlaces
+def _ready_line(
+    process: subprocess.Popen[bytes], spec: bytes, places: HolderPlaces
 ) -> dict[str, Any]:
-    """Hand the holder its spec and read the one line it answers with."""
-    assert process.stdin is not None and process.stdout is not None
+    """Hand the holder its spec and read the one line it answers with: its parent exits at once,
+    and the holder proper closes its stdout once it has said it."""
     try:
-        process.stdin.write(spec)
-        process.stdin.close()
-        line = await asyncio.wait_for(process.stdout.readline(), READY_TIMEOUT)
-        await asyncio.wait_for(process.wait(), READY_TIMEOUT)  # the parent exits at once
-    except (TimeoutError, ValueError, ConnectionError) as exc:
+        said, _ = process.communicate(spec, timeout=READY_TIMEOUT)
+    except (subprocess.TimeoutExpired, OSError) as exc:
         # The holder proper stays in the group of the parent, which led a session of its own.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, 9)
         with contextlib.suppress(ProcessLookupError):
             process.kill()
-        await process.wait()
-        why = "did not say it was ready in time" if isinstance(exc, TimeoutError) else str(exc)
+        process.communicate()
+        timed_out = isinstance(exc, subprocess.TimeoutExpired)
+        why = "did not say it was ready in time" if timed_out else str(exc)
         raise HolderError(f"the holder {why}{_log_tail(places)}") from exc
+    line = said.split(b"\n", 1)[0]
     try:
         ready = json.loads(line)
         if not isinstance(ready, dict):
             raise ValueError
     except ValueError:
-        said = f"said {line[:200]!r}" if line else "exited before it was ready"
-        raise HolderError(f"the holder {said}{_log_tail(places)}") from None
+        said_what = f"said {line[:200]!r}" if line else "exited before it was ready"
+        raise HolderError(f"the holder {said_what}{_log_tail(places)}") from None
     return ready
 
 
