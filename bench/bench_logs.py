@@ -3,7 +3,7 @@
 A run of `agents/flood_agent.py` leaves its output in the log of a real orcad (64 MB; `--quick`:
 8 MB and 2 rounds), beside a second, small run whose events interleave with it. Then, alternating:
 - ours: the whole `orca logs RUN` process, its output to /dev/null (it pages through the run's
-  events with `read` requests, 512 KiB a page);
+  events with `read` requests, 512 KiB a page, asking for the next before it prints one);
 - the floor: Python's sqlite3 reading the run's rows (`data`, in version order) from the same
   file, in another process started the same way.
 The figure is the median of ours over the median of the floor. Goal (issue 14): within 2x.

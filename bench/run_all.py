@@ -26,6 +26,7 @@ import bench_orchestration
 import bench_questions
 import bench_restart
 import bench_roundtrip
+import bench_sessions
 import bench_status
 
 
@@ -55,6 +56,7 @@ def main() -> None:
     print(bench_logs.report(bench_logs.run(quick)), end="\n\n", flush=True)
     print(bench_restart.report(bench_restart.run(quick)), end="\n\n", flush=True)
     print(bench_status.report(bench_status.run(quick)), end="\n\n", flush=True)
+    print(bench_sessions.report(bench_sessions.run(quick)), end="\n\n", flush=True)
     print(f"total {time.perf_counter() - started:.0f} s")
 
 
