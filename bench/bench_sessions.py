@@ -316,6 +316,7 @@ def run_floor(workload: Workload) -> FloorRound:
 def run(quick: bool = False) -> SessionsResult:
     workload = Workload.of(quick)
     timeout = 120.0 if quick else 600.0
+    raise_nofile(unit_nofile())  # for the floor's rounds too
     floors = [run_floor(workload)]
     orcad = run_orcad(workload, timeout)
     floors.append(run_floor(workload))

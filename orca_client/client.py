@@ -141,6 +141,10 @@ class Client:
         self._socket: zmq.Socket[bytes] | None = None
         self._key = b""
         self._pushes: deque[EventsPushed | SubscriptionOverflowed] = deque()
+        self._awaited: set[str] = set()
+        """Requests sent whose replies were not taken yet (`read_pages` keeps one ahead)."""
+        self._early: dict[str, Reply] = {}
+        """Replies to awaited requests that came while another reply was waited for."""
 
     # ------------------------------------------------------------------ connection
 
@@ -162,6 +166,8 @@ class Client:
             self._socket.close(linger=0)
             self._socket = None
         self._pushes.clear()
+        self._awaited.clear()
+        self._early.clear()
 
     def __enter__(self) -> Client:
         return self
@@ -205,26 +211,30 @@ class Client:
                 f"(a socket left by a stopped daemon?); {START_HINT}"
             )
         sock.send_multipart(frames)
+        self._awaited.add(request_id)
         return request_id
 
     def _reply_to(self, request: Request, request_id: str, deadline: float, timeout: float) -> Any:
-        """The typed result of the request sent as `request_id` (pushes that come first are
-        kept for `follow`)."""
-        while True:
-            message = self._receive(deadline)
-            if message is None:
+        """The typed result of the request sent as `request_id`. Pushes that come first are kept
+        for `follow`, and replies to other requests still awaited (a page `read_pages` asked
+        for ahead) for their own `_reply_to`."""
+        message = self._early.pop(request_id, None)
+        while message is None:
+            received = self._receive(deadline)
+            if received is None:
                 self.close()
                 raise DaemonUnavailable(f"orcad did not answer within {timeout:.0f}s")
-            if isinstance(message, Reply):
-                if message.id != request_id:
-                    continue
-                if not message.ok:
-                    error = message.error
-                    raise RequestFailed(
-                        error.code if error else "internal", error.message if error else ""
-                    )
-                return decode_result(message, RESULT_TYPES[type(request)])
-            self._pushes.append(message)
+            if not isinstance(received, Reply):
+                self._pushes.append(received)
+            elif received.id == request_id:
+                message = received
+            elif received.id in self._awaited:  # another request's, still to be taken
+                self._early[received.id] = received
+        self._awaited.discard(request_id)
+        if not message.ok:
+            error = message.error
+            raise RequestFailed(error.code if error else "internal", error.message if error else "")
+        return decode_result(message, RESULT_TYPES[type(request)])
 
     def read_pages(
         self, after: int = 0, run_id: str | None = None, limit: int = READ_LIMIT
@@ -245,7 +255,7 @@ class Client:
             if not page.events:
                 return
             request = ReadEvents(after=page.events[-1].position, limit=limit, run_id=run_id)
-            request_id = self._send(request, deadline)
+            request_id = self._send(request, time.monotonic() + self.timeout)
             yield page.events
 
     def hello(self, timeout: float | None = None) -> HelloResult:

@@ -13,7 +13,7 @@ from conftest import DaemonProcess, agent, wait_until
 
 from orca_client.events import OutputAppended, decode_event
 from orca_client.views import TERMINAL_STATUSES
-from orca_client.wire import PAGE_BYTES, RunStarted, StartRun
+from orca_client.wire import PAGE_BYTES, RunStarted, StartRun, Status
 
 MEGABYTES = 4
 
@@ -65,3 +65,19 @@ def test_read_pages_from_a_position_gives_only_what_follows(daemon: DaemonProces
     assert rest == whole[len(whole) // 2 + 1 :]
     assert [r.position for r in everything] == sorted({r.position for r in everything})
     assert {r.position for r in whole} <= {r.position for r in everything}
+
+
+def test_other_requests_while_pages_are_read_lose_no_page(daemon: DaemonProcess) -> None:
+    """The next page is asked for before one is handed over: a request made on the same
+    client meanwhile must not take (and drop) that page's reply."""
+    run_id = start(daemon, "firehose.py", "2")
+    wait_until(lambda: daemon.status(run_id).runs[0].status in TERMINAL_STATUSES, "run ends")
+    with daemon.client() as client:
+        whole = [r for page in client.read_pages(run_id=run_id) for r in page]
+        mixed = []
+        for page in client.read_pages(run_id=run_id):
+            mixed += page
+            assert client.request(Status(run_id=run_id)).runs[0].run_id == run_id
+            assert client.hello().head_position >= page[-1].position
+    assert len(whole) > 2
+    assert mixed == whole

@@ -9,6 +9,7 @@ a 64 MB `orca logs` spend twice as long in hand-offs as in SQLite).
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -40,10 +41,15 @@ class LogReader:
     def __init__(self, connection: sqlite3.Connection, tail: Tail) -> None:
         self._connection = connection
         self._tail = tail
-        self._one_at_a_time = anyio.CapacityLimiter(1)
+        self._one_at_a_time = anyio.CapacityLimiter(1)  # one worker thread waits for it
+        self._using = threading.Lock()  # the connection's guard, even if a waiter is cancelled
 
     async def _in_thread(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        return await anyio.to_thread.run_sync(work, self._connection, limiter=self._one_at_a_time)
+        def guarded() -> T:
+            with self._using:
+                return work(self._connection)
+
+        return await anyio.to_thread.run_sync(guarded, limiter=self._one_at_a_time)
 
     async def read_all(
         self,

@@ -65,7 +65,7 @@ async def start_single(
     )
     stored = await runs.create(run_id, [created, new.created(run_id)])
     launcher.remember_client(run_id, client)
-    supervisor.begin_session(run_id, new.session_id, Prepared(launch))
+    supervisor.begin_session(run_id, new.session_id, Prepared(launch), admitted=True)
     return RunStarted(run_id=run_id, session_id=new.session_id, position=stored[-1].position)
 
 

@@ -179,14 +179,20 @@ class Supervisor:
         prepared: Prepared,
         prompt: str | None = None,
         note: str | None = None,
+        admitted: bool = False,
     ) -> None:
         """Start a recorded session's process (or record why it cannot start); `prompt`, when
         given, instead of the session's own (an agent told it was interrupted), and `note`
-        said in its log when it starts."""
+        said in its log when it starts. `admitted`: the caller found room for it a moment ago
+        (`Admission.starting`), so it is not refused now for the descriptors that other
+        sessions' launches hold for a moment (a client was told its run started)."""
         assert self._tg is not None, "the supervisor runs"
         state = self._runs.state
         run, session = state.runs[run_id], state.sessions[session_id]
-        error = prepared.error if prepared.launch is None else no_room_for_a_session()
+        if prepared.launch is None:
+            error = prepared.error
+        else:
+            error = None if admitted else no_room_for_a_session()
         if prepared.launch is None or error is not None:
             reason = f"could not start: {error}"
             self._tg.start_soon(self._finish_quietly, run_id, session_id, reason)

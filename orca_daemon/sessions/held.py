@@ -32,10 +32,12 @@ import socket
 import struct
 import subprocess
 import sys
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import anyio
 import anyio.to_thread
 
 from orca_client.paths import HOLDERS_NAME, ensure_private_dir
@@ -356,7 +358,9 @@ async def start_holder(places: HolderPlaces, launch: HolderLaunch) -> HeldAgent:
     The launch runs on a worker thread: its directories, files, fork and exec, and the wait for
     the holder's ready line are blocking calls, and with many sessions starting on a busy
     machine they held orcad's loop (and every running session's output) for seconds."""
-    ready = await anyio.to_thread.run_sync(_launch_holder, places, launch)
+    ready = await anyio.to_thread.run_sync(
+        _launch_holder, places, launch, limiter=_launch_limiter()
+    )
     if "error" in ready:
         raise HolderError(str(ready["error"]))
     try:
@@ -364,6 +368,23 @@ async def start_holder(places: HolderPlaces, launch: HolderLaunch) -> HeldAgent:
     except (KeyError, TypeError, ValueError):
         raise HolderError(f"the holder said {ready!r:.200}{_log_tail(places)}") from None
     return await attach_holder(places, 0, 0, expected=expected)
+
+
+LAUNCHES_AT_ONCE = 16
+"""Holder launches on worker threads at a time: each may wait up to READY_TIMEOUT, and a burst
+of starts must not take every thread that orcad's other blocking work uses."""
+_launch_limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _launch_limiter() -> anyio.CapacityLimiter:
+    """This event loop's limiter of holder launches."""
+    loop = asyncio.get_running_loop()
+    limiter = _launch_limiters.get(loop)
+    if limiter is None:
+        limiter = _launch_limiters[loop] = anyio.CapacityLimiter(LAUNCHES_AT_ONCE)
+    return limiter
 
 
 def _launch_holder(places: HolderPlaces, launch: HolderLaunch) -> dict[str, Any]:
