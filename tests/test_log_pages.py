@@ -81,3 +81,29 @@ def test_other_requests_while_pages_are_read_lose_no_page(daemon: DaemonProcess)
             assert client.hello().head_position >= page[-1].position
     assert len(whole) > 2
     assert mixed == whole
+
+
+def test_pages_read_while_the_run_writes_have_no_gap_and_end_at_a_committed_event(
+    daemon: DaemonProcess,
+) -> None:
+    """Read again and again while the agent prints: every read is a prefix of the run's
+    events (versions 1..n, no gap, nothing past what was committed when it was asked), and
+    the read after the end is the whole run."""
+    run_id = start(daemon, "firehose.py", "8")
+    reads = 0
+    with daemon.client() as client:
+        while daemon.status(run_id).runs[0].status not in TERMINAL_STATUSES:
+            records = [r for page in client.read_pages(run_id=run_id) for r in page]
+            head = client.hello().head_position
+            assert [r.version for r in records] == list(range(1, len(records) + 1))
+            assert all(r.position <= head for r in records)
+            reads += 1
+        whole = [r for page in client.read_pages(run_id=run_id) for r in page]
+    assert reads >= 1
+    assert [r.version for r in whole] == list(range(1, len(whole) + 1))
+    text = "".join(
+        event.text
+        for event in (decode_event(bytes(r.event)) for r in whole)
+        if isinstance(event, OutputAppended) and event.stream == "stdout"
+    )
+    assert text == ("y" * 1023 + "\n") * 8 * 1024
