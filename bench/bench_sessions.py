@@ -29,6 +29,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -200,11 +201,11 @@ def _start(daemon: OrcaDaemon, workload: Workload, count: int, failures: list[st
                 failures.append(f"start: {exc}")
 
 
-def _timed(call: object, samples: int) -> list[float]:
+def _timed(call: Callable[[], object], samples: int) -> list[float]:
     times = []
     for _ in range(samples):
         started = time.perf_counter()
-        call()  # type: ignore[operator]
+        call()
         times.append(time.perf_counter() - started)
     return times
 

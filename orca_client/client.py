@@ -244,19 +244,23 @@ class Client:
         yielded: orcad reads it while the caller shows this one."""
         request = ReadEvents(after=after, limit=limit, run_id=run_id)
         request_id = self._send(request, time.monotonic() + self.timeout)
-        while True:
-            deadline = time.monotonic() + self.timeout
-            try:
-                page: EventsPage = self._reply_to(request, request_id, deadline, self.timeout)
-            except RequestFailed as failed:
-                if failed.code != "stale":
-                    raise
-                page = self.request(request)
-            if not page.events:
-                return
-            request = ReadEvents(after=page.events[-1].position, limit=limit, run_id=run_id)
-            request_id = self._send(request, time.monotonic() + self.timeout)
-            yield page.events
+        try:
+            while True:
+                deadline = time.monotonic() + self.timeout
+                try:
+                    page: EventsPage = self._reply_to(request, request_id, deadline, self.timeout)
+                except RequestFailed as failed:
+                    if failed.code != "stale":
+                        raise
+                    page = self.request(request)
+                if not page.events:
+                    return
+                request = ReadEvents(after=page.events[-1].position, limit=limit, run_id=run_id)
+                request_id = self._send(request, time.monotonic() + self.timeout)
+                yield page.events
+        finally:  # a caller that stops early leaves a page on its way: its reply is not kept
+            self._awaited.discard(request_id)
+            self._early.pop(request_id, None)
 
     def hello(self, timeout: float | None = None) -> HelloResult:
         result: HelloResult = self.request(Hello(), timeout)

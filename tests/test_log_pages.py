@@ -107,3 +107,18 @@ def test_pages_read_while_the_run_writes_have_no_gap_and_end_at_a_committed_even
         if isinstance(event, OutputAppended) and event.stream == "stdout"
     )
     assert text == ("y" * 1023 + "\n") * 8 * 1024
+
+
+def test_a_reader_that_stops_early_leaves_no_page_kept_for_it(daemon: DaemonProcess) -> None:
+    """The page asked for ahead of one the caller never takes is not kept by the client."""
+    run_id = start(daemon, "firehose.py", "2")
+    wait_until(lambda: daemon.status(run_id).runs[0].status in TERMINAL_STATUSES, "run ends")
+    with daemon.client() as client:
+        pages = client.read_pages(run_id=run_id)
+        first = next(pages)
+        pages.close()
+        assert client.request(Status(run_id=run_id)).runs[0].run_id == run_id
+        client.hello()
+        assert client._early == {} and client._awaited == set()
+        again = next(client.read_pages(run_id=run_id))
+    assert again == first
