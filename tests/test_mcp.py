@@ -246,7 +246,10 @@ async def test_a_run_is_cancelled_and_errors_are_tool_errors(daemon: DaemonProce
     async with mcp_session(daemon.env) as session:
         started = await call(session, "orca_run", agent="long", prompt="count", title="counter")
         run_id = started["run_id"]
-        waited = await call(session, "orca_wait", run_id=run_id, timeout_seconds=0.5)
+        for _ in range(40):  # queued until its agent has started (a busy machine: seconds)
+            waited = await call(session, "orca_wait", run_id=run_id, timeout_seconds=0.5)
+            if waited["run"]["status"] != "queued":
+                break
         assert waited["terminal"] is False
         assert waited["run"]["status"] == "running"
 
