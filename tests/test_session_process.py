@@ -3,7 +3,10 @@ fails, ends the agent and everything it started, and reaches the owner."""
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -18,7 +21,7 @@ from orca_daemon.agents.command import CommandTranslator
 from orca_daemon.sessions.held import HeldAgent, HolderPlaces
 from orca_daemon.sessions.output import StreamName
 from orca_daemon.sessions.process import PumpSettings, SessionProcess, SessionSpec
-from orca_daemon.sessions.procs import pid_exited
+from orca_daemon.sessions.procs import ProcessTable, pid_exited, process_table
 
 
 class Facts:
@@ -35,9 +38,12 @@ class Facts:
     async def started(self, agent: HeldAgent) -> None:
         self.pid, self.holder_pid = agent.pid, agent.holder_pid
 
-    async def output(self, stream: StreamName, text: str, at: int | None) -> None:
+    def output(self, stream: StreamName, text: str, at: int | None) -> None:
         self.outputs.append((stream, text))
         self.spoke.set()
+
+    async def output_room(self) -> None:
+        pass
 
     async def read_to(self, at: int) -> None:
         pass
@@ -136,3 +142,30 @@ async def test_a_stop_before_it_starts_means_it_never_starts(tmp_path: Path) -> 
     assert (outcome.exit_code, outcome.spawn_error) == (None, "stopped before it started")
     assert facts.pid is None
     await process.wait_stopped()
+
+
+def test_a_process_table_finds_the_descendants_of_each_root_by_parent_links() -> None:
+    """The heartbeat takes one table and asks it for the descendants of every live session."""
+    table = ProcessTable({10: (1, 100), 11: (10, 110), 12: (11, 120), 20: (1, 200), 21: (20, 210)})
+    assert table.descendants([10]) == {11, 12}
+    assert table.descendants([20]) == {21}
+    assert table.descendants([10, 20]) == {11, 12, 21}
+    assert table.descendants([12, 99]) == set()
+    assert table.ticks(11) == 110 and table.ticks(99) is None
+
+
+def test_the_live_process_table_shows_what_an_agent_started() -> None:
+    shell = subprocess.Popen(["/bin/sh", "-c", "sleep 30 & wait"])
+    found: set[int] = set()
+    try:
+        deadline = time.monotonic() + 10
+        while not (found := process_table().descendants([shell.pid])):
+            assert time.monotonic() < deadline, "the shell's child was never seen"
+            time.sleep(0.02)
+        (child,) = found
+        assert process_table().ticks(child) is not None
+    finally:
+        for pid in found:
+            os.kill(pid, signal.SIGKILL)
+        shell.kill()
+        shell.wait()

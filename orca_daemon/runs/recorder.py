@@ -87,9 +87,10 @@ class Recorder:
             run_status="running" if run.status == "queued" else None,
         )
 
-    async def output(self, stream: StreamName, text: str, at: int | None) -> None:
+    def output(self, stream: StreamName, text: str, at: int | None) -> None:
         """Queue the chunk without waiting for its commit (the log keeps queue order), so the
-        pump goes on reading; wait only when too many chunks are in flight."""
+        pump goes on reading (`output_room` bounds how many are in flight)."""
+        self._forget_written()
         spec = self._spec
         events: list[Event] = []
         reported: dict[StreamName, int] = {}
@@ -106,8 +107,18 @@ class Recorder:
             log.exception("session %s: output could not be queued", spec.session_id)
         else:
             self._in_flight.append(_QueuedOutput(future, stream, text, reported))
+
+    async def output_room(self) -> None:
+        """Wait while too many of the session's output chunks are queued for the log."""
+        self._forget_written()
         while len(self._in_flight) > MAX_OUTPUT_IN_FLIGHT:
             await self._settle_one()
+
+    def _forget_written(self) -> None:
+        """Account for the chunks at the head of the queue whose appends have ended."""
+        in_flight = self._in_flight
+        while in_flight and in_flight[0].future.done():
+            self._account(in_flight.popleft())
 
     async def settle(self) -> None:
         """Wait until every queued output chunk is written or dropped; then record what was

@@ -31,6 +31,7 @@ from orca_daemon.runs.rules import outcome_status, restartable, worktree_bases
 from orca_daemon.runs.run_log import RunLog
 from orca_daemon.sessions.held import HolderPlaces
 from orca_daemon.sessions.link import AgentLink
+from orca_daemon.sessions.output import OutputClock
 from orca_daemon.sessions.process import (
     PumpSettings,
     Resumption,
@@ -38,7 +39,13 @@ from orca_daemon.sessions.process import (
     SessionSpec,
     remove_places_quietly,
 )
-from orca_daemon.sessions.procs import process_table, running_since, scan_in_thread, stop_group
+from orca_daemon.sessions.procs import (
+    ProcessTable,
+    process_table,
+    running_since,
+    scan_in_thread,
+    stop_group,
+)
 from orca_daemon.sessions.worktrees import WorktreeError, create_worktree
 
 log = logging.getLogger(__name__)
@@ -68,6 +75,8 @@ class Supervisor:
         self.runtime_dir = runtime_dir
         self._heartbeat_seconds = heartbeat_seconds
         self._tg: anyio.abc.TaskGroup | None = None
+        self._output_clock = OutputClock.for_delay(settings.output_flush_seconds)
+        """Sends every session's due output together."""
         self._processes: dict[str, SessionProcess] = {}
         self._done: dict[str, anyio.Event] = {}
         """Per session being driven: set once its process exited and its output is written."""
@@ -89,6 +98,7 @@ class Supervisor:
         """Own the sessions' tasks (and the heartbeat) until cancelled."""
         async with anyio.create_task_group() as tg:
             self._tg = tg
+            tg.start_soon(self._output_clock.run)
             task_status.started()
             await self._heartbeat()
 
@@ -277,9 +287,9 @@ class Supervisor:
         while True:
             now = time.time()
             processes = list(self._processes.items())
-            table = await scan_in_thread(process_table) if processes else {}
+            table = await scan_in_thread(process_table) if processes else ProcessTable()
             for session_id, process in processes:
-                if process.alive():
+                if process.alive(table):
                     self.heartbeats[session_id] = now
                     process.note_descendants(table)
             await anyio.sleep(self._heartbeat_seconds())
@@ -322,7 +332,9 @@ class Supervisor:
             recorder = Recorder(self._runs, spec)
             self._recorders.add(recorder)
             places = self.places_of(spec.run_id, spec.session_id)
-            process = SessionProcess(spec, translator, recorder, self._settings, places)
+            process = SessionProcess(
+                spec, translator, recorder, self._settings, places, self._output_clock
+            )
             self._processes[spec.session_id] = process
             outcome = await process.run(resume)
             await recorder.settle()

@@ -18,6 +18,8 @@ class OutputCoalescer:
         self._first_at: float | None = None
         self._at: int | None = None
         """The position of the last text added whole."""
+        self.scheduled: float | None = None
+        """The deadline the caller last arranged a flush for (its own bookkeeping)."""
 
     def add(self, text: str, now: float, at: int | None = None) -> list[tuple[str, int | None]]:
         """Buffer `text` (which ends at stream position `at`); return the chunks that are full

@@ -1,11 +1,15 @@
 """A session's output on its way to the recorder: coalesced per stream into bounded chunks, which
-go out when full, when due (the pump runs `flush_when_due`), or when flushed."""
+go out when full, when flushed, or when due. One `OutputClock` sends the due chunks of every
+session at once: a loop wake-up and a log commit carry many sessions' output, not one each."""
 
 from __future__ import annotations
 
-import asyncio
+import heapq
+import itertools
+import logging
+import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Literal
 
 import anyio
@@ -15,54 +19,98 @@ from orca_daemon.sessions.coalesce import OutputCoalescer
 StreamName = Literal["stdout", "stderr", "orca"]
 """`orca` carries orcad's own notes about a session (a malformed line it ignored, say)."""
 
+log = logging.getLogger(__name__)
+
+STREAMS: tuple[StreamName, ...] = ("stdout", "stderr", "orca")
+
+
+class OutputClock:
+    """Sends the chunks of many output buffers as they fall due, in groups: it ticks at most
+    once every `gather` seconds, and each tick sends every chunk due before the next tick can
+    come. A chunk goes out no later than its deadline, and no earlier than `2 * gather` before.
+
+    Every buffer it serves has the same delay, so deadlines come in the order they are
+    scheduled: the clock sleeps until the first one without watching for earlier ones."""
+
+    def __init__(self, gather: float) -> None:
+        self.gather = gather
+        self._due: list[tuple[float, int, OutputBuffer]] = []
+        """A heap of (deadline, order, buffer); an entry whose chunk went out since is stale."""
+        self._order = itertools.count()
+        self._scheduled = anyio.Event()
+
+    @classmethod
+    def for_delay(cls, delay: float) -> OutputClock:
+        """The clock for buffers whose chunks wait at most `delay` seconds: a chunk waits at
+        least half of it, and there are at most four ticks per `delay`."""
+        return cls(delay / 4)
+
+    def schedule(self, deadline: float, buffer: OutputBuffer) -> None:
+        """`buffer` holds a chunk due at `deadline`."""
+        heapq.heappush(self._due, (deadline, next(self._order), buffer))
+        if len(self._due) == 1:
+            self._scheduled.set()
+
+    def flush_due(self, horizon: float) -> None:
+        """Send every chunk due by `horizon`."""
+        due = self._due
+        while due and due[0][0] <= horizon:
+            buffer = heapq.heappop(due)[2]
+            try:
+                buffer.flush(force=False, now=horizon)
+            except Exception:  # one session's trouble stops no other's output
+                log.exception("could not send a session's output")
+
+    async def run(self) -> None:
+        """Send chunks as they fall due; runs until cancelled."""
+        last_tick = -math.inf
+        while True:
+            if not self._due:
+                await self._scheduled.wait()
+                self._scheduled = anyio.Event()
+                continue
+            tick = max(self._due[0][0] - self.gather, last_tick + self.gather)
+            wait = tick - time.monotonic()
+            if wait > 0:
+                await anyio.sleep(wait)
+            last_tick = time.monotonic()
+            self.flush_due(last_tick + self.gather)
+
 
 class OutputBuffer:
-    """The output of one session's three streams; chunks of one stream go out in order."""
+    """The output of one session's three streams; chunks of one stream go out in order, and
+    `write` takes them without waiting (the recorder queues them for the log)."""
 
     def __init__(
         self,
-        write: Callable[[StreamName, str, int | None], Awaitable[None]],
+        write: Callable[[StreamName, str, int | None], None],
         chunk_chars: int,
         flush_seconds: float,
+        clock: OutputClock,
     ) -> None:
         self._write = write
         self._coalescers: dict[StreamName, OutputCoalescer] = {
-            name: OutputCoalescer(chunk_chars, flush_seconds)
-            for name in ("stdout", "stderr", "orca")
+            name: OutputCoalescer(chunk_chars, flush_seconds) for name in STREAMS
         }
-        self._buffered = asyncio.Event()
-        self._lock = asyncio.Lock()  # keeps a stream's chunks in order against the flusher
+        self._clock = clock
 
-    async def add(self, stream: StreamName, text: str, at: int | None = None) -> None:
+    def add(self, stream: StreamName, text: str, at: int | None = None) -> None:
         """Buffer `text`, which ends at position `at` of the stream's spool; the chunks it fills
-        go out now."""
-        async with self._lock:
-            for chunk, position in self._coalescers[stream].add(text, time.monotonic(), at):
-                await self._write(stream, chunk, position)
-        self._buffered.set()
+        go out now, the rest when due."""
+        coalescer = self._coalescers[stream]
+        for chunk, position in coalescer.add(text, time.monotonic(), at):
+            self._write(stream, chunk, position)
+        deadline = coalescer.deadline()
+        if deadline is not None and coalescer.scheduled != deadline:
+            coalescer.scheduled = deadline
+            self._clock.schedule(deadline, self)
 
-    async def flush(self, force: bool) -> None:
-        """Send what is due (`force`: everything buffered)."""
-        async with self._lock:
+    def flush(self, force: bool = True, now: float | None = None) -> None:
+        """Send what is due by `now` (`force`: everything buffered)."""
+        if now is None:
             now = time.monotonic()
-            for name, coalescer in self._coalescers.items():
-                if force or coalescer.due(now):
-                    text, position = coalescer.take()
-                    if text:
-                        await self._write(name, text, position)
-
-    async def flush_when_due(self) -> None:
-        """Send each chunk at its deadline; runs until cancelled."""
-        while True:
-            await self._buffered.wait()
-            self._buffered.clear()
-            deadline = self._first_deadline()
-            if deadline is not None:
-                await anyio.sleep(max(0.0, deadline - time.monotonic()))
-                await self.flush(force=False)
-                if self._first_deadline() is not None:
-                    self._buffered.set()
-
-    def _first_deadline(self) -> float | None:
-        deadlines = [d for c in self._coalescers.values() if (d := c.deadline()) is not None]
-        return min(deadlines, default=None)
+        for name, coalescer in self._coalescers.items():
+            if force or coalescer.due(now):
+                text, position = coalescer.take()
+                if text:
+                    self._write(name, text, position)

@@ -48,7 +48,7 @@ from orca_daemon.sessions.held import (
 from orca_daemon.sessions.input import InputWriter
 from orca_daemon.sessions.lines import LineSplitter, join_outputs, without_terminal_escapes
 from orca_daemon.sessions.link import AgentLink
-from orca_daemon.sessions.output import OutputBuffer, StreamName
+from orca_daemon.sessions.output import OutputBuffer, OutputClock, StreamName
 from orca_daemon.sessions.procs import ProcessTable, child_env, pid_exited, running_since
 from orca_daemon.sessions.stopping import Stopper
 
@@ -73,7 +73,11 @@ class SessionRecorder(Protocol):
 
     async def started(self, agent: AgentLink) -> None: ...
 
-    async def output(self, stream: StreamName, text: str, at: int | None) -> None: ...
+    def output(self, stream: StreamName, text: str, at: int | None) -> None:
+        """Queue a chunk of output, without waiting."""
+
+    async def output_room(self) -> None:
+        """Wait while too much of the session's output waits to be written."""
 
     async def read_to(self, at: int) -> None: ...
 
@@ -185,15 +189,21 @@ class SessionProcess:
         recorder: SessionRecorder,
         settings: PumpSettings,
         places: HolderPlaces,
+        clock: OutputClock | None = None,
     ) -> None:
+        """`clock` sends this session's due output with other sessions' (without one, the
+        session runs a clock of its own)."""
         self.spec = spec
         self._translator = translator
         self._recorder = recorder
         self._settings = settings
         self.places = places
         self._agent: AgentLink | None = None
+        self._own_clock: OutputClock | None = None
+        if clock is None:
+            clock = self._own_clock = OutputClock.for_delay(settings.output_flush_seconds)
         self._output = OutputBuffer(
-            recorder.output, settings.output_chunk_chars, settings.output_flush_seconds
+            recorder.output, settings.output_chunk_chars, settings.output_flush_seconds, clock
         )
         self._splitters: dict[StreamName, LineSplitter] = {}
         self._stopper = Stopper(spec.session_id)
@@ -257,15 +267,13 @@ class SessionProcess:
                     "dropped\n"
                 )
             for note in notes:
-                await self._output.add("orca", note)
-            await self._output.flush(force=True)
+                self._output.add("orca", note)
+            self._output.flush()
             return SessionOutcome(exit_code=agent.returncode, result=self._result, lost=self._lost)
         held = self._agent
-        with anyio.CancelScope(shield=True):
-            with anyio.move_on_after(5.0):  # what is buffered: the next orcad need not read it
-                await self._output.flush(force=True)
-            if held is not None:
-                held.detach()
+        self._output.flush()  # what is buffered: the next orcad need not read it
+        if held is not None:
+            held.detach()
         return SessionOutcome(exit_code=None, detached=True)
 
     async def _start(self) -> tuple[AgentLink, list[Effect]] | SessionOutcome:
@@ -332,12 +340,13 @@ class SessionProcess:
         if fresh:
             await self._recorder.started(agent)
             if self.spec.note is not None:
-                await self._output.add("orca", self.spec.note.rstrip("\n") + "\n")
+                self._output.add("orca", self.spec.note.rstrip("\n") + "\n")
         else:
-            await self._output.add("orca", "orcad re-attached to this session; it ran on\n")
+            self._output.add("orca", "orcad re-attached to this session; it ran on\n")
         self._input = InputWriter(agent.stdin, self.spec.session_id)
         read = anyio.Event()
-        tasks.start_soon(self._output.flush_when_due)
+        if self._own_clock is not None:
+            tasks.start_soon(self._own_clock.run)
         tasks.start_soon(self._input.run)
         tasks.start_soon(self._read, agent, read)
         tasks.start_soon(self._stop_if_lingering)
@@ -427,12 +436,13 @@ class SessionProcess:
     def pid(self) -> int | None:
         return self._agent.pid if self._agent is not None else None
 
-    def alive(self) -> bool:
-        """True while the agent's process runs (a zombie not yet reaped counts as ended)."""
+    def alive(self, table: ProcessTable | None = None) -> bool:
+        """True while the agent's process runs (a zombie not yet reaped counts as ended); with
+        `table`, whether it ran when that table was taken."""
         agent = self._agent
         if agent is None or self._exited:
             return False
-        ticks = running_since(agent.pid)
+        ticks = running_since(agent.pid) if table is None else table.ticks(agent.pid)
         return ticks is not None and ticks == (agent.start_ticks or ticks)
 
     async def release(self) -> None:
@@ -463,6 +473,7 @@ class SessionProcess:
                 else:
                     lines = splitter.feed(data)
                 await self._handle_lines(stream, lines, before)
+                await self._recorder.output_room()
         except HolderGone as exc:
             self._lost = f"its holder ended unexpectedly ({exc})"
             log.warning("session %s: %s", self.spec.session_id, self._lost)
@@ -516,10 +527,10 @@ class SessionProcess:
         for index, effect in enumerate(effects):
             at = ends[index] if ends is not None else None
             if isinstance(effect, Output):
-                await self._output.add(stream, effect.text, at)
+                self._output.add(stream, effect.text, at)
             elif isinstance(effect, Send):
                 if at is not None and at > self._marked:
-                    await self._output.flush(force=True)
+                    self._output.flush()
                     await self._recorder.read_to(at)
                     self._marked = at
                 if self._input is not None:
@@ -530,7 +541,7 @@ class SessionProcess:
             elif isinstance(effect, Interrupting):
                 continue  # for `cancel`, which waits
             elif isinstance(effect, Note):
-                await self._output.add("orca", effect.text.rstrip("\n") + "\n")
+                self._output.add("orca", effect.text.rstrip("\n") + "\n")
             elif isinstance(effect, Result):
                 if self._result is None:
                     self._result = effect
@@ -539,7 +550,7 @@ class SessionProcess:
                         self._input.close()
                     await self._stopper.track_descendants()  # before they leave the agent
             else:
-                await self._output.flush(force=True)
+                self._output.flush()
                 await self._record(effect, at)
 
     async def _record(self, effect: Effect, at: int | None) -> None:

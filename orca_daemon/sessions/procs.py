@@ -48,40 +48,51 @@ def running_since(pid: int) -> int | None:
     return process_start_ticks(pid) if fields and fields[0] != b"Z" else None
 
 
-ProcessTable = dict[int, tuple[int, int]]
-"""Live processes: pid -> (parent pid, start ticks)."""
+class ProcessTable:
+    """Live processes at one moment: pid -> (parent pid, start ticks), and which pids each
+    one started (built once, for every session that looks below its agent)."""
+
+    def __init__(self, entries: dict[int, tuple[int, int]] | None = None) -> None:
+        self.entries = entries or {}
+        self._children: dict[int, list[int]] | None = None
+
+    def ticks(self, pid: int) -> int | None:
+        """The start ticks of `pid` in the table (None: it was not running then)."""
+        entry = self.entries.get(pid)
+        return None if entry is None else entry[1]
+
+    def descendants(self, roots: Iterable[int]) -> set[int]:
+        """The pids below `roots` (not the roots themselves), by parent links."""
+        if self._children is None:
+            self._children = {}
+            for pid, (parent, _) in self.entries.items():
+                self._children.setdefault(parent, []).append(pid)
+        children = self._children
+        found: set[int] = set()
+        pending = list(roots)
+        while pending:
+            for child in children.get(pending.pop(), []):
+                if child not in found:
+                    found.add(child)
+                    pending.append(child)
+        return found
 
 
 def process_table() -> ProcessTable:
     """Every live process (Linux /proc; zombies left out), with its parent and start time."""
-    table: ProcessTable = {}
+    entries: dict[int, tuple[int, int]] = {}
     try:
-        entries = os.listdir("/proc")
+        names = os.listdir("/proc")
     except OSError:
-        return table
-    for entry in entries:
-        fields = _stat_fields(entry) if entry.isdigit() else []
+        return ProcessTable(entries)
+    for name in names:
+        fields = _stat_fields(name) if name.isdigit() else []
         try:
             if fields and fields[0] != b"Z":
-                table[int(entry)] = (int(fields[1]), int(fields[19]))
+                entries[int(name)] = (int(fields[1]), int(fields[19]))
         except (IndexError, ValueError):
             continue
-    return table
-
-
-def descendants(table: ProcessTable, roots: Iterable[int]) -> set[int]:
-    """The pids below `roots` (not the roots themselves), by parent links."""
-    children: dict[int, list[int]] = {}
-    for pid, (parent, _) in table.items():
-        children.setdefault(parent, []).append(pid)
-    found: set[int] = set()
-    pending = list(roots)
-    while pending:
-        for child in children.get(pending.pop(), []):
-            if child not in found:
-                found.add(child)
-                pending.append(child)
-    return found
+    return ProcessTable(entries)
 
 
 def _libc_prctl() -> Callable[..., int] | None:

@@ -12,7 +12,6 @@ import anyio.abc
 
 from orca_daemon.sessions.procs import (
     ProcessTable,
-    descendants,
     group_exists,
     pid_exited,
     process_table,
@@ -109,13 +108,14 @@ class Stopper:
         known = {
             pid: ticks
             for pid, ticks in self._descendants.items()
-            if running_since(pid) == ticks  # (a table taken earlier may miss it)
+            # (a table taken before the one that found it may miss it)
+            if table.ticks(pid) == ticks or running_since(pid) == ticks
         }
         roots = set(known)
         if self._pid is not None and not self._exited:  # its pid is still its own
             roots.add(self._pid)
-        found = descendants(table, roots) - roots
-        self._descendants = {**known, **{pid: table[pid][1] for pid in found}}
+        found = table.descendants(roots) - roots
+        self._descendants = {**known, **{pid: table.entries[pid][1] for pid in found}}
 
     async def track_descendants(self) -> None:
         self.note_descendants(await scan_in_thread(process_table))
