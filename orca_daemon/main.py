@@ -27,6 +27,7 @@ import msgspec
 from orca_client.paths import InsecurePathError, OrcaPaths, ensure_private_dir, resolve_paths
 from orca_client.wire import ReloadResult, WireError
 from orca_daemon import __version__
+from orca_daemon.collector import tune_collector
 from orca_daemon.config import Config, ConfigError, agent_names, changes, load_config
 from orca_daemon.limits import connection_cap, descriptor_limit, raise_descriptor_limit
 from orca_daemon.log.records import StoredEvent
@@ -405,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         else "%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     raise_descriptor_limit()
+    tune_collector()
     paths = resolve_paths()
     try:
         config = load_config(paths.config_file)

@@ -27,7 +27,7 @@ STREAMS: tuple[StreamName, ...] = ("stdout", "stderr", "orca")
 class OutputClock:
     """Sends the chunks of many output buffers as they fall due, in groups: it ticks at most
     once every `gather` seconds, and each tick sends every chunk due before the next tick can
-    come. A chunk goes out no later than its deadline, and no earlier than `2 * gather` before.
+    come. A chunk goes out no later than its deadline, and no earlier than `gather` before.
 
     Every buffer it serves has the same delay, so deadlines come in the order they are
     scheduled: the clock sleeps until the first one without watching for earlier ones."""
@@ -41,9 +41,11 @@ class OutputClock:
 
     @classmethod
     def for_delay(cls, delay: float) -> OutputClock:
-        """The clock for buffers whose chunks wait at most `delay` seconds: a chunk waits at
-        least half of it, and there are at most four ticks per `delay`."""
-        return cls(delay / 4)
+        """The clock for buffers whose chunks wait at most `delay` seconds: at most one tick per
+        `delay`, each sending every chunk buffered (all are due within `delay`), so that one
+        log commit carries what every session printed since the last. (Four ticks per `delay`
+        cost orcad 40% more CPU a line with 400 sessions printing: a commit each.)"""
+        return cls(delay)
 
     def schedule(self, deadline: float, buffer: OutputBuffer) -> None:
         """`buffer` holds a chunk due at `deadline`."""
