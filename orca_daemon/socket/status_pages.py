@@ -101,6 +101,10 @@ def status_page(listing: Listing, cursor: str | None, budget: int) -> StatusPage
     A run cut short is shown with the tasks and session ids this page carries; the cursor
     says where the next page carries on."""
     index, start = listing.resume(cursor)
+    if start.tasks == start.sessions == 0:
+        whole = _whole_runs(listing, index, budget)
+        if whole is not None:
+            return whole
     shown: list[RunInfo] = []
     shown_sessions: list[SessionInfo] = []
     used = 0
@@ -141,6 +145,25 @@ def status_page(listing: Listing, cursor: str | None, budget: int) -> StatusPage
             return StatusPage(shown, shown_sessions, _cursor(run.run_id, key, task, session))
         first_task = first_session = 0
     return StatusPage(shown, shown_sessions, None)
+
+
+def _whole_runs(listing: Listing, index: int, budget: int) -> StatusPage | None:
+    """The page from the `index`-th run when its `PAGE_RUNS` runs (or the rest), whole, fit
+    in `budget` bytes: the usual page, measured in one encoding instead of one per item;
+    None when they do not (`status_page` then fits them item by item)."""
+    runs: list[RunInfo] = []
+    sessions: list[SessionInfo] = []
+    for key, run, where in listing.from_index(index):
+        if len(runs) == PAGE_RUNS:
+            page = StatusPage(runs, sessions, _cursor(run.run_id, key, 0, 0))
+            break
+        runs.append(run)
+        sessions += [where[session_id] for session_id in run.session_ids]
+    else:
+        page = StatusPage(runs, sessions, None)
+    if len(_size_encoder.encode(runs)) + len(_size_encoder.encode(sessions)) > budget:
+        return None
+    return page
 
 
 def _size(item: msgspec.Struct) -> int:
