@@ -41,7 +41,6 @@ sys.path.insert(0, str(REPO / "tests"))  # the daemon fixture and durability che
 
 from conftest import DaemonProcess, short_tempdir, wait_until  # noqa: E402
 from support.durability import (  # noqa: E402
-    CLIENT_TIMEOUT,
     MIN_ACKS_PER_ROUND,
     Carried,
     Load,
@@ -52,14 +51,17 @@ from support.durability import (  # noqa: E402
     kill_leftover_agents,
     leftovers_of_ended,
     output_problems,
+    page_differences,
     replay_file,
+    status_pages,
     stop_ending_sessions,
     wait_for_all_output,
+    whole_status,
 )
 from support.processes import kill_processes_with_env, processes_with_env  # noqa: E402
 
 from orca_client.views import TERMINAL_STATUSES, RunInfo, SessionInfo, StatusResult  # noqa: E402
-from orca_client.wire import RunStarted, StartRun, Status  # noqa: E402
+from orca_client.wire import RunStarted, StartRun  # noqa: E402
 from orca_daemon.log.records import StoredEvent  # noqa: E402
 from orca_daemon.state.projection import State  # noqa: E402
 
@@ -107,15 +109,6 @@ class Figures:
         )
 
 
-def differences(status: StatusResult, state: State) -> int:
-    """Runs and sessions that orcad's status and a replay of the log disagree on."""
-    runs = {r.run_id: r for r in status.runs}
-    sessions = {s.session_id: s for s in status.sessions}
-    return sum(runs.get(k) != state.runs.get(k) for k in runs.keys() | state.runs.keys()) + sum(
-        sessions.get(k) != state.sessions.get(k) for k in sessions.keys() | state.sessions.keys()
-    )
-
-
 def terminal_changes(known: dict[str, Info], now: dict[str, Info]) -> list[str]:
     """Add what is terminal in `now` to `known`; say which of `known` changed since."""
     changes = []
@@ -149,9 +142,9 @@ class Chaos:
             self.figures.violation(change)
 
     def compare_with_replay(self) -> None:
-        status = self.daemon.status()
-        state, _ = replay_file(self.daemon.paths.log_file, upto=status.head_position)
-        wrong = differences(status, state)
+        pages = status_pages(self.daemon)
+        status = whole_status(pages)
+        wrong = len(page_differences(pages, self.daemon.paths.log_file))
         self.figures.mismatches += wrong
         if wrong:
             self.figures.violation(f"{wrong} runs or sessions differ from a replay of the log")
@@ -187,14 +180,15 @@ class Chaos:
                 count = len(load.acked)
             if count < MIN_ACKS_PER_ROUND:
                 return False
-            return any(s.status == "running" for s in self.daemon.status().sessions)
+            return any(
+                s.status == "running" for s in whole_status(status_pages(self.daemon)).sessions
+            )
 
         self.check("load", wait_until, enough, "runs acknowledged and sessions running", 30.0)
         self.check("under load", check_live_projection_matches_log, self.daemon)
         moment = self.rng.uniform(0.3, 1.0) * seconds  # the random moment of the kill
         time.sleep(max(0.0, moment - (time.monotonic() - started)))
-        with self.daemon.client(timeout=CLIENT_TIMEOUT) as client:
-            snapshot: StatusResult = client.request(Status(ended=None))
+        snapshot = whole_status(status_pages(self.daemon))
         self.note_terminal(snapshot)
         load.killed.set()
         self.daemon.kill()

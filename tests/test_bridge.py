@@ -218,7 +218,9 @@ def test_an_editor_that_stops_reading_gets_every_event_once_it_reads_again(
     subscription = bridge.call("subscribe", {"after": 0})["subscription"]
     bridge.pause_reading()
     with daemon.client() as client:
-        started = client.request(StartRun(command=agent("firehose.py", "16"), cwd=str(daemon.home)))
+        # 64 MiB: more than every buffer on the way holds (orcad's outbox for a peer takes 16
+        # MiB, the bridge's 4 MiB), however many events orcad puts in one message
+        started = client.request(StartRun(command=agent("firehose.py", "64"), cwd=str(daemon.home)))
     assert daemon.wait_for_run(started.run_id, timeout=60).status == "completed"
     bridge.resume_reading()
 

@@ -43,6 +43,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "base",
         (
             "orca_daemon",
+            "orca_daemon.collector",
             "orca_daemon.config",
             "orca_daemon.limits",
             "orca_daemon.token",

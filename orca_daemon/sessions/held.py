@@ -27,11 +27,11 @@ import hmac
 import json
 import os
 import secrets
+import selectors
 import shutil
 import socket
 import struct
-import subprocess
-import sys
+import time
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +43,7 @@ import anyio.to_thread
 from orca_client.paths import HOLDERS_NAME, ensure_private_dir
 from orca_daemon.limits import INHERITED_DESCRIPTOR_LIMIT
 from orca_daemon.sessions.procs import process_start_ticks
+from orca_daemon.sessions.zygote import ZYGOTE
 
 __all__ = [
     "HeldAgent",
@@ -59,7 +60,6 @@ __all__ = [
     "start_holder",
 ]
 
-HOLDER_PROGRAM = Path(__file__).with_name("holder.py")
 VERSION = 1
 MAX_PAYLOAD = 1 << 20
 STDIN_FRAME = 256 << 10
@@ -412,42 +412,32 @@ def _launch_holder(places: HolderPlaces, launch: HolderLaunch) -> dict[str, Any]
         "kill_grace": launch.kill_grace,
     }
     log = _private_file(places.spool_dir / "holder.log")
+    spec_in, spec_out = os.pipe()
+    said_in, said_out = os.pipe()
     try:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-I",  # isolated: no environment, no user site
-                "-S",  # nor site-packages: the holder is the standard library only (and smaller)
-                str(HOLDER_PROGRAM),
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            cwd=places.spool_dir,
-            start_new_session=True,
-        )
+        leader = ZYGOTE.fork(places.spool_dir, spec_in, said_out, log)
     except OSError as exc:
+        os.close(spec_out)
+        os.close(said_in)
         raise HolderError(f"could not start the holder: {exc}") from exc
     finally:
-        os.close(log)
-    return _ready_line(process, json.dumps(spec).encode(), places)
+        for descriptor in (log, spec_in, said_out):
+            os.close(descriptor)
+    return _ready_line(leader, spec_out, said_in, json.dumps(spec).encode(), places)
 
 
 def _ready_line(
-    process: subprocess.Popen[bytes], spec: bytes, places: HolderPlaces
+    leader: int, spec_out: int, said_in: int, spec: bytes, places: HolderPlaces
 ) -> dict[str, Any]:
     """Hand the holder its spec and read the one line it answers with: its parent exits at once,
-    and the holder proper closes its stdout once it has said it."""
+    and the holder proper closes its stdout once it has said it. Closes both descriptors."""
     try:
-        said, _ = process.communicate(spec, timeout=READY_TIMEOUT)
-    except (subprocess.TimeoutExpired, OSError) as exc:
+        said = _exchange(spec_out, said_in, spec, time.monotonic() + READY_TIMEOUT)
+    except (TimeoutError, OSError) as exc:
         # The holder proper stays in the group of the parent, which led a session of its own.
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, 9)
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        process.communicate()
-        timed_out = isinstance(exc, subprocess.TimeoutExpired)
+            os.killpg(leader, 9)
+        timed_out = isinstance(exc, TimeoutError)
         why = "did not say it was ready in time" if timed_out else str(exc)
         raise HolderError(f"the holder {why}{_log_tail(places)}") from exc
     line = said.split(b"\n", 1)[0]
@@ -459,6 +449,42 @@ def _ready_line(
         said_what = f"said {line[:200]!r}" if line else "exited before it was ready"
         raise HolderError(f"the holder {said_what}{_log_tail(places)}") from None
     return ready
+
+
+def _exchange(spec_out: int, said_in: int, spec: bytes, deadline: float) -> bytes:
+    """Write `spec` to one pipe (then close it) while reading the other to its end, by
+    `deadline` (TimeoutError); closes both. A holder that exits early leaves its spec unread:
+    what it said is returned all the same."""
+    said = bytearray()
+    left = memoryview(spec)
+    os.set_blocking(spec_out, False)
+    with selectors.DefaultSelector() as selector:
+        try:
+            selector.register(spec_out, selectors.EVENT_WRITE)
+            selector.register(said_in, selectors.EVENT_READ)
+            while True:
+                if not left and spec_out >= 0:
+                    selector.unregister(spec_out)
+                    os.close(spec_out)
+                    spec_out = -1
+                wait = deadline - time.monotonic()
+                if wait <= 0:
+                    raise TimeoutError
+                for key, _ in selector.select(wait):
+                    if key.fd == said_in:
+                        data = os.read(said_in, 65536)
+                        if not data:
+                            return bytes(said)
+                        said += data
+                    else:
+                        try:
+                            left = left[os.write(spec_out, left[:65536]) :]
+                        except BrokenPipeError:
+                            left = left[:0]
+        finally:
+            if spec_out >= 0:
+                os.close(spec_out)
+            os.close(said_in)
 
 
 async def attach_holder(

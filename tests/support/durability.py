@@ -28,7 +28,7 @@ from conftest import DaemonProcess, events_of, wait_until
 from orca_client.client import Client, DaemonUnavailable, OrcaClientError
 from orca_client.events import LOST_REASON, RESTARTED_REASON, STOPPED_REASON
 from orca_client.views import TERMINAL_STATUSES, RunInfo, SessionInfo, StatusResult
-from orca_client.wire import EventRecord, ReadEvents, RunStarted, StartRun
+from orca_client.wire import EventRecord, ReadEvents, RunStarted, StartRun, Status
 from orca_daemon.log.records import StoredEvent
 from orca_daemon.log.schema import COLUMNS
 from orca_daemon.runs.rules import run_status_after
@@ -123,6 +123,46 @@ def as_maps(
     runs: list[RunInfo], sessions: list[SessionInfo]
 ) -> tuple[dict[str, RunInfo], dict[str, SessionInfo]]:
     return {r.run_id: r for r in runs}, {s.session_id: s for s in sessions}
+
+
+def status_pages(daemon: DaemonProcess) -> list[StatusResult]:
+    """The whole status (ended runs too), page by page: each page is orcad's view at its own
+    `head_position` (under load it appends between pages)."""
+    with daemon.client(timeout=CLIENT_TIMEOUT) as client:
+        pages: list[StatusResult] = [client.request(Status(ended=None))]
+        while (cursor := pages[-1].next_cursor) is not None:
+            pages.append(client.request(Status(ended=None, cursor=cursor)))
+    return pages
+
+
+def whole_status(pages: list[StatusResult]) -> StatusResult:
+    """The pages together, at the last page's head (runs of these loads fit a page each)."""
+    return StatusResult(
+        runs=[run for page in pages for run in page.runs],
+        sessions=[session for page in pages for session in page.sessions],
+        head_position=pages[-1].head_position,
+        ended_not_shown=0,
+        next_cursor=None,
+    )
+
+
+def page_differences(pages: list[StatusResult], log_file: Path) -> list[str]:
+    """Where a page differs from a replay of the log up to that page's head, and the runs that
+    the log has at the last page's head but no page shows."""
+    problems = []
+    state = State()
+    for page in pages:
+        state, _ = replay_file(log_file, upto=page.head_position)
+        for run in page.runs:
+            if state.runs.get(run.run_id) != run:
+                problems.append(f"run {run.run_id}: {run} in status, {state.runs.get(run.run_id)}")
+        for session in page.sessions:
+            if state.sessions.get(session.session_id) != session:
+                replayed = state.sessions.get(session.session_id)
+                problems.append(f"session {session.session_id}: {session}, {replayed}")
+    listed = {run.run_id for page in pages for run in page.runs}
+    problems += [f"run {run_id} is on no page" for run_id in state.runs if run_id not in listed]
+    return problems
 
 
 @dataclass(frozen=True)
@@ -268,12 +308,12 @@ class Load:
 
 def check_live_projection_matches_log(daemon: DaemonProcess) -> None:
     """While under load: Status equals a replay of the log up to the head Status reports."""
-    status = daemon.status()
-    state, events = replay_file(daemon.paths.log_file, upto=status.head_position)
-    assert [e.position for e in events] == list(range(1, status.head_position + 1))
-    runs, sessions = as_maps(status.runs, status.sessions)
-    assert runs == state.runs
-    assert sessions == state.sessions
+    pages = status_pages(daemon)
+    problems = page_differences(pages, daemon.paths.log_file)
+    assert not problems, "\n".join(problems[:20])
+    head = pages[-1].head_position
+    _, events = replay_file(daemon.paths.log_file, upto=head)
+    assert [e.position for e in events] == list(range(1, head + 1))
 
 
 def check_after_restart(
@@ -287,8 +327,8 @@ def check_after_restart(
     on), so each comparison is made at one log position. Returns what became of the sessions
     in flight at the kill."""
     records, head = read_all_events(daemon)
-    status = daemon.status()
-    assert status.next_cursor is None, "the status did not fit one page"
+    pages = status_pages(daemon)
+    status = whole_status(pages)
     runs, sessions = as_maps(status.runs, status.sessions)
     by_position = {record.position: record for record in records}
 
@@ -306,10 +346,10 @@ def check_after_restart(
 
     # The daemon's projection equals a fresh replay of the file up to the position it reports,
     # and ReadEvents equals the file.
+    problems = page_differences(pages, daemon.paths.log_file)
+    assert not problems, "\n".join(problems[:20])
     state, events = replay_file(daemon.paths.log_file, upto=status.head_position)
     assert status.head_position == state.position >= head
-    assert runs == state.runs
-    assert sessions == state.sessions
     assert [(e.position, e.stream, e.version, e.data) for e in events[:head]] == [
         (r.position, r.stream, r.version, bytes(r.event)) for r in records
     ]
@@ -438,7 +478,7 @@ def output_problems(
 def leftovers_of_ended(daemon: DaemonProcess, wait: float = ORPHAN_WAIT) -> list[int]:
     """The agents and holders of sessions the log shows ended (by the pid and start time their
     start recorded) that still run `wait` seconds later."""
-    status = daemon.status()
+    status = whole_status(status_pages(daemon))
     facts = facts_of(read_file(daemon.paths.log_file, upto=status.head_position))
     processes = {
         process
@@ -461,7 +501,7 @@ def wait_for_all_output(daemon: DaemonProcess, timeout: float = 30.0) -> None:
     missing: list[str] = []
 
     def complete() -> bool:
-        status = daemon.status()
+        status = whole_status(status_pages(daemon))
         facts = facts_of(read_file(daemon.paths.log_file, upto=status.head_position))
         live = [s for s in status.sessions if s.status not in TERMINAL_STATUSES]
         missing[:] = output_problems(live, facts, complete=True)
@@ -477,7 +517,11 @@ def stop_ending_sessions(daemon: DaemonProcess) -> list[str]:
     """Stop orcad, ending the sessions that still run; say what is wrong afterwards: a session
     not ended by its agent (but those the stop ended), output not all recorded once in order,
     a holder's files, or a process of its home left behind."""
-    live = {s.session_id for s in daemon.status().sessions if s.status not in TERMINAL_STATUSES}
+    live = {
+        s.session_id
+        for s in whole_status(status_pages(daemon)).sessions
+        if s.status not in TERMINAL_STATUSES
+    }
     problems = []
     if daemon.stop_ending_sessions() != 0:
         problems.append(f"orcad's stop failed:\n{daemon.output()[-2000:]}")

@@ -1,0 +1,153 @@
+"""Holders forked by the zygote (orca_daemon/sessions/zygote.py), against real processes: a
+holder so started is nobody's child here and works as one started on its own, a zygote that
+died is replaced at the next launch, and a zygote ends with the process that started it (the
+holders it forked do not)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import process_exists, short_tempdir
+
+from orca_daemon.sessions.held import HeldAgent, HolderLaunch, HolderPlaces, start_holder
+from orca_daemon.sessions.zygote import ZYGOTE
+
+PATIENCE = 30.0
+
+
+@dataclass
+class Holders:
+    """Holders a test started (ended at its end, with their agents), in a short /tmp dir."""
+
+    base: Path
+    started: list[HeldAgent] = field(default_factory=list)
+
+    def places(self, name: str = "s1") -> HolderPlaces:
+        return HolderPlaces(self.base / "run" / name, self.base / "spool" / name)
+
+    async def start(self, places: HolderPlaces, command: list[str], **launch: Any) -> HeldAgent:
+        env = {"PATH": os.environ["PATH"]}
+        held = await start_holder(places, HolderLaunch(command, str(self.base), env, **launch))
+        self.started.append(held)
+        return held
+
+    def end(self) -> None:
+        for held in self.started:
+            for pid, kill in ((held.holder_pid, os.kill), (held.pid, os.killpg)):
+                with contextlib.suppress(OSError):
+                    kill(pid, signal.SIGKILL)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+@pytest.fixture
+def holders() -> Iterator[Holders]:
+    made = Holders(short_tempdir("orca-z-"))
+    yield made
+    made.end()
+
+
+async def read_all(held: HeldAgent) -> tuple[bytes, bytes]:
+    """Everything the holder sends until the exit: stdout, stderr."""
+    got = {"stdout": bytearray(), "stderr": bytearray()}
+    while (piece := await held.read()) is not None:
+        got[piece[0]] += piece[1]
+    return bytes(got["stdout"]), bytes(got["stderr"])
+
+
+def parent_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as handle:
+        return int(handle.read().rsplit(")", 1)[1].split()[1])
+
+
+def eventually(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + PATIENCE
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+COUNT_STDIN = "import sys; data = sys.stdin.buffer.read(); print(len(data), data[-6:-1].decode())"
+
+
+async def test_a_forked_holder_is_nobodys_child_here_and_takes_a_spec_bigger_than_a_pipe(
+    holders: Holders,
+) -> None:
+    """The spec (here with 300 KiB of input for the agent) goes down a pipe that holds 64 KiB
+    while the holder reads it: it comes whole."""
+    given = b"x" * (300 << 10) + b"-last\n"
+    command = [sys.executable, "-c", COUNT_STDIN]
+    held = await holders.start(holders.places(), command, initial_input=given, close_input=True)
+    zygote = ZYGOTE.pid
+    assert zygote is not None and parent_of(zygote) == os.getpid()
+    assert parent_of(held.holder_pid) not in (os.getpid(), zygote)
+    assert os.getsid(held.holder_pid) != os.getsid(0)
+    stdout, _ = await read_all(held)
+    assert stdout == f"{len(given)} -last\n".encode()
+    assert held.returncode == 0
+    log = (holders.places().spool_dir / "holder.log").read_text()
+    assert "started agent" in log
+
+
+async def test_a_zygote_that_died_is_replaced_at_the_next_launch(holders: Holders) -> None:
+    first = await holders.start(holders.places("s1"), ["sleep", "60"])
+    dead = ZYGOTE.pid
+    assert dead is not None
+    os.kill(dead, signal.SIGKILL)
+    second = await holders.start(holders.places("s2"), [sys.executable, "-c", "print('hi')"])
+    assert ZYGOTE.pid not in (None, dead)
+    assert not process_exists(dead)  # reaped, not left a zombie
+    stdout, _ = await read_all(second)
+    assert stdout == b"hi\n"
+    assert process_exists(first.holder_pid)  # what the old one forked runs on
+
+
+STARTER = """
+import asyncio, os, signal, sys
+from pathlib import Path
+from orca_daemon.sessions.held import HolderLaunch, HolderPlaces, start_holder
+from orca_daemon.sessions.held import HeldAgent, HolderLaunch, HolderPlaces, start_holder
+from orca_daemon.sessions.zygote import ZYGOTE
+
+async def main():
+    base = Path(sys.argv[1])
+    places = HolderPlaces(base / "run", base / "spool")
+    env = {"PATH": os.environ["PATH"]}
+    held = await start_holder(places, HolderLaunch(["sleep", "60"], str(base), env))
+    print(ZYGOTE.pid, held.holder_pid, held.pid, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+asyncio.run(main())
+"""
+
+
+def test_the_zygote_ends_with_the_process_that_started_it_and_its_holders_do_not() -> None:
+    base = short_tempdir("orca-z-")
+    starter = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(STARTER), str(base)],
+        capture_output=True,
+        text=True,
+        timeout=PATIENCE,
+        check=False,
+    )
+    assert starter.returncode == -signal.SIGKILL, starter.stderr
+    zygote, holder, agent = map(int, starter.stdout.split())
+    try:
+        eventually(lambda: not process_exists(zygote), "the zygote to end")
+        assert process_exists(holder) and process_exists(agent)
+    finally:
+        for pid, kill in ((holder, os.kill), (agent, os.killpg)):
+            with contextlib.suppress(ProcessLookupError):
+                kill(pid, signal.SIGKILL)
+        shutil.rmtree(base, ignore_errors=True)
