@@ -9,6 +9,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -21,8 +22,9 @@ from typing import Any
 import pytest
 from conftest import process_exists, short_tempdir
 
+from orca_daemon.sessions import held
 from orca_daemon.sessions.held import HeldAgent, HolderLaunch, HolderPlaces, start_holder
-from orca_daemon.sessions.zygote import ZYGOTE
+from orca_daemon.sessions.zygote import HOLDER_PROGRAM, ZYGOTE, HolderZygote, ZygoteError
 
 PATIENCE = 30.0
 
@@ -44,8 +46,8 @@ class Holders:
         return held
 
     def end(self) -> None:
-        for held in self.started:
-            for pid, kill in ((held.holder_pid, os.kill), (held.pid, os.killpg)):
+        for agent in self.started:
+            for pid, kill in ((agent.holder_pid, os.kill), (agent.pid, os.killpg)):
                 with contextlib.suppress(OSError):
                     kill(pid, signal.SIGKILL)
         shutil.rmtree(self.base, ignore_errors=True)
@@ -71,6 +73,15 @@ def parent_of(pid: int) -> int:
         return int(handle.read().rsplit(")", 1)[1].split()[1])
 
 
+def gone(pid: int) -> bool:
+    """No such process, not even a zombie: whoever started it has reaped it."""
+    return not os.path.exists(f"/proc/{pid}")
+
+
+def cmdline(pid: int) -> bytes:
+    return Path(f"/proc/{pid}/cmdline").read_bytes()
+
+
 def eventually(condition: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + PATIENCE
     while not condition():
@@ -92,6 +103,7 @@ async def test_a_forked_holder_is_nobodys_child_here_and_takes_a_spec_bigger_tha
     zygote = ZYGOTE.pid
     assert zygote is not None and parent_of(zygote) == os.getpid()
     assert parent_of(held.holder_pid) not in (os.getpid(), zygote)
+    assert cmdline(held.holder_pid) == cmdline(zygote)  # a fork of it, not a new interpreter
     assert os.getsid(held.holder_pid) != os.getsid(0)
     stdout, _ = await read_all(held)
     assert stdout == f"{len(given)} -last\n".encode()
@@ -107,7 +119,7 @@ async def test_a_zygote_that_died_is_replaced_at_the_next_launch(holders: Holder
     os.kill(dead, signal.SIGKILL)
     second = await holders.start(holders.places("s2"), [sys.executable, "-c", "print('hi')"])
     assert ZYGOTE.pid not in (None, dead)
-    assert not process_exists(dead)  # reaped, not left a zombie
+    assert gone(dead)  # reaped, not left a zombie
     stdout, _ = await read_all(second)
     assert stdout == b"hi\n"
     assert process_exists(first.holder_pid)  # what the old one forked runs on
@@ -117,7 +129,6 @@ STARTER = """
 import asyncio, os, signal, sys
 from pathlib import Path
 from orca_daemon.sessions.held import HolderLaunch, HolderPlaces, start_holder
-from orca_daemon.sessions.held import HeldAgent, HolderLaunch, HolderPlaces, start_holder
 from orca_daemon.sessions.zygote import ZYGOTE
 
 async def main():
@@ -151,3 +162,100 @@ def test_the_zygote_ends_with_the_process_that_started_it_and_its_holders_do_not
             with contextlib.suppress(ProcessLookupError):
                 kill(pid, signal.SIGKILL)
         shutil.rmtree(base, ignore_errors=True)
+
+
+FORK_FAILS = """
+import os, sys
+sys.path.insert(0, sys.argv[1])
+import holder
+def fork():
+    raise BlockingIOError(11, "Resource temporarily unavailable")
+os.fork = fork
+sys.exit(holder.zygote())
+"""
+
+
+def test_a_zygote_that_cannot_fork_says_so_and_serves_on() -> None:
+    """When fork fails (a pids limit), the zygote answers 0 and takes the next request; it
+    never goes on as a holder itself."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    zygote = subprocess.Popen(
+        [sys.executable, "-c", FORK_FAILS, str(HOLDER_PROGRAM.parent)],
+        stdin=theirs.fileno(),
+        stderr=subprocess.PIPE,
+    )
+    theirs.close()
+    ours.settimeout(PATIENCE)
+    pipes = [os.pipe() for _ in range(3)]
+    try:
+        for _ in range(2):
+            socket.send_fds(ours, [b"/tmp"], [pipes[0][0], pipes[1][1], pipes[2][1]])
+            assert ours.recv(4) == bytes(4)
+        assert zygote.poll() is None
+    finally:
+        ours.close()
+        for pipe in pipes:
+            for descriptor in pipe:
+                os.close(descriptor)
+        _, stderr = zygote.communicate(timeout=PATIENCE)
+    assert zygote.returncode == 0
+    assert stderr.decode().count("zygote: could not fork a holder") == 2
+
+
+SILENT = """
+import os, socket, sys
+requests = socket.socket(fileno=0)
+count = 0
+while True:
+    message, fds, _, _ = socket.recv_fds(requests, 4096, 3)
+    if not message:
+        break
+    count += 1
+    with open(sys.argv[1], "w") as handle:
+        handle.write(f"{count} {os.getpid()}")
+"""
+
+
+def test_a_request_the_zygote_took_without_answering_is_not_sent_again(tmp_path: Path) -> None:
+    """Whether it forked is not known: asked again, two holders could share one session's
+    pipes. The launch fails instead, and the silent zygote is killed (and reaped)."""
+    taken = tmp_path / "taken"
+    zygote = HolderZygote([sys.executable, "-c", SILENT, str(taken)], reply_timeout=0.5)
+    pipes = [os.pipe() for _ in range(3)]
+    try:
+        with pytest.raises(ZygoteError, match="did not answer"):
+            zygote.fork(tmp_path, pipes[0][0], pipes[1][1], pipes[2][1])
+    finally:
+        for pipe in pipes:
+            for descriptor in pipe:
+                os.close(descriptor)
+    count, pid = map(int, taken.read_text().split())
+    assert count == 1
+    assert zygote.pid is None
+    assert gone(pid)
+
+
+DIES_ONCE = """
+import os, socket, sys
+marker, holder = sys.argv[1], sys.argv[2]
+if os.path.exists(marker):
+    os.execv(sys.executable, [sys.executable, "-I", "-S", holder, "--zygote"])
+open(marker, "w").close()
+socket.recv_fds(socket.socket(fileno=0), 4096, 3)  # takes the request, then dies
+"""
+
+
+async def test_a_launch_whose_zygote_died_as_it_was_asked_is_made_again_with_new_pipes(
+    holders: Holders, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    marker = holders.base / "died once"
+    program = [sys.executable, "-c", DIES_ONCE, str(marker), str(HOLDER_PROGRAM)]
+    zygote = HolderZygote(program, reply_timeout=PATIENCE)
+    monkeypatch.setattr(held, "ZYGOTE", zygote)
+    try:
+        started = await holders.start(holders.places(), [sys.executable, "-c", "print('hi')"])
+        assert marker.exists()
+        stdout, _ = await read_all(started)
+        assert stdout == b"hi\n"
+    finally:
+        zygote.close()

@@ -27,7 +27,7 @@ import hmac
 import json
 import os
 import secrets
-import selectors
+import select
 import shutil
 import socket
 import struct
@@ -43,7 +43,7 @@ import anyio.to_thread
 from orca_client.paths import HOLDERS_NAME, ensure_private_dir
 from orca_daemon.limits import INHERITED_DESCRIPTOR_LIMIT
 from orca_daemon.sessions.procs import process_start_ticks
-from orca_daemon.sessions.zygote import ZYGOTE
+from orca_daemon.sessions.zygote import ZYGOTE, ZygoteSilent
 
 __all__ = [
     "HeldAgent",
@@ -411,19 +411,35 @@ def _launch_holder(places: HolderPlaces, launch: HolderLaunch) -> dict[str, Any]
         "hello_timeout": launch.hello_timeout,
         "kill_grace": launch.kill_grace,
     }
-    log = _private_file(places.spool_dir / "holder.log")
-    spec_in, spec_out = os.pipe()
-    said_in, said_out = os.pipe()
+    encoded = json.dumps(spec).encode()
     try:
-        leader = ZYGOTE.fork(places.spool_dir, spec_in, said_out, log)
+        return _fork_holder(places, encoded)
+    except ZygoteSilent:  # it died as it was asked: a new one, with new pipes
+        try:
+            return _fork_holder(places, encoded)
+        except ZygoteSilent as exc:
+            raise HolderError(f"could not start the holder: {exc}") from exc
+
+
+def _fork_holder(places: HolderPlaces, spec: bytes) -> dict[str, Any]:
+    """One try: the holder's stdio made and handed to the zygote; its ready line. Raises
+    ZygoteSilent when the zygote took them without answering (a holder forked unbeknown then
+    reads the end of its spec and exits: its descriptors are closed here)."""
+    opened: list[int] = []
+    try:
+        opened.append(log := _private_file(places.spool_dir / "holder.log"))
+        opened.extend(spec_pipe := os.pipe())
+        opened.extend(said_pipe := os.pipe())
+        leader = ZYGOTE.fork(places.spool_dir, spec_pipe[0], said_pipe[1], log)
     except OSError as exc:
-        os.close(spec_out)
-        os.close(said_in)
-        raise HolderError(f"could not start the holder: {exc}") from exc
-    finally:
-        for descriptor in (log, spec_in, said_out):
+        for descriptor in opened:
             os.close(descriptor)
-    return _ready_line(leader, spec_out, said_in, json.dumps(spec).encode(), places)
+        if isinstance(exc, ZygoteSilent):
+            raise
+        raise HolderError(f"could not start the holder: {exc}") from exc
+    for descriptor in (log, spec_pipe[0], said_pipe[1]):  # the holder has its own
+        os.close(descriptor)
+    return _ready_line(leader, spec_pipe[1], said_pipe[0], spec, places)
 
 
 def _ready_line(
@@ -457,34 +473,36 @@ def _exchange(spec_out: int, said_in: int, spec: bytes, deadline: float) -> byte
     what it said is returned all the same."""
     said = bytearray()
     left = memoryview(spec)
-    os.set_blocking(spec_out, False)
-    with selectors.DefaultSelector() as selector:
-        try:
-            selector.register(spec_out, selectors.EVENT_WRITE)
-            selector.register(said_in, selectors.EVENT_READ)
-            while True:
-                if not left and spec_out >= 0:
-                    selector.unregister(spec_out)
-                    os.close(spec_out)
-                    spec_out = -1
-                wait = deadline - time.monotonic()
-                if wait <= 0:
-                    raise TimeoutError
-                for key, _ in selector.select(wait):
-                    if key.fd == said_in:
-                        data = os.read(said_in, 65536)
-                        if not data:
-                            return bytes(said)
-                        said += data
-                    else:
-                        try:
-                            left = left[os.write(spec_out, left[:65536]) :]
-                        except BrokenPipeError:
-                            left = left[:0]
-        finally:
-            if spec_out >= 0:
+    try:
+        os.set_blocking(spec_out, False)
+        poller = select.poll()  # (no descriptor of its own, unlike epoll)
+        poller.register(spec_out, select.POLLOUT)
+        poller.register(said_in, select.POLLIN)
+        while True:
+            if not left and spec_out >= 0:
+                poller.unregister(spec_out)
                 os.close(spec_out)
-            os.close(said_in)
+                spec_out = -1
+            wait = deadline - time.monotonic()
+            if wait <= 0:
+                raise TimeoutError
+            for descriptor, _ in poller.poll(wait * 1000):
+                if descriptor == said_in:
+                    data = os.read(said_in, 65536)
+                    if not data:
+                        return bytes(said)
+                    said += data
+                elif descriptor == spec_out:
+                    try:
+                        left = left[os.write(spec_out, left[:65536]) :]
+                    except BlockingIOError:
+                        pass
+                    except BrokenPipeError:
+                        left = left[:0]
+    finally:
+        if spec_out >= 0:
+            os.close(spec_out)
+        os.close(said_in)
 
 
 async def attach_holder(

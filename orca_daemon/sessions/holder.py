@@ -714,44 +714,54 @@ def zygote() -> int:
         signal.signal(signum, signal.SIG_IGN)
     while True:
         try:
-            message, fds, _, _ = socket.recv_fds(requests, 4096, 3)
+            message, fds, flags, _ = socket.recv_fds(requests, 4096, 3)
         except OSError as exc:
             log(f"zygote: {exc}")
             return 1
         if not message:
             return 0
-        pid = 0
-        if len(fds) == 3:
-            try:
-                pid = os.fork()
-            except OSError as exc:
-                log(f"zygote: could not fork a holder: {exc}")
-            if pid == 0:
-                requests.detach()
-                os._exit(_forked_holder(message, fds))
+        whole = not flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC)
+        pid = _fork_holder(requests, message, fds) if whole and len(fds) == 3 else 0
         for fd in fds:
             os.close(fd)
         with contextlib.suppress(OSError):
             requests.send(pid.to_bytes(4, "big"))
 
 
-def _forked_holder(spool_dir: bytes, stdio: list[int]) -> int:
-    """In a fork of the zygote: become what `python holder.py` started by orcad would be."""
+def _fork_holder(requests: socket.socket, spool_dir: bytes, stdio: list[int]) -> int:
+    """In the zygote: fork a holder; its pid, or 0 when it could not fork."""
     try:
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        for signum in (signal.SIGHUP, signal.SIGINT):
-            signal.signal(signum, signal.SIG_DFL)
-        os.setsid()
-        os.chdir(spool_dir)
+        pid = os.fork()
+    except OSError as exc:
+        log(f"zygote: could not fork a holder: {exc}")
+        return 0
+    if pid == 0:
+        requests.detach()  # fd 0 is the holder's stdin from here on
+        os._exit(_forked_holder(spool_dir, stdio))
+    return pid
+
+
+def _forked_holder(spool_dir: bytes, stdio: list[int]) -> int:
+    """In a fork of the zygote: become what `python holder.py` started by orcad would be (its
+    stdio first, so that what goes wrong from there is in holder.log)."""
+    try:
         for target, fd in enumerate(stdio):
             os.dup2(fd, target)
         for fd in stdio:
             if fd > 2:
                 os.close(fd)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for signum in (signal.SIGHUP, signal.SIGINT):
+            signal.signal(signum, signal.SIG_DFL)
+        os.setsid()
+        os.chdir(spool_dir)
         return main()
     except BaseException as exc:  # never back into the zygote's loop
         with contextlib.suppress(BaseException):
-            log(f"the holder could not start: {exc!r}")
+            import traceback
+
+            log(f"the holder failed: {exc!r}")
+            traceback.print_exc()
         return 1
     finally:
         with contextlib.suppress(BaseException):
