@@ -34,6 +34,8 @@ class StatusCursor(msgspec.Struct, array_like=True, frozen=True):
 _cursor_decoder = msgspec.json.Decoder(StatusCursor)
 _size_encoder = msgspec.json.Encoder()
 _FIRST = StatusCursor("", -1, 0, 0)
+SMALL_RUN_ITEMS = 8
+"""A run of at most this many tasks and sessions may go on a page measured whole."""
 PAGE_RUNS = 200
 """The most runs one page shows: a page is a few milliseconds of orcad's loop (7 ms for a round
 trip at 10k runs; 500 runs a page took 20 ms, and held the loop, and every session's output, as
@@ -148,15 +150,18 @@ def status_page(listing: Listing, cursor: str | None, budget: int) -> StatusPage
 
 
 def _whole_runs(listing: Listing, index: int, budget: int) -> StatusPage | None:
-    """The page from the `index`-th run when its `PAGE_RUNS` runs (or the rest), whole, fit
-    in `budget` bytes: the usual page, measured in one encoding instead of one per item;
-    None when they do not (`status_page` then fits them item by item)."""
+    """The page from the `index`-th run when its `PAGE_RUNS` runs (or the rest) are small
+    ones and, whole, fit in `budget` bytes: the usual page, measured in one encoding instead
+    of one per item; None otherwise (`status_page` then fits them item by item, and a run of
+    many tasks or sessions is not encoded whole just to find that it does not fit)."""
     runs: list[RunInfo] = []
     sessions: list[SessionInfo] = []
     for key, run, where in listing.from_index(index):
         if len(runs) == PAGE_RUNS:
             page = StatusPage(runs, sessions, _cursor(run.run_id, key, 0, 0))
             break
+        if len(run.tasks) + len(run.session_ids) > SMALL_RUN_ITEMS:
+            return None
         runs.append(run)
         sessions += [where[session_id] for session_id in run.session_ids]
     else:
