@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import DaemonProcess, events_of, output_of, wait_until
+from conftest import DaemonProcess, events_of, output_of, process_exists, wait_until
 from support.durability import (
     CLIENT_TIMEOUT,
     MIN_ACKS_PER_ROUND,
@@ -198,11 +198,16 @@ def kill_before_ready_line(daemon: DaemonProcess, spool: Path) -> None:
     assert daemon.process is not None
     orcad = daemon.process.pid
     deadline = time.monotonic() + 10
-    while not (frozen := holders_in(spool)):  # its ready line comes some 20 ms after its start
+    frozen: list[int] = []
+    while not frozen:  # its ready line comes some 20 ms after its start
         assert time.monotonic() < deadline, "orcad did not start the session's holder"
+        for pid in holders_in(spool):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+        # the fork that starts the holder proper exits at once (its parent reaps it at once):
+        # what is frozen is what is left
+        frozen = [pid for pid in holders_in(spool) if process_exists(pid)]
         time.sleep(0.001)
-    for pid in frozen:
-        os.kill(pid, signal.SIGSTOP)
     try:
         assert not any(ready_line_written(pid) for pid in frozen), "froze the holder too late"
         stdin = {os.readlink(f"/proc/{pid}/fd/0") for pid in frozen}
@@ -211,8 +216,9 @@ def kill_before_ready_line(daemon: DaemonProcess, spool: Path) -> None:
         )
         daemon.kill()
     finally:
-        for pid in frozen:
-            os.kill(pid, signal.SIGCONT)
+        for pid in holders_in(spool):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
 
 
 def holders_in(spool: Path) -> list[int]:
