@@ -259,6 +259,12 @@ def wait_until(condition: Callable[[], Any], what: str = "", timeout: float = 20
     raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
 
 
+def parent_of(pid: int) -> int:
+    """The parent pid of `pid` (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat", "rb") as handle:
+        return int(handle.read().rsplit(b")", 1)[1].split()[1])
+
+
 def process_exists(pid: int) -> bool:
     """True while `pid` exists and is not a zombie."""
     try:

@@ -21,7 +21,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import DaemonProcess, events_of, output_of, process_exists, wait_until
+from conftest import (
+    DaemonProcess,
+    events_of,
+    output_of,
+    parent_of,
+    process_exists,
+    wait_until,
+)
 from support.durability import (
     CLIENT_TIMEOUT,
     MIN_ACKS_PER_ROUND,
@@ -264,11 +271,6 @@ def log_write_locked(log_file: Path) -> Iterator[None]:
         connection.execute("ROLLBACK")
     finally:
         connection.close()
-
-
-def parent_of(pid: int) -> int:
-    with open(f"/proc/{pid}/stat", "rb") as handle:
-        return int(handle.read().rsplit(b")", 1)[1].split()[1])
 
 
 def ready_line_written(holder_pid: int) -> bool:

@@ -26,6 +26,7 @@ from conftest import (
     DaemonProcess,
     events_of,
     output_of,
+    parent_of,
     process_exists,
     run_orca,
     wait_until,
@@ -97,11 +98,6 @@ def start_run(daemon: DaemonProcess, agent: str, prompt: str, work: Path) -> str
     started = run_orca(daemon.env, "run", "--agent", agent, prompt, cwd=work, timeout=DEADLINE)
     assert started.returncode == 0, started.stderr
     return started.stdout.strip()
-
-
-def parent_of(pid: int) -> int:
-    with open(f"/proc/{pid}/stat", "rb") as handle:
-        return int(handle.read().rsplit(b")", 1)[1].split()[1])
 
 
 def started_events(daemon: DaemonProcess, run_id: str) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ import secrets
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -22,11 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
-from conftest import process_exists, short_tempdir
+from conftest import parent_of, process_exists, short_tempdir
 from support.homes import small_tmpfs
 
-from orca_daemon.sessions import holder
+from orca_daemon.sessions import holder, stopping
 from orca_daemon.sessions.held import (
     HeldAgent,
     HolderLaunch,
@@ -35,6 +37,7 @@ from orca_daemon.sessions.held import (
     read_exit,
     start_holder,
 )
+from orca_daemon.sessions.procs import children_of, pid_exited, process_start_ticks
 
 PATIENCE = 30.0
 """Seconds to wait for what another process does before failing."""
@@ -728,3 +731,86 @@ def test_the_holders_proof_is_hmac_sha256() -> None:
         (b"a key longer than one block of sha-256, " * 3, b"x" * 1000),
     ]:
         assert holder.hmac_sha256(key, message) == hmac.new(key, message, "sha256").hexdigest()
+
+
+# -- what an agent leaves behind, told from its holder
+
+LEAVER = """
+import os, sys
+if os.fork() == 0:
+    if os.fork() == 0:  # a grandchild that leaves every other way: setsid, no environment
+        os.setsid()
+        for descriptor in range(3):
+            os.dup2(os.open(os.devnull, os.O_RDWR), descriptor)
+        with open(sys.argv[1] + ".tmp", "w") as handle:
+            handle.write(str(os.getpid()))
+        os.replace(sys.argv[1] + ".tmp", sys.argv[1])
+        os.execve("/bin/sleep", ["sleep", "300"], {})
+    os._exit(0)
+while not os.path.exists(sys.argv[1]):
+    pass
+"""
+
+
+async def _end_of(held: HeldAgent, scans: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the pump does once `held`'s agent exits: end what it left, counting /proc scans."""
+    real_scan = stopping.scan_in_thread
+
+    async def counted(scan: Callable[[], Any]) -> Any:
+        scans.append(scan.__name__)
+        return await real_scan(scan)
+
+    monkeypatch.setattr(stopping, "scan_in_thread", counted)
+    stopper = stopping.Stopper("s1")
+    async with anyio.create_task_group() as tasks:
+        holder_of = (held.holder_pid, held.holder_start_ticks)
+        stopper.attach(held.pid, held.start_ticks, tasks, holder_of)
+        await pid_exited(held.pid, held.start_ticks)
+        stopper.exited()
+        await stopper.end_leftovers(held.pid)
+        stopper.detach()
+
+
+async def test_an_agent_that_left_nothing_is_ended_without_a_scan_of_every_process(
+    holders: Holders, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sessions end one after another under load, and a /proc scan reads a file of every
+    process on the machine: the holder's children tell that there is nothing to look for."""
+    held = await holders.start(holders.places(), python("print('bye')"))
+    scans: list[str] = []
+    await _end_of(held, scans, monkeypatch)
+    assert scans == []
+    assert await read_all(held) == (b"bye\n", b"")
+
+
+async def test_a_grandchild_that_left_the_agents_session_is_the_holders_and_is_stopped(
+    holders: Holders, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The holder is a subreaper: whatever the agent left is re-parented to it by the time the
+    agent's exit is seen, so its children are all there is to look for."""
+    pid_file = holders.base / "grandchild"
+    held = await holders.start(holders.places(), python(LEAVER, str(pid_file)))
+    grandchild = int(await eventually(lambda: pid_file.exists() and pid_file.read_text(), "it"))
+    try:
+        await pid_exited(held.pid, held.start_ticks)
+        assert parent_of(grandchild) == held.holder_pid
+        assert grandchild in (children_of(held.holder_pid, held.holder_start_ticks) or set())
+        scans: list[str] = []
+        await _end_of(held, scans, monkeypatch)
+        assert "session_processes" in scans and "process_table" in scans
+        await eventually(lambda: not process_exists(grandchild), "the grandchild's end")
+    finally:
+        with contextlib.suppress(OSError):
+            os.kill(grandchild, signal.SIGKILL)
+
+
+def test_the_children_of_a_pid_that_names_another_process_now_are_not_told() -> None:
+    with subprocess.Popen(["sleep", "30"]) as child:
+        try:
+            ticks = process_start_ticks(os.getpid())
+            assert child.pid in (children_of(os.getpid(), ticks) or set())
+            assert children_of(os.getpid(), (ticks or 0) + 1) is None
+            assert children_of(os.getpid(), None) is None
+        finally:
+            child.kill()
+    assert children_of(child.pid, None) is None  # gone

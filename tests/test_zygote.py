@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import process_exists, short_tempdir
+from conftest import parent_of, process_exists, short_tempdir
 
 from orca_daemon.sessions import held
 from orca_daemon.sessions.held import HeldAgent, HolderLaunch, HolderPlaces, start_holder
@@ -66,11 +66,6 @@ async def read_all(held: HeldAgent) -> tuple[bytes, bytes]:
     while (piece := await held.read()) is not None:
         got[piece[0]] += piece[1]
     return bytes(got["stdout"]), bytes(got["stderr"])
-
-
-def parent_of(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as handle:
-        return int(handle.read().rsplit(")", 1)[1].split()[1])
 
 
 def gone(pid: int) -> bool:

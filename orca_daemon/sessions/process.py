@@ -244,7 +244,10 @@ class SessionProcess:
             self._splitters["stderr"] = LineSplitter(max_bytes, offsets[1])
             try:
                 async with anyio.create_task_group() as tasks:
-                    self._stopper.attach(agent.pid, agent.start_ticks, tasks)
+                    holder = (agent.holder_pid, agent.holder_start_ticks)
+                    self._stopper.attach(
+                        agent.pid, agent.start_ticks, tasks, holder if agent.holder_pid else None
+                    )
                     try:
                         fresh = resume is None or not resume.started_recorded
                         await self._pump(agent, tasks, later, fresh)

@@ -12,6 +12,7 @@ import anyio.abc
 
 from orca_daemon.sessions.procs import (
     ProcessTable,
+    children_of,
     group_exists,
     pid_exited,
     process_table,
@@ -48,11 +49,20 @@ class Stopper:
         self._stopped: anyio.Event | None = None
         self._descendants: dict[int, int] = {}
         """The agent's descendants seen so far (pid -> start ticks), stopped with it."""
+        self._holder: tuple[int, int | None] | None = None
 
-    def attach(self, pid: int, start_ticks: int | None, tasks: anyio.abc.TaskGroup) -> None:
+    def attach(
+        self,
+        pid: int,
+        start_ticks: int | None,
+        tasks: anyio.abc.TaskGroup,
+        holder: tuple[int, int | None] | None = None,
+    ) -> None:
         """The pump runs the agent `pid` in `tasks`: stops begin there (one asked for already,
-        now). The agent leads its own process group."""
+        now). The agent leads its own process group. `holder`: the pid and start ticks of the
+        agent's parent, when it is a holder (`holder.py`, a subreaper)."""
         self._pid, self._start_ticks, self._tasks = pid, start_ticks, tasks
+        self._holder = holder
         if self.requested is not None:
             self.stop(self.requested)
 
@@ -120,18 +130,45 @@ class Stopper:
     async def track_descendants(self) -> None:
         self.note_descendants(await scan_in_thread(process_table))
 
+    def _left_nothing(self, pgid: int) -> bool:
+        """True when the exited agent surely left nothing running, told without a /proc scan
+        (each reads a file of every process on the machine, and sessions end one after another).
+
+        Its holder is a subreaper that leads its own session: whatever the agent started and
+        left behind is re-parented to the holder by the time the agent's exit is seen (its
+        descendants that left its group or session, or cleared their environment, included),
+        and nothing outside the holder's tree joins that session or the agent's group. So
+        when the holder's only child is the agent (a zombie until it is reaped), nothing is
+        left. Anything else (no holder, the holder gone, more children) takes the scans."""
+        if self._holder is None or not self._exited:
+            return False
+        children = children_of(*self._holder)
+        return children is not None and children <= {pgid}
+
+    def _below_holder(self, table: ProcessTable, agent: int) -> dict[int, int]:
+        """The processes below the agent's holder in `table` but the agent (pid -> start
+        ticks): what the agent left, re-parented there as their parents exited."""
+        if self._holder is None or table.ticks(self._holder[0]) != self._holder[1]:
+            return {}
+        below = table.descendants({self._holder[0]}) - {agent}
+        return {pid: table.entries[pid][1] for pid in below}
+
     async def end_leftovers(self, pgid: int) -> None:
         """Stop what the agent left running: its process group, any process that carries this
-        session's id in its environment (children that left the group included), and every
-        descendant of the agent seen while it ran (those that left its session too)."""
+        session's id in its environment (children that left the group included), every
+        descendant of the agent seen while it ran (those that left its session too), and all
+        below its holder but the agent (where the rest of what it left is re-parented)."""
+        if self._left_nothing(pgid):
+            return
         leftovers = {pgid} if group_exists(pgid) else set()
         found = await scan_in_thread(session_processes)
         for pid in found.get(self._session_id, []):
             with contextlib.suppress(OSError):
                 leftovers.add(os.getpgid(pid))
         leftovers.discard(os.getpgrp())
-        await self.track_descendants()  # and what those started since
-        strays = dict(self._descendants)
+        table = await scan_in_thread(process_table)
+        self.note_descendants(table)  # and what those started since
+        strays = {**self._descendants, **self._below_holder(table, pgid)}
         strays.pop(os.getpid(), None)
         if not (leftovers or strays):
             return
