@@ -753,7 +753,8 @@ while not os.path.exists(sys.argv[1]):
 
 
 async def _end_of(held: HeldAgent, scans: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    """What the pump does once `held`'s agent exits: end what it left, counting /proc scans."""
+    """What the pump does as `held`'s agent gives its result and exits: end what it left,
+    counting /proc scans."""
     real_scan = stopping.scan_in_thread
 
     async def counted(scan: Callable[[], Any]) -> Any:
@@ -765,6 +766,7 @@ async def _end_of(held: HeldAgent, scans: list[str], monkeypatch: pytest.MonkeyP
     async with anyio.create_task_group() as tasks:
         holder_of = (held.holder_pid, held.holder_start_ticks)
         stopper.attach(held.pid, held.start_ticks, tasks, holder_of)
+        await stopper.result_given()
         await pid_exited(held.pid, held.start_ticks)
         stopper.exited()
         await stopper.end_leftovers(held.pid)
@@ -775,7 +777,8 @@ async def test_an_agent_that_left_nothing_is_ended_without_a_scan_of_every_proce
     holders: Holders, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Sessions end one after another under load, and a /proc scan reads a file of every
-    process on the machine: the holder's children tell that there is nothing to look for."""
+    process on the machine: the holder's children tell that there is nothing to look for (nor
+    anything to remember when the agent gives its result: it all stays below the holder)."""
     held = await holders.start(holders.places(), python("print('bye')"))
     scans: list[str] = []
     await _end_of(held, scans, monkeypatch)

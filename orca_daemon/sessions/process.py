@@ -551,7 +551,7 @@ class SessionProcess:
                     self._result_seen.set()
                     if self._input is not None:
                         self._input.close()
-                    await self._stopper.track_descendants()  # before they leave the agent
+                    await self._stopper.result_given()
             else:
                 self._output.flush()
                 await self._record(effect, at)

@@ -130,6 +130,13 @@ class Stopper:
     async def track_descendants(self) -> None:
         self.note_descendants(await scan_in_thread(process_table))
 
+    async def result_given(self) -> None:
+        """The agent gave its result and may exit soon: remember what it started before that
+        leaves it, unless it has a holder (all the agent leaves is re-parented to the holder,
+        where `end_leftovers` finds it, and a scan per session's result is costly)."""
+        if self._holder is None:
+            await self.track_descendants()
+
     def _left_nothing(self, pgid: int) -> bool:
         """True when the exited agent surely left nothing running, told without a /proc scan
         (each reads a file of every process on the machine, and sessions end one after another).
