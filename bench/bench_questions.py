@@ -21,7 +21,9 @@ Figures, for orcad:
 Baseline, measured in the same invocation: the same agents, all at once, as plain asyncio
 subprocesses. Their stdout pipes are read to EOF, and each question is answered as soon as its
 line is read. Its latency is question printed → question line read; its throughput is bytes read
-/ (first spawn → last byte read). The rounds alternate: pipes, orcad, pipes, ..., pipes.
+/ (first spawn → last byte read). The rounds alternate: pipes, orcad, pipes, ..., pipes. One
+more round after the first also writes every read to SQLite as it reads (`_RecordingLog`): what
+no recorder of every byte can do without, beside the raw pipes the figures are measured against.
 """
 
 from __future__ import annotations
@@ -33,8 +35,10 @@ import json
 import os
 import queue
 import resource
+import sqlite3
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -59,6 +63,8 @@ QUESTION_MARKER = b'{"type":"question"'
 PRINTED_AT = "printed at "
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 MIB = 1 << 20
+FLUSH_DELAY = 0.05
+"""How often the recording baseline commits: orcad's output flush delay."""
 
 
 @dataclass(frozen=True)
@@ -364,7 +370,43 @@ class _PipeSession:
     delay: float | None = None
 
 
-async def _pipe_one(argv: list[str]) -> _PipeSession:
+class _RecordingLog:
+    """What the recording baseline writes each read to: rows in SQLite (WAL, synchronous=FULL,
+    as orcad's log by default), committed every `FLUSH_DELAY` in the loop, as orcad's output
+    events are. No recorder of every byte does less."""
+
+    SCHEMA = (
+        "CREATE TABLE events (position INTEGER PRIMARY KEY, stream TEXT NOT NULL, version "
+        "INTEGER NOT NULL, recorded_at REAL NOT NULL, data BLOB NOT NULL, UNIQUE (stream, version))"
+    )
+    INSERT = "INSERT INTO events (stream, version, recorded_at, data) VALUES (?, ?, ?, ?)"
+
+    def __init__(self, path: Path) -> None:
+        self._log = sqlite3.connect(path, isolation_level=None)
+        for pragma in ("journal_mode=WAL", "synchronous=FULL"):
+            self._log.execute(f"PRAGMA {pragma}")
+        self._log.execute(self.SCHEMA)
+        self._rows: list[tuple[str, int, float, bytes]] = []
+        self._versions: dict[str, int] = {}
+
+    def add(self, stream: str, data: bytes) -> None:
+        self._versions[stream] = version = self._versions.get(stream, 0) + 1
+        self._rows.append((stream, version, time.time(), data))
+
+    def commit(self) -> None:
+        if self._rows:
+            self._log.execute("BEGIN")
+            self._log.executemany(self.INSERT, self._rows)
+            self._log.execute("COMMIT")
+            self._rows.clear()
+
+    async def commit_every(self, delay: float) -> None:
+        while True:
+            await asyncio.sleep(delay)
+            self.commit()
+
+
+async def _pipe_one(argv: list[str], log: _RecordingLog | None, stream: str) -> _PipeSession:
     """One agent as a plain subprocess: prompt in, stdout read to EOF, its question answered."""
     process = await asyncio.create_subprocess_exec(
         *argv,
@@ -383,6 +425,8 @@ async def _pipe_one(argv: list[str]) -> _PipeSession:
         now = time.time()
         session.bytes_read += len(data)
         session.last_read = now
+        if log is not None:
+            log.add(stream, data)
         if session.delay is None:
             if question is None:
                 window = tail + data
@@ -403,18 +447,27 @@ async def _pipe_one(argv: list[str]) -> _PipeSession:
     return session
 
 
-async def _pipe_all(workload: Workload) -> tuple[float, list[_PipeSession], float]:
+async def _pipe_all(
+    workload: Workload, log: _RecordingLog | None
+) -> tuple[float, list[_PipeSession], float]:
     started = time.time()
+    committer = asyncio.create_task(log.commit_every(FLUSH_DELAY)) if log else None
     sessions = await asyncio.gather(
-        *(_pipe_one(workload.agent_argv()) for _ in range(workload.sessions))
+        *(_pipe_one(workload.agent_argv(), log, str(n)) for n in range(workload.sessions))
     )
+    if log is not None and committer is not None:
+        committer.cancel()
+        log.commit()
     return started, sessions, time.time()
 
 
-def run_pipes(workload: Workload) -> PipeRound:
-    """The baseline: all the agents at once as plain subprocesses, their stdout read to EOF."""
+def run_pipes(workload: Workload, recording: bool = False) -> PipeRound:
+    """The baseline: all the agents at once as plain subprocesses, their stdout read to EOF
+    (`recording`: and written to SQLite as it is read)."""
     self_before, children_before = _self_cpu(), _children_cpu()
-    started, sessions, ended = asyncio.run(_pipe_all(workload))
+    with tempfile.TemporaryDirectory(prefix="orca-bench-log-") as log_dir:
+        log = _RecordingLog(Path(log_dir) / "log.db") if recording else None
+        started, sessions, ended = asyncio.run(_pipe_all(workload, log))
     return PipeRound(
         bytes_read=sum(s.bytes_read for s in sessions),
         output_seconds=max(s.last_read for s in sessions) - started,
@@ -435,6 +488,8 @@ class QuestionsResult:
     workload: Workload
     orcad: list[OrcadRound]
     pipes: list[PipeRound]
+    recording: PipeRound
+    """A baseline round that also writes every read to SQLite."""
 
     @property
     def throughput(self) -> float:
@@ -457,11 +512,12 @@ def run(quick: bool = False) -> QuestionsResult:
     workload = Workload.of(quick)
     timeout = 120.0 if quick else 240.0
     pipes = [run_pipes(workload)]
+    recording = run_pipes(workload, recording=True)
     orcad = []
     for _ in range(workload.rounds):
         orcad.append(run_orcad(workload, timeout))
         pipes.append(run_pipes(workload))
-    return QuestionsResult(workload, orcad, pipes)
+    return QuestionsResult(workload, orcad, pipes, recording)
 
 
 def report(result: QuestionsResult) -> str:
@@ -519,6 +575,11 @@ def report(result: QuestionsResult) -> str:
         f"  throughput orcad / raw pipes                   "
         f"{result.throughput / result.pipe_throughput:7.2f}"
         f"  (each round vs the baselines around it: {per_round(ratios, '.2f')}; no goal set)",
+        f"  raw pipes, each read written to SQLite too     "
+        f"{result.recording.throughput / MIB:7.1f} MiB/s"
+        f"  ({result.recording.throughput / result.pipe_throughput:.2f}x raw pipes: no recorder"
+        f" does less; orcad / it {result.throughput / result.recording.throughput:.2f};"
+        f" question p50 {percentiles(result.recording.delays)[0]:.1f} ms)",
     ]
     for index, r in enumerate(rounds, 1):
         lines += [f"  PROBLEM in round {index}: {failure}" for failure in r.failures]

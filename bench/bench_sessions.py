@@ -45,7 +45,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench_questions import CLOCK_TICKS, percentiles
+from bench_questions import CLOCK_TICKS, FLUSH_DELAY, percentiles
 from bench_roundtrip import OrcaDaemon
 
 from orca_client.client import Client, fetch_status
@@ -148,8 +148,6 @@ settle, window, stop_file = float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
 log_path, delay = sys.argv[6], float(sys.argv[7])
 asyncio.run(main(argv, sessions, settle, window, stop_file, log_path, delay))
 """
-FLUSH_DELAY = 0.05
-"""How often the recording floor commits what it read: orcad's output flush delay."""
 
 
 @dataclass(frozen=True)
