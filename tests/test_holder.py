@@ -737,7 +737,9 @@ def test_the_holders_proof_is_hmac_sha256() -> None:
 
 LEAVER = """
 import os, sys
-if os.fork() == 0:
+read_end, write_end = os.pipe()
+middle = os.fork()
+if middle == 0:
     if os.fork() == 0:  # a grandchild that leaves every other way: setsid, no environment
         os.setsid()
         for descriptor in range(3):
@@ -745,10 +747,23 @@ if os.fork() == 0:
         with open(sys.argv[1] + ".tmp", "w") as handle:
             handle.write(str(os.getpid()))
         os.replace(sys.argv[1] + ".tmp", sys.argv[1])
+        os.close(write_end)  # (the agent reads its end once the pid file is there)
         os.execve("/bin/sleep", ["sleep", "300"], {})
     os._exit(0)
-while not os.path.exists(sys.argv[1]):
-    pass
+os.close(write_end)
+os.waitpid(middle, 0)
+os.read(read_end, 1)
+"""
+
+THREADED_LEAVER = """
+import ctypes, subprocess, sys, threading, time
+threading.Thread(target=time.sleep, args=(300,)).start()
+child = subprocess.Popen(["sleep", "300"])
+with open(sys.argv[1] + ".tmp", "w") as handle:
+    handle.write(str(child.pid))
+import os
+os.replace(sys.argv[1] + ".tmp", sys.argv[1])
+ctypes.CDLL(None).pthread_exit(None)  # the main thread ends; the other runs on, and its child
 """
 
 
@@ -809,6 +824,8 @@ async def test_a_grandchild_that_left_the_agents_session_is_the_holders_and_is_s
 
 def test_the_children_of_a_pid_that_names_another_process_now_are_not_told() -> None:
     with subprocess.Popen(["sleep", "30"]) as child:
+        child_ticks = process_start_ticks(child.pid)
+        assert child_ticks is not None
         try:
             ticks = process_start_ticks(os.getpid())
             assert child.pid in (children_of(os.getpid(), ticks) or set())
@@ -816,4 +833,32 @@ def test_the_children_of_a_pid_that_names_another_process_now_are_not_told() -> 
             assert children_of(os.getpid(), None) is None
         finally:
             child.kill()
-    assert children_of(child.pid, None) is None  # gone
+    assert children_of(child.pid, child_ticks) is None  # gone
+
+
+async def test_an_agent_whose_main_thread_ended_has_not_exited_while_its_other_threads_run(
+    holders: Holders, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/proc shows such an agent as a zombie, and its children stay with its other threads, not
+    yet the holder's: its exit is seen, and what it left looked for, once all have ended."""
+    pid_file = holders.base / "child"
+    held = await holders.start(holders.places(), python(THREADED_LEAVER, str(pid_file)))
+    child = int(await eventually(lambda: pid_file.exists() and pid_file.read_text(), "it"))
+    try:
+        await eventually(lambda: process_state(held.pid) == "Z", "the main thread's end")
+        with anyio.move_on_after(1.0) as waited:
+            await pid_exited(held.pid, held.start_ticks)
+        assert waited.cancelled_caught, "its exit was seen while a thread of it ran"
+        os.kill(held.pid, signal.SIGKILL)  # the other thread too
+        scans: list[str] = []
+        await _end_of(held, scans, monkeypatch)
+        assert "process_table" in scans
+        await eventually(lambda: not process_exists(child), "its child's end")
+    finally:
+        with contextlib.suppress(OSError):
+            os.kill(child, signal.SIGKILL)
+
+
+def process_state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as handle:
+        return handle.read().rsplit(")", 1)[1].split()[0]

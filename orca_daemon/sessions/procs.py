@@ -23,17 +23,23 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+PAGE = 4096
+"""What the kernel hands over of a /proc file per read."""
 
-def _read_proc(path: str, most: int = 4096) -> bytes | None:
-    """A /proc file (its first `most` bytes: one read, as the kernel makes it at once), None
-    when it is gone. A plain descriptor: a scan reads one of these for every process, and
-    `open()`'s buffered file costs a third more."""
+
+def _read_proc(path: str, whole: bool = False) -> bytes | None:
+    """A /proc file, None when it is gone: one read of at most a page (all of a small file
+    such as stat), or with `whole` every page to its end. A plain descriptor: a scan reads a
+    file of every process, and `open()`'s buffered file costs a third more."""
     try:
         descriptor = os.open(path, os.O_RDONLY)
     except OSError:
         return None
     try:
-        return os.read(descriptor, most)
+        data = os.read(descriptor, PAGE)
+        while whole and (more := os.read(descriptor, PAGE)):
+            data += more
+        return data
     except OSError:
         return None
     finally:
@@ -54,9 +60,6 @@ def process_start_ticks(pid: int) -> int | None:
         return None
 
 
-CHILDREN_READ_BYTES = 65_536
-
-
 def children_of(pid: int, start_ticks: int | None) -> set[int] | None:
     """The pids of the children of `pid` (started at `start_ticks`), zombies included; None
     when that cannot be told: it is gone or names another process now, or the kernel has no
@@ -67,9 +70,9 @@ def children_of(pid: int, start_ticks: int | None) -> set[int] | None:
         return None
     children: set[int] = set()
     for thread in threads:
-        listed = _read_proc(f"/proc/{pid}/task/{thread}/children", CHILDREN_READ_BYTES)
-        if listed is None or len(listed) == CHILDREN_READ_BYTES:
-            return None  # (or more children than one read holds: no need to tell them all)
+        listed = _read_proc(f"/proc/{pid}/task/{thread}/children", whole=True)
+        if listed is None:
+            return None
         children.update(int(child) for child in listed.split())
     if start_ticks is None or process_start_ticks(pid) != start_ticks:
         return None  # (checked after the read: the children listed were its own)
@@ -188,7 +191,9 @@ async def exited(process: asyncio.subprocess.Process) -> None:
 
 async def pid_exited(pid: int, start_ticks: int | None) -> None:
     """Return once the process `pid` (started at `start_ticks`; not necessarily our child)
-    has exited: a pidfd becomes readable then, whoever its parent is."""
+    has exited, all its threads: a pidfd becomes readable then, whoever its parent is. (Its
+    main thread alone may have exited: /proc shows a zombie while the others run on, and its
+    children stay with them.)"""
     try:
         descriptor = os.pidfd_open(pid)
     except (AttributeError, OSError):  # no pidfd (old kernel), or it is gone already
@@ -196,8 +201,8 @@ async def pid_exited(pid: int, start_ticks: int | None) -> None:
             await asyncio.sleep(0.05)
         return
     try:
-        if _still(pid, start_ticks):  # (else the pid names another process now)
-            await _readable(descriptor)
+        if start_ticks is None or process_start_ticks(pid) == start_ticks:  # (else the pid
+            await _readable(descriptor)  # names another process now, or it was reaped)
     finally:
         os.close(descriptor)
 

@@ -15,6 +15,7 @@ from orca_daemon.sessions.procs import (
     children_of,
     group_exists,
     pid_exited,
+    process_start_ticks,
     process_table,
     running_since,
     scan_in_thread,
@@ -142,22 +143,30 @@ class Stopper:
         (each reads a file of every process on the machine, and sessions end one after another).
 
         Its holder is a subreaper that leads its own session: whatever the agent started and
-        left behind is re-parented to the holder by the time the agent's exit is seen (its
-        descendants that left its group or session, or cleared their environment, included),
+        left behind is re-parented to the holder by the time the agent's exit (of all its
+        threads: `pid_exited`) is seen (its descendants that left its group or session, or
+        cleared their environment, included),
         and nothing outside the holder's tree joins that session or the agent's group. So
         when the holder's only child is the agent (a zombie until it is reaped), nothing is
         left. Anything else (no holder, the holder gone, more children) takes the scans."""
         if self._holder is None or not self._exited:
             return False
         children = children_of(*self._holder)
-        return children is not None and children <= {pgid}
+        if children is None or not children <= {pgid}:
+            return False
+        if not children:
+            return True  # (the holder has reaped the agent)
+        # Still the agent (a zombie, all its threads ended), not a process that took its pid?
+        return self._start_ticks is not None and process_start_ticks(pgid) == self._start_ticks
 
     def _below_holder(self, table: ProcessTable, agent: int) -> dict[int, int]:
         """The processes below the agent's holder in `table` but the agent (pid -> start
         ticks): what the agent left, re-parented there as their parents exited."""
         if self._holder is None or table.ticks(self._holder[0]) != self._holder[1]:
             return {}
-        below = table.descendants({self._holder[0]}) - {agent}
+        below = table.descendants({self._holder[0]})
+        if table.ticks(agent) == self._start_ticks:  # (a process that took its pid stays)
+            below.discard(agent)
         return {pid: table.entries[pid][1] for pid in below}
 
     async def end_leftovers(self, pgid: int) -> None:
