@@ -16,11 +16,12 @@ import typing
 from typing import Any
 
 import msgspec
-from conftest import DaemonProcess, all_records
+from conftest import DaemonProcess, all_records, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.sockets import RawPeer
 
+from orca_client.views import TERMINAL_STATUSES, StatusResult
 from orca_client.wire import (
     PROTOCOL,
     REQUEST_TYPES,
@@ -183,7 +184,7 @@ def test_random_messages_never_break_orcad(daemon: DaemonProcess) -> None:
 
     check()
     peer.close()
-    status = daemon.status()
+    status = wait_until(lambda: settled(daemon), "every run started to end", timeout=60)
     assert daemon.stop() == 0
     output = daemon.output()
     assert "Traceback" not in output and " ERROR " not in output, output[-3000:]
@@ -192,3 +193,14 @@ def test_random_messages_never_break_orcad(daemon: DaemonProcess) -> None:
     assert after[: len(before)] == before
     assert [r.position for r in after] == list(range(1, len(after) + 1))
     assert daemon.status() == status
+
+
+def settled(daemon: DaemonProcess) -> StatusResult | None:
+    """The status once every run has ended (the last batches may have started some) and the log
+    has stopped growing for a moment: what a restart must show again."""
+    first = daemon.status()
+    if any(run.status not in TERMINAL_STATUSES for run in first.runs):
+        return None
+    time.sleep(0.2)
+    again = daemon.status()
+    return again if again.head_position == first.head_position else None
