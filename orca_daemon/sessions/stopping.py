@@ -143,12 +143,12 @@ class Stopper:
         (each reads a file of every process on the machine, and sessions end one after another).
 
         Its holder is a subreaper that leads its own session: whatever the agent started and
-        left behind is re-parented to the holder by the time the agent's exit (of all its
-        threads: `pid_exited`) is seen (its descendants that left its group or session, or
-        cleared their environment, included),
-        and nothing outside the holder's tree joins that session or the agent's group. So
-        when the holder's only child is the agent (a zombie until it is reaped), nothing is
-        left. Anything else (no holder, the holder gone, more children) takes the scans."""
+        left behind (what left its group or session, or cleared its environment, included) is
+        re-parented to the holder by the time the exit of all the agent's threads is seen
+        (`pid_exited`), and nothing outside the holder's tree joins that session or the
+        agent's group. So when the holder's only child is the agent (a zombie until it is
+        reaped), nothing is left. Anything else (no holder, the holder gone, more children)
+        takes the scans."""
         if self._holder is None or not self._exited:
             return False
         children = children_of(*self._holder)
