@@ -48,7 +48,14 @@ from orca_client.events import (
 from orca_client.plan import Plan, PlanTask
 from orca_client.views import TERMINAL_STATUSES, Question
 from orca_client.wire import StartRun
-from orca_daemon.state.snapshot import Anchor, UnusableSnapshot, decode, encode
+from orca_daemon.state.snapshot import (
+    Anchor,
+    UnusableSnapshot,
+    decode,
+    encode,
+    encode_body_into,
+    header,
+)
 from orca_daemon.state.snapshot_keeper import SNAPSHOT_NAME
 from orca_daemon.state.tables import RunTable
 
@@ -222,6 +229,24 @@ def test_a_snapshot_at_any_cut_folded_on_equals_the_whole_fold(events: list[AnyE
         assert same_state(fold(stored[cut:], snapshot.state), whole), f"cut at {cut}"
         if cut < len(stored):
             fold([stored[cut]], head)
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(event, max_size=40))
+def test_a_snapshot_written_as_header_then_a_reused_body_buffer_is_the_same_bytes(
+    events: list[AnyEvent],
+) -> None:
+    """orcad encodes each body into the buffer of the one before (no fresh pages to fault in
+    while the loop waits) and writes the header before it (no copy of the body)."""
+    stored = timeline_of(events).events
+    state = fold([])
+    buffer = bytearray(b"\xff" * 100_000)  # what a bigger state left in it
+    for cut in range(len(stored) + 1):
+        anchor = Anchor(stored[cut - 1].stream, stored[cut - 1].version) if cut else None
+        encode_body_into(state, buffer)
+        assert header(state.position, anchor) + buffer == encode(state, anchor), f"cut at {cut}"
+        if cut < len(stored):
+            fold([stored[cut]], state)
 
 
 def test_a_plan_resumed_from_a_snapshot_runs_the_same_tasks_next() -> None:

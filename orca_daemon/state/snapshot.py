@@ -94,8 +94,18 @@ def encode(state: State, anchor: Anchor | None) -> bytes:
 
 def encode_body(state: State) -> bytes:
     """What `state` holds, as bytes: `seal` makes them a snapshot once the anchor is known."""
+    return _encoder.encode(_body(state))
+
+
+def encode_body_into(state: State, buffer: bytearray) -> None:
+    """`encode_body(state)` into `buffer`, which is reused from one snapshot to the next: a
+    new one of several MB each time is fresh pages to fault in, while the loop waits."""
+    _encoder.encode_into(_body(state), buffer)
+
+
+def _body(state: State) -> _Body:
     entries = state.runs.entries()
-    body = _Body(
+    return _Body(
         run_ids=list(entries),
         runs=list(entries.values()),
         sessions=list(state.sessions.unpacked()),
@@ -115,12 +125,21 @@ def encode_body(state: State) -> bytes:
         causes=state.causes,
         open_lines=state.open_lines,
     )
-    return _encoder.encode(body)
 
 
 def seal(position: int, anchor: Anchor | None, body: bytes) -> bytes:
     """The snapshot of a state at `position` whose `encode_body` is `body`."""
     return _encoder.encode(_Header(FINGERPRINT, position, anchor, msgspec.Raw(body)))
+
+
+def header(position: int, anchor: Anchor | None) -> bytes:
+    """What comes before the body in a snapshot: `header(p, a) + body == seal(p, a, body)`
+    (written one after the other, the body is not copied)."""
+    return _encoder.encode(_Header(FINGERPRINT, position, anchor, _NIL))[:-1]
+
+
+_NIL = msgspec.Raw(b"\xc0")
+"""msgpack's nil, one byte: what stands for the body in `header`."""
 
 
 def decode(data: bytes) -> Snapshot:

@@ -18,7 +18,13 @@ import anyio
 
 from orca_daemon.log.store import EventStore
 from orca_daemon.state.projection import State
-from orca_daemon.state.snapshot import Anchor, UnusableSnapshot, decode, encode_body, seal
+from orca_daemon.state.snapshot import (
+    Anchor,
+    UnusableSnapshot,
+    decode,
+    encode_body_into,
+    header,
+)
 
 log = logging.getLogger("orcad")
 
@@ -74,6 +80,9 @@ class SnapshotKeeper:
         self._state = state
         self._every = every_events
         self._saved = saved_at
+        self._body = bytearray()
+        """The last body encoded, kept: the next is encoded into the same memory."""
+        self._saving = anyio.Lock()
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -87,19 +96,23 @@ class SnapshotKeeper:
 
     async def save(self) -> None:
         """Save the state as it is now (a failure is logged: the snapshot is only a cache)."""
+        async with self._saving:  # (one at a time: each encodes into the same buffer)
+            await self._save()
+
+    async def _save(self) -> None:
         started = time.perf_counter()
         position = self._state.position
         if position == self._saved:
             return
-        body = encode_body(self._state)  # at once: the state moves on at the next await
+        encode_body_into(self._state, self._body)  # at once: the state moves on at next await
         anchor = await _anchor_at(self._store, position)
         if position and anchor is None:
             log.warning("snapshot not saved: the event at position %d was not found", position)
             self._saved = position
             return
-        data = seal(position, anchor, body)
+        parts: list[bytes | bytearray] = [header(position, anchor), self._body]
         try:
-            await anyio.to_thread.run_sync(_write_atomically, self._path, data)
+            await anyio.to_thread.run_sync(_write_atomically, self._path, parts)
         except OSError as exc:
             log.warning("snapshot not saved to %s: %s", self._path, exc)
         else:
@@ -107,18 +120,21 @@ class SnapshotKeeper:
                 "saved a snapshot at position %d (%d runs, %.1f MB) in %.3f s",
                 position,
                 len(self._state.runs),
-                len(data) / 1e6,
+                sum(map(len, parts)) / 1e6,
                 time.perf_counter() - started,
             )
         self._saved = position
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def _write_atomically(path: Path, parts: list[bytes | bytearray]) -> None:
+    """Write `parts`, one after the other, as the whole of `path`: a crash leaves the old file
+    or the new one."""
     aside = path.with_name(f".{path.name}.{os.getpid()}")
     fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         with os.fdopen(fd, "wb") as file:
-            file.write(data)
+            for part in parts:
+                file.write(part)
             file.flush()
             os.fsync(file.fileno())
         os.replace(aside, path)
