@@ -400,6 +400,11 @@ class _RecordingLog:
             self._log.execute("COMMIT")
             self._rows.clear()
 
+    def close(self) -> None:
+        """Commit what is left, and close the log."""
+        self.commit()
+        self._log.close()
+
     async def commit_every(self, delay: float) -> None:
         while True:
             await asyncio.sleep(delay)
@@ -457,7 +462,9 @@ async def _pipe_all(
     )
     if log is not None and committer is not None:
         committer.cancel()
-        log.commit()
+        with contextlib.suppress(asyncio.CancelledError):
+            await committer
+        log.close()
     return started, sessions, time.time()
 
 
