@@ -19,6 +19,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from support.holders import Holders
 from support.processes import kill_processes_with_env
 from support.snapshots import assert_snapshot_matches_log
 
@@ -216,6 +217,14 @@ def orca_home() -> Iterator[Path]:
     home = base / "h"
     yield home
     shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def holders() -> Iterator[Holders]:
+    """Session holders started for real, ended with their agents at the test's end."""
+    made = Holders(short_tempdir("orca-h-"))
+    yield made
+    made.end()
 
 
 @pytest.fixture

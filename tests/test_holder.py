@@ -12,30 +12,27 @@ import hmac
 import json
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from conftest import parent_of, process_exists, short_tempdir
+from conftest import parent_of, process_exists
+from support.holders import Holders, read_all
 from support.homes import small_tmpfs
 
 from orca_daemon.sessions import holder, stopping
 from orca_daemon.sessions.held import (
     HeldAgent,
-    HolderLaunch,
     HolderPlaces,
     attach_holder,
     read_exit,
-    start_holder,
 )
 from orca_daemon.sessions.procs import children_of, pid_exited, process_start_ticks
 
@@ -166,40 +163,6 @@ def page_lines(lines: int) -> bytes:
 # -- holders
 
 
-@dataclass
-class Holders:
-    """Holders a test started (ended at its end, with their agents), in a short /tmp dir."""
-
-    base: Path
-    started: list[HeldAgent] = field(default_factory=list)
-
-    def places(self, name: str = "s1", spool_root: Path | None = None) -> HolderPlaces:
-        spool = (spool_root or self.base / "spool") / name
-        return HolderPlaces(self.base / "run" / name, spool)
-
-    async def start(self, places: HolderPlaces, command: list[str], **launch: Any) -> HeldAgent:
-        launch.setdefault("hello_timeout", 30.0)
-        launch.setdefault("exit_drain", 0.5)
-        env = {"PATH": os.environ["PATH"]}
-        held = await start_holder(places, HolderLaunch(command, str(self.base), env, **launch))
-        self.started.append(held)
-        return held
-
-    def end(self) -> None:
-        for held in self.started:
-            for kill in (os.kill, os.killpg):
-                with contextlib.suppress(OSError):
-                    kill(held.holder_pid if kill is os.kill else held.pid, signal.SIGKILL)
-
-
-@pytest.fixture
-def holders() -> Iterator[Holders]:
-    made = Holders(short_tempdir("orca-h-"))
-    yield made
-    made.end()
-    shutil.rmtree(made.base, ignore_errors=True)
-
-
 async def eventually(condition: Callable[[], Any], what: str) -> Any:
     """Poll `condition` (another process changes what it reads) until it is truthy."""
     deadline = time.monotonic() + PATIENCE
@@ -209,14 +172,6 @@ async def eventually(condition: Callable[[], Any], what: str) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {PATIENCE} s waiting for {what}")
         await asyncio.sleep(0.02)
-
-
-async def read_all(held: HeldAgent) -> tuple[bytes, bytes]:
-    """Everything the holder sends until the exit: stdout, stderr."""
-    got = {"stdout": bytearray(), "stderr": bytearray()}
-    while (piece := await held.read()) is not None:
-        got[piece[0]] += piece[1]
-    return bytes(got["stdout"]), bytes(got["stderr"])
 
 
 async def read_until(held: HeldAgent, wanted: bytes, got: bytearray) -> None:

@@ -14,58 +14,17 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from conftest import parent_of, process_exists, short_tempdir
+from support.holders import Holders, read_all
 
 from orca_daemon.sessions import held
-from orca_daemon.sessions.held import HeldAgent, HolderLaunch, HolderPlaces, start_holder
 from orca_daemon.sessions.zygote import HOLDER_PROGRAM, ZYGOTE, HolderZygote, ZygoteError
 
 PATIENCE = 30.0
-
-
-@dataclass
-class Holders:
-    """Holders a test started (ended at its end, with their agents), in a short /tmp dir."""
-
-    base: Path
-    started: list[HeldAgent] = field(default_factory=list)
-
-    def places(self, name: str = "s1") -> HolderPlaces:
-        return HolderPlaces(self.base / "run" / name, self.base / "spool" / name)
-
-    async def start(self, places: HolderPlaces, command: list[str], **launch: Any) -> HeldAgent:
-        env = {"PATH": os.environ["PATH"]}
-        held = await start_holder(places, HolderLaunch(command, str(self.base), env, **launch))
-        self.started.append(held)
-        return held
-
-    def end(self) -> None:
-        for agent in self.started:
-            for pid, kill in ((agent.holder_pid, os.kill), (agent.pid, os.killpg)):
-                with contextlib.suppress(OSError):
-                    kill(pid, signal.SIGKILL)
-        shutil.rmtree(self.base, ignore_errors=True)
-
-
-@pytest.fixture
-def holders() -> Iterator[Holders]:
-    made = Holders(short_tempdir("orca-z-"))
-    yield made
-    made.end()
-
-
-async def read_all(held: HeldAgent) -> tuple[bytes, bytes]:
-    """Everything the holder sends until the exit: stdout, stderr."""
-    got = {"stdout": bytearray(), "stderr": bytearray()}
-    while (piece := await held.read()) is not None:
-        got[piece[0]] += piece[1]
-    return bytes(got["stdout"]), bytes(got["stderr"])
 
 
 def gone(pid: int) -> bool:
