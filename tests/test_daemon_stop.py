@@ -35,9 +35,22 @@ def started(make_daemon: Callable[..., DaemonProcess]) -> Iterator[tuple[dict[st
 
 
 def live_run(env: dict[str, str], title: str) -> str:
+    """A run of `sleep 60`, once its agent runs (on a loaded machine a run can be `queued`
+    for a while after `orca run` returns, while its holder starts)."""
     result = orca(env, "run", "--title", title, "--", "sleep", "60")
     assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
+    run_id = result.stdout.strip()
+    agent_pid(env, run_id)
+    return run_id
+
+
+def agent_pid(env: dict[str, str], run_id: str) -> int:
+    """The pid of the run's agent, once it has started."""
+    found = wait_until(
+        lambda: re.findall(r'"pid":(\d+)', orca(env, "status", run_id, "--json").stdout),
+        "the agent to start",
+    )
+    return int(found[0])
 
 
 def test_without_a_terminal_it_refuses_to_end_live_runs_unless_forced(
@@ -102,25 +115,20 @@ def test_a_plain_stop_leaves_running_sessions_running_and_the_next_orcad_takes_t
 ) -> None:
     env, pid = started
     run_id = live_run(env, "long job")
-    agent_pid = int(
-        wait_until(
-            lambda: re.findall(r'"pid":(\d+)', orca(env, "status", run_id, "--json").stdout),
-            "the agent to start",
-        )[0]
-    )
+    agent = agent_pid(env, run_id)
     stopped = orca(env, "daemon", "stop")
     assert stopped.returncode == 0, stopped.stderr
     assert "live run" not in stopped.stderr  # nothing is ended, so nothing to confirm
     assert "1 session keeps running; orcad will re-attach to them" in stopped.stdout
     assert "orca daemon stop --cancel-sessions" in stopped.stdout
     wait_until(lambda: not process_exists(pid), "orcad to exit")
-    assert process_exists(agent_pid)
+    assert process_exists(agent)
     down = orca(env, "status")
     assert "orcad is not running" in down.stderr
     assert "1 session keeps running in a holder, and orcad re-attaches" in down.stderr
 
     assert orca(env, "daemon", "start").returncode == 0
     again = orca(env, "status", run_id, "--json").stdout
-    assert '"status":"running"' in again and f'"pid":{agent_pid}' in again
+    assert '"status":"running"' in again and f'"pid":{agent}' in again
     assert orca(env, "daemon", "stop", "--cancel-sessions", "--force").returncode == 0
-    wait_until(lambda: not process_exists(agent_pid), "the agent to be stopped")
+    wait_until(lambda: not process_exists(agent), "the agent to be stopped")
