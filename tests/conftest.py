@@ -327,3 +327,21 @@ def all_records(daemon: DaemonProcess) -> list[EventRecord]:
 def all_events(daemon: DaemonProcess) -> list[tuple[int, dict[str, Any]]]:
     """Every event of the whole log, decoded, with its position."""
     return [(r.position, msgspec.json.decode(r.event)) for r in all_records(daemon)]
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    """A PostgreSQL server for this test process (see support/postgres.py)."""
+    from support.postgres import postgres_server
+
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_url(postgres_server_url: str) -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database of this test's own."""
+    from support.postgres import fresh_database
+
+    with fresh_database(postgres_server_url) as url:
+        yield url

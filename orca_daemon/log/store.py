@@ -1,4 +1,5 @@
-"""The event log: SQLite through aiosqlite, one writer task that group-commits, reads, a live tail.
+"""The event log: SQLite through aiosqlite (the default), or PostgreSQL shared by several orcad
+daemons; one writer task that group-commits, reads, a live tail.
 
 Every event has a global `position` and a `version` within its stream; `(stream, version)` is
 unique, which gives optimistic concurrency. `append` returns only after its transaction is durable.
@@ -9,9 +10,12 @@ output is dropped (its caller counts it and records the loss later); a client's 
 with `LogUnavailable`. An append whose caller stops waiting for it (is cancelled) is withdrawn: it
 is never written later.
 
-The parts: `schema` (the file), `appends` (the queue appenders wait on), `writer` (the group
-commit), `transactions` (one batch's rows), `outage` (when the log cannot be written), `tail`
-(head, recent events, commit listeners), `reads`; `records` holds what they hand out.
+The parts: `appends` (the queue appenders wait on), `writer` (the group commit), `planning` (a
+batch's positions and versions), `outage` (when the log cannot be written), `tail` (head, recent
+events, commit listeners); `records` holds what they hand out. `backend` says what each database
+provides: for SQLite, `schema` (the file), `transactions` and `reads`; for PostgreSQL,
+`pg_schema` (the tables), `pg_transactions`, `pg_reads`, and `pg_follow`, which brings other
+daemons' commits to the tail.
 """
 
 from __future__ import annotations
@@ -19,29 +23,48 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anyio
 
 from orca_client.events import Event
 from orca_daemon.log.appends import AppendQueue
+from orca_daemon.log.backend import Reads, Transactions
 from orca_daemon.log.outage import Outages
 from orca_daemon.log.reads import LogReader
 from orca_daemon.log.records import AppendMode, CommitListener, LogUnavailable, StoredEvent
 from orca_daemon.log.schema import Synchronous, connect
 from orca_daemon.log.tail import Tail
-from orca_daemon.log.transactions import Transactions
+from orca_daemon.log.transactions import SqliteTransactions
 from orca_daemon.log.writer import LogWriter
+
+if TYPE_CHECKING:
+    from psycopg_pool import AsyncConnectionPool
+
+    from orca_daemon.log.pg_follow import PgFollower
 
 
 class EventStore:
     """Appends and reads events. Call `run_writer()` in a task group; appends wait for it."""
 
     def __init__(
-        self, transactions: Transactions, reads: LogReader, tail: Tail, path: Path
+        self,
+        transactions: Transactions,
+        reads: Reads,
+        tail: Tail,
+        follower: PgFollower | None = None,
+        pool: AsyncConnectionPool | None = None,
     ) -> None:
         self._tail = tail
         self._outages = Outages()
         self._queue = AppendQueue(self._outages)
         self._transactions = transactions
-        self._writer = LogWriter(self._queue, transactions, self._outages, tail, path)
+        self._follower = follower
+        self._pool = pool
+        publish = self._publish if follower is None else follower.publish_own
+        self._writer = LogWriter(
+            self._queue, transactions, self._outages, publish, lambda: tail.head
+        )
         self._reads = reads
 
     @classmethod
@@ -51,7 +74,31 @@ class EventStore:
         """Open (creating if needed) the log at `path` in WAL mode."""
         writer, reader, head = await connect(path, synchronous)
         tail = Tail(head, ring_size)
-        return cls(Transactions(writer, tail), LogReader(reader, tail), tail, path)
+        return cls(SqliteTransactions(writer, tail, path), LogReader(reader, tail), tail)
+
+    @classmethod
+    async def open_postgres(cls, url: str, ring_size: int = 8192) -> EventStore:
+        """Open the log in the PostgreSQL database at `url` (creating or migrating its tables),
+        which other orcad daemons may share: what they commit reaches this one's tail too."""
+        from orca_daemon.log.pg_follow import PgFollower
+        from orca_daemon.log.pg_reads import PgReads
+        from orca_daemon.log.pg_schema import describe, open_pool
+        from orca_daemon.log.pg_transactions import PgTransactions
+
+        where = describe(url)
+        pool = await open_pool(url)
+        try:
+            tail = Tail(0, ring_size)
+            reads = PgReads(pool, tail)
+            tail.head = await reads.head()
+        except BaseException:
+            await pool.close()
+            raise
+        follower = PgFollower(url, where, reads, tail)
+        return cls(PgTransactions(pool, where), reads, tail, follower, pool)
+
+    async def _publish(self, stored: list[StoredEvent]) -> None:
+        self._tail.publish(stored)
 
     @property
     def head_position(self) -> int:
@@ -116,8 +163,15 @@ class EventStore:
         """The single writer: batches every waiting append into one transaction per round.
 
         Returns once `stop_accepting` (or `close`) was called and every queued append is done.
+        With a log other daemons share, it also follows their commits meanwhile.
         """
-        await self._writer.run()
+        if self._follower is None:
+            await self._writer.run()
+            return
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(self._follower.run)
+            await self._writer.run()
+            tasks.cancel_scope.cancel()
 
     # ------------------------------------------------------------------ reading
 
@@ -161,6 +215,8 @@ class EventStore:
         await self._writer.finish()
         await self._reads.close()
         await self._transactions.close()
+        if self._pool is not None:
+            await self._pool.close()
 
     def stop_accepting(self) -> None:
         """Refuse new appends; the writer finishes what is queued and returns (during an

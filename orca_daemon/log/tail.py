@@ -27,7 +27,11 @@ class Tail:
         self._committed = asyncio.Event()
 
     def publish(self, stored: list[StoredEvent]) -> None:
-        """A batch was committed: move the head, keep it in the ring, tell the listeners."""
+        """A batch was committed: move the head, keep it in the ring, tell the listeners.
+        Events at or before the head were published already (by another path to the same
+        commits, with a log several daemons share) and are left out."""
+        if stored and stored[0].position <= self.head:
+            stored = [event for event in stored if event.position > self.head]
         if not stored:
             return
         self.head = stored[-1].position

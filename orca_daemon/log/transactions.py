@@ -1,16 +1,18 @@
-"""One transaction of the writer: a batch of appends given positions and versions, then written."""
+"""One transaction of the writer on the SQLite log: a batch of appends planned, then written."""
 
 from __future__ import annotations
 
 import logging
 import os
-import time
+from pathlib import Path
 
 import aiosqlite
 
-from orca_client.events import SCHEMA_VERSION, encode_event, event_type
+from orca_daemon.log.backend import WriteConflict
+from orca_daemon.log.outage import unwritable_reason
 from orca_daemon.log.pending import PendingAppend
-from orca_daemon.log.records import ConcurrencyError, StoredEvent
+from orca_daemon.log.planning import Accepted, Row, plan
+from orca_daemon.log.records import StoredEvent
 from orca_daemon.log.schema import HEAD, INSERT, TRACK
 from orca_daemon.log.tail import Tail
 
@@ -20,75 +22,40 @@ TEST_PAGE_LIMIT_VARIABLE = "ORCA_TEST_LOG_PAGE_LIMIT_FILE"
 """Tests only: a file holding a page count for SQLite's `max_page_count`, read before each write,
 so that a test can make the log full (SQLITE_FULL) and give the space back."""
 
-Accepted = list[tuple[PendingAppend, list[StoredEvent]]]
-"""The appends of a batch that go into its transaction, each with its events as stored."""
 
-
-class Transactions:
+class SqliteTransactions:
     """Plans a batch (the next positions after the head, each stream's next versions, checked
-    against expected versions) and writes its rows in one transaction on the writing connection."""
+    against expected versions) and writes its rows in one transaction on the writing connection.
+    orcad is the log file's only writer, so the head and the versions are kept in memory."""
 
-    def __init__(self, writer: aiosqlite.Connection, tail: Tail) -> None:
+    def __init__(self, writer: aiosqlite.Connection, tail: Tail, path: Path) -> None:
         self._writer = writer
         self._tail = tail
+        self._path = path
         self._versions: dict[str, int] = {}
         self._page_limit_file = os.environ.get(TEST_PAGE_LIMIT_VARIABLE)
         self._page_limit: int | None = None
 
-    def plan(
-        self, batch: list[PendingAppend]
-    ) -> tuple[Accepted, list[tuple[object, ...]], list[StoredEvent]]:
-        """The appends accepted (the others fail with `ConcurrencyError`), their rows, and their
-        events as stored. Call `load_versions` for the batch's streams first."""
-        accepted: Accepted = []
-        rows: list[tuple[object, ...]] = []
-        stored: list[StoredEvent] = []
-        now = time.time()
-        position = self._tail.head
-        for pending in batch:
-            current = self._versions.get(pending.stream, 0)
-            expected = pending.expected_version
-            if expected is not None and expected != current:
-                if pending.future.done():
-                    continue
-                pending.future.set_exception(
-                    ConcurrencyError(
-                        f"stream {pending.stream} is at version {current}, "
-                        f"but the append expected version {expected}"
-                    )
-                )
-                continue
-            events: list[StoredEvent] = []
-            for event in pending.events:
-                position += 1
-                current += 1
-                record = StoredEvent(
-                    position,
-                    pending.stream,
-                    current,
-                    event_type(event),
-                    SCHEMA_VERSION,
-                    now,
-                    encode_event(event),
-                )
-                events.append(record)
-                rows.append(
-                    (
-                        position,
-                        record.stream,
-                        current,
-                        record.type,
-                        SCHEMA_VERSION,
-                        now,
-                        record.data,
-                    )
-                )
-            self._versions[pending.stream] = current
-            accepted.append((pending, events))
-            stored.extend(events)
-        return accepted, rows, stored
+    async def commit(self, batch: list[PendingAppend]) -> tuple[Accepted, list[StoredEvent], bool]:
+        """See `backend.Transactions.commit`."""
+        await self.load_versions({p.stream for p in batch if p.events})
+        accepted, rows, stored = plan(batch, self._tail.head, self._versions)
+        tracking = [p.tracking for p, _ in accepted if p.tracking is not None]
+        if not rows and not tracking:
+            return accepted, stored, False
+        try:
+            await self.write(rows, tracking)
+        except aiosqlite.IntegrityError as exc:
+            raise WriteConflict(str(exc)) from exc
+        return accepted, stored, True
 
-    async def write(self, rows: list[tuple[object, ...]], tracking: list[tuple[str, int]]) -> None:
+    async def probe(self, tracking: tuple[str, int]) -> None:
+        await self.write([], [tracking])
+
+    def unwritable_reason(self, exc: BaseException) -> str | None:
+        return unwritable_reason(exc, self._path)
+
+    async def write(self, rows: list[Row], tracking: list[tuple[str, int]]) -> None:
         """Insert `rows` and upsert `tracking` in one transaction, and commit it (rolled back
         if anything fails)."""
         if self._page_limit_file is not None:

@@ -5,16 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from pathlib import Path
-
-import aiosqlite
+from collections.abc import Awaitable, Callable
 
 from orca_daemon.log.appends import AppendQueue
-from orca_daemon.log.outage import Outages, unwritable_reason
+from orca_daemon.log.backend import Transactions, WriteConflict
+from orca_daemon.log.outage import Outages
 from orca_daemon.log.pending import PendingAppend, fail, joined_groups
-from orca_daemon.log.records import ConcurrencyError, LogUnavailable, StoreError
-from orca_daemon.log.tail import Tail
-from orca_daemon.log.transactions import Transactions
+from orca_daemon.log.records import ConcurrencyError, LogUnavailable, StoredEvent, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +30,15 @@ class LogWriter:
         queue: AppendQueue,
         transactions: Transactions,
         outages: Outages,
-        tail: Tail,
-        path: Path,
+        publish: Callable[[list[StoredEvent]], Awaitable[None]],
+        head: Callable[[], int],
     ) -> None:
         self._queue = queue
         self._transactions = transactions
         self._outages = outages
-        self._tail = tail
-        self._path = path
+        self._publish = publish
+        """Hands committed events to the tail (after any that other writers committed first)."""
+        self._head = head
         self._close_deadline: float | None = None
         self._writing: list[PendingAppend] = []
         """The batch being written now (failed, too, if the writer stops in the middle)."""
@@ -120,9 +118,10 @@ class LogWriter:
         outage = self._outages.current
         assert outage is not None
         try:
-            await self._transactions.write([], [(PROBE_TRACKING, self._tail.head)])
+            await self._transactions.probe((PROBE_TRACKING, self._head()))
         except Exception as exc:
-            self._outage_continues(unwritable_reason(exc, self._path) or outage.reason, [])
+            reason = self._transactions.unwritable_reason(exc) or outage.reason
+            self._outage_continues(reason, [])
         else:
             self._outages.write_succeeded()
 
@@ -141,15 +140,9 @@ class LogWriter:
     async def _commit_batch(self, batch: list[PendingAppend]) -> list[PendingAppend]:
         """Write one batch; returns the appends to try again (the log could not be written)."""
         transactions = self._transactions
-        written = False
         try:
-            await transactions.load_versions({p.stream for p in batch if p.events})
-            accepted, rows, stored = transactions.plan(batch)
-            tracking = [p.tracking for p, _ in accepted if p.tracking is not None]
-            if rows or tracking:
-                await transactions.write(rows, tracking)
-                written = True
-        except aiosqlite.IntegrityError:
+            accepted, stored, written = await transactions.commit(batch)
+        except WriteConflict:
             # Only possible if something else wrote to the log: re-read, and write each append
             # on its own (those made together, together).
             transactions.forget_versions()
@@ -169,14 +162,14 @@ class LogWriter:
             return []
         except Exception as exc:
             transactions.forget_versions()
-            reason = unwritable_reason(exc, self._path)
+            reason = transactions.unwritable_reason(exc)
             if reason is None:
                 log.exception("append failed")
                 fail(batch, StoreError(f"the event log could not be written: {exc}"))
                 await transactions.reset_head()
                 return []
             return self._outage_continues(reason, batch)
-        self._tail.publish(stored)
+        await self._publish(stored)
         for pending, events in accepted:
             if not pending.future.done():
                 pending.future.set_result(events)

@@ -1,0 +1,118 @@
+"""Following the PostgreSQL log: what other daemons commit reaches this daemon's tail (and so
+its state, subscribers and reactions) in position order, together with its own commits.
+
+A commit notifies `NOTIFY_CHANNEL`; the follower LISTENs on a connection of its own and, on a
+notification or every `POLL_SECONDS` without one (notifications are lost while that connection
+is down), reads what was committed past the tail's head and publishes it. The writer publishes
+its own commits through `publish_own`, which first catches up with whatever other daemons
+committed before them: listeners see every position once, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import psycopg
+
+from orca_daemon.log.pg_reads import PgReads
+from orca_daemon.log.pg_schema import APPLICATION_NAME, NOTIFY_CHANNEL
+from orca_daemon.log.records import StoredEvent
+from orca_daemon.log.tail import Tail
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 1.0
+"""Without a notification, the follower looks for new commits this often."""
+PAGE_EVENTS = 1000
+PAGE_BYTES = 4 << 20
+"""Catching up reads pages of at most this many events and bytes: memory stays bounded however
+far behind the tail is."""
+RETRY_FIRST_SECONDS = 0.05
+RETRY_MAX_SECONDS = 2.0
+
+
+class PgFollower:
+    """Publishes every committed event to the tail once, in position order (see the module)."""
+
+    def __init__(self, url: str, where: str, reads: PgReads, tail: Tail) -> None:
+        self._url = url
+        self._where = where
+        self._reads = reads
+        self._tail = tail
+        self._publishing = asyncio.Lock()
+        self._woken = asyncio.Event()
+
+    async def run(self) -> None:
+        """Listen and poll until cancelled."""
+        listening = asyncio.create_task(self._listen())
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._woken.wait(), POLL_SECONDS)
+                self._woken.clear()
+                try:
+                    await self.catch_up()
+                except psycopg.Error as exc:
+                    log.debug("could not read the log at %s: %s", self._where, exc)
+        finally:
+            listening.cancel()
+            await asyncio.gather(listening, return_exceptions=True)
+
+    async def publish_own(self, stored: list[StoredEvent]) -> None:
+        """The writer committed `stored`: publish, first, what other daemons committed before
+        it (reading it again until it can: it is committed, and must be published in order)."""
+        if not stored:
+            return
+        delay = RETRY_FIRST_SECONDS
+        async with self._publishing:
+            while self._tail.head < stored[0].position - 1:
+                try:
+                    await self._catch_up_to(stored[0].position - 1)
+                except psycopg.Error as exc:
+                    log.warning("catching up with the log at %s: %s; retrying", self._where, exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, RETRY_MAX_SECONDS)
+            self._tail.publish(stored)
+
+    async def catch_up(self) -> None:
+        """Publish whatever was committed past the tail's head."""
+        async with self._publishing:
+            await self._catch_up_to(None)
+
+    async def _catch_up_to(self, upto: int | None) -> None:
+        while upto is None or self._tail.head < upto:
+            after = self._tail.head
+            if upto is None:
+                page = await self._reads.read_committed(after, PAGE_EVENTS, PAGE_BYTES)
+            else:
+                page = await self._reads.read_committed(after, PAGE_EVENTS, PAGE_BYTES, upto)
+            if not page:
+                return
+            if page[0].position != after + 1:  # positions are dense: this is not our log
+                raise psycopg.DataError(
+                    f"the log at {self._where} has no event at position {after + 1} "
+                    f"(the next is at {page[0].position})"
+                )
+            self._tail.publish(page)
+
+    async def _listen(self) -> None:
+        """Hold a LISTEN connection, reconnecting after a delay when it is lost; each
+        notification wakes the follower."""
+        delay = RETRY_FIRST_SECONDS
+        while True:
+            try:
+                connection = await psycopg.AsyncConnection.connect(
+                    self._url, autocommit=True, application_name=f"{APPLICATION_NAME}-listen"
+                )
+                async with connection:
+                    await connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    delay = RETRY_FIRST_SECONDS
+                    self._woken.set()  # anything committed while not listening
+                    async for _ in connection.notifies():
+                        self._woken.set()
+            except psycopg.Error as exc:
+                log.debug("listening to the log at %s: %s", self._where, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_SECONDS)

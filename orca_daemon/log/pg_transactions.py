@@ -1,0 +1,106 @@
+"""One transaction of the writer on the PostgreSQL log, which several orcad daemons share.
+
+Positions must commit in order, so that a reader tailing the log never passes a position that
+fills in later: each transaction takes the events table in EXCLUSIVE mode (readers go on; other
+writers wait), reads the head and the batch's stream versions under that lock, and gives its
+events the positions after that head. The next writer's lock is granted only once this commit is
+visible, so positions are dense and committed in order (as pyeventsourcing's recorder does).
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+import psycopg
+import psycopg.errors
+from psycopg_pool import AsyncConnectionPool
+
+from orca_daemon.log.backend import WriteConflict
+from orca_daemon.log.pending import PendingAppend
+from orca_daemon.log.pg_schema import NOTIFY_CHANNEL, TRACK
+from orca_daemon.log.planning import Accepted, Row, plan
+from orca_daemon.log.records import StoredEvent
+
+LOCK = "LOCK TABLE events IN EXCLUSIVE MODE"
+HEAD_AND_VERSIONS = (
+    "SELECT '', COALESCE(MAX(position), 0) FROM events"
+    " UNION ALL"
+    " SELECT stream, MAX(version) FROM events WHERE stream = ANY(%s) GROUP BY stream"
+)
+INSERT = (
+    "INSERT INTO events (position, stream, version, type, schema_version, recorded_at, data)"
+    " SELECT * FROM unnest(%s::bigint[], %s::text[], %s::integer[], %s::text[], %s::integer[],"
+    " %s::double precision[], %s::bytea[])"
+)
+
+
+class PgTransactions:
+    """Writes each batch in one transaction under the events table's lock (see the module)."""
+
+    def __init__(self, pool: AsyncConnectionPool, where: str) -> None:
+        self._pool = pool
+        self._where = where
+
+    async def commit(self, batch: list[PendingAppend]) -> tuple[Accepted, list[StoredEvent], bool]:
+        """See `backend.Transactions.commit`."""
+        streams = sorted({p.stream for p in batch if p.events})
+        async with self._pool.connection() as connection:
+            try:
+                async with connection.transaction():
+                    await connection.execute(LOCK)
+                    cursor = await connection.execute(HEAD_AND_VERSIONS, (streams,))
+                    found = {str(s): cast(int, n) for s, n in await cursor.fetchall()}
+                    head = found.pop("")
+                    accepted, rows, stored = plan(batch, head, found)
+                    tracking = [p.tracking for p, _ in accepted if p.tracking is not None]
+                    await self._write(connection, rows, tracking)
+            except psycopg.errors.UniqueViolation as exc:
+                raise WriteConflict(str(exc)) from exc
+        return accepted, stored, bool(rows or tracking)
+
+    async def _write(
+        self,
+        connection: psycopg.AsyncConnection[tuple[object, ...]],
+        rows: list[Row],
+        tracking: list[tuple[str, int]],
+    ) -> None:
+        if rows:
+            columns = [list(column) for column in zip(*rows, strict=True)]
+            await connection.execute(INSERT, columns)
+            await connection.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, str(rows[-1][0])))
+        if tracking:
+            async with connection.cursor() as cursor:
+                await cursor.executemany(TRACK, tracking)
+
+    async def probe(self, tracking: tuple[str, int]) -> None:
+        async with self._pool.connection() as connection:
+            await connection.execute(TRACK, tracking)
+
+    def forget_versions(self) -> None:
+        """Nothing to forget: each transaction reads the versions under the lock."""
+
+    async def reset_head(self) -> None:
+        """Nothing to reset: each transaction reads the head under the lock."""
+
+    def unwritable_reason(self, exc: BaseException) -> str | None:
+        return unwritable_reason(exc, self._where)
+
+    async def close(self) -> None:
+        """The pool is closed by the store, which shares it with the readers."""
+
+
+def unwritable_reason(exc: BaseException, where: str) -> str | None:
+    """What keeps the log at `where` from being written when `exc` is worth retrying: the
+    server out of reach or shutting down, out of space, read-only; None for any other error."""
+    if isinstance(exc, psycopg.errors.DiskFull | psycopg.errors.OutOfMemory):
+        return f"PostgreSQL at {where} is out of space ({_first_line(exc)})"
+    if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
+        return f"PostgreSQL at {where} is read-only ({_first_line(exc)})"
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        return f"cannot reach PostgreSQL at {where} ({_first_line(exc)})"
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
