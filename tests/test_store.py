@@ -15,6 +15,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from orca_client.events import (
@@ -41,14 +42,22 @@ TIMEOUT = 10.0
 
 
 class Log:
-    """Opens `EventStore`s on one file, runs their writers, and shuts them down like orcad."""
+    """Opens `EventStore`s on one log (a SQLite file, or a PostgreSQL database), runs their
+    writers, and shuts them down like orcad."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, url: str | None = None) -> None:
         self.path = path
+        self.url = url
         self._open: list[tuple[EventStore, asyncio.Task[None]]] = []
 
+    async def open_unstarted(self, ring_size: int = 8192) -> EventStore:
+        """A store on this log whose writer the caller runs."""
+        if self.url is not None:
+            return await EventStore.open_postgres(self.url, ring_size=ring_size)
+        return await EventStore.open(self.path, ring_size=ring_size)
+
     async def open(self, ring_size: int = 8192) -> EventStore:
-        store = await EventStore.open(self.path, ring_size=ring_size)
+        store = await self.open_unstarted(ring_size)
         self._open.append((store, asyncio.create_task(store.run_writer())))
         return store
 
@@ -70,13 +79,27 @@ class Log:
             await self.close(store)
 
     def committed_positions(self) -> list[int]:
-        """What a separate, plain sqlite3 connection sees in the file right now."""
+        """What a separate, plain connection to the database sees right now."""
+        query = "SELECT position FROM events ORDER BY position"
+        if self.url is not None:
+            with psycopg.connect(self.url) as db:
+                return [row[0] for row in db.execute(query)]
         with contextlib.closing(sqlite3.connect(self.path)) as db:
-            return [row[0] for row in db.execute("SELECT position FROM events ORDER BY position")]
+            return [row[0] for row in db.execute(query)]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def log(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Log]:
+    """The log on each backend: its contract is the same."""
+    url = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
+    opened = Log(tmp_path / "events.sqlite3", url)
+    yield opened
+    await opened.close_all()
 
 
 @pytest.fixture
-async def log(tmp_path: Path) -> AsyncIterator[Log]:
+async def sqlite_log(tmp_path: Path) -> AsyncIterator[Log]:
+    """The SQLite log, for what only a file shows (a full disk, another connection's lock)."""
     opened = Log(tmp_path / "events.sqlite3")
     yield opened
     await opened.close_all()
@@ -470,15 +493,15 @@ async def wait_for_outage(store: EventStore) -> LogUnavailable:
 
 
 async def test_a_full_log_holds_what_must_be_recorded_and_writes_it_once_there_is_space(
-    log: Log, page_limit: Path, caplog: pytest.LogCaptureFixture
+    sqlite_log: Log, page_limit: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store = await log.open()
+    store = await sqlite_log.open()
     await store.append("run-a", [created("a")])
     fill(page_limit)
 
     waiting = asyncio.create_task(store.append("run-a", [big("a")]))
     refusal = await asyncio.wait_for(wait_for_outage(store), TIMEOUT)
-    assert str(refusal) == f"the log cannot be written: disk full at {log.path}"
+    assert str(refusal) == f"the log cannot be written: disk full at {sqlite_log.path}"
     with pytest.raises(LogUnavailable, match="disk full"):
         await store.append("run-b", [big("b")], mode="refuse")
     with pytest.raises(LogUnavailable):  # output is dropped, not held
@@ -486,24 +509,24 @@ async def test_a_full_log_holds_what_must_be_recorded_and_writes_it_once_there_i
     waiting_too = asyncio.create_task(store.append("run-a", [big("a")]))
     await asyncio.sleep(0)
     assert not waiting.done() and not waiting_too.done()  # both wait, neither failed
-    assert log.committed_positions() == [1]
+    assert sqlite_log.committed_positions() == [1]
 
     free(page_limit)
     first, second = await asyncio.wait_for(asyncio.gather(waiting, waiting_too), TIMEOUT)
     assert [first[0].version, second[0].version] == [2, 3]  # in the order they were made
-    assert log.committed_positions() == [1, 2, 3]
+    assert sqlite_log.committed_positions() == [1, 2, 3]
     assert store.unwritable() is None
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert [r.getMessage().split(";")[0] for r in errors] == [
-        f"the log cannot be written: disk full at {log.path}"
+        f"the log cannot be written: disk full at {sqlite_log.path}"
     ]
     assert not any(r.exc_info for r in caplog.records)
 
 
 async def test_with_nothing_waiting_the_writer_finds_out_by_itself_when_the_log_has_space(
-    log: Log, page_limit: Path
+    sqlite_log: Log, page_limit: Path
 ) -> None:
-    store = await log.open()
+    store = await sqlite_log.open()
     fill(page_limit)
     with pytest.raises(LogUnavailable):  # a client's append finds the log full
         await store.append("run-a", [big("a")], mode="refuse")
@@ -513,7 +536,7 @@ async def test_with_nothing_waiting_the_writer_finds_out_by_itself_when_the_log_
     free(page_limit)
     await asyncio.wait_for(wait_for(lambda: store.unwritable() is None), TIMEOUT)
     [stored] = await store.append("run-a", [big("a")], mode="refuse")
-    assert stored.position in log.committed_positions()
+    assert stored.position in sqlite_log.committed_positions()
 
 
 async def wait_for(condition: Callable[[], bool]) -> None:
@@ -522,10 +545,10 @@ async def wait_for(condition: Callable[[], bool]) -> None:
 
 
 async def test_a_store_stopped_while_the_log_is_full_gives_up_after_a_bounded_time(
-    log: Log, page_limit: Path, monkeypatch: pytest.MonkeyPatch
+    sqlite_log: Log, page_limit: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(writer_module, "CLOSE_RETRY_SECONDS", 0.2)
-    store = await EventStore.open(log.path)
+    store = await EventStore.open(sqlite_log.path)
     writer = asyncio.create_task(store.run_writer())
     fill(page_limit)
     waiting = asyncio.create_task(store.append("run-a", [big("a")]))
@@ -539,11 +562,11 @@ async def test_a_store_stopped_while_the_log_is_full_gives_up_after_a_bounded_ti
 
 
 async def test_an_append_whose_caller_stopped_waiting_for_the_log_is_never_written(
-    log: Log, page_limit: Path
+    sqlite_log: Log, page_limit: Path
 ) -> None:
     """A caller cancelled while its append waits for the log (orcad's shutdown gives up on
     recording, say) must be able to tell that it was not written: it never is, later."""
-    store = await log.open()
+    store = await sqlite_log.open()
     await store.append("run-a", [created("a")])
     fill(page_limit)
     alone = asyncio.create_task(store.append("run-a", [big("a")]))
@@ -560,18 +583,18 @@ async def test_an_append_whose_caller_stopped_waiting_for_the_log_is_never_writt
     free(page_limit)
     [later] = await asyncio.wait_for(store.append("run-a", [output("a", "later")]), TIMEOUT)
     assert (later.position, later.version) == (2, 2)
-    assert log.committed_positions() == [1, 2]
+    assert sqlite_log.committed_positions() == [1, 2]
 
 
 async def test_an_append_cancelled_while_the_writer_is_trying_it_is_not_tried_again(
-    log: Log,
+    sqlite_log: Log,
 ) -> None:
     """Another connection holds the log locked, so the writer's attempt waits out the busy
     timeout (an outage, as a full disk is); the caller cancelled meanwhile returns once that
     attempt is over, and the append is never written after that."""
-    store = await log.open()
+    store = await sqlite_log.open()
     await store.append("run-a", [created("a")])
-    with contextlib.closing(sqlite3.connect(log.path, isolation_level=None)) as db:
+    with contextlib.closing(sqlite3.connect(sqlite_log.path, isolation_level=None)) as db:
         db.execute("BEGIN IMMEDIATE")
         cancelled = asyncio.create_task(store.append("run-a", [output("a", "cancelled")]))
         await asyncio.sleep(0.05)  # (the writer is in its attempt by now; either way, it holds)
@@ -581,15 +604,15 @@ async def test_an_append_cancelled_while_the_writer_is_trying_it_is_not_tried_ag
         db.execute("ROLLBACK")
     [later] = await asyncio.wait_for(store.append("run-a", [output("a", "later")]), TIMEOUT)
     assert (later.position, later.version) == (2, 2)
-    assert log.committed_positions() == [1, 2]
+    assert sqlite_log.committed_positions() == [1, 2]
 
 
 async def test_after_another_writer_took_a_position_appends_made_together_stay_together(
-    log: Log, page_limit: Path
+    sqlite_log: Log, page_limit: Path
 ) -> None:
     """Something else wrote to the log: the writer re-reads it and writes each append again
     (a conflict fails only that one), but appends made together still share one transaction."""
-    store = await log.open()
+    store = await sqlite_log.open()
     await store.append("run-a", [created("a")])
     batches: list[list[str]] = []
     store.add_listener(lambda events: batches.append([e.stream for e in events]))
@@ -600,7 +623,7 @@ async def test_after_another_writer_took_a_position_appends_made_together_stay_t
         store.append_together([("run-b", [created("b")]), ("run-c", [created("c")])])
     )
     await asyncio.sleep(0)
-    with contextlib.closing(sqlite3.connect(log.path)) as db, db:  # another writer
+    with contextlib.closing(sqlite3.connect(sqlite_log.path)) as db, db:  # another writer
         db.execute(
             "INSERT INTO events VALUES (2, 'run-x', 1, 'run_created', ?, 0, ?)",
             (SCHEMA_VERSION, b'{"type":"run_created","run_id":"x","title":"t","cwd":"/"}'),
@@ -620,7 +643,7 @@ async def test_after_another_writer_took_a_position_appends_made_together_stay_t
 async def test_after_stop_accepting_appends_are_refused_and_queued_ones_finish(
     log: Log,
 ) -> None:
-    store = await EventStore.open(log.path)
+    store = await log.open_unstarted()
     writer = asyncio.create_task(store.run_writer())
     queued = [asyncio.create_task(store.append("run-a", [output("a", str(i))])) for i in range(3)]
     await asyncio.sleep(0)  # the three appends are now waiting for the writer
@@ -641,7 +664,7 @@ async def test_after_stop_accepting_appends_are_refused_and_queued_ones_finish(
 
 async def test_close_finishes_appends_that_are_already_queued(log: Log) -> None:
     """store.close() documents: "Finish pending appends (the writer must still be running)"."""
-    store = await EventStore.open(log.path)
+    store = await log.open_unstarted()
     writer = asyncio.create_task(store.run_writer())
     queued = [asyncio.create_task(store.append("run-a", [output("a", str(i))])) for i in range(3)]
     await asyncio.sleep(0)
@@ -656,7 +679,9 @@ async def test_close_finishes_appends_that_are_already_queued(log: Log) -> None:
         await asyncio.gather(*queued, writer, return_exceptions=True)
 
 
-async def test_the_log_file_is_an_ordinary_sqlite_table(store: EventStore, log: Log) -> None:
+async def test_the_log_file_is_an_ordinary_sqlite_table(sqlite_log: Log) -> None:
+    log = sqlite_log
+    store = await log.open()
     await store.append(run_stream("r1"), [created("r1")])
     await store.append(run_stream("r1"), [RunStatusChanged(run_id="r1", status="cancelled")])
     with contextlib.closing(sqlite3.connect(log.path)) as db:

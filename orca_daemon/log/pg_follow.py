@@ -47,34 +47,47 @@ class PgFollower:
     async def run(self) -> None:
         """Listen and poll until cancelled."""
         listening = asyncio.create_task(self._listen())
+        wait = POLL_SECONDS
+        retry = RETRY_FIRST_SECONDS
         try:
             while True:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._woken.wait(), POLL_SECONDS)
+                    await asyncio.wait_for(self._woken.wait(), wait)
                 self._woken.clear()
                 try:
                     await self.catch_up()
-                except psycopg.Error as exc:
+                except psycopg.Error as exc:  # try again soon: a notification may not come
                     log.debug("could not read the log at %s: %s", self._where, exc)
+                    wait, retry = retry, min(retry * 2, RETRY_MAX_SECONDS)
+                else:
+                    wait, retry = POLL_SECONDS, RETRY_FIRST_SECONDS
         finally:
             listening.cancel()
             await asyncio.gather(listening, return_exceptions=True)
 
     async def publish_own(self, stored: list[StoredEvent]) -> None:
-        """The writer committed `stored`: publish, first, what other daemons committed before
-        it (reading it again until it can: it is committed, and must be published in order)."""
-        if not stored:
-            return
-        delay = RETRY_FIRST_SECONDS
+        """The writer committed `stored`: publish it, each event after what other daemons
+        committed before it (read again until it can be: it is committed, and must be
+        published in order)."""
         async with self._publishing:
-            while self._tail.head < stored[0].position - 1:
-                try:
-                    await self._catch_up_to(stored[0].position - 1)
-                except psycopg.Error as exc:
-                    log.warning("catching up with the log at %s: %s; retrying", self._where, exc)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, RETRY_MAX_SECONDS)
-            self._tail.publish(stored)
+            start = 0
+            while start < len(stored):
+                end = start + 1
+                while end < len(stored) and stored[end].position == stored[end - 1].position + 1:
+                    end += 1
+                await self._catch_up_before(stored[start].position)
+                self._tail.publish(stored[start:end])
+                start = end
+
+    async def _catch_up_before(self, position: int) -> None:
+        delay = RETRY_FIRST_SECONDS
+        while self._tail.head < position - 1:
+            try:
+                await self._catch_up_to(position - 1)
+            except psycopg.Error as exc:
+                log.warning("catching up with the log at %s: %s; retrying", self._where, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_SECONDS)
 
     async def catch_up(self) -> None:
         """Publish whatever was committed past the tail's head."""

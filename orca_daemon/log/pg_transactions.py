@@ -9,6 +9,7 @@ visible, so positions are dense and committed in order (as pyeventsourcing's rec
 
 from __future__ import annotations
 
+import logging
 from typing import cast
 
 import psycopg
@@ -20,6 +21,8 @@ from orca_daemon.log.pending import PendingAppend
 from orca_daemon.log.pg_schema import NOTIFY_CHANNEL, TRACK
 from orca_daemon.log.planning import Accepted, Row, plan
 from orca_daemon.log.records import StoredEvent
+
+log = logging.getLogger(__name__)
 
 LOCK = "LOCK TABLE events IN EXCLUSIVE MODE"
 HEAD_AND_VERSIONS = (
@@ -40,23 +43,72 @@ class PgTransactions:
     def __init__(self, pool: AsyncConnectionPool, where: str) -> None:
         self._pool = pool
         self._where = where
+        self._committing: Accepted | None = None
+        """The batch whose COMMIT is being sent (its rows all written in the transaction)."""
+        self._in_doubt: Accepted | None = None
+        """A batch whose COMMIT got no answer: it may have committed (see `commit`)."""
 
     async def commit(self, batch: list[PendingAppend]) -> tuple[Accepted, list[StoredEvent], bool]:
-        """See `backend.Transactions.commit`."""
-        streams = sorted({p.stream for p in batch if p.events})
+        """See `backend.Transactions.commit`. A transaction whose COMMIT got no answer (the
+        connection was lost) may have committed: the next commit looks for its events first,
+        and the appends it finds written are not written again."""
+        settled: Accepted = []
+        if self._in_doubt is not None:
+            settled = await self._settle_in_doubt(self._in_doubt)
+            self._in_doubt = None
+        done = {id(pending) for pending, _ in settled}
+        rest = [pending for pending in batch if id(pending) not in done]
+        streams = sorted({p.stream for p in rest if p.events})
+        accepted: Accepted = []
+        stored: list[StoredEvent] = []
+        rows: list[Row] = []
+        tracking: list[tuple[str, int]] = []
+        if rest:
+            async with self._pool.connection() as connection:
+                try:
+                    async with connection.transaction():
+                        await connection.execute(LOCK)
+                        cursor = await connection.execute(HEAD_AND_VERSIONS, (streams,))
+                        found = {str(s): cast(int, n) for s, n in await cursor.fetchall()}
+                        head = found.pop("")
+                        accepted, rows, stored = plan(rest, head, found)
+                        tracking = [p.tracking for p, _ in accepted if p.tracking is not None]
+                        await self._write(connection, rows, tracking)
+                        self._committing = accepted
+                except psycopg.errors.UniqueViolation as exc:
+                    raise WriteConflict(str(exc)) from exc
+                except psycopg.OperationalError:
+                    if self._committing is not None and rows:
+                        self._in_doubt = self._committing
+                    raise
+                finally:
+                    self._committing = None
+        return (
+            settled + accepted,
+            [e for _, events in settled for e in events] + stored,
+            bool(settled or rows or tracking),
+        )
+
+    async def _settle_in_doubt(self, in_doubt: Accepted) -> Accepted:
+        """The appends of a transaction whose COMMIT went unanswered, if it did commit (its
+        last event is in the log, recorded at the same instant); else none."""
+        last = [events for _, events in in_doubt if events][-1][-1]
         async with self._pool.connection() as connection:
-            try:
-                async with connection.transaction():
-                    await connection.execute(LOCK)
-                    cursor = await connection.execute(HEAD_AND_VERSIONS, (streams,))
-                    found = {str(s): cast(int, n) for s, n in await cursor.fetchall()}
-                    head = found.pop("")
-                    accepted, rows, stored = plan(batch, head, found)
-                    tracking = [p.tracking for p, _ in accepted if p.tracking is not None]
-                    await self._write(connection, rows, tracking)
-            except psycopg.errors.UniqueViolation as exc:
-                raise WriteConflict(str(exc)) from exc
-        return accepted, stored, bool(rows or tracking)
+            cursor = await connection.execute(
+                "SELECT 1 FROM events WHERE position = %s AND stream = %s AND version = %s"
+                " AND recorded_at = %s",
+                (last.position, last.stream, last.version, last.recorded_at),
+            )
+            written = await cursor.fetchone() is not None
+        if not written:
+            return []
+        log.warning(
+            "the log at %s did commit the transaction whose answer was lost (positions up to "
+            "%d): it is not written again",
+            self._where,
+            last.position,
+        )
+        return [(pending, events) for pending, events in in_doubt if not pending.future.done()]
 
     async def _write(
         self,

@@ -77,16 +77,19 @@ class EventStore:
         return cls(SqliteTransactions(writer, tail, path), LogReader(reader, tail), tail)
 
     @classmethod
-    async def open_postgres(cls, url: str, ring_size: int = 8192) -> EventStore:
+    async def open_postgres(
+        cls, url: str, ring_size: int = 8192, wait_seconds: float = 10.0
+    ) -> EventStore:
         """Open the log in the PostgreSQL database at `url` (creating or migrating its tables),
-        which other orcad daemons may share: what they commit reaches this one's tail too."""
+        which other orcad daemons may share: what they commit reaches this one's tail too.
+        Fails with `StoreError` when the server cannot be reached within `wait_seconds`."""
         from orca_daemon.log.pg_follow import PgFollower
         from orca_daemon.log.pg_reads import PgReads
         from orca_daemon.log.pg_schema import describe, open_pool
         from orca_daemon.log.pg_transactions import PgTransactions
 
         where = describe(url)
-        pool = await open_pool(url)
+        pool = await open_pool(url, wait_seconds=wait_seconds)
         try:
             tail = Tail(0, ring_size)
             reads = PgReads(pool, tail)
