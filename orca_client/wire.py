@@ -313,6 +313,9 @@ class HelloResult(Struct, frozen=True):
     started_at: float
     head_position: int
     log_file: str
+    """Where the log is: the SQLite file, or the PostgreSQL database (without its password)."""
+    daemon_name: str = ""
+    """This daemon's name (`[daemon] name`): which daemon owns a run, with a shared log."""
     subscriptions: int = 0
     """Open subscriptions (a disconnected peer's are closed at once)."""
     subscription_open: bool | None = None

@@ -66,6 +66,9 @@ def _number(value: float) -> str:
 
 
 class DaemonSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    name: str | None = None
+    """This daemon's name, shown in status (unset: the host's name and a digest of ORCA_HOME,
+    so that daemons sharing a log, even on one machine, have different names)."""
     synchronous: Literal["FULL", "EXTRA", "NORMAL"] = "FULL"
     """SQLite `synchronous` for the log; FULL makes every acknowledged append survive power loss."""
     cancel_grace_seconds: float = 5.0
@@ -91,6 +94,27 @@ class DaemonSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
     def __post_init__(self) -> None:
         _check_ranges("daemon", self)
+        if self.name is not None and not DAEMON_NAME.fullmatch(self.name):
+            raise ValueError(
+                f"daemon.name: 1 to 64 letters, digits, '.', '_' or '-', got {self.name!r}"
+            )
+
+
+DAEMON_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+LOG_URL_VARIABLE = "ORCA_LOG_URL"
+
+
+class LogSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Where the event log is."""
+
+    url: str | None = None
+    """A PostgreSQL database, `postgresql://user@host:port/db`, for a log several orcad daemons
+    share (`ORCA_LOG_URL` overrides it); unset: the SQLite file in orcad's state directory.
+    A password is better kept in ~/.pgpass or PGPASSWORD than here."""
+
+    def __post_init__(self) -> None:
+        if self.url is not None and not self.url.startswith(("postgresql://", "postgres://")):
+            raise ValueError("log.url: must be a postgresql:// URL")
 
 
 HOOK_NAMES = (
@@ -336,6 +360,7 @@ class RepoSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     daemon: DaemonSettings = msgspec.field(default_factory=DaemonSettings)
+    log: LogSettings = msgspec.field(default_factory=LogSettings)
     hooks: HookSettings = msgspec.field(default_factory=HookSettings)
     notify: NotifySettings = msgspec.field(default_factory=NotifySettings)
     agents: dict[str, AgentSettings] = msgspec.field(default_factory=dict)
@@ -423,6 +448,7 @@ def load_config(path: Path) -> Config:
 
 SECTIONS: dict[str, type[msgspec.Struct]] = {
     "daemon": DaemonSettings,
+    "log": LogSettings,
     "hooks": HookSettings,
     "notify": NotifySettings,
     "orchestration": OrchestrationSettings,
@@ -536,7 +562,7 @@ def changes(old: Config, new: Config) -> list[str]:
     """What differs between two configurations: `SECTION.KEY` for the tables of settings,
     `agents.NAME` for each agent added, removed or changed, and `repos`."""
     found: list[str] = []
-    for section in ("daemon", "hooks", "notify", "orchestration"):
+    for section in ("daemon", "log", "hooks", "notify", "orchestration"):
         before, after = getattr(old, section), getattr(new, section)
         found += [
             f"{section}.{key}"

@@ -12,14 +12,17 @@ import argparse
 import asyncio
 import contextlib
 import fcntl
+import hashlib
 import logging
 import os
 import secrets
 import signal
+import socket
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import msgspec
@@ -28,9 +31,16 @@ from orca_client.paths import InsecurePathError, OrcaPaths, ensure_private_dir, 
 from orca_client.wire import ReloadResult, WireError
 from orca_daemon import __version__
 from orca_daemon.collector import tune_collector
-from orca_daemon.config import Config, ConfigError, agent_names, changes, load_config
+from orca_daemon.config import (
+    LOG_URL_VARIABLE,
+    Config,
+    ConfigError,
+    agent_names,
+    changes,
+    load_config,
+)
 from orca_daemon.limits import connection_cap, descriptor_limit, raise_descriptor_limit
-from orca_daemon.log.records import StoredEvent
+from orca_daemon.log.records import StoredEvent, StoreError
 from orca_daemon.log.store import EventStore
 from orca_daemon.orchestration.fanout import FanOutCoordinator
 from orca_daemon.orchestration.hooks import HookRunner
@@ -56,11 +66,28 @@ from orca_daemon.state.snapshot_keeper import SNAPSHOT_NAME, SnapshotKeeper, loa
 from orca_daemon.systemd import Notifier
 from orca_daemon.token import load_or_create_token
 
+if TYPE_CHECKING:
+    from psycopg import AsyncConnection
+
 log = logging.getLogger("orcad")
 
 MAX_IPC_PATH = 107
 REPLAY_PAGE = 10_000
 REPLAY_PAGE_BYTES = 8 << 20
+
+
+def log_url(config: Config) -> str | None:
+    """The PostgreSQL log's URL (`ORCA_LOG_URL`, else `[log] url`); None: the SQLite file."""
+    return os.environ.get(LOG_URL_VARIABLE) or config.log.url
+
+
+def daemon_name(config: Config, paths: OrcaPaths) -> str:
+    """`[daemon] name`, else the host's name and a digest of the state directory."""
+    if config.daemon.name:
+        return config.daemon.name
+    host = socket.gethostname().split(".")[0] or "orcad"
+    digest = hashlib.sha256(str(paths.state_dir).encode()).hexdigest()[:6]
+    return f"{host}-{digest}"
 
 
 class StartupError(Exception):
@@ -112,9 +139,9 @@ class ConfigReloader:
     """Reads the config file again and hands it to the parts that use it. A file with errors
     changes nothing. What changes at once: agents, `[orchestration]` and repositories (for every
     run, session and decision started afterwards; sessions running keep what they started
-    with), hooks and notifications (from the next event handled). `[daemon]` settings are used
-    from the next start only: they size the log, the socket, subscriptions and each session's
-    pump."""
+    with), hooks and notifications (from the next event handled). `[daemon]` and `[log]`
+    settings are used from the next start only: they size the log, the socket, subscriptions
+    and each session's pump."""
 
     def __init__(self, path: Path, config: Config) -> None:
         self.path = path
@@ -142,7 +169,7 @@ class ConfigReloader:
                     str(self.path), False, [], [], agent_names(self.config), error=str(exc)
                 )
             changed = changes(self.config, new)
-            new = msgspec.structs.replace(new, daemon=self.config.daemon)
+            new = msgspec.structs.replace(new, daemon=self.config.daemon, log=self.config.log)
             if not dry_run:
                 self.config = new
                 if self._launcher is not None:
@@ -155,7 +182,7 @@ class ConfigReloader:
                 config_file=str(self.path),
                 applied=not dry_run,
                 changed=changed,
-                needs_restart=[key for key in changed if key.startswith("daemon.")],
+                needs_restart=[key for key in changed if key.startswith(("daemon.", "log."))],
                 agents=agent_names(self.config),
             )
 
@@ -196,12 +223,22 @@ class Daemon:
     def __init__(self, paths: OrcaPaths, config: Config, token: bytes) -> None:
         self._paths = paths
         self._config = config
+        self._name = daemon_name(config, paths)
         self._token = token
         self._stop = asyncio.Event()
         self._end_sessions = False
         self._reload_wanted = asyncio.Event()
         self._reloader = ConfigReloader(paths.config_file, config)
         self._notifier = Notifier()
+
+    def _log_place(self) -> str:
+        """Where the log is, for clients: the file, or the database (never its password)."""
+        url = log_url(self._config)
+        if url is None:
+            return str(self._paths.log_file)
+        from orca_daemon.log.pg_schema import describe
+
+        return describe(url)
 
     def request_stop(self, end_sessions: bool = False) -> None:
         """Stop orcad: sessions keep running in their holders unless `end_sessions` (once
@@ -216,7 +253,7 @@ class Daemon:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self._reload_wanted.set)  # handled once serving
-        store = await EventStore.open(self._paths.log_file, settings.synchronous)
+        store, claim = await self._open_log()
         try:
             snapshot_file = self._paths.state_dir / SNAPSHOT_NAME
             loaded = await load_snapshot(snapshot_file, store)
@@ -235,7 +272,31 @@ class Daemon:
             await keeper.save()  # every append is done: the next start replays nothing
         finally:
             await store.close()
+            if claim is not None:
+                await claim.close()
             self._notifier.close()
+
+    async def _open_log(self) -> tuple[EventStore, AsyncConnection[tuple[object, ...]] | None]:
+        """The log: the SQLite file, or the PostgreSQL database of `[log] url` (or
+        `ORCA_LOG_URL`) with this daemon's claim on it (see `claim_log`)."""
+        url = log_url(self._config)
+        if url is None:
+            store = await EventStore.open(self._paths.log_file, self._config.daemon.synchronous)
+            return store, None
+        from orca_daemon.log.pg_schema import claim_log
+
+        try:
+            store = await EventStore.open_postgres(url)
+        except StoreError as exc:
+            raise StartupError(str(exc)) from None
+        try:
+            claim = await claim_log(url, self._name)
+        except BaseException as exc:
+            await store.close()
+            if isinstance(exc, StoreError):
+                raise StartupError(str(exc)) from None
+            raise
+        return store, claim
 
     async def _replay(self, store: EventStore, loaded: State | None) -> State:
         """`loaded` (from the snapshot), or a new state, with the rest of the log folded in."""
@@ -324,7 +385,8 @@ class Daemon:
                     subscriptions=subscriptions,
                     instance=secrets.token_hex(8),
                     started_at=started_at,
-                    log_file=str(self._paths.log_file),
+                    log_file=self._log_place(),
+                    daemon_name=self._name,
                     request_shutdown=self.request_stop,
                     reload_config=self._reloader.answer,
                 )

@@ -98,6 +98,11 @@ class DaemonProcess:
         self.process: subprocess.Popen[bytes] | None = None
         self.stderr_path = home.parent / f"{home.name}.orcad.stderr"
 
+    @property
+    def log_source(self) -> Path | str:
+        """Where this daemon's log is: its PostgreSQL URL (`ORCA_LOG_URL`), or its SQLite file."""
+        return self.env.get("ORCA_LOG_URL") or self.paths.log_file
+
     def start(
         self,
         wait: bool = True,
@@ -193,7 +198,7 @@ class DaemonProcess:
         """After a clean stop, the snapshot orcad saved must be the projection of its log:
         every test that stops a daemon checks snapshots against a replay."""
         if code == 0 and sig != signal.SIGKILL:
-            assert_snapshot_matches_log(self.paths.state_dir, self.paths.log_file, self.output())
+            assert_snapshot_matches_log(self.paths.state_dir, self.log_source, self.output())
         return code
 
     def crash_with_sessions(self) -> list[int]:
@@ -228,11 +233,27 @@ def holders() -> Iterator[Holders]:
 
 
 @pytest.fixture
-def make_daemon(orca_home: Path) -> Iterator[Callable[..., DaemonProcess]]:
-    """Build (and afterwards stop) daemons on the test's ORCA_HOME."""
+def log_env() -> dict[str, str]:
+    """What places the daemons' log: nothing, the SQLite file in ORCA_HOME. A module whose
+    tests run on both logs overrides it with `any_log_env`."""
+    return {}
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_log_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The SQLite file, then a PostgreSQL database of the test's own (`ORCA_LOG_URL`)."""
+    if request.param == "sqlite":
+        return {}
+    return {"ORCA_LOG_URL": request.getfixturevalue("postgres_url")}
+
+
+@pytest.fixture
+def make_daemon(orca_home: Path, log_env: dict[str, str]) -> Iterator[Callable[..., DaemonProcess]]:
+    """Build (and afterwards stop) daemons on the test's ORCA_HOME (and log: `log_env`)."""
     made: list[DaemonProcess] = []
 
     def build(**kwargs: Any) -> DaemonProcess:
+        kwargs["extra_env"] = {**log_env, **(kwargs.get("extra_env") or {})}
         daemon = DaemonProcess(orca_home, **kwargs)
         made.append(daemon)
         return daemon

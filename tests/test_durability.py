@@ -57,13 +57,14 @@ ROUNDS = 4
 
 
 def test_kill9_at_random_moments_loses_nothing(
-    make_daemon: Callable[..., DaemonProcess], orca_home: Path
+    make_daemon: Callable[..., DaemonProcess], orca_home: Path, any_log_env: dict[str, str]
 ) -> None:
+    """On each log: the SQLite file, and a PostgreSQL database."""
     rng = random.Random(SEED)
     pid_dir = orca_home.parent / "pids"
     pid_dir.mkdir()
     try:
-        run_kill9_rounds(make_daemon(), rng, pid_dir)
+        run_kill9_rounds(make_daemon(extra_env=any_log_env), rng, pid_dir)
     finally:
         kill_leftover_agents(pid_dir)
 
@@ -106,7 +107,7 @@ def run_kill9_rounds(daemon: DaemonProcess, rng: random.Random, pid_dir: Path) -
         load.join()
         assert not load.errors, load.errors
         acked.extend(load.acked)
-        before, before_events = replay_file(daemon.paths.log_file)
+        before, before_events = replay_file(daemon.log_source)
         assert before.live_sessions(), "no session was in flight at the kill"
         in_flight += len(before.live_sessions())
         time.sleep(rng.uniform(0.0, 1.0))  # orcad stays away a while: some agents end meanwhile

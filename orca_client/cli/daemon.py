@@ -278,6 +278,8 @@ def status(as_json: bool) -> int:
         return EXIT_OK
     uptime = int(time.time() - hello.started_at)
     print(f"orcad {hello.daemon_version} is running (pid {hello.pid}, up {uptime}s)")
+    if hello.daemon_name:
+        print(f"  name     {hello.daemon_name}")
     print(f"  socket   {paths.socket_file}")
     print(f"  log      {hello.log_file} (position {hello.head_position})")
     print(f"  config   {paths.config_file}")

@@ -110,6 +110,7 @@ class Api:
         instance: str,
         started_at: float,
         log_file: str,
+        daemon_name: str = "",
         request_shutdown: Callable[[bool], None],
         reload_config: Callable[[bool], Awaitable[ReloadResult]],
     ) -> None:
@@ -120,6 +121,7 @@ class Api:
         self._instance = instance
         self._started_at = started_at
         self._log_file = log_file
+        self._daemon_name = daemon_name
         self._request_shutdown = request_shutdown
         self._reload_config = reload_config
 
@@ -253,6 +255,7 @@ class Api:
             started_at=self._started_at,
             head_position=self._store.head_position,
             log_file=self._log_file,
+            daemon_name=self._daemon_name,
             subscriptions=len(self._subscriptions),
             subscription_open=(
                 None if asked is None else self._subscriptions.is_open(identity, asked)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import sqlite3
 import sys
 import threading
 import time
@@ -30,10 +29,10 @@ from orca_client.events import LOST_REASON, RESTARTED_REASON, STOPPED_REASON
 from orca_client.views import TERMINAL_STATUSES, RunInfo, SessionInfo, StatusResult
 from orca_client.wire import EventRecord, ReadEvents, RunStarted, StartRun, Status
 from orca_daemon.log.records import StoredEvent
-from orca_daemon.log.schema import COLUMNS
 from orca_daemon.runs.rules import run_status_after
 from orca_daemon.state.projection import State, apply, replay
 from support.processes import processes_with_env
+from support.snapshots import read_log
 
 THREADS = 4
 MIN_ACKS_PER_ROUND = 10
@@ -53,22 +52,14 @@ def dur_agent(*args: str) -> list[str]:
     return [sys.executable, str(AGENT), *args]
 
 
-def read_file(log_file: Path, upto: int | None = None) -> list[StoredEvent]:
-    """The events of the SQLite log (up to position `upto`), through a read-only connection."""
-    connection = sqlite3.connect(f"file:{log_file}?mode=ro", uri=True)
-    try:
-        query = f"SELECT {COLUMNS} FROM events WHERE position <= ? ORDER BY position"
-        rows = connection.execute(query, (upto if upto is not None else 1 << 62,)).fetchall()
-    finally:
-        connection.close()
-    return [
-        StoredEvent(int(p), str(s), int(v), str(t), int(sv), float(at), bytes(d))
-        for p, s, v, t, sv, at, d in rows
-    ]
+def read_file(log_file: Path | str, upto: int | None = None) -> list[StoredEvent]:
+    """The events of the log (up to position `upto`): the SQLite file, through a read-only
+    connection, or the PostgreSQL database at a URL."""
+    return read_log(log_file, upto)
 
 
-def replay_file(log_file: Path, upto: int | None = None) -> tuple[State, list[StoredEvent]]:
-    """A fresh projection of the SQLite log, and its events."""
+def replay_file(log_file: Path | str, upto: int | None = None) -> tuple[State, list[StoredEvent]]:
+    """A fresh projection of the log (see `read_file`), and its events."""
     events = read_file(log_file, upto)
     return replay(events), events
 
@@ -147,7 +138,7 @@ def whole_status(pages: list[StatusResult]) -> StatusResult:
 
 
 def page_differences(
-    pages: list[StatusResult], log_file: Path
+    pages: list[StatusResult], log_file: Path | str
 ) -> tuple[list[str], State, list[StoredEvent]]:
     """Where a page differs from the log folded up to that page's head, and the runs that the
     log has at the last page's head but no page shows; with that fold and its events (the log
@@ -315,7 +306,7 @@ class Load:
 def check_live_projection_matches_log(daemon: DaemonProcess) -> None:
     """While under load: Status equals a replay of the log up to the head Status reports."""
     pages = status_pages(daemon)
-    problems, _, events = page_differences(pages, daemon.paths.log_file)
+    problems, _, events = page_differences(pages, daemon.log_source)
     assert not problems, "\n".join(problems[:20])
     assert [e.position for e in events] == list(range(1, pages[-1].head_position + 1))
 
@@ -350,7 +341,7 @@ def check_after_restart(
 
     # The daemon's projection equals a fresh replay of the file up to the position it reports,
     # and ReadEvents equals the file.
-    problems, state, events = page_differences(pages, daemon.paths.log_file)
+    problems, state, events = page_differences(pages, daemon.log_source)
     assert not problems, "\n".join(problems[:20])
     assert status.head_position == state.position >= head
     assert [(e.position, e.stream, e.version, e.data) for e in events[:head]] == [
@@ -482,7 +473,7 @@ def leftovers_of_ended(daemon: DaemonProcess, wait: float = ORPHAN_WAIT) -> list
     """The agents and holders of sessions the log shows ended (by the pid and start time their
     start recorded) that still run `wait` seconds later."""
     status = whole_status(status_pages(daemon))
-    facts = facts_of(read_file(daemon.paths.log_file, upto=status.head_position))
+    facts = facts_of(read_file(daemon.log_source, upto=status.head_position))
     processes = {
         process
         for session in status.sessions
@@ -505,7 +496,7 @@ def wait_for_all_output(daemon: DaemonProcess, timeout: float = 30.0) -> None:
 
     def complete() -> bool:
         status = whole_status(status_pages(daemon))
-        facts = facts_of(read_file(daemon.paths.log_file, upto=status.head_position))
+        facts = facts_of(read_file(daemon.log_source, upto=status.head_position))
         live = [s for s in status.sessions if s.status not in TERMINAL_STATUSES]
         missing[:] = output_problems(live, facts, complete=True)
         return not missing
@@ -528,7 +519,7 @@ def stop_ending_sessions(daemon: DaemonProcess) -> list[str]:
     problems = []
     if daemon.stop_ending_sessions() != 0:
         problems.append(f"orcad's stop failed:\n{daemon.output()[-2000:]}")
-    state, events = replay_file(daemon.paths.log_file)
+    state, events = replay_file(daemon.log_source)
     facts = facts_of(events)
     for session in state.sessions.values():
         cause = facts.causes.get(session.session_id)

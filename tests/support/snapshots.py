@@ -6,6 +6,7 @@ import sqlite3
 from pathlib import Path
 
 import msgspec
+import psycopg
 
 from orca_daemon.log.records import StoredEvent
 from orca_daemon.log.schema import COLUMNS, row_to_event
@@ -14,10 +15,21 @@ from orca_daemon.state.snapshot import decode, encode_body
 from orca_daemon.state.snapshot_keeper import SNAPSHOT_NAME
 
 
-def read_log(log_file: Path) -> list[StoredEvent]:
-    """Every event of the log file, in position order."""
-    with sqlite3.connect(f"file:{log_file}?mode=ro", uri=True) as db:
-        rows = db.execute(f"SELECT {COLUMNS} FROM events ORDER BY position").fetchall()
+def read_log(source: Path | str, upto: int | None = None) -> list[StoredEvent]:
+    """The events of a log (up to position `upto`), in position order: of the SQLite file
+    `source`, through a read-only connection, or of the PostgreSQL database at the URL
+    `source`."""
+    query = f"SELECT {COLUMNS} FROM events WHERE position <= ? ORDER BY position"
+    bound = upto if upto is not None else 1 << 62
+    if isinstance(source, str):
+        with psycopg.connect(source) as pg:
+            rows = pg.execute(query.replace("?", "%s").encode(), (bound,)).fetchall()
+    else:
+        db = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+        try:
+            rows = db.execute(query, (bound,)).fetchall()
+        finally:
+            db.close()
     return [row_to_event(row) for row in rows]
 
 
@@ -49,7 +61,7 @@ def same_state(left: State, right: State) -> bool:
     return True
 
 
-def assert_snapshot_matches_log(state_dir: Path, log_file: Path, output: str = "") -> None:
+def assert_snapshot_matches_log(state_dir: Path, log_file: Path | str, output: str = "") -> None:
     """The snapshot orcad left in `state_dir` is the projection of the whole log (`output`,
     orcad's, is shown if it is not)."""
     snapshot = decode((state_dir / SNAPSHOT_NAME).read_bytes())
