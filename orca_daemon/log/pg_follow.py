@@ -123,9 +123,18 @@ class PgFollower:
                     await connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
                     delay = RETRY_FIRST_SECONDS
                     self._woken.set()  # anything committed while not listening
-                    async for _ in connection.notifies():
-                        self._woken.set()
+                    async for notification in connection.notifies():
+                        if _head_of(notification.payload) > self._tail.head:
+                            self._woken.set()  # (not for this daemon's own commits)
             except psycopg.Error as exc:
                 log.debug("listening to the log at %s: %s", self._where, exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_SECONDS)
+
+
+def _head_of(payload: str) -> int:
+    """The head a commit's notification names (a payload that is not one: wake up anyway)."""
+    try:
+        return int(payload)
+    except ValueError:
+        return 2**62

@@ -32,8 +32,7 @@ HEAD_AND_VERSIONS = (
 )
 INSERT = (
     "INSERT INTO events (position, stream, version, type, schema_version, recorded_at, data)"
-    " SELECT * FROM unnest(%s::bigint[], %s::text[], %s::integer[], %s::text[], %s::integer[],"
-    " %s::double precision[], %s::bytea[])"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s)"
 )
 
 
@@ -66,7 +65,9 @@ class PgTransactions:
         if rest:
             async with self._pool.connection() as connection:
                 try:
-                    async with connection.transaction():
+                    # Pipelined: BEGIN, LOCK and the SELECT go in one round trip; the rows,
+                    # the notification, the tracking rows and COMMIT in a second.
+                    async with connection.pipeline(), connection.transaction():
                         await connection.execute(LOCK)
                         cursor = await connection.execute(HEAD_AND_VERSIONS, (streams,))
                         found = {str(s): cast(int, n) for s, n in await cursor.fetchall()}
@@ -117,8 +118,8 @@ class PgTransactions:
         tracking: list[tuple[str, int]],
     ) -> None:
         if rows:
-            columns = [list(column) for column in zip(*rows, strict=True)]
-            await connection.execute(INSERT, columns)
+            async with connection.cursor() as cursor:
+                await cursor.executemany(INSERT, rows)
             await connection.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, str(rows[-1][0])))
         if tracking:
             async with connection.cursor() as cursor:
