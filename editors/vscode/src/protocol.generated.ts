@@ -631,6 +631,7 @@ export interface Hello {
   type: "hello";
 }
 export interface HelloResult {
+  daemon_name?: string;
   daemon_version: string;
   head_position: number;
   instance: string;
