@@ -33,13 +33,18 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_roundtrip beside this file
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the private server
 
-from bench_roundtrip import OrcaDaemon  # noqa: E402
-from support.postgres import fresh_database, postgres_server  # noqa: E402
+from bench_roundtrip import OrcaDaemon
+from support.postgres import fresh_database, postgres_server
 
-from orca_client.events import SCHEMA_VERSION, OutputAppended, encode_event, event_type  # noqa: E402
-from orca_client.events import run_stream  # noqa: E402
-from orca_client.wire import Status  # noqa: E402
-from orca_daemon.log.store import EventStore  # noqa: E402
+from orca_client.events import (
+    SCHEMA_VERSION,
+    OutputAppended,
+    encode_event,
+    event_type,
+    run_stream,
+)
+from orca_client.wire import Status
+from orca_daemon.log.store import EventStore
 
 APPENDERS = 100
 TEXT = ("orca bench output line " * 10)[:199] + "\n"

@@ -87,6 +87,9 @@ class RunCreated(Event, tag="run_created", frozen=True):
     plan: PlanSpec | None = None
     agent_lookup: AgentLookup | None = None
     """A fan-out's, parent's or plan's: where its later sessions' agent CLIs are found."""
+    daemon: str | None = None
+    """With a log several daemons share: the daemon that created the run, which acts for it
+    (its sessions run there) until another adopts it (`RunAdopted`). None: a daemon's own log."""
 
 
 class SessionCreated(Event, tag="session_created", frozen=True):
@@ -288,6 +291,16 @@ class RunStatusChanged(Event, tag="run_status_changed", frozen=True):
     reason: str | None = None
 
 
+class RunAdopted(Event, tag="run_adopted", frozen=True):
+    """The daemon that acted for the run stopped renewing its lease: `daemon` took the run
+    over and acts for it from here on. `generation` is the fencing token its appends for the
+    run carry; the one that was adopted can no longer append for it."""
+
+    daemon: str
+    from_daemon: str
+    generation: int
+
+
 class OrchestratorTriggered(Event, tag="orchestrator_triggered", frozen=True):
     """A fan-out's one orchestrator was decided on. Appended at an expected stream version, so
     of two triggers that race, one loses; the orchestrator's `SessionCreated` follows it in the
@@ -365,6 +378,7 @@ AnyEvent = (
     | NotificationFailed
     | SessionTerminated
     | RunStatusChanged
+    | RunAdopted
     | OrchestratorTriggered
     | OrchestrationFinished
     | TaskStatusChanged
@@ -390,6 +404,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     NotificationFailed,
     SessionTerminated,
     RunStatusChanged,
+    RunAdopted,
     OrchestratorTriggered,
     OrchestrationFinished,
     TaskStatusChanged,

@@ -179,6 +179,9 @@ class RunInfo(Struct, frozen=True):
     output_tokens: int | None = None
     cost_usd: float | None = None
     tasks: list[TaskInfo] = []
+    owner: str | None = None
+    """With a log several daemons share: the daemon that acts for the run (its sessions run
+    there; answers and cancels go there). None: a daemon's own log."""
 
 
 class StatusResult(Struct, frozen=True):

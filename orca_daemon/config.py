@@ -35,6 +35,7 @@ RANGES: dict[str, dict[str, tuple[float, float]]] = {
         "subscriber_queue_events": (10, 100_000),
         "subscription_lease_seconds": (1.0, 3600.0),
         "watchdog_fraction": (0.1, 0.9),
+        "lease_seconds": (3.0, 600.0),
     },
     "hooks": {"timeout_seconds": (0.1, 3600.0)},
     "notify": {"timeout_seconds": (0.1, 300.0), "give_up_after_seconds": (1.0, 7 * 86_400.0)},
@@ -69,6 +70,10 @@ class DaemonSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     name: str | None = None
     """This daemon's name, shown in status (unset: the host's name and a digest of ORCA_HOME,
     so that daemons sharing a log, even on one machine, have different names)."""
+    lease_seconds: float = 15.0
+    """With a log several daemons share: how long this daemon's lease lasts unless renewed
+    (it renews it every third of that); once it has run out, another daemon may take over its
+    runs."""
     synchronous: Literal["FULL", "EXTRA", "NORMAL"] = "FULL"
     """SQLite `synchronous` for the log; FULL makes every acknowledged append survive power loss."""
     cancel_grace_seconds: float = 5.0

@@ -22,7 +22,6 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import anyio
 import msgspec
@@ -41,9 +40,11 @@ from orca_daemon.config import (
 )
 from orca_daemon.limits import connection_cap, descriptor_limit, raise_descriptor_limit
 from orca_daemon.log.records import StoredEvent, StoreError
-from orca_daemon.log.store import EventStore
+from orca_daemon.log.store import DaemonIdentity, EventStore
 from orca_daemon.orchestration.fanout import FanOutCoordinator
+from orca_daemon.orchestration.hooks import TRACKING as HOOKS_TRACKING
 from orca_daemon.orchestration.hooks import HookRunner
+from orca_daemon.orchestration.notifications import TRACKING as NOTIFICATIONS_TRACKING
 from orca_daemon.orchestration.notifications import NotificationRunner
 from orca_daemon.orchestration.parents import ParentCoordinator
 from orca_daemon.orchestration.plan_verify import PlanVerifier
@@ -65,9 +66,6 @@ from orca_daemon.state.projection import State, apply
 from orca_daemon.state.snapshot_keeper import SNAPSHOT_NAME, SnapshotKeeper, load_snapshot
 from orca_daemon.systemd import Notifier
 from orca_daemon.token import load_or_create_token
-
-if TYPE_CHECKING:
-    from psycopg import AsyncConnection
 
 log = logging.getLogger("orcad")
 
@@ -231,6 +229,11 @@ class Daemon:
         self._reloader = ConfigReloader(paths.config_file, config)
         self._notifier = Notifier()
 
+    def _tracking_name(self, name: str) -> str:
+        """A reaction's tracking name: with a log several daemons share, each daemon follows
+        the log on its own, so each has its own tracking row (`hooks@build-1`)."""
+        return name if log_url(self._config) is None else f"{name}@{self._name}"
+
     def _log_place(self) -> str:
         """Where the log is, for clients: the file, or the database (never its password)."""
         url = log_url(self._config)
@@ -253,7 +256,7 @@ class Daemon:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self._reload_wanted.set)  # handled once serving
-        store, claim = await self._open_log()
+        store = await self._open_log()
         try:
             snapshot_file = self._paths.state_dir / SNAPSHOT_NAME
             loaded = await load_snapshot(snapshot_file, store)
@@ -272,31 +275,21 @@ class Daemon:
             await keeper.save()  # every append is done: the next start replays nothing
         finally:
             await store.close()
-            if claim is not None:
-                await claim.close()
             self._notifier.close()
 
-    async def _open_log(self) -> tuple[EventStore, AsyncConnection[tuple[object, ...]] | None]:
+    async def _open_log(self) -> EventStore:
         """The log: the SQLite file, or the PostgreSQL database of `[log] url` (or
-        `ORCA_LOG_URL`) with this daemon's claim on it (see `claim_log`)."""
+        `ORCA_LOG_URL`), shared with other daemons, as this daemon (its name and lease)."""
         url = log_url(self._config)
         if url is None:
-            store = await EventStore.open(self._paths.log_file, self._config.daemon.synchronous)
-            return store, None
-        from orca_daemon.log.pg_schema import claim_log
-
+            return await EventStore.open(self._paths.log_file, self._config.daemon.synchronous)
+        identity = DaemonIdentity(
+            self._name, str(self._paths.state_dir), self._config.daemon.lease_seconds
+        )
         try:
-            store = await EventStore.open_postgres(url)
+            return await EventStore.open_postgres(url, daemon=identity)
         except StoreError as exc:
             raise StartupError(str(exc)) from None
-        try:
-            claim = await claim_log(url, self._name)
-        except BaseException as exc:
-            await store.close()
-            if isinstance(exc, StoreError):
-                raise StartupError(str(exc)) from None
-            raise
-        return store, claim
 
     async def _replay(self, store: EventStore, loaded: State | None) -> State:
         """`loaded` (from the snapshot), or a new state, with the rest of the log folded in."""
@@ -325,7 +318,9 @@ class Daemon:
             orphan_timeout_seconds=settings.orphan_timeout_seconds,
         )
         runs_dir = self._paths.state_dir / "runs"
-        run_log = RunLog(store, state)
+        shared = log_url(self._config) is not None
+        run_log = RunLog(store, state, self._name if shared else None)
+        acts_for = run_log.acts_for if shared else None
         launcher = Launcher(self._config, state)
         admission = Admission()
         lifecycle = Lifecycle(run_log)
@@ -344,13 +339,28 @@ class Daemon:
         fanout = FanOutCoordinator(world)
         plans = PlanCoordinator(world, verifier)
         parents = ParentCoordinator(world)
-        reactor = Reactor(state, Reactions(world, launcher, fanout, plans, parents).react)
+        reactor = Reactor(
+            state,
+            Reactions(world, launcher, fanout, plans, parents).react,
+            acts_for=run_log.acts_for,
+        )
         world.follow_with(reactor.mark)
         store.add_listener(reactor.on_commit)
         hooks = HookRunner(
-            store, state, self._config.hooks.commands(), self._config.hooks.timeout_seconds
+            store,
+            state,
+            self._config.hooks.commands(),
+            self._config.hooks.timeout_seconds,
+            acts_for=run_log.acts_for,
+            tracking=self._tracking_name(HOOKS_TRACKING),
         )
-        notifications = NotificationRunner(store, state, self._config.notify)
+        notifications = NotificationRunner(
+            store,
+            state,
+            self._config.notify,
+            acts_for=run_log.acts_for,
+            tracking=self._tracking_name(NOTIFICATIONS_TRACKING),
+        )
         self._reloader.attach(launcher, hooks, notifications)
         services = RunServices(
             run_log, launcher, admission, supervisor, lifecycle, fanout, plans, parents
@@ -359,7 +369,7 @@ class Daemon:
             await work.start(keeper.run)
             await work.start(supervisor.run)
             await work.start(verifier.run)
-            await reconcile(state, lifecycle, launcher, supervisor, reactor.mark)
+            await reconcile(state, lifecycle, launcher, supervisor, reactor.mark, acts_for)
             await work.start(reactor.run)
             await work.start(hooks.run)
             await work.start(notifications.run)

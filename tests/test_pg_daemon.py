@@ -3,8 +3,9 @@
 The daemon-level contract on this log is also run by the tests that take `any_log_env` (kill -9
 at random moments: tests/test_durability.py). Here: what a user sees of the setting itself — a
 run end to end, `orca daemon status` naming the daemon and the database without its password,
-the runs still there for the next daemon, a second daemon on the same log refused (naming the
-first) until runs have owners, and a bad URL or an unreachable server refused at start.
+the runs still there for the next daemon; three daemons on one log, each showing every run with
+its owner and acting for its own runs only (another's cancel is refused, naming the owner); a
+second daemon with a name already in use refused; a bad URL or an unreachable server refused.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import DaemonProcess, run_orca, short_tempdir
+from conftest import DaemonProcess, run_orca, short_tempdir, wait_until
+from support.processes import kill_processes_with_env
 
 SECRET = "pg-s3cret-word"
 
@@ -61,28 +63,77 @@ def test_a_run_on_a_postgresql_log_and_what_status_says(
     assert [(r.title, r.status) for r in runs] == [("echoes", "completed")]
 
 
-def test_a_second_daemon_on_the_same_log_is_refused_naming_the_first(
-    make_daemon: Callable[..., DaemonProcess], other_home: Path
+def daemon_name(daemon: DaemonProcess) -> str:
+    return daemon.orca("daemon", "status").stdout.split("  name     ")[1].split()[0]
+
+
+def test_three_daemons_share_one_log_and_each_acts_for_its_own_runs(
+    make_daemon: Callable[..., DaemonProcess], tmp_path: Path
 ) -> None:
-    first = make_daemon(extra_env={"ORCA_CONFIG": "/nonexistent.toml"}).start()
-    name = first.orca("daemon", "status").stdout.split("  name     ")[1].split()[0]
-    run_id = first.orca("run", "--title", "first's", "--", "true").stdout.strip()
-    first.wait_for_run(run_id)
-    second = DaemonProcess(other_home, extra_env={"ORCA_LOG_URL": first.env["ORCA_LOG_URL"]})
+    url = {"ORCA_LOG_URL": ""}
+    homes = [short_tempdir() for _ in range(2)]
+    try:
+        a = make_daemon(extra_env={"ORCA_CONFIG": "/nonexistent.toml"}).start()
+        url["ORCA_LOG_URL"] = a.env["ORCA_LOG_URL"]
+        b = DaemonProcess(homes[0] / "h", extra_env={**url, "ORCA_CONFIG": "/nonexistent.toml"})
+        c = DaemonProcess(homes[1] / "h", extra_env={**url, "ORCA_CONFIG": "/nonexistent.toml"})
+        b.start()
+        c.start()
+        names = [daemon_name(d) for d in (a, b, c)]
+        assert len(set(names)) == 3, names
+
+        long_run = a.orca("run", "--title", "long on a", "--", "sleep", "30").stdout.strip()
+        quick = b.orca("run", "--title", "quick on b", "--", "echo", "from b").stdout.strip()
+        assert b.wait_for_run(quick).status == "completed"
+        a.wait_for_run(long_run, frozenset({"running"}))
+
+        def owners(daemon: DaemonProcess) -> dict[str, str | None]:
+            return {r.run_id: r.owner for r in daemon.status().runs}
+
+        expected = {long_run: names[0], quick: names[1]}
+        for daemon in (a, b, c):  # every daemon shows every run, with its owner
+            wait_until(lambda d=daemon: owners(d) == expected, f"{daemon.home}'s status")
+        logs = c.orca("logs", quick)
+        assert "from b" in logs.stdout, logs
+
+        refused = b.orca("cancel", long_run)
+        assert refused.returncode != 0
+        assert f"run {long_run} is owned by orcad {names[0]}, where its sessions run" in (
+            refused.stderr
+        ), refused.stderr
+        assert a.status(long_run).runs[0].status == "running"
+
+        cancelled = a.orca("cancel", long_run)
+        assert cancelled.returncode == 0, cancelled.stderr
+        for daemon in (a, b, c):
+            daemon.wait_for_run(long_run, frozenset({"cancelled"}))
+        for daemon in (b, c, a):
+            assert daemon.stop() == 0  # (each stop checks its snapshot against a replay)
+    finally:
+        for home in homes:
+            kill_processes_with_env("ORCA_HOME", str(home / "h"))
+            shutil.rmtree(home, ignore_errors=True)
+
+
+def test_a_second_daemon_with_the_same_name_is_refused_naming_the_first(
+    make_daemon: Callable[..., DaemonProcess], other_home: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('[daemon]\nname = "build-1"\n')
+    first = make_daemon(extra_env={"ORCA_CONFIG": str(config)}).start()
+    assert daemon_name(first) == "build-1"
+    second = DaemonProcess(
+        other_home,
+        extra_env={"ORCA_LOG_URL": first.env["ORCA_LOG_URL"], "ORCA_CONFIG": str(config)},
+    )
     second.start(wait=False)
     assert second.process is not None
     assert second.process.wait(30) == 1
     said = second.output()
-    assert "orcad: refusing to start: the log at postgresql://orca@" in said
-    assert f"is in use by orcad {name}: one orcad at a time acts on a log" in said
+    assert "orcad: refusing to start: a daemon named build-1 runs on " in said
+    assert f"state directory {first.home}) and shares the log at postgresql://orca@" in said
+    assert "give this one another name ([daemon] name in config.toml)" in said
     assert SECRET not in said
-
-    head = first.status().head_position
-    assert first.stop() == 0
-    second.start()  # the log is free again, and holds the first daemon's runs
-    assert second.status().head_position >= head
-    assert [(r.run_id, r.title) for r in second.status().runs] == [(run_id, "first's")]
-    assert second.stop() == 0
 
 
 def test_a_log_url_that_is_not_postgresql_is_a_configuration_error(

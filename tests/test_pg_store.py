@@ -17,10 +17,11 @@ import psycopg
 import pytest
 from support.tcp_proxy import CuttableProxy
 
-from orca_client.events import OutputAppended, RunCreated
+from orca_client.events import OutputAppended, RunAdopted, RunCreated
 from orca_daemon.log import pg_follow
+from orca_daemon.log.pg_owners import FencedAppend
 from orca_daemon.log.records import ConcurrencyError, LogUnavailable, StoreError
-from orca_daemon.log.store import EventStore
+from orca_daemon.log.store import DaemonIdentity, EventStore
 
 TIMEOUT = 30.0
 
@@ -250,3 +251,111 @@ async def test_a_commit_whose_answer_was_lost_is_found_and_not_written_again(
     assert committed(postgres_url) == [(1, "run-d", 1), (2, "run-d", 2), (3, "run-d", 3)]
     assert [e.position for e in await store.read_all(0)] == [1, 2, 3]
     assert "did commit the transaction whose answer was lost" in caplog.text
+
+
+def identity(name: str) -> DaemonIdentity:
+    return DaemonIdentity(name, f"/tmp/{name}", lease_seconds=15.0)
+
+
+async def test_a_daemon_appends_only_for_the_runs_it_owns(postgres_url: str) -> None:
+    """Each run's owner is checked by every append to the run, in its transaction: the daemon
+    that created the run (or took it over) appends for it; another one's append is refused and
+    not written, whatever it races with; appends that are not a run's are anyone's."""
+    opened: list[tuple[EventStore, asyncio.Task[None]]] = []
+
+    async def open_as(name: str) -> EventStore:
+        store = await EventStore.open_postgres(postgres_url, daemon=identity(name))
+        opened.append((store, asyncio.create_task(store.run_writer())))
+        return store
+
+    try:
+        a, b = await open_as("a"), await open_as("b")
+        await a.append("run-x", [created("x")], expected_version=0)
+        await b.append("run-y", [created("y")], expected_version=0)
+        await a.append("run-x", [output("x", "a's")])
+        with pytest.raises(FencedAppend, match=r"run x is owned by orcad a .*not by orcad b"):
+            await b.append("run-x", [output("x", "b's")])
+        outcomes = await asyncio.gather(  # in one batch with b's own appends
+            b.append("run-y", [output("y", "b's own")]),
+            b.append("run-x", [output("x", "b's again")]),
+            b.append_tracked("run-y", [], ("b's reaction", 2)),
+            return_exceptions=True,
+        )
+        assert isinstance(outcomes[1], FencedAppend) and isinstance(outcomes[0], list)
+        assert await a.read_tracking("b's reaction") == 2
+        assert [s for _, s, _ in committed(postgres_url)] == ["run-x", "run-y", "run-x", "run-y"]
+
+        again = await open_as("a")  # a's next process: the runs are still a's
+        await again.append("run-x", [output("x", "after a restart")])
+        with psycopg.connect(postgres_url) as db:
+            owners = db.execute("SELECT run_id, owner, generation FROM run_owners ORDER BY 1")
+            assert owners.fetchall() == [("x", "a", 1), ("y", "b", 1)]
+    finally:
+        for store, writer in opened:
+            store.stop_accepting()
+            await asyncio.wait_for(writer, TIMEOUT)
+            await store.close()
+
+
+async def test_a_name_in_use_by_a_live_daemon_elsewhere_is_refused(postgres_url: str) -> None:
+    first = await EventStore.open_postgres(postgres_url, daemon=identity("same"))
+    try:
+        other = DaemonIdentity("same", "/tmp/another-home", lease_seconds=15.0)
+        with pytest.raises(StoreError, match=r"a daemon named same runs on .* another name"):
+            await EventStore.open_postgres(postgres_url, daemon=other)
+        again = await EventStore.open_postgres(postgres_url, daemon=identity("same"))
+        await again.close()  # the same daemon's next process takes its row
+    finally:
+        await first.close()
+    with psycopg.connect(postgres_url) as db:
+        rows = db.execute("SELECT name, home, expires_at > now() FROM daemons").fetchall()
+    assert rows == [("same", "/tmp/same", True)]
+
+
+async def test_when_a_lease_runs_out_one_daemon_adopts_the_run_and_the_old_owner_is_fenced(
+    postgres_url: str,
+) -> None:
+    opened: list[tuple[EventStore, asyncio.Task[None]]] = []
+
+    async def open_as(name: str) -> EventStore:
+        store = await EventStore.open_postgres(postgres_url, daemon=identity(name))
+        opened.append((store, asyncio.create_task(store.run_writer())))
+        return store
+
+    try:
+        a, b, c = await open_as("a"), await open_as("b"), await open_as("c")
+        await a.append("run-x", [created("x")], expected_version=0)
+        assert await b.runs_to_adopt() == []  # a's lease runs
+        with psycopg.connect(postgres_url) as db:  # a stops renewing: its lease has run out
+            db.execute("UPDATE daemons SET expires_at = now() - interval '1 s' WHERE name = 'a'")
+        assert await b.runs_to_adopt() == [("x", "a", 1)]
+
+        for _ in range(2):  # b and c race to adopt: one wins, the other is told, every time
+            outcomes = await asyncio.gather(
+                b.adopt(RunAdopted(run_id="x", daemon="b", from_daemon="a", generation=2)),
+                c.adopt(RunAdopted(run_id="x", daemon="c", from_daemon="a", generation=2)),
+                return_exceptions=True,
+            )
+            won = [o for o in outcomes if isinstance(o, list)]
+            assert len(won) <= 1 and all(
+                isinstance(o, ConcurrencyError) for o in outcomes if not isinstance(o, list)
+            ), outcomes
+        adopted = [e for e in await b.read_stream("run-x") if e.type == "run_adopted"]
+        assert len(adopted) == 1
+        winner = b if adopted[0].decode().daemon == "b" else c  # type: ignore[union-attr]
+        loser = c if winner is b else b
+
+        with pytest.raises(FencedAppend, match="not by orcad a"):  # a came back: too late
+            await a.append("run-x", [output("x", "a's, after")])
+        with pytest.raises(FencedAppend):
+            await loser.append("run-x", [output("x", "the loser's")])
+        await winner.append("run-x", [output("x", "the adopter's")])
+        with psycopg.connect(postgres_url) as db:
+            row = db.execute("SELECT owner, generation FROM run_owners WHERE run_id = 'x'")
+            assert row.fetchone() == (winner.daemon, 2)
+        assert await winner.runs_to_adopt() == []
+    finally:
+        for store, writer in opened:
+            store.stop_accepting()
+            await asyncio.wait_for(writer, TIMEOUT)
+            await store.close()

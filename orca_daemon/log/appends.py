@@ -33,9 +33,11 @@ class AppendQueue:
         events: Sequence[Event],
         expected_version: int | None = None,
         mode: AppendMode = "wait",
+        adopting: tuple[str, int] | None = None,
     ) -> list[StoredEvent]:
         """Queue one append and wait until it is written (see `EventStore.append`)."""
-        return await self._enqueue(PendingAppend(stream, events, expected_version, mode=mode))
+        pending = PendingAppend(stream, events, expected_version, mode=mode, adopting=adopting)
+        return await self._enqueue(pending)
 
     async def append_together(
         self, appends: Sequence[tuple[str, Sequence[Event]]]

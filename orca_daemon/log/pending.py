@@ -19,6 +19,9 @@ class PendingAppend:
     mode: AppendMode = "wait"
     joined: bool = False
     """Written in the same transaction as the append queued just before it."""
+    adopting: tuple[str, int] | None = None
+    """With a shared log: this append takes its run over from the daemon named here, whose
+    lease has run out, at the generation named (see `pg_owners`)."""
     future: asyncio.Future[list[StoredEvent]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )

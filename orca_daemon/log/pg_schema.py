@@ -13,8 +13,8 @@ from psycopg_pool import AsyncConnectionPool
 from orca_daemon.log.records import StoreError
 
 MIGRATIONS: tuple[str, ...] = (
-    # 1: the events, their (stream, version) key, the reactions' tracking rows, and the name
-    # of the daemon that holds the log (`claim_log`).
+    # 1: the events, their (stream, version) key, the reactions' tracking rows, the daemons
+    # with their leases, and each run's owner with its generation (pg_owners).
     """
     CREATE TABLE events (
         position bigint PRIMARY KEY,
@@ -30,10 +30,18 @@ MIGRATIONS: tuple[str, ...] = (
         name text PRIMARY KEY,
         position bigint NOT NULL
     );
-    CREATE TABLE log_holder (
-        sole boolean PRIMARY KEY DEFAULT true CHECK (sole),
-        name text NOT NULL,
-        since double precision NOT NULL
+    CREATE TABLE daemons (
+        name text PRIMARY KEY,
+        host text NOT NULL,
+        home text NOT NULL,
+        pid integer NOT NULL,
+        started_at timestamptz NOT NULL,
+        expires_at timestamptz NOT NULL
+    );
+    CREATE TABLE run_owners (
+        run_id text PRIMARY KEY,
+        owner text NOT NULL,
+        generation bigint NOT NULL
     );
     """,
 )
@@ -112,40 +120,3 @@ async def open_pool(url: str, max_size: int = 4, wait_seconds: float = 10.0) -> 
             raise StoreError(f"cannot open the log at {describe(url)}: {exc}") from exc
         raise
     return pool
-
-
-SOLE_DAEMON_LOCK = 0x6F726364  # "orcd": held by the one daemon that writes the log
-
-
-async def claim_log(url: str, name: str) -> psycopg.AsyncConnection[tuple[object, ...]]:
-    """Take the log at `url` for daemon `name` alone, until the returned connection closes
-    (orcad ends, or the connection is lost). Until runs have owners (leases), one orcad at a
-    time acts on a log: a second one would take the first one's sessions for lost. Raises
-    `StoreError` naming the daemon that holds it."""
-    where = describe(url)
-    try:
-        connection = await psycopg.AsyncConnection.connect(
-            url, autocommit=True, application_name=f"{APPLICATION_NAME}-{name}"
-        )
-    except psycopg.Error as exc:
-        raise StoreError(f"cannot open the log at {where}: {exc}") from exc
-    try:
-        cursor = await connection.execute("SELECT pg_try_advisory_lock(%s)", (SOLE_DAEMON_LOCK,))
-        row = await cursor.fetchone()
-        if row is None or not row[0]:
-            cursor = await connection.execute("SELECT name FROM log_holder")
-            holder = await cursor.fetchone()
-            who = f"orcad {holder[0]}" if holder else "another orcad"
-            raise StoreError(
-                f"the log at {where} is in use by {who}: one orcad at a time acts on a log "
-                "until runs have owners; stop that one first"
-            )
-        await connection.execute(
-            "INSERT INTO log_holder (name, since) VALUES (%s, extract(epoch from now()))"
-            " ON CONFLICT (sole) DO UPDATE SET name = excluded.name, since = excluded.since",
-            (name,),
-        )
-    except BaseException:
-        await connection.close()
-        raise
-    return connection

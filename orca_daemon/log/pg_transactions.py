@@ -18,6 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from orca_daemon.log.backend import WriteConflict
 from orca_daemon.log.pending import PendingAppend
+from orca_daemon.log.pg_owners import ADOPT, CLAIM, OWNERS, Checked, Fences, Owners
 from orca_daemon.log.pg_schema import NOTIFY_CHANNEL, TRACK
 from orca_daemon.log.planning import Accepted, Row, plan
 from orca_daemon.log.records import StoredEvent
@@ -39,9 +40,11 @@ INSERT = (
 class PgTransactions:
     """Writes each batch in one transaction under the events table's lock (see the module)."""
 
-    def __init__(self, pool: AsyncConnectionPool, where: str) -> None:
+    def __init__(self, pool: AsyncConnectionPool, where: str, fences: Fences | None = None) -> None:
         self._pool = pool
         self._where = where
+        self._fences = fences
+        """With a daemon's name: every append to a run is checked against the run's owner."""
         self._committing: Accepted | None = None
         """The batch whose COMMIT is being sent (its rows all written in the transaction)."""
         self._in_doubt: Accepted | None = None
@@ -57,8 +60,8 @@ class PgTransactions:
             self._in_doubt = None
         done = {id(pending) for pending, _ in settled}
         rest = [pending for pending in batch if id(pending) not in done]
-        streams = sorted({p.stream for p in rest if p.events})
         accepted: Accepted = []
+        checked = Checked([], [], {})
         stored: list[StoredEvent] = []
         rows: list[Row] = []
         tracking: list[tuple[str, int]] = []
@@ -69,11 +72,15 @@ class PgTransactions:
                     # the notification, the tracking rows and COMMIT in a second.
                     async with connection.pipeline(), connection.transaction():
                         await connection.execute(LOCK)
+                        checked = await self._fenced(connection, rest)
+                        rest = checked.allowed
+                        streams = sorted({p.stream for p in rest if p.events})
                         cursor = await connection.execute(HEAD_AND_VERSIONS, (streams,))
                         found = {str(s): cast(int, n) for s, n in await cursor.fetchall()}
                         head = found.pop("")
                         accepted, rows, stored = plan(rest, head, found)
                         tracking = [p.tracking for p, _ in accepted if p.tracking is not None]
+                        await self._record_owners(connection, checked)
                         await self._write(connection, rows, tracking)
                         self._committing = accepted
                 except psycopg.errors.UniqueViolation as exc:
@@ -84,11 +91,45 @@ class PgTransactions:
                     raise
                 finally:
                     self._committing = None
+            if self._fences is not None:
+                self._fences.committed(checked)
         return (
             settled + accepted,
             [e for _, events in settled for e in events] + stored,
             bool(settled or rows or tracking),
         )
+
+    async def _fenced(
+        self, connection: psycopg.AsyncConnection[tuple[object, ...]], batch: list[PendingAppend]
+    ) -> Checked:
+        """What of `batch` this daemon may write (see `Fences.check`); all of it, claiming
+        and adopting nothing, without fences."""
+        if self._fences is None:
+            return Checked(batch, [], {})
+        runs = self._fences.runs_of(batch)
+        if not runs:
+            return Checked(batch, [], {})
+        cursor = await connection.execute(OWNERS, (runs,))
+        owners: Owners = {
+            cast(str, run): (cast(str, owner), cast(int, generation), bool(expired))
+            for run, owner, generation, expired in await cursor.fetchall()
+        }
+        return self._fences.check(batch, owners)
+
+    async def _record_owners(
+        self, connection: psycopg.AsyncConnection[tuple[object, ...]], checked: Checked
+    ) -> None:
+        """In the batch's transaction: the runs it claims, and those it adopts."""
+        if self._fences is None or not (checked.claims or checked.adoptions):
+            return
+        me = self._fences.daemon
+        async with connection.cursor() as cursor:
+            if checked.claims:
+                await cursor.executemany(CLAIM, [(run, me) for run in checked.claims])
+            if checked.adoptions:
+                await cursor.executemany(
+                    ADOPT, [(me, gen, run) for run, gen in checked.adoptions.items()]
+                )
 
     async def _settle_in_doubt(self, in_doubt: Accepted) -> Accepted:
         """The appends of a transaction whose COMMIT went unanswered, if it did commit (its

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
 
-from orca_client.events import Event
+from orca_client.events import Event, RunAdopted, run_stream
 from orca_daemon.log.appends import AppendQueue
 from orca_daemon.log.backend import Reads, Transactions
 from orca_daemon.log.outage import Outages
@@ -42,6 +43,18 @@ if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
 
     from orca_daemon.log.pg_follow import PgFollower
+    from orca_daemon.log.pg_owners import DaemonLease
+
+
+@dataclass(frozen=True)
+class DaemonIdentity:
+    """Who opens a log several daemons share: its name, its state directory (with the host,
+    what tells its own earlier process from another daemon of the same name) and how long its
+    lease lasts without renewal."""
+
+    name: str
+    home: str
+    lease_seconds: float
 
 
 class EventStore:
@@ -54,6 +67,7 @@ class EventStore:
         tail: Tail,
         follower: PgFollower | None = None,
         pool: AsyncConnectionPool | None = None,
+        lease: DaemonLease | None = None,
     ) -> None:
         self._tail = tail
         self._outages = Outages()
@@ -61,6 +75,7 @@ class EventStore:
         self._transactions = transactions
         self._follower = follower
         self._pool = pool
+        self._lease = lease
         publish = self._publish if follower is None else follower.publish_own
         self._writer = LogWriter(
             self._queue, transactions, self._outages, publish, lambda: tail.head
@@ -78,27 +93,40 @@ class EventStore:
 
     @classmethod
     async def open_postgres(
-        cls, url: str, ring_size: int = 8192, wait_seconds: float = 10.0
+        cls,
+        url: str,
+        ring_size: int = 8192,
+        wait_seconds: float = 10.0,
+        daemon: DaemonIdentity | None = None,
     ) -> EventStore:
         """Open the log in the PostgreSQL database at `url` (creating or migrating its tables),
         which other orcad daemons may share: what they commit reaches this one's tail too.
-        Fails with `StoreError` when the server cannot be reached within `wait_seconds`."""
+        As `daemon`, the store registers it (its lease, renewed while the writer runs) and
+        appends to runs only for the runs it owns (pg_owners). Fails with `StoreError` when
+        the server cannot be reached within `wait_seconds`, or the name is taken."""
         from orca_daemon.log.pg_follow import PgFollower
+        from orca_daemon.log.pg_owners import DaemonLease, Fences, load_owned
         from orca_daemon.log.pg_reads import PgReads
         from orca_daemon.log.pg_schema import describe, open_pool
         from orca_daemon.log.pg_transactions import PgTransactions
 
         where = describe(url)
         pool = await open_pool(url, wait_seconds=wait_seconds)
+        fences = lease = None
         try:
             tail = Tail(0, ring_size)
             reads = PgReads(pool, tail)
+            if daemon is not None:
+                lease = DaemonLease(pool, where, daemon.name, daemon.home, daemon.lease_seconds)
+                await lease.register()
+                async with pool.connection() as connection:
+                    fences = Fences(daemon.name, await load_owned(connection, daemon.name))
             tail.head = await reads.head()
         except BaseException:
             await pool.close()
             raise
         follower = PgFollower(url, where, reads, tail)
-        return cls(PgTransactions(pool, where), reads, tail, follower, pool)
+        return cls(PgTransactions(pool, where, fences), reads, tail, follower, pool, lease)
 
     async def _publish(self, stored: list[StoredEvent]) -> None:
         self._tail.publish(stored)
@@ -123,6 +151,26 @@ class EventStore:
         else `ConcurrencyError`. `mode` says what happens while the log cannot be written.
         """
         return await self._queue.append(stream, events, expected_version, mode)
+
+    async def adopt(self, adopted: RunAdopted) -> list[StoredEvent]:
+        """With a shared log: take the run over from `adopted.from_daemon`, whose lease has
+        run out, at its generation before `adopted.generation`, appending `adopted` in the
+        same transaction; `ConcurrencyError` if another daemon took it first or the owner
+        renewed its lease meanwhile."""
+        adopting = (adopted.from_daemon, adopted.generation - 1)
+        return await self._queue.append(run_stream(adopted.run_id), [adopted], adopting=adopting)
+
+    async def runs_to_adopt(self) -> list[tuple[str, str, int]]:
+        """With a shared log: the runs whose owner's lease has run out (this daemon's aside),
+        each with its owner and generation; none with a daemon's own log."""
+        if self._lease is None:
+            return []
+        return await self._lease.expired_runs()
+
+    @property
+    def daemon(self) -> str | None:
+        """The name this store appends as, with a shared log."""
+        return None if self._lease is None else self._lease.daemon
 
     async def append_together(
         self, appends: Sequence[tuple[str, Sequence[Event]]]
@@ -173,6 +221,8 @@ class EventStore:
             return
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(self._follower.run)
+            if self._lease is not None:
+                tasks.start_soon(self._lease.renew_forever)
             await self._writer.run()
             tasks.cancel_scope.cancel()
 

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import signal
+from collections.abc import Callable
 
 import anyio.abc
 import msgspec
@@ -68,13 +69,19 @@ class HookRunner:
         state: State,
         commands: dict[str, list[str]],
         timeout: float,
+        acts_for: Callable[[str], bool] = lambda run_id: True,
+        tracking: str = TRACKING,
     ) -> None:
         self._store = store
         self._state = state
         self._commands = commands
         self._timeout = timeout
+        self._acts_for = acts_for
+        """Whether this daemon fires the run's hooks (with a shared log, the runs it owns)."""
+        self._tracking = tracking
+        """Its tracking name: with a shared log, each daemon's own (`tracking_name`)."""
         self._tg: anyio.abc.TaskGroup | None = None
-        self._follower = LogFollower(store, TRACKING, TRIGGER_TYPES, self._handle)
+        self._follower = LogFollower(store, tracking, TRIGGER_TYPES, self._handle)
         self._running: dict[asyncio.Event, anyio.CancelScope] = {}
         """Hooks started and not finished: each one's completion event and cancel scope."""
 
@@ -96,6 +103,8 @@ class HookRunner:
     async def _recover(self) -> None:
         """Record hooks an earlier daemon left running as failed; follow from where it was."""
         for started in list(self._state.hooks_running.values()):
+            if not self._acts_for(started.run_id):
+                continue
             await self._finish(started, ok=False, reason=HOOK_RESTARTED_REASON)
         await self._follower.start()
 
@@ -119,14 +128,14 @@ class HookRunner:
         event = stored.decode()
         hook = hook_for(event)
         command = self._commands.get(hook) if hook else None
-        if hook is None or command is None:
+        if hook is None or command is None or not self._acts_for(event.run_id):
             return
         started = HookStarted(event.run_id, hook, stored.position, command)
         done, scope = asyncio.Event(), anyio.CancelScope()
         self._running[done] = scope  # before the append, so `stop` waits for it
         try:
             await self._store.append_tracked(
-                run_stream(event.run_id), [started], (TRACKING, stored.position)
+                run_stream(event.run_id), [started], (self._tracking, stored.position)
             )
         except BaseException:
             self._running.pop(done, None)

@@ -19,6 +19,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 
 import anyio
 import anyio.abc
@@ -60,12 +61,22 @@ NOT_CONFIGURED = "the channel is no longer configured"
 class NotificationRunner:
     """Triggers notifications for committed events, in log order, and delivers them."""
 
-    def __init__(self, store: EventStore, state: State, settings: NotifySettings) -> None:
+    def __init__(
+        self,
+        store: EventStore,
+        state: State,
+        settings: NotifySettings,
+        acts_for: Callable[[str], bool] = lambda run_id: True,
+        tracking: str = TRACKING,
+    ) -> None:
         self._store = store
         self._state = state
         self._settings = settings
+        self._acts_for = acts_for
+        """Whether this daemon tells of the run (with a shared log, the runs it owns)."""
+        self._tracking = tracking
         self._tg: anyio.abc.TaskGroup | None = None
-        self._follower = LogFollower(store, TRACKING, TRIGGER_TYPES, self._handle)
+        self._follower = LogFollower(store, tracking, TRIGGER_TYPES, self._handle)
         self._stopping = asyncio.Event()
         self._delivering: set[tuple[int, str]] = set()
         self._idle = asyncio.Event()
@@ -97,6 +108,8 @@ class NotificationRunner:
             self._tg = tg
             self._say_where()
             for (_, channel), (triggered, at) in list(self._state.notifications_due.items()):
+                if not self._acts_for(triggered.run_id):
+                    continue
                 self._start_delivery(triggered, channel, at)
             await self._follower.start()
             task_status.started()
@@ -117,6 +130,8 @@ class NotificationRunner:
 
     async def _handle(self, stored: StoredEvent) -> None:
         event = stored.decode()
+        if not self._acts_for(event.run_id):
+            return
         run = self._state.runs.get(event.run_id)
         notice = None
         if isinstance(event, QuestionAsked):
@@ -139,7 +154,7 @@ class NotificationRunner:
                 notice.request_id,
             )
             [recorded] = await self._store.append_tracked(
-                run_stream(event.run_id), [triggered], (TRACKING, stored.position)
+                run_stream(event.run_id), [triggered], (self._tracking, stored.position)
             )
             self._follower.saved(stored.position)
             for channel in channels:

@@ -36,10 +36,16 @@ class Reactor:
     """Runs `react(run_id)` for each run the log changed: one worker per run, coalesced."""
 
     def __init__(
-        self, state: State, react: React, retry_seconds: tuple[float, ...] = RETRY_SECONDS
+        self,
+        state: State,
+        react: React,
+        retry_seconds: tuple[float, ...] = RETRY_SECONDS,
+        acts_for: Callable[[str], bool] = lambda run_id: True,
     ) -> None:
         self._state = state
         self._react = react
+        self._acts_for = acts_for
+        """Whether this daemon decides for a run (with a shared log, the runs it owns)."""
         self._retry = retry_seconds
         self._tg: anyio.abc.TaskGroup | None = None
         self._working: set[str] = set()
@@ -78,8 +84,8 @@ class Reactor:
                 self.mark(run.parent_run_id)
 
     def mark(self, run_id: str) -> None:
-        """Have the run's reaction run (again) soon."""
-        if self._stopped:
+        """Have the run's reaction run (again) soon (if this daemon decides for it)."""
+        if self._stopped or not self._acts_for(run_id):
             return
         if self._tg is None:
             self._early.add(run_id)

@@ -62,6 +62,7 @@ async def reconcile(
     launcher: Launcher,
     supervisor: Supervisor,
     carry_on: Callable[[str], None],
+    acts_for: Callable[[str], bool] | None = None,
 ) -> None:
     """Carry on the sessions that the log shows in flight from an earlier daemon: re-attach
     to each through its holder, which kept it running. End those whose holder is gone, and stop
@@ -70,8 +71,11 @@ async def reconcile(
     never reached the log, and those of sessions recorded as ended just before a crash.
 
     A session orcad itself decided on (an orchestrator, a plan task) that never started is
-    started now. Then every live fan-out, plan and parent run is handed to `carry_on`."""
-    live = state.live_sessions()
+    started now. Then every live fan-out, plan and parent run is handed to `carry_on`.
+
+    With a log several daemons share, all of this is done for the runs this daemon acts for
+    (`acts_for`) only: the others' sessions run on other daemons, which carry them on."""
+    live = [s for s in state.live_sessions() if acts_for is None or acts_for(s.run_id)]
     held, unreachable = await _attach_all(state, supervisor, live)
     await _collect_ended(state, supervisor)
     kept = set(held) | set(unreachable)  # sessions whose agents run on in their holders
@@ -80,7 +84,7 @@ async def reconcile(
         for s in live
         if s.session_id not in kept and s.pid is not None and _is_same_process(state, s)
     }
-    found = processes_of_sessions(set(state.sessions) - kept)
+    found = processes_of_sessions(_sessions_acted_for(state, acts_for) - kept)
     for session_id, pids in found.items():
         for pid in pids:
             with contextlib.suppress(OSError):
@@ -132,7 +136,7 @@ async def reconcile(
         supervisor.begin_session(session.run_id, session.session_id, prepared)
     for run in list(state.runs.unpacked()):  # a packed run has ended
         if run.status not in TERMINAL_STATUSES and run.kind != "single":
-            carry_on(run.run_id)  # in the background: start-up does not wait
+            carry_on(run.run_id)  # in the background; the reactor leaves others' runs alone
     _check_worktrees(state)
 
 
@@ -341,6 +345,15 @@ async def shutdown(
         )
     if not await supervisor.wait_all_stopped(supervisor.cancel_grace + STOP_RECORD_SECONDS):
         log.error("sessions still recording after their processes were stopped: cancelled")
+
+
+def _sessions_acted_for(state: State, acts_for: Callable[[str], bool] | None) -> set[str]:
+    """The ids of every session (of ended runs too) of the runs this daemon acts for (None:
+    every run, a daemon's own log)."""
+    every = set(state.sessions)
+    if acts_for is None:
+        return every
+    return {sid for sid in every if (s := state.sessions.get(sid)) and acts_for(s.run_id)}
 
 
 def _is_same_process(state: State, session: SessionInfo) -> bool:

@@ -129,7 +129,13 @@ class Lifecycle:
         """End every live session (but those the next orcad starts) `failed`, in one append:
         under every such run's lock (taken in order), so nothing else ends them meanwhile."""
         runs, state = self._runs, self._runs.state
-        run_ids = sorted({s.run_id for s in state.live_sessions() if not restartable(state, s)})
+        run_ids = sorted(
+            {
+                s.run_id
+                for s in state.live_sessions()
+                if not restartable(state, s) and runs.acts_for(s.run_id)
+            }
+        )
         async with contextlib.AsyncExitStack() as locks:
             for run_id in run_ids:
                 await locks.enter_async_context(runs.lock(run_id))

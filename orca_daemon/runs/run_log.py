@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import weakref
 
-from orca_client.events import Event, RunStatusChanged, run_stream
+import msgspec
+
+from orca_client.events import Event, RunCreated, RunStatusChanged, run_stream
 from orca_client.views import TERMINAL_STATUSES, RunStatus
 from orca_daemon.log.records import AppendMode, StoredEvent
 from orca_daemon.log.store import EventStore
@@ -20,11 +22,27 @@ from orca_daemon.state.projection import State
 class RunLog:
     """Appends to runs' streams, under per-run locks; reads the projected state."""
 
-    def __init__(self, store: EventStore, state: State) -> None:
+    def __init__(self, store: EventStore, state: State, daemon: str | None = None) -> None:
         self.store = store
         self.state = state
+        self.daemon = daemon
+        """With a log several daemons share: this daemon's name, which every run it creates
+        records as its owner (`RunCreated.daemon`)."""
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         """A run's lock lives while someone holds or awaits it: memory does not grow by run."""
+
+    def acts_for(self, run_id: str) -> bool:
+        """Whether this daemon acts for the run: decides for it, runs its sessions, fires its
+        hooks. With its own log, for every run; with a shared one, for the runs it owns."""
+        if self.daemon is None:
+            return True
+        run = self.state.runs.get(run_id)
+        return run is not None and run.owner == self.daemon
+
+    def owner_of(self, run_id: str) -> str | None:
+        """The daemon that acts for the run (None with a daemon's own log)."""
+        run = self.state.runs.get(run_id)
+        return None if run is None else run.owner
 
     def lock(self, run_id: str) -> asyncio.Lock:
         lock = self._locks.get(run_id)
@@ -49,7 +67,15 @@ class RunLog:
     async def create(
         self, run_id: str, events: list[Event], mode: AppendMode = "refuse"
     ) -> list[StoredEvent]:
-        """Record a new run: its stream must not exist yet (`ConcurrencyError` if it does)."""
+        """Record a new run: its stream must not exist yet (`ConcurrencyError` if it does).
+        This daemon is its owner (with a shared log)."""
+        if self.daemon is not None:
+            events = [
+                msgspec.structs.replace(e, daemon=self.daemon)
+                if isinstance(e, RunCreated) and e.daemon is None
+                else e
+                for e in events
+            ]
         return await self.store.append(run_stream(run_id), events, 0, mode)
 
     async def record_if_live(

@@ -165,30 +165,30 @@ class Api:
             check_start(request)
         if isinstance(request, StartRun):
             if request.follow_up is not None:
-                follow_up = self.resolve_run_id(request.follow_up)
+                follow_up = self._acted_for(request.follow_up, "continue")
                 request = msgspec.structs.replace(request, follow_up=follow_up)
             return await self._start_run(request)
         if isinstance(request, Answer):
-            run_id = self.resolve_run_id(request.run_id)
+            run_id = self._acted_for(request.run_id, "answer")
             request = msgspec.structs.replace(request, run_id=run_id)
             return await answers.answer(self._runs.runs, self._runs.supervisor, request)
         if isinstance(request, Cancel):
             return await self._runs.lifecycle.cancel(
-                self.resolve_run_id(request.run_id), request.reason, request.session_id
+                self._acted_for(request.run_id, "cancel"), request.reason, request.session_id
             )
         if isinstance(request, StartDebug):
             return await self._runs.fanout.start(request)
         if isinstance(request, Orchestrate):
-            run_id = self.resolve_run_id(request.run_id)
+            run_id = self._acted_for(request.run_id, "orchestrate")
             return await self._runs.fanout.orchestrate(run_id, request.requested_by)
         if isinstance(request, StartPlan):
             return await self._runs.plans.start(request)
         if isinstance(request, RetryTask):
             return await self._runs.plans.retry(
-                self.resolve_run_id(request.run_id), request.task_id
+                self._acted_for(request.run_id, "retry a task of"), request.task_id
             )
         if isinstance(request, Doctor):
-            run_id = self.resolve_run_id(request.run_id)
+            run_id = self._acted_for(request.run_id, "examine the processes of")
             default = self._runs.launcher.config.orchestration.stuck_after_seconds
             return await maintenance.doctor(
                 self._runs.runs, self._runs.supervisor, run_id, request.stuck_after, default
@@ -196,7 +196,7 @@ class Api:
         if isinstance(request, CheckAgents):
             return await self._check_agents(request)
         if isinstance(request, Clean):
-            run_id = self.resolve_run_id(request.run_id)
+            run_id = self._acted_for(request.run_id, "clean")
             return await maintenance.clean(self._runs.runs, self._runs.supervisor, run_id)
         if isinstance(request, ReadEvents):
             return await self._read(request)
@@ -221,6 +221,19 @@ class Api:
                 self._subscriptions.start(result.subscription)
             else:
                 self._subscriptions.discard(result.subscription)
+
+    def _acted_for(self, run_id: str, what: str) -> str:
+        """`resolve_run_id`, for a request this daemon can carry out only for a run it acts
+        for: with a log several daemons share, another daemon's run is refused, naming it."""
+        run_id = self.resolve_run_id(run_id)
+        runs = self._runs.runs
+        if not runs.acts_for(run_id):
+            raise WireError(
+                "invalid_state",
+                f"run {run_id} is owned by orcad {runs.owner_of(run_id)}, where its sessions "
+                f"run: {what} it through that daemon (orca daemon status there names it)",
+            )
+        return run_id
 
     def resolve_run_id(self, run_id: str) -> str:
         """A full run id from an id or a unique prefix of at least four characters."""

@@ -30,6 +30,7 @@ from orca_client.events import (
     QuestionAnswered,
     QuestionAsked,
     QuestionCleared,
+    RunAdopted,
     RunCreated,
     RunStatusChanged,
     SessionCreated,
@@ -204,6 +205,10 @@ def apply(state: State, stored: StoredEvent) -> State:
                 state.runs[parent.run_id] = replace(
                     parent, child_run_ids=[*parent.child_run_ids, event.run_id]
                 )
+    elif isinstance(event, RunAdopted):
+        run = state.runs.get(event.run_id)
+        if run is not None:
+            state.runs[run.run_id] = replace(run, owner=event.daemon)
     elif isinstance(event, RunStatusChanged):
         run = state.runs.get(event.run_id)
         if run is not None and run.status not in TERMINAL_STATUSES:
@@ -507,6 +512,7 @@ def _new_run(event: RunCreated, at: float) -> RunInfo:
         orchestration_mode=event.children.mode if event.children is not None else None,
         repo=event.repo,
         tasks=tasks,
+        owner=event.daemon,
     )
 
 

@@ -15,6 +15,7 @@ export type AnyEvent =
   | QuestionAnswered
   | QuestionAsked
   | QuestionCleared
+  | RunAdopted
   | RunCreated
   | RunStatusChanged
   | SessionCreated
@@ -82,6 +83,7 @@ export interface OrcaProtocolTypes {
   Reply: Reply;
   RequestEnvelope: RequestEnvelope;
   RetryTask: RetryTask;
+  RunAdopted: RunAdopted;
   RunCreated: RunCreated;
   RunInfo: RunInfo;
   RunStarted: RunStarted;
@@ -324,10 +326,23 @@ export interface QuestionCleared {
   session_id: string;
   type: "question_cleared";
 }
+/**
+ * The daemon that acted for the run stopped renewing its lease: `daemon` took the run
+ * over and acts for it from here on. `generation` is the fencing token its appends for the
+ * run carry; the one that was adopted can no longer append for it.
+ */
+export interface RunAdopted {
+  daemon: string;
+  from_daemon: string;
+  generation: number;
+  run_id: string;
+  type: "run_adopted";
+}
 export interface RunCreated {
   agent_lookup?: AgentLookup | null;
   children?: ChildrenSpec | null;
   cwd: string;
+  daemon?: null | string;
   fanout?: FanOutSpec | null;
   kind?: "fanout" | "parent" | "plan" | "single";
   parent_run_id?: null | string;
@@ -837,6 +852,7 @@ export interface RunInfo {
   orchestration_mode?: ("parallel" | "sequential") | null;
   orchestrator_session_id?: null | string;
   output_tokens?: number | null;
+  owner?: null | string;
   parent_run_id?: null | string;
   paused_status?:
     | ("cancelled" | "completed" | "failed" | "planning" | "queued" | "reviewing" | "running" | "waiting_for_answer")

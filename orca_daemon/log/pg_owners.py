@@ -1,0 +1,213 @@
+"""Who acts for each run, when several daemons share the PostgreSQL log.
+
+Each daemon has a row in `daemons` (its name, host, pid and state directory) whose lease,
+`expires_at`, it renews from its heartbeat: the database's clock decides when it has run out,
+never a daemon's own. Each run has a row in `run_owners`: the daemon that created it (or adopted
+it since) and a generation, the fencing token. Every append to a run's stream is checked, in its
+transaction and under the events table's lock, against that row: a daemon appends only for the
+runs it owns at the generation it holds, so one that lost a run (adopted by another) can no
+longer write for it. An append to a run that has no row yet (its creation) claims it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import cast
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from orca_daemon.log.pending import PendingAppend
+from orca_daemon.log.records import ConcurrencyError, StoreError
+
+log = logging.getLogger(__name__)
+
+OWNERS = (
+    "SELECT o.run_id, o.owner, o.generation, COALESCE(d.expires_at < now(), true)"
+    " FROM run_owners o LEFT JOIN daemons d ON d.name = o.owner WHERE o.run_id = ANY(%s)"
+)
+"""Each run's owner, generation, and whether the owner's lease has run out."""
+CLAIM = "INSERT INTO run_owners (run_id, owner, generation) VALUES (%s, %s, 1)"
+ADOPT = "UPDATE run_owners SET owner = %s, generation = %s WHERE run_id = %s"
+EXPIRED = (
+    "SELECT o.run_id, o.owner, o.generation FROM run_owners o JOIN daemons d ON d.name = o.owner"
+    " WHERE d.expires_at < now() AND o.owner <> %s"
+)
+"""The runs whose owner's lease has run out (but this daemon's), with their generations."""
+RUN_PREFIX = "run-"
+
+
+class FencedAppend(StoreError):
+    """An append for a run that another daemon owns (or took over): it was not written."""
+
+
+def run_of(stream: str) -> str | None:
+    """The run whose stream this is, or None."""
+    return stream[len(RUN_PREFIX) :] if stream.startswith(RUN_PREFIX) else None
+
+
+Owners = dict[str, tuple[str, int, bool]]
+"""Each run's row: its owner, generation, and whether the owner's lease has run out."""
+
+
+@dataclass
+class Checked:
+    """What `Fences.check` let through: the appends, the runs they claim, the runs they adopt
+    (each with its new generation)."""
+
+    allowed: list[PendingAppend]
+    claims: list[str]
+    adoptions: dict[str, int]
+
+
+@dataclass
+class Fences:
+    """The runs this daemon owns, each at the generation it holds, and the check of a batch."""
+
+    daemon: str
+    held: dict[str, int] = field(default_factory=dict)
+
+    def runs_of(self, batch: Sequence[PendingAppend]) -> list[str]:
+        """The runs whose streams the batch appends events to."""
+        return sorted({run for p in batch if p.events and (run := run_of(p.stream)) is not None})
+
+    def check(self, batch: list[PendingAppend], owners: Owners) -> Checked:
+        """The appends this daemon may make (the others fail: `FencedAppend`, or for an
+        adoption that came too late, `ConcurrencyError`), the runs they claim (no owner yet)
+        and those they adopt."""
+        checked = Checked([], [], {})
+        for pending in batch:
+            run = run_of(pending.stream) if pending.events else None
+            if run is None:
+                checked.allowed.append(pending)
+                continue
+            row = owners.get(run)
+            if pending.adopting is not None:
+                refusal = self._adoption_refused(run, row, pending.adopting)
+                if refusal is None:
+                    checked.adoptions[run] = pending.adopting[1] + 1
+                    owners[run] = (self.daemon, pending.adopting[1] + 1, False)
+                    checked.allowed.append(pending)
+                elif not pending.future.done():
+                    pending.future.set_exception(ConcurrencyError(refusal))
+                continue
+            if row is None:
+                if run not in checked.claims:
+                    checked.claims.append(run)
+                checked.allowed.append(pending)
+            elif row[0] == self.daemon and (
+                run in checked.adoptions or self.held.setdefault(run, row[1]) == row[1]
+            ):
+                checked.allowed.append(pending)  # (a claim whose COMMIT went unanswered too)
+            elif not pending.future.done():
+                pending.future.set_exception(
+                    FencedAppend(
+                        f"run {run} is owned by orcad {row[0]} (generation {row[1]}), not by "
+                        f"orcad {self.daemon}: not written"
+                    )
+                )
+        return checked
+
+    def _adoption_refused(
+        self, run: str, row: tuple[str, int, bool] | None, adopting: tuple[str, int]
+    ) -> str | None:
+        """Why this daemon may not take `run` over from `adopting` (None: it may)."""
+        if row is None or (row[0], row[1]) != adopting:
+            return f"run {run} is no longer orcad {adopting[0]}'s at generation {adopting[1]}"
+        if not row[2]:
+            return f"orcad {adopting[0]}, which owns run {run}, renewed its lease"
+        return None
+
+    def committed(self, checked: Checked) -> None:
+        """The batch committed: this daemon owns the runs it claimed (at generation 1) and
+        those it adopted."""
+        for run in checked.claims:
+            self.held[run] = 1
+        self.held.update(checked.adoptions)
+
+
+async def load_owned(
+    connection: psycopg.AsyncConnection[tuple[object, ...]], daemon: str
+) -> dict[str, int]:
+    """The runs `daemon` owns, with their generations."""
+    cursor = await connection.execute(
+        "SELECT run_id, generation FROM run_owners WHERE owner = %s", (daemon,)
+    )
+    return {cast(str, run): cast(int, generation) for run, generation in await cursor.fetchall()}
+
+
+class DaemonLease:
+    """This daemon's row in `daemons`: registered at start, renewed every `lease / 3` seconds,
+    its expiry from the database's clock."""
+
+    def __init__(
+        self, pool: AsyncConnectionPool, where: str, daemon: str, home: str, lease_seconds: float
+    ) -> None:
+        self._pool = pool
+        self._where = where
+        self.daemon = daemon
+        self._home = home
+        self._lease = lease_seconds
+        self._host = socket.gethostname()
+
+    async def register(self) -> None:
+        """Take this daemon's row. Another live daemon of the same name (on another host, or
+        in another state directory) is refused; this one's earlier process's row is taken."""
+        async with self._pool.connection() as connection, connection.transaction():
+            cursor = await connection.execute(
+                "SELECT host, home, pid, expires_at > now() FROM daemons WHERE name = %s"
+                " FOR UPDATE",
+                (self.daemon,),
+            )
+            row = await cursor.fetchone()
+            if row is not None and row[3] and (row[0], row[1]) != (self._host, self._home):
+                raise StoreError(
+                    f"a daemon named {self.daemon} runs on {row[0]} (pid {row[2]}, state "
+                    f"directory {row[1]}) and shares the log at {self._where}: give this one "
+                    "another name ([daemon] name in config.toml)"
+                )
+            await connection.execute(
+                "INSERT INTO daemons (name, host, home, pid, started_at, expires_at)"
+                " VALUES (%(name)s, %(host)s, %(home)s, %(pid)s, now(),"
+                " now() + make_interval(secs => %(lease)s))"
+                " ON CONFLICT (name) DO UPDATE SET host = excluded.host, home = excluded.home,"
+                " pid = excluded.pid, started_at = excluded.started_at,"
+                " expires_at = excluded.expires_at",
+                {
+                    "name": self.daemon,
+                    "host": self._host,
+                    "home": self._home,
+                    "pid": os.getpid(),
+                    "lease": self._lease,
+                },
+            )
+
+    async def expired_runs(self) -> list[tuple[str, str, int]]:
+        """The runs whose owner's lease has run out (this daemon's aside): each with its
+        owner and generation."""
+        async with self._pool.connection() as connection:
+            cursor = await connection.execute(EXPIRED, (self.daemon,))
+            rows = await cursor.fetchall()
+        return [(cast(str, r), cast(str, o), cast(int, g)) for r, o, g in rows]
+
+    async def renew_forever(self) -> None:
+        """Renew the lease every third of its length until cancelled; a renewal that fails is
+        tried again at the next beat (the lease runs out if none succeeds in time)."""
+        while True:
+            await asyncio.sleep(self._lease / 3)
+            try:
+                async with self._pool.connection() as connection:
+                    await connection.execute(
+                        "UPDATE daemons SET expires_at = now() + make_interval(secs => %s)"
+                        " WHERE name = %s AND pid = %s",
+                        (self._lease, self.daemon, os.getpid()),
+                    )
+            except psycopg.Error as exc:
+                log.warning(
+                    "could not renew the lease of orcad %s at %s: %s", self.daemon, self._where, exc
+                )
