@@ -41,6 +41,7 @@ from orca_daemon.config import (
 from orca_daemon.limits import connection_cap, descriptor_limit, raise_descriptor_limit
 from orca_daemon.log.records import StoredEvent, StoreError
 from orca_daemon.log.store import DaemonIdentity, EventStore
+from orca_daemon.orchestration.adoption import Adopter
 from orca_daemon.orchestration.fanout import FanOutCoordinator
 from orca_daemon.orchestration.hooks import TRACKING as HOOKS_TRACKING
 from orca_daemon.orchestration.hooks import HookRunner
@@ -370,6 +371,18 @@ class Daemon:
             await work.start(supervisor.run)
             await work.start(verifier.run)
             await reconcile(state, lifecycle, launcher, supervisor, reactor.mark, acts_for)
+            if shared:
+                adopter = Adopter(
+                    store,
+                    state,
+                    lifecycle,
+                    launcher,
+                    supervisor,
+                    admission,
+                    reactor.mark,
+                    settings.lease_seconds / 3,
+                )
+                await work.start(adopter.run)
             await work.start(reactor.run)
             await work.start(hooks.run)
             await work.start(notifications.run)

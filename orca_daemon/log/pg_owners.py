@@ -22,6 +22,8 @@ from typing import cast
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from orca_client.events import Event, RunStatusChanged
+from orca_client.views import TERMINAL_STATUSES
 from orca_daemon.log.pending import PendingAppend
 from orca_daemon.log.records import ConcurrencyError, StoreError
 
@@ -34,16 +36,23 @@ OWNERS = (
 """Each run's owner, generation, and whether the owner's lease has run out."""
 CLAIM = "INSERT INTO run_owners (run_id, owner, generation) VALUES (%s, %s, 1)"
 ADOPT = "UPDATE run_owners SET owner = %s, generation = %s WHERE run_id = %s"
+ENDED = "UPDATE run_owners SET ended = true WHERE run_id = ANY(%s)"
 EXPIRED = (
     "SELECT o.run_id, o.owner, o.generation FROM run_owners o JOIN daemons d ON d.name = o.owner"
-    " WHERE d.expires_at < now() AND o.owner <> %s"
+    " WHERE d.expires_at < now() AND o.owner <> %s AND NOT o.ended ORDER BY o.run_id"
 )
-"""The runs whose owner's lease has run out (but this daemon's), with their generations."""
+"""The runs not ended whose owner's lease has run out (but this daemon's), with their
+generations."""
 RUN_PREFIX = "run-"
 
 
 class FencedAppend(StoreError):
     """An append for a run that another daemon owns (or took over): it was not written."""
+
+
+def ends_run(event: Event) -> bool:
+    """Whether `event` records its run's end."""
+    return isinstance(event, RunStatusChanged) and event.status in TERMINAL_STATUSES
 
 
 def run_of(stream: str) -> str | None:
@@ -63,6 +72,8 @@ class Checked:
     allowed: list[PendingAppend]
     claims: list[str]
     adoptions: dict[str, int]
+    ended: list[str] = field(default_factory=list)
+    """Runs whose end the batch records: nobody adopts them any more."""
 
 
 @dataclass
@@ -96,14 +107,15 @@ class Fences:
                 elif not pending.future.done():
                     pending.future.set_exception(ConcurrencyError(refusal))
                 continue
-            if row is None:
-                if run not in checked.claims:
+            if row is None or (
+                row[0] == self.daemon
+                and (run in checked.adoptions or self.held.setdefault(run, row[1]) == row[1])
+            ):  # (held from the row: a claim whose COMMIT went unanswered)
+                if row is None and run not in checked.claims:
                     checked.claims.append(run)
                 checked.allowed.append(pending)
-            elif row[0] == self.daemon and (
-                run in checked.adoptions or self.held.setdefault(run, row[1]) == row[1]
-            ):
-                checked.allowed.append(pending)  # (a claim whose COMMIT went unanswered too)
+                if any(ends_run(event) for event in pending.events):
+                    checked.ended.append(run)
             elif not pending.future.done():
                 pending.future.set_exception(
                     FencedAppend(

@@ -41,7 +41,8 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE run_owners (
         run_id text PRIMARY KEY,
         owner text NOT NULL,
-        generation bigint NOT NULL
+        generation bigint NOT NULL,
+        ended boolean NOT NULL DEFAULT false
     );
     """,
 )

@@ -18,7 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from orca_daemon.log.backend import WriteConflict
 from orca_daemon.log.pending import PendingAppend
-from orca_daemon.log.pg_owners import ADOPT, CLAIM, OWNERS, Checked, Fences, Owners
+from orca_daemon.log.pg_owners import ADOPT, CLAIM, ENDED, OWNERS, Checked, Fences, Owners
 from orca_daemon.log.pg_schema import NOTIFY_CHANNEL, TRACK
 from orca_daemon.log.planning import Accepted, Row, plan
 from orca_daemon.log.records import StoredEvent
@@ -120,7 +120,7 @@ class PgTransactions:
         self, connection: psycopg.AsyncConnection[tuple[object, ...]], checked: Checked
     ) -> None:
         """In the batch's transaction: the runs it claims, and those it adopts."""
-        if self._fences is None or not (checked.claims or checked.adoptions):
+        if self._fences is None or not (checked.claims or checked.adoptions or checked.ended):
             return
         me = self._fences.daemon
         async with connection.cursor() as cursor:
@@ -130,6 +130,8 @@ class PgTransactions:
                 await cursor.executemany(
                     ADOPT, [(me, gen, run) for run, gen in checked.adoptions.items()]
                 )
+            if checked.ended:
+                await cursor.execute(ENDED, (checked.ended,))
 
     async def _settle_in_doubt(self, in_doubt: Accepted) -> Accepted:
         """The appends of a transaction whose COMMIT went unanswered, if it did commit (its

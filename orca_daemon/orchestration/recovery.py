@@ -18,12 +18,12 @@ from collections.abc import Callable
 
 import anyio
 
-from orca_client.events import LOST_REASON
+from orca_client.events import LOST_REASON, RunAdopted
 from orca_client.views import TERMINAL_STATUSES, SessionInfo
 from orca_daemon.runs.admission import Admission
 from orca_daemon.runs.launcher import Launcher
 from orca_daemon.runs.lifecycle import Lifecycle
-from orca_daemon.runs.rules import parent_ended, restartable, superseded
+from orca_daemon.runs.rules import live_sessions, parent_ended, restartable, superseded
 from orca_daemon.runs.supervisor import Supervisor
 from orca_daemon.sessions.held import (
     HeldAgent,
@@ -374,3 +374,40 @@ def _check_worktrees(state: State) -> None:
                 session.session_id,
                 tree.branch,
             )
+
+
+async def take_over(
+    state: State,
+    lifecycle: Lifecycle,
+    launcher: Launcher,
+    supervisor: Supervisor,
+    run_id: str,
+    adopted: RunAdopted,
+) -> None:
+    """Carry on a run this daemon adopted from one whose lease ran out. Its sessions that ran
+    there end failed: their agents are on that daemon's machine, out of this one's reach (a plan
+    runs such a task again, uncounted, as after a restart). Those orcad decided on that never
+    started (an orchestrator, a plan task) start here."""
+    reason = (
+        f"orcad {adopted.from_daemon}, where it ran, stopped renewing its lease; orcad "
+        f"{adopted.daemon} took the run over"
+    )
+    for session in live_sessions(state, run_id):
+        session_id = session.session_id
+        if restartable(state, session) and superseded(state, session):
+            await lifecycle.finish_session(
+                run_id, session_id, "cancelled", "replaced by a retry", "cancelled"
+            )
+        elif restartable(state, session):
+            log.info(
+                "session %s: starting it here, as orcad %s never did",
+                session_id,
+                adopted.from_daemon,
+            )
+            recorded = session.command if session.agent == "command" else ()
+            prepared = await launcher.prepare(
+                run_id, session.agent, state.prompts.get(session_id), session.cwd, recorded
+            )
+            supervisor.begin_session(run_id, session_id, prepared)
+        else:
+            await lifecycle.finish_session(run_id, session_id, "failed", reason, "orcad_restarted")

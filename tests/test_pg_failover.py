@@ -1,0 +1,104 @@
+"""A daemon dies; another takes its runs over (a PostgreSQL log shared by two daemons).
+
+Daemon A runs a fan-out: one worker done, one still working. A is killed with SIGKILL and its
+lease (3 s here) runs out: daemon B adopts the run (exactly once), ends the worker that ran on
+A with the reason, and, every worker being terminal, starts the fan-out's one orchestrator
+itself; its synthesis ends the run. A single run of A's is adopted and ended the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from conftest import DaemonProcess, short_tempdir, wait_until
+from support.homes import write_config
+from support.processes import kill_processes_with_env
+from support.snapshots import read_log
+from test_fanout import fan_agent, start_debug
+
+from orca_client.events import OrchestratorTriggered, RunAdopted, SessionTerminated
+
+LEASE = 3.0
+
+
+@pytest.fixture
+def log_env(postgres_url: str) -> dict[str, str]:
+    return {"ORCA_LOG_URL": postgres_url}
+
+
+@pytest.fixture
+def other_home() -> Iterator[Path]:
+    base = short_tempdir()
+    yield base / "h"
+    kill_processes_with_env("ORCA_HOME", str(base / "h"))
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def configure(home: Path, go: Path) -> None:
+    """Two command agents (`ok` is done at once, `held` waits for the file `go`) and a short
+    lease."""
+    agents = {
+        "ok": {"say": ["finding: the TTL is never refreshed"], "summary": "TTL bug"},
+        "held": {"say": ["held: waiting"], "wait_file": str(go), "summary": "held done"},
+    }
+    lines = [f"[daemon]\nlease_seconds = {LEASE}"]
+    for name, script in agents.items():
+        command = json.dumps(fan_agent(**script))
+        lines += [f"[agents.{name}]", 'adapter = "command"', f"command = {command}"]
+    write_config(home, "\n".join(lines) + "\n")
+
+
+def name_of(daemon: DaemonProcess) -> str:
+    return daemon.orca("daemon", "status").stdout.split("  name     ")[1].split()[0]
+
+
+def test_a_dead_daemons_fanout_is_adopted_and_synthesized_once_by_another(
+    make_daemon: Callable[..., DaemonProcess], other_home: Path, tmp_path: Path
+) -> None:
+    go = tmp_path / "go"  # never created: `held` works until it is ended
+    a = make_daemon()
+    configure(a.home, go)
+    a.start()
+    configure(other_home, go)
+    b = DaemonProcess(other_home, extra_env={"ORCA_LOG_URL": a.env["ORCA_LOG_URL"]}).start()
+    a_name, b_name = name_of(a), name_of(b)
+
+    started = start_debug(a, ["ok", "held"])
+    run_id = started.run_id
+
+    def workers_placed() -> bool:
+        sessions = {s.agent: s.status for s in a.status(run_id).sessions}
+        return sessions == {"ok": "completed", "held": "running"}
+
+    wait_until(workers_placed, "ok to complete and held to run on A")
+    single = a.orca("run", "--title", "single on a", "--", "sleep", "60").stdout.strip()
+    a.wait_for_run(single, frozenset({"running"}))
+    assert {r.run_id: r.owner for r in b.status().runs} == {run_id: a_name, single: a_name}
+
+    a.kill()  # its lease runs out in LEASE seconds; B looks every LEASE / 3
+    final = b.wait_for_run(run_id, timeout=60)
+    assert final.owner == b_name and final.status == "completed", final
+    assert b.wait_for_run(single, timeout=30).status == "failed"
+
+    events = [(e.stream, e.decode()) for e in read_log(b.log_source)]
+    adoptions = [ev for _, ev in events if isinstance(ev, RunAdopted)]
+    assert sorted((ev.run_id, ev.from_daemon, ev.daemon) for ev in adoptions) == sorted(
+        [(run_id, a_name, b_name), (single, a_name, b_name)]
+    )
+    triggers = [ev for _, ev in events if isinstance(ev, OrchestratorTriggered)]
+    assert len(triggers) == 1
+    held = next(s for s in b.status(run_id).sessions if s.agent == "held")
+    ends = [ev for _, ev in events if isinstance(ev, SessionTerminated)]
+    [held_end] = [ev for ev in ends if ev.session_id == held.session_id]
+    assert held_end.status == "failed" and held_end.cause == "orcad_restarted"
+    assert held_end.reason == (
+        f"orcad {a_name}, where it ran, stopped renewing its lease; orcad {b_name} took the "
+        "run over"
+    )
+    orchestrator = [s for s in b.status(run_id).sessions if s.role == "orchestrator"]
+    assert [s.status for s in orchestrator] == ["completed"]
+    assert b.stop() == 0
