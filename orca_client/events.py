@@ -301,6 +301,45 @@ class RunAdopted(Event, tag="run_adopted", frozen=True):
     generation: int
 
 
+class CancelRequested(Event, tag="cancel_requested", frozen=True):
+    """With a log several daemons share: a client asked `from_daemon`, which does not own the
+    run, to cancel it (or one of its sessions). The owner carries it out and records
+    `RelayedRequestSettled` with the same `request_id`."""
+
+    request_id: str
+    from_daemon: str
+    reason: str | None = None
+    session_id: str | None = None
+
+
+class AnswerRequested(Event, tag="answer_requested", frozen=True):
+    """With a log several daemons share: a client gave `from_daemon`, which does not own the
+    run, the answer to a pending question request; the owner hands it to the agent and records
+    `RelayedRequestSettled`. Never an answer to a secret question: those are refused, not
+    relayed (they never reach the log)."""
+
+    request_id: str
+    from_daemon: str
+    session_id: str
+    question_request_id: str
+    answers: dict[str, list[str]]
+    answered_by: str
+
+
+class RelayedRequestSettled(Event, tag="relayed_request_settled", frozen=True):
+    """The owner of the run carried out (or refused) a relayed request: `result_json` is the
+    reply's result (JSON), or `error_code` and `message` say why not."""
+
+    request_id: str
+    daemon: str
+    result_json: str | None = None
+    error_code: str | None = None
+    message: str | None = None
+
+
+RelayedRequest = CancelRequested | AnswerRequested
+
+
 class OrchestratorTriggered(Event, tag="orchestrator_triggered", frozen=True):
     """A fan-out's one orchestrator was decided on. Appended at an expected stream version, so
     of two triggers that race, one loses; the orchestrator's `SessionCreated` follows it in the
@@ -379,6 +418,9 @@ AnyEvent = (
     | SessionTerminated
     | RunStatusChanged
     | RunAdopted
+    | CancelRequested
+    | AnswerRequested
+    | RelayedRequestSettled
     | OrchestratorTriggered
     | OrchestrationFinished
     | TaskStatusChanged
@@ -405,6 +447,9 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     SessionTerminated,
     RunStatusChanged,
     RunAdopted,
+    CancelRequested,
+    AnswerRequested,
+    RelayedRequestSettled,
     OrchestratorTriggered,
     OrchestrationFinished,
     TaskStatusChanged,

@@ -53,9 +53,11 @@ from orca_daemon.orchestration.plans import PlanCoordinator
 from orca_daemon.orchestration.reactions import Reactions
 from orca_daemon.orchestration.reactor import Reactor
 from orca_daemon.orchestration.recovery import reconcile, shutdown
+from orca_daemon.orchestration.relayed import RelayedRequests
 from orca_daemon.runs.admission import Admission
 from orca_daemon.runs.launcher import Launcher
 from orca_daemon.runs.lifecycle import Lifecycle
+from orca_daemon.runs.relay import Relay
 from orca_daemon.runs.run_log import RunLog
 from orca_daemon.runs.supervisor import Supervisor
 from orca_daemon.runs.world import RunWorld
@@ -340,9 +342,13 @@ class Daemon:
         fanout = FanOutCoordinator(world)
         plans = PlanCoordinator(world, verifier)
         parents = ParentCoordinator(world)
+        relayed = RelayedRequests(run_log, lifecycle, supervisor, self._name) if shared else None
+        relay = Relay(run_log, self._name) if shared else None
+        if relay is not None:
+            store.add_listener(relay.on_commit)
         reactor = Reactor(
             state,
-            Reactions(world, launcher, fanout, plans, parents).react,
+            Reactions(world, launcher, fanout, plans, parents, relayed).react,
             acts_for=run_log.acts_for,
         )
         world.follow_with(reactor.mark)
@@ -410,6 +416,7 @@ class Daemon:
                     started_at=started_at,
                     log_file=self._log_place(),
                     daemon_name=self._name,
+                    relay=relay,
                     request_shutdown=self.request_stop,
                     reload_config=self._reloader.answer,
                 )

@@ -17,12 +17,13 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import AGENTS, DaemonProcess, events_of, output_of, records_of, wait_until
+from support.fanouts import PROMPT, fan_agent, start_debug
 from support.homes import write_config, write_log
 from support.hooks import calls, hook, hook_events, hooks_config, wait_hooks_settled
 
@@ -59,16 +60,10 @@ from orca_daemon.orchestration.orchestrator_prompt import (
     share,
 )
 
-PROMPT = "why does the cache serve stale entries?"
 SYNTHESIZER = [sys.executable, "-m", "orca_daemon.synthesizer"]
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def fan_agent(**script: Any) -> list[str]:
-    """The argv of tests/agents/fan_agent.py with this script."""
-    return [sys.executable, str(AGENTS / "fan_agent.py"), json.dumps(script)]
 
 
 def fan_config(
@@ -112,14 +107,6 @@ def workers_config(go: Path, **extra: dict[str, Any]) -> dict[str, dict[str, Any
         "held": {"say": ["held: waiting"], "wait_file": str(go), "summary": "held done"},
         **extra,
     }
-
-
-def start_debug(daemon: DaemonProcess, agents: Sequence[str], **kwargs: Any) -> RunStarted:
-    kwargs.setdefault("cwd", str(daemon.home))
-    kwargs.setdefault("prompt", PROMPT)
-    with daemon.client() as client:
-        started: RunStarted = client.request(StartDebug(agents=list(agents), **kwargs))
-    return started
 
 
 def request(daemon: DaemonProcess, message: Any) -> Any:

@@ -4,12 +4,14 @@ The daemon-level contract on this log is also run by the tests that take `any_lo
 at random moments: tests/test_durability.py). Here: what a user sees of the setting itself — a
 run end to end, `orca daemon status` naming the daemon and the database without its password,
 the runs still there for the next daemon; three daemons on one log, each showing every run with
-its owner and acting for its own runs only (another's cancel is refused, naming the owner); a
-second daemon with a name already in use refused; a bad URL or an unreachable server refused.
+its owner and acting for its own runs only, answers and cancels asked of any daemon carried out
+by the owner (a secret answer refused elsewhere, naming the owner); a second daemon with a name
+already in use refused; a bad URL or an unreachable server refused.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -17,8 +19,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import DaemonProcess, run_orca, short_tempdir, wait_until
+from conftest import DaemonProcess, agent, run_orca, short_tempdir, wait_until
 from support.processes import kill_processes_with_env
+from support.questions import DONE, q
+from support.snapshots import read_log
 
 SECRET = "pg-s3cret-word"
 
@@ -96,17 +100,42 @@ def test_three_daemons_share_one_log_and_each_acts_for_its_own_runs(
         logs = c.orca("logs", quick)
         assert "from b" in logs.stdout, logs
 
-        refused = b.orca("cancel", long_run)
-        assert refused.returncode != 0
-        assert f"run {long_run} is owned by orcad {names[0]}, where its sessions run" in (
-            refused.stderr
-        ), refused.stderr
-        assert a.status(long_run).runs[0].status == "running"
+        # An answer given on C to A's run reaches A's agent; a secret one is refused on C.
+        script = {
+            "steps": [
+                {"ask": [q("color")]},
+                {"ask": [q("token", isSecret=True)]},
+                {"say": "thanks"},
+                DONE,
+            ]
+        }
+        asking = a.orca("run", "--title", "asks on a", "--", *agent("q_ask.py", json.dumps(script)))
+        asker = asking.stdout.strip()
+        a.wait_for_run(asker, frozenset({"waiting_for_answer"}))
+        c.wait_for_run(asker, frozenset({"waiting_for_answer"}))
+        answered = c.orca("answer", asker, "blue")
+        assert answered.returncode == 0, answered.stderr
+        echo = '"color": {"answers": ["blue"]}'
+        wait_until(lambda: echo in a.orca("logs", asker).stdout, "A's agent to get the answer")
 
-        cancelled = a.orca("cancel", long_run)
+        c.wait_for_run(asker, frozenset({"waiting_for_answer"}))  # the secret question
+        secret = b.orca("answer", asker, "s3cr3t-value")
+        assert secret.returncode != 0
+        assert "is secret, and a secret answer never goes through the log: answer it on " in (
+            secret.stderr
+        )
+        assert f"orcad {names[0]}, which owns the run" in secret.stderr
+        assert a.orca("answer", asker, "s3cr3t-value").returncode == 0
+        assert a.wait_for_run(asker).status == "completed"
+        assert "s3cr3t-value" not in str(read_log(a.log_source))
+
+        # A cancel asked of B, for A's run, is carried out by A.
+        cancelled = b.orca("cancel", long_run)
         assert cancelled.returncode == 0, cancelled.stderr
         for daemon in (a, b, c):
             daemon.wait_for_run(long_run, frozenset({"cancelled"}))
+        relayed = [e.type for e in read_log(a.log_source) if e.stream == f"run-{long_run}"]
+        assert relayed.count("cancel_requested") == relayed.count("relayed_request_settled") == 1
         for daemon in (b, c, a):
             assert daemon.stop() == 0  # (each stop checks its snapshot against a replay)
     finally:

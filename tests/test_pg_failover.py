@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 from conftest import DaemonProcess, short_tempdir, wait_until
+from support.fanouts import fan_agent, start_debug
 from support.homes import write_config
 from support.processes import kill_processes_with_env
 from support.snapshots import read_log
-from test_fanout import fan_agent, start_debug
 
 from orca_client.events import OrchestratorTriggered, RunAdopted, SessionTerminated
 

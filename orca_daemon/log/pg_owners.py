@@ -22,7 +22,7 @@ from typing import cast
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from orca_client.events import Event, RunStatusChanged
+from orca_client.events import AnswerRequested, CancelRequested, Event, RunStatusChanged
 from orca_client.views import TERMINAL_STATUSES
 from orca_daemon.log.pending import PendingAppend
 from orca_daemon.log.records import ConcurrencyError, StoreError
@@ -48,6 +48,11 @@ RUN_PREFIX = "run-"
 
 class FencedAppend(StoreError):
     """An append for a run that another daemon owns (or took over): it was not written."""
+
+
+def is_relayed_request(event: Event) -> bool:
+    """A request any daemon may append to another's run, for its owner to carry out."""
+    return isinstance(event, CancelRequested | AnswerRequested)
 
 
 def ends_run(event: Event) -> bool:
@@ -98,6 +103,9 @@ class Fences:
                 checked.allowed.append(pending)
                 continue
             row = owners.get(run)
+            if row is not None and all(is_relayed_request(e) for e in pending.events):
+                checked.allowed.append(pending)  # anyone may ask the owner
+                continue
             if pending.adopting is not None:
                 refusal = self._adoption_refused(run, row, pending.adopting)
                 if refusal is None:

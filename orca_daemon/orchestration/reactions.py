@@ -11,6 +11,7 @@ from orca_daemon.orchestration.effects import RunEffects
 from orca_daemon.orchestration.fanout import FanOutCoordinator
 from orca_daemon.orchestration.parents import ParentCoordinator
 from orca_daemon.orchestration.plans import PlanCoordinator
+from orca_daemon.orchestration.relayed import RelayedRequests
 from orca_daemon.runs.launcher import Launcher
 
 TEST_FAULTS_VARIABLE = "ORCA_TEST_REACTION_FAULTS_FILE"
@@ -32,8 +33,11 @@ class Reactions:
         fanout: FanOutCoordinator,
         plans: PlanCoordinator,
         parents: ParentCoordinator,
+        relayed: RelayedRequests | None = None,
     ) -> None:
         self._runs = runs
+        self._relayed = relayed
+        """With a shared log: the requests other daemons relayed for this daemon's runs."""
         self._launcher = launcher
         self._fanout = fanout
         self._plans = plans
@@ -44,6 +48,9 @@ class Reactions:
         run = self._runs.state.runs.get(run_id)
         if run is None:
             return
+        if self._relayed is not None and self._runs.accepting:
+            await self._relayed.settle(run_id)
+            run = self._runs.state.runs[run_id]
         if run.status not in TERMINAL_STATUSES and self._runs.accepting:
             if run.kind == "fanout":
                 await self._fanout.trigger_when_ready(run_id)

@@ -23,8 +23,11 @@ log = logging.getLogger(__name__)
 
 RETRY_SECONDS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 """Backoff between failed attempts at a run's reaction; the last one repeats."""
+RELAYED_TYPES = frozenset({"cancel_requested", "answer_requested"})
+"""Requests relayed to the run's owner: its reaction carries them out, whatever the run's kind."""
 DECISION_TYPES = frozenset(
     {"run_created", "run_status_changed", "session_terminated", "task_status_changed"}
+    | RELAYED_TYPES
 )
 """Events after which a run's orchestration may decide something new; the others (output,
 usage, questions, a session's creation or start...) mark nothing."""
@@ -78,7 +81,7 @@ class Reactor:
             if run is None:
                 continue
             status_changed = stored.type == "run_status_changed"
-            if run.kind != "single" or status_changed:
+            if run.kind != "single" or status_changed or stored.type in RELAYED_TYPES:
                 self.mark(run.run_id)
             if status_changed and run.parent_run_id is not None:
                 self.mark(run.parent_run_id)

@@ -134,6 +134,8 @@ async def reconcile(
             recorded,
         )
         supervisor.begin_session(session.run_id, session.session_id, prepared)
+    for request in list(state.relayed.values()):  # relayed to this daemon, not carried out
+        carry_on(request.run_id)
     for run in list(state.runs.unpacked()):  # a packed run has ended
         if run.status not in TERMINAL_STATUSES and run.kind != "single":
             carry_on(run.run_id)  # in the background; the reactor leaves others' runs alone

@@ -56,6 +56,7 @@ from orca_daemon.runs import answers, maintenance
 from orca_daemon.runs.admission import Admission
 from orca_daemon.runs.launcher import Launcher, client_context, launch_context
 from orca_daemon.runs.lifecycle import Lifecycle
+from orca_daemon.runs.relay import Relay
 from orca_daemon.runs.run_log import RunLog
 from orca_daemon.runs.starts import start_single
 from orca_daemon.runs.supervisor import Supervisor
@@ -111,6 +112,7 @@ class Api:
         started_at: float,
         log_file: str,
         daemon_name: str = "",
+        relay: Relay | None = None,
         request_shutdown: Callable[[bool], None],
         reload_config: Callable[[bool], Awaitable[ReloadResult]],
     ) -> None:
@@ -122,6 +124,8 @@ class Api:
         self._started_at = started_at
         self._log_file = log_file
         self._daemon_name = daemon_name
+        self._relay = relay
+        """With a shared log: relays answers and cancels for other daemons' runs to them."""
         self._request_shutdown = request_shutdown
         self._reload_config = reload_config
 
@@ -169,12 +173,18 @@ class Api:
                 request = msgspec.structs.replace(request, follow_up=follow_up)
             return await self._start_run(request)
         if isinstance(request, Answer):
-            run_id = self._acted_for(request.run_id, "answer")
+            run_id = self.resolve_run_id(request.run_id)
+            if self._relay is not None and not self._runs.runs.acts_for(run_id):
+                return await self._relay.answer(run_id, request)
+            run_id = self._acted_for(run_id, "answer")
             request = msgspec.structs.replace(request, run_id=run_id)
             return await answers.answer(self._runs.runs, self._runs.supervisor, request)
         if isinstance(request, Cancel):
+            run_id = self.resolve_run_id(request.run_id)
+            if self._relay is not None and not self._runs.runs.acts_for(run_id):
+                return await self._relay.cancel(run_id, request)
             return await self._runs.lifecycle.cancel(
-                self._acted_for(request.run_id, "cancel"), request.reason, request.session_id
+                self._acted_for(run_id, "cancel"), request.reason, request.session_id
             )
         if isinstance(request, StartDebug):
             return await self._runs.fanout.start(request)

@@ -16,7 +16,9 @@ import msgspec
 
 from orca_client.events import (
     AgentSessionIdentified,
+    AnswerRequested,
     AnyEvent,
+    CancelRequested,
     EndCause,
     HookFinished,
     HookStarted,
@@ -30,6 +32,8 @@ from orca_client.events import (
     QuestionAnswered,
     QuestionAsked,
     QuestionCleared,
+    RelayedRequest,
+    RelayedRequestSettled,
     RunAdopted,
     RunCreated,
     RunStatusChanged,
@@ -172,6 +176,9 @@ class State:
     """Each live session's holder (pid, start ticks), when it has one."""
     causes: dict[str, EndCause] = field(default_factory=dict)
     """Why each ended session of a live plan run ended (its task's next step depends on it)."""
+    relayed: dict[str, RelayedRequest] = field(default_factory=dict)
+    """Requests relayed through the log to the daemon that owns their run (a shared log),
+    by request id, until it records that it settled them."""
     open_lines: dict[str, str] = field(default_factory=dict)
     """Per live session, the end of the line its output has begun and not yet ended (at most
     `LAST_LINE_CHARS`): the next output continues it."""
@@ -205,6 +212,10 @@ def apply(state: State, stored: StoredEvent) -> State:
                 state.runs[parent.run_id] = replace(
                     parent, child_run_ids=[*parent.child_run_ids, event.run_id]
                 )
+    elif isinstance(event, CancelRequested | AnswerRequested):
+        state.relayed[event.request_id] = event
+    elif isinstance(event, RelayedRequestSettled):
+        state.relayed.pop(event.request_id, None)
     elif isinstance(event, RunAdopted):
         run = state.runs.get(event.run_id)
         if run is not None:

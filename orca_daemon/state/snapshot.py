@@ -18,7 +18,13 @@ from dataclasses import dataclass
 
 import msgspec
 
-from orca_client.events import EndCause, HookStarted, NotificationTriggered, RunCreated
+from orca_client.events import (
+    EndCause,
+    HookStarted,
+    NotificationTriggered,
+    RelayedRequest,
+    RunCreated,
+)
 from orca_client.plan import PlanGraph
 from orca_client.views import RunInfo, SessionInfo
 from orca_daemon.state.projection import PlanProgress, State
@@ -55,6 +61,7 @@ class _Body(msgspec.Struct, array_like=True):
     holders: dict[str, tuple[int, int | None]]
     causes: dict[str, EndCause]
     open_lines: dict[str, str]
+    relayed: list[RelayedRequest]
 
 
 class _Header(msgspec.Struct, array_like=True):
@@ -124,6 +131,7 @@ def _body(state: State) -> _Body:
         holders=state.holders,
         causes=state.causes,
         open_lines=state.open_lines,
+        relayed=list(state.relayed.values()),
     )
 
 
@@ -173,6 +181,7 @@ def decode(data: bytes) -> Snapshot:
         holders=body.holders,
         causes=body.causes,
         open_lines=body.open_lines,
+        relayed={request.request_id: request for request in body.relayed},
     )
     state.runs.restore(
         dict(zip(body.run_ids, body.runs, strict=True)), body.sessions, body.packed_sessions

@@ -3,6 +3,8 @@
 
 export type AnyEvent =
   | AgentSessionIdentified
+  | AnswerRequested
+  | CancelRequested
   | HookFinished
   | HookStarted
   | NotificationFailed
@@ -15,6 +17,7 @@ export type AnyEvent =
   | QuestionAnswered
   | QuestionAsked
   | QuestionCleared
+  | RelayedRequestSettled
   | RunAdopted
   | RunCreated
   | RunStatusChanged
@@ -37,9 +40,11 @@ export interface OrcaProtocolTypes {
   AgentLookup: AgentLookup;
   AgentSessionIdentified: AgentSessionIdentified;
   Answer: Answer;
+  AnswerRequested: AnswerRequested;
   AnswerResult: AnswerResult;
   AnyEvent: AnyEvent;
   Cancel: Cancel;
+  CancelRequested: CancelRequested;
   CancelResult: CancelResult;
   CheckAgents: CheckAgents;
   ChildTarget: ChildTarget;
@@ -78,6 +83,7 @@ export interface OrcaProtocolTypes {
   QuestionCleared: QuestionCleared;
   QuestionOption: QuestionOption;
   ReadEvents: ReadEvents;
+  RelayedRequestSettled: RelayedRequestSettled;
   Reload: Reload;
   ReloadResult: ReloadResult;
   Reply: Reply;
@@ -167,12 +173,43 @@ export interface Answer {
   text?: null | string;
   type: "answer";
 }
+/**
+ * With a log several daemons share: a client gave `from_daemon`, which does not own the
+ * run, the answer to a pending question request; the owner hands it to the agent and records
+ * `RelayedRequestSettled`. Never an answer to a secret question: those are refused, not
+ * relayed (they never reach the log).
+ */
+export interface AnswerRequested {
+  answered_by: string;
+  answers: {
+    [k: string]: string[] | undefined;
+  };
+  from_daemon: string;
+  question_request_id: string;
+  request_id: string;
+  run_id: string;
+  session_id: string;
+  type: "answer_requested";
+}
 export interface AnswerResult {
   delivered?: boolean;
   request_id: string;
   run_id: string;
   session_id: string;
   status: "cancelled" | "completed" | "failed" | "planning" | "queued" | "reviewing" | "running" | "waiting_for_answer";
+}
+/**
+ * With a log several daemons share: a client asked `from_daemon`, which does not own the
+ * run, to cancel it (or one of its sessions). The owner carries it out and records
+ * `RelayedRequestSettled` with the same `request_id`.
+ */
+export interface CancelRequested {
+  from_daemon: string;
+  reason?: null | string;
+  request_id: string;
+  run_id: string;
+  session_id?: null | string;
+  type: "cancel_requested";
 }
 export interface HookFinished {
   exit_code?: number | null;
@@ -325,6 +362,19 @@ export interface QuestionCleared {
   run_id: string;
   session_id: string;
   type: "question_cleared";
+}
+/**
+ * The owner of the run carried out (or refused) a relayed request: `result_json` is the
+ * reply's result (JSON), or `error_code` and `message` say why not.
+ */
+export interface RelayedRequestSettled {
+  daemon: string;
+  error_code?: null | string;
+  message?: null | string;
+  request_id: string;
+  result_json?: null | string;
+  run_id: string;
+  type: "relayed_request_settled";
 }
 /**
  * The daemon that acted for the run stopped renewing its lease: `daemon` took the run
