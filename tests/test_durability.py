@@ -50,6 +50,7 @@ from support.processes import processes_with_env
 from orca_client.views import StatusResult
 from orca_client.wire import RunStarted, StartRun, Status
 from orca_daemon.log.records import StoredEvent
+from orca_daemon.sessions.holder import TEST_READY_DELAY_VARIABLE
 from orca_daemon.state.projection import State
 
 SEED = 20240611
@@ -152,8 +153,10 @@ def test_orcad_killed_after_it_started_a_holder_reattaches_to_it(
     agent (which starts a child of its own) and handed orcad its ready line. The log shows the
     session created, not started. The restarted orcad re-attaches to the holder (found by the
     session id), records the start of that same agent and everything it prints, once; the
-    session's end is its agent's; then the agent, its child and the holder are gone."""
-    daemon = make_daemon().start()
+    session's end is its agent's; then the agent, its child and the holder are gone. (Holders
+    wait half a second before their ready line here, so that the freeze cannot come too late
+    on a loaded machine.)"""
+    daemon = make_daemon(extra_env={TEST_READY_DELAY_VARIABLE: "0.5"}).start()
     pid_dir = orca_home.parent / "pids"
     pid_dir.mkdir()
     with daemon.client() as client:

@@ -58,6 +58,9 @@ RETRY_WRITE = 0.5
 """Seconds between attempts to write what the disk refused (a spool, exit.json)."""
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
+TEST_READY_DELAY_VARIABLE = "ORCA_TEST_HOLDER_READY_DELAY"
+"""Tests only: seconds a holder waits between starting its agent and its ready line, so that a
+test can freeze it in that window without racing it (tests/test_durability.py)."""
 STREAMS = ((b"o", "stdout"), (b"e", "stderr"))
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -684,6 +687,9 @@ def main() -> int:
         "start_ticks": holder.agent_ticks,
     }
     log(f"started agent {holder.agent.pid}: {str(spec['command'][0])!r}")
+    delay = os.environ.get(TEST_READY_DELAY_VARIABLE)
+    if delay:  # tests only: a window before the ready line wide enough to be hit for sure
+        time.sleep(float(delay))
     try:
         print(json.dumps(ready), flush=True)
     except OSError:  # orcad died since it started us: the next one attaches over the socket
