@@ -277,6 +277,11 @@ class Daemon:
                     store.stop_accepting()
             await keeper.save()  # every append is done: the next start replays nothing
         finally:
+            # With a shared log: sessions left running in their holders wait for this daemon as
+            # long as the holders do, and no other daemon takes its runs over meanwhile; once
+            # they have ended (--cancel-sessions), another takes the runs over at once.
+            end = self._end_sessions
+            store.keep_lease_after_close(0.0 if end else settings.orphan_timeout_seconds)
             await store.close()
             self._notifier.close()
 

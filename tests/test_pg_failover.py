@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -101,4 +102,40 @@ def test_a_dead_daemons_fanout_is_adopted_and_synthesized_once_by_another(
     )
     orchestrator = [s for s in b.status(run_id).sessions if s.role == "orchestrator"]
     assert [s.status for s in orchestrator] == ["completed"]
+    assert b.stop() == 0
+
+
+def test_a_plain_stop_keeps_the_runs_and_a_stop_that_ends_sessions_hands_them_over(
+    make_daemon: Callable[..., DaemonProcess], other_home: Path, tmp_path: Path
+) -> None:
+    """A plain stop leaves sessions running in their holders for the same orcad to take back:
+    no other daemon adopts its runs meanwhile (its lease is kept as long as the holders wait).
+    A stop that ends them lets its lease run out at once: another daemon adopts its fan-out and
+    synthesizes it."""
+    go = tmp_path / "go"
+    a = make_daemon()
+    configure(a.home, go)
+    a.start()
+    configure(other_home, go)
+    b = DaemonProcess(other_home, extra_env={"ORCA_LOG_URL": a.env["ORCA_LOG_URL"]}).start()
+    a_name, b_name = name_of(a), name_of(b)
+    run_id = start_debug(a, ["ok", "held"]).run_id
+    wait_until(
+        lambda: (
+            {s.agent: s.status for s in a.status(run_id).sessions}
+            == {"ok": "completed", "held": "running"}
+        ),
+        "held to run on A",
+    )
+
+    assert a.stop() == 0
+    time.sleep(2.5 * LEASE)  # (well past a lease: nothing may happen, so no condition to wait on)
+    assert b.status(run_id).runs[0].owner == a_name
+    assert [s.status for s in b.status(run_id).sessions if s.agent == "held"] == ["running"]
+
+    a.start()  # takes its session back
+    assert a.status(run_id).runs[0].owner == a_name
+    assert a.stop_ending_sessions() == 0
+    final = b.wait_for_run(run_id, timeout=30)
+    assert (final.owner, final.status) == (b_name, "completed")
     assert b.stop() == 0

@@ -215,6 +215,16 @@ class DaemonLease:
             rows = await cursor.fetchall()
         return [(cast(str, r), cast(str, o), cast(int, g)) for r, o, g in rows]
 
+    async def release(self, keep_seconds: float) -> None:
+        """At a stop: let the lease run out `keep_seconds` from now (0: at once, so another
+        daemon adopts this one's runs without waiting)."""
+        async with self._pool.connection() as connection:
+            await connection.execute(
+                "UPDATE daemons SET expires_at = now() + make_interval(secs => %s)"
+                " WHERE name = %s AND pid = %s",
+                (keep_seconds, self.daemon, os.getpid()),
+            )
+
     async def renew_forever(self) -> None:
         """Renew the lease every third of its length until cancelled; a renewal that fails is
         tried again at the next beat (the lease runs out if none succeeds in time)."""

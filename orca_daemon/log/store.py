@@ -21,6 +21,7 @@ daemons' commits to the tail.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
 
     from orca_daemon.log.pg_follow import PgFollower
     from orca_daemon.log.pg_owners import DaemonLease
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,7 @@ class EventStore:
         self._follower = follower
         self._pool = pool
         self._lease = lease
+        self._lease_after_close: float | None = None
         publish = self._publish if follower is None else follower.publish_own
         self._writer = LogWriter(
             self._queue, transactions, self._outages, publish, lambda: tail.head
@@ -263,11 +267,21 @@ class EventStore:
 
     # ------------------------------------------------------------------ closing
 
+    def keep_lease_after_close(self, seconds: float) -> None:
+        """With a shared log: at `close`, leave this daemon's lease to run out `seconds` later
+        (until then no other daemon adopts its runs)."""
+        self._lease_after_close = seconds
+
     async def close(self) -> None:
         """Let the writer finish every queued append, then close the database."""
         await self._writer.finish()
         await self._reads.close()
         await self._transactions.close()
+        if self._lease is not None and self._lease_after_close is not None:
+            try:
+                await self._lease.release(self._lease_after_close)
+            except Exception as exc:  # it runs out by itself
+                log.warning("could not set this daemon's lease for after its stop: %s", exc)
         if self._pool is not None:
             await self._pool.close()
 
