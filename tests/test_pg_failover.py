@@ -22,6 +22,8 @@ from support.processes import kill_processes_with_env
 from support.snapshots import read_log
 
 from orca_client.events import OrchestratorTriggered, RunAdopted, SessionTerminated
+from orca_client.plan import Plan, PlanTask
+from orca_client.wire import RunStarted, StartPlan
 
 LEASE = 3.0
 
@@ -138,4 +140,57 @@ def test_a_plain_stop_keeps_the_runs_and_a_stop_that_ends_sessions_hands_them_ov
     assert a.stop_ending_sessions() == 0
     final = b.wait_for_run(run_id, timeout=30)
     assert (final.owner, final.status) == (b_name, "completed")
+    assert b.stop() == 0
+
+
+def test_a_dead_daemons_plan_runs_its_lost_task_again_on_the_adopter(
+    make_daemon: Callable[..., DaemonProcess], other_home: Path, tmp_path: Path
+) -> None:
+    """A plan on A: its first task done, its second (slow) running when A is killed. B adopts
+    the run; the lost attempt is run again on B, uncounted (as after a restart), and the plan
+    completes there."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    slow = (
+        'touch "$0/$ORCA_SESSION_ID.started"; sleep 2;'
+        ' echo \'{"type":"result","outcome":"done","summary":"slow done"}\''
+    )
+    config = (
+        f"[daemon]\nlease_seconds = {LEASE}\n"
+        '[agents.quick]\nadapter = "command"\n'
+        f"command = {json.dumps(fan_agent(say=['quick'], summary='quick'))}\n"
+        '[agents.slow]\nadapter = "command"\n'
+        f"command = {json.dumps(['/bin/sh', '-c', slow, str(marks)])}\n"
+    )
+    a = make_daemon()
+    write_config(a.home, config)
+    write_config(other_home, config)
+    a.start()
+    b = DaemonProcess(other_home, extra_env={"ORCA_LOG_URL": a.env["ORCA_LOG_URL"]}).start()
+    b_name = name_of(b)
+    plan = Plan(
+        title="two steps",
+        tasks=[
+            PlanTask(id="first", prompt="do first", agent="quick"),
+            PlanTask(id="second", prompt="do second", agent="slow", depends_on=["first"]),
+        ],
+    )
+    with a.client() as client:
+        started: RunStarted = client.request(StartPlan(cwd=str(tmp_path), plan=plan))
+    run_id = started.run_id
+
+    def second_running() -> bool:
+        sessions = a.status(run_id).sessions
+        return any(s.task_id == "second" and s.status == "running" for s in sessions)
+
+    wait_until(second_running, "the second task to run on A")  # (its start recorded)
+
+    a.kill()
+    final = b.wait_for_run(run_id, timeout=60)
+    assert (final.owner, final.status) == (b_name, "completed"), final
+    tasks = {t.task_id: t for t in final.tasks}
+    assert tasks["first"].status == tasks["second"].status == "done"
+    seconds = [s for s in b.status(run_id).sessions if s.task_id == "second"]
+    assert [(s.status, s.attempt) for s in seconds] == [("failed", 1), ("completed", 2)]
+    assert tasks["second"].max_retries == 0  # the lost attempt was not counted as a failure
     assert b.stop() == 0
