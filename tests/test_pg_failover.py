@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import DaemonProcess, short_tempdir, wait_until
+from conftest import DaemonProcess, process_exists, short_tempdir, wait_until
 from support.fanouts import fan_agent, start_debug
 from support.homes import write_config
 from support.processes import kill_processes_with_env
@@ -104,6 +104,12 @@ def test_a_dead_daemons_fanout_is_adopted_and_synthesized_once_by_another(
     )
     orchestrator = [s for s in b.status(run_id).sessions if s.role == "orchestrator"]
     assert [s.status for s in orchestrator] == ["completed"]
+
+    # `held`'s agent ran on in its holder on A's machine; A, back, stops it (its run is B's).
+    assert held.pid is not None and process_exists(held.pid)
+    a.start()
+    wait_until(lambda: not process_exists(held.pid), "A to stop the agent of a run it lost")
+    assert a.status(run_id).runs[0].owner == b_name
     assert b.stop() == 0
 
 

@@ -77,7 +77,7 @@ async def reconcile(
     (`acts_for`) only: the others' sessions run on other daemons, which carry them on."""
     live = [s for s in state.live_sessions() if acts_for is None or acts_for(s.run_id)]
     held, unreachable = await _attach_all(state, supervisor, live)
-    await _collect_ended(state, supervisor)
+    await _collect_ended(state, supervisor, acts_for)
     kept = set(held) | set(unreachable)  # sessions whose agents run on in their holders
     groups = {
         s.pid
@@ -245,9 +245,12 @@ async def _end_held(agent: AgentLink, grace: float) -> None:
     agent.detach()
 
 
-async def _collect_ended(state: State, supervisor: Supervisor) -> None:
-    """Holders of sessions that the log shows ended (orcad stopped before it let them go):
-    their agents are stopped, and they and their files go."""
+async def _collect_ended(
+    state: State, supervisor: Supervisor, acts_for: Callable[[str], bool] | None
+) -> None:
+    """Holders of sessions that the log shows ended (orcad stopped before it let them go), or
+    that belong to runs another daemon took over (a shared log): their agents are stopped, and
+    they and their files go."""
     holders = supervisor.runtime_dir / "holders"
     try:
         names = os.listdir(holders)
@@ -255,7 +258,11 @@ async def _collect_ended(state: State, supervisor: Supervisor) -> None:
         return
     for session_id in names:
         session = state.sessions.get(session_id)
-        if session is not None and session.status not in TERMINAL_STATUSES:
+        if (
+            session is not None
+            and session.status not in TERMINAL_STATUSES
+            and (acts_for is None or acts_for(session.run_id))
+        ):
             continue
         if session is None:
             with contextlib.suppress(OSError):
