@@ -8,6 +8,7 @@ itself; its synthesis ends the run. A single run of A's is adopted and ended the
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import time
@@ -18,12 +19,16 @@ import pytest
 from conftest import DaemonProcess, process_exists, short_tempdir, wait_until
 from support.fanouts import fan_agent, start_debug
 from support.homes import write_config
+from support.hooks import calls, hook, hooks_config, wait_hooks_settled
+from support.notify import notify_config, receiving, wait_delivered
 from support.processes import kill_processes_with_env
 from support.snapshots import read_log
 
-from orca_client.events import OrchestratorTriggered, RunAdopted, SessionTerminated
+from orca_client.events import OrchestratorTriggered, QuestionAsked, RunAdopted, SessionTerminated
 from orca_client.plan import Plan, PlanTask
+from orca_client.views import Question
 from orca_client.wire import RunStarted, StartPlan
+from orca_daemon.log.store import DaemonIdentity, EventStore
 
 LEASE = 3.0
 
@@ -200,3 +205,61 @@ def test_a_dead_daemons_plan_runs_its_lost_task_again_on_the_adopter(
     assert [(s.status, s.attempt) for s in seconds] == [("failed", 1), ("completed", 2)]
     assert tasks["second"].max_retries == 0  # the lost attempt was not counted as a failure
     assert b.stop() == 0
+
+
+def test_a_hook_and_a_notification_the_dead_daemon_did_not_live_to_fire_come_once_from_the_adopter(
+    make_daemon: Callable[..., DaemonProcess], other_home: Path, tmp_path: Path
+) -> None:
+    """A's agent asked a question, A committed it and died before its `on_question` hook ran
+    and before it told the webhook. B adopts the run, fires that hook and sends that
+    notification, once each: neither A back again nor B restarted does it a second time."""
+    hook_log = tmp_path / "hooks.jsonl"
+    with receiving() as receiver:
+        webhook = f"http://127.0.0.1:{receiver.port}/orca"
+        config = (
+            f"[daemon]\nlease_seconds = {LEASE}\n"
+            + hooks_config(on_question=hook(hook_log))
+            + notify_config([(webhook, "json")])
+        )
+        a = make_daemon()
+        write_config(a.home, config)
+        write_config(other_home, config)
+        a.start()
+        b = DaemonProcess(other_home, extra_env={"ORCA_LOG_URL": a.env["ORCA_LOG_URL"]}).start()
+        a_name, b_name = name_of(a), name_of(b)
+        run_id = a.orca("run", "--title", "asks", "--", "sleep", "60").stdout.strip()
+        [session] = a.wait_for_run(run_id, frozenset({"running"})).session_ids
+
+        a.kill()
+        asked = QuestionAsked(run_id, session, "1", [Question(id="q", question="which way?")])
+        position = asyncio.run(append_as(a, a_name, run_id, asked))  # A's last commit
+
+        wait_until(lambda: b.status(run_id).runs[0].owner == b_name, "B to adopt the run")
+        wait_until(lambda: calls(hook_log), "the on_question hook")
+        wait_hooks_settled(b, 1)
+        wait_delivered(b, 2)  # the question, and the run's end (B ended its lost session)
+        a.start()
+        assert b.stop() == 0
+        b.start()
+        time.sleep(1.0)  # (both daemons had the chance to do it again: nothing to wait for)
+        fired = [(c["hook"], c["run_id"], c["position"]) for c in calls(hook_log)]
+        assert fired == [("on_question", run_id, position)]
+        told = sorted((p.json()["kind"], p.json()["run_id"]) for p in receiver.posts)
+        assert told == [("failed", run_id), ("waiting", run_id)]
+        assert b.stop() == 0
+
+
+async def append_as(daemon: DaemonProcess, name: str, run_id: str, event: QuestionAsked) -> int:
+    """Append `event` to the run as the (dead) daemon that owns it would have, and let that
+    daemon's lease run out at once; returns the event's position."""
+    identity = DaemonIdentity(name, str(daemon.paths.state_dir), LEASE)
+    store = await EventStore.open_postgres(daemon.env["ORCA_LOG_URL"], daemon=identity)
+    writer = asyncio.create_task(store.run_writer())
+    try:
+        [stored] = await store.append(f"run-{run_id}", [event])
+    finally:
+        store.stop_accepting()
+        await writer
+        store.keep_lease_after_close(0.0)
+        await store.close()
+    return stored.position

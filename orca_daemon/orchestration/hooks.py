@@ -25,6 +25,7 @@ from orca_client.events import (
     HookStarted,
     OrchestrationFinished,
     QuestionAsked,
+    RunAdopted,
     RunStatusChanged,
     TaskStatusChanged,
     run_stream,
@@ -32,6 +33,11 @@ from orca_client.events import (
 from orca_daemon.limits import restore_inherited_limit
 from orca_daemon.log.records import StoredEvent
 from orca_daemon.log.store import EventStore
+from orca_daemon.orchestration.handover import (
+    adopted_here,
+    handled_here,
+    missed_before_adoption,
+)
 from orca_daemon.orchestration.log_follower import LogFollower
 from orca_daemon.sessions.procs import child_env, stop_group
 from orca_daemon.state.projection import State
@@ -45,6 +51,8 @@ HOOK_STOPPED_REASON = "orcad stopped while the hook ran"
 TRIGGER_TYPES = frozenset(
     {"question_asked", "run_status_changed", "task_status_changed", "orchestration_finished"}
 )
+FOLLOWED_TYPES = TRIGGER_TYPES | {"run_adopted"}
+"""What the runner follows: the triggers, and adoptions (to catch up an earlier owner's)."""
 
 
 def hook_for(event: AnyEvent) -> str | None:
@@ -81,7 +89,7 @@ class HookRunner:
         self._tracking = tracking
         """Its tracking name: with a shared log, each daemon's own (`tracking_name`)."""
         self._tg: anyio.abc.TaskGroup | None = None
-        self._follower = LogFollower(store, tracking, TRIGGER_TYPES, self._handle)
+        self._follower = LogFollower(store, tracking, FOLLOWED_TYPES, self._handle)
         self._running: dict[asyncio.Event, anyio.CancelScope] = {}
         """Hooks started and not finished: each one's completion event and cancel scope."""
 
@@ -125,10 +133,42 @@ class HookRunner:
                 await next(iter(self._running)).wait()
 
     async def _handle(self, stored: StoredEvent) -> None:
+        if stored.type == "run_adopted":
+            if adopted_here(self._state, self._acts_for, stored):
+                await self._catch_up(stored)
+            return
+        event = stored.decode()
+        if handled_here(self._state, self._acts_for, event.run_id, stored.position):
+            await self._fire(stored)
+
+    async def _catch_up(self, adopted: StoredEvent) -> None:
+        """This daemon adopted the run: fire the hooks its earlier owner had not fired; those
+        it was running when it lost the run are recorded as failed."""
+        adoption = adopted.decode()
+        assert isinstance(adoption, RunAdopted)
+        for started in list(self._state.hooks_running.values()):
+            if started.run_id == adoption.run_id:
+                reason = f"orcad {adoption.from_daemon}, which ran the hook, lost the run"
+                await self._finish(started, ok=False, reason=reason)
+        missed = await missed_before_adoption(self._store, adopted, TRACKING, TRIGGER_TYPES)
+        if not missed:
+            return
+        stream = adopted.stream
+        fired = {
+            hook.trigger_position
+            for stored in await self._store.read_stream(stream, event_type="hook_started")
+            if isinstance(hook := stored.decode(), HookStarted)
+        }
+        for stored in missed:
+            if stored.position not in fired:
+                await self._fire(stored)
+
+    async def _fire(self, stored: StoredEvent) -> None:
+        """Start the hook `stored` triggers, if one is configured: recorded, then run."""
         event = stored.decode()
         hook = hook_for(event)
         command = self._commands.get(hook) if hook else None
-        if hook is None or command is None or not self._acts_for(event.run_id):
+        if hook is None or command is None:
             return
         started = HookStarted(event.run_id, hook, stored.position, command)
         done, scope = asyncio.Event(), anyio.CancelScope()

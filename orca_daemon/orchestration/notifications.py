@@ -35,6 +35,11 @@ from orca_client.events import (
 from orca_daemon.config import NotifySettings
 from orca_daemon.log.records import StoredEvent, StoreError
 from orca_daemon.log.store import EventStore
+from orca_daemon.orchestration.handover import (
+    adopted_here,
+    handled_here,
+    missed_before_adoption,
+)
 from orca_daemon.orchestration.log_follower import LogFollower
 from orca_daemon.orchestration.notify_channels import (
     ChannelUnavailable,
@@ -76,7 +81,7 @@ class NotificationRunner:
         """Whether this daemon tells of the run (with a shared log, the runs it owns)."""
         self._tracking = tracking
         self._tg: anyio.abc.TaskGroup | None = None
-        self._follower = LogFollower(store, tracking, TRIGGER_TYPES, self._handle)
+        self._follower = LogFollower(store, tracking, TRIGGER_TYPES | {"run_adopted"}, self._handle)
         self._stopping = asyncio.Event()
         self._delivering: set[tuple[int, str]] = set()
         self._idle = asyncio.Event()
@@ -129,9 +134,32 @@ class NotificationRunner:
     # ------------------------------------------------------------------ triggering
 
     async def _handle(self, stored: StoredEvent) -> None:
-        event = stored.decode()
-        if not self._acts_for(event.run_id):
+        if stored.type == "run_adopted":
+            if adopted_here(self._state, self._acts_for, stored):
+                await self._catch_up(stored)
             return
+        if handled_here(self._state, self._acts_for, stored.stream[len("run-") :], stored.position):
+            await self._trigger(stored)
+
+    async def _catch_up(self, adopted: StoredEvent) -> None:
+        """This daemon adopted the run: trigger what its earlier owner had not."""
+        missed = await missed_before_adoption(self._store, adopted, TRACKING, TRIGGER_TYPES)
+        if not missed:
+            return
+        triggered = {
+            notification.trigger_position
+            for stored in await self._store.read_stream(
+                adopted.stream, event_type="notification_triggered"
+            )
+            if isinstance(notification := stored.decode(), NotificationTriggered)
+        }
+        for stored in missed:
+            if stored.position not in triggered:
+                await self._trigger(stored)
+
+    async def _trigger(self, stored: StoredEvent) -> None:
+        """Record the notification `stored` calls for, if any, and deliver it."""
+        event = stored.decode()
         run = self._state.runs.get(event.run_id)
         notice = None
         if isinstance(event, QuestionAsked):

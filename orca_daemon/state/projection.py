@@ -176,6 +176,9 @@ class State:
     """Each live session's holder (pid, start ticks), when it has one."""
     causes: dict[str, EndCause] = field(default_factory=dict)
     """Why each ended session of a live plan run ended (its task's next step depends on it)."""
+    adopted_at: dict[str, int] = field(default_factory=dict)
+    """With a shared log: the position of each adopted run's latest `RunAdopted`. The run's
+    events before it were its earlier owner's to react to (or the adoption's catch-up's)."""
     relayed: dict[str, RelayedRequest] = field(default_factory=dict)
     """Requests relayed through the log to the daemon that owns their run (a shared log),
     by request id, until it records that it settled them."""
@@ -220,6 +223,7 @@ def apply(state: State, stored: StoredEvent) -> State:
         run = state.runs.get(event.run_id)
         if run is not None:
             state.runs[run.run_id] = replace(run, owner=event.daemon)
+            state.adopted_at[run.run_id] = stored.position
     elif isinstance(event, RunStatusChanged):
         run = state.runs.get(event.run_id)
         if run is not None and run.status not in TERMINAL_STATUSES:

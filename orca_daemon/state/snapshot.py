@@ -62,6 +62,7 @@ class _Body(msgspec.Struct, array_like=True):
     causes: dict[str, EndCause]
     open_lines: dict[str, str]
     relayed: list[RelayedRequest]
+    adopted_at: dict[str, int]
 
 
 class _Header(msgspec.Struct, array_like=True):
@@ -132,6 +133,7 @@ def _body(state: State) -> _Body:
         causes=state.causes,
         open_lines=state.open_lines,
         relayed=list(state.relayed.values()),
+        adopted_at=state.adopted_at,
     )
 
 
@@ -182,6 +184,7 @@ def decode(data: bytes) -> Snapshot:
         causes=body.causes,
         open_lines=body.open_lines,
         relayed={request.request_id: request for request in body.relayed},
+        adopted_at=body.adopted_at,
     )
     state.runs.restore(
         dict(zip(body.run_ids, body.runs, strict=True)), body.sessions, body.packed_sessions
