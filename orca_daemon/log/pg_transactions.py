@@ -29,8 +29,10 @@ LOCK = "LOCK TABLE events IN EXCLUSIVE MODE"
 HEAD_AND_VERSIONS = (
     "SELECT '', COALESCE(MAX(position), 0) FROM events"
     " UNION ALL"
-    " SELECT stream, MAX(version) FROM events WHERE stream = ANY(%s) GROUP BY stream"
+    " SELECT s, (SELECT MAX(version) FROM events WHERE stream = s) FROM unnest(%s::text[]) s"
 )
+"""The head, and each stream's version: one backward step in the (stream, version) index per
+stream (a MAX grouped over `stream = ANY(...)` reads every row of those streams)."""
 INSERT = (
     "INSERT INTO events (position, stream, version, type, schema_version, recorded_at, data)"
     " VALUES (%s, %s, %s, %s, %s, %s, %s)"
@@ -49,6 +51,10 @@ class PgTransactions:
         """The batch whose COMMIT is being sent (its rows all written in the transaction)."""
         self._in_doubt: Accepted | None = None
         """A batch whose COMMIT got no answer: it may have committed (see `commit`)."""
+        self._known_head: int | None = None
+        """The head this writer's last commit left; None: unknown (a write failed)."""
+        self._versions: dict[str, int] = {}
+        """The stream versions as of `_known_head` (those this writer has seen)."""
 
     async def commit(self, batch: list[PendingAppend]) -> tuple[Accepted, list[StoredEvent], bool]:
         """See `backend.Transactions.commit`. A transaction whose COMMIT got no answer (the
@@ -74,23 +80,25 @@ class PgTransactions:
                         await connection.execute(LOCK)
                         checked = await self._fenced(connection, rest)
                         rest = checked.allowed
-                        streams = sorted({p.stream for p in rest if p.events})
-                        cursor = await connection.execute(HEAD_AND_VERSIONS, (streams,))
-                        found = {str(s): cast(int, n) for s, n in await cursor.fetchall()}
-                        head = found.pop("")
-                        accepted, rows, stored = plan(rest, head, found)
+                        head, versions = await self._head_and_versions(connection, rest)
+                        accepted, rows, stored = plan(rest, head, versions)
                         tracking = [p.tracking for p, _ in accepted if p.tracking is not None]
                         await self._record_owners(connection, checked)
                         await self._write(connection, rows, tracking)
                         self._committing = accepted
                 except psycopg.errors.UniqueViolation as exc:
+                    self._known_head = None
                     raise WriteConflict(str(exc)) from exc
-                except psycopg.OperationalError:
-                    if self._committing is not None and rows:
+                except BaseException as exc:
+                    self._known_head = None
+                    lost = isinstance(exc, psycopg.OperationalError)
+                    if lost and self._committing is not None and rows:
                         self._in_doubt = self._committing
                     raise
                 finally:
                     self._committing = None
+            self._known_head = stored[-1].position if stored else head
+            self._versions = versions
             if self._fences is not None:
                 self._fences.committed(checked)
         return (
@@ -98,6 +106,28 @@ class PgTransactions:
             [e for _, events in settled for e in events] + stored,
             bool(settled or rows or tracking),
         )
+
+    async def _head_and_versions(
+        self, connection: psycopg.AsyncConnection[tuple[object, ...]], batch: list[PendingAppend]
+    ) -> tuple[int, dict[str, int]]:
+        """The head, and the version of each stream of the batch (under the lock). The versions
+        this writer planned are kept: while the head is where its last commit left it, nobody
+        else wrote, and only streams it has not seen are read."""
+        streams = {p.stream for p in batch if p.events}
+        if self._known_head is not None:
+            unseen = sorted(streams - self._versions.keys())
+            head, found = await self._read_versions(connection, unseen)
+            if head == self._known_head:
+                return head, {**self._versions, **found}
+        head, found = await self._read_versions(connection, sorted(streams))
+        return head, found
+
+    async def _read_versions(
+        self, connection: psycopg.AsyncConnection[tuple[object, ...]], streams: list[str]
+    ) -> tuple[int, dict[str, int]]:
+        cursor = await connection.execute(HEAD_AND_VERSIONS, (streams,))
+        found = {str(s): cast(int, n) for s, n in await cursor.fetchall() if n is not None}
+        return found.pop(""), found
 
     async def _fenced(
         self, connection: psycopg.AsyncConnection[tuple[object, ...]], batch: list[PendingAppend]
