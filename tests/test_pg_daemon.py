@@ -20,9 +20,14 @@ from pathlib import Path
 
 import pytest
 from conftest import DaemonProcess, agent, run_orca, short_tempdir, wait_until
+from support.fanouts import fan_agent, start_debug
+from support.homes import write_config
 from support.processes import kill_processes_with_env
 from support.questions import DONE, q
 from support.snapshots import read_log
+
+from orca_client.plan import Plan, PlanTask
+from orca_client.wire import RunStarted, StartPlan
 
 SECRET = "pg-s3cret-word"
 
@@ -197,3 +202,87 @@ def test_an_unreachable_server_is_refused_at_start_without_the_password(
     )
     assert SECRET not in result.stderr
     assert run_orca(env, "status").returncode != 0
+
+
+def test_a_fanout_on_a_answered_from_b_watched_from_c_and_a_plan_on_b(
+    make_daemon: Callable[..., DaemonProcess], tmp_path: Path
+) -> None:
+    """Three daemons, one log. A fan-out started on A runs its workers on A; one of them asks a
+    question, answered from B; C watches it all; the synthesis happens once, on A. A plan
+    started on B runs on B, and every daemon shows both runs, with their owners."""
+    asker = agent("q_ask.py", json.dumps({"steps": [{"ask": [q("scope")]}, DONE]}))
+    config = (
+        '[agents.asker]\nadapter = "command"\n'
+        f"command = {json.dumps(asker)}\n"
+        '[agents.quick]\nadapter = "command"\n'
+        f"command = {json.dumps(fan_agent(say=['finding: quick'], summary='quick'))}\n"
+    )
+    homes = [short_tempdir() for _ in range(2)]
+    watching: subprocess.Popen[bytes] | None = None
+    try:
+        a = make_daemon()
+        write_config(a.home, config)
+        a.start()
+        url = {"ORCA_LOG_URL": a.env["ORCA_LOG_URL"]}
+        b, c = (DaemonProcess(home / "h", extra_env=url) for home in homes)
+        for daemon in (b, c):
+            write_config(daemon.home, config)
+            daemon.start()
+        names = [daemon_name(d) for d in (a, b, c)]
+
+        fanout = start_debug(a, ["asker", "quick"]).run_id
+        watched = tmp_path / "watched.jsonl"
+        with open(watched, "w") as out:
+            watching = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "orca_client.cli",
+                    "watch",
+                    "--after",
+                    "0",
+                    "--json",
+                    fanout,
+                ],
+                env=c.env,
+                stdout=out,
+                stderr=subprocess.DEVNULL,
+            )
+        b.wait_for_run(fanout, frozenset({"waiting_for_answer"}))
+        answered = b.orca("answer", fanout, "the cache layer")
+        assert answered.returncode == 0, answered.stderr
+
+        plan = Plan(title="on b", tasks=[PlanTask(id="only", prompt="do it", agent="quick")])
+        with b.client() as client:
+            planned: RunStarted = client.request(StartPlan(cwd=str(tmp_path), plan=plan))
+
+        for daemon in (a, b, c):
+            assert daemon.wait_for_run(fanout, timeout=60).status == "completed"
+            assert daemon.wait_for_run(planned.run_id, timeout=60).status == "completed"
+            owners = {r.run_id: r.owner for r in daemon.status().runs}
+            assert owners == {fanout: names[0], planned.run_id: names[1]}
+        sessions = a.status(fanout).sessions
+        assert sorted((s.role, s.agent) for s in sessions) == [
+            ("orchestrator", "synthesizer"),
+            ("worker", "asker"),
+            ("worker", "quick"),
+        ]
+        events = [e.type for e in read_log(a.log_source) if e.stream == f"run-{fanout}"]
+        assert events.count("orchestrator_triggered") == 1
+        assert events.count("answer_requested") == events.count("question_answered") == 1
+
+        def seen_on_c() -> list[str]:
+            lines = watched.read_text().splitlines()
+            return [json.loads(line)["event"]["type"] for line in lines if line.strip()]
+
+        wait_until(lambda: "orchestration_finished" in seen_on_c(), "C's watch to see the end")
+        for kind in ("question_asked", "question_answered", "orchestrator_triggered"):
+            assert kind in seen_on_c(), (kind, seen_on_c())
+        for daemon in (b, c, a):
+            assert daemon.stop() == 0
+    finally:
+        if watching is not None and watching.poll() is None:
+            watching.kill()
+        for home in homes:
+            kill_processes_with_env("ORCA_HOME", str(home / "h"))
+            shutil.rmtree(home, ignore_errors=True)
