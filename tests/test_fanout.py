@@ -60,6 +60,13 @@ from orca_daemon.orchestration.orchestrator_prompt import (
     share,
 )
 
+
+@pytest.fixture
+def log_env(any_log_env: dict[str, str]) -> dict[str, str]:
+    """Every test here runs on the SQLite log and on a PostgreSQL one."""
+    return any_log_env
+
+
 SYNTHESIZER = [sys.executable, "-m", "orca_daemon.synthesizer"]
 
 
@@ -573,12 +580,16 @@ def crashed_fan_out(
 
 @pytest.mark.parametrize("in_flight", [False, True], ids=["workers-ended", "worker-in-flight"])
 def test_a_fan_out_left_untriggered_by_a_crash_is_triggered_on_restart(
-    make_daemon: Callable[..., DaemonProcess], orca_home: Path, tmp_path: Path, in_flight: bool
+    make_daemon: Callable[..., DaemonProcess],
+    orca_home: Path,
+    tmp_path: Path,
+    in_flight: bool,
+    log_env: dict[str, str],
 ) -> None:
     run_id = "c0ffee000001"
     task_file = tmp_path / "synthesis.md"
     events, _ = crashed_fan_out(run_id, tmp_path, task_file, in_flight=in_flight)
-    write_log(orca_home, events)
+    write_log(orca_home, events, log_env)
     daemon = make_daemon().start()
     run = daemon.wait_for_run(run_id)
     assert run.status == "completed", run
@@ -598,7 +609,10 @@ def test_a_fan_out_left_untriggered_by_a_crash_is_triggered_on_restart(
 
 
 def test_an_orchestrator_recorded_but_never_started_is_started_on_restart(
-    make_daemon: Callable[..., DaemonProcess], orca_home: Path, tmp_path: Path
+    make_daemon: Callable[..., DaemonProcess],
+    orca_home: Path,
+    tmp_path: Path,
+    log_env: dict[str, str],
 ) -> None:
     run_id = "c0ffee000002"
     task_file = tmp_path / "synthesis.md"
@@ -633,7 +647,7 @@ def test_an_orchestrator_recorded_but_never_started_is_started_on_restart(
         ),
         RunStatusChanged(run_id, "reviewing"),
     ]
-    write_log(orca_home, events)
+    write_log(orca_home, events, log_env)
     daemon = make_daemon().start()
     run = daemon.wait_for_run(run_id)
     run, sessions = run_and_sessions(daemon, run_id)

@@ -26,6 +26,13 @@ from support.homes import write_config
 from support.hooks import calls, hook, hook_events, hooks_config, wait_hooks_settled
 from support.questions import DONE, of_type, q, start, wait_pending
 
+
+@pytest.fixture
+def log_env(any_log_env: dict[str, str]) -> dict[str, str]:
+    """Every test here runs on the SQLite log and on a PostgreSQL one."""
+    return any_log_env
+
+
 FAIL: dict[str, Any] = {"result": {"outcome": "failed", "error": "it broke"}}
 RESTARTED_REASON = "orcad restarted while the hook ran"
 

@@ -25,6 +25,13 @@ from orca_client.wire import Answer, Cancel, CancelResult, RunStarted, StartRun,
 from orca_daemon.config import RepoSettings
 from orca_daemon.orchestration.parents import resolve_repositories
 
+
+@pytest.fixture
+def log_env(any_log_env: dict[str, str]) -> dict[str, str]:
+    """Every test here runs on the SQLite log and on a PostgreSQL one."""
+    return any_log_env
+
+
 HANG: list[dict[str, Any]] = [{"hang": True}]
 FAIL: list[dict[str, Any]] = [{"result": {"outcome": "failed", "error": "it broke"}}]
 

@@ -62,6 +62,13 @@ from orca_client.wire import (
     TaskRetried,
 )
 
+
+@pytest.fixture
+def log_env(any_log_env: dict[str, str]) -> dict[str, str]:
+    """Every test here runs on the SQLite log and on a PostgreSQL one."""
+    return any_log_env
+
+
 STOPPED = "orcad stopped while the session was running"
 HANG: list[dict[str, Any]] = [{"hang": True}]
 
@@ -821,7 +828,10 @@ def test_max_parallel_must_be_at_least_1(plan_daemon: DaemonProcess, bench: Benc
 
 
 def test_a_task_recorded_but_never_started_is_started_on_restart(
-    make_daemon: Callable[..., DaemonProcess], orca_home: Path, bench: Bench
+    make_daemon: Callable[..., DaemonProcess],
+    orca_home: Path,
+    bench: Bench,
+    log_env: dict[str, str],
 ) -> None:
     """orcad killed between recording a task's session and starting its process."""
     configure(orca_home, bench)
@@ -854,6 +864,7 @@ def test_a_task_recorded_but_never_started_is_started_on_restart(
                 run_id, "a", "in_progress", "attempt 1", attempt=1, session_id=session_id
             ),
         ],
+        log_env,
     )
     daemon = make_daemon().start()
     run = daemon.wait_for_run(run_id)

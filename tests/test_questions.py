@@ -34,6 +34,13 @@ from orca_client.wire import (
     AnswerResult,
 )
 
+
+@pytest.fixture
+def log_env(any_log_env: dict[str, str]) -> dict[str, str]:
+    """Every test here runs on the SQLite log and on a PostgreSQL one."""
+    return any_log_env
+
+
 # --------------------------------------------------------------------------- helpers
 
 

@@ -15,6 +15,12 @@ from orca_client.client import RequestFailed
 from orca_client.wire import Cancel, CancelResult, StartRun
 
 
+@pytest.fixture
+def log_env(any_log_env: dict[str, str]) -> dict[str, str]:
+    """Every test here runs on the SQLite log and on a PostgreSQL one."""
+    return any_log_env
+
+
 def test_run_completes_when_the_agent_reports_done(daemon: DaemonProcess) -> None:
     started = start(daemon, agent("reviewer.py"), prompt="look at it", title="review")
     run = daemon.wait_for_run(started.run_id)

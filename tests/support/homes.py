@@ -10,10 +10,14 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
-from orca_client.events import Event, run_stream
-from orca_daemon.log.store import EventStore
+from orca_client.events import Event, RunCreated, run_stream
+from orca_client.paths import resolve_paths
+from orca_daemon.config import Config
+from orca_daemon.log.store import DaemonIdentity, EventStore
+from orca_daemon.main import daemon_name
 
 
 def write_config(home: Path, text: str) -> None:
@@ -22,13 +26,32 @@ def write_config(home: Path, text: str) -> None:
     (home / "config.toml").write_text(text)
 
 
-def write_log(home: Path, events: list[Event]) -> None:
-    """Append events to a fresh home's log as an earlier orcad would have (one stream each)."""
+def write_log(home: Path, events: list[Event], log_env: dict[str, str] | None = None) -> None:
+    """Append events to a fresh home's log as an earlier orcad would have (one stream each):
+    its SQLite file, or with `ORCA_LOG_URL` in `log_env`, the PostgreSQL log as that home's
+    daemon (its runs are its own)."""
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(home, 0o700)
+    url = (log_env or {}).get("ORCA_LOG_URL")
+
+    async def open_log() -> EventStore:
+        if url is None:
+            return await EventStore.open(home / "events.sqlite3")
+        paths = resolve_paths({"ORCA_HOME": str(home)})
+        name = daemon_name(Config(), paths)
+        nonlocal events
+        events = [
+            msgspec.structs.replace(e, daemon=name)
+            if isinstance(e, RunCreated) and e.daemon is None
+            else e
+            for e in events
+        ]
+        return await EventStore.open_postgres(
+            url, daemon=DaemonIdentity(name, str(paths.state_dir), lease_seconds=15.0)
+        )
 
     async def write() -> None:
-        store = await EventStore.open(home / "events.sqlite3")
+        store = await open_log()
         writer = asyncio.create_task(store.run_writer())
         for event in events:
             await store.append(run_stream(event.run_id), [event])
