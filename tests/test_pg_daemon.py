@@ -22,6 +22,7 @@ import pytest
 from conftest import DaemonProcess, agent, run_orca, short_tempdir, wait_until
 from support.fanouts import fan_agent, start_debug
 from support.homes import write_config
+from support.hooks import hooks_config
 from support.processes import kill_processes_with_env
 from support.questions import DONE, q
 from support.snapshots import read_log
@@ -286,3 +287,29 @@ def test_a_fanout_on_a_answered_from_b_watched_from_c_and_a_plan_on_b(
         for home in homes:
             kill_processes_with_env("ORCA_HOME", str(home / "h"))
             shutil.rmtree(home, ignore_errors=True)
+
+
+def test_agents_and_hooks_never_see_the_database_or_its_password(
+    make_daemon: Callable[..., DaemonProcess], tmp_path: Path
+) -> None:
+    """orcad's log URL and libpq's password variables stay orcad's: an agent's output is
+    recorded, and an agent must not reach the log but through orcad."""
+    hook_env = tmp_path / "hook.env"
+    daemon = make_daemon(
+        extra_env={"PGPASSWORD": SECRET, "ORCA_CONFIG": str(tmp_path / "config.toml")}
+    )
+    (tmp_path / "config.toml").write_text(
+        hooks_config(on_complete=["/bin/sh", "-c", f"env > {hook_env}"])
+    )
+    daemon.start()
+    run_id = daemon.orca("run", "--", "env").stdout.strip()
+    assert daemon.wait_for_run(run_id).status == "completed"
+    printed = daemon.orca("logs", run_id).stdout
+    assert "ORCA_HOME=" in printed  # (the agent's environment was printed)
+    assert "ORCA_LOG_URL" not in printed and "PGPASSWORD" not in printed
+    assert SECRET not in printed
+    wait_until(
+        lambda: "ORCA_HOOK=" in (hook_env.read_text() if hook_env.exists() else ""), "the hook"
+    )
+    seen_by_hook = hook_env.read_text()
+    assert SECRET not in seen_by_hook and "ORCA_LOG_URL" not in seen_by_hook

@@ -156,12 +156,22 @@ def prepare_agent_process() -> None:
     restore_inherited_limit()
 
 
-DAEMON_ONLY_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "INVOCATION_ID")
+DAEMON_ONLY_VARIABLES = (
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "INVOCATION_ID",
+    "ORCA_LOG_URL",
+    "PGPASSWORD",
+    "PGPASSFILE",
+)
+"""What orcad's environment holds for orcad alone: systemd's notify socket and watchdog, and the
+log's database and its credentials (an agent must not reach the log but through orcad)."""
 
 
 def child_env(extra: dict[str, str] | None = None, **orca: str) -> dict[str, str]:
     """The environment for a process orcad starts (an agent, a hook): orcad's own, without
-    what belongs to orcad alone (systemd's notify socket and watchdog), with NO_COLOR=1 (its
+    what belongs to orcad alone (`DAEMON_ONLY_VARIABLES`), with NO_COLOR=1 (its
     output goes to a log, not a terminal), plus `extra` and `orca`."""
     env = {k: v for k, v in os.environ.items() if k not in DAEMON_ONLY_VARIABLES}
     env.pop("ORCA_PROMPT_ON_STDIN_ONLY", None)
