@@ -20,6 +20,7 @@ from support.tcp_proxy import CuttableProxy
 from orca_client.events import OutputAppended, RunAdopted, RunCreated
 from orca_daemon.log import pg_follow
 from orca_daemon.log.pg_owners import FencedAppend
+from orca_daemon.log.pg_schema import redacted
 from orca_daemon.log.records import ConcurrencyError, LogUnavailable, StoreError
 from orca_daemon.log.store import DaemonIdentity, EventStore
 
@@ -359,3 +360,21 @@ async def test_when_a_lease_runs_out_one_daemon_adopts_the_run_and_the_old_owner
             store.stop_accepting()
             await asyncio.wait_for(writer, TIMEOUT)
             await store.close()
+
+
+def test_the_password_is_taken_out_of_whatever_is_said_about_the_url() -> None:
+    url = "postgresql://orca:pg-s3cret-word@127.0.0.1:5432/orca"
+    said = "could not use postgresql://orca:pg-s3cret-word@127.0.0.1:5432/orca"
+    assert redacted(said, url) == "could not use postgresql://orca:***@127.0.0.1:5432/orca"
+    assert redacted("password=pw-9 host=x", "host=x password=pw-9") == "password=*** host=x"
+    assert redacted("nothing to hide", "postgresql://orca@127.0.0.1/orca") == "nothing to hide"
+
+
+async def test_a_url_that_cannot_be_read_is_refused_without_its_password() -> None:
+    url = "postgresql://orca:pg-s3cret-word@127.0.0.1:5432/orca?no_such_option=1"
+    with pytest.raises(StoreError) as raised:
+        await EventStore.open_postgres(url, wait_seconds=1.0)
+    assert str(raised.value) == (
+        'the log\'s URL cannot be read (invalid URI query parameter: "no_such_option"); it '
+        "should look like postgresql://user@host:port/database"
+    )

@@ -15,13 +15,16 @@ import contextlib
 import logging
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 from orca_daemon.log.pg_reads import PgReads
-from orca_daemon.log.pg_schema import APPLICATION_NAME, NOTIFY_CHANNEL
+from orca_daemon.log.pg_schema import APPLICATION_NAME, CONNECTION_SETTINGS, NOTIFY_CHANNEL
 from orca_daemon.log.records import StoredEvent
 from orca_daemon.log.tail import Tail
 
 log = logging.getLogger(__name__)
+
+LISTEN_NAME = f"{APPLICATION_NAME}-listen"
 
 POLL_SECONDS = 1.0
 """Without a notification, the follower looks for new commits this often."""
@@ -116,9 +119,10 @@ class PgFollower:
         delay = RETRY_FIRST_SECONDS
         while True:
             try:
-                connection = await psycopg.AsyncConnection.connect(
-                    self._url, autocommit=True, application_name=f"{APPLICATION_NAME}-listen"
+                listening = make_conninfo(
+                    self._url, **{**CONNECTION_SETTINGS, "application_name": LISTEN_NAME}
                 )
+                connection = await psycopg.AsyncConnection.connect(listening, autocommit=True)
                 async with connection:
                     await connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
                     delay = RETRY_FIRST_SECONDS

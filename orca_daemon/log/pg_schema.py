@@ -4,7 +4,9 @@ credentials."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import cast
+from urllib.parse import urlsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -57,6 +59,27 @@ TRACK = (
     " ON CONFLICT (name) DO UPDATE SET position = GREATEST(tracking.position, excluded.position)"
 )
 APPLICATION_NAME = "orcad"
+CONNECTION_SETTINGS: dict[str, str | int] = {
+    "application_name": APPLICATION_NAME,
+    # A host that freezes or sleeps is found out in under a minute, not after the kernel's
+    # two hours: its connections (and the table lock one of them may hold) are dropped.
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "options": "-c idle_in_transaction_session_timeout=30000 -c lock_timeout=60000",
+}
+"""Every connection orcad makes to the log. A transaction that waits more than a minute for the
+events table's lock gives up (the writer retries it); one that stays idle half a minute (its
+daemon froze) is ended by the server, which frees the lock for the others."""
+
+
+def redacted(text: str, url: str) -> str:
+    """`text` (an error's, say) with the password of `url` taken out, wherever it appears."""
+    password: object = urlsplit(url).password if "://" in url else None
+    with contextlib.suppress(psycopg.ProgrammingError):
+        password = password or conninfo_to_dict(url).get("password")
+    return text.replace(str(password), "***") if password else text
 
 
 def describe(url: str) -> str:
@@ -101,14 +124,21 @@ async def migrate(connection: psycopg.AsyncConnection[tuple[object, ...]]) -> in
 async def open_pool(url: str, max_size: int = 4, wait_seconds: float = 10.0) -> AsyncConnectionPool:
     """A pool of connections to `url` (autocommit: each write opens its own transaction),
     opened, with the tables migrated. Fails with `StoreError` naming the server (not the
-    password) when it cannot be reached."""
+    password) when it cannot be reached, or when the URL cannot be read."""
+    try:
+        conninfo_to_dict(url)
+    except psycopg.ProgrammingError as exc:
+        raise StoreError(
+            f"the log's URL cannot be read ({redacted(str(exc).strip(), url)}); it should look like "
+            "postgresql://user@host:port/database"
+        ) from None
     pool = AsyncConnectionPool(
         url,
         min_size=1,
         max_size=max_size,
         open=False,
         timeout=wait_seconds,
-        kwargs={"autocommit": True, "application_name": APPLICATION_NAME},
+        kwargs={"autocommit": True, **CONNECTION_SETTINGS},
         name="orca-log",
     )
     try:
@@ -118,6 +148,7 @@ async def open_pool(url: str, max_size: int = 4, wait_seconds: float = 10.0) -> 
     except BaseException as exc:
         await pool.close()
         if isinstance(exc, psycopg.Error | TimeoutError):  # PoolTimeout is a psycopg.Error
-            raise StoreError(f"cannot open the log at {describe(url)}: {exc}") from exc
+            reason = redacted(str(exc), url)
+            raise StoreError(f"cannot open the log at {describe(url)}: {reason}") from None
         raise
     return pool

@@ -220,6 +220,8 @@ def unwritable_reason(exc: BaseException, where: str) -> str | None:
     server out of reach or shutting down, out of space, read-only; None for any other error."""
     if isinstance(exc, psycopg.errors.DiskFull | psycopg.errors.OutOfMemory):
         return f"PostgreSQL at {where} is out of space ({_first_line(exc)})"
+    if isinstance(exc, psycopg.errors.LockNotAvailable):
+        return f"the log at {where} stayed locked by another daemon's transaction for a minute"
     if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
         return f"PostgreSQL at {where} is read-only ({_first_line(exc)})"
     if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
