@@ -128,8 +128,9 @@ async def open_pool(url: str, max_size: int = 4, wait_seconds: float = 10.0) -> 
     try:
         conninfo_to_dict(url)
     except psycopg.ProgrammingError as exc:
+        why = redacted(str(exc).strip(), url)
         raise StoreError(
-            f"the log's URL cannot be read ({redacted(str(exc).strip(), url)}); it should look like "
+            f"the log's URL cannot be read ({why}); it should look like "
             "postgresql://user@host:port/database"
         ) from None
     pool = AsyncConnectionPool(
