@@ -286,6 +286,13 @@ async def test_a_daemon_appends_only_for_the_runs_it_owns(postgres_url: str) -> 
         assert await a.read_tracking("b's reaction") == 2
         assert [s for _, s, _ in committed(postgres_url)] == ["run-x", "run-y", "run-x", "run-y"]
 
+        before = committed(postgres_url)
+        with pytest.raises(FencedAppend):  # made together with one that is refused: neither
+            await a.append_together(
+                [("run-x", [output("x", "mine")]), ("run-y", [output("y", "b's")])]
+            )
+        assert committed(postgres_url) == before
+
         again = await open_as("a")  # a's next process: the runs are still a's
         await again.append("run-x", [output("x", "after a restart")])
         with psycopg.connect(postgres_url) as db:

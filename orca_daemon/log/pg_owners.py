@@ -24,7 +24,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from orca_client.events import AnswerRequested, CancelRequested, Event, RunStatusChanged
 from orca_client.views import TERMINAL_STATUSES
-from orca_daemon.log.pending import PendingAppend
+from orca_daemon.log.pending import PendingAppend, joined_groups
 from orca_daemon.log.records import ConcurrencyError, StoreError
 
 log = logging.getLogger(__name__)
@@ -95,43 +95,56 @@ class Fences:
     def check(self, batch: list[PendingAppend], owners: Owners) -> Checked:
         """The appends this daemon may make (the others fail: `FencedAppend`, or for an
         adoption that came too late, `ConcurrencyError`), the runs they claim (no owner yet)
-        and those they adopt."""
+        and those they adopt. Appends made together stand or fall together."""
         checked = Checked([], [], {})
+        refusals: dict[int, Exception] = {}
         for pending in batch:
-            run = run_of(pending.stream) if pending.events else None
-            if run is None:
-                checked.allowed.append(pending)
-                continue
-            row = owners.get(run)
-            if row is not None and all(is_relayed_request(e) for e in pending.events):
-                checked.allowed.append(pending)  # anyone may ask the owner
-                continue
-            if pending.adopting is not None:
-                refusal = self._adoption_refused(run, row, pending.adopting)
-                if refusal is None:
-                    checked.adoptions[run] = pending.adopting[1] + 1
-                    owners[run] = (self.daemon, pending.adopting[1] + 1, False)
+            refusal = self._refusal(pending, owners, checked)
+            if refusal is not None:
+                refusals[id(pending)] = refusal
+        for group in joined_groups(batch):
+            refused = next((refusals[id(p)] for p in group if id(p) in refusals), None)
+            for pending in group:
+                if refused is None:
                     checked.allowed.append(pending)
+                    run = run_of(pending.stream)
+                    if run is not None and any(ends_run(e) for e in pending.events):
+                        checked.ended.append(run)
                 elif not pending.future.done():
-                    pending.future.set_exception(ConcurrencyError(refusal))
-                continue
-            if row is None or (
-                row[0] == self.daemon
-                and (run in checked.adoptions or self.held.setdefault(run, row[1]) == row[1])
-            ):  # (held from the row: a claim whose COMMIT went unanswered)
-                if row is None and run not in checked.claims:
-                    checked.claims.append(run)
-                checked.allowed.append(pending)
-                if any(ends_run(event) for event in pending.events):
-                    checked.ended.append(run)
-            elif not pending.future.done():
-                pending.future.set_exception(
-                    FencedAppend(
-                        f"run {run} is owned by orcad {row[0]} (generation {row[1]}), not by "
-                        f"orcad {self.daemon}: not written"
-                    )
-                )
+                    pending.future.set_exception(refusals.get(id(pending), refused))
+        allowed_runs = {run_of(p.stream) for p in checked.allowed}
+        checked.claims = [run for run in checked.claims if run in allowed_runs]
         return checked
+
+    def _refusal(
+        self, pending: PendingAppend, owners: Owners, checked: Checked
+    ) -> Exception | None:
+        """Why this daemon may not make `pending` (None: it may); a claim or an adoption it
+        makes is noted in `checked` (and an adoption in `owners`, for the appends after it)."""
+        run = run_of(pending.stream) if pending.events else None
+        if run is None:
+            return None
+        row = owners.get(run)
+        if row is not None and all(is_relayed_request(e) for e in pending.events):
+            return None  # anyone may ask the owner
+        if pending.adopting is not None:
+            refusal = self._adoption_refused(run, row, pending.adopting)
+            if refusal is not None:
+                return ConcurrencyError(refusal)
+            checked.adoptions[run] = pending.adopting[1] + 1
+            owners[run] = (self.daemon, pending.adopting[1] + 1, False)
+            return None
+        if row is None:
+            if run not in checked.claims:
+                checked.claims.append(run)
+            return None
+        mine = row[0] == self.daemon
+        if mine and (run in checked.adoptions or self.held.setdefault(run, row[1]) == row[1]):
+            return None  # (held from the row: a claim whose COMMIT went unanswered)
+        return FencedAppend(
+            f"run {run} is owned by orcad {row[0]} (generation {row[1]}), not by "
+            f"orcad {self.daemon}: not written"
+        )
 
     def _adoption_refused(
         self, run: str, row: tuple[str, int, bool] | None, adopting: tuple[str, int]
