@@ -216,12 +216,12 @@ def kill_before_ready_line(daemon: DaemonProcess, spool: Path) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGSTOP)
         # the fork that starts the holder proper exits at once (its parent reaps it at once):
-        # what is frozen is what is left
-        frozen = [pid for pid in holders_in(spool) if process_exists(pid)]
+        # what is frozen is what is left, and can be asked for its stdin
+        frozen = [pid for pid in holders_in(spool) if process_exists(pid) and stdin_of(pid)]
         time.sleep(0.001)
     try:
         assert not any(ready_line_written(pid) for pid in frozen), "froze the holder too late"
-        stdin = {os.readlink(f"/proc/{pid}/fd/0") for pid in frozen}
+        stdin = {stdin_of(pid) for pid in frozen} - {None}
         wait_until(
             lambda: not stdin & set(descriptors(orcad)), what="orcad to hand the holder its spec"
         )
@@ -230,6 +230,14 @@ def kill_before_ready_line(daemon: DaemonProcess, spool: Path) -> None:
         for pid in holders_in(spool):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
+
+
+def stdin_of(pid: int) -> str | None:
+    """What a process's stdin is (`pipe:[inode]`), or None once it is gone (or going)."""
+    try:
+        return os.readlink(f"/proc/{pid}/fd/0")
+    except OSError:
+        return None
 
 
 def holders_in(spool: Path) -> list[int]:
