@@ -34,6 +34,7 @@ from orca_daemon.config import (
     LOG_URL_VARIABLE,
     Config,
     ConfigError,
+    DaemonSettings,
     agent_names,
     changes,
     load_config,
@@ -261,21 +262,12 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self._reload_wanted.set)  # handled once serving
         store = await self._open_log()
         try:
-            snapshot_file = self._paths.state_dir / SNAPSHOT_NAME
-            loaded = await load_snapshot(snapshot_file, store)
-            saved_at = None if loaded is None else loaded.position  # before the tail is in
-            state = await self._replay(store, loaded)
-            store.add_listener(lambda events: _fold(state, events))
-            keeper = SnapshotKeeper(
-                snapshot_file, store, state, settings.snapshot_every_events, saved_at
-            )
-            async with anyio.create_task_group() as writer_group:
-                writer_group.start_soon(store.run_writer)
-                try:
-                    await self._serve(store, state, started_at, keeper)
-                finally:
-                    store.stop_accepting()
-            await keeper.save()  # every append is done: the next start replays nothing
+            async with anyio.create_task_group() as lease_group:
+                # With a shared log, the lease is renewed from the start: replaying a long log
+                # must not let other daemons take this one's runs over meanwhile.
+                lease_group.start_soon(store.renew_lease)
+                await self._run_on(store, settings, started_at)
+                lease_group.cancel_scope.cancel()
         finally:
             # With a shared log: sessions left running in their holders wait for this daemon as
             # long as the holders do, and no other daemon takes its runs over meanwhile; once
@@ -284,6 +276,24 @@ class Daemon:
             store.keep_lease_after_close(0.0 if end else settings.orphan_timeout_seconds)
             await store.close()
             self._notifier.close()
+
+    async def _run_on(self, store: EventStore, settings: DaemonSettings, started_at: float) -> None:
+        """Load the state, run the writer and serve until asked to stop."""
+        snapshot_file = self._paths.state_dir / SNAPSHOT_NAME
+        loaded = await load_snapshot(snapshot_file, store)
+        saved_at = None if loaded is None else loaded.position  # before the tail is in
+        state = await self._replay(store, loaded)
+        store.add_listener(lambda events: _fold(state, events))
+        keeper = SnapshotKeeper(
+            snapshot_file, store, state, settings.snapshot_every_events, saved_at
+        )
+        async with anyio.create_task_group() as writer_group:
+            writer_group.start_soon(store.run_writer)
+            try:
+                await self._serve(store, state, started_at, keeper)
+            finally:
+                store.stop_accepting()
+        await keeper.save()  # every append is done: the next start replays nothing
 
     async def _open_log(self) -> EventStore:
         """The log: the SQLite file, or the PostgreSQL database of `[log] url` (or

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
+import anyio
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
@@ -241,16 +242,30 @@ class DaemonLease:
     async def renew_forever(self) -> None:
         """Renew the lease every third of its length until cancelled; a renewal that fails is
         tried again at the next beat (the lease runs out if none succeeds in time)."""
-        while True:
-            await asyncio.sleep(self._lease / 3)
-            try:
-                async with self._pool.connection() as connection:
+        connection: psycopg.AsyncConnection[tuple[object, ...]] | None = None
+        try:
+            while True:
+                await asyncio.sleep(self._lease / 3)
+                try:
+                    if connection is None or connection.closed:
+                        # its own connection: busy readers cannot keep it waiting for the pool
+                        connection = await self._pool.getconn()
                     await connection.execute(
                         "UPDATE daemons SET expires_at = now() + make_interval(secs => %s)"
                         " WHERE name = %s AND pid = %s",
                         (self._lease, self.daemon, os.getpid()),
                     )
-            except psycopg.Error as exc:
-                log.warning(
-                    "could not renew the lease of orcad %s at %s: %s", self.daemon, self._where, exc
-                )
+                except psycopg.Error as exc:
+                    log.warning(
+                        "could not renew the lease of orcad %s at %s: %s",
+                        self.daemon,
+                        self._where,
+                        exc,
+                    )
+                    if connection is not None:
+                        await self._pool.putconn(connection)
+                        connection = None
+        finally:
+            if connection is not None:
+                with anyio.CancelScope(shield=True):
+                    await self._pool.putconn(connection)

@@ -121,7 +121,7 @@ async def migrate(connection: psycopg.AsyncConnection[tuple[object, ...]]) -> in
     return found
 
 
-async def open_pool(url: str, max_size: int = 4, wait_seconds: float = 10.0) -> AsyncConnectionPool:
+async def open_pool(url: str, max_size: int = 6, wait_seconds: float = 10.0) -> AsyncConnectionPool:
     """A pool of connections to `url` (autocommit: each write opens its own transaction),
     opened, with the tables migrated. Fails with `StoreError` naming the server (not the
     password) when it cannot be reached, or when the URL cannot be read."""

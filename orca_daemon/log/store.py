@@ -225,8 +225,6 @@ class EventStore:
             return
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(self._follower.run)
-            if self._lease is not None:
-                tasks.start_soon(self._lease.renew_forever)
             await self._writer.run()
             tasks.cancel_scope.cancel()
 
@@ -266,6 +264,12 @@ class EventStore:
         self._tail.remove_listener(listener)
 
     # ------------------------------------------------------------------ closing
+
+    async def renew_lease(self) -> None:
+        """With a shared log: renew this daemon's lease until cancelled (call it from the
+        start, in a task of its own); with a daemon's own log, return at once."""
+        if self._lease is not None:
+            await self._lease.renew_forever()
 
     def keep_lease_after_close(self, seconds: float) -> None:
         """With a shared log: at `close`, leave this daemon's lease to run out `seconds` later
