@@ -49,7 +49,7 @@ class PgTransactions:
         """With a daemon's name: every append to a run is checked against the run's owner."""
         self._committing: Accepted | None = None
         """The batch whose COMMIT is being sent (its rows all written in the transaction)."""
-        self._in_doubt: Accepted | None = None
+        self._in_doubt: tuple[Accepted, Checked] | None = None
         """A batch whose COMMIT got no answer: it may have committed (see `commit`)."""
         self._known_head: int | None = None
         """The head this writer's last commit left; None: unknown (a write failed)."""
@@ -93,7 +93,7 @@ class PgTransactions:
                     self._known_head = None
                     lost = isinstance(exc, psycopg.OperationalError)
                     if lost and self._committing is not None and rows:
-                        self._in_doubt = self._committing
+                        self._in_doubt = (self._committing, checked)
                     raise
                 finally:
                     self._committing = None
@@ -163,10 +163,12 @@ class PgTransactions:
             if checked.ended:
                 await cursor.execute(ENDED, (checked.ended,))
 
-    async def _settle_in_doubt(self, in_doubt: Accepted) -> Accepted:
+    async def _settle_in_doubt(self, in_doubt: tuple[Accepted, Checked]) -> Accepted:
         """The appends of a transaction whose COMMIT went unanswered, if it did commit (its
-        last event is in the log, recorded at the same instant); else none."""
-        last = [events for _, events in in_doubt if events][-1][-1]
+        last event is in the log, recorded at the same instant); else none. The runs it claimed
+        or adopted are this daemon's then."""
+        accepted, checked = in_doubt
+        last = [events for _, events in accepted if events][-1][-1]
         async with self._pool.connection() as connection:
             cursor = await connection.execute(
                 "SELECT 1 FROM events WHERE position = %s AND stream = %s AND version = %s"
@@ -176,13 +178,15 @@ class PgTransactions:
             written = await cursor.fetchone() is not None
         if not written:
             return []
+        if self._fences is not None:
+            self._fences.committed(checked)
         log.warning(
             "the log at %s did commit the transaction whose answer was lost (positions up to "
             "%d): it is not written again",
             self._where,
             last.position,
         )
-        return [(pending, events) for pending, events in in_doubt if not pending.future.done()]
+        return [(pending, events) for pending, events in accepted if not pending.future.done()]
 
     async def _write(
         self,
