@@ -308,6 +308,10 @@ class Daemon:
             return await EventStore.open_postgres(url, daemon=identity)
         except StoreError as exc:
             raise StartupError(str(exc)) from None
+        except ImportError as exc:  # psycopg is the `postgres` extra
+            raise StartupError(
+                f"a log in PostgreSQL needs psycopg ({exc}): pip install 'orca[postgres]'"
+            ) from None
 
     async def _replay(self, store: EventStore, loaded: State | None) -> State:
         """`loaded` (from the snapshot), or a new state, with the rest of the log folded in."""

@@ -12,6 +12,7 @@ already in use refused; a bad URL or an unreachable server refused.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -313,3 +314,34 @@ def test_agents_and_hooks_never_see_the_database_or_its_password(
     )
     seen_by_hook = hook_env.read_text()
     assert SECRET not in seen_by_hook and "ORCA_LOG_URL" not in seen_by_hook
+
+
+def test_without_psycopg_the_sqlite_log_works_and_a_postgresql_url_says_what_is_missing(
+    orca_home: Path, tmp_path: Path
+) -> None:
+    """psycopg is the `postgres` extra: orcad on its own SQLite file must not need it, and one
+    told to use PostgreSQL without it says how to get it."""
+    blocked = (
+        "import sys; sys.modules['psycopg'] = None; sys.modules['psycopg_pool'] = None; "
+        "from orca_daemon.main import main; sys.argv = ['orcad']; sys.exit(main())"
+    )
+    env = {
+        **os.environ,
+        "ORCA_HOME": str(orca_home),
+        "ORCA_CONFIG": str(tmp_path / "none.toml"),
+    }
+    env.pop("ORCA_LOG_URL", None)
+    daemon = subprocess.Popen([sys.executable, "-c", blocked], env=env, stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: run_orca(env, "status").returncode == 0, "orcad without psycopg")
+        run_id = run_orca(env, "run", "--", "true").stdout.strip()
+        wait_until(lambda: '"completed"' in run_orca(env, "status", run_id, "--json").stdout)
+    finally:
+        daemon.terminate()
+        daemon.wait(30)
+    env["ORCA_LOG_URL"] = "postgresql://orca@127.0.0.1:1/orca"
+    refused = subprocess.run(
+        [sys.executable, "-c", blocked], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert refused.returncode == 1
+    assert "pip install 'orca[postgres]'" in refused.stderr, refused.stderr

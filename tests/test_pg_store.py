@@ -19,9 +19,8 @@ from support.tcp_proxy import CuttableProxy
 
 from orca_client.events import OutputAppended, RunAdopted, RunCreated
 from orca_daemon.log import pg_follow
-from orca_daemon.log.pg_owners import FencedAppend
 from orca_daemon.log.pg_schema import redacted
-from orca_daemon.log.records import ConcurrencyError, LogUnavailable, StoreError
+from orca_daemon.log.records import ConcurrencyError, FencedAppend, LogUnavailable, StoreError
 from orca_daemon.log.store import DaemonIdentity, EventStore
 
 TIMEOUT = 30.0

@@ -26,7 +26,7 @@ from psycopg_pool import AsyncConnectionPool
 from orca_client.events import AnswerRequested, CancelRequested, Event, RunStatusChanged
 from orca_client.views import TERMINAL_STATUSES
 from orca_daemon.log.pending import PendingAppend, joined_groups
-from orca_daemon.log.records import ConcurrencyError, StoreError
+from orca_daemon.log.records import ConcurrencyError, FencedAppend, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +45,6 @@ EXPIRED = (
 """The runs not ended whose owner's lease has run out (but this daemon's), with their
 generations."""
 RUN_PREFIX = "run-"
-
-
-class FencedAppend(StoreError):
-    """An append for a run that another daemon owns (or took over): it was not written."""
 
 
 def is_relayed_request(event: Event) -> bool:

@@ -25,6 +25,11 @@ class ConcurrencyError(StoreError):
     """An append expected a stream version that another append already took."""
 
 
+class FencedAppend(StoreError):
+    """With a shared log: an append for a run that another daemon owns (or took over); it was
+    not written."""
+
+
 class LogUnavailable(StoreError):
     """The log cannot be written now (disk full, I/O error); `reason` says what and where."""
 

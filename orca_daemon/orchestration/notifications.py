@@ -33,7 +33,7 @@ from orca_client.events import (
     run_stream,
 )
 from orca_daemon.config import NotifySettings
-from orca_daemon.log.records import StoredEvent, StoreError
+from orca_daemon.log.records import FencedAppend, StoredEvent, StoreError
 from orca_daemon.log.store import EventStore
 from orca_daemon.orchestration.handover import (
     adopted_here,
@@ -142,7 +142,12 @@ class NotificationRunner:
             await self._trigger(stored)
 
     async def _catch_up(self, adopted: StoredEvent) -> None:
-        """This daemon adopted the run: trigger what its earlier owner had not."""
+        """This daemon adopted the run: deliver what its earlier owner had triggered and not
+        delivered, and trigger what it had not."""
+        run_id = adopted.stream[len("run-") :]
+        for (_, channel), (due, at) in list(self._state.notifications_due.items()):
+            if due.run_id == run_id:
+                self._start_delivery(due, channel, at)
         missed = await missed_before_adoption(self._store, adopted, TRACKING, TRIGGER_TYPES)
         if not missed:
             return
@@ -285,6 +290,9 @@ class NotificationRunner:
         while True:
             try:
                 await self._store.append(run_stream(outcome.run_id), [outcome])
+                return
+            except FencedAppend as exc:  # the run is another daemon's now: it delivers it
+                log.warning("notification outcome not recorded: %s", exc)
                 return
             except StoreError:
                 if self._stopping.is_set():
