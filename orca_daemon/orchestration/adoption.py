@@ -52,6 +52,8 @@ class Adopter:
         self._admission = admission
         self._carry_on = carry_on
         self._every = every
+        self._unfinished: dict[str, RunAdopted] = {}
+        """Runs adopted whose take-over failed: tried again at the next sweep."""
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         """Look for runs to adopt until cancelled."""
@@ -71,6 +73,8 @@ class Adopter:
         adopted: list[str] = []
         if me is None:
             return adopted
+        for run_id, event in list(self._unfinished.items()):
+            await self._take_over(run_id, event)
         for run_id, owner, generation in await self._store.runs_to_adopt():
             run = self._state.runs.get(run_id)
             if run is None or run.status in TERMINAL_STATUSES or not self._admission.accepting:
@@ -87,9 +91,22 @@ class Adopter:
                 owner,
                 generation + 1,
             )
+            await self._take_over(run_id, event)
+            adopted.append(run_id)
+        return adopted
+
+    async def _take_over(self, run_id: str, event: RunAdopted) -> None:
+        """Carry on a run adopted (again, after a failure): a failure is logged, and the run
+        tried again at the next sweep, not the other runs held up."""
+        try:
             await take_over(
                 self._state, self._lifecycle, self._launcher, self._supervisor, run_id, event
             )
-            self._carry_on(run_id)
-            adopted.append(run_id)
-        return adopted
+        except Exception:
+            log.exception(
+                "run %s: taking it over failed; trying again in %.0f s", run_id, self._every
+            )
+            self._unfinished[run_id] = event
+            return
+        self._unfinished.pop(run_id, None)
+        self._carry_on(run_id)
