@@ -299,6 +299,9 @@ class RunAdopted(Event, tag="run_adopted", frozen=True):
     daemon: str
     from_daemon: str
     generation: int
+    tracked: dict[str, int] = {}
+    """How far the earlier owner's reactions (`hooks`, `notifications`) had handled the log
+    when the run was adopted: the adopter handles the run's events after that."""
 
 
 class CancelRequested(Event, tag="cancel_requested", frozen=True):

@@ -20,6 +20,8 @@ from orca_client.events import RunAdopted
 from orca_client.views import TERMINAL_STATUSES
 from orca_daemon.log.records import ConcurrencyError, StoreError
 from orca_daemon.log.store import EventStore
+from orca_daemon.orchestration.hooks import TRACKING as HOOKS_TRACKING
+from orca_daemon.orchestration.notifications import TRACKING as NOTIFICATIONS_TRACKING
 from orca_daemon.orchestration.recovery import take_over
 from orca_daemon.runs.admission import Admission
 from orca_daemon.runs.launcher import Launcher
@@ -28,6 +30,9 @@ from orca_daemon.runs.supervisor import Supervisor
 from orca_daemon.state.projection import State
 
 log = logging.getLogger(__name__)
+
+REACTIONS = (HOOKS_TRACKING, NOTIFICATIONS_TRACKING)
+"""The reactions that follow the log with a tracking row per daemon (`hooks@NAME`)."""
 
 
 class Adopter:
@@ -79,7 +84,14 @@ class Adopter:
             run = self._state.runs.get(run_id)
             if run is None or run.status in TERMINAL_STATUSES or not self._admission.accepting:
                 continue  # (not followed yet: the next sweep; ended: nothing to carry on)
-            event = RunAdopted(run_id, daemon=me, from_daemon=owner, generation=generation + 1)
+            tracked = {
+                reaction: position
+                for reaction in REACTIONS
+                if (position := await self._store.read_tracking(f"{reaction}@{owner}")) is not None
+            }
+            event = RunAdopted(
+                run_id, daemon=me, from_daemon=owner, generation=generation + 1, tracked=tracked
+            )
             try:
                 await self._store.adopt(event)
             except ConcurrencyError as exc:

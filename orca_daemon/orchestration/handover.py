@@ -39,10 +39,13 @@ async def missed_before_adoption(
     types: frozenset[str],
 ) -> list[StoredEvent]:
     """The run's events of `types` that its earlier owner had not reacted to when it lost the
-    run: after that owner's tracking position (`{tracking}@{owner}`), before `adopted`."""
+    run: after that owner's tracking position as the adoption recorded it (read then, so an
+    earlier owner still running cannot move it past an event it skipped), before `adopted`."""
     event = adopted.decode()
     assert isinstance(event, RunAdopted)
-    theirs = await store.read_tracking(f"{tracking}@{event.from_daemon}") or 0
+    theirs = event.tracked.get(tracking)
+    if theirs is None:
+        theirs = await store.read_tracking(f"{tracking}@{event.from_daemon}") or 0
     missed: list[StoredEvent] = []
     after = theirs
     while after < adopted.position:

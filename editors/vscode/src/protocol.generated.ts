@@ -386,6 +386,9 @@ export interface RunAdopted {
   from_daemon: string;
   generation: number;
   run_id: string;
+  tracked?: {
+    [k: string]: number | undefined;
+  };
   type: "run_adopted";
 }
 export interface RunCreated {
