@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from conftest import DaemonProcess, process_exists, short_tempdir, wait_until
 from support.fanouts import fan_agent, start_debug
@@ -267,3 +268,35 @@ async def append_as(daemon: DaemonProcess, name: str, run_id: str, event: Questi
         store.keep_lease_after_close(0.0)
         await store.close()
     return stored.position
+
+
+def test_a_daemon_that_loses_its_run_while_alive_stops_its_agent_and_records_nothing(
+    make_daemon: Callable[..., DaemonProcess], other_home: Path, tmp_path: Path
+) -> None:
+    """A cannot renew its lease (here: its row no longer names its process) and B adopts its
+    run, ending the session that ran on A. A, still running, follows the log: it stops the
+    agent of that ended session, as after any cancel, and records nothing for the run."""
+    config = f"[daemon]\nlease_seconds = {LEASE}\n"
+    a = make_daemon()
+    write_config(a.home, config)
+    write_config(other_home, config)
+    a.start()
+    b = DaemonProcess(other_home, extra_env={"ORCA_LOG_URL": a.env["ORCA_LOG_URL"]}).start()
+    a_name, b_name = name_of(a), name_of(b)
+    run_id = a.orca("run", "--title", "long", "--", "sleep", "60").stdout.strip()
+    a.wait_for_run(run_id, frozenset({"running"}))
+    [session] = a.status(run_id).sessions
+    assert session.pid is not None
+
+    with psycopg.connect(a.env["ORCA_LOG_URL"]) as db:  # A's renewals now change nothing
+        db.execute(
+            "UPDATE daemons SET pid = -1, expires_at = now() - interval '1 s' WHERE name = %s",
+            (a_name,),
+        )
+    final = b.wait_for_run(run_id, timeout=30)
+    assert (final.owner, final.status) == (b_name, "failed")
+    wait_until(lambda: not process_exists(session.pid), "A to stop the agent of its lost run")
+    ends = [e for e in read_log(a.log_source) if e.type == "session_terminated"]
+    assert len(ends) == 1  # B's; A recorded none
+    assert a.status(run_id).runs[0].owner == b_name
+    assert b.stop() == 0

@@ -52,11 +52,14 @@ class Lifecycle:
         summary: str | None = None,
     ) -> bool:
         """Record a session's end (unless it already ended) and what follows for its run;
-        False when it had already ended."""
+        False when it had already ended, or (with a shared log) the run is another daemon's,
+        which records its sessions' ends."""
         runs = self._runs
         async with runs.lock(run_id):
             session = runs.state.sessions.get(session_id)
             if session is None or session.status in TERMINAL_STATUSES:
+                return False
+            if not runs.acts_for(run_id):
                 return False
             ending = SessionEnding(session_id, status, reason, cause, exit_code, summary)
             await runs.append(run_id, ending_events(runs.state, run_id, [ending]))
