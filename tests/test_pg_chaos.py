@@ -1,11 +1,11 @@
 """Chaos on a shared PostgreSQL log: two daemons, one of them killed with SIGKILL at random
-moments, 20 times, while fan-outs run on both.
+moments, 20 times, while fan-outs and plans run on both.
 
 A killed daemon is started again after a random pause: shorter than its lease (it takes its own
 sessions back from their holders) or longer (the other daemon adopts its runs meanwhile). At the
-end every acknowledged fan-out is in the log once and has ended, with exactly one orchestrator;
-every run that completed fired its `on_complete` hook once; and each daemon's status is a
-replay of the log.
+end every acknowledged run is in the log once and has ended, every fan-out with exactly one
+orchestrator and every plan with each task done once; every run that completed fired its
+`on_complete` hook once; and each daemon's status is a replay of the log.
 """
 
 from __future__ import annotations
@@ -27,13 +27,22 @@ from support.processes import kill_processes_with_env
 from support.snapshots import read_log
 
 from orca_client.client import DaemonUnavailable, RequestFailed
-from orca_client.events import OrchestratorTriggered, RunAdopted, RunCreated
+from orca_client.events import OrchestratorTriggered, RunAdopted, RunCreated, TaskStatusChanged
+from orca_client.plan import Plan, PlanTask
 from orca_client.views import TERMINAL_STATUSES
+from orca_client.wire import RunStarted, StartPlan
 from orca_daemon.state.projection import replay
 
 SEED = 20261203
 KILLS = 20
 LEASE = 3.0
+PLAN = Plan(
+    title="chaos",
+    tasks=[
+        PlanTask(id="first", prompt="do first", agent="quick"),
+        PlanTask(id="second", prompt="do second", agent="slow", depends_on=["first"]),
+    ],
+)
 SLOW = (
     'sleep 1.5; echo \'{"type":"output","text":"slow finding\\n"}\';'
     ' echo \'{"type":"result","outcome":"done","summary":"slow"}\''
@@ -82,9 +91,12 @@ def test_kill9_of_either_daemon_at_random_moments_decides_everything_once(
     acknowledged: list[str] = []
 
     for _ in range(KILLS):
-        for daemon in daemons:  # a fan-out on each, acknowledged before anything is killed
+        for daemon in daemons:  # a fan-out and a plan on each, acknowledged before the kill
             with contextlib.suppress(DaemonUnavailable, RequestFailed):  # (not acknowledged)
                 acknowledged.append(start_debug(daemon, ["quick", "slow"]).run_id)
+            with contextlib.suppress(DaemonUnavailable, RequestFailed), daemon.client() as client:
+                started: RunStarted = client.request(StartPlan(cwd=str(tmp_path), plan=PLAN))
+                acknowledged.append(started.run_id)
         time.sleep(rng.uniform(0.0, 1.0))  # the random moment of the kill, not a condition
         victim = rng.choice(daemons)
         victim.kill()
@@ -112,6 +124,14 @@ def test_kill9_of_either_daemon_at_random_moments_decides_everything_once(
     assert sorted(triggers) == sorted(fanouts), "one orchestrator per fan-out"
     adopted = [e.run_id for _, e in decoded if isinstance(e, RunAdopted)]
     assert adopted, "no kill outlasted a lease: nothing was adopted"
+
+    plans = {e.run_id for _, e in decoded if isinstance(e, RunCreated) and e.kind == "plan"}
+    done = [
+        (e.run_id, e.task_id)
+        for _, e in decoded
+        if isinstance(e, TaskStatusChanged) and e.status == "done"
+    ]
+    assert sorted(done) == sorted((run_id, t.id) for run_id in plans for t in PLAN.tasks)
 
     replayed = replay(events)
     for daemon in daemons:
