@@ -14,11 +14,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from conftest import DaemonProcess, agent, run_orca, short_tempdir, wait_until
 from support.fanouts import fan_agent, start_debug
@@ -345,3 +347,23 @@ def test_without_psycopg_the_sqlite_log_works_and_a_postgresql_url_says_what_is_
     )
     assert refused.returncode == 1
     assert "pip install 'orca[postgres]'" in refused.stderr, refused.stderr
+
+
+def test_orcad_still_stops_when_its_database_is_gone(
+    make_daemon: Callable[..., DaemonProcess], postgres_server_url: str, postgres_url: str
+) -> None:
+    """The database goes away (dropped, here) under a running orcad: asked to stop, it gives up
+    on what it can no longer record, within bounded waits, and exits cleanly rather than
+    hanging until systemd kills it."""
+    daemon = make_daemon(extra_env={"ORCA_CONFIG": "/nonexistent.toml"}).start()
+    run_id = daemon.orca("run", "--", "true").stdout.strip()
+    daemon.wait_for_run(run_id)
+    name = postgres_url.rsplit("/", 1)[1]
+    with psycopg.connect(postgres_server_url, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)'.encode())
+    assert daemon.process is not None
+    daemon.process.send_signal(signal.SIGTERM)
+    assert daemon.process.wait(timeout=50) == 0  # (systemd's TimeoutStopSec is 60)
+    said = daemon.output()
+    assert "the log cannot be written: cannot reach PostgreSQL at postgresql://orca@" in said
+    assert "INFO orcad: stopped" in said

@@ -26,7 +26,7 @@ from psycopg_pool import AsyncConnectionPool
 from orca_client.events import AnswerRequested, CancelRequested, Event, RunStatusChanged
 from orca_client.views import TERMINAL_STATUSES
 from orca_daemon.log.pending import PendingAppend, joined_groups
-from orca_daemon.log.records import ConcurrencyError, FencedAppend, StoreError
+from orca_daemon.log.records import ConcurrencyError, FencedAppend, LogUnavailable, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,8 @@ EXPIRED = (
 """The runs not ended whose owner's lease has run out (but this daemon's), with their
 generations."""
 RUN_PREFIX = "run-"
+RELEASE_WAIT_SECONDS = 2.0
+"""At a stop, how long to wait for a connection to set the lease (it runs out by itself)."""
 
 
 def is_relayed_request(event: Event) -> bool:
@@ -220,15 +222,18 @@ class DaemonLease:
     async def expired_runs(self) -> list[tuple[str, str, int]]:
         """The runs whose owner's lease has run out (this daemon's aside): each with its
         owner and generation."""
-        async with self._pool.connection() as connection:
-            cursor = await connection.execute(EXPIRED, (self.daemon,))
-            rows = await cursor.fetchall()
+        try:
+            async with self._pool.connection() as connection:
+                cursor = await connection.execute(EXPIRED, (self.daemon,))
+                rows = await cursor.fetchall()
+        except psycopg.Error as exc:
+            raise LogUnavailable(f"cannot reach PostgreSQL at {self._where} ({exc})") from None
         return [(cast(str, r), cast(str, o), cast(int, g)) for r, o, g in rows]
 
     async def release(self, keep_seconds: float) -> None:
         """At a stop: let the lease run out `keep_seconds` from now (0: at once, so another
         daemon adopts this one's runs without waiting)."""
-        async with self._pool.connection() as connection:
+        async with self._pool.connection(timeout=RELEASE_WAIT_SECONDS) as connection:
             await connection.execute(
                 "UPDATE daemons SET expires_at = now() + make_interval(secs => %s)"
                 " WHERE name = %s AND pid = %s",

@@ -23,6 +23,7 @@ from orca_daemon.log.store import EventStore
 log = logging.getLogger(__name__)
 
 SAVE_INTERVAL_SECONDS = 2.0
+SAVE_AT_STOP_SECONDS = 5.0
 RETRY_SECONDS = 1.0
 """While the log cannot be written: how long before the handler is called again."""
 PAGE_EVENTS = 500
@@ -115,11 +116,21 @@ class LogFollower:
         self._store.remove_listener(self._on_commit)
 
     async def save(self) -> None:
-        """Record how far the log was handled: what lies after it, the next orcad handles."""
+        """Record how far the log was handled: what lies after it, the next orcad handles.
+        While the log cannot be written this gives up after `SAVE_AT_STOP_SECONDS` (the append
+        is withdrawn): the next orcad then goes over the events since the last position saved,
+        which are handled already (a handler records its own position with what it did)."""
         try:
-            await self._store.save_tracking(self._tracking, self.position)
+            with anyio.move_on_after(SAVE_AT_STOP_SECONDS) as waited:
+                await self._store.save_tracking(self._tracking, self.position)
         except StoreError:
             log.exception("could not record how far %s has read the log", self._tracking)
+            return
+        if waited.cancelled_caught:
+            log.warning(
+                "could not record how far %s has read the log (it cannot be written)",
+                self._tracking,
+            )
 
     def _on_commit(self, events: list[StoredEvent]) -> None:
         self._queue.extend(e for e in events if e.type in self._types)
