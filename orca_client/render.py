@@ -163,6 +163,8 @@ def run_detail(run: RunInfo, sessions: list[SessionInfo], width: int | None = No
         f"cwd      {one_line(run.cwd)}",
         timing,
     ]
+    if run.owner is not None:  # a log several daemons share: pids and paths are the owner's
+        lines.append(f"owner    orcad {one_line(run.owner)} (its sessions run there)")
     if (spent := usage_text(run.input_tokens, run.output_tokens, run.cost_usd)) is not None:
         lines.append(f"usage    {spent}")
     lines += _orchestration_lines(run, sessions, width)

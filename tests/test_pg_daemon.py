@@ -108,6 +108,8 @@ def test_three_daemons_share_one_log_and_each_acts_for_its_own_runs(
             wait_until(lambda d=daemon: owners(d) == expected, f"{daemon.home}'s status")
         logs = c.orca("logs", quick)
         assert "from b" in logs.stdout, logs
+        detail = c.orca("status", long_run).stdout
+        assert f"owner    orcad {names[0]} (its sessions run there)" in detail, detail
 
         # An answer given on C to A's run reaches A's agent; a secret one is refused on C.
         script = {
