@@ -90,7 +90,8 @@ MIN_TITLE_CELLS = 30
 
 def runs_table(result: StatusResult, width: int | None = None) -> str:
     """Every run, oldest first, one line each, sized to `width` columns (the terminal's); under
-    a waiting run, its pending questions; a fan-out, plan or parent shows its progress."""
+    a waiting run, its pending questions; a fan-out, plan or parent shows its progress. With a
+    log several daemons share, each run's owner too."""
     if not result.runs:
         return "no runs yet; start one with: orca run -- CMD"
     width = terminal_width() if width is None else width
@@ -98,10 +99,19 @@ def runs_table(result: StatusResult, width: int | None = None) -> str:
     sessions = {s.session_id: s for s in result.sessions}
     runs = {r.run_id: r for r in result.runs}
     ordered = sorted(result.runs, key=lambda r: r.created_at)
-    rows = [["RUN", "STATUS", "ACTIVITY"]]
-    rows += [[r.run_id, r.status, _ago(last_activity(r, sessions), now)] for r in ordered]
+    owners = any(r.owner for r in ordered)  # a log several daemons share: whose each run is
+    rows = [["RUN", "STATUS", "ACTIVITY", *(["OWNER"] if owners else [])]]
+    rows += [
+        [
+            r.run_id,
+            r.status,
+            _ago(last_activity(r, sessions), now),
+            *([one_line(r.owner or "")] if owners else []),
+        ]
+        for r in ordered
+    ]
     progresses = [progress(r, sessions, runs) for r in ordered]
-    fixed = [max(cells(row[i]) for row in rows) for i in range(3)]
+    fixed = [max(cells(row[i]) for row in rows) for i in range(len(rows[0]))]
     below = any(progresses)
     progress_width = max((cells(p) for p in progresses), default=0)
     title_width = width - sum(fixed) - 2 * len(fixed)

@@ -108,6 +108,10 @@ def test_three_daemons_share_one_log_and_each_acts_for_its_own_runs(
             wait_until(lambda d=daemon: owners(d) == expected, f"{daemon.home}'s status")
         logs = c.orca("logs", quick)
         assert "from b" in logs.stdout, logs
+        table = c.orca("status").stdout.splitlines()
+        assert table[0].split()[:4] == ["RUN", "STATUS", "ACTIVITY", "OWNER"], table
+        assert any(line.startswith(long_run) and names[0] in line for line in table), table
+        assert any(line.startswith(quick) and names[1] in line for line in table), table
         detail = c.orca("status", long_run).stdout
         assert f"owner    orcad {names[0]} (its sessions run there)" in detail, detail
 
