@@ -13,6 +13,7 @@ import contextlib
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -57,11 +58,44 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+PREFIX = "orca-pg-"
+OWNER_FILE = "owner.pid"
+"""In a server's directory: the pid of the test process that started it."""
+
+
+def reap_abandoned() -> None:
+    """Stop and remove the private servers of test processes that are gone (killed before
+    they could stop their servers)."""
+    for root in Path(tempfile.gettempdir()).glob(f"{PREFIX}*"):
+        try:
+            owner = int((root / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if _alive(owner):
+            continue
+        pid_file = root / "data" / "postmaster.pid"
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            os.kill(int(pid_file.read_text().split()[0]), signal.SIGQUIT)  # immediate stop
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class PrivateServer:
     """A PostgreSQL server of the tests' own, in a temporary directory."""
 
     def __init__(self) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="orca-pg-"))
+        reap_abandoned()
+        self.root = Path(tempfile.mkdtemp(prefix=PREFIX))
+        (self.root / OWNER_FILE).write_text(str(os.getpid()))
         self.user = _server_user()
         self.port = 0
         self._bin = server_binaries()
