@@ -740,7 +740,9 @@ def test_a_verify_command_no_longer_wanted_is_stopped(
     bench.steps({"slow": {"2": [{"result": {"outcome": "done", "summary": "second"}}]}})
     run_id = start_plan(plan_daemon, bench, task("slow", verify=verify))
     pids = bench.work / "verify.pid"
-    wait_until(pids.exists, what="the verify command running")
+    wait_until(  # (the shell makes the file before its echo fills it)
+        lambda: pids.exists() and pids.read_text().endswith("\n"), what="the verify command running"
+    )
     shell = int(pids.read_text())
     with plan_daemon.client() as client:
         if how == "cancel":
@@ -773,7 +775,9 @@ def test_a_verify_command_interrupted_by_a_restart_is_stopped_and_run_again(
     ]
     run_id = start_plan(daemon, bench, task("check", verify=verify))
     log = bench.work / "verify.log"
-    wait_until(log.exists, what="the verify command running")
+    wait_until(  # (the shell makes the file before its echo fills it)
+        lambda: log.exists() and log.read_text().endswith("\n"), what="the verify command running"
+    )
     first = log.read_text().split()
     assert first[1:] == ["check", "1", f"{run_id}.check.1"]
 
