@@ -58,19 +58,19 @@ class AppendResult:
         return self.ours / self.raw_one_commit
 
 
-def _event(appender: int, index: int) -> OutputAppended:
+def bench_event(appender: int, index: int) -> OutputAppended:
     run_id = f"bench{appender:03d}"
     return OutputAppended(
         run_id=run_id, session_id=f"{run_id}-s{index % 3}", stream="stdout", text=TEXT
     )
 
 
-def _rows(total: int) -> Iterator[tuple[object, ...]]:
+def bench_rows(total: int) -> Iterator[tuple[object, ...]]:
     """The rows `total` appends produce, in the interleaved order of 100 appenders."""
     position = 0
     for index in range(total // APPENDERS):
         for appender in range(APPENDERS):
-            event = _event(appender, index)
+            event = bench_event(appender, index)
             position += 1
             yield (
                 position,
@@ -97,7 +97,7 @@ def raw_batched(path: Path, total: int, batch_rows: int = RAW_BATCH_ROWS) -> flo
     try:
         start = time.perf_counter()
         batch: list[tuple[object, ...]] = []
-        for row in _rows(total):
+        for row in bench_rows(total):
             batch.append(row)
             if len(batch) == batch_rows:
                 db.execute("BEGIN IMMEDIATE")
@@ -119,7 +119,7 @@ def raw_one_commit(path: Path, total: int) -> float:
     db = _raw_connection(path)
     try:
         start = time.perf_counter()
-        for row in _rows(total):
+        for row in bench_rows(total):
             db.execute("BEGIN IMMEDIATE")
             db.execute(INSERT, row)
             db.execute("COMMIT")
@@ -137,7 +137,7 @@ async def _ours(path: Path, total: int) -> float:
     async def appender(number: int) -> None:
         stream = run_stream(f"bench{number:03d}")
         for index in range(per_appender):
-            await store.append(stream, [_event(number, index)])
+            await store.append(stream, [bench_event(number, index)])
 
     try:
         start = time.perf_counter()

@@ -4,8 +4,9 @@ SQLite log, and delivery from a commit on one daemon's store to another's.
 A private PostgreSQL server is started for the run (tests/support/postgres.py; or the one at
 ORCA_TEST_POSTGRES_URL), each variant on a fresh database of its own.
 
-- append, ours: `EventStore.append` of single events (~200 characters of output each) from 100
-  concurrent tasks: the writer group-commits them, so transactions hold up to 100 events.
+- append, ours: `EventStore.append` of single events (~200 characters of output each, the rows
+  of bench_append.py) from 100 concurrent tasks: the writer group-commits them, so transactions
+  hold up to 100 events.
 - append, raw: psycopg (async, one connection) inserting the same rows, 100 per transaction
   (`executemany` in one transaction), into the same table: the same batch size without the
   store. Goal: ours >= 0.5x raw.
@@ -24,30 +25,22 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_roundtrip beside this file
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_append, bench_roundtrip
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the private server
 
+from bench_append import APPENDERS, bench_event, bench_rows
 from bench_roundtrip import OrcaDaemon
 from support.postgres import fresh_database, postgres_server
 
-from orca_client.events import (
-    SCHEMA_VERSION,
-    OutputAppended,
-    encode_event,
-    event_type,
-    run_stream,
-)
+from orca_client.events import run_stream
 from orca_client.wire import Status
 from orca_daemon.log.store import EventStore
 
-APPENDERS = 100
-TEXT = ("orca bench output line " * 10)[:199] + "\n"
 GOAL_VS_RAW = 0.5
 INSERT = (
     "INSERT INTO events (position, stream, version, type, schema_version, recorded_at, data)"
@@ -75,31 +68,6 @@ def percentile(samples: list[float], p: int) -> float:
     return statistics.quantiles(samples, n=100, method="inclusive")[p - 1]
 
 
-def _event(appender: int, index: int) -> OutputAppended:
-    run_id = f"bench{appender:03d}"
-    return OutputAppended(
-        run_id=run_id, session_id=f"{run_id}-s{index % 3}", stream="stdout", text=TEXT
-    )
-
-
-def _rows(total: int) -> Iterator[tuple[object, ...]]:
-    """The rows `total` appends produce, in the interleaved order of 100 appenders."""
-    position = 0
-    for index in range(total // APPENDERS):
-        for appender in range(APPENDERS):
-            event = _event(appender, index)
-            position += 1
-            yield (
-                position,
-                run_stream(event.run_id),
-                index + 1,
-                event_type(event),
-                SCHEMA_VERSION,
-                time.time(),
-                encode_event(event),
-            )
-
-
 async def ours(url: str, total: int) -> float:
     """Events/s of `EventStore.append` from `APPENDERS` concurrent tasks."""
     store = await EventStore.open_postgres(url)
@@ -109,7 +77,7 @@ async def ours(url: str, total: int) -> float:
     async def appender(number: int) -> None:
         stream = run_stream(f"bench{number:03d}")
         for index in range(per_appender):
-            await store.append(stream, [_event(number, index)])
+            await store.append(stream, [bench_event(number, index)])
 
     try:
         start = time.perf_counter()
@@ -133,7 +101,7 @@ async def raw(url: str, total: int) -> float:
     async with await psycopg.AsyncConnection.connect(url) as connection:
         start = time.perf_counter()
         batch: list[tuple[object, ...]] = []
-        for row in _rows(total):
+        for row in bench_rows(total):
             batch.append(row)
             if len(batch) == APPENDERS:
                 async with connection.transaction(), connection.cursor() as cursor:
@@ -157,7 +125,7 @@ async def delivery(url: str, count: int) -> tuple[list[float], list[float]]:
         await asyncio.sleep(0.3)  # b's follower is listening
         for index in range(count):
             called = time.perf_counter()
-            [stored] = await a.append("run-latency", [_event(0, index)])
+            [stored] = await a.append("run-latency", [bench_event(0, index)])
             commits.append((time.perf_counter() - called) * 1000)
             while stored.position not in heard:  # noqa: ASYNC110 - b's listener sets it
                 await asyncio.sleep(0.0002)
