@@ -186,11 +186,22 @@ class DaemonLease:
         self._home = home
         self._lease = lease_seconds
         self._host = socket.gethostname()
+        self._connection: psycopg.AsyncConnection[tuple[object, ...]] | None = None
+        """The lease's own connection (see `_set_expiry`)."""
 
     async def register(self) -> None:
         """Take this daemon's row. Another live daemon of the same name (on another host, or
-        in another state directory) is refused; this one's earlier process's row is taken."""
-        async with self._pool.connection() as connection, connection.transaction():
+        in another state directory) is refused; this one's earlier process's row is taken.
+        The connection it takes is the lease's own from then on (see `_set_expiry`)."""
+        self._connection = await self._pool.getconn()
+        try:
+            await self._take_row(self._connection)
+        except BaseException:
+            await self._let_go()
+            raise
+
+    async def _take_row(self, connection: psycopg.AsyncConnection[tuple[object, ...]]) -> None:
+        async with connection.transaction():
             cursor = await connection.execute(
                 "SELECT host, home, pid, expires_at > now() FROM daemons WHERE name = %s"
                 " FOR UPDATE",
@@ -233,40 +244,42 @@ class DaemonLease:
     async def release(self, keep_seconds: float) -> None:
         """At a stop: let the lease run out `keep_seconds` from now (0: at once, so another
         daemon adopts this one's runs without waiting)."""
-        async with self._pool.connection(timeout=RELEASE_WAIT_SECONDS) as connection:
-            await connection.execute(
-                "UPDATE daemons SET expires_at = now() + make_interval(secs => %s)"
-                " WHERE name = %s AND pid = %s",
-                (keep_seconds, self.daemon, os.getpid()),
-            )
+        await self._set_expiry(keep_seconds, RELEASE_WAIT_SECONDS)
 
     async def renew_forever(self) -> None:
         """Renew the lease every third of its length until cancelled; a renewal that fails is
         tried again at the next beat (the lease runs out if none succeeds in time)."""
-        connection: psycopg.AsyncConnection[tuple[object, ...]] | None = None
+        while True:
+            await asyncio.sleep(self._lease / 3)
+            try:
+                await self._set_expiry(self._lease, self._lease / 3)
+            except psycopg.Error as exc:
+                log.warning(
+                    "could not renew the lease of orcad %s at %s: %s", self.daemon, self._where, exc
+                )
+
+    async def _set_expiry(self, seconds: float, wait_seconds: float) -> None:
+        """Set the lease to run out `seconds` from now, on the lease's own connection (kept
+        from one renewal to the next, so that busy readers cannot keep it waiting for the
+        pool, nor a stop's release); one that fails is given back and replaced next time."""
         try:
-            while True:
-                await asyncio.sleep(self._lease / 3)
-                try:
-                    if connection is None or connection.closed:
-                        # its own connection: busy readers cannot keep it waiting for the pool
-                        connection = await self._pool.getconn()
-                    await connection.execute(
-                        "UPDATE daemons SET expires_at = now() + make_interval(secs => %s)"
-                        " WHERE name = %s AND pid = %s",
-                        (self._lease, self.daemon, os.getpid()),
-                    )
-                except psycopg.Error as exc:
-                    log.warning(
-                        "could not renew the lease of orcad %s at %s: %s",
-                        self.daemon,
-                        self._where,
-                        exc,
-                    )
-                    if connection is not None:
-                        await self._pool.putconn(connection)
-                        connection = None
-        finally:
-            if connection is not None:
-                with anyio.CancelScope(shield=True):
-                    await self._pool.putconn(connection)
+            if self._connection is None or self._connection.closed:
+                self._connection = await self._pool.getconn(timeout=wait_seconds)
+            await self._connection.execute(
+                "UPDATE daemons SET expires_at = now() + make_interval(secs => %s)"
+                " WHERE name = %s AND pid = %s",
+                (seconds, self.daemon, os.getpid()),
+            )
+        except psycopg.Error:
+            await self._let_go()
+            raise
+
+    async def close(self) -> None:
+        """Give the lease's connection back to the pool."""
+        await self._let_go()
+
+    async def _let_go(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with anyio.CancelScope(shield=True):
+                await self._pool.putconn(connection)

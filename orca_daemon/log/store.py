@@ -281,11 +281,14 @@ class EventStore:
         await self._writer.finish()
         await self._reads.close()
         await self._transactions.close()
-        if self._lease is not None and self._lease_after_close is not None:
+        if self._lease is not None:
             try:
-                await self._lease.release(self._lease_after_close)
+                if self._lease_after_close is not None:
+                    await self._lease.release(self._lease_after_close)
             except Exception as exc:  # it runs out by itself
                 log.warning("could not set this daemon's lease for after its stop: %s", exc)
+            finally:
+                await self._lease.close()
         if self._pool is not None:
             await self._pool.close()
 
