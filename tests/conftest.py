@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 import pytest
 from support.holders import Holders
+from support.homes import write_config
 from support.processes import kill_processes_with_env
 from support.snapshots import assert_snapshot_matches_log
 
@@ -144,6 +145,15 @@ class DaemonProcess:
     def client(self, timeout: float = 10.0) -> Client:
         return Client(self.paths, timeout=timeout)
 
+    def name(self) -> str:
+        """The daemon's name (`[daemon] name`, or the one it made up)."""
+        with self.client() as client:
+            return client.hello().daemon_name
+
+    def on_its_log(self, home: Path) -> DaemonProcess:
+        """Another daemon, in `home`, on this one's PostgreSQL log (not started)."""
+        return DaemonProcess(home, extra_env={"ORCA_LOG_URL": self.env["ORCA_LOG_URL"]})
+
     def output(self) -> str:
         try:
             return self.stderr_path.read_text(errors="replace")
@@ -233,10 +243,34 @@ def holders() -> Iterator[Holders]:
 
 
 @pytest.fixture
-def log_env() -> dict[str, str]:
-    """What places the daemons' log: nothing, the SQLite file in ORCA_HOME. A module whose
-    tests run on both logs overrides it with `any_log_env`."""
-    return {}
+def log_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    """What places the daemons' log: nothing, the SQLite file in ORCA_HOME; for a test marked
+    `shared_log`, the test's own PostgreSQL database. A module whose tests run on both logs
+    overrides it with `any_log_env`."""
+    if request.node.get_closest_marker("shared_log") is None:
+        return {}
+    return {"ORCA_LOG_URL": request.getfixturevalue("postgres_url")}
+
+
+@pytest.fixture
+def other_home() -> Iterator[Path]:
+    """A second ORCA_HOME, for a second daemon (whatever it leaves running is ended)."""
+    base = short_tempdir()
+    yield base / "h"
+    kill_processes_with_env("ORCA_HOME", str(base / "h"))
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def two_daemons(
+    make_daemon: Callable[..., DaemonProcess], other_home: Path, config: str
+) -> tuple[DaemonProcess, DaemonProcess]:
+    """Two running daemons on one PostgreSQL log (a test marked `shared_log`), both with the
+    config file `config`: the test's own, and one in `other_home`."""
+    first = make_daemon()
+    write_config(first.home, config)
+    write_config(other_home, config)
+    first.start()
+    return first, first.on_its_log(other_home).start()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -13,17 +13,14 @@ from __future__ import annotations
 import contextlib
 import json
 import random
-import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import DaemonProcess, short_tempdir, wait_until
+from conftest import DaemonProcess, two_daemons, wait_until
 from support.fanouts import fan_agent, start_debug
-from support.homes import write_config
 from support.hooks import calls, hook, hooks_config
-from support.processes import kill_processes_with_env
 from support.snapshots import read_log
 
 from orca_client.client import DaemonUnavailable, RequestFailed
@@ -49,20 +46,10 @@ SLOW = (
 )
 
 
-@pytest.fixture
-def log_env(postgres_url: str) -> dict[str, str]:
-    return {"ORCA_LOG_URL": postgres_url}
+pytestmark = pytest.mark.shared_log
 
 
-@pytest.fixture
-def other_home() -> Iterator[Path]:
-    base = short_tempdir()
-    yield base / "h"
-    kill_processes_with_env("ORCA_HOME", str(base / "h"))
-    shutil.rmtree(base, ignore_errors=True)
-
-
-def configure(home: Path, hook_log: Path) -> None:
+def chaos_config(hook_log: Path) -> str:
     quick = fan_agent(say=["finding: quick"], summary="quick")
     lines = [
         f"[daemon]\nlease_seconds = {LEASE}",
@@ -74,7 +61,7 @@ def configure(home: Path, hook_log: Path) -> None:
         'adapter = "command"',
         f"command = {json.dumps(['/bin/sh', '-c', SLOW])}",
     ]
-    write_config(home, "\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 @pytest.mark.slow
@@ -83,11 +70,8 @@ def test_kill9_of_either_daemon_at_random_moments_decides_everything_once(
 ) -> None:
     rng = random.Random(SEED)
     hook_log = tmp_path / "hooks.jsonl"
-    a = make_daemon()
-    configure(a.home, hook_log)
-    configure(other_home, hook_log)
-    b = DaemonProcess(other_home, extra_env={"ORCA_LOG_URL": a.env["ORCA_LOG_URL"]})
-    daemons = [a.start(), b.start()]
+    a, b = two_daemons(make_daemon, other_home, chaos_config(hook_log))
+    daemons = [a, b]
     acknowledged: list[str] = []
 
     for _ in range(KILLS):

@@ -17,7 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -41,13 +41,6 @@ def log_env(postgres_url: str) -> dict[str, str]:
     """Every daemon of these tests keeps its log in the test's database; its URL carries a
     password (the private server trusts loopback, so any password does) that must not show."""
     return {"ORCA_LOG_URL": postgres_url.replace("orca@", f"orca:{SECRET}@")}
-
-
-@pytest.fixture
-def other_home() -> Iterator[Path]:
-    base = short_tempdir()
-    yield base / "h"
-    shutil.rmtree(base, ignore_errors=True)
 
 
 def test_a_run_on_a_postgresql_log_and_what_status_says(
@@ -76,10 +69,6 @@ def test_a_run_on_a_postgresql_log_and_what_status_says(
     assert [(r.title, r.status) for r in runs] == [("echoes", "completed")]
 
 
-def daemon_name(daemon: DaemonProcess) -> str:
-    return daemon.orca("daemon", "status").stdout.split("  name     ")[1].split()[0]
-
-
 def test_three_daemons_share_one_log_and_each_acts_for_its_own_runs(
     make_daemon: Callable[..., DaemonProcess], tmp_path: Path
 ) -> None:
@@ -92,7 +81,7 @@ def test_three_daemons_share_one_log_and_each_acts_for_its_own_runs(
         c = DaemonProcess(homes[1] / "h", extra_env={**url, "ORCA_CONFIG": "/nonexistent.toml"})
         b.start()
         c.start()
-        names = [daemon_name(d) for d in (a, b, c)]
+        names = [d.name() for d in (a, b, c)]
         assert len(set(names)) == 3, names
 
         long_run = a.orca("run", "--title", "long on a", "--", "sleep", "30").stdout.strip()
@@ -165,7 +154,7 @@ def test_a_second_daemon_with_the_same_name_is_refused_naming_the_first(
     config = tmp_path / "config.toml"
     config.write_text('[daemon]\nname = "build-1"\n')
     first = make_daemon(extra_env={"ORCA_CONFIG": str(config)}).start()
-    assert daemon_name(first) == "build-1"
+    assert first.name() == "build-1"
     second = DaemonProcess(
         other_home,
         extra_env={"ORCA_LOG_URL": first.env["ORCA_LOG_URL"], "ORCA_CONFIG": str(config)},
@@ -238,7 +227,7 @@ def test_a_fanout_on_a_answered_from_b_watched_from_c_and_a_plan_on_b(
         for daemon in (b, c):
             write_config(daemon.home, config)
             daemon.start()
-        names = [daemon_name(d) for d in (a, b, c)]
+        names = [d.name() for d in (a, b, c)]
 
         fanout = start_debug(a, ["asker", "quick"]).run_id
         watched = tmp_path / "watched.jsonl"

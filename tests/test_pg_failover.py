@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import DaemonProcess, process_exists, short_tempdir, wait_until
+from conftest import DaemonProcess, process_exists, two_daemons, wait_until
 from support.fanouts import fan_agent, start_debug
-from support.homes import write_config
 from support.hooks import calls, hook, hooks_config, wait_hooks_settled
 from support.notify import notify_config, receiving, wait_delivered
-from support.processes import kill_processes_with_env
 from support.snapshots import read_log
 
 from orca_client.events import OrchestratorTriggered, QuestionAsked, RunAdopted, SessionTerminated
@@ -34,20 +31,10 @@ from orca_daemon.log.store import DaemonIdentity, EventStore
 LEASE = 3.0
 
 
-@pytest.fixture
-def log_env(postgres_url: str) -> dict[str, str]:
-    return {"ORCA_LOG_URL": postgres_url}
+pytestmark = pytest.mark.shared_log
 
 
-@pytest.fixture
-def other_home() -> Iterator[Path]:
-    base = short_tempdir()
-    yield base / "h"
-    kill_processes_with_env("ORCA_HOME", str(base / "h"))
-    shutil.rmtree(base, ignore_errors=True)
-
-
-def configure(home: Path, go: Path) -> None:
+def fanout_config(go: Path) -> str:
     """Two command agents (`ok` is done at once, `held` waits for the file `go`) and a short
     lease."""
     agents = {
@@ -58,23 +45,15 @@ def configure(home: Path, go: Path) -> None:
     for name, script in agents.items():
         command = json.dumps(fan_agent(**script))
         lines += [f"[agents.{name}]", 'adapter = "command"', f"command = {command}"]
-    write_config(home, "\n".join(lines) + "\n")
-
-
-def name_of(daemon: DaemonProcess) -> str:
-    return daemon.orca("daemon", "status").stdout.split("  name     ")[1].split()[0]
+    return "\n".join(lines) + "\n"
 
 
 def test_a_dead_daemons_fanout_is_adopted_and_synthesized_once_by_another(
     make_daemon: Callable[..., DaemonProcess], other_home: Path, tmp_path: Path
 ) -> None:
     go = tmp_path / "go"  # never created: `held` works until it is ended
-    a = make_daemon()
-    configure(a.home, go)
-    a.start()
-    configure(other_home, go)
-    b = DaemonProcess(other_home, extra_env={"ORCA_LOG_URL": a.env["ORCA_LOG_URL"]}).start()
-    a_name, b_name = name_of(a), name_of(b)
+    a, b = two_daemons(make_daemon, other_home, fanout_config(go))
+    a_name, b_name = a.name(), b.name()
 
     started = start_debug(a, ["ok", "held"])
     run_id = started.run_id
@@ -127,12 +106,8 @@ def test_a_plain_stop_keeps_the_runs_and_a_stop_that_ends_sessions_hands_them_ov
     A stop that ends them lets its lease run out at once: another daemon adopts its fan-out and
     synthesizes it."""
     go = tmp_path / "go"
-    a = make_daemon()
-    configure(a.home, go)
-    a.start()
-    configure(other_home, go)
-    b = DaemonProcess(other_home, extra_env={"ORCA_LOG_URL": a.env["ORCA_LOG_URL"]}).start()
-    a_name, b_name = name_of(a), name_of(b)
+    a, b = two_daemons(make_daemon, other_home, fanout_config(go))
+    a_name, b_name = a.name(), b.name()
     run_id = start_debug(a, ["ok", "held"]).run_id
     wait_until(
         lambda: (
@@ -174,12 +149,8 @@ def test_a_dead_daemons_plan_runs_its_lost_task_again_on_the_adopter(
         '[agents.slow]\nadapter = "command"\n'
         f"command = {json.dumps(['/bin/sh', '-c', slow, str(marks)])}\n"
     )
-    a = make_daemon()
-    write_config(a.home, config)
-    write_config(other_home, config)
-    a.start()
-    b = DaemonProcess(other_home, extra_env={"ORCA_LOG_URL": a.env["ORCA_LOG_URL"]}).start()
-    b_name = name_of(b)
+    a, b = two_daemons(make_daemon, other_home, config)
+    b_name = b.name()
     plan = Plan(
         title="two steps",
         tasks=[
@@ -223,12 +194,8 @@ def test_a_hook_and_a_notification_the_dead_daemon_did_not_live_to_fire_come_onc
             + hooks_config(on_question=hook(hook_log))
             + notify_config([(webhook, "json")])
         )
-        a = make_daemon()
-        write_config(a.home, config)
-        write_config(other_home, config)
-        a.start()
-        b = DaemonProcess(other_home, extra_env={"ORCA_LOG_URL": a.env["ORCA_LOG_URL"]}).start()
-        a_name, b_name = name_of(a), name_of(b)
+        a, b = two_daemons(make_daemon, other_home, config)
+        a_name, b_name = a.name(), b.name()
         run_id = a.orca("run", "--title", "asks", "--", "sleep", "60").stdout.strip()
         [session] = a.wait_for_run(run_id, frozenset({"running"})).session_ids
 
@@ -277,12 +244,8 @@ def test_a_daemon_that_loses_its_run_while_alive_stops_its_agent_and_records_not
     run, ending the session that ran on A. A, still running, follows the log: it stops the
     agent of that ended session, as after any cancel, and records nothing for the run."""
     config = f"[daemon]\nlease_seconds = {LEASE}\n"
-    a = make_daemon()
-    write_config(a.home, config)
-    write_config(other_home, config)
-    a.start()
-    b = DaemonProcess(other_home, extra_env={"ORCA_LOG_URL": a.env["ORCA_LOG_URL"]}).start()
-    a_name, b_name = name_of(a), name_of(b)
+    a, b = two_daemons(make_daemon, other_home, config)
+    a_name, b_name = a.name(), b.name()
     run_id = a.orca("run", "--title", "long", "--", "sleep", "60").stdout.strip()
     a.wait_for_run(run_id, frozenset({"running"}))
     [session] = a.status(run_id).sessions

@@ -19,6 +19,7 @@ from support.tcp_proxy import CuttableProxy
 
 from orca_client.events import OutputAppended, RunAdopted, RunCreated
 from orca_daemon.log import pg_follow
+from orca_daemon.log.pg_follow import LISTEN_NAME
 from orca_daemon.log.pg_schema import redacted
 from orca_daemon.log.records import ConcurrencyError, FencedAppend, LogUnavailable, StoreError
 from orca_daemon.log.store import DaemonIdentity, EventStore
@@ -32,8 +33,9 @@ class Daemons:
     def __init__(self) -> None:
         self._open: list[tuple[EventStore, asyncio.Task[None]]] = []
 
-    async def open(self, url: str) -> EventStore:
-        store = await EventStore.open_postgres(url)
+    async def open(self, url: str, daemon: DaemonIdentity | None = None) -> EventStore:
+        """A store on `url` (as the daemon `daemon`, when given) with its writer running."""
+        store = await EventStore.open_postgres(url, daemon=daemon)
         self._open.append((store, asyncio.create_task(store.run_writer())))
         return store
 
@@ -63,6 +65,21 @@ def committed(url: str) -> list[tuple[int, str, int]]:
     with psycopg.connect(url) as db:
         rows = db.execute("SELECT position, stream, version FROM events ORDER BY position")
         return [(int(p), str(s), int(v)) for p, s, v in rows]
+
+
+async def listening(url: str, count: int) -> None:
+    """Wait until `count` stores' followers LISTEN for commits on the database at `url`."""
+
+    def listeners() -> int:
+        with psycopg.connect(url) as db:
+            row = db.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND application_name = %s AND query LIKE 'LISTEN %%'",
+                (LISTEN_NAME,),
+            ).fetchone()
+        return 0 if row is None else int(row[0])
+
+    await until(lambda: listeners() >= count, f"{count} followers to listen")
 
 
 async def until(condition: Callable[[], bool], what: str) -> None:
@@ -136,7 +153,7 @@ async def test_a_commit_on_one_daemon_wakes_a_waiter_on_the_other_without_pollin
 ) -> None:
     monkeypatch.setattr(pg_follow, "POLL_SECONDS", 3600.0)  # only a notification can wake it
     a, b = await daemons.open(postgres_url), await daemons.open(postgres_url)
-    await asyncio.sleep(0.2)  # (b's follower is listening: it woke once when it began)
+    await listening(postgres_url, 2)
     waiting = asyncio.create_task(b.wait_for_commit_after(0))
     await a.append("run-w", [created("w")])
     await asyncio.wait_for(waiting, TIMEOUT)
@@ -153,11 +170,11 @@ async def test_commits_made_while_a_daemon_was_not_listening_reach_it_when_it_is
     await proxy.start()
     try:
         a, b = await daemons.open(postgres_url), await daemons.open(proxy.url)
-        await asyncio.sleep(0.2)
+        await listening(postgres_url, 2)
         proxy.cut()
         await a.append("run-m", [created("m")])
         await a.append("run-m", [output("m", "missed")])
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.2)  # (b gets nothing while cut off: no condition to wait for)
         assert b.head_position == 0
         proxy.mend()
         await until(lambda: b.head_position == 2, "b to catch up")
@@ -257,51 +274,43 @@ def identity(name: str) -> DaemonIdentity:
     return DaemonIdentity(name, f"/tmp/{name}", lease_seconds=15.0)
 
 
-async def test_a_daemon_appends_only_for_the_runs_it_owns(postgres_url: str) -> None:
+async def test_a_daemon_appends_only_for_the_runs_it_owns(
+    daemons: Daemons, postgres_url: str
+) -> None:
     """Each run's owner is checked by every append to the run, in its transaction: the daemon
     that created the run (or took it over) appends for it; another one's append is refused and
     not written, whatever it races with; appends that are not a run's are anyone's."""
-    opened: list[tuple[EventStore, asyncio.Task[None]]] = []
+    a, b = (
+        await daemons.open(postgres_url, identity("a")),
+        await daemons.open(postgres_url, identity("b")),
+    )
+    await a.append("run-x", [created("x")], expected_version=0)
+    await b.append("run-y", [created("y")], expected_version=0)
+    await a.append("run-x", [output("x", "a's")])
+    with pytest.raises(FencedAppend, match=r"run x is owned by orcad a .*not by orcad b"):
+        await b.append("run-x", [output("x", "b's")])
+    outcomes = await asyncio.gather(  # in one batch with b's own appends
+        b.append("run-y", [output("y", "b's own")]),
+        b.append("run-x", [output("x", "b's again")]),
+        b.append_tracked("run-y", [], ("b's reaction", 2)),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[1], FencedAppend) and isinstance(outcomes[0], list)
+    assert await a.read_tracking("b's reaction") == 2
+    assert [s for _, s, _ in committed(postgres_url)] == ["run-x", "run-y", "run-x", "run-y"]
 
-    async def open_as(name: str) -> EventStore:
-        store = await EventStore.open_postgres(postgres_url, daemon=identity(name))
-        opened.append((store, asyncio.create_task(store.run_writer())))
-        return store
+    before = committed(postgres_url)
+    with pytest.raises(FencedAppend):  # made together with one that is refused: neither
+        await a.append_together([("run-x", [output("x", "mine")]), ("run-y", [output("y", "b's")])])
+    assert committed(postgres_url) == before
 
-    try:
-        a, b = await open_as("a"), await open_as("b")
-        await a.append("run-x", [created("x")], expected_version=0)
-        await b.append("run-y", [created("y")], expected_version=0)
-        await a.append("run-x", [output("x", "a's")])
-        with pytest.raises(FencedAppend, match=r"run x is owned by orcad a .*not by orcad b"):
-            await b.append("run-x", [output("x", "b's")])
-        outcomes = await asyncio.gather(  # in one batch with b's own appends
-            b.append("run-y", [output("y", "b's own")]),
-            b.append("run-x", [output("x", "b's again")]),
-            b.append_tracked("run-y", [], ("b's reaction", 2)),
-            return_exceptions=True,
-        )
-        assert isinstance(outcomes[1], FencedAppend) and isinstance(outcomes[0], list)
-        assert await a.read_tracking("b's reaction") == 2
-        assert [s for _, s, _ in committed(postgres_url)] == ["run-x", "run-y", "run-x", "run-y"]
-
-        before = committed(postgres_url)
-        with pytest.raises(FencedAppend):  # made together with one that is refused: neither
-            await a.append_together(
-                [("run-x", [output("x", "mine")]), ("run-y", [output("y", "b's")])]
-            )
-        assert committed(postgres_url) == before
-
-        again = await open_as("a")  # a's next process: the runs are still a's
-        await again.append("run-x", [output("x", "after a restart")])
-        with psycopg.connect(postgres_url) as db:
-            owners = db.execute("SELECT run_id, owner, generation FROM run_owners ORDER BY 1")
-            assert owners.fetchall() == [("x", "a", 1), ("y", "b", 1)]
-    finally:
-        for store, writer in opened:
-            store.stop_accepting()
-            await asyncio.wait_for(writer, TIMEOUT)
-            await store.close()
+    again = await daemons.open(
+        postgres_url, identity("a")
+    )  # a's next process: the runs are still a's
+    await again.append("run-x", [output("x", "after a restart")])
+    with psycopg.connect(postgres_url) as db:
+        owners = db.execute("SELECT run_id, owner, generation FROM run_owners ORDER BY 1")
+        assert owners.fetchall() == [("x", "a", 1), ("y", "b", 1)]
 
 
 async def test_a_name_in_use_by_a_live_daemon_elsewhere_is_refused(postgres_url: str) -> None:
@@ -320,52 +329,43 @@ async def test_a_name_in_use_by_a_live_daemon_elsewhere_is_refused(postgres_url:
 
 
 async def test_when_a_lease_runs_out_one_daemon_adopts_the_run_and_the_old_owner_is_fenced(
-    postgres_url: str,
+    daemons: Daemons, postgres_url: str
 ) -> None:
-    opened: list[tuple[EventStore, asyncio.Task[None]]] = []
+    a, b, c = (
+        await daemons.open(postgres_url, identity("a")),
+        await daemons.open(postgres_url, identity("b")),
+        await daemons.open(postgres_url, identity("c")),
+    )
+    await a.append("run-x", [created("x")], expected_version=0)
+    assert await b.runs_to_adopt() == []  # a's lease runs
+    with psycopg.connect(postgres_url) as db:  # a stops renewing: its lease has run out
+        db.execute("UPDATE daemons SET expires_at = now() - interval '1 s' WHERE name = 'a'")
+    assert await b.runs_to_adopt() == [("x", "a", 1)]
 
-    async def open_as(name: str) -> EventStore:
-        store = await EventStore.open_postgres(postgres_url, daemon=identity(name))
-        opened.append((store, asyncio.create_task(store.run_writer())))
-        return store
+    for _ in range(2):  # b and c race to adopt: one wins, the other is told, every time
+        outcomes = await asyncio.gather(
+            b.adopt(RunAdopted(run_id="x", daemon="b", from_daemon="a", generation=2)),
+            c.adopt(RunAdopted(run_id="x", daemon="c", from_daemon="a", generation=2)),
+            return_exceptions=True,
+        )
+        won = [o for o in outcomes if isinstance(o, list)]
+        assert len(won) <= 1 and all(
+            isinstance(o, ConcurrencyError) for o in outcomes if not isinstance(o, list)
+        ), outcomes
+    adopted = [e for e in await b.read_stream("run-x") if e.type == "run_adopted"]
+    assert len(adopted) == 1
+    winner = b if adopted[0].decode().daemon == "b" else c  # type: ignore[union-attr]
+    loser = c if winner is b else b
 
-    try:
-        a, b, c = await open_as("a"), await open_as("b"), await open_as("c")
-        await a.append("run-x", [created("x")], expected_version=0)
-        assert await b.runs_to_adopt() == []  # a's lease runs
-        with psycopg.connect(postgres_url) as db:  # a stops renewing: its lease has run out
-            db.execute("UPDATE daemons SET expires_at = now() - interval '1 s' WHERE name = 'a'")
-        assert await b.runs_to_adopt() == [("x", "a", 1)]
-
-        for _ in range(2):  # b and c race to adopt: one wins, the other is told, every time
-            outcomes = await asyncio.gather(
-                b.adopt(RunAdopted(run_id="x", daemon="b", from_daemon="a", generation=2)),
-                c.adopt(RunAdopted(run_id="x", daemon="c", from_daemon="a", generation=2)),
-                return_exceptions=True,
-            )
-            won = [o for o in outcomes if isinstance(o, list)]
-            assert len(won) <= 1 and all(
-                isinstance(o, ConcurrencyError) for o in outcomes if not isinstance(o, list)
-            ), outcomes
-        adopted = [e for e in await b.read_stream("run-x") if e.type == "run_adopted"]
-        assert len(adopted) == 1
-        winner = b if adopted[0].decode().daemon == "b" else c  # type: ignore[union-attr]
-        loser = c if winner is b else b
-
-        with pytest.raises(FencedAppend, match="not by orcad a"):  # a came back: too late
-            await a.append("run-x", [output("x", "a's, after")])
-        with pytest.raises(FencedAppend):
-            await loser.append("run-x", [output("x", "the loser's")])
-        await winner.append("run-x", [output("x", "the adopter's")])
-        with psycopg.connect(postgres_url) as db:
-            row = db.execute("SELECT owner, generation FROM run_owners WHERE run_id = 'x'")
-            assert row.fetchone() == (winner.daemon, 2)
-        assert await winner.runs_to_adopt() == []
-    finally:
-        for store, writer in opened:
-            store.stop_accepting()
-            await asyncio.wait_for(writer, TIMEOUT)
-            await store.close()
+    with pytest.raises(FencedAppend, match="not by orcad a"):  # a came back: too late
+        await a.append("run-x", [output("x", "a's, after")])
+    with pytest.raises(FencedAppend):
+        await loser.append("run-x", [output("x", "the loser's")])
+    await winner.append("run-x", [output("x", "the adopter's")])
+    with psycopg.connect(postgres_url) as db:
+        row = db.execute("SELECT owner, generation FROM run_owners WHERE run_id = 'x'")
+        assert row.fetchone() == (winner.daemon, 2)
+    assert await winner.runs_to_adopt() == []
 
 
 def test_the_password_is_taken_out_of_whatever_is_said_about_the_url() -> None:

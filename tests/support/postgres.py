@@ -23,6 +23,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import psycopg
+from conftest import process_exists
 
 URL_VARIABLE = "ORCA_TEST_POSTGRES_URL"
 
@@ -71,22 +72,12 @@ def reap_abandoned() -> None:
             owner = int((root / OWNER_FILE).read_text())
         except (OSError, ValueError):
             continue
-        if _alive(owner):
+        if process_exists(owner):
             continue
         pid_file = root / "data" / "postmaster.pid"
         with contextlib.suppress(OSError, ValueError, IndexError):
             os.kill(int(pid_file.read_text().split()[0]), signal.SIGQUIT)  # immediate stop
         shutil.rmtree(root, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class PrivateServer:
